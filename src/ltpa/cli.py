@@ -1,0 +1,94 @@
+"""The ``ltpa`` command line: the same package functions the workflow scripts call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import LtpaError
+
+
+def _index(args):
+    from .jobs import job
+    from .pipeline import index_scan
+
+    with job(args.log, f"index {args.trk}"):
+        index_scan(args.trk, None if args.no_write else args.out, space=args.space,
+                   legacy_dsi2_mni_offset=args.legacy_dsi2_mni_offset, scan_id=args.scan_id,
+                   trk_out=args.trk_out)
+
+
+def _label(args):
+    from .jobs import job
+    from .pipeline import label_scan
+
+    with job(args.log, f"label {args.trk} {args.atlas}"):
+        label_scan(args.trk, args.atlas, args.out, graphml_path=args.graphml,
+                   start=args.start_at, scan_id=args.scan_id)
+
+
+def _demo(args):
+    from .demo import make_demo
+
+    path = make_demo(args.folder, n_scans=args.scans, seed=args.seed)
+    print(path)
+
+
+def _validate(args):
+    from .localdata import load_local_data
+
+    scans = load_local_data(args.local_data, args.data_root)
+    n_labels = sum(len(s.labels) for s in scans)
+    print(f"{args.local_data}: {len(scans)} scans, {n_labels} atlas labelings: valid")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="ltpa", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ltpa {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="hash a .trk into a pickled TrackDataset (voxel -> streamlines)")
+    p.add_argument("trk")
+    p.add_argument("out", help="output .pkl")
+    p.add_argument("--space", choices=["qsdr", "mni", "native"], default="qsdr")
+    p.add_argument("--trk-out", help="also write the streamlines in the key grid to this .trk")
+    p.add_argument("--legacy-dsi2-mni-offset", action="store_true",
+                   help="qsdr keys with dsi2's 102 - j instead of 101 - j")
+    p.add_argument("--scan-id")
+    p.add_argument("--no-write", action="store_true", help="read and index only (for timing)")
+    p.add_argument("--log", help="log file (default: stderr)")
+    p.set_defaults(func=_index)
+
+    p = sub.add_parser("label", help="connection id per streamline from an atlas in the trk's grid")
+    p.add_argument("trk")
+    p.add_argument("atlas", help="label NIfTI sharing the trk's grid")
+    p.add_argument("out", help="output .npy")
+    p.add_argument("--graphml", help="region list: the graphml's node ids")
+    p.add_argument("--start-at", type=int, choices=[0, 1], default=1)
+    p.add_argument("--scan-id")
+    p.add_argument("--log", help="log file (default: stderr)")
+    p.set_defaults(func=_label)
+
+    p = sub.add_parser("demo", help="write the built-in synthetic demo study")
+    p.add_argument("folder")
+    p.add_argument("--scans", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("validate", help="check a local_data.json and report every problem")
+    p.add_argument("local_data")
+    p.add_argument("--data-root")
+    p.set_defaults(func=_validate)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except LtpaError as exc:
+        print(f"ltpa error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Atomic writes: a temp file in the destination folder, then one rename.
+
+A job that fails or is killed leaves, at worst, a hidden ``.<name>.tmp-*`` file
+that the next run removes; it never leaves a partial output under the real name
+and never replaces a good output with a bad one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import LtpaError
+
+TMP_MARK = ".ltpa-tmp-"
+
+
+def _tmp_prefix(dest: Path) -> str:
+    return f".{dest.name}{TMP_MARK}"
+
+
+def remove_stale_temps(dest: Path) -> None:
+    """Remove temp files that a killed earlier job left beside ``dest``."""
+    folder = dest.parent
+    if not folder.is_dir():
+        return
+    prefix = _tmp_prefix(dest)
+    for entry in folder.iterdir():
+        if entry.name.startswith(prefix):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(dest, suffix=""):
+    """Yield a temp path beside ``dest``; on success rename it onto ``dest``.
+
+    ``suffix`` keeps an extension that a writer insists on (nibabel picks the
+    format by extension, numpy.save appends .npy).
+    """
+    dest = Path(dest)
+    folder = dest.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LtpaError(f"cannot create output folder {str(folder)!r}: {exc.strerror}") from exc
+    remove_stale_temps(dest)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise LtpaError(f"cannot write in output folder {str(folder)!r}: {exc.strerror}") from exc
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        # make the data durable before the name points at it
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, dest)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise LtpaError(f"could not write {str(dest)!r}: {exc.strerror or exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(dest, mode="wb"):
+    """Open a temp file beside ``dest`` for writing; rename it onto ``dest`` on success."""
+    with atomic_path(dest) as tmp:
+        with open(tmp, mode) as fh:
+            yield fh
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

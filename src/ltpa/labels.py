@@ -1,0 +1,176 @@
+"""Endpoint labeling (dsi2's rule): one connection id per streamline.
+
+For each point, label = atlas[native voxel] (background outside the atlas grid).
+With fewer than two labeled points the id is 0; otherwise a, b are the first and
+last nonzero labels along the streamline and the id is the position of
+(min(a, b), max(a, b)) in the enumeration of ``np.triu_indices(R)`` (diagonal
+included) over the sorted region list, plus ``start`` (1 by default; 0 as dsi2's
+DSI2_CONN_START_AT_0).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LtpaError
+from .grids import inside, linear_index
+from .index import native_voxels
+from .trk import Trk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Atlas:
+    path: Path
+    data: np.ndarray  # int64 labels, in the trk grid
+    labels: np.ndarray  # sorted unique nonzero labels present
+
+
+def load_atlas(path, expected_dim=None, context="") -> Atlas:
+    """Load a label volume with nibabel and check it is a usable integer atlas."""
+    import nibabel as nib
+
+    path = Path(path)
+    pre = f"{context}: " if context else ""
+    if not path.exists():
+        raise LtpaError(f"{pre}atlas file {str(path)!r} does not exist")
+    try:
+        img = nib.load(str(path))
+        raw = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise LtpaError(f"{pre}atlas file {str(path)!r} could not be read as an image ({exc})") from exc
+    if raw.ndim != 3:
+        raise LtpaError(
+            f"{pre}atlas file {str(path)!r} has {raw.ndim} dimensions {raw.shape}; "
+            f"expected a 3-D label volume"
+        )
+    if expected_dim is not None and tuple(raw.shape) != tuple(expected_dim):
+        raise LtpaError(
+            f"{pre}atlas file {str(path)!r} has shape {tuple(raw.shape)} but the trk grid is "
+            f"{tuple(int(d) for d in expected_dim)}; the atlas must share the trk's grid"
+        )
+    if raw.dtype.kind == "f":
+        if not np.isfinite(raw).all():
+            raise LtpaError(f"{pre}atlas file {str(path)!r} contains NaN or infinite values; "
+                            f"expected integer labels")
+        if not np.array_equal(raw, np.round(raw)):
+            bad = raw[raw != np.round(raw)]
+            raise LtpaError(
+                f"{pre}atlas file {str(path)!r} has non-integral values (e.g. {float(bad[0]):g}); "
+                f"expected integer labels"
+            )
+    elif raw.dtype.kind not in "iub":
+        raise LtpaError(f"{pre}atlas file {str(path)!r} has data type {raw.dtype}; expected integer labels")
+    data = np.asarray(raw, dtype=np.int64)
+    if data.size and data.min() < 0:
+        raise LtpaError(
+            f"{pre}atlas file {str(path)!r} has negative labels (min {int(data.min())}); "
+            f"expected 0 for background and positive region labels"
+        )
+    labels = np.unique(data)
+    return Atlas(path, np.ascontiguousarray(data), labels[labels != 0])
+
+
+def regions_from_graphml(path, context="") -> np.ndarray:
+    """The graphml's node ids as ints, sorted (networkx)."""
+    import networkx as nx
+
+    path = Path(path)
+    pre = f"{context}: " if context else ""
+    if not path.exists():
+        raise LtpaError(f"{pre}graphml file {str(path)!r} does not exist")
+    try:
+        graph = nx.read_graphml(str(path))
+    except Exception as exc:
+        raise LtpaError(f"{pre}graphml file {str(path)!r} could not be read ({exc})") from exc
+    ids = []
+    for node in graph.nodes:
+        try:
+            value = int(str(node).strip())
+        except ValueError:
+            raise LtpaError(
+                f"{pre}graphml file {str(path)!r} has node id {node!r}; expected integer node "
+                f"ids (the atlas labels)"
+            ) from None
+        ids.append(value)
+    if not ids:
+        raise LtpaError(f"{pre}graphml file {str(path)!r} has no nodes")
+    regions = np.unique(np.asarray(ids, dtype=np.int64))
+    if regions[0] <= 0:
+        raise LtpaError(f"{pre}graphml file {str(path)!r} has node id {int(regions[0])}; "
+                        f"region ids must be positive (0 is background)")
+    return regions
+
+
+@dataclass
+class LabelResult:
+    ids: np.ndarray  # int64 per streamline
+    regions: np.ndarray
+    start: int
+    unknown_labels: np.ndarray  # atlas labels not in the region list (treated as background)
+    n_points_outside: int
+    stats: dict = field(default_factory=dict)
+
+
+def pair_index(lo: np.ndarray, hi: np.ndarray, n_regions: int) -> np.ndarray:
+    """Position of (lo, hi), lo <= hi, in the enumeration of np.triu_indices(n_regions)."""
+    lo = lo.astype(np.int64)
+    return lo * n_regions - (lo * (lo - 1)) // 2 + (hi.astype(np.int64) - lo)
+
+
+def label_streamlines(trk: Trk, atlas: Atlas, regions=None, start: int = 1,
+                      progress=None) -> LabelResult:
+    """Connection id per streamline of ``trk`` from ``atlas`` (which shares the trk grid)."""
+    if start not in (0, 1):
+        raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {start!r}")
+    regions = atlas.labels if regions is None else np.unique(np.asarray(regions, dtype=np.int64))
+    n_regions = int(regions.shape[0])
+    dim = tuple(int(d) for d in atlas.data.shape)
+    # rank volume: 0 = background, r + 1 = position of the label in the region list
+    max_label = int(max(atlas.data.max(initial=0), regions.max(initial=0)))
+    lut = np.zeros(max_label + 1, dtype=np.int32)
+    lut[regions] = np.arange(1, n_regions + 1, dtype=np.int32)
+    unknown = atlas.labels[lut[atlas.labels] == 0]
+    rank_flat = lut[atlas.data].ravel()
+
+    n = trk.n_streamlines
+    ids = np.zeros(n, dtype=np.int64)
+    n_outside = 0
+    for s0, pts, lengths in trk.iter_chunks():
+        m = lengths.shape[0]
+        vox = native_voxels(pts, trk.voxel_size)
+        ok = inside(vox, dim)
+        rank = np.zeros(vox.shape[0], dtype=np.int32)
+        if ok.all():
+            rank = rank_flat[linear_index(vox, dim)]
+        else:
+            n_outside += int(ok.size - np.count_nonzero(ok))
+            rank[ok] = rank_flat[linear_index(vox[ok], dim)]
+        del vox
+        nz = np.flatnonzero(rank)
+        if nz.size < 2:
+            continue
+        # which streamline (local index) each labeled point belongs to
+        local_off = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(lengths, out=local_off[1:])
+        owner = np.searchsorted(local_off, nz, side="right") - 1
+        per = np.bincount(owner, minlength=m)
+        first_pos = np.zeros(m, dtype=np.int64)
+        has = per > 0
+        cum = np.cumsum(per)
+        first_pos[has] = (cum - per)[has]  # index into nz of each streamline's first labeled point
+        last_pos = cum - 1
+        two = per >= 2
+        a = rank[nz[first_pos[two]]] - 1
+        b = rank[nz[last_pos[two]]] - 1
+        lo = np.minimum(a, b)
+        hi = np.maximum(a, b)
+        ids[s0 + np.flatnonzero(two)] = pair_index(lo, hi, n_regions) + start
+        if progress:
+            progress(s0 + m, n)
+    return LabelResult(ids, regions, start, unknown, n_outside)

@@ -1,0 +1,202 @@
+"""local_data.json (dsi2's format) -> validated scan records with resolved paths.
+
+Validation is done with jsonschema directly (snakemake.utils.validate ignores a
+JSON whose top level is a list) and reports every problem at once, each naming
+the scan's index and scan_id, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import LtpaError
+
+# fields that name files: never part of the metadata a pkl carries
+PATH_FIELDS = ("trk_file", "pkl_path", "pkl_trk_path", "fib_file", "reference_volume")
+NOT_METADATA = PATH_FIELDS + ("track_labels", "track_scalars")
+LABEL_PATH_FIELDS = ("graphml_path", "numpy_path", "volume_path", "qsdr_volume_path",
+                     "b0_volume_path", "labels_path")
+
+
+@dataclass
+class LabelRecord:
+    position: int  # index in the scan's track_labels
+    name: str | None
+    parameters: dict | None
+    numpy_path: Path
+    volume_path: Path | None
+    graphml_path: Path | None
+    raw: dict
+
+
+@dataclass
+class ScanRecord:
+    index: int  # position in the JSON list
+    scan_id: str
+    scan_group: str
+    space: str
+    trk_file: Path | None
+    pkl_path: Path | None
+    pkl_trk_path: Path | None
+    labels: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    def where(self, fld=None) -> str:
+        text = f"scan #{self.index} ({self.scan_id!r})"
+        return f"{text}, field {fld!r}" if fld else text
+
+
+def schema() -> dict:
+    with resources.files("ltpa").joinpath("schemas/local_data.schema.json").open() as fh:
+        return json.load(fh)
+
+
+def read_json(path) -> object:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LtpaError(f"local_data file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise LtpaError(f"local_data file {str(path)!r} is not UTF-8 text ({exc})") from None
+    except OSError as exc:
+        raise LtpaError(f"local_data file {str(path)!r} could not be read: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LtpaError(
+            f"local_data file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}"
+        ) from None
+
+
+def _json_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def validate(data, source="local_data.json") -> list[str]:
+    """All schema problems, as messages naming scan index, scan_id, field and expectation."""
+    from jsonschema import Draft202012Validator
+
+    if not isinstance(data, list):
+        return [f"{source}: the top level is a JSON {type(data).__name__ if not isinstance(data, dict) else 'object'}; "
+                f"expected a list of scan objects (dsi2's format)"]
+    if not data:
+        return [f"{source}: the list of scans is empty; expected at least one scan"]
+    validator = Draft202012Validator(schema())
+    problems = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        path = list(err.absolute_path)
+        if not path:
+            problems.append(f"{source}: {err.message}")
+            continue
+        idx = path[0]
+        scan = data[idx] if isinstance(data[idx], dict) else {}
+        sid = scan.get("scan_id")
+        fld = _json_path(path[1:]) or "(the scan entry)"
+        if err.validator == "required":
+            missing = err.message.split("'")[1] if "'" in err.message else err.message
+            fld = _json_path(path[1:] + [missing])
+            msg = "is required"
+        elif err.validator == "type":
+            msg = f"is {json.dumps(err.instance)[:60]}; expected {_types(err.validator_value)}"
+        elif err.validator == "enum":
+            msg = f"is {json.dumps(err.instance)[:60]}; expected one of {', '.join(map(json.dumps, err.validator_value))}"
+        else:
+            msg = err.message
+        problems.append(f"scan #{idx} (scan_id {sid!r}): field {fld!r} {msg}")
+    return problems
+
+
+def _types(value) -> str:
+    names = value if isinstance(value, list) else [value]
+    names = {"string": "a string", "object": "an object", "array": "a list", "number": "a number",
+             "integer": "an integer", "null": "null", "boolean": "true/false"}
+    vals = value if isinstance(value, list) else [value]
+    return " or ".join(names.get(v, v) for v in vals)
+
+
+def _resolve(value, root: Path) -> Path | None:
+    if value in (None, ""):
+        return None
+    p = Path(os.path.expanduser(str(value)))
+    if not p.is_absolute():
+        p = root / p
+    return Path(os.path.normpath(p))
+
+
+def load_local_data(path, data_root=None) -> list[ScanRecord]:
+    """Read, validate and resolve local_data.json; raises LtpaError listing every problem."""
+    path = Path(path).resolve()
+    data = read_json(path)
+    problems = validate(data, source=str(path))
+    if problems:
+        raise LtpaError(_problem_text(path, problems))
+    root = Path(data_root).resolve() if data_root else path.parent
+    scans = []
+    seen_ids = {}
+    outputs = {}
+    for idx, raw in enumerate(data):
+        scan_id = raw["scan_id"]
+        rec = ScanRecord(
+            index=idx,
+            scan_id=scan_id,
+            scan_group=raw["scan_group"],
+            space=raw.get("trk_space") or "qsdr",
+            trk_file=_resolve(raw.get("trk_file"), root),
+            pkl_path=_resolve(raw.get("pkl_path"), root),
+            pkl_trk_path=_resolve(raw.get("pkl_trk_path"), root),
+            metadata={k: v for k, v in raw.items() if k not in NOT_METADATA},
+            raw=raw,
+        )
+        if scan_id in seen_ids:
+            problems.append(f"{rec.where('scan_id')}: duplicate of scan #{seen_ids[scan_id]}; "
+                            f"scan_id must be unique")
+        else:
+            seen_ids[scan_id] = idx
+        for pos, lab in enumerate(raw.get("track_labels") or []):
+            fld = f"track_labels[{pos}]"
+            npy = _resolve(lab.get("numpy_path"), root)
+            vol = _resolve(lab.get("volume_path") or lab.get("qsdr_volume_path"), root)
+            gml = _resolve(lab.get("graphml_path"), root)
+            if npy is None:
+                continue  # nothing to build for this entry
+            if vol is None:
+                problems.append(f"{rec.where(fld + '.volume_path')}: is required to build "
+                                f"numpy_path {str(npy)!r} (the atlas NIfTI in the trk's grid)")
+            rec.labels.append(LabelRecord(pos, lab.get("name"), lab.get("parameters"), npy, vol,
+                                          gml, lab))
+        # every output path once in the whole study, and never one of its own inputs
+        outs = [("pkl_path", rec.pkl_path), ("pkl_trk_path", rec.pkl_trk_path)]
+        outs += [(f"track_labels[{lab.position}].numpy_path", lab.numpy_path) for lab in rec.labels]
+        ins = {rec.trk_file} | {lab.volume_path for lab in rec.labels} | {
+            lab.graphml_path for lab in rec.labels}
+        for fld, out in outs:
+            if out is None:
+                continue
+            key = str(out)
+            if key in outputs:
+                other = outputs[key]
+                problems.append(f"{rec.where(fld)}: output {key!r} is also written by {other}; "
+                                f"two entries cannot write the same file")
+            else:
+                outputs[key] = rec.where(fld)
+            if out in ins:
+                problems.append(f"{rec.where(fld)}: output {key!r} is also one of this scan's inputs")
+        scans.append(rec)
+    if problems:
+        raise LtpaError(_problem_text(path, problems))
+    return scans
+
+
+def _problem_text(path, problems) -> str:
+    head = f"local_data file {str(path)!r}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
+    return "\n".join([head] + [f"  - {p}" for p in problems])

@@ -1,0 +1,213 @@
+"""The steps, end to end: what the command line and the workflow scripts call.
+
+Each function reads its inputs, runs one kernel and writes its outputs
+atomically, with a JSON sidecar recording what the output was built from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .dataset import TrackDataset, VoxelIndex, save_track_dataset
+from .errors import LtpaError
+from .grids import key_map_for
+from .index import build_index
+from .io import atomic_open
+from .labels import label_streamlines, load_atlas, regions_from_graphml
+from .trk import open_trk
+from .trkwrite import key_grid_header, write_key_trk
+
+log = logging.getLogger("ltpa")
+
+
+def _progress(what):
+    last = [0.0]
+
+    def report(done, total):
+        now = time.monotonic()
+        if now - last[0] > 5 or done == total:
+            last[0] = now
+            log.info("%s: %d / %d streamlines (%.0f%%)", what, done, total,
+                     100.0 * done / max(total, 1))
+    return report
+
+
+def sidecar_path(output) -> Path:
+    return Path(str(output) + ".json")
+
+
+def write_sidecar(output, content: dict) -> None:
+    """Write ``<output>.json`` atomically: what the output was built from, and how."""
+    body = {"ltpa_version": __version__, "output": str(Path(output).resolve()), **content}
+    with atomic_open(sidecar_path(output), "w") as fh:
+        json.dump(body, fh, indent=2, sort_keys=True, default=_json_default)
+        fh.write("\n")
+
+
+def read_sidecar(output):
+    """The sidecar of ``output`` as a dict, or None when there is none (or it is unreadable)."""
+    try:
+        with open(sidecar_path(output)) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(type(obj).__name__)
+
+
+def _context(scan_id):
+    return f"scan {scan_id!r}" if scan_id is not None else ""
+
+
+def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
+               scan_id=None, properties=None, trk_out=None, sidecar=True) -> dict:
+    """Hash ``trk_path`` into a TrackDataset pickled at ``out_pkl`` (and a key-grid .trk)."""
+    t0 = time.perf_counter()
+    ctx = _context(scan_id)
+    trk = open_trk(trk_path)
+    key_map = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order,
+                          legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
+                          context=f"{ctx}, file {str(trk_path)!r}" if ctx else f"file {str(trk_path)!r}")
+    log.info("%s: %d streamlines, %d points, grid %s %s", trk_path, trk.n_streamlines,
+             trk.n_points, "x".join(map(str, trk.dim)), trk.voxel_order)
+    csr = build_index(trk, key_map, progress=_progress("hashing"))
+    t_index = time.perf_counter() - t0
+    stats = {
+        "n_streamlines": trk.n_streamlines,
+        "n_points": trk.n_points,
+        "n_voxels": int(csr.voxels.shape[0]),
+        "n_points_outside_grid": int(csr.n_outside),
+        "seconds_read_and_index": round(t_index, 3),
+    }
+    if csr.n_outside:
+        log.warning("%d of %d points fall outside the %s key grid and are left out of the index",
+                    csr.n_outside, trk.n_points, "x".join(map(str, key_map.grid.dim)))
+    build = {
+        "ltpa_version": __version__,
+        "space": space,
+        "legacy_dsi2_mni_offset": bool(legacy_dsi2_mni_offset),
+        "trk_file": str(Path(trk_path).resolve()),
+        "key_map": {"sign": list(key_map.sign), "shift": list(key_map.shift)},
+        **stats,
+    }
+    if out_pkl is not None:
+        dataset = TrackDataset(
+            scan_id=scan_id,
+            properties=dict(properties or {}),
+            header=key_grid_header(trk, key_map, trk.n_streamlines),
+            index=VoxelIndex(csr.dim, csr.voxels, csr.indptr, csr.ids),
+            words=trk.words,
+            starts=trk.starts,
+            counts=trk.counts,
+            stride=trk.stride,
+            mm_sign=key_map.mm_sign,
+            mm_shift=key_map.mm_shift,
+            space=space,
+            build=build,
+        )
+        save_track_dataset(dataset, out_pkl)
+        if sidecar:
+            write_sidecar(out_pkl, {"kind": "track_dataset", "scan_id": scan_id,
+                                    "inputs": {"trk_file": build["trk_file"]}, "build": build})
+        log.info("wrote %s (%d voxels) in %.2f s", out_pkl, stats["n_voxels"],
+                 time.perf_counter() - t0)
+    if trk_out is not None:
+        write_key_trk(trk, key_map, trk_out)
+        log.info("wrote %s", trk_out)
+    return stats
+
+
+def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=False,
+                   scan_id=None) -> dict:
+    """Write the streamlines of ``trk_path`` in the key grid (pkl_trk_path)."""
+    ctx = _context(scan_id)
+    trk = open_trk(trk_path)
+    key_map = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order,
+                          legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
+                          context=f"{ctx}, file {str(trk_path)!r}" if ctx else f"file {str(trk_path)!r}")
+    write_key_trk(trk, key_map, out_trk)
+    log.info("wrote %s: %d streamlines in the %s key grid", out_trk, trk.n_streamlines, space)
+    return {"n_streamlines": trk.n_streamlines}
+
+
+def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, start=1, scan_id=None,
+               atlas_key=None, sidecar=True) -> dict:
+    """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``."""
+    t0 = time.perf_counter()
+    ctx = _context(scan_id)
+    trk = open_trk(trk_path)
+    atlas = load_atlas(atlas_path, expected_dim=trk.dim, context=ctx)
+    if graphml_path:
+        regions = regions_from_graphml(graphml_path, context=ctx)
+        source = "graphml"
+    else:
+        regions = atlas.labels
+        source = "atlas"
+        log.warning("%sno graphml_path: the region list is this atlas's own labels (%d); "
+                    "connection ids are comparable across scans only if every scan's atlas "
+                    "has the same labels", f"{ctx}: " if ctx else "", regions.shape[0])
+    result = label_streamlines(trk, atlas, regions, start=start, progress=_progress("labeling"))
+    if result.unknown_labels.size:
+        log.warning("atlas labels not in the region list, treated as background: %s",
+                    ", ".join(str(int(v)) for v in result.unknown_labels))
+    with atomic_open(out_npy, "wb") as fh:
+        np.save(fh, result.ids)
+    n = trk.n_streamlines
+    unlabeled = int(np.count_nonzero(result.ids == 0)) if start == 1 else int(
+        np.count_nonzero(result.ids == 0))
+    share = unlabeled / n if n else 0.0
+    log.info("%d of %d streamlines (%.1f%%) have connection id 0 (fewer than two labeled points)",
+             unlabeled, n, 100.0 * share)
+    stats = {
+        "n_streamlines": n,
+        "n_unlabeled": unlabeled,
+        "share_unlabeled": round(share, 6),
+        "n_regions": int(regions.shape[0]),
+        "region_source": source,
+        "labels_not_in_region_list": [int(v) for v in result.unknown_labels],
+        "n_points_outside_grid": int(result.n_points_outside),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if sidecar:
+        write_sidecar(out_npy, {
+            "kind": "connection_ids",
+            "scan_id": scan_id,
+            "atlas": atlas_key,
+            "region_ids": [int(v) for v in regions],
+            "connection_ids_start_at": int(start),
+            "numbering": "position of (min(a,b), max(a,b)) in np.triu_indices(len(region_ids)) "
+                         "+ connection_ids_start_at; 0 = fewer than two labeled points",
+            "inputs": {
+                "trk_file": str(Path(trk_path).resolve()),
+                "volume_path": str(Path(atlas_path).resolve()),
+                "graphml_path": str(Path(graphml_path).resolve()) if graphml_path else None,
+            },
+            "stats": stats,
+        })
+    return stats
+
+
+def check_output_writable(path) -> None:
+    """Fail early, naming the folder, when an output cannot be written."""
+    folder = Path(path).parent
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    import os
+
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LtpaError(f"output folder {str(folder)!r} is not writable")

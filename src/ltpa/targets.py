@@ -1,0 +1,179 @@
+"""Scan records -> the files the workflow must make, with their inputs and wildcards.
+
+The outputs are wherever local_data.json says, so the rules' output patterns are
+``{prefix}{scan}{suffix}`` (and ``{prefix}{scan}{middle}{atlas}{suffix}``) whose
+wildcards concatenate back to the exact path. The ``prefix`` constraint is an
+alternation of each known prefix pinned by a lookahead to the rest of its own
+path, so a pattern matches exactly the known outputs of its rule, and the
+``scan``/``atlas`` wildcards show which scan and atlas a job is for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LtpaError
+from .localdata import LabelRecord, ScanRecord
+
+RULE_INDEX = "index_streamlines"
+RULE_EXPORT = "export_key_trk"
+RULE_LABEL = "label_streamlines"
+SEPARATORS = "_-. "
+
+
+@dataclass
+class Target:
+    rule: str
+    scan: ScanRecord
+    output: Path
+    inputs: dict  # field name -> Path or None
+    label: LabelRecord | None = None
+    wildcards: dict = field(default_factory=dict)
+
+    @property
+    def atlas_key(self):
+        return self.wildcards.get("atlas")
+
+    def where(self, fld=None):
+        if self.label is not None and fld and fld != "trk_file":
+            fld = f"track_labels[{self.label.position}].{fld}"
+        return self.scan.where(fld)
+
+
+def split_scan(path: str, scan_id: str) -> dict:
+    """prefix + scan + suffix == path, scan = the last occurrence of scan_id (or '')."""
+    i = path.rfind(scan_id)
+    if i < 0:
+        return {"prefix": path, "scan": "", "suffix": ""}
+    return {"prefix": path[:i], "scan": scan_id, "suffix": path[i + len(scan_id):]}
+
+
+def split_scan_atlas(path: str, scan_id: str) -> dict:
+    """prefix + scan + middle + atlas + suffix == path.
+
+    atlas = the file's stem (without .npy), or the part of the stem after (else
+    before) the scan id; scan = the last occurrence of scan_id before the atlas.
+    """
+    base = path.rfind("/") + 1
+    end = len(path) - 4 if path.endswith(".npy") else len(path)
+    a0, a1 = base, end
+    stem = path[base:end]
+    i = stem.rfind(scan_id)
+    if i >= 0:
+        after0 = base + i + len(scan_id)
+        while after0 < end and path[after0] in SEPARATORS:
+            after0 += 1
+        before1 = base + i
+        while before1 > base and path[before1 - 1] in SEPARATORS:
+            before1 -= 1
+        if after0 < end:
+            a0, a1 = after0, end
+        elif before1 > base:
+            a0, a1 = base, before1
+    s = path.rfind(scan_id, 0, a0)
+    s0, s1 = (s, s + len(scan_id)) if s >= 0 else (a0, a0)
+    return {"prefix": path[:s0], "scan": path[s0:s1], "middle": path[s1:a0],
+            "atlas": path[a0:a1], "suffix": path[a1:]}
+
+
+def build_targets(scans: list[ScanRecord]) -> list[Target]:
+    """Every output the JSON names, as a Target."""
+    out = []
+    for rec in scans:
+        if rec.pkl_path is not None:
+            out.append(Target(RULE_INDEX, rec, rec.pkl_path, {"trk_file": rec.trk_file}))
+        if rec.pkl_trk_path is not None:
+            out.append(Target(RULE_EXPORT, rec, rec.pkl_trk_path, {"trk_file": rec.trk_file}))
+        for lab in rec.labels:
+            out.append(Target(RULE_LABEL, rec, lab.numpy_path,
+                              {"trk_file": rec.trk_file, "volume_path": lab.volume_path,
+                               "graphml_path": lab.graphml_path}, label=lab))
+    for t in out:
+        path = str(t.output)
+        if t.rule == RULE_LABEL:
+            t.wildcards = split_scan_atlas(path, t.scan.scan_id)
+        else:
+            t.wildcards = split_scan(path, t.scan.scan_id)
+    return out
+
+
+OPTIONAL_INPUTS = ("graphml_path",)
+
+
+def check_inputs(targets: list[Target], read_sidecar) -> tuple[list[Target], list[str], list[str]]:
+    """Split targets into (buildable-or-up-to-date, errors, warnings) by their inputs on disk.
+
+    A missing input is an error when the output must be built: it does not exist,
+    or its sidecar says it was built from another file than the JSON names now.
+    When the output exists and nothing says it was built from something else,
+    the target is left out (nothing can or need be done) with a warning.
+    """
+    keep, errors, warnings = [], [], []
+    for t in targets:
+        missing = []
+        for fld, p in t.inputs.items():
+            if p is None:
+                if fld not in OPTIONAL_INPUTS:
+                    missing.append((fld, None))
+            elif not p.exists():
+                missing.append((fld, p))
+        if not missing:
+            keep.append(t)
+            continue
+        if not t.output.exists():
+            for fld, p in missing:
+                if p is None:
+                    errors.append(f"{t.where(fld)}: is required to build {str(t.output)!r}")
+                else:
+                    errors.append(f"{t.where(fld)}: file {str(p)!r} does not exist "
+                                  f"(needed to build {str(t.output)!r})")
+            continue
+        recorded = (read_sidecar(t.output) or {}).get("inputs") or {}
+        changed = False
+        for fld, p in missing:
+            before = recorded.get(fld)
+            if before is not None and p is not None and os.path.normpath(before) != str(p):
+                changed = True
+                errors.append(
+                    f"{t.where(fld)}: file {str(p)!r} does not exist, and the existing output "
+                    f"{str(t.output)!r} was built from {before!r}; it must be rebuilt from the "
+                    f"file the JSON names now")
+        if not changed:
+            names = ", ".join(f"{fld} {str(p)!r}" if p else f"{fld} (not given)" for fld, p in missing)
+            warnings.append(f"{t.where()}: {names} missing; keeping the existing output "
+                            f"{str(t.output)!r} as it is")
+    return keep, errors, warnings
+
+
+def pinned_alternation(targets: list[Target], rule: str) -> str:
+    """The prefix constraint for ``rule``: each known prefix pinned to the rest of its path."""
+    alts = []
+    for t in targets:
+        if t.rule != rule:
+            continue
+        w = t.wildcards
+        rest = str(t.output)[len(w["prefix"]):]
+        alts.append(re.escape(w["prefix"]) + "(?=" + re.escape(rest) + "$)")
+    # a rule with no targets must match nothing
+    return "|".join(alts) if alts else "(?!)"
+
+
+def ids_alternation(values) -> str:
+    vals = sorted(set(values), key=len, reverse=True)
+    return "|".join(re.escape(v) for v in vals if v) + ("|" if "" in set(values) else "") if vals else "(?!)"
+
+
+def lookup(targets: list[Target]) -> dict:
+    """(rule, output path) -> Target."""
+    table = {}
+    for t in targets:
+        table[(t.rule, str(t.output))] = t
+    return table
+
+
+def require(cond, message):
+    if not cond:
+        raise LtpaError(message)

@@ -1,0 +1,26 @@
+# Endpoint labeling: one connection id per streamline, per scan and atlas.
+#
+# Resources: peak RSS of labeling measured in benchmarks/ is about 1.2 x the
+# trk size plus the atlas; doubled on each retry.
+
+
+rule label_streamlines:
+    input:
+        unpack(inputs_of(RULE_LABEL)),
+    output:
+        npy="{prefix}{scan}{middle}{atlas}{suffix}",
+    log:
+        LOG_DIR
+        + "/label_streamlines/scan_{scan}_atlas_{atlas}{prefix}{scan}{middle}{atlas}{suffix}.log",
+    wildcard_constraints:
+        **constraints(RULE_LABEL),
+    params:
+        scan_id=param_of(RULE_LABEL, lambda t: t.scan.scan_id),
+        atlas_key=param_of(RULE_LABEL, lambda t: t.atlas_key),
+        start=config.get("connection_ids_start_at", 1),
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input, attempt: int((300 + 1.5 * input.size_mb) * attempt),
+        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 100) * attempt),
+    script:
+        "../scripts/label.py"
