@@ -1,0 +1,60 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+SNAKEFILE = str(REPO / "workflow" / "Snakefile")
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def run_snakemake(workdir, *args, local_data=None, config=(), timeout=600, check=True):
+    """Run the real workflow in ``workdir``; returns the CompletedProcess (stdout+stderr)."""
+    cmd = [SNAKEMAKE, "-s", SNAKEFILE, "-d", str(workdir), "--cores", "2"]
+    cfg = list(config)
+    if local_data is not None:
+        cfg.append(f"local_data={local_data}")
+    if cfg:
+        cmd += ["--config", *cfg]
+    cmd += list(args)
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc.output = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.output[-6000:]}")
+    return proc
+
+
+def planned_jobs(proc_output):
+    """(rule, output) pairs of a dry run's job listing."""
+    jobs = []
+    rule = None
+    for line in proc_output.splitlines():
+        line = line.strip()
+        if line.startswith("rule ") or line.startswith("localrule "):
+            rule = line.split()[1].rstrip(":")
+        elif line.startswith("output:") and rule is not None:
+            jobs.append((rule, line[len("output:"):].strip()))
+            rule = None
+    return sorted(j for j in jobs)
+
+
+@pytest.fixture
+def demo_study(tmp_path):
+    """A fresh copy of the built-in demo study (3 scans, 2 atlases) in a temp folder."""
+    from ltpa.demo import make_demo
+
+    path = make_demo(tmp_path / "study", n_scans=3, seed=1, n_per_side=15, n_background=10)
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,162 @@
+"""Hashing (streamline -> voxel index) against dsi2's dict-of-sets loop."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from ltpa import TrackDataset, load_track_dataset
+from ltpa.errors import LtpaError
+from ltpa.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE, QSDR_DIM, key_map_for
+from ltpa.pipeline import index_scan
+from ltpa.trkwrite import write_trk
+from reference import hash_slow, read_trk_slow
+
+
+def boundary_streamlines(rng, n, dim, vs=2.0, spread=0.05):
+    """Random points, a third of them exactly on voxel boundaries, some outside the grid."""
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(1, 30))
+        pts = rng.uniform(-spread, 1 + spread, (k, 3)) * np.array(dim) * vs
+        on = rng.random((k, 3)) < 0.33
+        pts[on] = np.round(pts[on] / vs) * vs  # exact multiples of the voxel size
+        out.append(pts.astype(np.float32))
+    return out
+
+
+def index_as_dict(ds):
+    return {k: ds.tracks_at_ijk[k].tolist() for k in ds.tracks_at_ijk.keys()}
+
+
+def qsdr_key(legacy):
+    jshift = 102 if legacy else 101
+    return lambda v: (v[0] + 6, jshift - v[1], v[2] + 11)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_qsdr_hashing_matches_reference(tmp_path, rng, legacy):
+    sls = boundary_streamlines(rng, 300, QSDR_DIM, spread=0.3)
+    trk = tmp_path / "q.trk"
+    write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    out = tmp_path / "q.pkl"
+    stats = index_scan(trk, out, space="qsdr", legacy_dsi2_mni_offset=legacy, scan_id="q")
+    ds = load_track_dataset(out)
+    expected = hash_slow(read_trk_slow(trk), (2, 2, 2), qsdr_key(legacy), MNI_DIM)
+    assert index_as_dict(ds) == expected
+    n_pts = sum(len(s) for s in sls)
+    n_in = sum(1 for s in sls for p in s
+               if all(0 <= (qsdr_key(legacy)(tuple(int(np.floor(c / 2)) for c in p)))[a] < MNI_DIM[a]
+                      for a in range(3)))
+    assert stats["n_points_outside_grid"] == n_pts - n_in > 0
+
+
+@pytest.mark.parametrize("order", ["LAS", "LPS", "RAS", "LPI"])
+def test_mni_hashing_flips_to_las(tmp_path, rng, order):
+    sls = boundary_streamlines(rng, 150, MNI_DIM)
+    trk = tmp_path / "m.trk"
+    write_trk(trk, sls, MNI_DIM, (2, 2, 2), order, MNI_AFFINE)
+    out = tmp_path / "m.pkl"
+    index_scan(trk, out, space="mni")
+
+    def to_key(v):
+        return tuple(v[a] if order[a] == "LAS"[a] else MNI_DIM[a] - 1 - v[a] for a in range(3))
+
+    expected = hash_slow(read_trk_slow(trk), (2, 2, 2), to_key, MNI_DIM)
+    assert index_as_dict(load_track_dataset(out)) == expected
+
+
+def test_native_hashing_anisotropic_grid(tmp_path, rng):
+    dim, vs = (40, 50, 30), (1.25, 2.0, 3.0)
+    sls = []
+    for _ in range(200):
+        k = int(rng.integers(1, 25))
+        pts = rng.uniform(0, 1, (k, 3)) * np.array(dim) * np.array(vs)
+        on = rng.random((k, 3)) < 0.3
+        pts[on] = (np.round(pts / np.array(vs)) * np.array(vs))[on]
+        sls.append(pts.astype(np.float32))
+    trk = tmp_path / "n.trk"
+    write_trk(trk, sls, dim, vs, "LAS", np.diag([1.25, 2, 3, 1]))
+    out = tmp_path / "n.pkl"
+    index_scan(trk, out, space="native")
+    expected = hash_slow(read_trk_slow(trk), vs, lambda v: v, dim)
+    assert index_as_dict(load_track_dataset(out)) == expected
+
+
+def test_dataset_api(tmp_path, rng):
+    sls = boundary_streamlines(rng, 120, QSDR_DIM)
+    trk = tmp_path / "q.trk"
+    write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    out = tmp_path / "q.pkl"
+    index_scan(trk, out, space="qsdr", scan_id="subjA", properties={"scan_group": "g"})
+    ds = load_track_dataset(out)
+    assert isinstance(ds, TrackDataset)
+    assert ds.scan_id == "subjA" and ds.properties["scan_group"] == "g"
+    assert ds.get_ntracks() == len(sls) == len(ds.tracks)
+    idx = ds.tracks_at_ijk
+    keys = list(idx.keys())
+    assert len(idx) == len(keys) > 0
+    k0 = keys[0]
+    assert k0 in idx and idx.get(k0) is not None and list(idx[k0]) == sorted(set(idx[k0]))
+    empty = (0, 0, 0) if (0, 0, 0) not in idx else (90, 108, 90)
+    assert empty not in idx and len(idx[empty]) == 0 and idx.get(empty) is None
+    assert dict(idx.items()).keys() == set(keys)
+    union = ds.get_tracks_by_ijks(keys[:5])
+    assert sorted(union.tolist()) == sorted(set(i for k in keys[:5] for i in idx[k].tolist()))
+    # the streamlines in the key grid's voxmm land in their key voxels (away from boundaries)
+    key_map = key_map_for("qsdr", QSDR_DIM, (2, 2, 2), "LPS")
+    for s in range(0, len(sls), 17):
+        moved = ds.tracks[s]
+        native = np.floor(sls[s].astype(np.float64) / 2).astype(np.int64)
+        interior = (np.abs(sls[s] / 2 - np.round(sls[s] / 2)) > 1e-3).all(axis=1)
+        np.testing.assert_array_equal(np.floor(moved[interior] / 2).astype(np.int64),
+                                      key_map.apply(native)[interior])
+    assert ds.header["dimensions"].tolist() == list(MNI_DIM)
+
+
+def test_key_trk_export_overlays_mni(tmp_path, rng):
+    import nibabel as nib
+
+    sls = [s for s in boundary_streamlines(rng, 50, QSDR_DIM)]
+    trk = tmp_path / "q.trk"
+    write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    out_trk = tmp_path / "q.mni.trk"
+    index_scan(trk, None, space="qsdr", trk_out=out_trk)
+    src = nib.streamlines.load(str(trk))
+    dst = nib.streamlines.load(str(out_trk))
+    assert dst.header["dimensions"].tolist() == list(MNI_DIM)
+    assert dst.header["voxel_order"] in (b"LAS", "LAS")
+    # same points in RAS mm: the key grid is the same brain, only re-gridded
+    for s in range(len(sls)):
+        np.testing.assert_allclose(dst.streamlines[s], src.streamlines[s], atol=1e-3)
+
+
+def test_wrong_space_header_is_an_error(tmp_path, rng):
+    sls = boundary_streamlines(rng, 3, MNI_DIM)
+    trk = tmp_path / "m.trk"
+    write_trk(trk, sls, MNI_DIM, (2, 2, 2), "LAS", MNI_AFFINE)
+    with pytest.raises(LtpaError) as err:
+        index_scan(trk, tmp_path / "x.pkl", space="qsdr", scan_id="s9")
+    msg = str(err.value)
+    assert "scan 's9'" in msg and "qsdr" in msg and "79x95x69" in msg and "91x109x91" in msg
+    assert not (tmp_path / "x.pkl").exists()
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/ltpa-pwned",))
+
+
+def test_safe_loader_refuses_code(tmp_path):
+    marker = "/tmp/ltpa-pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    p = tmp_path / "evil.pkl"
+    p.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(LtpaError, match="refusing to load posix.system"):
+        load_track_dataset(p)
+    assert not os.path.exists(marker)
+    p.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(LtpaError, match="not a TrackDataset"):
+        load_track_dataset(p)

@@ -1,0 +1,131 @@
+"""The .trk reader against a struct-by-struct reference and against nibabel."""
+
+import numpy as np
+import nibabel as nib
+import pytest
+from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
+
+from ltpa.errors import LtpaError
+from ltpa.grids import QSDR_AFFINE
+from ltpa.trk import open_trk
+from ltpa.trkwrite import write_trk
+from reference import read_trk_slow
+
+
+def random_streamlines(rng, n, dim=(79, 95, 69), vs=2.0, max_len=40):
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(0, max_len))
+        out.append((rng.uniform(0, 1, (k, 3)) * np.array(dim) * vs).astype(np.float32))
+    return out
+
+
+def all_points(trk, max_points):
+    pts, firsts = [], []
+    for s0, chunk, lengths in trk.iter_chunks(max_points=max_points):
+        pts.append(chunk)
+        firsts.append(s0)
+    return np.concatenate(pts) if pts else np.zeros((0, 3), np.float32), firsts
+
+
+@pytest.mark.parametrize("max_points", [1, 7, 1000, 10**7])
+def test_reader_matches_struct_reference(tmp_path, rng, max_points):
+    sls = random_streamlines(rng, 200)
+    sls[3] = np.zeros((0, 3), np.float32)  # zero-length
+    sls[4] = sls[4][:1]  # one point
+    path = tmp_path / "a.trk"
+    write_trk(path, sls, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
+    ref = read_trk_slow(path)
+    trk = open_trk(path)
+    assert trk.n_streamlines == len(ref)
+    assert [int(c) for c in trk.counts] == [len(r) for r in ref]
+    pts, firsts = all_points(trk, max_points)
+    np.testing.assert_array_equal(pts, np.concatenate(ref))
+    for s in (0, 4, 199):
+        np.testing.assert_array_equal(trk.streamline(s), ref[s])
+
+
+def test_reader_with_scalars_and_properties_written_by_nibabel(tmp_path, rng):
+    sls = random_streamlines(rng, 50)
+    sls = [s for s in sls if len(s)]
+    hdr = {"dimensions": np.array([79, 95, 69]), "voxel_sizes": np.array([2.0, 2, 2]),
+           "voxel_order": b"LPS", "voxel_to_rasmm": QSDR_AFFINE}
+    to_ras = get_affine_trackvis_to_rasmm(hdr)
+    ras = [nib.affines.apply_affine(to_ras, s) for s in sls]
+    tg = nib.streamlines.Tractogram(
+        ras,
+        data_per_point={"fa": [rng.uniform(0, 1, (len(s), 1)) for s in sls],
+                        "md": [rng.uniform(0, 1, (len(s), 2)) for s in sls]},
+        data_per_streamline={"w": rng.uniform(0, 1, (len(sls), 1))},
+        affine_to_rasmm=np.eye(4))
+    path = tmp_path / "nib.trk"
+    nib.streamlines.TrkFile(tg, header={**hdr, "voxel_order": "LPS"}).save(str(path))
+    trk = open_trk(path)
+    assert trk.n_scalars == 3 and trk.n_properties == 1
+    ref = read_trk_slow(path)
+    pts, _ = all_points(trk, 50)
+    np.testing.assert_array_equal(pts, np.concatenate(ref))
+    # and what nibabel reads, brought back to voxmm, agrees to float tolerance
+    loaded = nib.streamlines.load(str(path))
+    back = np.linalg.inv(get_affine_trackvis_to_rasmm(loaded.header))
+    for s in (0, 10, len(sls) - 1):
+        np.testing.assert_allclose(trk.streamline(s),
+                                   nib.affines.apply_affine(back, loaded.streamlines[s]),
+                                   atol=1e-4)
+
+
+def test_our_writer_is_read_back_by_nibabel(tmp_path, rng):
+    sls = [s for s in random_streamlines(rng, 30) if len(s)]
+    path = tmp_path / "w.trk"
+    write_trk(path, sls, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
+    loaded = nib.streamlines.load(str(path))
+    assert len(loaded.streamlines) == len(sls)
+    back = np.linalg.inv(get_affine_trackvis_to_rasmm(loaded.header))
+    for s in range(len(sls)):
+        np.testing.assert_allclose(nib.affines.apply_affine(back, loaded.streamlines[s]), sls[s],
+                                   atol=1e-4)
+
+
+def test_big_endian_file(tmp_path, rng):
+    sls = [s for s in random_streamlines(rng, 20) if len(s)]
+    little = tmp_path / "le.trk"
+    write_trk(little, sls, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
+    raw = little.read_bytes()
+    from nibabel.streamlines.trk import header_2_dtype
+
+    hdr = np.frombuffer(raw[:1000], dtype=header_2_dtype.newbyteorder("<"))
+    body_i = np.frombuffer(raw[1000:], dtype="<i4")
+    big = tmp_path / "be.trk"
+    big.write_bytes(hdr.astype(header_2_dtype.newbyteorder(">")).tobytes()
+                    + body_i.astype(">i4").tobytes())
+    trk = open_trk(big)
+    pts, _ = all_points(trk, 100)
+    np.testing.assert_array_equal(pts, np.concatenate(sls))
+
+
+def test_errors_name_the_file(tmp_path, rng):
+    sls = [s for s in random_streamlines(rng, 5) if len(s)]
+    good = tmp_path / "good.trk"
+    write_trk(good, sls, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
+    raw = good.read_bytes()
+    cases = {
+        "header_only.trk": (raw[:1000], "n_count says"),
+        "short.trk": (raw[:500], "shorter than a TrackVis header"),
+        "cut.trk": (raw[:-8], "file ends 8 bytes early"),
+        "odd.trk": (raw[:-2], "not a whole number of 4-byte values"),
+        "magic.trk": (b"TRACX" + raw[5:], "not a TrackVis .trk file"),
+    }
+    for name, (data, msg) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(LtpaError) as err:
+            open_trk(p)
+        assert msg in str(err.value) and name in str(err.value), (name, str(err.value))
+    with pytest.raises(LtpaError, match="does not exist"):
+        open_trk(tmp_path / "nope.trk")
+    nan = [s.copy() for s in sls]
+    nan[2][1, 0] = np.nan
+    p = tmp_path / "nan.trk"
+    write_trk(p, nan, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
+    with pytest.raises(LtpaError, match="streamline 2 has a NaN"):
+        list(open_trk(p).iter_chunks())
