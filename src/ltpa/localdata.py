@@ -112,7 +112,7 @@ def validate(data, source="local_data.json") -> list[str]:
             msg = f"is {json.dumps(err.instance)[:60]}; expected one of {', '.join(map(json.dumps, err.validator_value))}"
         else:
             msg = err.message
-        problems.append(f"scan #{idx} (scan_id {sid!r}): field {fld!r} {msg}")
+        problems.append(f"scan #{idx} ({sid!r}), field {fld!r}: {msg}")
     return problems
 
 
@@ -125,8 +125,8 @@ def _types(value) -> str:
 
 
 def _resolve(value, root: Path) -> Path | None:
-    if value in (None, ""):
-        return None
+    if not isinstance(value, str) or not value:
+        return None  # absent, or of a wrong type that the schema check reports
     p = Path(os.path.expanduser(str(value)))
     if not p.is_absolute():
         p = root / p
@@ -138,18 +138,21 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
     path = Path(path).resolve()
     data = read_json(path)
     problems = validate(data, source=str(path))
-    if problems:
+    if not isinstance(data, list) or not data:
         raise LtpaError(_problem_text(path, problems))
+    # the checks below run on whatever parts are well-typed, so one report has everything
     root = Path(data_root).resolve() if data_root else path.parent
     scans = []
     seen_ids = {}
     outputs = {}
     for idx, raw in enumerate(data):
-        scan_id = raw["scan_id"]
+        if not isinstance(raw, dict):
+            continue
+        scan_id = raw.get("scan_id")
         rec = ScanRecord(
             index=idx,
             scan_id=scan_id,
-            scan_group=raw["scan_group"],
+            scan_group=raw.get("scan_group"),
             space=raw.get("trk_space") or "qsdr",
             trk_file=_resolve(raw.get("trk_file"), root),
             pkl_path=_resolve(raw.get("pkl_path"), root),
@@ -157,12 +160,17 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
             metadata={k: v for k, v in raw.items() if k not in NOT_METADATA},
             raw=raw,
         )
-        if scan_id in seen_ids:
+        if not isinstance(scan_id, str):
+            pass
+        elif scan_id in seen_ids:
             problems.append(f"{rec.where('scan_id')}: duplicate of scan #{seen_ids[scan_id]}; "
                             f"scan_id must be unique")
         else:
             seen_ids[scan_id] = idx
-        for pos, lab in enumerate(raw.get("track_labels") or []):
+        labels = raw.get("track_labels") if isinstance(raw.get("track_labels"), list) else []
+        for pos, lab in enumerate(labels):
+            if not isinstance(lab, dict):
+                continue
             fld = f"track_labels[{pos}]"
             npy = _resolve(lab.get("numpy_path"), root)
             vol = _resolve(lab.get("volume_path") or lab.get("qsdr_volume_path"), root)

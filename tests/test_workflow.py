@@ -1,0 +1,251 @@
+"""The workflow end to end: real Snakemake runs on the demo study in temp folders."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake
+from ltpa import load_track_dataset
+from ltpa.demo import make_streamlines
+from ltpa.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
+from ltpa.trkwrite import write_trk
+from reference import hash_slow, read_trk_slow
+
+pytestmark = pytest.mark.slow
+
+SCANS = ("s1", "s2", "s3")
+ATLASES = ("scale33", "scale60")
+
+
+def all_jobs(study):
+    jobs = []
+    for s in SCANS:
+        jobs.append(("index_streamlines", str(study / s / f"{s}.pkl")))
+        jobs.append(("export_key_trk", str(study / s / f"{s}.pkl.trk")))
+        for a in ATLASES:
+            jobs.append(("label_streamlines", str(study / s / f"{a}.npy")))
+    return sorted(jobs)
+
+
+def dry(work, local_data, **kw):
+    proc = run_snakemake(work, "-n", local_data=local_data, **kw)
+    return [j for j in planned_jobs(proc.output) if j[0] != "all"], proc.output
+
+
+@pytest.fixture
+def built(tmp_path, demo_study):
+    """The demo study after a full run."""
+    work = tmp_path / "work"
+    run_snakemake(work, local_data=demo_study)
+    return work, demo_study, demo_study.parent
+
+
+def test_dry_run_lists_every_missing_job_with_scan_and_atlas(tmp_path, demo_study):
+    jobs, out = dry(tmp_path / "work", demo_study)
+    assert jobs == all_jobs(demo_study.parent)
+    assert "wildcards: prefix=" in out
+    for s in SCANS:
+        assert f"scan={s}, suffix=.pkl" in out
+        for a in ATLASES:
+            assert f"scan={s}, middle=/, atlas={a}, suffix=.npy" in out
+    # nothing was written by a dry run
+    assert not any(Path(p).exists() for _, p in jobs)
+
+
+def test_full_run_outputs_match_independent_computation(built):
+    work, local_data, study = built
+    for s in SCANS:
+        for a in ATLASES:
+            got = np.load(study / s / f"{a}.npy")
+            expected = np.load(study / "expected" / f"{s}.{a}.npy")  # from the drawn region pairs
+            np.testing.assert_array_equal(got, expected)
+            assert (got > 0).any() and (got == 0).any()
+        ds = load_track_dataset(study / s / f"{s}.pkl")
+        ref = hash_slow(read_trk_slow(study / s / f"{s}.trk"), (2, 2, 2),
+                        lambda v: (v[0] + 6, 101 - v[1], v[2] + 11), MNI_DIM)
+        assert {k: ds.tracks_at_ijk[k].tolist() for k in ds.tracks_at_ijk} == ref
+        assert ds.scan_id == s and ds.properties["scan_group"] in ("control", "patient")
+        log = work / "logs" / "index_streamlines" / f"scan_{s}{study}" / s / f"{s}.pkl.log"
+        assert "hashing" in log.read_text()
+    label_log = (work / "logs" / "label_streamlines" / "scan_s1_atlas_scale33"
+                 f"{study}/s1/scale33.npy.log").read_text()
+    assert "have connection id 0" in label_log
+    # second run: nothing to do
+    jobs, out = dry(work, local_data)
+    assert jobs == [] and "Nothing to be done" in out
+
+
+def rewrite_trk(path, seed):
+    rng = np.random.default_rng(seed)
+    sls, _ = make_streamlines(rng, 12, 5)
+    write_trk(path, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+
+
+def test_changes_rerun_only_what_depends_on_them(built):
+    work, local_data, study = built
+    # a trk whose content changed reruns that scan's pkl, pkl.trk and npys
+    rewrite_trk(study / "s1" / "s1.trk", seed=99)
+    jobs, _ = dry(work, local_data)
+    assert jobs == sorted(j for j in all_jobs(study) if "/s1/" in j[1])
+    run_snakemake(work, local_data=local_data)
+    # a changed atlas reruns only its npy
+    import nibabel as nib
+
+    img = nib.load(str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
+    data = np.asanyarray(img.dataobj).copy()
+    data[data == 10] = 0  # drop the right precentral
+    time.sleep(1.1)
+    nib.Nifti1Image(data, img.affine, img.header).to_filename(str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
+    jobs, _ = dry(work, local_data)
+    assert jobs == [("label_streamlines", str(study / "s2" / "scale33.npy"))]
+    run_snakemake(work, local_data=local_data)
+    # deleting one output reruns only its job
+    (study / "s3" / "scale60.npy").unlink()
+    jobs, _ = dry(work, local_data)
+    assert jobs == [("label_streamlines", str(study / "s3" / "scale60.npy"))]
+    run_snakemake(work, local_data=local_data)
+    assert dry(work, local_data)[0] == []
+
+
+def test_json_edits_rerun_only_the_affected_scan(built):
+    work, local_data, study = built
+    data = json.loads(local_data.read_text())
+    # s1's graphml_path now names another (identical) file: only s1's scale60 npy
+    shutil.copy(study / "atlases" / "scale60.graphml", study / "atlases" / "scale60_v2.graphml")
+    data[0]["track_labels"][1]["graphml_path"] = "atlases/scale60_v2.graphml"
+    # notes are metadata no output depends on
+    data[1]["track_labels"][0]["notes"] = "re-checked by hand"
+    local_data.write_text(json.dumps(data))
+    jobs, _ = dry(work, local_data)
+    assert jobs == [("label_streamlines", str(study / "s1" / "scale60.npy"))]
+    run_snakemake(work, local_data=local_data)
+    # scan metadata is carried in the pkl: editing s3's attributes reruns s3's pkl only
+    data[2]["attributes"]["age"] = 99
+    local_data.write_text(json.dumps(data))
+    jobs, _ = dry(work, local_data)
+    assert jobs == [("index_streamlines", str(study / "s3" / "s3.pkl"))]
+    run_snakemake(work, local_data=local_data)
+    assert load_track_dataset(study / "s3" / "s3.pkl").properties["attributes"]["age"] == 99
+    # a config option that changes the numbering reruns every npy
+    jobs, _ = dry(work, local_data, config=["connection_ids_start_at=0"])
+    assert jobs == sorted(j for j in all_jobs(study) if j[0] == "label_streamlines")
+
+
+def test_archived_inputs_warn_but_missing_inputs_for_needed_outputs_fail(built):
+    work, local_data, study = built
+    # labs archive raw .trk files: outputs up to date, inputs gone -> warning, nothing to do
+    (study / "s2" / "s2.trk").unlink()
+    jobs, out = dry(work, local_data)
+    assert jobs == []
+    assert "scan #1 ('s2')" in out and "trk_file" in out and "keeping the existing output" in out
+    # ...but an output that must be built needs its input: error naming scan, field, path
+    (study / "s2" / "scale60.npy").unlink()
+    proc = run_snakemake(work, "-n", local_data=local_data, check=False)
+    assert proc.returncode != 0
+    assert (f"scan #1 ('s2'), field 'trk_file': file '{study}/s2/s2.trk' does not exist "
+            f"(needed to build '{study}/s2/scale60.npy')") in proc.output
+    # the JSON now names another trk than the outputs were built from: error, even though
+    # the outputs exist
+    data = json.loads(local_data.read_text())
+    data[1]["track_labels"] = data[1]["track_labels"][:1]
+    data[0]["trk_file"] = "s1/s1_retracked.trk"
+    local_data.write_text(json.dumps(data))
+    proc = run_snakemake(work, "-n", local_data=local_data, check=False)
+    assert proc.returncode != 0
+    assert "scan #0 ('s1'), field 'trk_file': file" in proc.output
+    assert f"was built from '{study}/s1/s1.trk'" in proc.output
+
+
+def test_bad_json_fails_before_any_job_with_every_problem(tmp_path, demo_study):
+    data = json.loads(demo_study.read_text())
+    data[0]["trk_space"] = "tal"
+    data[2]["scan_id"] = "s2"
+    del data[1]["scan_group"]
+    demo_study.write_text(json.dumps(data))
+    proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
+    assert proc.returncode != 0
+    assert "3 problems" in proc.output
+    assert "scan #0 ('s1'), field 'trk_space': is \"tal\"" in proc.output
+    assert "scan #1 ('s2'), field 'scan_group': is required" in proc.output
+    assert "scan #2 ('s2'), field 'scan_id': duplicate of scan #1" in proc.output
+    assert not list(demo_study.parent.glob("s*/*.npy"))
+
+
+def test_bad_trk_fails_its_jobs_only_and_names_scan(tmp_path, demo_study):
+    study = demo_study.parent
+    raw = (study / "s2" / "s2.trk").read_bytes()
+    (study / "s2" / "s2.trk").write_bytes(raw[:-6])  # cut mid-streamline
+    proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
+    assert proc.returncode != 0
+    assert "ltpa error: file" in proc.output and "s2.trk" in proc.output
+    assert "the file is truncated" in proc.output
+    # the other scans were built (keep-going), nothing of s2 exists, no temp files left
+    for s in ("s1", "s3"):
+        assert (study / s / f"{s}.pkl").exists() and (study / s / "scale60.npy").exists()
+    assert not list((study / "s2").glob("*.npy")) and not (study / "s2" / "s2.pkl").exists()
+    assert not [p for p in study.rglob("*") if "ltpa-tmp" in p.name]
+
+
+def test_killed_job_leaves_no_partial_output(tmp_path, demo_study):
+    import psutil
+
+    study = demo_study.parent
+    # make s1 big enough that its jobs are still running when one is killed
+    rng = np.random.default_rng(5)
+    sls = []
+    for _ in range(60):
+        part, _ = make_streamlines(rng, 500, 0)
+        sls += part
+    write_trk(study / "s1" / "s1.trk", sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    work = tmp_path / "work"
+    cmd = [SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work), "--cores", "1",
+           "--config", f"local_data={demo_study}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
+    log = work / "logs" / "index_streamlines" / f"scan_s1{study}" / "s1" / "s1.pkl.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "streamlines" in log.read_text()):
+        time.sleep(0.02)
+    victims = [c for c in psutil.Process(proc.pid).children(recursive=True)
+               if any("index.py" in part for part in c.cmdline())]
+    assert victims, "the index job was not running"
+    for v in victims:
+        v.send_signal(signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Error in rule index_streamlines" in output
+    # nothing under the pkl's name, no temp file left behind; the other jobs completed
+    assert not (study / "s1" / "s1.pkl").exists()
+    assert (study / "s2" / "s2.pkl").exists() and (study / "s1" / "scale33.npy").exists()
+    # a rerun builds just the missing pkl, and leaves no temp file
+    jobs, _ = dry(work, demo_study)
+    assert jobs == [("index_streamlines", str(study / "s1" / "s1.pkl"))]
+    run_snakemake(work, local_data=demo_study)
+    assert load_track_dataset(study / "s1" / "s1.pkl").get_ntracks() == len(sls)
+    assert not [p for p in study.rglob("*") if "ltpa-tmp" in p.name]
+
+
+def test_killed_cli_write_keeps_the_previous_output(tmp_path, demo_study):
+    """SIGKILL at random moments of `ltpa index` never leaves a partial or mixed pkl."""
+    study = demo_study.parent
+    trk = study / "s1" / "s1.trk"
+    out = tmp_path / "s1.pkl"
+    subprocess.run([str(BIN / "ltpa"), "index", str(trk), str(out)], check=True,
+                   capture_output=True)
+    good = load_track_dataset(out).tracks_at_ijk
+    for delay in (0.05, 0.2, 0.4, 0.8):
+        p = subprocess.Popen([str(BIN / "ltpa"), "index", str(trk), str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        # the same scan: either untouched or fully replaced, never partial
+        idx = load_track_dataset(out).tracks_at_ijk
+        np.testing.assert_array_equal(idx.voxels, good.voxels)
+        np.testing.assert_array_equal(idx.ids, good.ids)
