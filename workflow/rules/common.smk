@@ -54,7 +54,8 @@ def _load_study():
     if errors:
         raise WorkflowError(
             f"local_data file {local_data!r}: {len(errors)} missing input"
-            f"{'s' if len(errors) > 1 else ''}:\n" + "\n".join(f"  - {e}" for e in errors)
+            f"{'s' if len(errors) > 1 else ''}:\n"
+            + "\n".join(f"  - {e}" for e in errors)
         )
     return scans, keep
 
@@ -106,6 +107,8 @@ def constraints(rule_name):
     return out
 
 
-def size_mb(input_files):
-    """Total size of the existing inputs, in MB."""
-    return sum(Path(f).stat().st_size for f in input_files if Path(f).exists()) / 1e6
+def log_pattern(rule_name):
+    """Log file of a job: <log_dir>/<rule>/scan_<scan>[_atlas_<atlas>]/<output path>.log."""
+    if rule_name == RULE_LABEL:
+        return f"{LOG_DIR}/{rule_name}/scan_{{scan}}_atlas_{{atlas}}{{prefix}}{{scan}}{{middle}}{{atlas}}{{suffix}}.log"
+    return f"{LOG_DIR}/{rule_name}/scan_{{scan}}{{prefix}}{{scan}}{{suffix}}.log"

@@ -11,18 +11,20 @@ rule index_streamlines:
     output:
         pkl="{prefix}{scan}{suffix}",
     log:
-        LOG_DIR + "/index_streamlines/scan_{scan}{prefix}{scan}{suffix}.log",
+        log_pattern(RULE_INDEX),
     wildcard_constraints:
         **constraints(RULE_INDEX),
+    conda:
+        "../envs/ltpa.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input, attempt: int((300 + 2.0 * input.size_mb) * attempt),
+        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 100) * attempt),
     params:
         scan_id=param_of(RULE_INDEX, lambda t: t.scan.scan_id),
         space=param_of(RULE_INDEX, lambda t: t.scan.space),
         legacy_dsi2_mni_offset=config.get("legacy_dsi2_mni_offset", False),
         properties=param_of(RULE_INDEX, lambda t: t.scan.metadata),
-    threads: 1
-    resources:
-        mem_mb=lambda wc, input, attempt: int((300 + 2.0 * input.size_mb) * attempt),
-        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 100) * attempt),
     script:
         "../scripts/index.py"
 
@@ -33,16 +35,18 @@ rule export_key_trk:
     output:
         trk="{prefix}{scan}{suffix}",
     log:
-        LOG_DIR + "/export_key_trk/scan_{scan}{prefix}{scan}{suffix}.log",
+        log_pattern(RULE_EXPORT),
     wildcard_constraints:
         **constraints(RULE_EXPORT),
-    params:
-        scan_id=param_of(RULE_EXPORT, lambda t: t.scan.scan_id),
-        space=param_of(RULE_EXPORT, lambda t: t.scan.space),
-        legacy_dsi2_mni_offset=config.get("legacy_dsi2_mni_offset", False),
+    conda:
+        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 1.2 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: int((5 + input.size_mb / 100) * attempt),
+    params:
+        scan_id=param_of(RULE_EXPORT, lambda t: t.scan.scan_id),
+        space=param_of(RULE_EXPORT, lambda t: t.scan.space),
+        legacy_dsi2_mni_offset=config.get("legacy_dsi2_mni_offset", False),
     script:
         "../scripts/export_trk.py"

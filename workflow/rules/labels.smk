@@ -10,17 +10,18 @@ rule label_streamlines:
     output:
         npy="{prefix}{scan}{middle}{atlas}{suffix}",
     log:
-        LOG_DIR
-        + "/label_streamlines/scan_{scan}_atlas_{atlas}{prefix}{scan}{middle}{atlas}{suffix}.log",
+        log_pattern(RULE_LABEL),
     wildcard_constraints:
         **constraints(RULE_LABEL),
-    params:
-        scan_id=param_of(RULE_LABEL, lambda t: t.scan.scan_id),
-        atlas_key=param_of(RULE_LABEL, lambda t: t.atlas_key),
-        start=config.get("connection_ids_start_at", 1),
+    conda:
+        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 1.5 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: int((5 + input.size_mb / 100) * attempt),
+    params:
+        scan_id=param_of(RULE_LABEL, lambda t: t.scan.scan_id),
+        atlas_key=param_of(RULE_LABEL, lambda t: t.atlas_key),
+        start=config.get("connection_ids_start_at", 1),
     script:
         "../scripts/label.py"
