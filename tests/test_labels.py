@@ -1,6 +1,5 @@
 """Endpoint labeling against dsi2's per-streamline loop, and dsi2's own test scenario."""
 
-import gzip
 
 import networkx as nx
 import nibabel as nib

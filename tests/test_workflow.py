@@ -249,3 +249,23 @@ def test_killed_cli_write_keeps_the_previous_output(tmp_path, demo_study):
         idx = load_track_dataset(out).tracks_at_ijk
         np.testing.assert_array_equal(idx.voxels, good.voxels)
         np.testing.assert_array_equal(idx.ids, good.ids)
+
+
+def test_wrong_grid_and_atlas_shape_fail_with_scan_named(tmp_path, demo_study):
+    import nibabel as nib
+
+    study = demo_study.parent
+    data = json.loads(demo_study.read_text())
+    data[0]["trk_space"] = "mni"  # s1's trk is QSDR
+    demo_study.write_text(json.dumps(data))
+    small = np.zeros((10, 10, 10), dtype=np.int16)
+    nib.Nifti1Image(small, np.eye(4)).to_filename(str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
+    proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
+    assert proc.returncode != 0
+    assert ("scan 's1', file '" + str(study / "s1" / "s1.trk") + "': trk_space 'mni' expects the "
+            "MNI152 2 mm grid") in proc.output
+    assert "but the trk header has dim 79x95x69, voxel 2x2x2 mm, order LPS" in proc.output
+    assert (f"scan 's2': atlas file '{study}/s2/s2.scale33.QSDR.nii.gz' has shape (10, 10, 10) "
+            "but the trk grid is (79, 95, 69)") in proc.output
+    assert (study / "s2" / "scale60.npy").exists() and (study / "s3" / "s3.pkl").exists()
+    assert not (study / "s1" / "s1.pkl").exists() and not (study / "s2" / "scale33.npy").exists()

@@ -15,7 +15,6 @@ import numpy as np
 
 from . import __version__
 from .dataset import TrackDataset, VoxelIndex, save_track_dataset
-from .errors import LtpaError
 from .grids import key_map_for
 from .index import build_index
 from .io import atomic_open
@@ -167,8 +166,7 @@ def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, start=1, sca
     with atomic_open(out_npy, "wb") as fh:
         np.save(fh, result.ids)
     n = trk.n_streamlines
-    unlabeled = int(np.count_nonzero(result.ids == 0)) if start == 1 else int(
-        np.count_nonzero(result.ids == 0))
+    unlabeled = int(np.count_nonzero(result.ids == 0))
     share = unlabeled / n if n else 0.0
     log.info("%d of %d streamlines (%.1f%%) have connection id 0 (fewer than two labeled points)",
              unlabeled, n, 100.0 * share)
@@ -199,15 +197,3 @@ def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, start=1, sca
             "stats": stats,
         })
     return stats
-
-
-def check_output_writable(path) -> None:
-    """Fail early, naming the folder, when an output cannot be written."""
-    folder = Path(path).parent
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    import os
-
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise LtpaError(f"output folder {str(folder)!r} is not writable")

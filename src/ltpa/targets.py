@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LtpaError
 from .localdata import LabelRecord, ScanRecord
 
 RULE_INDEX = "index_streamlines"
@@ -172,8 +171,3 @@ def lookup(targets: list[Target]) -> dict:
     for t in targets:
         table[(t.rule, str(t.output))] = t
     return table
-
-
-def require(cond, message):
-    if not cond:
-        raise LtpaError(message)

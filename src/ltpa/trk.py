@@ -184,10 +184,7 @@ def open_trk(path, *, check_count=True) -> Trk:
             f"file {str(path)!r}: body of {body_bytes} bytes is not a whole number of 4-byte "
             f"values; the file is truncated"
         )
-    if isinstance(buf, np.memmap):
-        words = np.frombuffer(buf, dtype=order + "f4", offset=HEADER_SIZE)
-    else:
-        words = np.frombuffer(buf, dtype=order + "f4", offset=HEADER_SIZE)
+    words = np.frombuffer(buf, dtype=order + "f4", offset=HEADER_SIZE)
     starts, counts = walk_records(words, order, 3 + n_scalars, n_properties, path)
     n_count = int(hdr["nb_streamlines"])
     if check_count and n_count > 0 and n_count != counts.shape[0]:
