@@ -16,6 +16,8 @@ rule index_streamlines:
         **constraints(RULE_INDEX),
     conda:
         "../envs/ltpa.yaml"
+    group:
+        "scan_{scan}"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 2.0 * input.size_mb) * attempt),
@@ -40,6 +42,8 @@ rule export_key_trk:
         **constraints(RULE_EXPORT),
     conda:
         "../envs/ltpa.yaml"
+    group:
+        "scan_{scan}"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 1.2 * input.size_mb) * attempt),

@@ -15,6 +15,8 @@ rule label_streamlines:
         **constraints(RULE_LABEL),
     conda:
         "../envs/ltpa.yaml"
+    group:
+        "scan_{scan}"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 1.5 * input.size_mb) * attempt),
