@@ -1,0 +1,205 @@
+"""The workflow on a real SLURM cluster, through snakemake-executor-plugin-slurm.
+
+`test_slurm_run_equals_local_run` needs a running cluster: `.ci/run` starts a single-node
+one on localhost (tools/slurm/start_cluster.sh, as root) and sets LTPA_SLURM=1, which turns
+a missing cluster into a failure instead of a skip. Without LTPA_SLURM the test runs when
+`sinfo` answers with an idle node, and skips with the reason otherwise.
+The other tests only need the plugin installed (dry runs with the cluster profile).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import BIN, REPO, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake
+from ltpa import load_track_dataset
+
+PROFILE = REPO / "workflow" / "profiles" / "slurm"
+SCANS = ("s1", "s2", "s3")
+ATLASES = ("scale33", "scale60")
+REQUIRED = os.environ.get("LTPA_SLURM") == "1"  # set by .ci/run: never skip
+ACCOUNT = os.environ.get("LTPA_SLURM_ACCOUNT", "ltpa")  # what start_cluster.sh creates
+PARTITION = os.environ.get("LTPA_SLURM_PARTITION", "debug")
+RUN_TIMEOUT = 420  # seconds for the whole snakemake run (normally ~50 s)
+
+
+def _plugin_missing():
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[test]')"
+    return None
+
+
+def _cluster_problem():
+    """None if a SLURM cluster with accounting answers here, else the reason why not."""
+    missing = _plugin_missing()
+    if missing:
+        return missing
+    for tool in ("sinfo", "sbatch", "sacct"):
+        if shutil.which(tool) is None:
+            return (f"`{tool}` not found: no SLURM client here (start a local cluster with "
+                    "tools/slurm/start_cluster.sh; needs root and apt)")
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                                timeout=20)
+    except subprocess.TimeoutExpired:
+        return "`sinfo` did not answer within 20 s (no slurmctld running?)"
+    if states.returncode != 0:
+        return f"no SLURM cluster running (`sinfo` failed: {states.stderr.strip()[:200]})"
+    if not {"idle", "mixed", "allocated"} & set(states.stdout.split()):
+        return f"no usable SLURM node (sinfo states: {states.stdout.split()})"
+    try:
+        acct = subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], capture_output=True,
+                              text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "`sacct` did not answer within 20 s"
+    if acct.returncode != 0:
+        # without accounting the plugin never sees a job finish and Snakemake waits forever
+        return f"SLURM accounting does not answer (`sacct` failed: {acct.stderr.strip()[:200]})"
+    return None
+
+
+def require_cluster():
+    problem = _cluster_problem()
+    if problem is None:
+        return
+    if REQUIRED:
+        pytest.fail(f"LTPA_SLURM=1 but {problem}")
+    pytest.skip(problem)
+
+
+def make_study(folder):
+    from ltpa.demo import make_demo
+
+    # the same arguments as conftest's demo_study fixture: identical inputs
+    return make_demo(folder, n_scans=3, seed=1, n_per_side=15, n_background=10)
+
+
+def profile_settings():
+    """The cluster profile as Snakemake reads it (YTE-processed)."""
+    import yte
+
+    with open(PROFILE / "profile.yaml") as f:
+        return yte.process_yaml(f, require_use_yte=True)
+
+
+def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(monkeypatch):
+    default = yaml.safe_load((REPO / "workflow" / "profiles" / "default" / "profile.yaml").read_text())
+    assert "executor" not in default  # `snakemake --cores 8` never submits by surprise
+    monkeypatch.delenv("LTPA_SLURM_ACCOUNT", raising=False)
+    monkeypatch.delenv("LTPA_SLURM_PARTITION", raising=False)
+    plain = profile_settings()
+    assert plain["executor"] == "slurm" and plain["retries"] >= 1 and plain["jobs"] >= 1
+    assert "slurm_account" not in plain["default-resources"]
+    assert "slurm_partition" not in plain["default-resources"]
+    assert set(plain["set-resources"]) == {"index_streamlines", "export_key_trk",
+                                           "label_streamlines"}
+    monkeypatch.setenv("LTPA_SLURM_ACCOUNT", "lab42")
+    monkeypatch.setenv("LTPA_SLURM_PARTITION", "short")
+    mine = profile_settings()
+    assert mine["default-resources"]["slurm_account"] == "lab42"
+    assert mine["default-resources"]["slurm_partition"] == "short"
+
+
+def test_cluster_dry_run_plans_one_group_job_per_scan(tmp_path, demo_study):
+    missing = _plugin_missing()
+    if missing and REQUIRED:
+        pytest.fail(missing)
+    if missing:
+        pytest.skip(missing)
+    proc = run_snakemake(tmp_path / "work", "-n", "--workflow-profile", str(PROFILE),
+                         local_data=demo_study)
+    groups = re.findall(r"Group job (\S+) \(jobs", proc.output)
+    assert sorted(groups) == [f"scan_{s}" for s in SCANS], proc.output[-3000:]
+    # every job is inside one of them: 2 + 2 atlases per scan
+    assert len([j for j in planned_jobs(proc.output) if j[0] != "all"]) == 12
+    assert "resources: " in proc.output and "mem_mb=" in proc.output
+
+
+def sacct_rows(job_ids):
+    proc = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids),
+         "-o", "JobID,JobName,State,Account,Partition,AllocCPUS,ReqMem,Timelimit,WorkDir"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_run_equals_local_run(tmp_path):
+    require_cluster()
+    local_study = make_study(tmp_path / "local" / "study")
+    slurm_study = make_study(tmp_path / "slurm" / "study")
+    for s in SCANS:  # the same inputs
+        assert ((local_study.parent / s / f"{s}.trk").read_bytes()
+                == (slurm_study.parent / s / f"{s}.trk").read_bytes())
+
+    run_snakemake(tmp_path / "local" / "work", local_data=local_study)
+
+    work = tmp_path / "slurm" / "work"
+    cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT),  # snakemake ignores SIGTERM while waiting
+           SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work),
+           "--workflow-profile", str(PROFILE),
+           "--slurm-init-seconds-before-status-checks", "1",
+           "--config", f"local_data={slurm_study}"]
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+               LTPA_SLURM_ACCOUNT=ACCOUNT, LTPA_SLURM_PARTITION=PARTITION)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT + 60, env=env)
+    elapsed = time.monotonic() - t0
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        slurm_logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
+                               for p in sorted(work.glob(".snakemake/slurm_logs/**/*.log")))
+        raise AssertionError(f"snakemake --executor slurm failed (exit {proc.returncode}, "
+                             f"124 = timeout) after {elapsed:.0f} s:\n{output[-6000:]}\n"
+                             f"{slurm_logs[-6000:]}")
+
+    # the same outputs as the local run
+    for s in SCANS:
+        for a in ATLASES:
+            got = np.load(slurm_study.parent / s / f"{a}.npy")
+            want = np.load(local_study.parent / s / f"{a}.npy")
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+        got = load_track_dataset(slurm_study.parent / s / f"{s}.pkl")
+        want = load_track_dataset(local_study.parent / s / f"{s}.pkl")
+        np.testing.assert_array_equal(got.tracks_at_ijk.voxels, want.tracks_at_ijk.voxels)
+        np.testing.assert_array_equal(got.tracks_at_ijk.ids, want.tracks_at_ijk.ids)
+        assert got.get_ntracks() == want.get_ntracks() and got.scan_id == want.scan_id == s
+        assert ((slurm_study.parent / s / f"{s}.pkl.trk").read_bytes()
+                == (local_study.parent / s / f"{s}.pkl.trk").read_bytes())
+        # the job's own log was written (by the job, on the node)
+        assert (work / "logs" / "index_streamlines" / f"scan_{s}{slurm_study.parent}" / s
+                / f"{s}.pkl.log").exists()
+
+    # SLURM really ran them: one submission per scan (group scan_<id>), listed by sacct
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
+    assert len(submitted) == len(SCANS), output[-4000:]
+    for s in SCANS:
+        assert sum(f"/group_scan_{s}_" in log for _, log in submitted) == 1, submitted
+    job_ids = [j for j, _ in submitted]
+    deadline = time.monotonic() + 60  # accounting records lag a few seconds
+    while True:
+        rows = sacct_rows(job_ids)
+        if len(rows) == len(job_ids) and all(r[2] == "COMPLETED" for r in rows):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sacct does not list the jobs {job_ids} as COMPLETED: {rows}")
+        time.sleep(1)
+    for job_id, _name, _state, account, partition, _cpus, _mem, _limit, workdir in rows:
+        assert job_id in job_ids and account == ACCOUNT and partition == PARTITION
+        assert Path(workdir).resolve() == work.resolve()
+    print(f"\nslurm run: {elapsed:.0f} s, {len(job_ids)} SLURM jobs for {len(SCANS)} scans")
+    for r in rows:
+        print("sacct: " + " | ".join(r))
