@@ -57,7 +57,7 @@ def test_duplicates_and_shared_outputs(tmp_path):
     msg = problems(tmp_path, data)
     assert "scan #1 ('a'), field 'scan_id': duplicate of scan #0" in msg
     assert "scan #2 ('b'), field 'pkl_path': output" in msg and "is also written by scan #0 ('a')" in msg
-    assert "scan #2 ('b'), field 'track_labels[0].volume_path': is required to build numpy_path" in msg
+    assert "scan #2 ('b'), field 'track_labels[0].volume_path': is required: to build numpy_path" in msg
 
 
 def test_paths_resolve_against_json_folder_or_data_root(tmp_path):

@@ -28,9 +28,19 @@ class LabelRecord:
     name: str | None
     parameters: dict | None
     numpy_path: Path
-    volume_path: Path | None
+    volume_path: Path | None  # volume_path, or its old name qsdr_volume_path
     graphml_path: Path | None
     raw: dict
+    labels_path: Path | None = None  # region list from a label table instead of graphml
+    b0_volume_path: Path | None = None  # atlas in b0 space: volume_path is made from it
+
+
+@dataclass
+class ScalarRecord:
+    position: int  # index in the scan's track_scalars
+    name: str | None
+    txt_path: Path | None
+    numpy_path: Path
 
 
 @dataclass
@@ -45,6 +55,9 @@ class ScanRecord:
     labels: list = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
+    fib_file: Path | None = None
+    reference_volume: Path | None = None
+    scalars: list = field(default_factory=list)
 
     def where(self, fld=None) -> str:
         text = f"scan #{self.index} ({self.scan_id!r})"
@@ -159,6 +172,8 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
             pkl_trk_path=_resolve(raw.get("pkl_trk_path"), root),
             metadata={k: v for k, v in raw.items() if k not in NOT_METADATA},
             raw=raw,
+            fib_file=_resolve(raw.get("fib_file"), root),
+            reference_volume=_resolve(raw.get("reference_volume"), root),
         )
         if not isinstance(scan_id, str):
             pass
@@ -173,20 +188,55 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
                 continue
             fld = f"track_labels[{pos}]"
             npy = _resolve(lab.get("numpy_path"), root)
-            vol = _resolve(lab.get("volume_path") or lab.get("qsdr_volume_path"), root)
+            vol = _resolve(lab.get("volume_path"), root)
+            old_vol = _resolve(lab.get("qsdr_volume_path"), root)
+            if vol is not None and old_vol is not None and vol != old_vol:
+                problems.append(f"{rec.where(fld + '.qsdr_volume_path')}: names {str(old_vol)!r} "
+                                f"but volume_path names {str(vol)!r}; give one of them")
+            vol = vol or old_vol
             gml = _resolve(lab.get("graphml_path"), root)
+            table = _resolve(lab.get("labels_path"), root)
+            b0 = _resolve(lab.get("b0_volume_path"), root)
             if npy is None:
                 continue  # nothing to build for this entry
             if vol is None:
-                problems.append(f"{rec.where(fld + '.volume_path')}: is required to build "
-                                f"numpy_path {str(npy)!r} (the atlas NIfTI in the trk's grid)")
+                what = ("where to write the QSDR atlas mapped from b0_volume_path" if b0 else
+                        f"to build numpy_path {str(npy)!r} (the atlas NIfTI in the trk's grid)")
+                problems.append(f"{rec.where(fld + '.volume_path')}: is required: {what}")
+            if gml is not None and table is not None:
+                problems.append(f"{rec.where(fld + '.labels_path')}: graphml_path is given too; "
+                                f"give one region list")
+            if b0 is not None and rec.fib_file is None:
+                problems.append(f"{rec.where('fib_file')}: is required to map "
+                                f"{fld}.b0_volume_path {str(b0)!r} to QSDR space")
             rec.labels.append(LabelRecord(pos, lab.get("name"), lab.get("parameters"), npy, vol,
-                                          gml, lab))
+                                          gml, lab, labels_path=table, b0_volume_path=b0))
+        scalars = raw.get("track_scalars") if isinstance(raw.get("track_scalars"), list) else []
+        for pos, sc in enumerate(scalars):
+            if not isinstance(sc, dict):
+                continue
+            npy = _resolve(sc.get("numpy_path"), root)
+            if npy is None:
+                continue
+            rec.scalars.append(ScalarRecord(pos, sc.get("name"), _resolve(sc.get("txt_path"), root),
+                                            npy))
         # every output path once in the whole study, and never one of its own inputs
         outs = [("pkl_path", rec.pkl_path), ("pkl_trk_path", rec.pkl_trk_path)]
         outs += [(f"track_labels[{lab.position}].numpy_path", lab.numpy_path) for lab in rec.labels]
-        ins = {rec.trk_file} | {lab.volume_path for lab in rec.labels} | {
-            lab.graphml_path for lab in rec.labels}
+        outs += [(f"track_scalars[{sc.position}].numpy_path", sc.numpy_path) for sc in rec.scalars]
+        mapped = {}  # volume_path made from a b0 atlas: one job even if several entries share it
+        for lab in rec.labels:
+            if lab.b0_volume_path is None or lab.volume_path is None:
+                continue
+            first = mapped.setdefault(lab.volume_path, lab.b0_volume_path)
+            if first != lab.b0_volume_path:
+                problems.append(f"{rec.where(f'track_labels[{lab.position}].volume_path')}: "
+                                f"{str(lab.volume_path)!r} would be made from two different b0 "
+                                f"atlases ({str(first)!r} and {str(lab.b0_volume_path)!r})")
+        outs += [("track_labels[].volume_path", vol) for vol in mapped]
+        ins = {rec.trk_file, rec.fib_file} | {lab.graphml_path for lab in rec.labels} | {
+            lab.b0_volume_path for lab in rec.labels} | {sc.txt_path for sc in rec.scalars}
+        ins |= {lab.volume_path for lab in rec.labels if lab.b0_volume_path is None}
         for fld, out in outs:
             if out is None:
                 continue

@@ -19,6 +19,8 @@ from .grids import key_map_for
 from .index import build_index
 from .io import atomic_open
 from .labels import label_streamlines, load_atlas, regions_from_graphml
+from .regions import regions_from_table
+from .scalars import average_track_scalars
 from .trk import open_trk
 from .trkwrite import key_grid_header, write_key_trk
 
@@ -143,8 +145,8 @@ def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=Fa
     return {"n_streamlines": trk.n_streamlines}
 
 
-def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, start=1, scan_id=None,
-               atlas_key=None, sidecar=True) -> dict:
+def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=None, start=1,
+               scan_id=None, atlas_key=None, sidecar=True) -> dict:
     """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``."""
     t0 = time.perf_counter()
     ctx = _context(scan_id)
@@ -153,6 +155,9 @@ def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, start=1, sca
     if graphml_path:
         regions = regions_from_graphml(graphml_path, context=ctx)
         source = "graphml"
+    elif labels_path:
+        regions = regions_from_table(labels_path, context=ctx)
+        source = "labels_path"
     else:
         regions = atlas.labels
         source = "atlas"
@@ -193,7 +198,15 @@ def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, start=1, sca
                 "trk_file": str(Path(trk_path).resolve()),
                 "volume_path": str(Path(atlas_path).resolve()),
                 "graphml_path": str(Path(graphml_path).resolve()) if graphml_path else None,
+                "labels_path": str(Path(labels_path).resolve()) if labels_path else None,
             },
             "stats": stats,
         })
     return stats
+
+
+def scalars_scan(txt_path, trk_path, out_npy, *, scan_id=None) -> dict:
+    """Mean per streamline of DSI Studio's per-streamline scalar export."""
+    trk = open_trk(trk_path)
+    return average_track_scalars(txt_path, trk.n_streamlines, out_npy, context=_context(scan_id),
+                                 trk_path=trk_path)

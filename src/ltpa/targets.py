@@ -20,6 +20,10 @@ from .localdata import LabelRecord, ScanRecord
 RULE_INDEX = "index_streamlines"
 RULE_EXPORT = "export_key_trk"
 RULE_LABEL = "label_streamlines"
+RULE_MAP_B0 = "map_b0_atlas"
+RULE_SCALARS = "average_track_scalars"
+# rules whose outputs are keyed by scan and a second name (the atlas or scalar's key)
+KEYED_RULES = (RULE_LABEL, RULE_MAP_B0, RULE_SCALARS)
 SEPARATORS = "_-. "
 
 
@@ -30,6 +34,7 @@ class Target:
     output: Path
     inputs: dict  # field name -> Path or None
     label: LabelRecord | None = None
+    scalar: object = None
     wildcards: dict = field(default_factory=dict)
 
     @property
@@ -37,8 +42,12 @@ class Target:
         return self.wildcards.get("atlas")
 
     def where(self, fld=None):
-        if self.label is not None and fld and fld != "trk_file":
+        if fld in ("trk_file", "fib_file") or not fld:
+            return self.scan.where(fld)
+        if self.label is not None:
             fld = f"track_labels[{self.label.position}].{fld}"
+        elif self.scalar is not None:
+            fld = f"track_scalars[{self.scalar.position}].{fld}"
         return self.scan.where(fld)
 
 
@@ -50,13 +59,17 @@ def split_scan(path: str, scan_id: str) -> dict:
     return {"prefix": path[:i], "scan": scan_id, "suffix": path[i + len(scan_id):]}
 
 
-def split_scan_atlas(path: str, scan_id: str) -> dict:
+def split_scan_atlas(path: str, scan_id: str, atlas_key: str | None = None) -> dict:
     """prefix + scan + middle + atlas + suffix == path.
 
-    atlas = the file's stem (without .npy), or the part of the stem after (else
-    before) the scan id; scan = the last occurrence of scan_id before the atlas.
+    atlas = ``atlas_key`` where it occurs in the file name; else the file's stem
+    (without .npy), or the part of the stem after (else before) the scan id;
+    scan = the last occurrence of scan_id before the atlas.
     """
     base = path.rfind("/") + 1
+    if atlas_key and path.rfind(atlas_key, base) >= 0:
+        a0 = path.rfind(atlas_key, base)
+        return _split_at(path, scan_id, a0, a0 + len(atlas_key))
     end = len(path) - 4 if path.endswith(".npy") else len(path)
     a0, a1 = base, end
     stem = path[base:end]
@@ -72,6 +85,10 @@ def split_scan_atlas(path: str, scan_id: str) -> dict:
             a0, a1 = after0, end
         elif before1 > base:
             a0, a1 = base, before1
+    return _split_at(path, scan_id, a0, a1)
+
+
+def _split_at(path, scan_id, a0, a1):
     s = path.rfind(scan_id, 0, a0)
     s0, s1 = (s, s + len(scan_id)) if s >= 0 else (a0, a0)
     return {"prefix": path[:s0], "scan": path[s0:s1], "middle": path[s1:a0],
@@ -86,20 +103,34 @@ def build_targets(scans: list[ScanRecord]) -> list[Target]:
             out.append(Target(RULE_INDEX, rec, rec.pkl_path, {"trk_file": rec.trk_file}))
         if rec.pkl_trk_path is not None:
             out.append(Target(RULE_EXPORT, rec, rec.pkl_trk_path, {"trk_file": rec.trk_file}))
+        mapped = set()
         for lab in rec.labels:
-            out.append(Target(RULE_LABEL, rec, lab.numpy_path,
-                              {"trk_file": rec.trk_file, "volume_path": lab.volume_path,
-                               "graphml_path": lab.graphml_path}, label=lab))
+            label = Target(RULE_LABEL, rec, lab.numpy_path,
+                           {"trk_file": rec.trk_file, "volume_path": lab.volume_path,
+                            "graphml_path": lab.graphml_path, "labels_path": lab.labels_path},
+                           label=lab)
+            label.wildcards = split_scan_atlas(str(lab.numpy_path), rec.scan_id)
+            out.append(label)
+            if lab.b0_volume_path is not None and lab.volume_path not in mapped:
+                mapped.add(lab.volume_path)
+                t = Target(RULE_MAP_B0, rec, lab.volume_path,
+                           {"b0_volume_path": lab.b0_volume_path, "fib_file": rec.fib_file},
+                           label=lab)
+                t.wildcards = split_scan_atlas(str(lab.volume_path), rec.scan_id,
+                                               label.wildcards["atlas"])
+                out.append(t)
+        for sc in rec.scalars:
+            t = Target(RULE_SCALARS, rec, sc.numpy_path,
+                       {"txt_path": sc.txt_path, "trk_file": rec.trk_file}, scalar=sc)
+            t.wildcards = split_scan_atlas(str(sc.numpy_path), rec.scan_id)
+            out.append(t)
     for t in out:
-        path = str(t.output)
-        if t.rule == RULE_LABEL:
-            t.wildcards = split_scan_atlas(path, t.scan.scan_id)
-        else:
-            t.wildcards = split_scan(path, t.scan.scan_id)
+        if not t.wildcards:
+            t.wildcards = split_scan(str(t.output), t.scan.scan_id)
     return out
 
 
-OPTIONAL_INPUTS = ("graphml_path",)
+OPTIONAL_INPUTS = ("graphml_path", "labels_path")
 
 
 def check_inputs(targets: list[Target], read_sidecar) -> tuple[list[Target], list[str], list[str]]:
@@ -111,13 +142,14 @@ def check_inputs(targets: list[Target], read_sidecar) -> tuple[list[Target], lis
     the target is left out (nothing can or need be done) with a warning.
     """
     keep, errors, warnings = [], [], []
+    produced = {t.output for t in targets}
     for t in targets:
         missing = []
         for fld, p in t.inputs.items():
             if p is None:
                 if fld not in OPTIONAL_INPUTS:
                     missing.append((fld, None))
-            elif not p.exists():
+            elif not p.exists() and p not in produced:
                 missing.append((fld, p))
         if not missing:
             keep.append(t)

@@ -20,9 +20,12 @@ from ltpa.errors import LtpaError
 from ltpa.localdata import load_local_data
 from ltpa.pipeline import read_sidecar
 from ltpa.targets import (
+    KEYED_RULES,
     RULE_EXPORT,
     RULE_INDEX,
     RULE_LABEL,
+    RULE_MAP_B0,
+    RULE_SCALARS,
     build_targets,
     check_inputs,
     ids_alternation,
@@ -101,7 +104,7 @@ def constraints(rule_name):
         "scan": ids_alternation([t.wildcards["scan"] for t in mine]),
         "suffix": ".*",
     }
-    if rule_name == RULE_LABEL:
+    if rule_name in KEYED_RULES:
         out["middle"] = ".*"
         out["atlas"] = ids_alternation([t.wildcards["atlas"] for t in mine])
     return out
@@ -109,6 +112,6 @@ def constraints(rule_name):
 
 def log_pattern(rule_name):
     """Log file of a job: <log_dir>/<rule>/scan_<scan>[_atlas_<atlas>]/<output path>.log."""
-    if rule_name == RULE_LABEL:
+    if rule_name in KEYED_RULES:
         return f"{LOG_DIR}/{rule_name}/scan_{{scan}}_atlas_{{atlas}}{{prefix}}{{scan}}{{middle}}{{atlas}}{{suffix}}.log"
     return f"{LOG_DIR}/{rule_name}/scan_{{scan}}{{prefix}}{{scan}}{{suffix}}.log"

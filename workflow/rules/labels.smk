@@ -27,3 +27,24 @@ rule label_streamlines:
         start=config.get("connection_ids_start_at", 1),
     script:
         "../scripts/label.py"
+
+
+rule map_b0_atlas:
+    input:
+        unpack(inputs_of(RULE_MAP_B0)),
+    output:
+        volume="{prefix}{scan}{middle}{atlas}{suffix}",
+    log:
+        log_pattern(RULE_MAP_B0),
+    wildcard_constraints:
+        **constraints(RULE_MAP_B0),
+    params:
+        scan_id=param_of(RULE_MAP_B0, lambda t: t.scan.scan_id),
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input, attempt: int((500 + 20 * input.size_mb) * attempt),
+        runtime=lambda wc, input, attempt: 5 * attempt,
+    conda:
+        "../envs/ltpa.yaml"
+    script:
+        "../scripts/map_b0.py"

@@ -18,6 +18,7 @@ with job(snakemake.log[0], f"label_streamlines scan={p.scan_id} atlas={p.atlas_k
         snakemake.input.volume_path,
         snakemake.output.npy,
         graphml_path=snakemake.input.get("graphml_path"),
+        labels_path=snakemake.input.get("labels_path"),
         start=p.start,
         scan_id=p.scan_id,
         atlas_key=p.atlas_key,
