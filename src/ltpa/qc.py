@@ -1,0 +1,235 @@
+"""Quality control of a scan's outputs: one row per atlas, and the study-wide summary.
+
+Everything is computed from the outputs and their ``.json`` sidecars (no hashing
+or labeling is redone); the streamline lengths come from the trk when it is on
+disk (a labs' archived trk leaves the median empty).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_open
+from .pipeline import read_sidecar
+
+log = logging.getLogger("ltpa")
+
+LENGTH_BIN_MM = 2.0  # width of the length histogram's bins
+
+QC_COLUMNS = [
+    "scan_id", "atlas", "n_streamlines", "n_unlabeled", "share_unlabeled", "n_regions",
+    "region_source", "n_labels_not_in_region_list", "labels_not_in_region_list",
+    "n_regions_never_reached", "regions_never_reached", "n_points",
+    "n_points_outside_key_grid", "n_points_outside_atlas_grid", "length_median_mm",
+    "numpy_path",
+]
+
+
+# ---------------------------------------------------------------- connection ids
+
+def decode_pairs(ids: np.ndarray, n_regions: int, start: int = 1):
+    """(a, b) positions in the region list of every labeled streamline's connection id.
+
+    Ids below ``start`` (and id 0, which is "fewer than two labeled points" when
+    ``start`` is 1, and ambiguous when it is 0) are left out.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    labeled = ids[(ids >= start) & (ids != 0)]
+    pos = labeled - start
+    n_pairs = n_regions * (n_regions + 1) // 2
+    if pos.size and int(pos.max()) >= n_pairs:
+        raise ValueError(f"connection id {int(pos.max()) + start} is beyond the {n_pairs} pairs of "
+                         f"{n_regions} regions")
+    rows, cols = np.triu_indices(n_regions)
+    return rows[pos], cols[pos]
+
+
+def connection_matrix(ids: np.ndarray, n_regions: int, start: int = 1) -> np.ndarray:
+    """Symmetric (R, R) int64 streamline counts per region pair (diagonal: both ends alike)."""
+    a, b = decode_pairs(ids, n_regions, start)
+    m = np.zeros((n_regions, n_regions), dtype=np.int64)
+    np.add.at(m, (a, b), 1)
+    off = a != b
+    np.add.at(m, (b[off], a[off]), 1)
+    return m
+
+
+def regions_reached(ids: np.ndarray, region_ids, start: int = 1) -> np.ndarray:
+    """Region ids that at least one streamline's connection reaches."""
+    region_ids = np.asarray(region_ids, dtype=np.int64)
+    a, b = decode_pairs(ids, region_ids.shape[0], start)
+    return region_ids[np.unique(np.concatenate([a, b]))]
+
+
+# ---------------------------------------------------------------- lengths
+
+def streamline_lengths(trk, progress=None) -> np.ndarray:
+    """Length in mm of every streamline of an open ``ltpa.trk.Trk`` (sum of point distances)."""
+    out = np.zeros(trk.n_streamlines, dtype=np.float64)
+    for s0, pts, counts in trk.iter_chunks():
+        if pts.shape[0]:
+            seg = np.linalg.norm(np.diff(pts.astype(np.float64), axis=0), axis=1)
+            along = np.concatenate([[0.0], np.cumsum(seg)])  # path length from the chunk's 1st point
+            first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            last = first + np.maximum(counts, 1) - 1
+            out[s0:s0 + counts.shape[0]] = np.where(counts > 0, along[last] - along[first], 0.0)
+        if progress is not None:
+            progress(s0 + counts.shape[0], trk.n_streamlines)
+    return out
+
+
+def length_histogram(lengths: np.ndarray, width: float = LENGTH_BIN_MM) -> list[dict]:
+    """Counts per ``width`` mm bin from 0 to the longest streamline."""
+    if lengths.size == 0:
+        return []
+    n_bins = int(math.floor(float(lengths.max()) / width)) + 1
+    counts = np.bincount(np.floor(lengths / width).astype(np.int64), minlength=n_bins)
+    return [{"length_mm_from": round(i * width, 6), "length_mm_to": round((i + 1) * width, 6),
+             "count": int(c)} for i, c in enumerate(counts)]
+
+
+# ---------------------------------------------------------------- tables
+
+def _fmt(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def write_tsv(path, rows: list[dict], columns: list[str]) -> None:
+    """Write ``rows`` (dicts) as a tab-separated table, atomically; missing values are empty."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(columns)
+        for row in rows:
+            w.writerow([_fmt(row.get(c)) for c in columns])
+
+
+def read_tsv(path) -> list[dict]:
+    """A TSV written by :func:`write_tsv` as a list of dicts of strings."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1):
+    """QC rows of one scan (one per atlas) and its streamline lengths (None without the trk).
+
+    ``atlases`` is a list of (atlas key, numpy_path); the npys' sidecars give the
+    region list and the labeling's statistics, the pkl's sidecar the points
+    outside the key grid.
+    """
+    from .trk import open_trk
+
+    lengths = None
+    if trk_file and Path(trk_file).exists():
+        trk = open_trk(trk_file)
+        log.info("%s: measuring %d streamlines", trk_file, trk.n_streamlines)
+        from .pipeline import _progress
+
+        lengths = streamline_lengths(trk, progress=_progress("lengths"))
+    elif trk_file:
+        log.warning("scan %r: trk %s is not on disk; the length median is left empty",
+                    scan_id, trk_file)
+    median = float(np.median(lengths)) if lengths is not None and lengths.size else None
+    pkl_build = ((read_sidecar(pkl_path) or {}).get("build") or {}) if pkl_path else {}
+    common = {
+        "scan_id": scan_id,
+        "n_points": pkl_build.get("n_points"),
+        "n_points_outside_key_grid": pkl_build.get("n_points_outside_grid"),
+        "length_median_mm": median,
+    }
+    if lengths is not None:
+        common["n_streamlines"] = int(lengths.shape[0])
+    elif pkl_build.get("n_streamlines") is not None:
+        common["n_streamlines"] = pkl_build["n_streamlines"]
+    rows = []
+    for atlas, npy in atlases:
+        side = read_sidecar(npy) or {}
+        stats = side.get("stats") or {}
+        ids = np.load(npy)
+        region_ids = side.get("region_ids")
+        start_at = int(side.get("connection_ids_start_at", start))
+        row = dict(common, atlas=atlas, numpy_path=str(npy), n_streamlines=int(ids.shape[0]))
+        unlabeled = int(np.count_nonzero(ids == 0))
+        row["n_unlabeled"] = unlabeled
+        row["share_unlabeled"] = unlabeled / ids.shape[0] if ids.shape[0] else 0.0
+        unknown = stats.get("labels_not_in_region_list")
+        row["labels_not_in_region_list"] = unknown
+        row["n_labels_not_in_region_list"] = None if unknown is None else len(unknown)
+        row["n_points_outside_atlas_grid"] = stats.get("n_points_outside_grid")
+        row["region_source"] = stats.get("region_source")
+        if region_ids is not None:
+            reached = set(regions_reached(ids, region_ids, start_at).tolist())
+            never = [int(r) for r in region_ids if int(r) not in reached]
+            row["n_regions"] = len(region_ids)
+            row["regions_never_reached"] = never
+            row["n_regions_never_reached"] = len(never)
+        else:
+            log.warning("scan %r, atlas %r: %s has no sidecar with the region list; "
+                        "regions never reached are left empty", scan_id, atlas, npy)
+        if lengths is not None and lengths.shape[0] != ids.shape[0]:
+            log.warning("scan %r, atlas %r: the npy has %d ids but the trk %d streamlines",
+                        scan_id, atlas, ids.shape[0], lengths.shape[0])
+        rows.append(row)
+        log.info("scan %r, atlas %r: %d streamlines, %.1f%% unlabeled, %s regions never reached",
+                 scan_id, atlas, row["n_streamlines"], 100 * row["share_unlabeled"],
+                 row.get("n_regions_never_reached", "?"))
+    if not rows:
+        rows.append(dict(common, atlas=""))
+    return rows, lengths
+
+
+def write_scan_qc(scan_id, out_tsv, out_lengths, *, pkl_path=None, atlases=(), trk_file=None,
+                  start=1) -> list[dict]:
+    """Write the scan's QC table and its length histogram (TSV)."""
+    rows, lengths = scan_qc(scan_id, pkl_path=pkl_path, atlases=atlases, trk_file=trk_file,
+                            start=start)
+    write_tsv(out_tsv, rows, QC_COLUMNS)
+    hist = length_histogram(lengths) if lengths is not None else []
+    write_tsv(out_lengths, hist, ["length_mm_from", "length_mm_to", "count"])
+    log.info("wrote %s (%d rows) and %s", out_tsv, len(rows), out_lengths)
+    return rows
+
+
+def flatten(metadata: dict, prefix="") -> dict:
+    """{'attributes': {'age': 30}} -> {'attributes.age': 30}; lists joined with commas."""
+    out = {}
+    for k, v in metadata.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def write_summary(qc_tsvs, out_tsv, scans: list[dict]) -> list[dict]:
+    """Join every scan's QC rows with its scan_group and metadata into one table.
+
+    ``scans``: [{"scan_id", "scan_group", **metadata}] in study order.
+    """
+    meta = {s["scan_id"]: flatten(s) for s in scans}
+    meta_cols = ["scan_group"]
+    for m in meta.values():
+        for k in m:
+            if k not in meta_cols and k not in ("scan_id",) and k not in QC_COLUMNS:
+                meta_cols.append(k)
+    rows = []
+    for path in qc_tsvs:
+        for row in read_tsv(path):
+            m = meta.get(row["scan_id"], {})
+            rows.append({**{k: m.get(k) for k in meta_cols}, **row})
+    columns = ["scan_id"] + meta_cols + [c for c in QC_COLUMNS if c != "scan_id"]
+    write_tsv(out_tsv, rows, columns)
+    log.info("wrote %s: %d rows from %d scans", out_tsv, len(rows), len(qc_tsvs))
+    return rows

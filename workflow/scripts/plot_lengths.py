@@ -1,0 +1,15 @@
+"""Snakemake script: per-scan length histograms -> one plot (see ltpa.report)."""
+
+import sys
+from pathlib import Path
+
+try:
+    import ltpa  # noqa: F401
+except ImportError:  # plain checkout
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from ltpa.jobs import job
+from ltpa.report import plot_lengths
+
+with job(snakemake.log[0], "plot_lengths"):
+    plot_lengths(snakemake.params.scans, snakemake.output.png)

@@ -1,0 +1,15 @@
+"""Snakemake script: study summary -> share unlabeled per scan by group (see ltpa.report)."""
+
+import sys
+from pathlib import Path
+
+try:
+    import ltpa  # noqa: F401
+except ImportError:  # plain checkout
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from ltpa.jobs import job
+from ltpa.report import plot_share_unlabeled
+
+with job(snakemake.log[0], "plot_share_unlabeled"):
+    plot_share_unlabeled(snakemake.input.tsv, snakemake.output.png)
