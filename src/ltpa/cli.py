@@ -43,6 +43,23 @@ def _validate(args):
     print(f"{args.local_data}: {len(scans)} scans, {n_labels} atlas labelings: valid")
 
 
+def _status(args):
+    from .localdata import load_local_data
+    from .status import NEEDS_WORK, default_config, format_status, read_config, study_status
+
+    config = read_config(args.configfile) if args.configfile else default_config()
+    data_root = args.data_root if args.data_root is not None else config.get("data_root")
+    scans = load_local_data(args.local_data, data_root)
+    legacy = config.get("legacy_dsi2_mni_offset", False)
+    if args.legacy_dsi2_mni_offset is not None:
+        legacy = args.legacy_dsi2_mni_offset
+    start = args.start_at if args.start_at is not None else config.get("connection_ids_start_at", 1)
+    entries = study_status(scans, legacy_dsi2_mni_offset=legacy, connection_ids_start_at=start)
+    print(format_status(entries, tsv=args.tsv))
+    if any(e.status in NEEDS_WORK for e in entries):
+        raise SystemExit(1)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ltpa", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ltpa {__version__}")
@@ -80,6 +97,18 @@ def main(argv=None) -> int:
     p.add_argument("local_data")
     p.add_argument("--data-root")
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("status", help="per scan, which outputs are ok, missing or out of date "
+                                      "(exit 1 when any is missing or out of date)")
+    p.add_argument("local_data")
+    p.add_argument("--data-root")
+    p.add_argument("--configfile", help="the workflow config to compare with (default: "
+                                        "config/config.yaml of this checkout)")
+    p.add_argument("--legacy-dsi2-mni-offset", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--start-at", type=int, choices=[0, 1], default=None,
+                   help="connection_ids_start_at")
+    p.add_argument("--tsv", action="store_true", help="one tab-separated line per output")
+    p.set_defaults(func=_status)
 
     args = parser.parse_args(argv)
     try:

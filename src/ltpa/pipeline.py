@@ -123,7 +123,9 @@ def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
         save_track_dataset(dataset, out_pkl)
         if sidecar:
             write_sidecar(out_pkl, {"kind": "track_dataset", "scan_id": scan_id,
-                                    "inputs": {"trk_file": build["trk_file"]}, "build": build})
+                                    "inputs": {"trk_file": build["trk_file"]}, "build": build,
+                                    # what `ltpa status` compares with the JSON's metadata
+                                    "properties": dict(properties or {})})
         log.info("wrote %s (%d voxels) in %.2f s", out_pkl, stats["n_voxels"],
                  time.perf_counter() - t0)
     if trk_out is not None:
@@ -141,6 +143,11 @@ def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=Fa
                           legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
                           context=f"{ctx}, file {str(trk_path)!r}" if ctx else f"file {str(trk_path)!r}")
     write_key_trk(trk, key_map, out_trk)
+    write_sidecar(out_trk, {"kind": "key_trk", "scan_id": scan_id,
+                            "inputs": {"trk_file": str(Path(trk_path).resolve())},
+                            "build": {"space": space,
+                                      "legacy_dsi2_mni_offset": bool(legacy_dsi2_mni_offset),
+                                      "n_streamlines": trk.n_streamlines}})
     log.info("wrote %s: %d streamlines in the %s key grid", out_trk, trk.n_streamlines, space)
     return {"n_streamlines": trk.n_streamlines}
 

@@ -1,0 +1,97 @@
+"""QC tables and provenance of a full run, against independent computations."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from ltpa.qc import connection_matrix, decode_pairs, read_tsv, streamline_lengths
+from ltpa.trk import open_trk
+from qc_study import built_study
+from reference import read_trk_slow
+
+pytestmark = pytest.mark.slow
+
+SCANS = ("s1", "s2", "s3")
+ATLASES = ("scale33", "scale60")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return built_study(tmp_path_factory)
+
+
+def test_decode_pairs_matches_triu_enumeration():
+    n = 5
+    pairs = [(a, b) for a in range(n) for b in range(a, n)]  # np.triu_indices order
+    ids = np.array([0] + [i + 1 for i in range(len(pairs))] + [3, 0])
+    a, b = decode_pairs(ids, n, start=1)
+    assert list(zip(a.tolist(), b.tolist())) == pairs + [pairs[2]]
+    m = connection_matrix(np.array([2, 2, 1, 0]), 3, start=1)  # id 2 = (0, 1), id 1 = (0, 0)
+    assert m.tolist() == [[1, 2, 0], [2, 0, 0], [0, 0, 0]]
+    a, b = decode_pairs(np.array([0, 1]), 3, start=0)  # start 0: id 0 counts as unlabeled
+    assert (a.tolist(), b.tolist()) == ([0], [1])
+
+
+def test_lengths_match_a_per_point_loop(built):
+    _, _, study = built
+    trk = study / "s2" / "s2.trk"
+    got = streamline_lengths(open_trk(trk))
+    slow = [sum(float(np.linalg.norm(np.asarray(p[i + 1], float) - np.asarray(p[i], float)))
+                for i in range(len(p) - 1)) for p in read_trk_slow(trk)]
+    np.testing.assert_allclose(got, slow, rtol=1e-9, atol=1e-9)
+
+
+def test_scan_tables_and_summary_match_the_outputs(built):
+    work, local_data, study = built
+    meta = {s["scan_id"]: s for s in json.loads(local_data.read_text())}
+    summary = read_tsv(work / "results" / "qc" / "summary.tsv")
+    assert [(r["scan_id"], r["atlas"]) for r in summary] == [(s, a) for s in SCANS for a in ATLASES]
+    for row in summary:
+        s, a = row["scan_id"], row["atlas"]
+        per_scan = read_tsv(work / "results" / "qc" / "scans" / f"{s}.tsv")[ATLASES.index(a)]
+        assert {k: row[k] for k in per_scan} == per_scan  # the summary joins the scan tables
+        assert row["scan_group"] == meta[s]["scan_group"]
+        assert row["subject_id"] == meta[s]["subject_id"]
+        assert row["attributes.age"] == str(meta[s]["attributes"]["age"])
+        ids = np.load(study / s / f"{a}.npy")
+        assert int(row["n_streamlines"]) == ids.size
+        assert int(row["n_unlabeled"]) == int((ids == 0).sum())
+        assert float(row["share_unlabeled"]) == pytest.approx((ids == 0).mean(), abs=1e-6)
+        # regions never reached: every region of the graphml but those the drawn pairs reach
+        regions = json.loads((study / s / f"{a}.npy.json").read_text())["region_ids"]
+        n = len(regions)
+        pairs = [(regions[x], regions[y]) for x in range(n) for y in range(x, n)]
+        reached = {r for i in ids[ids > 0] for r in pairs[i - 1]}
+        never = [r for r in regions if r not in reached]
+        assert int(row["n_regions"]) == n
+        assert int(row["n_regions_never_reached"]) == len(never)
+        assert row["regions_never_reached"] == ",".join(map(str, never))
+        assert row["labels_not_in_region_list"] == "" and row["n_labels_not_in_region_list"] == "0"
+        assert row["n_points_outside_key_grid"] == "0"
+        slow = [sum(float(np.linalg.norm(np.asarray(p[i + 1], float) - np.asarray(p[i], float)))
+                    for i in range(len(p) - 1)) for p in read_trk_slow(study / s / f"{s}.trk")]
+        assert float(row["length_median_mm"]) == pytest.approx(float(np.median(slow)), rel=1e-5)
+        assert int(row["n_points"]) == sum(len(p) for p in read_trk_slow(study / s / f"{s}.trk"))
+    # the length histogram counts every streamline
+    hist = read_tsv(work / "results" / "qc" / "lengths" / "s1.tsv")
+    assert sum(int(r["count"]) for r in hist) == np.load(study / "s1" / "scale33.npy").size
+    log = (work / "logs" / "qc_scan" / "scan_s1.log").read_text()
+    assert "lengths: " in log and "unlabeled" in log
+
+
+def test_provenance_records_config_versions_and_json_checksum(built):
+    work, local_data, _ = built
+    prov = yaml.safe_load((work / "results" / "provenance" / "provenance.yaml").read_text())
+    assert prov["local_data_sha256"] == hashlib.sha256(local_data.read_bytes()).hexdigest()
+    import snakemake
+
+    import ltpa
+
+    assert prov["versions"]["ltpa"] == ltpa.__version__
+    assert prov["versions"]["snakemake"] == snakemake.__version__
+    cfg = yaml.safe_load((work / "results" / "provenance" / "config.yaml").read_text())
+    assert cfg["local_data"] == str(local_data) and cfg["results_dir"] == "results"
+    assert cfg["connection_ids_start_at"] == 1
