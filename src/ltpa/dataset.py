@@ -9,6 +9,7 @@ nothing big.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LtpaError
-from .io import atomic_open
+from .io import atomic_path
 
 PICKLE_PROTOCOL = 5
 
@@ -174,9 +175,81 @@ class TrackDataset:
 
 
 def save_track_dataset(dataset: TrackDataset, path) -> None:
-    """Pickle ``dataset`` to ``path`` atomically (protocol 5: arrays are written from their buffers)."""
-    with atomic_open(path, "wb") as fh:
-        pickle.dump(dataset, fh, protocol=PICKLE_PROTOCOL)
+    """Pickle ``dataset`` to ``path`` atomically (protocol 5: arrays are written from their buffers).
+
+    The pickle is the plain ``pickle.dump`` stream; only how its bytes reach the
+    file differs: the trk body (hundreds of MB, a view of the mapped .trk) is
+    copied file-to-file by the kernel (``os.copy_file_range``) instead of being
+    paged into this process, so writing it costs no resident memory.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb", buffering=0) as raw:
+            writer = _Writer(raw)
+            pickle.Pickler(writer, protocol=PICKLE_PROTOCOL).dump(dataset)
+            writer.flush()
+
+
+class _Writer:
+    """File-like ``write`` for the pickler: small writes buffered, big ones streamed."""
+
+    BIG = 1 << 20
+    STEP = 32 << 20
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._buf = bytearray()
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if n < self.BIG:
+            self._buf += view
+            if len(self._buf) >= self.BIG:
+                self.flush()
+            return n
+        self.flush()
+        from .trk import mapped_source
+
+        src = mapped_source(view)
+        if src is not None and self._copy_from_file(src, n):
+            return n
+        mapping = src[2] if src is not None else None
+        for lo in range(0, n, self.STEP):
+            self._write_all(view[lo:lo + self.STEP])
+            if mapping is not None:
+                mapping.release(src[1] + lo, src[1] + min(lo + self.STEP, n))
+        return n
+
+    def _copy_from_file(self, src, n) -> bool:
+        path, offset, _ = src
+        copy = getattr(os, "copy_file_range", None)
+        if copy is None:
+            return False
+        start = self._raw.tell()
+        done = 0
+        try:
+            with open(path, "rb") as fh:
+                while done < n:
+                    got = copy(fh.fileno(), self._raw.fileno(), n - done, offset + done)
+                    if got <= 0:
+                        raise OSError("copy_file_range copied nothing")
+                    done += got
+        except OSError:
+            if done:  # start over with plain writes from the same place
+                self._raw.seek(start)
+                self._raw.truncate()
+            return False
+        return True
+
+    def _write_all(self, view) -> None:
+        while view.nbytes:
+            k = self._raw.write(view)
+            view = view[k:]
+
+    def flush(self) -> None:
+        if self._buf:
+            self._write_all(memoryview(self._buf))
+            self._buf = bytearray()
 
 
 _ALLOWED = {

@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LtpaError
-from .grids import inside, linear_index
-from .index import native_voxels
 from .trk import Trk
 
 log = logging.getLogger(__name__)
@@ -125,7 +123,15 @@ def pair_index(lo: np.ndarray, hi: np.ndarray, n_regions: int) -> np.ndarray:
 
 def label_streamlines(trk: Trk, atlas: Atlas, regions=None, start: int = 1,
                       progress=None) -> LabelResult:
-    """Connection id per streamline of ``trk`` from ``atlas`` (which shares the trk grid)."""
+    """Connection id per streamline of ``trk`` from ``atlas`` (which shares the trk grid).
+
+    One compiled pass over the mapped points (``ltpa.kernels.label_chunk``): every
+    point is checked (finite, inside the atlas grid); the label is looked up from
+    the front until the first nonzero one and from the back until the last, so no
+    per-point arrays exist.
+    """
+    from .kernels import label_chunk, upper_thresholds
+
     if start not in (0, 1):
         raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {start!r}")
     regions = atlas.labels if regions is None else np.unique(np.asarray(regions, dtype=np.int64))
@@ -136,41 +142,24 @@ def label_streamlines(trk: Trk, atlas: Atlas, regions=None, start: int = 1,
     lut = np.zeros(max_label + 1, dtype=np.int32)
     lut[regions] = np.arange(1, n_regions + 1, dtype=np.int32)
     unknown = atlas.labels[lut[atlas.labels] == 0]
-    rank_flat = lut[atlas.data].ravel()
+    rank_flat = np.ascontiguousarray(lut[atlas.data].ravel())
 
     n = trk.n_streamlines
     ids = np.zeros(n, dtype=np.int64)
+    words = trk.native_words()
+    vs = np.asarray(trk.voxel_size, dtype=np.float64)
+    adim = np.asarray(dim, dtype=np.int64)
+    upper = upper_thresholds(dim, trk.voxel_size)
     n_outside = 0
-    for s0, pts, lengths in trk.iter_chunks():
-        m = lengths.shape[0]
-        vox = native_voxels(pts, trk.voxel_size)
-        ok = inside(vox, dim)
-        rank = np.zeros(vox.shape[0], dtype=np.int32)
-        if ok.all():
-            rank = rank_flat[linear_index(vox, dim)]
-        else:
-            n_outside += int(ok.size - np.count_nonzero(ok))
-            rank[ok] = rank_flat[linear_index(vox[ok], dim)]
-        del vox
-        nz = np.flatnonzero(rank)
-        if nz.size < 2:
-            continue
-        # which streamline (local index) each labeled point belongs to
-        local_off = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(lengths, out=local_off[1:])
-        owner = np.searchsorted(local_off, nz, side="right") - 1
-        per = np.bincount(owner, minlength=m)
-        first_pos = np.zeros(m, dtype=np.int64)
-        has = per > 0
-        cum = np.cumsum(per)
-        first_pos[has] = (cum - per)[has]  # index into nz of each streamline's first labeled point
-        last_pos = cum - 1
-        two = per >= 2
-        a = rank[nz[first_pos[two]]] - 1
-        b = rank[nz[last_pos[two]]] - 1
-        lo = np.minimum(a, b)
-        hi = np.maximum(a, b)
-        ids[s0 + np.flatnonzero(two)] = pair_index(lo, hi, n_regions) + start
+    for s0, s1 in trk.ranges():
+        n_out, bad = label_chunk(words, trk.starts, trk.counts, s0, s1, trk.stride, vs, adim,
+                                 upper, rank_flat, np.int64(n_regions), np.int64(start), ids)
+        if bad >= 0:
+            raise LtpaError(
+                f"file {str(trk.path)!r}: streamline {bad} has a NaN or infinite coordinate; "
+                f"expected finite voxmm coordinates"
+            )
+        n_outside += n_out
         if progress:
-            progress(s0 + m, n)
-    return LabelResult(ids, regions, start, unknown, n_outside)
+            progress(s1, n)
+    return LabelResult(ids, regions, start, unknown, int(n_outside))
