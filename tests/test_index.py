@@ -160,3 +160,104 @@ def test_safe_loader_refuses_code(tmp_path):
     p.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(LtpaError, match="not a TrackDataset"):
         load_track_dataset(p)
+
+
+@pytest.mark.parametrize("space,dim,order", [("qsdr", QSDR_DIM, "LPS"), ("mni", MNI_DIM, "RPI")])
+def test_hashing_in_small_ranges_matches_reference(tmp_path, rng, monkeypatch, space, dim, order):
+    """The compiled counting sort, fed a few streamlines at a time (pages released between)."""
+    import ltpa.trk as trkmod
+
+    sls = boundary_streamlines(rng, 400, dim, spread=0.3)
+    # revisit voxels non-consecutively within a streamline: a, b, a
+    sls[5] = np.concatenate([sls[5], sls[5][:1], sls[5][:2][::-1]])
+    trk = tmp_path / "t.trk"
+    write_trk(trk, sls, dim, (2, 2, 2), order, QSDR_AFFINE if space == "qsdr" else MNI_AFFINE)
+    monkeypatch.setattr(trkmod, "RANGE_WORDS", 50)
+    out = tmp_path / "t.pkl"
+    index_scan(trk, out, space=space)
+    ds = load_track_dataset(out)
+    km = key_map_for(space, dim, (2, 2, 2), order)
+    to_key = lambda v: tuple(int(x) for x in km.apply(np.array([v], dtype=np.int64))[0])  # noqa: E731
+    assert index_as_dict(ds) == hash_slow(read_trk_slow(trk), (2, 2, 2), to_key, MNI_DIM)
+    idx = ds.tracks_at_ijk
+    assert idx.ids.dtype == np.int32 and idx.voxels.dtype == np.int64
+    assert np.all(np.diff(idx.voxels) > 0) and idx.indptr[-1] == idx.ids.shape[0]
+
+
+def test_pkl_loads_with_plain_pickle_and_keeps_the_trk_body(tmp_path, rng):
+    from ltpa.trk import open_trk
+
+    sls = boundary_streamlines(rng, 200, QSDR_DIM)
+    trk = tmp_path / "q.trk"
+    write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    out = tmp_path / "q.pkl"
+    index_scan(trk, out, space="qsdr", scan_id="p")
+    with open(out, "rb") as fh:
+        plain = pickle.load(fh)
+    safe = load_track_dataset(out)
+    for ds in (plain, safe):
+        assert type(ds).__name__ == "TrackDataset" and ds.scan_id == "p"
+        assert index_as_dict(ds) == index_as_dict(safe)
+        assert type(ds._words) is np.ndarray and not ds._words.flags.writeable
+        np.testing.assert_array_equal(ds._words.view(np.int32), open_trk(trk).words.view(np.int32))
+        for s in (0, 7, len(sls) - 1):
+            np.testing.assert_array_equal(ds.tracks[s].shape, sls[s].shape)
+
+
+def test_pkl_written_without_copy_file_range(tmp_path, rng, monkeypatch):
+    """The fallback (plain writes, pages released) writes the same bytes."""
+    sls = boundary_streamlines(rng, 100, QSDR_DIM)
+    trk = tmp_path / "q.trk"
+    write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    import ltpa.dataset as dsmod
+
+    monkeypatch.setattr(dsmod._Writer, "BIG", 64)
+    monkeypatch.setattr(dsmod._Writer, "STEP", 1000)
+    index_scan(trk, tmp_path / "a.pkl", space="qsdr", scan_id="p")
+    monkeypatch.delattr(dsmod.os, "copy_file_range", raising=False)
+    index_scan(trk, tmp_path / "b.pkl", space="qsdr", scan_id="p")
+    a, b = load_track_dataset(tmp_path / "a.pkl"), load_track_dataset(tmp_path / "b.pkl")
+    assert index_as_dict(a) == index_as_dict(b)
+    np.testing.assert_array_equal(a._words.view(np.int32), b._words.view(np.int32))
+
+
+def test_key_trk_export_is_exact(tmp_path, rng, monkeypatch):
+    """Exported points == float32 (voxmm * sign + shift), also from a file with scalars."""
+    import nibabel as nib
+    import ltpa.trk as trkmod
+    from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
+
+    sls = [s for s in boundary_streamlines(rng, 60, QSDR_DIM) if len(s)]
+    hdr = {"dimensions": np.array(QSDR_DIM), "voxel_sizes": np.array([2.0, 2, 2]),
+           "voxel_order": b"LPS", "voxel_to_rasmm": QSDR_AFFINE}
+    ras = [nib.affines.apply_affine(get_affine_trackvis_to_rasmm(hdr), s) for s in sls]
+    tg = nib.streamlines.Tractogram(
+        ras, data_per_point={"fa": [rng.uniform(0, 1, (len(s), 2)) for s in sls]},
+        data_per_streamline={"w": rng.uniform(0, 1, (len(sls), 1))}, affine_to_rasmm=np.eye(4))
+    src = tmp_path / "s.trk"
+    nib.streamlines.TrkFile(tg, header={**hdr, "voxel_order": "LPS"}).save(str(src))
+    monkeypatch.setattr(trkmod, "RANGE_WORDS", 100)
+    out = tmp_path / "s.mni.trk"
+    index_scan(src, None, space="qsdr", trk_out=out)
+    km = key_map_for("qsdr", QSDR_DIM, (2, 2, 2), "LPS")
+    sign, shift = km.mm_sign.astype(np.float32), km.mm_shift.astype(np.float32)
+    got = read_trk_slow(out)
+    assert len(got) == len(sls)
+    for a, b in zip(got, read_trk_slow(src)):
+        expected = b * sign
+        expected += shift
+        np.testing.assert_array_equal(a, expected)
+
+
+def test_non_finite_coordinates_are_errors(tmp_path, rng):
+    sls = [s for s in boundary_streamlines(rng, 10, QSDR_DIM) if len(s) > 2]
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = [s.copy() for s in sls]
+        broken[3][1, 2] = bad
+        trk = tmp_path / "bad.trk"
+        write_trk(trk, broken, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+        with pytest.raises(LtpaError, match="bad.trk.*streamline 3 has a NaN or infinite"):
+            index_scan(trk, tmp_path / "x.pkl", space="qsdr")
+        with pytest.raises(LtpaError, match="streamline 3 has a NaN or infinite"):
+            index_scan(trk, None, space="qsdr", trk_out=tmp_path / "x.trk")
+        assert not (tmp_path / "x.pkl").exists() and not (tmp_path / "x.trk").exists()

@@ -197,3 +197,60 @@ def test_dsi2_scenario(tmp_path, damaged):
         np.testing.assert_array_equal(np.load(out), expected)
     # dsi2's numbering: scale33 left precentral <-> brainstem is pair (51, 83)
     assert e33[0] == region_pair_dict(range(1, 84))[(51, 83) if not damaged else (51, 83)]
+
+
+@pytest.mark.parametrize("vs", [(2.0, 2.0, 2.0), (1.25, 0.7, 3.0), (0.1, 1.1, 2.3)])
+def test_grid_edges_and_outside_count_exact(tmp_path, rng, monkeypatch, vs):
+    """Points within a few float32 ulps of the grid faces (and -0.0, tiny negatives).
+
+    The compiled labeling tests "inside the atlas grid" by comparing the float32
+    coordinate against per-axis thresholds instead of dividing; this pins it to
+    floor(float64(x) / voxel_size) at every face, and the count of outside points.
+    """
+    import ltpa.trk as trkmod
+
+    atlas = rng.integers(0, 6, DIM).astype(np.int16)
+    edges = []
+    for ax in range(3):
+        top = np.float32(DIM[ax] * vs[ax])
+        edges.append(np.array([np.nextafter(top, np.float32(-1e9), dtype=np.float32) if k < 0
+                               else top for k in (-1, 0)] + [
+            np.float32(-0.0), np.float32(-1e-30), np.float32(1e-30), np.float32(0.0)],
+            dtype=np.float32))
+        for k in range(1, 4):
+            edges[ax] = np.append(edges[ax], [np.nextafter(edges[ax][0], np.float32(-1e9)),
+                                              np.nextafter(top, np.float32(1e9))])
+            edges[ax][0] = np.nextafter(edges[ax][0], np.float32(-1e9))
+    sls = []
+    for _ in range(300):
+        k = int(rng.integers(0, 10))
+        pts = (rng.uniform(0, 1, (k, 3)) * np.array(DIM) * np.array(vs)).astype(np.float32)
+        for ax in range(3):
+            pick = rng.random(k) < 0.4
+            pts[pick, ax] = rng.choice(edges[ax], int(pick.sum()))
+        sls.append(pts)
+    trk = tmp_path / "e.trk"
+    write_trk(trk, sls, DIM, vs, "LAS", np.diag([*vs, 1.0]))
+    vol = write_atlas(tmp_path / "atlas.nii.gz", atlas)
+    monkeypatch.setattr(trkmod, "RANGE_WORDS", 64)
+    out = tmp_path / "ids.npy"
+    stats = label_scan(trk, vol, out)
+    regions = sorted(set(np.unique(atlas).tolist()) - {0})
+    ref = read_trk_slow(trk)
+    vs = tuple(float(np.float32(v)) for v in vs)  # as stored in the header
+    np.testing.assert_array_equal(np.load(out), label_slow(ref, atlas, vs, regions))
+    outside = sum(1 for s in ref for p in s
+                  if not all(0 <= np.floor(float(p[a]) / vs[a]) < DIM[a] for a in range(3)))
+    assert stats["n_points_outside_grid"] == outside > 0
+
+
+def test_non_finite_coordinate_is_an_error(tmp_path, rng):
+    trk, vol, atlas = random_case(tmp_path, rng, n=20)
+    sls = [s for s in read_trk_slow(trk)]
+    k = next(i for i, s in enumerate(sls) if len(s) > 3 and i > 2)
+    sls[k][2, 1] = np.nan
+    bad = tmp_path / "nan.trk"
+    write_trk(bad, sls, DIM, (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+    with pytest.raises(LtpaError, match=f"nan.trk.*streamline {k} has a NaN or infinite"):
+        label_scan(bad, vol, tmp_path / "x.npy")
+    assert not (tmp_path / "x.npy").exists()

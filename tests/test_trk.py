@@ -129,3 +129,40 @@ def test_errors_name_the_file(tmp_path, rng):
     write_trk(p, nan, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
     with pytest.raises(LtpaError, match="streamline 2 has a NaN"):
         list(open_trk(p).iter_chunks())
+
+
+def test_walk_in_small_ranges_without_n_count(tmp_path, rng, monkeypatch):
+    """The compiled walk, resumed across range boundaries and growing its count array."""
+    import ltpa.trk as trkmod
+    from nibabel.streamlines.trk import header_2_dtype
+
+    sls = random_streamlines(rng, 300)
+    sls[0] = np.zeros((0, 3), np.float32)
+    sls[-1] = np.zeros((0, 3), np.float32)
+    path = tmp_path / "a.trk"
+    write_trk(path, sls, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
+    raw = bytearray(path.read_bytes())
+    off = header_2_dtype.fields["nb_streamlines"][1]
+    raw[off:off + 4] = np.int32(0).tobytes()  # n_count 0: "unknown"
+    path.write_bytes(bytes(raw))
+    monkeypatch.setattr(trkmod, "RANGE_WORDS", 37)
+    monkeypatch.setattr(trkmod, "INITIAL_COUNTS", 3)
+    trk = open_trk(path)
+    assert [int(c) for c in trk.counts] == [len(s) for s in sls]
+    ranges = list(trk.ranges())
+    assert len(ranges) > 10 and ranges[0][0] == 0 and ranges[-1][1] == len(sls)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    pts, _ = all_points(trk, 10**7)  # pages released behind the walk are read back intact
+    np.testing.assert_array_equal(pts, np.concatenate(sls))
+
+
+def test_negative_count_is_an_error(tmp_path, rng):
+    sls = [s for s in random_streamlines(rng, 5) if len(s)]
+    path = tmp_path / "neg.trk"
+    write_trk(path, sls, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
+    raw = bytearray(path.read_bytes())
+    pos = 1000 + 4 * (1 + 3 * len(sls[0]))  # count word of streamline 1
+    raw[pos:pos + 4] = np.int32(-5).tobytes()
+    path.write_bytes(bytes(raw))
+    with pytest.raises(LtpaError, match=r"neg.trk.*streamline 1 has a negative point count \(-5\)"):
+        open_trk(path)

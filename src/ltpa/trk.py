@@ -32,6 +32,8 @@ HEADER_SIZE = 1000
 DEFAULT_CHUNK_POINTS = 4_000_000
 # words (4 bytes) per range handed to a kernel before its pages are released: 32 MB
 RANGE_WORDS = 8 << 20
+# first guess of the streamline count when the header's n_count is 0 (grown by doubling)
+INITIAL_COUNTS = 1 << 16
 _PAGE = mmap.PAGESIZE
 
 # live mappings, so that a writer handed a buffer from one can copy the bytes
@@ -100,7 +102,7 @@ class Trk:
                 self._native.flags.writeable = False
         return self._native
 
-    def ranges(self, max_words: int = RANGE_WORDS):
+    def ranges(self, max_words: int | None = None):
         """Yield (s0, s1): runs of whole streamlines spanning about ``max_words`` words each.
 
         After the consumer is done with a run (when the next one is requested), the
@@ -109,6 +111,7 @@ class Trk:
         n = self.n_streamlines
         if not n:
             return
+        max_words = RANGE_WORDS if max_words is None else max_words
         starts = self.starts
         s0 = 0
         while s0 < n:
@@ -302,7 +305,7 @@ def walk_records(words, order, stride, n_properties, path, n_hint=0, mapping=Non
     else:
         ints = words.view(order + "i4").astype(np.int32)
         mapping = None
-    counts = np.empty(max(n_hint, 0) + 1 if n_hint > 0 else 1 << 16, dtype=np.int64)
+    counts = np.empty(n_hint + 1 if n_hint > 0 else INITIAL_COUNTS, dtype=np.int64)
     w = n = 0
     while w < total:
         w_stop = min(w + RANGE_WORDS, total)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from nibabel.streamlines.trk import header_2_dtype
 
+from .errors import LtpaError
 from .grids import KeyMap
 from .io import atomic_open
 from .trk import Trk
@@ -19,26 +20,36 @@ def key_grid_header(trk: Trk, key_map: KeyMap, n_count: int) -> np.ndarray:
 
 
 def write_key_trk(trk: Trk, key_map: KeyMap, path) -> None:
-    """Write the streamlines of ``trk`` in the key grid's voxmm to ``path`` (atomically)."""
+    """Write the streamlines of ``trk`` in the key grid's voxmm to ``path`` (atomically).
+
+    A compiled loop (``ltpa.kernels.export_chunk``) moves each range of streamlines
+    into one reused output buffer (``[n, x y z ...]`` records, float32
+    ``v * sign + shift``); the mapped input pages are released behind it.
+    """
+    from .kernels import export_chunk
+
     sign = key_map.mm_sign.astype(np.float32)
     shift = key_map.mm_shift.astype(np.float32)
     hdr = key_grid_header(trk, key_map, trk.n_streamlines)
+    words = trk.native_words()
+    buf = None
     with atomic_open(path, "wb") as fh:
         fh.write(hdr.tobytes())
-        for _, pts, lengths in trk.iter_chunks():
-            m = lengths.shape[0]
-            out = np.empty(m + 3 * pts.shape[0], dtype="<f4")
-            local_off = np.zeros(m, dtype=np.int64)
-            if m > 1:
-                np.cumsum(lengths[:-1], out=local_off[1:])
-            count_pos = local_off * 3 + np.arange(m)
-            mask = np.ones(out.shape[0], dtype=bool)
-            mask[count_pos] = False
-            moved = pts * sign
-            moved += shift
-            out[mask] = moved.ravel()
-            out.view("<i4")[count_pos] = lengths
-            fh.write(out.tobytes())
+        for s0, s1 in trk.ranges():
+            need = (s1 - s0) + 3 * int(trk.counts[s0:s1].sum())
+            if buf is None or buf.shape[0] < need:
+                buf = np.empty(need, dtype=np.float32)
+            w = export_chunk(words, trk.starts, trk.counts, s0, s1, trk.stride, sign, shift,
+                             buf, buf.view(np.int32))
+            if w < 0:
+                raise LtpaError(
+                    f"file {str(trk.path)!r}: streamline {-1 - w} has a NaN or infinite "
+                    f"coordinate; expected finite voxmm coordinates"
+                )
+            out = buf[:w]
+            if not np.little_endian:
+                out = out.byteswap()
+            fh.write(memoryview(out).cast("B"))
 
 
 def make_header(dim, voxel_size, voxel_order, vox_to_ras, n_count) -> np.ndarray:
