@@ -132,11 +132,16 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1):
 
     lengths = None
     if trk_file and Path(trk_file).exists():
-        trk = open_trk(trk_file)
-        log.info("%s: measuring %d streamlines", trk_file, trk.n_streamlines)
         from .pipeline import _progress
 
-        lengths = streamline_lengths(trk, progress=_progress("lengths"))
+        try:
+            trk = open_trk(trk_file)
+        except Exception as exc:  # e.g. a .tck/.trx: the lengths are left out, not the QC
+            log.warning("scan %r: cannot measure streamline lengths from %s (%s); the length "
+                        "median is left empty", scan_id, trk_file, exc)
+        else:
+            log.info("%s: measuring %d streamlines", trk_file, trk.n_streamlines)
+            lengths = streamline_lengths(trk, progress=_progress("lengths"))
     elif trk_file:
         log.warning("scan %r: trk %s is not on disk; the length median is left empty",
                     scan_id, trk_file)
