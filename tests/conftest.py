@@ -14,10 +14,14 @@ SNAKEFILE = str(REPO / "workflow" / "Snakefile")
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def run_snakemake(workdir, *args, local_data=None, config=(), timeout=600, check=True):
-    """Run the real workflow in ``workdir``; returns the CompletedProcess (stdout+stderr)."""
+def run_snakemake(workdir, *args, local_data=None, config=(), timeout=600, check=True, qc=False):
+    """Run the real workflow in ``workdir``; returns the CompletedProcess (stdout+stderr).
+
+    ``qc=False`` (the default here) leaves the QC/report jobs out (config ``qc: false``),
+    so tests of the data rules run only those; the QC tests pass ``qc=True``.
+    """
     cmd = [SNAKEMAKE, "-s", SNAKEFILE, "-d", str(workdir), "--cores", "2"]
-    cfg = list(config)
+    cfg = list(config) + [f"qc={qc}"]
     if local_data is not None:
         cfg.append(f"local_data={local_data}")
     if cfg:

@@ -16,6 +16,6 @@ def built_study(tmp_path_factory):
         root = tmp_path_factory.mktemp("qc_study")
         local_data = make_demo(root / "study", n_scans=3, seed=1, n_per_side=15, n_background=10)
         work = root / "work"
-        run_snakemake(work, local_data=local_data)
+        run_snakemake(work, local_data=local_data, qc=True)
         _BUILT["study"] = (work, Path(local_data), Path(local_data).parent)
     return _BUILT["study"]

@@ -20,7 +20,7 @@ def report(tmp_path_factory):
     for p in PLOTS:
         assert (work / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = work / "report.html"
-    run_snakemake(work, "--report", str(html), local_data=local_data)
+    run_snakemake(work, "--report", str(html), local_data=local_data, qc=True)
     return html
 
 

@@ -16,7 +16,7 @@ def _index(args):
     with job(args.log, f"index {args.trk}"):
         index_scan(args.trk, None if args.no_write else args.out, space=args.space,
                    legacy_dsi2_mni_offset=args.legacy_dsi2_mni_offset, scan_id=args.scan_id,
-                   trk_out=args.trk_out)
+                   trk_out=args.trk_out, reference_volume=args.reference_volume)
 
 
 def _label(args):
@@ -25,7 +25,8 @@ def _label(args):
 
     with job(args.log, f"label {args.trk} {args.atlas}"):
         label_scan(args.trk, args.atlas, args.out, graphml_path=args.graphml,
-                   start=args.start_at, scan_id=args.scan_id)
+                   labels_path=args.labels, start=args.start_at, scan_id=args.scan_id,
+                   space=args.space, reference_volume=args.reference_volume)
 
 
 def _demo(args):
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
                    help="qsdr keys with dsi2's 102 - j instead of 101 - j")
     p.add_argument("--scan-id")
     p.add_argument("--no-write", action="store_true", help="read and index only (for timing)")
+    p.add_argument("--reference-volume", help="NIfTI grid of a .tck/.trx in native space")
     p.add_argument("--log", help="log file (default: stderr)")
     p.set_defaults(func=_index)
 
@@ -82,7 +84,11 @@ def main(argv=None) -> int:
     p.add_argument("atlas", help="label NIfTI sharing the trk's grid")
     p.add_argument("out", help="output .npy")
     p.add_argument("--graphml", help="region list: the graphml's node ids")
+    p.add_argument("--labels", help="region list: a label table (TSV/CSV index,name or a LUT)")
     p.add_argument("--start-at", type=int, choices=[0, 1], default=1)
+    p.add_argument("--space", choices=["qsdr", "mni", "native"], default="qsdr",
+                   help="grid of a .tck/.trx (the atlas must share it)")
+    p.add_argument("--reference-volume", help="NIfTI grid of a .tck/.trx in native space")
     p.add_argument("--scan-id")
     p.add_argument("--log", help="log file (default: stderr)")
     p.set_defaults(func=_label)

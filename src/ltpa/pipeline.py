@@ -21,7 +21,7 @@ from .io import atomic_open
 from .labels import label_streamlines, load_atlas, regions_from_graphml
 from .regions import regions_from_table
 from .scalars import average_track_scalars
-from .trk import open_trk
+from .formats import open_streamlines
 from .trkwrite import key_grid_header, write_key_trk
 
 log = logging.getLogger("ltpa")
@@ -75,11 +75,12 @@ def _context(scan_id):
 
 
 def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
-               scan_id=None, properties=None, trk_out=None, sidecar=True) -> dict:
+               scan_id=None, properties=None, trk_out=None, sidecar=True,
+               reference_volume=None) -> dict:
     """Hash ``trk_path`` into a TrackDataset pickled at ``out_pkl`` (and a key-grid .trk)."""
     t0 = time.perf_counter()
     ctx = _context(scan_id)
-    trk = open_trk(trk_path)
+    trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
     key_map = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order,
                           legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
                           context=f"{ctx}, file {str(trk_path)!r}" if ctx else f"file {str(trk_path)!r}")
@@ -135,10 +136,10 @@ def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
 
 
 def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=False,
-                   scan_id=None) -> dict:
+                   scan_id=None, reference_volume=None) -> dict:
     """Write the streamlines of ``trk_path`` in the key grid (pkl_trk_path)."""
     ctx = _context(scan_id)
-    trk = open_trk(trk_path)
+    trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
     key_map = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order,
                           legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
                           context=f"{ctx}, file {str(trk_path)!r}" if ctx else f"file {str(trk_path)!r}")
@@ -153,11 +154,12 @@ def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=Fa
 
 
 def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=None, start=1,
-               scan_id=None, atlas_key=None, sidecar=True) -> dict:
+               scan_id=None, atlas_key=None, sidecar=True, space="qsdr",
+               reference_volume=None) -> dict:
     """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``."""
     t0 = time.perf_counter()
     ctx = _context(scan_id)
-    trk = open_trk(trk_path)
+    trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
     atlas = load_atlas(atlas_path, expected_dim=trk.dim, context=ctx)
     if graphml_path:
         regions = regions_from_graphml(graphml_path, context=ctx)
@@ -212,8 +214,9 @@ def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=
     return stats
 
 
-def scalars_scan(txt_path, trk_path, out_npy, *, scan_id=None) -> dict:
+def scalars_scan(txt_path, trk_path, out_npy, *, scan_id=None, space="qsdr",
+                 reference_volume=None) -> dict:
     """Mean per streamline of DSI Studio's per-streamline scalar export."""
-    trk = open_trk(trk_path)
+    trk = open_streamlines(trk_path, space, reference_volume, context=_context(scan_id))
     return average_track_scalars(txt_path, trk.n_streamlines, out_npy, context=_context(scan_id),
                                  trk_path=trk_path)

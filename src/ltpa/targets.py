@@ -125,6 +125,8 @@ def build_targets(scans: list[ScanRecord]) -> list[Target]:
             t.wildcards = split_scan_atlas(str(sc.numpy_path), rec.scan_id)
             out.append(t)
     for t in out:
+        if t.rule != RULE_MAP_B0 and t.scan.reference_volume is not None:
+            t.inputs["reference_volume"] = t.scan.reference_volume
         if not t.wildcards:
             t.wildcards = split_scan(str(t.output), t.scan.scan_id)
     return out

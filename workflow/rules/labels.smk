@@ -1,7 +1,10 @@
 # Endpoint labeling: one connection id per streamline, per scan and atlas.
 #
-# Resources: peak RSS of labeling measured in benchmarks/ is about 1.2 x the
-# trk size plus the atlas; doubled on each retry.
+# Resources, from benchmarks/ (`make bench`: peak RSS = GNU time %M of the job's
+# process): label_streamlines 223 MB at 10^5 streamlines (75 MB trk), ~250 MB at
+# 10^6 (750 MB trk) -> ~220 MB + 0.04 x input MB (numba, the atlas and 8 bytes of
+# ids per streamline; the trk body is never resident). The formula adds headroom;
+# doubled on each retry. Runtime (minutes) is generous: ~1.5 s at 10^6.
 
 
 rule label_streamlines:
@@ -19,10 +22,11 @@ rule label_streamlines:
         "scan_{scan}"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((300 + 1.5 * input.size_mb) * attempt),
-        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 100) * attempt),
+        mem_mb=lambda wc, input, attempt: int((300 + 0.1 * input.size_mb) * attempt),
+        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 500) * attempt),
     params:
         scan_id=param_of(RULE_LABEL, lambda t: t.scan.scan_id),
+        space=param_of(RULE_LABEL, lambda t: t.scan.space),
         atlas_key=param_of(RULE_LABEL, lambda t: t.atlas_key),
         start=config.get("connection_ids_start_at", 1),
     script:
@@ -40,6 +44,8 @@ rule map_b0_atlas:
         **constraints(RULE_MAP_B0),
     params:
         scan_id=param_of(RULE_MAP_B0, lambda t: t.scan.scan_id),
+    group:
+        "scan_{scan}"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((500 + 20 * input.size_mb) * attempt),

@@ -52,7 +52,9 @@ def atlas_npys(atlas):
 
 
 def qc_outputs():
-    """The QC, report and provenance files of `rule all`."""
+    """The QC, report and provenance files of `rule all` (none with `qc: false`)."""
+    if not config.get("qc", True):
+        return []
     out = [
         f"{RESULTS}/qc/summary.tsv",
         f"{RESULTS}/report/share_unlabeled.png",

@@ -12,6 +12,7 @@ rule average_track_scalars:
         **constraints(RULE_SCALARS),
     params:
         scan_id=param_of(RULE_SCALARS, lambda t: t.scan.scan_id),
+        space=param_of(RULE_SCALARS, lambda t: t.scan.space),
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 0.2 * input.size_mb) * attempt),

@@ -18,4 +18,5 @@ with job(snakemake.log[0], f"export_key_trk scan={snakemake.params.scan_id}"):
         space=snakemake.params.space,
         legacy_dsi2_mni_offset=snakemake.params.legacy_dsi2_mni_offset,
         scan_id=snakemake.params.scan_id,
+        reference_volume=snakemake.input.get("reference_volume"),
     )

@@ -22,4 +22,6 @@ with job(snakemake.log[0], f"label_streamlines scan={p.scan_id} atlas={p.atlas_k
         start=p.start,
         scan_id=p.scan_id,
         atlas_key=p.atlas_key,
+        space=p.space,
+        reference_volume=snakemake.input.get("reference_volume"),
     )

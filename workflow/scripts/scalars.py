@@ -18,4 +18,6 @@ with job(snakemake.log[0], f"average_track_scalars scan={scan}"):
         snakemake.input.trk_file,
         snakemake.output.npy,
         scan_id=scan,
+        space=snakemake.params.space,
+        reference_volume=snakemake.input.get("reference_volume"),
     )
