@@ -10,14 +10,14 @@ rule average_track_scalars:
         log_pattern(RULE_SCALARS),
     wildcard_constraints:
         **constraints(RULE_SCALARS),
-    params:
-        scan_id=param_of(RULE_SCALARS, lambda t: t.scan.scan_id),
-        space=param_of(RULE_SCALARS, lambda t: t.scan.space),
+    conda:
+        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 0.2 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: int((5 + input.size_mb / 50) * attempt),
-    conda:
-        "../envs/ltpa.yaml"
+    params:
+        scan_id=param_of(RULE_SCALARS, lambda t: t.scan.scan_id),
+        space=param_of(RULE_SCALARS, lambda t: t.scan.space),
     script:
         "../scripts/scalars.py"

@@ -1,0 +1,68 @@
+# Targets, inputs and parameters of the QC rules (rules/qc.smk): QC tables, report
+# plots and provenance under the workflow's results folder (config `results_dir`).
+
+import os
+
+import snakemake as _snakemake
+
+from ltpa.provenance import sha256_of
+
+RESULTS = os.path.normpath(config.get("results_dir", "results"))
+ALL_TARGETS = build_targets(
+    SCANS
+)  # including outputs kept while their inputs are archived
+SCAN_IDS = [s.scan_id for s in SCANS]
+GROUP = {s.scan_id: s.scan_group for s in SCANS}
+REPORT_SCAN = config.get("report_scan") or SCAN_IDS[0]
+if REPORT_SCAN not in GROUP:
+    raise WorkflowError(
+        f"config report_scan {REPORT_SCAN!r} is not a scan_id of {config['local_data']!r}"
+    )
+ATLAS_KEYS = sorted({t.atlas_key for t in ALL_TARGETS if t.rule == RULE_LABEL})
+
+
+def scan_targets(scan_id, rule_name):
+    return [t for t in ALL_TARGETS if t.scan.scan_id == scan_id and t.rule == rule_name]
+
+
+def qc_inputs(wildcards):
+    return {
+        "pkl": [str(t.output) for t in scan_targets(wildcards.scan, RULE_INDEX)],
+        "npy": [str(t.output) for t in scan_targets(wildcards.scan, RULE_LABEL)],
+    }
+
+
+def qc_params(wildcards):
+    scan = next(s for s in SCANS if s.scan_id == wildcards.scan)
+    pkl = scan_targets(wildcards.scan, RULE_INDEX)
+    return {
+        "scan_id": scan.scan_id,
+        "pkl_path": str(pkl[0].output) if pkl else None,
+        "atlases": [
+            [t.atlas_key, str(t.output)]
+            for t in scan_targets(wildcards.scan, RULE_LABEL)
+        ],
+        "trk_file": str(scan.trk_file) if scan.trk_file else None,
+    }
+
+
+def atlas_npys(atlas):
+    return [
+        (t.scan.scan_id, t.scan.scan_group, str(t.output))
+        for t in ALL_TARGETS
+        if t.rule == RULE_LABEL and t.atlas_key == atlas
+    ]
+
+
+def qc_outputs():
+    """The QC, report and provenance files that the target rule asks for (none when qc is off)."""
+    if not config.get("qc", True):
+        return []
+    out = [
+        f"{RESULTS}/qc/summary.tsv",
+        f"{RESULTS}/report/share_unlabeled.png",
+        f"{RESULTS}/report/lengths.png",
+        f"{RESULTS}/provenance/config.yaml",
+    ]
+    out += [f"{RESULTS}/report/connectivity/{a}.png" for a in ATLAS_KEYS]
+    return out
