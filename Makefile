@@ -26,8 +26,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+# make bench: synthetic data (10^5 and 10^6 streamlines, generated on first use), every
+# candidate in its own process, the whole scan through Snakemake, one table + targets.
+# The competitors (nibabel, dipy) run in their own venv under benchmarks/out/ (git-ignored);
+# ltpa runs from .venv. Extra options: make bench BENCH_ARGS="--repeat 3".
+BENCH_VENV := benchmarks/out/venv
+BENCH_ARGS ?=
+
+$(BENCH_VENV)/.ok:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet numpy nibabel dipy networkx
+	touch $@
+
+bench: $(STAMP) $(BENCH_VENV)/.ok
+	$(BIN)/python benchmarks/run.py --python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -42,7 +42,7 @@ TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 ORDER = [
     "read_bytes", "nib_load", "dipy_mapping", "dsi2_hash", "ltpa_index",
     "ltpa_index_nowrite", "dsi2_label", "dipy_connectivity", "mrtrix_tck2connectome",
-    "ltpa_label",
+    "ltpa_label", "snakemake_scan", "write_bytes",
 ]
 
 
@@ -51,7 +51,7 @@ def measure(argv, timeout, cwd=None, env=None):
     """Run argv; return dict(rc, wall, rss_mb, stdout, stderr, timed_out)."""
     with tempfile.TemporaryDirectory(prefix="ltpa_bench_") as td:
         tfile = os.path.join(td, "time.txt")
-        full = ([TIME_BIN, "-f", "%e %M", "-o", tfile] if TIME_BIN else []) + list(argv)
+        full = ([TIME_BIN, "-f", "%e %M %U %S", "-o", tfile] if TIME_BIN else []) + list(argv)
         fo = open(os.path.join(td, "out"), "w+")
         fe = open(os.path.join(td, "err"), "w+")
         t0 = time.perf_counter()
@@ -76,11 +76,13 @@ def measure(argv, timeout, cwd=None, env=None):
         p.returncode = os.waitstatus_to_exitcode(status)
         rc = p.returncode
         rss_kb = ru.ru_maxrss
+        cpu = ru.ru_utime + ru.ru_stime
         if TIME_BIN and os.path.exists(tfile):
             lines = [ln for ln in open(tfile).read().splitlines() if ln.strip()]
             try:
-                _e, m = lines[-1].split()
+                _e, m, u, sy = lines[-1].split()
                 rss_kb = int(m)
+                cpu = float(u) + float(sy)
             except (IndexError, ValueError):
                 pass
         fo.seek(0)
@@ -88,7 +90,7 @@ def measure(argv, timeout, cwd=None, env=None):
         out, err = fo.read(), fe.read()
         fo.close()
         fe.close()
-    return dict(rc=rc, wall=wall, rss_mb=rss_kb / 1024.0, stdout=out, stderr=err,
+    return dict(rc=rc, wall=wall, rss_mb=rss_kb / 1024.0, cpu=cpu, stdout=out, stderr=err,
                 timed_out=bool(timed_out))
 
 
@@ -224,8 +226,8 @@ def main(argv=None):
     checks = []     # (size, text)
     measured = {}   # (size, cand) -> row
 
-    def add(size, cand, status, wall=None, rss=None, note=""):
-        row = dict(size=size, cand=cand, status=status, wall=wall, rss=rss, note=note)
+    def add(size, cand, status, wall=None, rss=None, note="", cpu=None):
+        row = dict(size=size, cand=cand, status=status, wall=wall, rss=rss, note=note, cpu=cpu)
         rows.append(row)
         measured[(size, cand)] = row
         w = f"{wall:8.2f}s" if wall is not None else "       -"
@@ -242,7 +244,8 @@ def main(argv=None):
             if r2["rc"] != 0:
                 res = r2
                 break
-            res["wall"] = min(res["wall"], r2["wall"])
+            if r2["wall"] < res["wall"]:
+                res["wall"], res["cpu"] = r2["wall"], r2["cpu"]
             res["rss_mb"] = max(res["rss_mb"], r2["rss_mb"])
         if a.repeat > 1:
             note = f"{note}; min of {a.repeat}" if note else f"min of {a.repeat}"
@@ -257,7 +260,7 @@ def main(argv=None):
             tail = (res["stderr"].strip().splitlines() or ["?"])[-1][:160]
             return add(size, cand, f"FAILED rc={res['rc']}", res["wall"], res["rss_mb"], tail)
         n = "; ".join(x for x in (note, fmt_phases(ph)) if x)
-        return add(size, cand, "ok", res["wall"], res["rss_mb"], n)
+        return add(size, cand, "ok", res["wall"], res["rss_mb"], n, cpu=res["cpu"])
 
     for size in sizes:
         print(f"\n=== size {size} ===", flush=True)
@@ -331,6 +334,17 @@ def main(argv=None):
                                                     str(work / "ltpa_label.npy"), "--graphml", str(gml)],
                             "writes npy")
 
+            elif cand == "snakemake_scan":
+                run_scan(size, trk, data_dir, work, ltpa_cmd, ltpa_py, ltpa_reason,
+                                    run_one, add)
+            elif cand == "write_bytes":
+                nbytes = (measured.get((size, "snakemake_scan"), {}) or {}).get("out_bytes")
+                if not nbytes:
+                    add(size, cand, "skipped", note="needs an ok snakemake_scan row (its output bytes)")
+                else:
+                    run_one(size, cand, [py, c(cand), str(nbytes), str(work)],
+                                  f"{nbytes / 1e6:.0f} MB = the scan's outputs, 32 MB writes + fsync")
+
         # ---- differential check (only at 10^5 or smaller)
         if size <= 100_000:
             checks.extend((size, t) for t in differential(size, trk, work, ltpa_cmd, ltpa_py,
@@ -343,7 +357,7 @@ def main(argv=None):
 
     # ---- table
     anchors = {r["size"]: r["wall"] for r in rows if r["cand"] == "nib_load" and r["status"] == "ok"}
-    header = ["size", "candidate", "wall s", "peak RSS MB", "x nib_load", "status / notes"]
+    header = ["size", "candidate", "wall s", "cpu s", "peak RSS MB", "x nib_load", "status / notes"]
     table = []
     for r in rows:
         wall = "-" if r["wall"] is None else (("~" if r["status"] == "extrapolated" else "")
@@ -354,11 +368,12 @@ def main(argv=None):
             ratio = ("~" if r["status"] == "extrapolated" else "") + f"{r['wall'] / anchors[r['size']]:.2f}"
         st = r["status"] if r["status"] != "ok" else ""
         note = "; ".join(x for x in (st, r["note"]) if x)
-        table.append([f"{r['size']:,}", r["cand"], wall, rss, ratio, note])
+        cpu = "-" if r.get("cpu") is None else f"{r['cpu']:.2f}"
+        table.append([f"{r['size']:,}", r["cand"], wall, cpu, rss, ratio, note])
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
               for i, h in enumerate(header)]
     widths[-1] = len(header[-1])
-    line = lambda cells: " | ".join(c.ljust(w) if i in (1, 5) else c.rjust(w)  # noqa: E731
+    line = lambda cells: " | ".join(c.ljust(w) if i in (1, 6) else c.rjust(w)  # noqa: E731
                                     for i, (c, w) in enumerate(zip(cells, widths)))
     print("\n" + line(header))
     print("-+-".join("-" * w for w in widths))
@@ -366,6 +381,10 @@ def main(argv=None):
         print(line(t))
     for s, t in checks:
         print(f"check @ {s:,}: {t}")
+
+    targets = target_lines(rows)
+    for t in targets:
+        print(t)
 
     stamp = _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
     md = out_dir / f"results_{stamp}.md"
@@ -379,15 +398,121 @@ def main(argv=None):
         f.write("- data: benchmarks/make_data.py (seed 0), QSDR 2 mm grid 79x95x69, "
                 "~62 points/streamline, 83-region atlas; page cache warm\n\n")
         f.write("| " + " | ".join(header) + " |\n|" + "|".join(
-            "---" if i in (1, 5) else "---:" for i in range(len(header))) + "|\n")
+            "---" if i in (1, 6) else "---:" for i in range(len(header))) + "|\n")
         for t in table:
             f.write("| " + " | ".join(x.replace("|", "/") for x in t) + " |\n")
+        if targets:
+            f.write("\n## Targets\n\n")
+            for t in targets:
+                f.write(f"- {t}\n")
         if checks:
             f.write("\n## Differential checks\n\n")
             for s, t in checks:
                 f.write(f"- {s:,}: {t}\n")
     print(f"\nwritten {md}")
     return 1 if any(t.startswith("FAIL") for _, t in checks) else 0
+
+
+def run_scan(size, trk, data_dir, work, ltpa_cmd, ltpa_py, ltpa_reason, run_one, add):
+    """The whole scan through Snakemake: pkl + pkl_trk + 2 atlases, --cores 2, fresh folder."""
+    if not ltpa_cmd:
+        return add(size, "snakemake_scan", ltpa_reason)
+    smk = Path(ltpa_py).parent / "snakemake"
+    if not smk.exists():
+        return add(size, "snakemake_scan", "skipped", note=f"no {smk}")
+    scan = work / "scan"
+    shutil.rmtree(scan, ignore_errors=True)
+    r = subprocess.run([ltpa_py, str(HERE / "make_scan.py"), "--trk", str(trk), "--data",
+                        str(data_dir), "--work", str(scan)], capture_output=True, text=True)
+    if r.returncode != 0:
+        return add(size, "snakemake_scan", "FAILED setup", note=(r.stderr.strip().splitlines()
+                                                                 or ["?"])[-1][:160])
+    targets = r.stdout.split()
+    argv = [str(smk), "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(scan / "smk"),
+            "--cores", "2", "--config", f"local_data={scan / 'local_data.json'}", "--", *targets]
+    env = dict(os.environ, PATH=f"{smk.parent}:{os.environ.get('PATH', '')}")
+    res = measure(argv, 3600, env=env)
+    if res["rc"] != 0:
+        tail = (res["stderr"].strip().splitlines() or ["?"])[-1][:160]
+        return add(size, "snakemake_scan", f"FAILED rc={res['rc']}", res["wall"], res["rss_mb"], tail)
+    missing = [t for t in targets if not Path(t).exists()]
+    if missing:
+        return add(size, "snakemake_scan", "FAILED", res["wall"], res["rss_mb"], f"missing {missing}")
+    nbytes = sum(Path(t).stat().st_size for t in targets)
+    row = add(size, "snakemake_scan", "ok", res["wall"], res["rss_mb"],
+              f"4 jobs (index, export, 2 x label), --cores 2; outputs {nbytes / 1e6:.0f} MB; "
+              f"RSS = largest process", cpu=res["cpu"])
+    row["out_bytes"] = nbytes
+    return row
+
+
+def target_lines(rows):
+    """The issue's targets, per size (the issue sets them at 10^6), as printable lines."""
+    by = {(r["size"], r["cand"]): r for r in rows}
+    out = []
+
+    def wall(size, cand):
+        r = by.get((size, cand))
+        return r["wall"] if r and r["status"] in ("ok", "extrapolated") and r["wall"] else None
+
+    def rss(size, cand):
+        r = by.get((size, cand))
+        return r["rss"] if r and r["status"] == "ok" else None
+
+    def line(size, text, value, limit, ok):
+        verdict = "-" if value is None else ("MET" if ok else "MISSED")
+        if size != 1_000_000 and value is not None:
+            verdict += " (the issue sets it at 10^6 only)"
+        v = "n/a" if value is None else f"{value:.2f}"
+        out.append(f"target @ {size:,}: {text}: {v} (limit {limit}) {verdict}")
+
+    for size in sorted({r["size"] for r in rows}):
+        nib = wall(size, "nib_load")
+        hw, lw = wall(size, "ltpa_index_nowrite"), wall(size, "ltpa_label")
+        dip, mrt = wall(size, "dipy_mapping"), wall(size, "mrtrix_tck2connectome")
+        scan, wr = wall(size, "snakemake_scan"), wall(size, "write_bytes")
+        v = hw / nib if hw and nib else None
+        line(size, "hashing (read+index, no pkl) / nib_load", v, "<= 0.35", v is not None and v <= 0.35)
+        v = dip / hw if dip and hw else None
+        line(size, "dipy streamline_mapping / hashing", v, ">= 20", v is not None and v >= 20)
+        v = lw / nib if lw and nib else None
+        line(size, "labeling (read+label+save) / nib_load", v, "<= 0.25", v is not None and v <= 0.25)
+        v = lw / mrt if lw and mrt else None
+        line(size, "labeling / tck2connectome", v, "< 1", v is not None and v < 1)
+        v = scan / (nib + wr) if scan and nib and wr else None
+        line(size, "snakemake scan / (nib_load + write_bytes)", v, "<= 1.5", v is not None and v <= 1.5)
+        idx = [x for x in (rss(size, "ltpa_index"), rss(size, "ltpa_index_nowrite")) if x]
+        v = max(idx) if idx else None
+        line(size, "peak RSS hashing MB", v, "<= 1200", v is not None and v <= 1200)
+        v = rss(size, "ltpa_label")
+        line(size, "peak RSS labeling MB", v, "<= 900", v is not None and v <= 900)
+        def cpu(cand):
+            r = by.get((size, cand))
+            return r.get("cpu") if r and r["status"] == "ok" else None
+
+        c_nib, c_h, c_l = cpu("nib_load"), cpu("ltpa_index_nowrite"), cpu("ltpa_label")
+        c_m, c_s, c_w = cpu("mrtrix_tck2connectome"), cpu("snakemake_scan"), cpu("write_bytes")
+        parts = []
+        if c_nib and c_h:
+            parts.append(f"hashing/nib_load {c_h / c_nib:.2f}")
+        if c_nib and c_l:
+            parts.append(f"labeling/nib_load {c_l / c_nib:.2f}")
+        if c_m and c_l:
+            parts.append(f"labeling/tck2connectome {c_l / c_m:.2f} (mrtrix uses 2 threads)")
+        if c_s and c_nib and c_w:
+            parts.append(f"scan/(nib_load+write) {c_s / (c_nib + c_w):.2f} (scan = 4 jobs' CPU summed)")
+        if parts:
+            out.append(f"cpu-time ratios @ {size:,} (user+sys, insensitive to other load): "
+                       + "; ".join(parts))
+    sizes = sorted({r["size"] for r in rows})
+    for cand in ("ltpa_index", "ltpa_index_nowrite", "ltpa_label", "snakemake_scan"):
+        pts = [(s, rss(s, cand)) for s in sizes if rss(s, cand)]
+        if len(pts) >= 2:
+            (s0, r0), (s1, r1) = pts[0], pts[-1]
+            slope = (r1 - r0) / (s1 - s0) * 1e6
+            out.append(f"RSS growth {cand}: " + ", ".join(f"{s:,}: {r:.0f} MB" for s, r in pts)
+                       + f" -> {slope:.0f} MB per 10^6 streamlines + {r0 - slope * s0 / 1e6:.0f} MB")
+    return out
 
 
 def differential(size, trk, work, ltpa_cmd, ltpa_py, ltpa_reason, measured, timeout):

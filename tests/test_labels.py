@@ -254,3 +254,20 @@ def test_non_finite_coordinate_is_an_error(tmp_path, rng):
     with pytest.raises(LtpaError, match=f"nan.trk.*streamline {k} has a NaN or infinite"):
         label_scan(bad, vol, tmp_path / "x.npy")
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_graphml_fast_reader_agrees_with_networkx(tmp_path):
+    from ltpa.labels import _graphml_node_ids
+
+    g = nx.Graph()
+    g.add_nodes_from(["7", "3", "12"])
+    g.nodes["7"]["dn_name"] = "x"
+    g.add_edge("3", "12", weight=2)
+    nx.write_graphml(g, str(tmp_path / "a.graphml"))
+    assert _graphml_node_ids(tmp_path / "a.graphml") == list(nx.read_graphml(str(tmp_path / "a.graphml")).nodes)
+    assert regions_from_graphml(tmp_path / "a.graphml").tolist() == [3, 7, 12]
+    (tmp_path / "b.graphml").write_text("<graphml><graph><node id='1'/></graph></graphml>")
+    assert _graphml_node_ids(tmp_path / "b.graphml") is None  # no namespace: networkx decides
+    (tmp_path / "c.graphml").write_text("not xml")
+    with pytest.raises(LtpaError, match="could not be read"):
+        regions_from_graphml(tmp_path / "c.graphml")

@@ -166,3 +166,30 @@ def test_negative_count_is_an_error(tmp_path, rng):
     path.write_bytes(bytes(raw))
     with pytest.raises(LtpaError, match=r"neg.trk.*streamline 1 has a negative point count \(-5\)"):
         open_trk(path)
+
+
+def test_kernels_work_without_a_writable_numba_cache(monkeypatch):
+    """A read-only install with no user cache dir: numba refuses cache=True; we compile in memory."""
+    import importlib
+
+    import numba
+
+    import ltpa.kernels as kernels
+
+    real = numba.njit
+
+    def no_cache(*args, **kw):
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x.py'")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(numba, "njit", no_cache)
+    try:
+        with pytest.warns(RuntimeWarning, match="compiling in memory"):
+            importlib.reload(kernels)
+        counts = np.empty(4, np.int64)
+        ints = np.array([1, 0, 0, 0, 0], dtype=np.int32)
+        assert kernels.walk_counts(ints, 0, 5, 3, 0, counts, 0)[:3] == (5, 2, 0)
+    finally:
+        monkeypatch.setattr(numba, "njit", real)
+        importlib.reload(kernels)

@@ -75,19 +75,22 @@ def load_atlas(path, expected_dim=None, context="") -> Atlas:
 
 
 def regions_from_graphml(path, context="") -> np.ndarray:
-    """The graphml's node ids as ints, sorted (networkx)."""
-    import networkx as nx
+    """The graphml's node ids as ints, sorted (what networkx's read_graphml gives)."""
 
     path = Path(path)
     pre = f"{context}: " if context else ""
     if not path.exists():
         raise LtpaError(f"{pre}graphml file {str(path)!r} does not exist")
-    try:
-        graph = nx.read_graphml(str(path))
-    except Exception as exc:
-        raise LtpaError(f"{pre}graphml file {str(path)!r} could not be read ({exc})") from exc
+    nodes = _graphml_node_ids(path)
+    if nodes is None:  # anything unusual: networkx decides
+        import networkx as nx
+
+        try:
+            nodes = list(nx.read_graphml(str(path)).nodes)
+        except Exception as exc:
+            raise LtpaError(f"{pre}graphml file {str(path)!r} could not be read ({exc})") from exc
     ids = []
-    for node in graph.nodes:
+    for node in nodes:
         try:
             value = int(str(node).strip())
         except ValueError:
@@ -103,6 +106,40 @@ def regions_from_graphml(path, context="") -> np.ndarray:
         raise LtpaError(f"{pre}graphml file {str(path)!r} has node id {int(regions[0])}; "
                         f"region ids must be positive (0 is background)")
     return regions
+
+
+_GRAPHML_NS = "{http://graphml.graphdrawing.org/xmlns}"
+
+
+def _graphml_node_ids(path):
+    """Node ids of a plain GraphML file's first graph, in file order, with the stdlib parser.
+
+    Importing networkx and building the graph costs ~0.15 s of a labeling job that
+    needs only the ids. Returns None (the caller then uses networkx, which also
+    reports errors) unless the file is the plain case: a ``graphml`` root in the
+    GraphML namespace whose first ``graph`` has ``node`` children with ids and no
+    nested graphs or hyperedges.
+    """
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(str(path)).getroot()
+    except (ET.ParseError, OSError, ValueError):
+        return None
+    if root.tag != _GRAPHML_NS + "graphml":
+        return None
+    graph = root.find(_GRAPHML_NS + "graph")
+    if graph is None or root.find(f".//{_GRAPHML_NS}hyperedge") is not None:
+        return None
+    if graph.find(f".//{_GRAPHML_NS}node/{_GRAPHML_NS}graph") is not None:
+        return None
+    ids = []
+    for node in graph.iter(_GRAPHML_NS + "node"):
+        nid = node.get("id")
+        if nid is None:
+            return None
+        ids.append(nid)
+    return ids
 
 
 @dataclass

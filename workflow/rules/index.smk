@@ -1,8 +1,16 @@
 # Streamline -> voxel hashing (the per-scan .pkl) and the key-grid .trk.
 #
-# Resources: peak RSS of hashing measured in benchmarks/ is about 1.6 x the
-# trk size plus ~150 MB of interpreter and libraries; memory doubles on each
-# retry (attempt) so a job killed for memory comes back bigger.
+# Resources, from benchmarks/ (`make bench`: peak RSS = GNU time %M of the job's
+# process; synthetic QSDR trk of 75 MB / 10^5 and 750 MB / 10^6 streamlines):
+#   index_streamlines  229 MB / ~520 MB  ->  ~200 MB + 0.43 x trk MB (numba + the
+#                      voxel index, 8 bytes per (voxel, streamline) pair; the trk
+#                      body is never resident: pages are released behind the
+#                      kernels and the pkl body is copied file-to-file)
+#   export_key_trk     243 MB / ~300 MB  ->  ~235 MB + 0.08 x trk MB
+# The formulas below add ~30 % headroom; memory doubles on each retry (attempt)
+# so a job killed for memory comes back bigger. Runtime (minutes) is generous:
+# 10^6 streamlines take ~3 s of compute plus writing (fsync) the outputs, and
+# the first job after an install compiles the kernels once (~10 s).
 
 
 rule index_streamlines:
@@ -20,8 +28,8 @@ rule index_streamlines:
         "scan_{scan}"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((300 + 2.0 * input.size_mb) * attempt),
-        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 100) * attempt),
+        mem_mb=lambda wc, input, attempt: int((250 + 0.6 * input.size_mb) * attempt),
+        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 250) * attempt),
     params:
         scan_id=param_of(RULE_INDEX, lambda t: t.scan.scan_id),
         space=param_of(RULE_INDEX, lambda t: t.scan.space),
@@ -46,8 +54,8 @@ rule export_key_trk:
         "scan_{scan}"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((300 + 1.2 * input.size_mb) * attempt),
-        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 100) * attempt),
+        mem_mb=lambda wc, input, attempt: int((300 + 0.15 * input.size_mb) * attempt),
+        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 250) * attempt),
     params:
         scan_id=param_of(RULE_EXPORT, lambda t: t.scan.scan_id),
         space=param_of(RULE_EXPORT, lambda t: t.scan.space),
