@@ -120,6 +120,11 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
     order = normalize_order(voxel_order)
     prefix = f"{context}: " if context else ""
     if space == "native":
+        if len(order) != 3:
+            raise LtpaError(
+                f"{prefix}the trk header's voxel_order {order!r} is not three letters; "
+                f"expected e.g. 'LAS' or 'LPS'"
+            )
         affine = native_affine(dim, voxel_size, order)
         return KeyMap((1, 1, 1), (0, 0, 0), Grid(dim, voxel_size, order, affine))
     if space == "qsdr":

@@ -45,7 +45,10 @@ def atomic_path(dest, suffix=""):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LtpaError(f"cannot create output folder {str(folder)!r}: {exc.strerror}") from exc
+        why = exc.strerror
+        if folder.exists() and not folder.is_dir():
+            why += " (a file, not a folder, has that name)"
+        raise LtpaError(f"cannot create output folder {str(folder)!r}: {why}") from exc
     remove_stale_temps(dest)
     try:
         fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=suffix, dir=folder)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .dataset import TrackDataset, VoxelIndex, save_track_dataset
+from .errors import LtpaError
 from .grids import key_map_for
 from .index import build_index
 from .io import atomic_open
@@ -86,7 +88,15 @@ def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
                           context=f"{ctx}, file {str(trk_path)!r}" if ctx else f"file {str(trk_path)!r}")
     log.info("%s: %d streamlines, %d points, grid %s %s", trk_path, trk.n_streamlines,
              trk.n_points, "x".join(map(str, trk.dim)), trk.voxel_order)
-    csr = build_index(trk, key_map, progress=_progress("hashing"))
+    _check_index_fits(key_map.grid.dim, trk_path, ctx)
+    try:
+        csr = build_index(trk, key_map, progress=_progress("hashing"))
+    except MemoryError:
+        raise LtpaError(
+            f"{ctx + ', ' if ctx else ''}file {str(trk_path)!r}: not enough memory to index "
+            f"{trk.n_streamlines} streamlines ({trk.n_points} points) in the "
+            f"{'x'.join(map(str, key_map.grid.dim))} key grid"
+        ) from None
     t_index = time.perf_counter() - t0
     stats = {
         "n_streamlines": trk.n_streamlines,
@@ -133,6 +143,28 @@ def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
         write_key_trk(trk, key_map, trk_out)
         log.info("wrote %s", trk_out)
     return stats
+
+
+# bytes per key-grid voxel that build_index allocates (last id int32, count and slot int64)
+INDEX_BYTES_PER_VOXEL = 20
+
+
+def _check_index_fits(dim, trk_path, ctx) -> None:
+    """A header grid whose per-voxel arrays exceed this machine's memory: a clear error, not OOM."""
+    n_vox = 1
+    for d in dim:
+        n_vox *= int(d)
+    need = INDEX_BYTES_PER_VOXEL * n_vox
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise LtpaError(
+            f"{ctx + ', ' if ctx else ''}file {str(trk_path)!r}: the key grid "
+            f"{'x'.join(map(str, dim))} ({n_vox} voxels) needs {need / 2**30:.1f} GiB for the "
+            f"index, more than this machine's {have / 2**30:.1f} GiB; is the header's dim right?"
+        )
 
 
 def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=False,
