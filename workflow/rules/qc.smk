@@ -1,6 +1,8 @@
 # QC tables, report plots and provenance (targets and inputs: rules/qc_common.smk).
 # Nothing here rehashes or relabels: the QC reads the outputs, their .json sidecars
-# and (for lengths) the trk when it is on disk.
+# and (for lengths) the trk when it is on disk, chunk by chunk. Resources are fixed
+# figures (qc_scan 2 GB as it walks a whole trk, the others 1 GB; 15 min; more on retry): a SLURM group job is sized when it is
+# submitted, before these rules' inputs exist, so size-based formulas would read 0.
 
 
 rule qc_scan:
@@ -16,6 +18,9 @@ rule qc_scan:
     conda:
         "../envs/ltpa.yaml"
     threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
     params:
         scan_id=lambda wc: qc_params(wc)["scan_id"],
         pkl_path=lambda wc: qc_params(wc)["pkl_path"],
@@ -41,6 +46,9 @@ rule qc_summary:
     conda:
         "../envs/ltpa.yaml"
     threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
     params:
         scans=[s.metadata for s in SCANS],
     script:
@@ -62,6 +70,9 @@ rule plot_share_unlabeled:
     conda:
         "../envs/ltpa.yaml"
     threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
     script:
         "../scripts/plot_share_unlabeled.py"
 
@@ -81,6 +92,9 @@ rule plot_lengths:
     conda:
         "../envs/ltpa.yaml"
     threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
     params:
         scans=[(s, GROUP[s], f"{RESULTS}/qc/lengths/{s}.tsv") for s in SCAN_IDS],
     script:
@@ -105,6 +119,9 @@ rule plot_connectivity:
     conda:
         "../envs/ltpa.yaml"
     threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
     params:
         scans=lambda wc: atlas_npys(wc.atlas),
         report_scan=REPORT_SCAN,
