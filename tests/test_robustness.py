@@ -385,12 +385,7 @@ def test_second_snakemake_on_the_same_study_is_locked_out(tmp_path):
 
     study_json = make_demo(tmp_path / "study", n_scans=1, seed=6, n_per_side=10, n_background=5)
     study = study_json.parent
-    rng = np.random.default_rng(8)
-    sls = []
-    for _ in range(10):
-        part, _ = make_streamlines(rng, 300, 0)
-        sls += part
-    write_trk(study / "s1" / "s1.trk", sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    sls = read_trk_slow(study / "s1" / "s1.trk")
     work = tmp_path / "work"
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
     first = subprocess.Popen(
