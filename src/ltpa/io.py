@@ -1,7 +1,7 @@
 """Atomic writes: a temp file in the destination folder, then one rename.
 
-A job that fails or is killed leaves, at worst, a hidden ``.<name>.tmp-*`` file
-that the next run removes; it never leaves a partial output under the real name
+A job that fails or is killed leaves, at worst, a hidden ``.<name>.ltpa-tmp-*``
+file that the next write of the same output removes (once its writer is dead); it never leaves a partial output under the real name
 and never replaces a good output with a bad one.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import LtpaError
@@ -17,18 +19,53 @@ from .errors import LtpaError
 TMP_MARK = ".ltpa-tmp-"
 
 
+HOST = socket.gethostname().replace("-", "_") or "host"
+# a temp file of another machine (shared file system) is only removed after this long
+FOREIGN_TEMP_AGE_S = 7 * 24 * 3600
+
+
 def _tmp_prefix(dest: Path) -> str:
     return f".{dest.name}{TMP_MARK}"
 
 
+def _own_prefix(dest: Path) -> str:
+    """Temp names carry the writer's host and pid: .<name>.ltpa-tmp-<host>-<pid>-<random>."""
+    return f"{_tmp_prefix(dest)}{HOST}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_temps(dest: Path) -> None:
-    """Remove temp files that a killed earlier job left beside ``dest``."""
+    """Remove temp files that a killed earlier job left beside ``dest``.
+
+    Only the temps of dead writers go: a temp of a live process on this host (a
+    concurrent run, from another working directory) is left alone, and so is a
+    recent temp written from another host of a shared file system.
+    """
     folder = dest.parent
     if not folder.is_dir():
         return
     prefix = _tmp_prefix(dest)
     for entry in folder.iterdir():
-        if entry.name.startswith(prefix):
+        if not entry.name.startswith(prefix):
+            continue
+        host, _, rest = entry.name[len(prefix):].partition("-")
+        pid_text = rest.partition("-")[0]
+        stale = False
+        if host == HOST and pid_text.isdigit():
+            stale = not _pid_alive(int(pid_text))
+        else:
+            with contextlib.suppress(OSError):
+                stale = time.time() - entry.stat().st_mtime > FOREIGN_TEMP_AGE_S
+        if stale:
             with contextlib.suppress(OSError):
                 entry.unlink()
 
@@ -51,7 +88,7 @@ def atomic_path(dest, suffix=""):
         raise LtpaError(f"cannot create output folder {str(folder)!r}: {why}") from exc
     remove_stale_temps(dest)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=suffix, dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=_own_prefix(dest), suffix=suffix, dir=folder)
     except OSError as exc:
         raise LtpaError(f"cannot write in output folder {str(folder)!r}: {exc.strerror}") from exc
     os.close(fd)
