@@ -172,3 +172,19 @@ def test_workflow_maps_b0_atlas_and_averages_scalars(tmp_path, demo_study):
     assert [j for j in jobs if j[0] in ("label_streamlines", "map_b0_atlas")] == [
         ("label_streamlines", str(study / "s1" / "scale33.npy")),
         ("map_b0_atlas", str(study / "s1" / "s1.scale33.QSDR.nii.gz"))]
+
+
+def test_atlas_own_labels_fallback_warns(tmp_path, caplog):
+    atlas = np.zeros((10, 10, 10), np.int16)
+    atlas[1:3, 1:3, 1:3] = 5
+    atlas[6:8, 6:8, 6:8] = 9
+    nib.Nifti1Image(atlas, np.eye(4)).to_filename(str(tmp_path / "a.nii.gz"))
+    sls = [np.array([[3, 3, 3], [8, 8, 8], [13, 13, 13]], np.float32)]
+    write_trk(tmp_path / "t.trk", sls, (10, 10, 10), (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+    with caplog.at_level("WARNING"):
+        label_scan(tmp_path / "t.trk", tmp_path / "a.nii.gz", tmp_path / "o.npy", scan_id="s7")
+    assert "scan 's7': no graphml_path: the region list is this atlas's own labels (2)" in caplog.text
+    assert "comparable across scans only if" in caplog.text
+    # regions [5, 9]: (5, 9) -> triu position 1 -> id 2; the sidecar says how to decode it
+    assert np.load(tmp_path / "o.npy").tolist() == [2]
+    assert read_sidecar(tmp_path / "o.npy")["region_ids"] == [5, 9]
