@@ -105,7 +105,8 @@ if [ "$failed" = 1 ]; then
     exit 1
 fi
 if [ "${LTPA_SLURM_KEEP_LOGS:-0}" = 1 ]; then
-    find "$STATE" -mindepth 1 -maxdepth 1 ! -name log -exec rm -rf {} +
+    # keep the marker too, so that the next start knows the folder is ours and clears it
+    find "$STATE" -mindepth 1 -maxdepth 1 ! -name log ! -name .ltpa-slurm-state -exec rm -rf {} +
     log "removed $STATE (logs kept in $STATE/log)"
 else
     rm -rf "$STATE"
