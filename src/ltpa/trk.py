@@ -305,6 +305,10 @@ def walk_records(words, order, stride, n_properties, path, n_hint=0, mapping=Non
     else:
         ints = words.view(order + "i4").astype(np.int32)
         mapping = None
+    # the header's n_count is only a hint: never trust it for more records than the body can
+    # hold (each record takes at least 1 + n_properties words), so a lying header cannot
+    # make us allocate gigabytes before the n_count check names the problem
+    n_hint = min(n_hint, total // (1 + n_properties) + 1)
     counts = np.empty(n_hint + 1 if n_hint > 0 else INITIAL_COUNTS, dtype=np.int64)
     w = n = 0
     while w < total:

@@ -22,10 +22,10 @@ rule index_streamlines:
         log_pattern(RULE_INDEX),
     wildcard_constraints:
         **constraints(RULE_INDEX),
-    conda:
-        "../envs/ltpa.yaml"
     group:
         "scan_{scan}"
+    conda:
+        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((250 + 0.6 * input.size_mb) * attempt),
@@ -48,10 +48,10 @@ rule export_key_trk:
         log_pattern(RULE_EXPORT),
     wildcard_constraints:
         **constraints(RULE_EXPORT),
-    conda:
-        "../envs/ltpa.yaml"
     group:
         "scan_{scan}"
+    conda:
+        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 0.15 * input.size_mb) * attempt),

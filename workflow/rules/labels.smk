@@ -16,10 +16,10 @@ rule label_streamlines:
         log_pattern(RULE_LABEL),
     wildcard_constraints:
         **constraints(RULE_LABEL),
-    conda:
-        "../envs/ltpa.yaml"
     group:
         "scan_{scan}"
+    conda:
+        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((300 + 0.1 * input.size_mb) * attempt),
@@ -42,15 +42,15 @@ rule map_b0_atlas:
         log_pattern(RULE_MAP_B0),
     wildcard_constraints:
         **constraints(RULE_MAP_B0),
-    params:
-        scan_id=param_of(RULE_MAP_B0, lambda t: t.scan.scan_id),
     group:
         "scan_{scan}"
+    conda:
+        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((500 + 20 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: 5 * attempt,
-    conda:
-        "../envs/ltpa.yaml"
+    params:
+        scan_id=param_of(RULE_MAP_B0, lambda t: t.scan.scan_id),
     script:
         "../scripts/map_b0.py"
