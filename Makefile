@@ -21,7 +21,8 @@ demo: $(STAMP)
 	@test -f demo/local_data.json || $(BIN)/ltpa demo demo
 	$(BIN)/snakemake --cores $(CORES)
 	@echo
-	@echo "Demo outputs (pkl, pkl.trk, npy per scan): demo/s*/ ; logs: logs/ ; study: demo/local_data.json"
+	@echo "Demo outputs (pkl, pkl.trk, npy per scan): demo/s*/ ; QC tables, plots, provenance: results/ ;"
+	@echo "logs: logs/ ; study: demo/local_data.json ; report: .venv/bin/snakemake --report report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
