@@ -271,3 +271,68 @@ def test_graphml_fast_reader_agrees_with_networkx(tmp_path):
     (tmp_path / "c.graphml").write_text("not xml")
     with pytest.raises(LtpaError, match="could not be read"):
         regions_from_graphml(tmp_path / "c.graphml")
+
+
+def test_one_pass_labeling_matches_open_then_label(tmp_path, rng, monkeypatch):
+    """label_scan walks and labels a native .trk in one sweep (trk.walk_and_label).
+
+    Same ids, outside counts and errors as opening the file (open_trk) and labeling
+    it afterwards, with structural errors (truncation, negative counts, n_count)
+    named before a non-finite coordinate and before atlas errors, as before.
+    """
+    import ltpa.trk as trkmod
+    from ltpa.labels import Atlas, label_streamlines, label_trk_body
+    from ltpa.trk import open_trk, open_trk_body
+
+    def both(path, atlas, start):
+        out = []
+        for fn in (lambda: label_streamlines(open_trk(path), atlas, None, start),
+                   lambda: label_trk_body(open_trk_body(path), atlas, None, start)[0]):
+            try:
+                r = fn()
+                out.append(("ok", r.ids.tolist(), r.n_points_outside))
+            except LtpaError as exc:
+                out.append(("err", str(exc)))
+        return out
+
+    seen = set()
+    for it in range(60):
+        monkeypatch.setattr(trkmod, "RANGE_WORDS", int(rng.choice([37, 1000, 8 << 20])))
+        monkeypatch.setattr(trkmod, "INITIAL_COUNTS", int(rng.choice([1, 3, 1 << 16])))
+        data = rng.integers(0, 5, DIM) * (rng.random(DIM) < rng.uniform(0.02, 0.9))
+        atlas = Atlas(tmp_path / "a", data.astype(np.int64), np.unique(data[data > 0]))
+        sls = []
+        for _ in range(int(rng.integers(0, 50))):
+            k = int(rng.integers(0, 30))
+            s = (rng.uniform(-0.1, 1.1, (k, 3)) * np.array(DIM) * 2.0).astype(np.float32)
+            if k and rng.random() < 0.03:
+                s[rng.integers(k), rng.integers(3)] = rng.choice([np.nan, np.inf, -np.inf])
+            sls.append(s)
+        path = tmp_path / f"f{it}.trk"
+        write_trk(path, sls, DIM, (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+        raw = path.read_bytes()
+        if it % 3 == 1 and len(raw) > 1008:
+            path.write_bytes(raw[:-8])  # truncated
+        old, new = both(path, atlas, it % 2)
+        assert old == new, it
+        seen.add(old[0])
+    assert seen == {"ok", "err"}
+
+    # through label_scan: a NaN and a truncation -> the truncation; a wrong atlas too -> still it
+    trk, vol, _ = random_case(tmp_path, rng, n=30)
+    sls = read_trk_slow(trk)
+    k = next(i for i, s in enumerate(sls) if len(s) > 3)
+    sls[k][1, 0] = np.nan
+    bad = tmp_path / "nan_cut.trk"
+    write_trk(bad, sls, DIM, (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+    bad.write_bytes(bad.read_bytes()[:-4])
+    small = write_atlas(tmp_path / "small.nii.gz", np.ones((3, 3, 3), np.int16))
+    for atlas_path in (vol, small):
+        with pytest.raises(LtpaError, match="nan_cut.trk.*file ends 4 bytes early"):
+            label_scan(bad, atlas_path, tmp_path / "x.npy")
+    nan_only = tmp_path / "nan_only.trk"
+    write_trk(nan_only, sls, DIM, (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+    with pytest.raises(LtpaError, match=f"nan_only.trk.*streamline {k} has a NaN"):
+        label_scan(nan_only, vol, tmp_path / "x.npy")
+    with pytest.raises(LtpaError, match="small.nii.gz.*must share the trk's grid"):
+        label_scan(nan_only, small, tmp_path / "x.npy")

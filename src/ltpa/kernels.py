@@ -297,3 +297,120 @@ def export_chunk(words, starts, counts, s0, s1, stride, sign, shift, out_f, out_
             out_f[w + 2] = z * g2 + h2
             w += 3
     return w
+
+
+@_jit
+def walk_label(ints, words, w, w_stop, stride, n_properties, ids, n, do_label, vs, adim,
+               upper, rank, n_regions, start):
+    """Walk the records from word ``w`` (like ``walk_counts``) and label each one on the way.
+
+    One sweep over the body: the count word of a record is followed by its points, so
+    the finiteness check, the outside-grid count and the first/last nonzero label scan
+    of ``label_chunk`` are done while the record is in cache. ``ids[n:]`` receives the
+    connection ids; stops early when ``ids`` is full. With ``do_label`` false only the
+    counts are followed (``ids`` gets 0), after a non-finite coordinate was found.
+    Returns ``(w, n, status, c, n_outside)``: status 0 = ok (``c`` = last count seen);
+    1 = negative count ``c`` at streamline ``n`` (not advanced); 2 = streamline
+    ``n - 1`` with ``c`` points runs past the end of the body (``w`` > body size);
+    3 = non-finite coordinate in streamline ``n`` (not advanced, ``w`` at its count).
+    """
+    total = ints.shape[0]
+    cap = ids.shape[0]
+    stop = min(w_stop, total)
+    v0 = vs[0]
+    v1 = vs[1]
+    v2 = vs[2]
+    d1 = adim[1]
+    d2 = adim[2]
+    t0 = upper[0]
+    t1 = upper[1]
+    t2 = upper[2]
+    zero = np.float32(0.0)
+    n_out = 0
+    c = np.int64(0)
+    while w < stop and n < cap:
+        c = np.int64(ints[w])
+        if c < 0:
+            return w, n, 1, c, n_out
+        nxt = w + 1 + c * stride + n_properties
+        if nxt > total:
+            ids[n] = 0
+            return nxt, n + 1, 2, c, n_out
+        if not do_label:
+            ids[n] = 0
+            n += 1
+            w = nxt
+            continue
+        o0 = w + 1
+        a_rank = 0
+        a_pos = -1
+        o = o0
+        p = 0
+        # up to the first nonzero label: look each inside point up
+        while p < c:
+            x = words[o]
+            y = words[o + 1]
+            z = words[o + 2]
+            o += stride
+            if x >= zero and x < t0 and y >= zero and y < t1 and z >= zero and z < t2:
+                lin = ((np.int64(np.floor(np.float64(x) / v0)) * d1
+                        + np.int64(np.floor(np.float64(y) / v1))) * d2
+                       + np.int64(np.floor(np.float64(z) / v2)))
+                r = rank[lin]
+                if r != 0:
+                    a_rank = r
+                    a_pos = p
+                    p += 1
+                    break
+            elif math.isfinite(x) and math.isfinite(y) and math.isfinite(z):
+                n_out += 1
+            else:
+                return w, n, 3, c, n_out
+            p += 1
+        # the rest: only count the points outside the grid and the non-finite ones,
+        # without branches (x - x is 0 for finite x, NaN otherwise)
+        n_bad = 0
+        if stride == 3:  # plain layout: a constant step lets LLVM vectorize (-0.05 s at 10^6)
+            for q in range(c - p):
+                x = words[o + 3 * q]
+                y = words[o + 3 * q + 1]
+                z = words[o + 3 * q + 2]
+                fin = (x - x == zero) & (y - y == zero) & (z - z == zero)
+                ins = ((x >= zero) & (x < t0) & (y >= zero) & (y < t1) & (z >= zero) & (z < t2))
+                n_out += np.int64(fin & (not ins))
+                n_bad += np.int64(not fin)
+            p = c
+        while p < c:
+            x = words[o]
+            y = words[o + 1]
+            z = words[o + 2]
+            o += stride
+            fin = (x - x == zero) & (y - y == zero) & (z - z == zero)
+            ins = ((x >= zero) & (x < t0) & (y >= zero) & (y < t1) & (z >= zero) & (z < t2))
+            n_out += np.int64(fin & (not ins))
+            n_bad += np.int64(not fin)
+            p += 1
+        if n_bad:
+            return w, n, 3, c, n_out
+        value = 0
+        if a_pos >= 0:
+            o = o0 + (c - 1) * stride
+            for p in range(c - 1, a_pos, -1):
+                x = words[o]
+                y = words[o + 1]
+                z = words[o + 2]
+                o -= stride
+                if x >= zero and x < t0 and y >= zero and y < t1 and z >= zero and z < t2:
+                    lin = ((np.int64(np.floor(np.float64(x) / v0)) * d1
+                            + np.int64(np.floor(np.float64(y) / v1))) * d2
+                           + np.int64(np.floor(np.float64(z) / v2)))
+                    r = rank[lin]
+                    if r != 0:
+                        lo = np.int64(min(a_rank, r)) - 1
+                        hi = np.int64(max(a_rank, r)) - 1
+                        value = lo * n_regions - (lo * (lo - 1)) // 2 + (hi - lo) + start
+                        break
+        ids[n] = value
+        n += 1
+        w = nxt
+    return w, n, 0, c, n_out

@@ -158,6 +158,34 @@ def pair_index(lo: np.ndarray, hi: np.ndarray, n_regions: int) -> np.ndarray:
     return lo * n_regions - (lo * (lo - 1)) // 2 + (hi.astype(np.int64) - lo)
 
 
+@dataclass
+class LabelingTables:
+    regions: np.ndarray  # sorted region list
+    unknown: np.ndarray  # atlas labels not in it
+    rank: np.ndarray  # flat atlas: 0 = background, r + 1 = position of the label in regions
+    vs: np.ndarray  # float64 voxel size
+    adim: np.ndarray  # int64 atlas dims
+    upper: np.ndarray  # float32 per-axis thresholds (kernels.upper_thresholds)
+
+
+def labeling_tables(atlas: Atlas, regions, start: int, voxel_size) -> LabelingTables:
+    """What the labeling kernels need: the rank volume, the grid thresholds, the region list."""
+    from .kernels import upper_thresholds
+
+    if start not in (0, 1):
+        raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {start!r}")
+    regions = atlas.labels if regions is None else np.unique(np.asarray(regions, dtype=np.int64))
+    n_regions = int(regions.shape[0])
+    dim = tuple(int(d) for d in atlas.data.shape)
+    max_label = int(max(atlas.data.max(initial=0), regions.max(initial=0)))
+    lut = np.zeros(max_label + 1, dtype=np.int32)
+    lut[regions] = np.arange(1, n_regions + 1, dtype=np.int32)
+    unknown = atlas.labels[lut[atlas.labels] == 0]
+    rank_flat = np.ascontiguousarray(lut[atlas.data].ravel())
+    return LabelingTables(regions, unknown, rank_flat, np.asarray(voxel_size, dtype=np.float64),
+                          np.asarray(dim, dtype=np.int64), upper_thresholds(dim, voxel_size))
+
+
 def label_streamlines(trk: Trk, atlas: Atlas, regions=None, start: int = 1,
                       progress=None) -> LabelResult:
     """Connection id per streamline of ``trk`` from ``atlas`` (which shares the trk grid).
@@ -167,26 +195,16 @@ def label_streamlines(trk: Trk, atlas: Atlas, regions=None, start: int = 1,
     the front until the first nonzero one and from the back until the last, so no
     per-point arrays exist.
     """
-    from .kernels import label_chunk, upper_thresholds
+    from .kernels import label_chunk
 
-    if start not in (0, 1):
-        raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {start!r}")
-    regions = atlas.labels if regions is None else np.unique(np.asarray(regions, dtype=np.int64))
+    tables = labeling_tables(atlas, regions, start, trk.voxel_size)
+    regions, unknown, rank_flat = tables.regions, tables.unknown, tables.rank
     n_regions = int(regions.shape[0])
-    dim = tuple(int(d) for d in atlas.data.shape)
-    # rank volume: 0 = background, r + 1 = position of the label in the region list
-    max_label = int(max(atlas.data.max(initial=0), regions.max(initial=0)))
-    lut = np.zeros(max_label + 1, dtype=np.int32)
-    lut[regions] = np.arange(1, n_regions + 1, dtype=np.int32)
-    unknown = atlas.labels[lut[atlas.labels] == 0]
-    rank_flat = np.ascontiguousarray(lut[atlas.data].ravel())
+    vs, adim, upper = tables.vs, tables.adim, tables.upper
 
     n = trk.n_streamlines
     ids = np.zeros(n, dtype=np.int64)
     words = trk.native_words()
-    vs = np.asarray(trk.voxel_size, dtype=np.float64)
-    adim = np.asarray(dim, dtype=np.int64)
-    upper = upper_thresholds(dim, trk.voxel_size)
     n_outside = 0
     for s0, s1 in trk.ranges():
         n_out, bad = label_chunk(words, trk.starts, trk.counts, s0, s1, trk.stride, vs, adim,
@@ -200,3 +218,20 @@ def label_streamlines(trk: Trk, atlas: Atlas, regions=None, start: int = 1,
         if progress:
             progress(s1, n)
     return LabelResult(ids, regions, start, unknown, int(n_outside))
+
+
+def label_trk_body(body, atlas: Atlas, regions=None, start: int = 1,
+                   progress=None) -> tuple[LabelResult, int]:
+    """``label_streamlines`` for a native-order .trk opened with ``trk.open_trk_body``, in one pass.
+
+    The records are walked and labeled in the same sweep over the body (``open_trk``
+    plus ``label_streamlines`` read it twice); same ids, same errors. Returns the
+    result and the number of streamlines.
+    """
+    from .trk import walk_and_label
+
+    tables = labeling_tables(atlas, regions, start, body.voxel_size)
+    n_regions = int(tables.regions.shape[0])
+    ids, n_outside = walk_and_label(body, tables.vs, tables.adim, tables.upper, tables.rank,
+                                    np.int64(n_regions), np.int64(start), progress=progress)
+    return LabelResult(ids, tables.regions, start, tables.unknown, n_outside), int(ids.shape[0])

@@ -20,10 +20,11 @@ from .errors import LtpaError
 from .grids import key_map_for
 from .index import build_index
 from .io import atomic_open
-from .labels import label_streamlines, load_atlas, regions_from_graphml
+from .labels import label_streamlines, label_trk_body, load_atlas, regions_from_graphml
 from .regions import regions_from_table
 from .scalars import average_track_scalars
-from .formats import open_streamlines
+from .formats import kind_of, open_streamlines
+from .trk import open_trk_body
 from .trkwrite import key_grid_header, write_key_trk
 
 log = logging.getLogger("ltpa")
@@ -191,27 +192,50 @@ def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=
     """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``."""
     t0 = time.perf_counter()
     ctx = _context(scan_id)
-    trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
-    atlas = load_atlas(atlas_path, expected_dim=trk.dim, context=ctx)
-    if graphml_path:
-        regions = regions_from_graphml(graphml_path, context=ctx)
-        source = "graphml"
-    elif labels_path:
-        regions = regions_from_table(labels_path, context=ctx)
-        source = "labels_path"
+    # a native-order .trk is walked and labeled in one sweep (label_trk_body); anything else
+    # (other formats, .trk.gz, big-endian) is opened first and labeled in a second pass
+    body = None
+    if kind_of(trk_path) == ".trk":
+        body = open_trk_body(trk_path)  # header errors, as open_streamlines raises them
+        if not body.native:
+            body = None
+    if body is None:
+        trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
+        dim = trk.dim
     else:
-        regions = atlas.labels
-        source = "atlas"
-        log.warning("%sno graphml_path: the region list is this atlas's own labels (%d); "
-                    "connection ids are comparable across scans only if every scan's atlas "
-                    "has the same labels", f"{ctx}: " if ctx else "", regions.shape[0])
-    result = label_streamlines(trk, atlas, regions, start=start, progress=_progress("labeling"))
+        dim = body.dim
+    try:
+        atlas = load_atlas(atlas_path, expected_dim=dim, context=ctx)
+        if graphml_path:
+            regions = regions_from_graphml(graphml_path, context=ctx)
+            source = "graphml"
+        elif labels_path:
+            regions = regions_from_table(labels_path, context=ctx)
+            source = "labels_path"
+        else:
+            regions = atlas.labels
+            source = "atlas"
+            log.warning("%sno graphml_path: the region list is this atlas's own labels (%d); "
+                        "connection ids are comparable across scans only if every scan's atlas "
+                        "has the same labels", f"{ctx}: " if ctx else "", regions.shape[0])
+        if body is not None and start not in (0, 1):  # label_streamlines' check, up front
+            raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {start!r}")
+    except LtpaError:
+        if body is not None:
+            # errors in the trk's records come first, as when it was opened before the atlas
+            open_streamlines(trk_path, space, reference_volume, context=ctx)
+        raise
+    if body is None:
+        result = label_streamlines(trk, atlas, regions, start=start, progress=_progress("labeling"))
+        n = trk.n_streamlines
+    else:
+        result, n = label_trk_body(body, atlas, regions, start=start,
+                                   progress=_progress("labeling"))
     if result.unknown_labels.size:
         log.warning("atlas labels not in the region list, treated as background: %s",
                     ", ".join(str(int(v)) for v in result.unknown_labels))
     with atomic_open(out_npy, "wb") as fh:
         np.save(fh, result.ids)
-    n = trk.n_streamlines
     unlabeled = int(np.count_nonzero(result.ids == 0))
     share = unlabeled / n if n else 0.0
     log.info("%d of %d streamlines (%.1f%%) have connection id 0 (fewer than two labeled points)",

@@ -247,12 +247,42 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
     return native, order
 
 
-def open_trk(path, *, check_count=True) -> Trk:
-    """Open a .trk (or .trk.gz) and index its records.
+@dataclass
+class TrkBody:
+    """A .trk whose header is read and checked and whose body is mapped but not walked yet."""
 
-    Errors (LtpaError, naming the file): missing file, wrong magic, truncated
-    header or body, negative counts, a header n_count that disagrees with the
-    records found, bad dimensions or voxel sizes.
+    path: Path
+    buffer: object
+    header: np.ndarray
+    order: str
+    words: np.ndarray
+    n_scalars: int
+    n_properties: int
+    mapping: _Mapping = None
+
+    @property
+    def native(self) -> bool:
+        return self.order == ("<" if np.little_endian else ">")
+
+    @property
+    def dim(self):
+        return tuple(int(d) for d in self.header["dimensions"])
+
+    @property
+    def voxel_size(self):
+        return tuple(float(v) for v in self.header["voxel_sizes"])
+
+    @property
+    def n_hint(self) -> int:
+        return int(self.header["nb_streamlines"])
+
+
+def open_trk_body(path) -> TrkBody:
+    """Read and check the header of a .trk (or .trk.gz) and map its body (no walk yet).
+
+    Raises the header errors of ``open_trk`` (missing file, wrong magic, truncated
+    header, bad dimensions or voxel sizes, negative scalar/property counts, a body
+    that is not whole 4-byte words).
     """
     path = Path(path)
     if not path.exists():
@@ -278,16 +308,96 @@ def open_trk(path, *, check_count=True) -> Trk:
         )
     words = np.frombuffer(buf, dtype=order + "f4", offset=HEADER_SIZE, count=body_bytes // 4)
     mapping = _Mapping(mm, path) if mm is not None else None
-    n_hint = int(hdr["nb_streamlines"])
-    starts, counts = walk_records(words, order, 3 + n_scalars, n_properties, path,
-                                  n_hint=n_hint, mapping=mapping)
-    n_count = n_hint
-    if check_count and n_count > 0 and n_count != counts.shape[0]:
+    return TrkBody(path, buf, hdr, order, words, n_scalars, n_properties, mapping)
+
+
+def _check_n_count(path, n_count, n):
+    if n_count > 0 and n_count != n:
         raise LtpaError(
             f"file {str(path)!r}: header n_count says {n_count} streamlines but the file holds "
-            f"{counts.shape[0]}; the file is truncated or its header is wrong"
+            f"{n}; the file is truncated or its header is wrong"
         )
-    return Trk(path, hdr, words, starts, counts, n_scalars, n_properties, _mapping=mapping)
+
+
+def open_trk(path, *, check_count=True) -> Trk:
+    """Open a .trk (or .trk.gz) and index its records.
+
+    Errors (LtpaError, naming the file): missing file, wrong magic, truncated
+    header or body, negative counts, a header n_count that disagrees with the
+    records found, bad dimensions or voxel sizes.
+    """
+    body = open_trk_body(path)
+    path = body.path
+    n_hint = body.n_hint
+    starts, counts = walk_records(body.words, body.order, 3 + body.n_scalars, body.n_properties,
+                                  path, n_hint=n_hint, mapping=body.mapping)
+    if check_count:
+        _check_n_count(path, n_hint, counts.shape[0])
+    return Trk(path, body.header, body.words, starts, counts, body.n_scalars, body.n_properties,
+               _mapping=body.mapping)
+
+
+def walk_and_label(body: TrkBody, vs, adim, upper, rank, n_regions, start, progress=None):
+    """Connection ids of every streamline of a native-order ``body`` in one sweep.
+
+    Walks the records and labels each as it goes (``ltpa.kernels.walk_label``), so
+    the body is read once; the pages are released behind the walk. Errors are those
+    of ``open_trk`` (negative count, truncated body, header n_count mismatch) and,
+    only when the structure is sound, the first streamline with a non-finite
+    coordinate, in that order. Returns ``(ids int64, n_points_outside)``.
+    """
+    from .kernels import walk_label
+
+    if not body.native:
+        raise ValueError("walk_and_label needs a native-order body")
+    path = body.path
+    words = body.words
+    ints = words.view(np.int32)
+    total = int(words.shape[0])
+    n_properties = body.n_properties
+    stride = 3 + body.n_scalars
+    mapping = body.mapping
+    n_hint = min(body.n_hint, total // (1 + n_properties) + 1)
+    ids = np.empty(n_hint + 1 if n_hint > 0 else INITIAL_COUNTS, dtype=np.int64)
+    n_total = max(body.n_hint, 1)
+    w = n = 0
+    n_outside = 0
+    bad = -1
+    c = 0
+    while w < total:
+        w_stop = min(w + RANGE_WORDS, total)
+        w0 = w
+        while w < w_stop:
+            w, n, status, c, n_out = walk_label(ints, words, w, w_stop, stride, n_properties, ids,
+                                                n, bad < 0, vs, adim, upper, rank, n_regions,
+                                                start)
+            n_outside += n_out
+            if status == 1:
+                raise LtpaError(
+                    f"file {str(path)!r}: streamline {n} has a negative point count ({int(c)})"
+                )
+            if status == 3:
+                bad = n  # keep walking (counts only): structural errors are named first
+            if n == ids.shape[0]:
+                ids = np.concatenate([ids, np.empty(ids.shape[0], np.int64)])
+        if mapping is not None:
+            mapping.release(HEADER_SIZE + 4 * w0, HEADER_SIZE + 4 * min(w, total))
+        if progress and bad < 0 and w < total:
+            progress(n, max(n_total, n + 1))
+    if w > total:
+        raise LtpaError(
+            f"file {str(path)!r}: streamline {n - 1} needs {int(c)} points but the "
+            f"file ends {(w - total) * 4} bytes early; the file is truncated"
+        )
+    _check_n_count(path, body.n_hint, n)
+    if bad >= 0:
+        raise LtpaError(
+            f"file {str(path)!r}: streamline {bad} has a NaN or infinite coordinate; "
+            f"expected finite voxmm coordinates"
+        )
+    if progress:
+        progress(n, n)
+    return ids[:n].copy(), int(n_outside)
 
 
 def walk_records(words, order, stride, n_properties, path, n_hint=0, mapping=None):
