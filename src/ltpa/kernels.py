@@ -196,6 +196,39 @@ def upper_thresholds(dim, voxel_size) -> np.ndarray:
 
 
 @_jit
+def _rank_at(x, y, z, v0, v1, v2, d1, d2, rank):
+    """Rank of the atlas voxel ``floor(voxmm / vs)`` of a point known to be inside the grid."""
+    lin = ((np.int64(np.floor(np.float64(x) / v0)) * d1
+            + np.int64(np.floor(np.float64(y) / v1))) * d2
+           + np.int64(np.floor(np.float64(z) / v2)))
+    return rank[lin]
+
+
+@_jit
+def _pair_id_from_back(words, o0, count, stride, a_pos, a_rank, t0, t1, t2, v0, v1, v2, d1, d2,
+                       rank, n_regions, start):
+    """Connection id of a streamline whose first nonzero label (rank ``a_rank``) is at point
+    ``a_pos``: scan back from its last point, stopping after ``a_pos``, for the last nonzero
+    label; 0 when there is none (fewer than two labeled points) or ``a_pos < 0``."""
+    if a_pos < 0:
+        return 0
+    zero = np.float32(0.0)
+    o = o0 + (count - 1) * stride
+    for _ in range(count - 1, a_pos, -1):
+        x = words[o]
+        y = words[o + 1]
+        z = words[o + 2]
+        o -= stride
+        if x >= zero and x < t0 and y >= zero and y < t1 and z >= zero and z < t2:
+            r = _rank_at(x, y, z, v0, v1, v2, d1, d2, rank)
+            if r != 0:
+                lo = np.int64(min(a_rank, r)) - 1
+                hi = np.int64(max(a_rank, r)) - 1
+                return lo * n_regions - (lo * (lo - 1)) // 2 + (hi - lo) + start
+    return 0
+
+
+@_jit
 def label_chunk(words, starts, counts, s0, s1, stride, vs, adim, upper, rank, n_regions,
                 start, out):
     """Connection ids of streamlines ``s0 .. s1-1`` into ``out[s0:s1]``.
@@ -231,10 +264,7 @@ def label_chunk(words, starts, counts, s0, s1, stride, vs, adim, upper, rank, n_
             o += stride
             if x >= zero and x < t0 and y >= zero and y < t1 and z >= zero and z < t2:
                 if a_pos < 0:
-                    lin = ((np.int64(np.floor(np.float64(x) / v0)) * d1
-                            + np.int64(np.floor(np.float64(y) / v1))) * d2
-                           + np.int64(np.floor(np.float64(z) / v2)))
-                    r = rank[lin]
+                    r = _rank_at(x, y, z, v0, v1, v2, d1, d2, rank)
                     if r != 0:
                         a_rank = r
                         a_pos = p
@@ -242,26 +272,8 @@ def label_chunk(words, starts, counts, s0, s1, stride, vs, adim, upper, rank, n_
                 n_out += 1
             else:
                 return n_out, s
-        value = 0
-        if a_pos >= 0:
-            # last nonzero label, scanning back from the end (stops after a_pos)
-            o = o0 + (n - 1) * stride
-            for p in range(n - 1, a_pos, -1):
-                x = words[o]
-                y = words[o + 1]
-                z = words[o + 2]
-                o -= stride
-                if x >= zero and x < t0 and y >= zero and y < t1 and z >= zero and z < t2:
-                    lin = ((np.int64(np.floor(np.float64(x) / v0)) * d1
-                            + np.int64(np.floor(np.float64(y) / v1))) * d2
-                           + np.int64(np.floor(np.float64(z) / v2)))
-                    r = rank[lin]
-                    if r != 0:
-                        lo = np.int64(min(a_rank, r)) - 1
-                        hi = np.int64(max(a_rank, r)) - 1
-                        value = lo * n_regions - (lo * (lo - 1)) // 2 + (hi - lo) + start
-                        break
-        out[s] = value
+        out[s] = _pair_id_from_back(words, o0, n, stride, a_pos, a_rank, t0, t1, t2,
+                                    v0, v1, v2, d1, d2, rank, n_regions, start)
     return n_out, -1
 
 
@@ -353,10 +365,7 @@ def walk_label(ints, words, w, w_stop, stride, n_properties, ids, n, do_label, v
             z = words[o + 2]
             o += stride
             if x >= zero and x < t0 and y >= zero and y < t1 and z >= zero and z < t2:
-                lin = ((np.int64(np.floor(np.float64(x) / v0)) * d1
-                        + np.int64(np.floor(np.float64(y) / v1))) * d2
-                       + np.int64(np.floor(np.float64(z) / v2)))
-                r = rank[lin]
+                r = _rank_at(x, y, z, v0, v1, v2, d1, d2, rank)
                 if r != 0:
                     a_rank = r
                     a_pos = p
@@ -392,25 +401,8 @@ def walk_label(ints, words, w, w_stop, stride, n_properties, ids, n, do_label, v
             p += 1
         if n_bad:
             return w, n, 3, c, n_out
-        value = 0
-        if a_pos >= 0:
-            o = o0 + (c - 1) * stride
-            for p in range(c - 1, a_pos, -1):
-                x = words[o]
-                y = words[o + 1]
-                z = words[o + 2]
-                o -= stride
-                if x >= zero and x < t0 and y >= zero and y < t1 and z >= zero and z < t2:
-                    lin = ((np.int64(np.floor(np.float64(x) / v0)) * d1
-                            + np.int64(np.floor(np.float64(y) / v1))) * d2
-                           + np.int64(np.floor(np.float64(z) / v2)))
-                    r = rank[lin]
-                    if r != 0:
-                        lo = np.int64(min(a_rank, r)) - 1
-                        hi = np.int64(max(a_rank, r)) - 1
-                        value = lo * n_regions - (lo * (lo - 1)) // 2 + (hi - lo) + start
-                        break
-        ids[n] = value
+        ids[n] = _pair_id_from_back(words, o0, c, stride, a_pos, a_rank, t0, t1, t2,
+                                    v0, v1, v2, d1, d2, rank, n_regions, start)
         n += 1
         w = nxt
     return w, n, 0, c, n_out
