@@ -77,8 +77,28 @@ def mapped_source(buffer):
     return None
 
 
+class _HeaderGrid:
+    """Grid fields read from a decoded TrackVis ``header`` record."""
+
+    header: np.ndarray
+
+    @property
+    def dim(self):
+        return tuple(int(d) for d in self.header["dimensions"])
+
+    @property
+    def voxel_size(self):
+        return tuple(float(v) for v in self.header["voxel_sizes"])
+
+    @property
+    def voxel_order(self) -> str:
+        from .grids import normalize_order
+
+        return normalize_order(self.header["voxel_order"].item())
+
+
 @dataclass
-class Trk:
+class Trk(_HeaderGrid):
     """A .trk file opened for reading: header fields plus an index of its records."""
 
     path: Path
@@ -127,19 +147,7 @@ class Trk:
             stop = self._mapping.size if w1 is None else HEADER_SIZE + 4 * w1
             self._mapping.release(HEADER_SIZE + 4 * max(w0, 0), stop)
 
-    @property
-    def dim(self):
-        return tuple(int(d) for d in self.header["dimensions"])
 
-    @property
-    def voxel_size(self):
-        return tuple(float(v) for v in self.header["voxel_sizes"])
-
-    @property
-    def voxel_order(self) -> str:
-        from .grids import normalize_order
-
-        return normalize_order(self.header["voxel_order"].item())
 
     @property
     def n_streamlines(self) -> int:
@@ -248,7 +256,7 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
 
 
 @dataclass
-class TrkBody:
+class TrkBody(_HeaderGrid):
     """A .trk whose header is read and checked and whose body is mapped but not walked yet."""
 
     path: Path
@@ -264,13 +272,6 @@ class TrkBody:
     def native(self) -> bool:
         return self.order == ("<" if np.little_endian else ">")
 
-    @property
-    def dim(self):
-        return tuple(int(d) for d in self.header["dimensions"])
-
-    @property
-    def voxel_size(self):
-        return tuple(float(v) for v in self.header["voxel_sizes"])
 
     @property
     def n_hint(self) -> int:
