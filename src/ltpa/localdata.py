@@ -129,12 +129,14 @@ def validate(data, source="local_data.json") -> list[str]:
     return problems
 
 
+_TYPE_NAMES = {"string": "a string", "object": "an object", "array": "a list", "number": "a number",
+               "integer": "an integer", "null": "null", "boolean": "true/false"}
+
+
 def _types(value) -> str:
-    names = value if isinstance(value, list) else [value]
-    names = {"string": "a string", "object": "an object", "array": "a list", "number": "a number",
-             "integer": "an integer", "null": "null", "boolean": "true/false"}
+    """'a string or null' for a JSON Schema type (or list of types)."""
     vals = value if isinstance(value, list) else [value]
-    return " or ".join(names.get(v, v) for v in vals)
+    return " or ".join(_TYPE_NAMES.get(v, v) for v in vals)
 
 
 def _resolve(value, root: Path) -> Path | None:

@@ -195,8 +195,14 @@ def pinned_alternation(targets: list[Target], rule: str) -> str:
 
 
 def ids_alternation(values) -> str:
-    vals = sorted(set(values), key=len, reverse=True)
-    return "|".join(re.escape(v) for v in vals if v) + ("|" if "" in set(values) else "") if vals else "(?!)"
+    """A regex matching exactly ``values`` (longest first; '' allowed if present; none: nothing)."""
+    vals = set(values)
+    if not vals:
+        return "(?!)"
+    alts = [re.escape(v) for v in sorted(vals - {""}, key=len, reverse=True)]
+    if "" in vals:
+        alts.append("(?:)")  # the empty value, spelled out (an empty constraint means none)
+    return "|".join(alts)
 
 
 def lookup(targets: list[Target]) -> dict:
