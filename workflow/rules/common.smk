@@ -60,10 +60,12 @@ def _load_study():
             f"{'s' if len(errors) > 1 else ''}:\n"
             + "\n".join(f"  - {e}" for e in errors)
         )
-    return scans, keep
+    return scans, every, keep
 
 
-SCANS, TARGETS = _load_study()
+# ALL_TARGETS: every output the JSON names, including those kept while their inputs are
+# archived; TARGETS: those the workflow builds or keeps up to date
+SCANS, ALL_TARGETS, TARGETS = _load_study()
 BY_OUTPUT = lookup(TARGETS)
 
 

@@ -8,9 +8,6 @@ import snakemake as _snakemake
 from ltpa.provenance import sha256_of
 
 RESULTS = os.path.normpath(config.get("results_dir", "results"))
-ALL_TARGETS = build_targets(
-    SCANS
-)  # including outputs kept while their inputs are archived
 SCAN_IDS = [s.scan_id for s in SCANS]
 GROUP = {s.scan_id: s.scan_group for s in SCANS}
 REPORT_SCAN = config.get("report_scan") or SCAN_IDS[0]
