@@ -73,6 +73,14 @@ def _json_default(obj):
     raise TypeError(type(obj).__name__)
 
 
+def _key_map(trk, trk_path, space, legacy_dsi2_mni_offset, ctx):
+    """The native -> key map of ``trk`` for its declared space (errors name scan and file)."""
+    where = f"file {str(trk_path)!r}"
+    return key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order,
+                       legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
+                       context=f"{ctx}, {where}" if ctx else where)
+
+
 def _context(scan_id):
     return f"scan {scan_id!r}" if scan_id is not None else ""
 
@@ -84,9 +92,7 @@ def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
     t0 = time.perf_counter()
     ctx = _context(scan_id)
     trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
-    key_map = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order,
-                          legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
-                          context=f"{ctx}, file {str(trk_path)!r}" if ctx else f"file {str(trk_path)!r}")
+    key_map = _key_map(trk, trk_path, space, legacy_dsi2_mni_offset, ctx)
     log.info("%s: %d streamlines, %d points, grid %s %s", trk_path, trk.n_streamlines,
              trk.n_points, "x".join(map(str, trk.dim)), trk.voxel_order)
     _check_index_fits(key_map.grid.dim, trk_path, ctx)
@@ -173,9 +179,7 @@ def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=Fa
     """Write the streamlines of ``trk_path`` in the key grid (pkl_trk_path)."""
     ctx = _context(scan_id)
     trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
-    key_map = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order,
-                          legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
-                          context=f"{ctx}, file {str(trk_path)!r}" if ctx else f"file {str(trk_path)!r}")
+    key_map = _key_map(trk, trk_path, space, legacy_dsi2_mni_offset, ctx)
     write_key_trk(trk, key_map, out_trk)
     write_sidecar(out_trk, {"kind": "key_trk", "scan_id": scan_id,
                             "inputs": {"trk_file": str(Path(trk_path).resolve())},
