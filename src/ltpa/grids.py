@@ -90,10 +90,6 @@ class KeyMap:
                 out[:, ax] += self.shift[ax]
         return out
 
-    @property
-    def is_identity(self) -> bool:
-        return all(s > 0 for s in self.sign) and not any(self.shift)
-
 
 def normalize_order(order) -> str:
     """TrackVis voxel_order as an upper-case 3-letter string ('' -> 'LPS', TrackVis's default)."""
@@ -167,17 +163,3 @@ def native_affine(dim, voxel_size, order) -> np.ndarray:
         aff[ax, ax] = -voxel_size[ax] if flip else voxel_size[ax]
         aff[ax, 3] = (dim[ax] - 1) * voxel_size[ax] if flip else 0.0
     return aff
-
-
-def linear_index(ijk: np.ndarray, dim) -> np.ndarray:
-    """C-order linear voxel index of (N, 3) int64 voxels (caller guarantees inside)."""
-    return (ijk[:, 0] * dim[1] + ijk[:, 1]) * dim[2] + ijk[:, 2]
-
-
-def inside(ijk: np.ndarray, dim) -> np.ndarray:
-    """Boolean mask of (N, 3) voxels inside ``dim`` (negative indices are outside, never wrapped)."""
-    return (
-        (ijk[:, 0] >= 0) & (ijk[:, 0] < dim[0])
-        & (ijk[:, 1] >= 0) & (ijk[:, 1] < dim[1])
-        & (ijk[:, 2] >= 0) & (ijk[:, 2] < dim[2])
-    )

@@ -35,14 +35,6 @@ class VoxelCSR:
     n_outside: int  # points whose key voxel lies outside the key grid
 
 
-def native_voxels(points: np.ndarray, voxel_size) -> np.ndarray:
-    """floor(voxmm / voxel_size) per axis, as int64 (the trk rule; computed in float64)."""
-    vox = points.astype(np.float64)
-    vox /= np.asarray(voxel_size, dtype=np.float64)
-    np.floor(vox, out=vox)
-    return vox.astype(np.int64)
-
-
 def build_index(trk: Trk, key_map: KeyMap, progress=None) -> VoxelCSR:
     """Hash every point of ``trk`` to its key voxel."""
     from .kernels import hash_count, hash_fill
