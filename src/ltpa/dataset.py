@@ -8,7 +8,6 @@ nothing big.
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from collections.abc import Mapping
@@ -106,7 +105,8 @@ class Streamlines:
         n = int(self._counts[s])
         start = int(self._starts[s])
         rows = self._words[start:start + n * self._stride].reshape(n, self._stride)[:, :3]
-        return rows.astype(np.float32) * self._sign + self._shift
+        with np.errstate(over="ignore", invalid="ignore"):  # the values as stored, inf included
+            return rows.astype(np.float32) * self._sign + self._shift
 
     def __iter__(self):
         for s in range(len(self)):
@@ -115,6 +115,18 @@ class Streamlines:
     @property
     def lengths(self) -> np.ndarray:
         return self._counts
+
+
+FORMAT = "ltpa.TrackDataset"
+# 1: an explicit state dict (``TrackDataset.__reduce__``), the header as 1000 raw bytes and
+#    the big arrays aligned to 64 bytes in the file (readable in place, see ``load_track_dataset``).
+# 0: the first release: the instance ``__dict__`` (private names), read by ``_state_from_v0``.
+FORMAT_VERSION = 1
+HEADER_BYTES = 1000
+MAX_STRIDE = 3 + 10_000  # points carry at most 10,000 scalars
+MAX_KEY_VOXELS = 1 << 40
+_JSON_NODES = 1_000_000
+_JSON_DEPTH = 100
 
 
 class TrackDataset:
@@ -129,6 +141,9 @@ class TrackDataset:
     tracks : Streamlines -- streamlines in the key grid's voxmm
     space : 'qsdr' | 'mni' | 'native'
     build : dict -- package version and parameters the dataset was built with
+
+    Pickled as ``(ltpa.dataset._restore, (state,))`` with an explicit, versioned state dict
+    (``FORMAT_VERSION``); every way of loading checks that state before an object exists.
     """
 
     def __init__(self, *, scan_id, properties, header, index, words, starts, counts, stride,
@@ -145,13 +160,50 @@ class TrackDataset:
         self._stride = int(stride)
         self._mm_sign = np.asarray(mm_sign, dtype=np.float64)
         self._mm_shift = np.asarray(mm_shift, dtype=np.float64)
+        self._streamlines_checked = False
 
+    # ------------------------------------------------------------------ persisted state
+    def __reduce__(self):
+        return (_restore, (self._state(),))
+
+    def _state(self) -> dict:
+        header = np.asarray(self.header)
+        raw = header.astype(header.dtype.newbyteorder("<")).tobytes()
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "scan_id": self.scan_id,
+            "space": self.space,
+            "properties": self.properties,
+            "build": self.build,
+            "header": raw,
+            "dim": tuple(int(d) for d in self._index.dim),
+            "voxels": self._index.voxels,
+            "indptr": self._index.indptr,
+            "ids": self._index.ids,
+            "words": self._words,
+            "starts": self._starts,
+            "counts": self._counts,
+            "stride": self._stride,
+            "mm_sign": tuple(float(v) for v in self._mm_sign),
+            "mm_shift": tuple(float(v) for v in self._mm_shift),
+        }
+
+    def __setstate__(self, state):
+        """A first-release (format 0) file read by plain ``pickle.load``: NEWOBJ + BUILD(dict)."""
+        self.__dict__.update(_from_state(_state_from_v0(state, "the pickle"), "the pickle")
+                             .__dict__)
+
+    # ------------------------------------------------------------------ access
     @property
     def tracks_at_ijk(self) -> VoxelIndex:
         return self._index
 
     @property
     def tracks(self) -> Streamlines:
+        if not self._streamlines_checked:
+            _check_streamlines(self._words, self._starts, self._counts, self._stride)
+            self._streamlines_checked = True
         return Streamlines(self._words, self._starts, self._counts, self._stride,
                            self._mm_sign, self._mm_shift)
 
@@ -169,18 +221,230 @@ class TrackDataset:
             return np.zeros(0, dtype=np.int32)
         return np.unique(np.concatenate(parts))
 
+    def verify(self) -> None:
+        """Check every invariant of the arrays (O(size)); loading checks only their shapes.
+
+        Raises LtpaError naming what is inconsistent. Loading a file checks types, dtypes and
+        lengths (cheap), so that a query never reads outside an array; this also checks the
+        values: sorted voxels inside the grid, ids of existing streamlines, sorted per voxel,
+        and every streamline inside the stored body.
+        """
+        idx = self._index
+        v = idx.voxels
+        if v.size and (v[0] < 0 or v[-1] >= int(np.prod(idx.dim)) or np.any(np.diff(v) <= 0)):
+            raise LtpaError("index voxels are not strictly increasing inside the key grid")
+        if v.size and np.any(np.diff(idx.indptr) <= 0):
+            raise LtpaError("index has a voxel without streamlines or a backwards range")
+        n = self.get_ntracks()
+        ids = idx.ids
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise LtpaError(f"index holds streamline ids outside 0..{n - 1}")
+        if ids.size > 1:
+            step = np.diff(ids.astype(np.int64))
+            inner = np.ones(step.shape[0], dtype=bool)
+            inner[idx.indptr[1:-1] - 1] = False  # where one voxel's ids end, the next begin
+            if np.any(step[inner] <= 0):
+                raise LtpaError("index ids are not sorted and unique within a voxel")
+        _check_streamlines(self._words, self._starts, self._counts, self._stride)
+
     def __repr__(self):
         return (f"TrackDataset(scan_id={self.scan_id!r}, space={self.space!r}, "
                 f"ntracks={self.get_ntracks()}, voxels={len(self._index)})")
 
 
+class _StateError(LtpaError):
+    pass
+
+
+def _fail(source, what):
+    raise _StateError(f"{source}: not a valid track dataset: {what}")
+
+
+def _json_like(value, source, field):
+    """A copy of ``value`` if it is plain JSON-like data (bounded size and depth), else an error."""
+    budget = [_JSON_NODES]
+
+    def copy(v, depth):
+        budget[0] -= 1
+        if budget[0] < 0:
+            _fail(source, f"{field} holds more than {_JSON_NODES} values")
+        if depth > _JSON_DEPTH:
+            _fail(source, f"{field} is nested more than {_JSON_DEPTH} levels deep")
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, (list, tuple)):
+            return [copy(x, depth + 1) for x in v]
+        if isinstance(v, dict):
+            out = {}
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    _fail(source, f"{field} has a key of type {type(k).__name__}")
+                out[k] = copy(x, depth + 1)
+            return out
+        _fail(source, f"{field} holds a {type(v).__name__}; expected JSON-like data")
+
+    return copy(value, 0)
+
+
+def _array(state, key, kind, source, ndim=1):
+    from .safepickle import finished
+
+    value = finished(state.get(key))
+    if not isinstance(value, np.ndarray) or value.dtype.kind != kind[0] \
+            or value.dtype.itemsize != int(kind[1]) or value.ndim != ndim:
+        what = type(value).__name__ if not isinstance(value, np.ndarray) else \
+            f"{value.dtype} array of {value.ndim} dimensions"
+        _fail(source, f"{key!r} is a {what}; expected a {ndim}-D {kind} array")
+    return value.astype(value.dtype.newbyteorder("="), copy=False) \
+        if not value.dtype.isnative else value
+
+
+def _int(value, source, key, lo, hi):
+    if type(value) is not int or not lo <= value <= hi:
+        _fail(source, f"{key!r} is {value!r}; expected an integer in {lo}..{hi}")
+    return value
+
+
+def _floats3(value, source, key):
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (tuple, list)) or len(value) != 3 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+            for v in value):
+        _fail(source, f"{key!r} must be three finite numbers")
+    return tuple(float(v) for v in value)
+
+
+_V1_KEYS = {"format", "version", "scan_id", "space", "properties", "build", "header", "dim",
+            "voxels", "indptr", "ids", "words", "starts", "counts", "stride", "mm_sign",
+            "mm_shift"}
+
+
+def _from_state(state, source) -> "TrackDataset":
+    """The dataset of a format-1 state, after checking every field's type and the arrays' sizes."""
+    from nibabel.streamlines.trk import header_2_dtype
+
+    from .grids import SPACES
+
+    if type(state) is not dict:
+        _fail(source, f"the state is a {type(state).__name__}, not a dict")
+    if state.get("format") != FORMAT:
+        _fail(source, f"format {str(state.get('format'))[:40]!r}, expected {FORMAT!r}")
+    version = state.get("version")
+    if type(version) is int and version > FORMAT_VERSION:
+        raise LtpaError(f"{source}: written by a newer ltpa (track dataset format {version}); "
+                        f"this ltpa reads formats up to {FORMAT_VERSION}: upgrade ltpa")
+    if version != FORMAT_VERSION:
+        _fail(source, f"format version {str(version)[:20]!r}")
+    if set(state) != _V1_KEYS:
+        extra = sorted(map(str, set(state) - _V1_KEYS))[:5]
+        missing = sorted(_V1_KEYS - set(state))[:5]
+        _fail(source, f"state fields differ (unexpected {extra}, missing {missing})")
+    scan_id = state["scan_id"]
+    if scan_id is not None and (not isinstance(scan_id, str) or len(scan_id) > 10_000):
+        _fail(source, "'scan_id' must be a string or None")
+    if state["space"] not in SPACES:
+        _fail(source, f"'space' is {str(state['space'])[:40]!r}; expected one of {SPACES}")
+    properties = _json_like(state["properties"], source, "'properties'")
+    build = _json_like(state["build"], source, "'build'")
+    if not isinstance(properties, dict) or not isinstance(build, dict):
+        _fail(source, "'properties' and 'build' must be dicts")
+    raw = state["header"]
+    if not isinstance(raw, (bytes, bytearray, memoryview)) or len(raw) != HEADER_BYTES \
+            or bytes(raw[:5]) != b"TRACK":
+        _fail(source, "'header' must be the 1000 bytes of a TrackVis header")
+    header = np.frombuffer(bytes(raw), dtype=header_2_dtype.newbyteorder("<")).reshape(())
+    header = header.astype(header_2_dtype.newbyteorder("="))
+    dim = state["dim"]
+    if not isinstance(dim, (tuple, list)) or len(dim) != 3:
+        _fail(source, "'dim' must be three sizes")
+    dim = tuple(_int(d, source, "dim", 1, 1 << 20) for d in dim)
+    if dim[0] * dim[1] * dim[2] > MAX_KEY_VOXELS:
+        _fail(source, f"key grid {dim} is too large")
+    voxels = _array(state, "voxels", "i8", source)
+    indptr = _array(state, "indptr", "i8", source)
+    ids = _array(state, "ids", "i4", source)
+    if indptr.shape[0] != voxels.shape[0] + 1:
+        _fail(source, f"{voxels.shape[0]} voxels but {indptr.shape[0]} index pointers")
+    if int(indptr[0]) != 0 or int(indptr[-1]) != ids.shape[0]:
+        _fail(source, "index pointers do not span the ids")
+    words = _array(state, "words", "f4", source)
+    starts = _array(state, "starts", "i8", source)
+    counts = _array(state, "counts", "i8", source)
+    if starts.shape != counts.shape:
+        _fail(source, f"{starts.shape[0]} streamline starts but {counts.shape[0]} counts")
+    stride = _int(state["stride"], source, "stride", 3, MAX_STRIDE)
+    return TrackDataset(
+        scan_id=scan_id, properties=properties, header=header,
+        index=VoxelIndex(dim, voxels, indptr, ids), words=words, starts=starts, counts=counts,
+        stride=stride, mm_sign=_floats3(state["mm_sign"], source, "mm_sign"),
+        mm_shift=_floats3(state["mm_shift"], source, "mm_shift"), space=state["space"],
+        build=build)
+
+
+def _check_streamlines(words, starts, counts, stride):
+    """Every streamline's points lie inside the stored body (checked once, before any access)."""
+    if counts.size == 0:
+        return
+    if counts.min() < 0 or starts.min() < 0:
+        raise LtpaError("track dataset: negative streamline count or start")
+    n_words = words.shape[0]
+    if counts.max() > n_words or starts.max() > n_words:  # (keeps the sum below from overflowing)
+        raise LtpaError("track dataset: a streamline runs past the stored body")
+    if int((starts + counts * stride).max()) > n_words:
+        raise LtpaError("track dataset: a streamline runs past the stored body")
+
+
+_V0_DATASET = {"scan_id", "properties", "header", "space", "build", "_index", "_words",
+               "_starts", "_counts", "_stride", "_mm_sign", "_mm_shift"}
+_V0_INDEX = {"dim", "voxels", "indptr", "ids"}
+
+
+def _state_from_v0(state, source, index_state=None) -> dict:
+    """The format-1 state of a first-release dataset (its pickled instance __dict__)."""
+    from .safepickle import finished
+
+    if type(state) is not dict or set(state) != _V0_DATASET:
+        _fail(source, "a format-0 dataset state with unexpected fields")
+    index = finished(state["_index"])
+    if isinstance(index, VoxelIndex):
+        index_state = {"dim": index.dim, "voxels": index.voxels, "indptr": index.indptr,
+                       "ids": index.ids}
+    elif isinstance(index, dict):
+        index_state = index
+    if type(index_state) is not dict or set(index_state) != _V0_INDEX:
+        _fail(source, "a format-0 voxel index with unexpected fields")
+    header = finished(state["header"])
+    if not isinstance(header, np.ndarray) or header.dtype.fields is None \
+            or header.dtype.itemsize != HEADER_BYTES:
+        _fail(source, "'header' is not a TrackVis header record")
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION, "scan_id": state["scan_id"],
+        "space": state["space"], "properties": state["properties"], "build": state["build"],
+        "header": header.astype(header.dtype.newbyteorder("<")).tobytes(),
+        "dim": tuple(index_state["dim"]) if isinstance(index_state["dim"], (tuple, list))
+        else index_state["dim"],
+        "voxels": index_state["voxels"], "indptr": index_state["indptr"],
+        "ids": index_state["ids"], "words": state["_words"], "starts": state["_starts"],
+        "counts": state["_counts"], "stride": state["_stride"], "mm_sign": state["_mm_sign"],
+        "mm_shift": state["_mm_shift"],
+    }
+
+
+def _restore(state):
+    """What plain ``pickle.load`` calls to rebuild a dataset (format 1): checks, then builds."""
+    return _from_state(state, "the pickle")
+
+
 def save_track_dataset(dataset: TrackDataset, path) -> None:
     """Pickle ``dataset`` to ``path`` atomically (protocol 5: arrays are written from their buffers).
 
-    The pickle is the plain ``pickle.dump`` stream; only how its bytes reach the
-    file differs: the trk body (hundreds of MB, a view of the mapped .trk) is
-    copied file-to-file by the kernel (``os.copy_file_range``) instead of being
-    paged into this process, so writing it costs no resident memory.
+    The pickle is the plain ``pickle.dump`` stream of ``(_restore, (state,))``; only how its
+    bytes reach the file differs: each big array's data starts at a multiple of 64 bytes in
+    the file (a no-op ``SHORT_BINBYTES`` + ``POP`` pads before it), so a reader can use it in
+    place from a memory map; and the trk body (hundreds of MB, a view of the mapped .trk) is
+    copied file-to-file by the kernel (``os.copy_file_range``) instead of being paged into
+    this process, so writing it costs no resident memory.
     """
     with atomic_path(path) as tmp:
         with open(tmp, "wb", buffering=0) as raw:
@@ -189,29 +453,43 @@ def save_track_dataset(dataset: TrackDataset, path) -> None:
             writer.flush()
 
 
-class _Writer:
-    """File-like ``write`` for the pickler: small writes buffered, big ones streamed."""
+ALIGN = 64
+# opcode -> bytes of its length field, for the opcodes that carry an array's data
+_BIG_HEADERS = {pickle.BINBYTES[0]: 4, pickle.BINBYTES8[0]: 8, pickle.BYTEARRAY8[0]: 8}
 
-    BIG = 1 << 20
+
+class _Writer:
+    """File-like ``write`` for the pickler: small writes buffered, big payloads aligned and streamed.
+
+    The C pickler writes a payload of 64 KiB or more on its own, right after a write that
+    ends with its header (BINBYTES/BINBYTES8/BYTEARRAY8 + length) outside any frame; that
+    write is still in ``_buf`` when the payload arrives, so padding can go before the header.
+    """
+
+    FLUSH = 1 << 20
     STEP = 32 << 20
 
     def __init__(self, raw):
         self._raw = raw
         self._buf = bytearray()
+        self._written = 0
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
         n = view.nbytes
-        if n < self.BIG:
+        header = self._payload_header(n)
+        if not header:
+            if len(self._buf) >= self.FLUSH:
+                self.flush()  # never the latest write: it may be a payload's header
             self._buf += view
-            if len(self._buf) >= self.BIG:
-                self.flush()
             return n
+        self._align_payload(header)
         self.flush()
         from .trk import mapped_source
 
         src = mapped_source(view)
         if src is not None and self._copy_from_file(src, n):
+            self._written += n
             return n
         mapping = src[2] if src is not None else None
         for lo in range(0, n, self.STEP):
@@ -219,6 +497,24 @@ class _Writer:
             if mapping is not None:
                 mapping.release(src[1] + lo, src[1] + min(lo + self.STEP, n))
         return n
+
+    def _payload_header(self, n) -> int:
+        """Size of the header at the end of ``_buf`` if a write of ``n`` bytes is its payload."""
+        buf = self._buf
+        if n < 1 << 16:
+            return 0
+        for size in (5, 9):
+            if len(buf) >= size and _BIG_HEADERS.get(buf[-size]) == size - 1 \
+                    and int.from_bytes(buf[1 - size:], "little") == n:
+                return size
+        return 0
+
+    def _align_payload(self, header: int) -> None:
+        """Insert ``SHORT_BINBYTES k <k zeros> POP`` before the header so the payload is aligned."""
+        end = self._written + len(self._buf)  # where the payload would start
+        k = (-(end + 3)) % ALIGN
+        pad = pickle.SHORT_BINBYTES + bytes([k]) + bytes(k) + pickle.POP
+        self._buf[-header:-header] = pad
 
     def _copy_from_file(self, src, n) -> bool:
         path, offset, _ = src
@@ -244,6 +540,7 @@ class _Writer:
     def _write_all(self, view) -> None:
         while view.nbytes:
             k = self._raw.write(view)
+            self._written += k
             view = view[k:]
 
     def flush(self) -> None:
@@ -252,49 +549,47 @@ class _Writer:
             self._buf = bytearray()
 
 
-_ALLOWED = {
-    ("ltpa.dataset", "TrackDataset"),
-    ("ltpa.dataset", "VoxelIndex"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
+_GLOBALS = {
+    ("ltpa.dataset", "_restore"): "restore",
+    ("ltpa.dataset", "TrackDataset"): "TrackDataset",
+    ("ltpa.dataset", "VoxelIndex"): "VoxelIndex",
 }
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        if module == "numpy" and name.endswith("DType") or module == "numpy.dtypes":
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: only ltpa's TrackDataset and numpy arrays "
-            f"are allowed in a track dataset pickle"
-        )
+def _factories(source):
+    from .safepickle import Refused
+
+    def restore(*args):
+        if len(args) != 1:
+            raise Refused("_restore takes one state")
+        return _from_state(args[0], source)
+
+    def dataset_v0(draft, state):
+        return _from_state(_state_from_v0(state, source), source)
+
+    def index_v0(draft, state):
+        if type(state) is not dict:
+            raise Refused("a voxel index state that is not a dict")
+        return dict(state)
+
+    return {("reduce", "restore"): restore, ("build", "TrackDataset"): dataset_v0,
+            ("build", "VoxelIndex"): index_v0}
 
 
 def load_track_dataset(path) -> TrackDataset:
-    """Load a pickled TrackDataset, refusing any class but ltpa's and numpy's.
+    """Load a pickled TrackDataset without running anything from the file.
 
-    Plain ``pickle.load`` runs whatever code a pickle names; this loader only
-    lets through the classes a TrackDataset is made of, so a tampered or foreign
-    file fails with an error instead of running code.
+    Plain ``pickle.load`` runs whatever code a pickle names. This loader reads the file
+    with ``ltpa.safepickle`` (a small machine that knows only the opcodes and the exact
+    names a track dataset uses, and checks every array against its bytes and every field
+    of the state against its declared type) and maps the file, so the big arrays are read
+    in place (read-only) rather than copied. Reads format 1 and the first release's files.
     """
+    from .safepickle import finished, load_mapped
+
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            obj = _SafeUnpickler(io.BufferedReader(fh)).load()
-    except FileNotFoundError as exc:
-        raise LtpaError(f"file {str(path)!r} does not exist") from exc
-    except pickle.UnpicklingError as exc:
-        raise LtpaError(f"file {str(path)!r}: {exc}") from exc
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise LtpaError(f"file {str(path)!r}: not a readable track dataset pickle ({exc})") from exc
+    source = f"file {str(path)!r}"
+    obj = finished(load_mapped(path, _GLOBALS, _factories(source)))
     if not isinstance(obj, TrackDataset):
-        raise LtpaError(f"file {str(path)!r}: holds a {type(obj).__name__}, not a TrackDataset")
+        raise LtpaError(f"{source}: holds a {type(obj).__name__}, not a TrackDataset")
     return obj

@@ -1,0 +1,259 @@
+"""The pkl format and its loader: versioned state, old files, and no code from a file.
+
+The claim "loading a pkl runs nothing from it" is tested three ways: the exploit of issue #10
+(which ran a shell command through the first release's loader) and one payload per opcode
+family, each in a fresh ``python`` process with a marker file it would create; a bounded run
+of benchmarks/fuzz_pkl.py (hand-built payloads plus mutated real pkls, with an audit hook that
+records any exec/compile/import/system/open during a load); and the format checks below.
+"""
+
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BIN, REPO
+from ltpa import LtpaError, load_track_dataset
+from ltpa.dataset import FORMAT_VERSION, save_track_dataset
+from ltpa.grids import MNI_DIM
+from ltpa.pipeline import index_scan
+from reference import hash_slow, read_trk_slow
+
+DATA = Path(__file__).parent / "data"
+V0 = DATA / "track_dataset_v0.pkl"
+V0_TRK = DATA / "track_dataset_v0.trk"
+
+
+def _fuzz_module():
+    spec = importlib.util.spec_from_file_location("fuzz_pkl", REPO / "benchmarks" / "fuzz_pkl.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def qsdr_key(v):
+    return (v[0] + 6, 101 - v[1], v[2] + 11)
+
+
+def global_names(data):
+    """'module name' of every global a pickle refers to (STACK_GLOBAL after two strings)."""
+    import pickletools
+
+    strings, out = [], set()
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE"):
+            strings.append(arg)
+        elif op.name == "STACK_GLOBAL":
+            out.add(f"{strings[-2]} {strings[-1]}")
+        elif op.name == "GLOBAL":
+            out.add(arg)
+    return out
+
+
+def as_dict(ds):
+    return {k: ds.tracks_at_ijk[k].tolist() for k in ds.tracks_at_ijk}
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_first_release_pkl_still_loads_and_equals_the_reference():
+    """tests/data/track_dataset_v0.pkl was written by main at 35c4912 (format 0)."""
+    sls = read_trk_slow(V0_TRK)
+    ref = hash_slow(sls, (2, 2, 2), qsdr_key, MNI_DIM)
+    for ds in (load_track_dataset(V0), pickle.loads(V0.read_bytes())):
+        assert as_dict(ds) == ref
+        assert ds.scan_id == "fx1" and ds.properties["attributes"] == {"age": 30, "sex": "F"}
+        assert ds.get_ntracks() == len(sls)
+        for s in (0, len(sls) - 1):  # key-grid voxmm: x as stored, y flipped, z shifted
+            want = np.asarray(sls[s], np.float32) * np.float32([1, -1, 1]) + np.float32([12, 204, 22])
+            np.testing.assert_allclose(ds.tracks[s], want, rtol=0, atol=1e-4)
+        assert ds.header["dimensions"].tolist() == list(MNI_DIM)
+        ds.verify()
+
+
+def test_format_1_round_trip_plain_pickle_and_in_place_arrays(tmp_path):
+    ds0 = load_track_dataset(V0)
+    out = tmp_path / "v1.pkl"
+    save_track_dataset(ds0, out)
+    # a plain pickle stream of (ltpa.dataset._restore, (state,)) with a versioned state
+    data = out.read_bytes()
+    assert global_names(data) <= {"ltpa.dataset _restore", "numpy dtype",
+                                  "numpy._core.numeric _frombuffer",
+                                  "numpy.core.numeric _frombuffer"}
+    for ds in (load_track_dataset(out), pickle.loads(data)):
+        assert as_dict(ds) == as_dict(ds0)
+        assert ds.properties == ds0.properties and ds.build == ds0.build
+        assert ds.header.tobytes() == ds0.header.tobytes()
+        assert ds._state()["version"] == FORMAT_VERSION == 1
+
+
+def test_big_arrays_are_aligned_and_read_in_place(tmp_path, rng):
+    from ltpa.demo import make_streamlines
+    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.trkwrite import write_trk
+
+    sls, _ = make_streamlines(rng, 3000, 300)
+    trk = tmp_path / "big.trk"
+    write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    pkl = tmp_path / "big.pkl"
+    index_scan(trk, pkl, scan_id="big", sidecar=False)
+    ds = load_track_dataset(pkl)
+    size = pkl.stat().st_size
+    for arr in (ds.tracks_at_ijk.ids, ds.tracks_at_ijk.voxels, ds._words):
+        assert arr.nbytes >= 1 << 16
+        assert not arr.flags.writeable and arr.flags.aligned
+        # a view of the mapped file, not a copy: its base chain ends in an mmap of the pkl
+        base = arr
+        while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
+            base = base.base
+        assert isinstance(base, memoryview) and base.obj is not None
+        assert arr.__array_interface__["data"][0] % 64 == 0
+    assert size > ds._words.nbytes
+    ref = hash_slow(read_trk_slow(trk), (2, 2, 2), qsdr_key, MNI_DIM)
+    assert as_dict(ds) == ref and as_dict(pickle.loads(pkl.read_bytes())) == ref
+
+
+def test_a_newer_format_is_refused_with_upgrade_advice(tmp_path):
+    ds = load_track_dataset(V0)
+    state = ds._state()
+    state["version"] = 7
+    from ltpa.dataset import _restore
+
+    bad = tmp_path / "future.pkl"
+    bad.write_bytes(pickle.dumps(_Reduce(_restore, state), protocol=5))
+    with pytest.raises(LtpaError, match="newer ltpa .*format 7.*upgrade"):
+        load_track_dataset(bad)
+
+
+class _Reduce:
+    def __init__(self, fn, state):
+        self.fn, self.state = fn, state
+
+    def __reduce__(self):
+        return (self.fn, (self.state,))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("voxels", np.zeros(3, np.float64), "'voxels' is a float64 array"),
+    ("ids", [1, 2, 3], "'ids' is a list"),
+    ("indptr", np.zeros(1, np.int64), "voxels but 1 index pointers"),
+    ("dim", (91, 109), "'dim' must be three sizes"),
+    ("space", "talairach", "'space' is 'talairach'"),
+    ("properties", {"a": [b"raw"]}, "holds a bytes"),
+    ("header", b"x" * 1000, "1000 bytes of a TrackVis header"),
+    ("stride", 2, "'stride' is 2"),
+    ("mm_sign", (1.0, float("nan"), 1.0), "three finite numbers"),
+    ("starts", np.zeros(2, np.int64), "streamline starts but"),
+])
+def test_wrong_typed_state_is_refused_before_an_object_exists(tmp_path, field, value, message):
+    from ltpa.dataset import _restore
+
+    state = load_track_dataset(V0)._state()
+    state[field] = value
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps(_Reduce(_restore, state), protocol=5))
+    with pytest.raises(LtpaError, match=message):
+        load_track_dataset(bad)
+    with pytest.raises(LtpaError, match=message):  # plain pickle.load checks the same state
+        pickle.loads(bad.read_bytes())
+
+
+def test_verify_catches_inconsistent_values_that_loading_lets_through(tmp_path):
+    from ltpa.dataset import _restore
+
+    state = load_track_dataset(V0)._state()
+    ids = np.array(state["ids"])
+    ids[0] = 10_000  # a streamline that does not exist
+    state["ids"] = ids
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps(_Reduce(_restore, state), protocol=5))
+    ds = load_track_dataset(bad)
+    with pytest.raises(LtpaError, match="ids outside"):
+        ds.verify()
+
+
+# --------------------------------------------------------------------------- no code from a file
+
+
+LOADER = ("import sys, ltpa\n"
+          "from ltpa.errors import LtpaError\n"
+          "try:\n    ltpa.load_track_dataset(sys.argv[1])\n    print('LOADED')\n"
+          "except LtpaError as e:\n    print('LTPAERROR', e)\n")
+
+
+def load_in_fresh_process(path):
+    return subprocess.run([str(BIN / "python"), "-c", LOADER, str(path)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_issue_10_exploit_runs_nothing(tmp_path):
+    """numpy.dtypes + '__builtins__.get' -> eval ran a command through the first loader."""
+    fuzz = _fuzz_module()
+    marker = tmp_path / "PWNED"
+    code = f"__import__('os').system('touch {marker}')"
+    payload = (b"\x80\x04" + fuzz.glob("numpy.dtypes", "__builtins__.get") + fuzz.s("eval")
+               + b"\x85R" + fuzz.s(code) + b"\x85R.")
+    bad = tmp_path / "exploit.pkl"
+    bad.write_bytes(payload)
+    proc = load_in_fresh_process(bad)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("LTPAERROR"), proc.stdout + proc.stderr
+    assert "'numpy.dtypes.__builtins__.get' is not one of the names" in proc.stdout
+    assert not marker.exists()
+    # and the plain-pickle class of attack, named directly
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad.write_bytes(pickle.dumps(Evil()))
+    proc = load_in_fresh_process(bad)
+    assert "'posix.system' is not one of the names" in proc.stdout, proc.stdout + proc.stderr
+    assert not marker.exists()
+    bad.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(LtpaError, match="holds a dict, not a TrackDataset"):
+        load_track_dataset(bad)
+
+
+def test_every_hand_built_payload_is_refused_in_a_fresh_process(tmp_path):
+    fuzz = _fuzz_module()
+    marker = tmp_path / "PWNED"
+    payloads = fuzz.handmade(str(marker))
+    assert len(payloads) > 80
+    # one process for all (a fresh process per payload would take minutes)
+    paths = []
+    for k, (_, data) in enumerate(payloads):
+        p = tmp_path / f"p{k}.pkl"
+        p.write_bytes(data)
+        paths.append(str(p))
+    code = ("import sys, ltpa, resource\n"
+            "from ltpa.errors import LtpaError\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+            "for p in sys.argv[1:]:\n"
+            "    try:\n        ltpa.load_track_dataset(p)\n        print('LOADED', p)\n"
+            "    except LtpaError as e:\n        print('LTPAERROR', p)\n")
+    proc = subprocess.run([str(BIN / "python"), "-c", code, *paths], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(payloads)
+    assert all(line.startswith("LTPAERROR") for line in lines), \
+        [payloads[k][0] for k, line in enumerate(lines) if not line.startswith("LTPAERROR")]
+    assert not marker.exists()
+
+
+def test_bounded_fuzz_finds_no_crash_and_no_code_run():
+    proc = subprocess.run([str(BIN / "python"), str(REPO / "benchmarks" / "fuzz_pkl.py"),
+                           "--seconds", "8", "--seed", "3", "--json"], capture_output=True,
+                          text=True, timeout=600)
+    import json
+
+    res = json.loads(proc.stdout)
+    assert res["crash"] == 0 and res["code ran"] == 0, res["problems"]
+    assert res["accepted"] > 0 and res["rejected"] > res["handmade"]
+    assert proc.returncode == 0
