@@ -13,7 +13,12 @@ from conftest import planned_jobs, run_snakemake
 from ltpa.b0map import map_b0_atlas
 from ltpa.errors import LtpaError
 from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-from ltpa.pipeline import label_scan, read_sidecar, scalars_scan
+from ltpa.pipeline import label_scan, scalars_scan
+from ltpa.sidecar import read as _sidecar_read
+
+
+def read_sidecar(path):
+    return _sidecar_read(path)[0]
 from ltpa.regions import regions_from_table
 from ltpa.trkwrite import write_trk
 
@@ -65,8 +70,7 @@ def test_b0_mapping_errors(tmp_path):
     (tmp_path / "bad.fib.gz").write_bytes(b"not gzip at all")
     nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), np.eye(4)).to_filename(str(tmp_path / "b0.nii.gz"))
     with pytest.raises(LtpaError, match="bad.fib.gz' is not a gzipped MATLAB file"):
-        map_b0_atlas(tmp_path / "bad.fib.gz", tmp_path / "b0.nii.gz", tmp_path / "q.nii.gz",
-                     context="scan 's1'")
+        map_b0_atlas(tmp_path / "bad.fib.gz", tmp_path / "b0.nii.gz", tmp_path / "q.nii.gz")
     with gzip.open(tmp_path / "nomap.fib.gz", "wb") as fh:
         savemat(fh, {"dimension": np.array([3, 3, 3])}, format="4")
     with pytest.raises(LtpaError, match="has no mx, my, mz"):

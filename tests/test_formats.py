@@ -57,9 +57,8 @@ def test_formats_match_trk(same_streamlines, suffix):
     d = same_streamlines
     results = {}
     for name in (".trk", suffix):
-        with as_trk(d / f"s{name}", space="qsdr") as trk:
-            index_scan(trk, d / f"o{name}.pkl", space="qsdr")
-            label_scan(trk, d / "atlas.nii.gz", d / f"o{name}.npy")
+        index_scan(d / f"s{name}", d / f"o{name}.pkl", space="qsdr")
+        label_scan(d / f"s{name}", d / "atlas.nii.gz", d / f"o{name}.npy")
         ds = load_track_dataset(d / f"o{name}.pkl")
         results[name] = ({k: ds.tracks_at_ijk[k].tolist() for k in ds.tracks_at_ijk},
                          np.load(d / f"o{name}.npy"))
@@ -72,14 +71,11 @@ def test_formats_match_trk(same_streamlines, suffix):
 
 def test_tck_native_needs_reference(same_streamlines):
     d = same_streamlines
-    with pytest.raises(LtpaError, match="field 'reference_volume' is required"):
-        with as_trk(d / "s.tck", space="native", context="scan 's1'"):
-            pass
+    with pytest.raises(LtpaError, match="scan 's1'.*field 'reference_volume' is required"):
+        index_scan(d / "s.tck", d / "n.pkl", space="native", scan_id="s1")
     # with the QSDR grid as the reference, native keys are the QSDR voxels themselves
-    with as_trk(d / "s.tck", space="native", reference_volume=d / "ref.nii.gz") as trk:
-        index_scan(trk, d / "n.pkl", space="native")
-    with as_trk(d / "s.trk", space="native") as trk:
-        index_scan(trk, d / "n2.pkl", space="native")
+    index_scan(d / "s.tck", d / "n.pkl", space="native", reference_volume=d / "ref.nii.gz")
+    index_scan(d / "s.trk", d / "n2.pkl", space="native")
     a, b = load_track_dataset(d / "n.pkl"), load_track_dataset(d / "n2.pkl")
     np.testing.assert_array_equal(a.tracks_at_ijk.voxels, b.tracks_at_ijk.voxels)
     np.testing.assert_array_equal(a.tracks_at_ijk.ids, b.tracks_at_ijk.ids)
@@ -92,9 +88,7 @@ def test_format_errors(tmp_path):
             pass
     (tmp_path / "bad.tck").write_bytes(b"not mrtrix")
     with pytest.raises(LtpaError, match="not an MRtrix .tck file"):
-        with as_trk(tmp_path / "bad.tck"):
-            pass
+        index_scan(tmp_path / "bad.tck", tmp_path / "o.pkl")
     (tmp_path / "bad.trk.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(LtpaError, match="not a readable gzip file"):
-        with as_trk(tmp_path / "bad.trk.gz"):
-            pass
+        index_scan(tmp_path / "bad.trk.gz", tmp_path / "o.pkl")

@@ -153,7 +153,7 @@ def test_hashing_in_small_ranges_matches_reference(tmp_path, rng, monkeypatch, s
     sls[5] = np.concatenate([sls[5], sls[5][:1], sls[5][:2][::-1]])
     trk = tmp_path / "t.trk"
     write_trk(trk, sls, dim, (2, 2, 2), order, QSDR_AFFINE if space == "qsdr" else MNI_AFFINE)
-    monkeypatch.setattr(trkmod, "RANGE_WORDS", 50)
+    monkeypatch.setattr(trkmod, "BUFFER_WORDS", 50)
     out = tmp_path / "t.pkl"
     index_scan(trk, out, space=space)
     ds = load_track_dataset(out)
@@ -166,7 +166,7 @@ def test_hashing_in_small_ranges_matches_reference(tmp_path, rng, monkeypatch, s
 
 
 def test_pkl_loads_with_plain_pickle_and_keeps_the_trk_body(tmp_path, rng):
-    from ltpa.trk import open_trk
+    from ltpa.trk import read_trk
 
     sls = boundary_streamlines(rng, 200, QSDR_DIM)
     trk = tmp_path / "q.trk"
@@ -180,7 +180,7 @@ def test_pkl_loads_with_plain_pickle_and_keeps_the_trk_body(tmp_path, rng):
         assert type(ds).__name__ == "TrackDataset" and ds.scan_id == "p"
         assert index_as_dict(ds) == index_as_dict(safe)
         assert type(ds._words) is np.ndarray and not ds._words.flags.writeable
-        np.testing.assert_array_equal(ds._words.view(np.int32), open_trk(trk).words.view(np.int32))
+        np.testing.assert_array_equal(ds._words.view(np.int32), read_trk(trk).words.view(np.int32))
         for s in (0, 7, len(sls) - 1):
             np.testing.assert_array_equal(ds.tracks[s].shape, sls[s].shape)
 
@@ -217,7 +217,7 @@ def test_key_trk_export_is_exact(tmp_path, rng, monkeypatch):
         data_per_streamline={"w": rng.uniform(0, 1, (len(sls), 1))}, affine_to_rasmm=np.eye(4))
     src = tmp_path / "s.trk"
     nib.streamlines.TrkFile(tg, header={**hdr, "voxel_order": "LPS"}).save(str(src))
-    monkeypatch.setattr(trkmod, "RANGE_WORDS", 100)
+    monkeypatch.setattr(trkmod, "BUFFER_WORDS", 100)
     out = tmp_path / "s.mni.trk"
     index_scan(src, None, space="qsdr", trk_out=out)
     km = key_map_for("qsdr", QSDR_DIM, (2, 2, 2), "LPS")

@@ -149,7 +149,8 @@ class _Reduce:
     ("header", b"x" * 1000, "1000 bytes of a TrackVis header"),
     ("stride", 2, "'stride' is 2"),
     ("mm_sign", (1.0, float("nan"), 1.0), "three finite numbers"),
-    ("starts", np.zeros(2, np.int64), "streamline starts but"),
+    ("counts", np.zeros(2, np.int64), "'counts' is a int64 array"),
+    ("n_properties", -1, "'n_properties' is -1"),
 ])
 def test_wrong_typed_state_is_refused_before_an_object_exists(tmp_path, field, value, message):
     from ltpa.dataset import _restore

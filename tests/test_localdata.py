@@ -15,8 +15,11 @@ def write(tmp_path, data, name="local_data.json"):
 
 
 def problems(tmp_path, data):
+    """Every problem of a study, as the workflow, validate and status report them."""
+    from ltpa.study import load_study
+
     with pytest.raises(LtpaError) as err:
-        load_local_data(write(tmp_path, data))
+        load_study(write(tmp_path, data))
     return str(err.value)
 
 
@@ -56,7 +59,8 @@ def test_duplicates_and_shared_outputs(tmp_path):
     ]
     msg = problems(tmp_path, data)
     assert "scan #1 ('a'), field 'scan_id': duplicate of scan #0" in msg
-    assert "scan #2 ('b'), field 'pkl_path': output" in msg and "is also written by scan #0 ('a')" in msg
+    assert ("scan #2 ('b'), field 'pkl_path' " in msg
+            and "is also written as scan #0 ('a'), field 'pkl_path'" in msg), msg
     assert "scan #2 ('b'), field 'track_labels[0].volume_path': is required: to build numpy_path" in msg
 
 

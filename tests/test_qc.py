@@ -38,7 +38,8 @@ def test_decode_pairs_matches_triu_enumeration():
 def test_lengths_match_a_per_point_loop(built):
     _, _, study = built
     trk = study / "s2" / "s2.trk"
-    got = streamline_lengths(open_trk(trk))
+    with open_trk(trk) as f:
+        got = streamline_lengths(f)
     slow = [sum(float(np.linalg.norm(np.asarray(p[i + 1], float) - np.asarray(p[i], float)))
                 for i in range(len(p) - 1)) for p in read_trk_slow(trk)]
     np.testing.assert_allclose(got, slow, rtol=1e-9, atol=1e-9)

@@ -45,6 +45,13 @@ def run_all(cmds, workers=4):
         return list(pool.map(one, cmds))
 
 
+def fresh_out(good, folder, i):
+    """A copy of the good outputs for one command (jobs for one output exclude each other)."""
+    dest = Path(folder) / f"out{i}"
+    shutil.copytree(good["out"], dest)
+    return dest
+
+
 def snapshot(folder):
     """{name: bytes} of every file in ``folder`` (temp files included, so leftovers show)."""
     return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
@@ -125,19 +132,20 @@ def bad_trks(good, folder):
 
 def test_cli_bad_trk_fails_cleanly_and_keeps_the_previous_outputs(good, tmp_path):
     cases = bad_trks(good, tmp_path)
-    out = good["out"]
     cmds, expect = [], []
     for path, msg in cases.items():
+        out = fresh_out(good, tmp_path, len(cmds))
         cmds.append([LTPA, "index", path, out / "s1.pkl", "--trk-out", out / "s1.pkl.trk"])
-        expect.append((path, msg))
+        expect.append((path, msg, out))
         if path.name in ("n_count.trk", "inf.trk", "cut mid-streamline.trk"):
+            out = fresh_out(good, tmp_path, len(cmds))
             cmds.append([LTPA, "label", path, good["atlas"], out / "s1.npy", "--graphml",
                          good["graphml"]])
-            expect.append((path, msg))
-    for proc, (path, msg) in zip(run_all(cmds), expect):
+            expect.append((path, msg, out))
+    for proc, (path, msg, out) in zip(run_all(cmds), expect):
         assert_clean_failure(proc, f"file {str(path)!r}", msg)
-    # the good pkl, npy and their sidecars: byte-identical; no temp file, no pkl.trk
-    assert snapshot(out) == good["before"]
+        # the good pkl, npy and their sidecars: byte-identical; no temp file, no pkl.trk
+        assert snapshot(out) == good["before"]
 
 
 # --------------------------------------------------------------------------- bad atlas / graphml
@@ -175,18 +183,20 @@ def test_cli_bad_atlas_or_graphml_fails_cleanly_and_keeps_the_previous_output(go
     nx.write_graphml(g, str(tmp_path / "names.graphml"))
     cases[tmp_path / "names.graphml"] = ("graphml", "has node id 'ctx-lh-precentral'; expected "
                                                     "integer node ids (the atlas labels)")
-    out = good["out"]
-    cmds = []
+    cmds, outs = [], []
     for path, (kind, _) in cases.items():
+        out = fresh_out(good, tmp_path, len(cmds))
+        outs.append(out)
         if kind == "atlas":
             cmds.append([LTPA, "label", good["trk"], path, out / "s1.npy", "--graphml",
                          good["graphml"], "--scan-id", "s1"])
         else:
             cmds.append([LTPA, "label", good["trk"], good["atlas"], out / "s1.npy", "--graphml",
                          path, "--scan-id", "s1"])
-    for proc, (path, (kind, msg)) in zip(run_all(cmds), cases.items()):
-        assert_clean_failure(proc, f"scan 's1': {kind} file {str(path)!r}", msg)
-    assert snapshot(out) == good["before"]
+    for proc, out, (path, (kind, msg)) in zip(run_all(cmds), outs, cases.items()):
+        fld = "volume_path" if kind == "atlas" else "graphml_path"
+        assert_clean_failure(proc, f"scan 's1', field {fld!r}: {kind} file {str(path)!r}", msg)
+        assert snapshot(out) == good["before"]
 
 
 # --------------------------------------------------------------------------- bad JSON

@@ -55,7 +55,7 @@ def test_status_agrees_with_the_dry_run(tmp_path, demo_study):
     assert rc == 1
     assert {r[3] for r in rows if r[0] == "out of date"} == {
         str(study / "s1" / n) for n in ("s1.pkl", "s1.pkl.trk", "scale33.npy", "scale60.npy")}
-    assert all("trk_file" in r[4] and "newer" in r[4] for r in rows if r[0] == "out of date")
+    assert all("trk_file" in r[4] and "changed" in r[4] for r in rows if r[0] == "out of date")
     assert needs_work(rows) == dry_core(work, demo_study)
     # a changed config (numbering): every npy, as Snakemake's params trigger
     proc = subprocess.run([str(BIN / "ltpa"), "status", str(demo_study), "--start-at", "0"],

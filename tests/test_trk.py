@@ -7,7 +7,7 @@ from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
 
 from ltpa.errors import LtpaError
 from ltpa.grids import QSDR_AFFINE
-from ltpa.trk import open_trk
+from ltpa.trk import open_trk, read_trk
 from ltpa.trkwrite import write_trk
 from reference import read_trk_slow
 
@@ -36,7 +36,7 @@ def test_reader_matches_struct_reference(tmp_path, rng, max_points):
     path = tmp_path / "a.trk"
     write_trk(path, sls, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
     ref = read_trk_slow(path)
-    trk = open_trk(path)
+    trk = read_trk(path)
     assert trk.n_streamlines == len(ref)
     assert [int(c) for c in trk.counts] == [len(r) for r in ref]
     pts, firsts = all_points(trk, max_points)
@@ -60,7 +60,7 @@ def test_reader_with_scalars_and_properties_written_by_nibabel(tmp_path, rng):
         affine_to_rasmm=np.eye(4))
     path = tmp_path / "nib.trk"
     nib.streamlines.TrkFile(tg, header={**hdr, "voxel_order": "LPS"}).save(str(path))
-    trk = open_trk(path)
+    trk = read_trk(path)
     assert trk.n_scalars == 3 and trk.n_properties == 1
     ref = read_trk_slow(path)
     pts, _ = all_points(trk, 50)
@@ -98,7 +98,7 @@ def test_big_endian_file(tmp_path, rng):
     big = tmp_path / "be.trk"
     big.write_bytes(hdr.astype(header_2_dtype.newbyteorder(">")).tobytes()
                     + body_i.astype(">i4").tobytes())
-    trk = open_trk(big)
+    trk = read_trk(big)
     pts, _ = all_points(trk, 100)
     np.testing.assert_array_equal(pts, np.concatenate(sls))
 
@@ -119,16 +119,16 @@ def test_errors_name_the_file(tmp_path, rng):
         p = tmp_path / name
         p.write_bytes(data)
         with pytest.raises(LtpaError) as err:
-            open_trk(p)
+            read_trk(p)
         assert msg in str(err.value) and name in str(err.value), (name, str(err.value))
     with pytest.raises(LtpaError, match="does not exist"):
-        open_trk(tmp_path / "nope.trk")
+        read_trk(tmp_path / "nope.trk")
     nan = [s.copy() for s in sls]
     nan[2][1, 0] = np.nan
     p = tmp_path / "nan.trk"
     write_trk(p, nan, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
     with pytest.raises(LtpaError, match="streamline 2 has a NaN"):
-        list(open_trk(p).iter_chunks())
+        list(read_trk(p).iter_chunks())
 
 
 def test_walk_in_small_ranges_without_n_count(tmp_path, rng, monkeypatch):
@@ -145,14 +145,17 @@ def test_walk_in_small_ranges_without_n_count(tmp_path, rng, monkeypatch):
     off = header_2_dtype.fields["nb_streamlines"][1]
     raw[off:off + 4] = np.int32(0).tobytes()  # n_count 0: "unknown"
     path.write_bytes(bytes(raw))
-    monkeypatch.setattr(trkmod, "RANGE_WORDS", 37)
-    monkeypatch.setattr(trkmod, "INITIAL_COUNTS", 3)
-    trk = open_trk(path)
-    assert [int(c) for c in trk.counts] == [len(s) for s in sls]
-    ranges = list(trk.ranges())
+    monkeypatch.setattr(trkmod, "BUFFER_WORDS", 37)  # most records span two buffers
+    monkeypatch.setattr(trkmod, "_GROW", 3)
+    ranges = []
+    with open_trk(path) as f:
+        walked = f.walk(lambda r: ranges.append((r.s0, r.s0 + r.n, r.counts.tolist())),
+                        keep_counts=True)
+    assert walked.counts.tolist() == [len(s) for s in sls]
     assert len(ranges) > 10 and ranges[0][0] == 0 and ranges[-1][1] == len(sls)
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    pts, _ = all_points(trk, 10**7)  # pages released behind the walk are read back intact
+    assert sum((r[2] for r in ranges), []) == [len(s) for s in sls]
+    pts, _ = all_points(read_trk(path), 10**7)
     np.testing.assert_array_equal(pts, np.concatenate(sls))
 
 
@@ -165,7 +168,7 @@ def test_negative_count_is_an_error(tmp_path, rng):
     raw[pos:pos + 4] = np.int32(-5).tobytes()
     path.write_bytes(bytes(raw))
     with pytest.raises(LtpaError, match=r"neg.trk.*streamline 1 has a negative point count \(-5\)"):
-        open_trk(path)
+        read_trk(path)
 
 
 def test_kernels_work_without_a_writable_numba_cache(monkeypatch):
@@ -187,9 +190,10 @@ def test_kernels_work_without_a_writable_numba_cache(monkeypatch):
     try:
         with pytest.warns(RuntimeWarning, match="compiling in memory"):
             importlib.reload(kernels)
-        counts = np.empty(4, np.int64)
+        starts, counts = np.empty(4, np.int64), np.empty(4, np.int64)
         ints = np.array([1, 0, 0, 0, 0], dtype=np.int32)
-        assert kernels.walk_counts(ints, 0, 5, 3, 0, counts, 0)[:3] == (5, 2, 0)
+        assert kernels.walk_range(ints, 0, 5, 3, 0, starts, counts, 0) == (5, 2, 0)
+        assert counts[:2].tolist() == [1, 0] and starts[:2].tolist() == [1, 5]
     finally:
         monkeypatch.setattr(numba, "njit", real)
         importlib.reload(kernels)

@@ -188,7 +188,8 @@ def test_bad_trk_fails_its_jobs_only_and_names_scan(tmp_path, demo_study):
     (study / "s2" / "s2.trk").write_bytes(raw[:-6])  # cut mid-streamline
     proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
     assert proc.returncode != 0
-    assert "ltpa error: file" in proc.output and "s2.trk" in proc.output
+    assert "ltpa error: scan 's2', field 'trk_file': file" in proc.output
+    assert "s2.trk" in proc.output
     assert "the file is truncated" in proc.output
     # the other scans were built (keep-going), nothing of s2 exists, no temp files left
     for s in ("s1", "s3"):
@@ -218,7 +219,7 @@ def test_killed_job_leaves_no_partial_output(tmp_path, demo_study):
     while time.time() < deadline and not (log.exists() and "streamlines" in log.read_text()):
         time.sleep(0.02)
     victims = [c for c in psutil.Process(proc.pid).children(recursive=True)
-               if any("index.py" in part for part in c.cmdline())]
+               if any("run_job.py" in part for part in c.cmdline())]
     assert victims, "the index job was not running"
     for v in victims:
         v.send_signal(signal.SIGKILL)
@@ -266,10 +267,11 @@ def test_wrong_grid_and_atlas_shape_fail_with_scan_named(tmp_path, demo_study):
     nib.Nifti1Image(small, np.eye(4)).to_filename(str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
     proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
     assert proc.returncode != 0
-    assert ("scan 's1', file '" + str(study / "s1" / "s1.trk") + "': trk_space 'mni' expects the "
-            "MNI152 2 mm grid") in proc.output
+    assert ("scan 's1', field 'trk_file': file '" + str(study / "s1" / "s1.trk")
+            + "': trk_space 'mni' expects the MNI152 2 mm grid") in proc.output
     assert "but the trk header has dim 79x95x69, voxel 2x2x2 mm, order LPS" in proc.output
-    assert (f"scan 's2': atlas file '{study}/s2/s2.scale33.QSDR.nii.gz' has shape (10, 10, 10) "
+    assert (f"scan 's2', atlas 'scale33', field 'volume_path': atlas file "
+            f"'{study}/s2/s2.scale33.QSDR.nii.gz' has shape (10, 10, 10) "
             "but the trk grid is (79, 95, 69)") in proc.output
     assert (study / "s2" / "scale60.npy").exists() and (study / "s3" / "s3.pkl").exists()
     assert not (study / "s1" / "s1.pkl").exists() and not (study / "s2" / "scale33.npy").exists()

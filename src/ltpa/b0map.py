@@ -22,31 +22,30 @@ from .errors import LtpaError
 from .grids import QSDR_AFFINE
 from .io import atomic_path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ltpa")
 
 
-def read_fib_mapping(path, context=""):
+def read_fib_mapping(path):
     """(dimension, mx, my, mz) from a .fib.gz; raises LtpaError naming the file."""
     from scipy.io import loadmat
 
     path = Path(path)
-    pre = f"{context}: " if context else ""
     if not path.exists():
-        raise LtpaError(f"{pre}fib file {str(path)!r} does not exist")
+        raise LtpaError(f"fib file {str(path)!r} does not exist")
     try:
         with gzip.open(path, "rb") as fh:
             mat = loadmat(fh)
     except (OSError, EOFError, zlib.error, ValueError, TypeError) as exc:
-        raise LtpaError(f"{pre}fib file {str(path)!r} is not a gzipped MATLAB file ({exc})") from exc
+        raise LtpaError(f"fib file {str(path)!r} is not a gzipped MATLAB file ({exc})") from exc
     missing = [k for k in ("dimension", "mx", "my", "mz") if k not in mat]
     if missing:
-        raise LtpaError(f"{pre}fib file {str(path)!r} has no {', '.join(missing)}; expected a "
+        raise LtpaError(f"fib file {str(path)!r} has no {', '.join(missing)}; expected a "
                         f"QSDR .fib.gz with the dimension, mx, my, mz mapping")
     dim = tuple(int(d) for d in np.asarray(mat["dimension"]).ravel())
     maps = [np.asarray(mat[k]).ravel() for k in ("mx", "my", "mz")]
     n = int(np.prod(dim)) if len(dim) == 3 else -1
     if n < 0 or any(m.shape[0] != n for m in maps):
-        raise LtpaError(f"{pre}fib file {str(path)!r}: dimension {dim} does not match the "
+        raise LtpaError(f"fib file {str(path)!r}: dimension {dim} does not match the "
                         f"length of mx/my/mz ({', '.join(str(m.shape[0]) for m in maps)})")
     return dim, [m.astype(np.int64) for m in maps]
 
@@ -62,22 +61,21 @@ def conform_b0(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return data
 
 
-def map_b0_atlas(fib_path, b0_path, out_path, context="") -> dict:
+def map_b0_atlas(fib_path, b0_path, out_path, before_rename=None) -> dict:
     """Write the QSDR-space atlas at ``out_path`` from a b0-space atlas and a fib mapping."""
     import nibabel as nib
 
-    pre = f"{context}: " if context else ""
-    dim, (mx, my, mz) = read_fib_mapping(fib_path, context)
+    dim, (mx, my, mz) = read_fib_mapping(fib_path)
     b0_path = Path(b0_path)
     if not b0_path.exists():
-        raise LtpaError(f"{pre}b0 atlas {str(b0_path)!r} does not exist")
+        raise LtpaError(f"b0 atlas {str(b0_path)!r} does not exist")
     try:
         img = nib.load(str(b0_path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:
-        raise LtpaError(f"{pre}b0 atlas {str(b0_path)!r} could not be read as an image ({exc})") from exc
+        raise LtpaError(f"b0 atlas {str(b0_path)!r} could not be read as an image ({exc})") from exc
     if data.ndim != 3:
-        raise LtpaError(f"{pre}b0 atlas {str(b0_path)!r} has {data.ndim} dimensions; expected 3")
+        raise LtpaError(f"b0 atlas {str(b0_path)!r} has {data.ndim} dimensions; expected 3")
     data = conform_b0(data, img.affine)
     outside = {}
     for axis, (name, m) in enumerate(zip("xyz", (mx, my, mz))):
@@ -85,14 +83,14 @@ def map_b0_atlas(fib_path, b0_path, out_path, context="") -> dict:
         outside[name] = int(np.count_nonzero(bad))
         if outside[name]:
             m[bad] = 0
-            log.warning("%s%d QSDR voxels map outside the b0 volume along %s (size %d); "
-                        "their %s index is set to 0, as dsi2 did", pre, outside[name], name,
+            log.warning("%d QSDR voxels map outside the b0 volume along %s (size %d); "
+                        "their %s index is set to 0, as dsi2 did", outside[name], name,
                         data.shape[axis], name)
     mapped = data[mx, my, mz].reshape(dim, order="F")
-    with atomic_path(out_path, suffix=_image_suffix(out_path)) as tmp:
+    with atomic_path(out_path, suffix=_image_suffix(out_path), before_rename=before_rename) as tmp:
         nib.Nifti1Image(np.ascontiguousarray(mapped), QSDR_AFFINE).to_filename(str(tmp))
     n_labels = int(np.unique(mapped[mapped != 0]).shape[0])
-    log.info("%swrote %s: QSDR grid %s, %d labels", pre, out_path, "x".join(map(str, dim)), n_labels)
+    log.info("wrote %s: QSDR grid %s, %d labels", out_path, "x".join(map(str, dim)), n_labels)
     return {"dimension": list(dim), "outside_b0": outside, "n_labels": n_labels}
 
 

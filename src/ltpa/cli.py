@@ -11,10 +11,15 @@ from .errors import LtpaError
 
 def _index(args):
     from .jobs import job
-    from .pipeline import index_scan
+    from .pipeline import index_only, index_scan
 
     with job(args.log, f"index {args.trk}"):
-        index_scan(args.trk, None if args.no_write else args.out, space=args.space,
+        if args.no_write:
+            index_only(args.trk, space=args.space,
+                       legacy_dsi2_mni_offset=args.legacy_dsi2_mni_offset,
+                       reference_volume=args.reference_volume)
+            return
+        index_scan(args.trk, args.out, space=args.space,
                    legacy_dsi2_mni_offset=args.legacy_dsi2_mni_offset, scan_id=args.scan_id,
                    trk_out=args.trk_out, reference_volume=args.reference_volume)
 
@@ -36,26 +41,38 @@ def _demo(args):
     print(path)
 
 
-def _validate(args):
-    from .localdata import load_local_data
+def _config(args) -> dict:
+    from .status import default_config, read_config
 
-    scans = load_local_data(args.local_data, args.data_root)
-    n_labels = sum(len(s.labels) for s in scans)
-    print(f"{args.local_data}: {len(scans)} scans, {n_labels} atlas labelings: valid")
+    config = read_config(args.configfile) if getattr(args, "configfile", None) else default_config()
+    if args.data_root is not None:
+        config["data_root"] = args.data_root
+    if getattr(args, "legacy_dsi2_mni_offset", None) is not None:
+        config["legacy_dsi2_mni_offset"] = args.legacy_dsi2_mni_offset
+    if getattr(args, "start_at", None) is not None:
+        config["connection_ids_start_at"] = args.start_at
+    return config
+
+
+def _validate(args):
+    from .study import load_study
+
+    study = load_study(args.local_data, _config(args))
+    for text in study.warnings:
+        print(f"warning: {text}", file=sys.stderr)
+    n_labels = sum(len(s.labels) for s in study.scans)
+    print(f"{args.local_data}: {len(study.scans)} scans, {n_labels} atlas labelings: valid")
 
 
 def _status(args):
-    from .localdata import load_local_data
-    from .status import NEEDS_WORK, default_config, format_status, read_config, study_status
+    from .status import NEEDS_WORK, format_status, study_status
+    from .study import load_study
 
-    config = read_config(args.configfile) if args.configfile else default_config()
-    data_root = args.data_root if args.data_root is not None else config.get("data_root")
-    scans = load_local_data(args.local_data, data_root)
-    legacy = config.get("legacy_dsi2_mni_offset", False)
-    if args.legacy_dsi2_mni_offset is not None:
-        legacy = args.legacy_dsi2_mni_offset
-    start = args.start_at if args.start_at is not None else config.get("connection_ids_start_at", 1)
-    entries = study_status(scans, legacy_dsi2_mni_offset=legacy, connection_ids_start_at=start)
+    config = _config(args)
+    study = load_study(args.local_data, config)
+    for text in study.warnings:
+        print(f"warning: {text}", file=sys.stderr)
+    entries = study_status(study.scans, config, targets=study.targets)
     print(format_status(entries, tsv=args.tsv))
     if any(e.status in NEEDS_WORK for e in entries):
         raise SystemExit(1)

@@ -146,8 +146,8 @@ class TrackDataset:
     (``FORMAT_VERSION``); every way of loading checks that state before an object exists.
     """
 
-    def __init__(self, *, scan_id, properties, header, index, words, starts, counts, stride,
-                 mm_sign, mm_shift, space, build):
+    def __init__(self, *, scan_id, properties, header, index, words, counts, stride, mm_sign,
+                 mm_shift, space, build, n_properties=0):
         self.scan_id = scan_id
         self.properties = properties
         self.header = header
@@ -155,12 +155,12 @@ class TrackDataset:
         self.build = build
         self._index = index
         self._words = words
-        self._starts = starts
         self._counts = counts
+        self._starts = None  # derived from the counts when streamlines are first read
         self._stride = int(stride)
+        self._n_properties = int(n_properties)
         self._mm_sign = np.asarray(mm_sign, dtype=np.float64)
         self._mm_shift = np.asarray(mm_shift, dtype=np.float64)
-        self._streamlines_checked = False
 
     # ------------------------------------------------------------------ persisted state
     def __reduce__(self):
@@ -182,9 +182,9 @@ class TrackDataset:
             "indptr": self._index.indptr,
             "ids": self._index.ids,
             "words": self._words,
-            "starts": self._starts,
             "counts": self._counts,
             "stride": self._stride,
+            "n_properties": self._n_properties,
             "mm_sign": tuple(float(v) for v in self._mm_sign),
             "mm_shift": tuple(float(v) for v in self._mm_shift),
         }
@@ -199,12 +199,19 @@ class TrackDataset:
     def tracks_at_ijk(self) -> VoxelIndex:
         return self._index
 
+    def _layout(self):
+        """Each streamline's first word, from the counts (checked once against the body)."""
+        if self._starts is None:
+            from .trk import record_starts
+
+            starts = record_starts(self._counts, self._stride, self._n_properties)
+            _check_streamlines(self._words, starts, self._counts, self._stride)
+            self._starts = starts
+        return self._starts
+
     @property
     def tracks(self) -> Streamlines:
-        if not self._streamlines_checked:
-            _check_streamlines(self._words, self._starts, self._counts, self._stride)
-            self._streamlines_checked = True
-        return Streamlines(self._words, self._starts, self._counts, self._stride,
+        return Streamlines(self._words, self._layout(), self._counts, self._stride,
                            self._mm_sign, self._mm_shift)
 
     def get_ntracks(self) -> int:
@@ -245,7 +252,8 @@ class TrackDataset:
             inner[idx.indptr[1:-1] - 1] = False  # where one voxel's ids end, the next begin
             if np.any(step[inner] <= 0):
                 raise LtpaError("index ids are not sorted and unique within a voxel")
-        _check_streamlines(self._words, self._starts, self._counts, self._stride)
+        self._starts = None
+        self._layout()
 
     def __repr__(self):
         return (f"TrackDataset(scan_id={self.scan_id!r}, space={self.space!r}, "
@@ -295,8 +303,7 @@ def _array(state, key, kind, source, ndim=1):
         what = type(value).__name__ if not isinstance(value, np.ndarray) else \
             f"{value.dtype} array of {value.ndim} dimensions"
         _fail(source, f"{key!r} is a {what}; expected a {ndim}-D {kind} array")
-    return value.astype(value.dtype.newbyteorder("="), copy=False) \
-        if not value.dtype.isnative else value
+    return value  # either byte order: numpy reads both (a big-endian trk's body stays as is)
 
 
 def _int(value, source, key, lo, hi):
@@ -316,7 +323,7 @@ def _floats3(value, source, key):
 
 
 _V1_KEYS = {"format", "version", "scan_id", "space", "properties", "build", "header", "dim",
-            "voxels", "indptr", "ids", "words", "starts", "counts", "stride", "mm_sign",
+            "voxels", "indptr", "ids", "words", "counts", "stride", "n_properties", "mm_sign",
             "mm_shift"}
 
 
@@ -369,21 +376,19 @@ def _from_state(state, source) -> "TrackDataset":
     if int(indptr[0]) != 0 or int(indptr[-1]) != ids.shape[0]:
         _fail(source, "index pointers do not span the ids")
     words = _array(state, "words", "f4", source)
-    starts = _array(state, "starts", "i8", source)
-    counts = _array(state, "counts", "i8", source)
-    if starts.shape != counts.shape:
-        _fail(source, f"{starts.shape[0]} streamline starts but {counts.shape[0]} counts")
+    counts = _array(state, "counts", "i4", source)
     stride = _int(state["stride"], source, "stride", 3, MAX_STRIDE)
+    n_properties = _int(state["n_properties"], source, "n_properties", 0, MAX_STRIDE)
     return TrackDataset(
         scan_id=scan_id, properties=properties, header=header,
-        index=VoxelIndex(dim, voxels, indptr, ids), words=words, starts=starts, counts=counts,
-        stride=stride, mm_sign=_floats3(state["mm_sign"], source, "mm_sign"),
+        index=VoxelIndex(dim, voxels, indptr, ids), words=words, counts=counts, stride=stride,
+        n_properties=n_properties, mm_sign=_floats3(state["mm_sign"], source, "mm_sign"),
         mm_shift=_floats3(state["mm_shift"], source, "mm_shift"), space=state["space"],
         build=build)
 
 
 def _check_streamlines(words, starts, counts, stride):
-    """Every streamline's points lie inside the stored body (checked once, before any access)."""
+    """Every streamline's points lie inside the stored body (checked before any access)."""
     if counts.size == 0:
         return
     if counts.min() < 0 or starts.min() < 0:
@@ -418,6 +423,7 @@ def _state_from_v0(state, source, index_state=None) -> dict:
     if not isinstance(header, np.ndarray) or header.dtype.fields is None \
             or header.dtype.itemsize != HEADER_BYTES:
         _fail(source, "'header' is not a TrackVis header record")
+    counts, n_properties = _v0_layout(state, source)
     return {
         "format": FORMAT, "version": FORMAT_VERSION, "scan_id": state["scan_id"],
         "space": state["space"], "properties": state["properties"], "build": state["build"],
@@ -425,10 +431,31 @@ def _state_from_v0(state, source, index_state=None) -> dict:
         "dim": tuple(index_state["dim"]) if isinstance(index_state["dim"], (tuple, list))
         else index_state["dim"],
         "voxels": index_state["voxels"], "indptr": index_state["indptr"],
-        "ids": index_state["ids"], "words": state["_words"], "starts": state["_starts"],
-        "counts": state["_counts"], "stride": state["_stride"], "mm_sign": state["_mm_sign"],
+        "ids": index_state["ids"], "words": state["_words"], "counts": counts,
+        "n_properties": n_properties, "stride": state["_stride"], "mm_sign": state["_mm_sign"],
         "mm_shift": state["_mm_shift"],
     }
+
+
+def _v0_layout(state, source):
+    """(int32 counts, n_properties) of a format-0 state, whose starts must follow from them."""
+    from .safepickle import finished
+    from .trk import record_starts
+
+    starts = _array({"s": finished(state["_starts"])}, "s", "i8", source)
+    counts = _array({"c": finished(state["_counts"])}, "c", "i8", source)
+    stride = _int(state["_stride"], source, "stride", 3, MAX_STRIDE)
+    if starts.shape != counts.shape:
+        _fail(source, f"{starts.shape[0]} streamline starts but {counts.shape[0]} counts")
+    if counts.size and (counts.min() < 0 or counts.max() >= 2**31):
+        _fail(source, "streamline counts outside 0 .. 2^31-1")
+    n_properties = 0
+    if counts.shape[0] > 1:
+        n_properties = int(starts[1] - starts[0] - counts[0] * stride - 1)
+    if not 0 <= n_properties <= MAX_STRIDE or not np.array_equal(
+            record_starts(counts, stride, n_properties), starts):
+        _fail(source, "streamline starts that do not follow from the counts")
+    return counts.astype(np.int32), n_properties
 
 
 def _restore(state):
@@ -436,19 +463,26 @@ def _restore(state):
     return _from_state(state, "the pickle")
 
 
-def save_track_dataset(dataset: TrackDataset, path) -> None:
+def save_track_dataset(dataset: TrackDataset, path, body_fd=None, before_rename=None) -> None:
     """Pickle ``dataset`` to ``path`` atomically (protocol 5: arrays are written from their buffers).
 
     The pickle is the plain ``pickle.dump`` stream of ``(_restore, (state,))``; only how its
     bytes reach the file differs: each big array's data starts at a multiple of 64 bytes in
     the file (a no-op ``SHORT_BINBYTES`` + ``POP`` pads before it), so a reader can use it in
-    place from a memory map; and the trk body (hundreds of MB, a view of the mapped .trk) is
-    copied file-to-file by the kernel (``os.copy_file_range``) instead of being paged into
-    this process, so writing it costs no resident memory.
+    place from a memory map; and when ``body_fd`` is given (the open .trk whose body the
+    dataset's words map), the trk body (hundreds of MB) is copied file-to-file from that
+    descriptor (``os.copy_file_range``, else ``pread``) instead of through this process's
+    memory: the mapped pages are never touched.
     """
-    with atomic_path(path) as tmp:
+    body = None
+    if body_fd is not None and dataset._words.nbytes:
+        from .trk import HEADER_SIZE
+
+        body = (dataset._words.__array_interface__["data"][0], dataset._words.nbytes, body_fd,
+                HEADER_SIZE)
+    with atomic_path(path, before_rename=before_rename) as tmp:
         with open(tmp, "wb", buffering=0) as raw:
-            writer = _Writer(raw)
+            writer = _Writer(raw, body)
             pickle.Pickler(writer, protocol=PICKLE_PROTOCOL).dump(dataset)
             writer.flush()
 
@@ -469,10 +503,11 @@ class _Writer:
     FLUSH = 1 << 20
     STEP = 32 << 20
 
-    def __init__(self, raw):
+    def __init__(self, raw, body=None):
         self._raw = raw
         self._buf = bytearray()
         self._written = 0
+        self._body = body  # (address, nbytes, fd, offset) of the trk body, or None
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
@@ -485,17 +520,13 @@ class _Writer:
             return n
         self._align_payload(header)
         self.flush()
-        from .trk import mapped_source
-
-        src = mapped_source(view)
-        if src is not None and self._copy_from_file(src, n):
-            self._written += n
+        body = self._body
+        if body is not None and n == body[1] and \
+                np.frombuffer(view, np.uint8).__array_interface__["data"][0] == body[0]:
+            self._copy_from_fd(body[2], body[3], n)
             return n
-        mapping = src[2] if src is not None else None
         for lo in range(0, n, self.STEP):
             self._write_all(view[lo:lo + self.STEP])
-            if mapping is not None:
-                mapping.release(src[1] + lo, src[1] + min(lo + self.STEP, n))
         return n
 
     def _payload_header(self, n) -> int:
@@ -516,26 +547,30 @@ class _Writer:
         pad = pickle.SHORT_BINBYTES + bytes([k]) + bytes(k) + pickle.POP
         self._buf[-header:-header] = pad
 
-    def _copy_from_file(self, src, n) -> bool:
-        path, offset, _ = src
+    def _copy_from_fd(self, fd, offset, n) -> None:
+        """Copy ``n`` bytes at ``offset`` of ``fd`` to the output, by the kernel when it can."""
         copy = getattr(os, "copy_file_range", None)
-        if copy is None:
-            return False
-        start = self._raw.tell()
         done = 0
-        try:
-            with open(path, "rb") as fh:
+        if copy is not None:
+            try:
                 while done < n:
-                    got = copy(fh.fileno(), self._raw.fileno(), n - done, offset + done)
+                    got = copy(fd, self._raw.fileno(), n - done, offset + done)
                     if got <= 0:
-                        raise OSError("copy_file_range copied nothing")
+                        break
                     done += got
-        except OSError:
-            if done:  # start over with plain writes from the same place
-                self._raw.seek(start)
-                self._raw.truncate()
-            return False
-        return True
+            except OSError:
+                pass  # e.g. another file system: the rest by pread + write
+        if done < n:
+            self._raw.seek(self._written + done)
+        buf = bytearray(min(self.STEP, n - done))
+        while done < n:
+            k = os.preadv(fd, [memoryview(buf)[:min(len(buf), n - done)]], offset + done)
+            if k <= 0:
+                raise LtpaError("the .trk ended while its body was copied into the pkl "
+                                "(was it cut?); nothing was written")
+            self._raw.write(memoryview(buf)[:k])
+            done += k
+        self._written += n
 
     def _write_all(self, view) -> None:
         while view.nbytes:

@@ -5,17 +5,16 @@ class LtpaError(Exception):
     """A problem with the user's input, with enough context to fix it.
 
     The message names the offending scan, field and/or file and what was
-    expected; the command line and the workflow scripts print it as is.
+    expected; the command line and the workflow print it as is. Readers name the
+    file; the job runner (``ltpa.pipeline.run``) adds the scan and the field once,
+    with ``in_context``.
     """
 
-
-def where(scan_id=None, field=None, path=None):
-    """Format the 'which scan, which field, which file' prefix of a message."""
-    parts = []
-    if scan_id is not None:
-        parts.append(f"scan {scan_id!r}")
-    if field is not None:
-        parts.append(f"field {field!r}")
-    if path is not None:
-        parts.append(f"file {str(path)!r}")
-    return ", ".join(parts)
+    def in_context(self, prefix: str) -> "LtpaError":
+        """The same error with ``prefix: `` in front (once)."""
+        text = str(self)
+        if not prefix or text.startswith(prefix):
+            return self
+        err = LtpaError(f"{prefix}: {text}")
+        err.__cause__ = self.__cause__
+        return err

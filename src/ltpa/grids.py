@@ -47,9 +47,6 @@ class Grid:
     voxel_order: str
     affine: np.ndarray  # voxel (centre) -> RAS mm
 
-    @property
-    def n_voxels(self) -> int:
-        return int(np.prod(self.dim))
 
 
 QSDR_GRID = Grid(QSDR_DIM, QSDR_VOXEL_SIZE, QSDR_ORDER, QSDR_AFFINE)
@@ -105,7 +102,7 @@ def _describe(dim, voxel_size, order):
 
 
 def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_offset=False,
-                context: str = "") -> KeyMap:
+                where: str = "") -> KeyMap:
     """The native -> key map for a trk grid declared to be in ``space``.
 
     Raises LtpaError naming the space and the expected and found grid when the
@@ -114,7 +111,7 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
     dim = tuple(int(d) for d in dim)
     voxel_size = tuple(float(v) for v in voxel_size)
     order = normalize_order(voxel_order)
-    prefix = f"{context}: " if context else ""
+    prefix = f"{where}: " if where else ""
     if space == "native":
         if len(order) != 3:
             raise LtpaError(
@@ -163,3 +160,33 @@ def native_affine(dim, voxel_size, order) -> np.ndarray:
         aff[ax, ax] = -voxel_size[ax] if flip else voxel_size[ax]
         aff[ax, 3] = (dim[ax] - 1) * voxel_size[ax] if flip else 0.0
     return aff
+
+
+def grid_of_affine(dim, affine) -> Grid:
+    """The Grid of a NIfTI-style (dim, voxel -> RAS affine): voxel sizes and order from the affine."""
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    vs = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    order = normalize_order("".join(nib.orientations.aff2axcodes(affine)))
+    return Grid(tuple(int(d) for d in dim[:3]), tuple(float(v) for v in vs), order, affine)
+
+
+def grid_for(space: str, reference_volume=None) -> Grid:
+    """The grid that RAS streamlines (.tck, .trx) are put on for ``space``."""
+    if space == "qsdr":
+        return QSDR_GRID
+    if space == "mni":
+        return MNI_GRID
+    if reference_volume is None:
+        raise LtpaError("field 'reference_volume' is required: a .tck/.trx in trk_space 'native' "
+                        "carries RAS mm and no grid; give a NIfTI that defines the grid")
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(reference_volume))
+        shape, affine = img.shape, img.affine
+    except Exception as exc:  # nibabel raises many types for unreadable files
+        raise LtpaError(f"reference_volume {str(reference_volume)!r} could not be read "
+                        f"({exc})") from None
+    return grid_of_affine(shape, affine)

@@ -1,94 +1,172 @@
-"""Atomic writes: a temp file in the destination folder, then one rename.
+"""Writing outputs: a temp file in the destination folder, checks, then one rename; output locks.
 
-A job that fails or is killed leaves, at worst, a hidden ``.<name>.ltpa-tmp-*``
-file that the next write of the same output removes (once its writer is dead); it never leaves a partial output under the real name
-and never replaces a good output with a bad one.
+A job that fails or is killed leaves, at worst, a hidden ``.<name>.ltpa-tmp-*`` file; it never
+leaves a partial output under the real name and never replaces a good output with a bad one.
+
+Each job holds its output's lock (``output_lock``) from start to rename, so at most one
+writer works on an output at a time: a second job for the same output (an orphan of a killed
+run, a second run from another folder) fails at once naming the holder, instead of renaming
+an older result over a newer one. The lock is a byte-range ``fcntl`` lock (NFS-safe) on one
+hidden ``.ltpa-lock`` file per output folder, at an offset derived from the output's name.
+While it holds the lock, a writer removes the temp files earlier writers of that output left
+(they are dead or they would hold the lock).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
-import socket
+import struct
 import tempfile
-import time
+import threading
 from pathlib import Path
 
 from .errors import LtpaError
 
 TMP_MARK = ".ltpa-tmp-"
-
-
-HOST = socket.gethostname().replace("-", "_") or "host"
-# a temp file of another machine (shared file system) is only removed after this long
-FOREIGN_TEMP_AGE_S = 7 * 24 * 3600
+LOCK_NAME = ".ltpa-lock"
 
 
 def _tmp_prefix(dest: Path) -> str:
     return f".{dest.name}{TMP_MARK}"
 
 
-def _own_prefix(dest: Path) -> str:
-    """Temp names carry the writer's host and pid: .<name>.ltpa-tmp-<host>-<pid>-<random>."""
-    return f"{_tmp_prefix(dest)}{HOST}-{os.getpid()}-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(dest: Path) -> None:
-    """Remove temp files that a killed earlier job left beside ``dest``.
-
-    Only the temps of dead writers go: a temp of a live process on this host (a
-    concurrent run, from another working directory) is left alone, and so is a
-    recent temp written from another host of a shared file system.
-    """
-    folder = dest.parent
-    if not folder.is_dir():
-        return
-    prefix = _tmp_prefix(dest)
-    for entry in folder.iterdir():
-        if not entry.name.startswith(prefix):
-            continue
-        host, _, rest = entry.name[len(prefix):].partition("-")
-        pid_text = rest.partition("-")[0]
-        stale = False
-        if host == HOST and pid_text.isdigit():
-            stale = not _pid_alive(int(pid_text))
-        else:
-            with contextlib.suppress(OSError):
-                stale = time.time() - entry.stat().st_mtime > FOREIGN_TEMP_AGE_S
-        if stale:
-            with contextlib.suppress(OSError):
-                entry.unlink()
-
-
-@contextlib.contextmanager
-def atomic_path(dest, suffix=""):
-    """Yield a temp path beside ``dest``; on success rename it onto ``dest``.
-
-    ``suffix`` keeps an extension that a writer insists on (nibabel picks the
-    format by extension, numpy.save appends .npy).
-    """
-    dest = Path(dest)
-    folder = dest.parent
+def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        why = exc.strerror
+        why = exc.strerror or str(exc)
         if folder.exists() and not folder.is_dir():
             why += " (a file, not a folder, has that name)"
         raise LtpaError(f"cannot create output folder {str(folder)!r}: {why}") from exc
-    remove_stale_temps(dest)
+
+
+# --------------------------------------------------------------------------- output locks
+
+class _LockFiles:
+    """One open descriptor per lock file in this process, and the offsets this process holds.
+
+    fcntl locks belong to the process and closing *any* descriptor of the file drops them
+    all, so every lock of the process on a lock file goes through this one descriptor.
+    """
+
+    def __init__(self):
+        self._mutex = threading.Lock()
+        self._files = {}  # lock file path -> [fd, set of offsets]
+
+    def acquire(self, lock_path: Path, offset: int, dest: Path) -> None:
+        with self._mutex:
+            entry = self._files.get(lock_path)
+            if entry is None:
+                try:
+                    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                                 0o666)
+                except OSError as exc:
+                    raise LtpaError(f"cannot write in output folder {str(lock_path.parent)!r}: "
+                                    f"{exc.strerror}") from None
+                entry = self._files[lock_path] = [fd, set()]
+            fd, held = entry
+            if offset in held:
+                raise LtpaError(f"output {str(dest)!r} is already being written by this process")
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
+            except OSError:
+                if not held:
+                    os.close(fd)
+                    del self._files[lock_path]
+                who = _holder(fd if held else None, lock_path, offset)
+                raise LtpaError(
+                    f"output {str(dest)!r} is being written by another ltpa job{who}; "
+                    f"nothing was done: wait for it to finish (or stop it), then run again"
+                ) from None
+            held.add(offset)
+
+    def release(self, lock_path: Path, offset: int) -> None:
+        with self._mutex:
+            entry = self._files.get(lock_path)
+            if entry is None or offset not in entry[1]:
+                return
+            fd, held = entry
+            with contextlib.suppress(OSError):
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
+            held.discard(offset)
+            if not held:
+                os.close(fd)
+                del self._files[lock_path]
+
+
+_LOCKS = _LockFiles()
+
+
+def _holder(fd, lock_path, offset) -> str:
+    """' (pid N)' of the process holding the lock at ``offset``, when the system says."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_own_prefix(dest), suffix=suffix, dir=folder)
+        own = fd is None
+        if own:
+            fd = os.open(lock_path, os.O_RDWR)
+        try:
+            fmt = "hhqqi4x" if struct.calcsize("P") == 8 else "hhqqi"
+            arg = struct.pack(fmt, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+            res = fcntl.fcntl(fd, fcntl.F_GETLK, arg)
+            pid = struct.unpack(fmt, res)[4]
+        finally:
+            if own:
+                os.close(fd)
+        return f" (pid {pid})" if pid > 0 else ""
+    except (OSError, struct.error, ValueError):
+        return ""
+
+
+def _lock_offset(dest: Path) -> int:
+    return int.from_bytes(hashlib.blake2b(dest.name.encode("utf-8", "surrogateescape"),
+                                          digest_size=8).digest(), "little") >> 2
+
+
+@contextlib.contextmanager
+def output_lock(dest):
+    """Hold ``dest``'s lock (non-blocking: LtpaError naming the holder if another job has it).
+
+    While held, temp files of earlier writers of ``dest`` are removed: they are dead.
+    """
+    dest = Path(os.path.abspath(dest))
+    _make_folder(dest.parent)
+    lock_path = dest.parent / LOCK_NAME
+    offset = _lock_offset(dest)
+    _LOCKS.acquire(lock_path, offset, dest)
+    try:
+        _remove_temps(dest)
+        yield
+    finally:
+        _LOCKS.release(lock_path, offset)
+
+
+def _remove_temps(dest: Path) -> None:
+    prefix = _tmp_prefix(dest)
+    with contextlib.suppress(OSError):
+        for entry in dest.parent.iterdir():
+            if entry.name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+@contextlib.contextmanager
+def atomic_path(dest, suffix="", before_rename=None):
+    """Yield a temp path beside ``dest``; on success rename it onto ``dest``.
+
+    ``suffix`` keeps an extension that a writer insists on (nibabel picks the format by
+    extension, numpy.save appends .npy). ``before_rename()`` runs after the data is on
+    disk and before the rename; it raises to stop the output from replacing ``dest``
+    (e.g. an input changed while the job ran).
+    """
+    dest = Path(dest)
+    folder = dest.parent
+    _make_folder(folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=suffix, dir=folder)
     except OSError as exc:
         raise LtpaError(f"cannot write in output folder {str(folder)!r}: {exc.strerror}") from exc
     os.close(fd)
@@ -99,6 +177,8 @@ def atomic_path(dest, suffix=""):
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644 & ~_umask())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, dest)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -111,9 +191,9 @@ def atomic_path(dest, suffix=""):
 
 
 @contextlib.contextmanager
-def atomic_open(dest, mode="wb"):
+def atomic_open(dest, mode="wb", before_rename=None):
     """Open a temp file beside ``dest`` for writing; rename it onto ``dest`` on success."""
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, before_rename=before_rename) as tmp:
         with open(tmp, mode) as fh:
             yield fh
 

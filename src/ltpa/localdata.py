@@ -30,7 +30,6 @@ class LabelRecord:
     numpy_path: Path
     volume_path: Path | None  # volume_path, or its old name qsdr_volume_path
     graphml_path: Path | None
-    raw: dict
     labels_path: Path | None = None  # region list from a label table instead of graphml
     b0_volume_path: Path | None = None  # atlas in b0 space: volume_path is made from it
 
@@ -54,7 +53,6 @@ class ScanRecord:
     pkl_trk_path: Path | None
     labels: list = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
-    raw: dict = field(default_factory=dict)
     fib_file: Path | None = None
     reference_volume: Path | None = None
     scalars: list = field(default_factory=list)
@@ -151,15 +149,28 @@ def _resolve(value, root: Path) -> Path | None:
 def load_local_data(path, data_root=None) -> list[ScanRecord]:
     """Read, validate and resolve local_data.json; raises LtpaError listing every problem."""
     path = Path(path).resolve()
+    scans, problems = read_records(path, data_root)
+    if problems:
+        raise LtpaError(problem_text(path, problems))
+    return scans
+
+
+def read_records(path, data_root=None) -> tuple[list[ScanRecord], list[str]]:
+    """The scan records of a local_data.json and every problem found in it (schema, records).
+
+    Only an unreadable file, or a top level that is not a list of scans, raises: anything
+    else is returned as a problem, with as many records as could be made, so that the
+    caller can add the study-wide checks to one report.
+    """
+    path = Path(path).resolve()
     data = read_json(path)
     problems = validate(data, source=str(path))
     if not isinstance(data, list) or not data:
-        raise LtpaError(_problem_text(path, problems))
+        raise LtpaError(problem_text(path, problems))
     # the checks below run on whatever parts are well-typed, so one report has everything
     root = Path(data_root).resolve() if data_root else path.parent
     scans = []
     seen_ids = {}
-    outputs = {}
     for idx, raw in enumerate(data):
         if not isinstance(raw, dict):
             continue
@@ -173,16 +184,13 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
             pkl_path=_resolve(raw.get("pkl_path"), root),
             pkl_trk_path=_resolve(raw.get("pkl_trk_path"), root),
             metadata={k: v for k, v in raw.items() if k not in NOT_METADATA},
-            raw=raw,
             fib_file=_resolve(raw.get("fib_file"), root),
             reference_volume=_resolve(raw.get("reference_volume"), root),
         )
-        if not isinstance(scan_id, str):
-            pass
-        elif scan_id in seen_ids:
+        if isinstance(scan_id, str) and scan_id in seen_ids:
             problems.append(f"{rec.where('scan_id')}: duplicate of scan #{seen_ids[scan_id]}; "
                             f"scan_id must be unique")
-        else:
+        elif isinstance(scan_id, str):
             seen_ids[scan_id] = idx
         labels = raw.get("track_labels") if isinstance(raw.get("track_labels"), list) else []
         for pos, lab in enumerate(labels):
@@ -212,7 +220,7 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
                 problems.append(f"{rec.where('fib_file')}: is required to map "
                                 f"{fld}.b0_volume_path {str(b0)!r} to QSDR space")
             rec.labels.append(LabelRecord(pos, lab.get("name"), lab.get("parameters"), npy, vol,
-                                          gml, lab, labels_path=table, b0_volume_path=b0))
+                                          gml, labels_path=table, b0_volume_path=b0))
         scalars = raw.get("track_scalars") if isinstance(raw.get("track_scalars"), list) else []
         for pos, sc in enumerate(scalars):
             if not isinstance(sc, dict):
@@ -222,11 +230,8 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
                 continue
             rec.scalars.append(ScalarRecord(pos, sc.get("name"), _resolve(sc.get("txt_path"), root),
                                             npy))
-        # every output path once in the whole study, and never one of its own inputs
-        outs = [("pkl_path", rec.pkl_path), ("pkl_trk_path", rec.pkl_trk_path)]
-        outs += [(f"track_labels[{lab.position}].numpy_path", lab.numpy_path) for lab in rec.labels]
-        outs += [(f"track_scalars[{sc.position}].numpy_path", sc.numpy_path) for sc in rec.scalars]
-        mapped = {}  # volume_path made from a b0 atlas: one job even if several entries share it
+        # a volume_path made from a b0 atlas: one job even if several entries share it
+        mapped = {}
         for lab in rec.labels:
             if lab.b0_volume_path is None or lab.volume_path is None:
                 continue
@@ -235,28 +240,10 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
                 problems.append(f"{rec.where(f'track_labels[{lab.position}].volume_path')}: "
                                 f"{str(lab.volume_path)!r} would be made from two different b0 "
                                 f"atlases ({str(first)!r} and {str(lab.b0_volume_path)!r})")
-        outs += [("track_labels[].volume_path", vol) for vol in mapped]
-        ins = {rec.trk_file, rec.fib_file} | {lab.graphml_path for lab in rec.labels} | {
-            lab.b0_volume_path for lab in rec.labels} | {sc.txt_path for sc in rec.scalars}
-        ins |= {lab.volume_path for lab in rec.labels if lab.b0_volume_path is None}
-        for fld, out in outs:
-            if out is None:
-                continue
-            key = str(out)
-            if key in outputs:
-                other = outputs[key]
-                problems.append(f"{rec.where(fld)}: output {key!r} is also written by {other}; "
-                                f"two entries cannot write the same file")
-            else:
-                outputs[key] = rec.where(fld)
-            if out in ins:
-                problems.append(f"{rec.where(fld)}: output {key!r} is also one of this scan's inputs")
         scans.append(rec)
-    if problems:
-        raise LtpaError(_problem_text(path, problems))
-    return scans
+    return scans, problems
 
 
-def _problem_text(path, problems) -> str:
+def problem_text(path, problems) -> str:
     head = f"local_data file {str(path)!r}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
     return "\n".join([head] + [f"  - {p}" for p in problems])

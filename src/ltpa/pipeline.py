@@ -1,12 +1,15 @@
-"""The steps, end to end: what the command line and the workflow scripts call.
+"""The steps, end to end, and the one runner that every job goes through.
 
-Each function reads its inputs, runs one kernel and writes its outputs
-atomically, with a JSON sidecar recording what the output was built from.
+``run(spec)`` holds the output's lock for the whole job, records each input's identity at the
+start, runs the step, and lets the output replace the old one only if every input is still
+the file it started from (``InputWatch.check``, called just before the rename); then it
+writes the output's sidecar (``ltpa.sidecar``). Errors get their scan/atlas/field context
+here, once. The command line, the workflow and the tests all call ``run`` (or the thin
+``index_scan``/``label_scan``/... wrappers below, which build a spec).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -14,237 +17,299 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .dataset import TrackDataset, VoxelIndex, save_track_dataset
+from . import __version__, sidecar
 from .errors import LtpaError
-from .grids import key_map_for
-from .index import build_index
-from .io import atomic_open
-from .labels import label_streamlines, label_trk_body, load_atlas, regions_from_graphml
-from .regions import regions_from_table
-from .scalars import average_track_scalars
-from .formats import kind_of, open_streamlines
-from .trk import open_trk_body
-from .trkwrite import key_grid_header, write_key_trk
+from .io import atomic_open, output_lock
+from .spec import JobSpec
+from .trk import describe_change, identity_of
 
 log = logging.getLogger("ltpa")
 
 
-def _progress(what):
+def progress_logger(what):
+    """A ``progress(done, total)`` callback that logs at most every 5 s."""
     last = [0.0]
 
     def report(done, total):
         now = time.monotonic()
         if now - last[0] > 5 or done == total:
             last[0] = now
-            log.info("%s: %d / %d streamlines (%.0f%%)", what, done, total,
-                     100.0 * done / max(total, 1))
+            log.info("%s: %.0f%%", what, 100.0 * done / max(total, 1))
     return report
 
 
-def sidecar_path(output) -> Path:
-    return Path(str(output) + ".json")
+# --------------------------------------------------------------------------- the runner
 
 
-def write_sidecar(output, content: dict) -> None:
-    """Write ``<output>.json`` atomically: what the output was built from, and how."""
-    body = {"ltpa_version": __version__, "output": str(Path(output).resolve()), **content}
-    with atomic_open(sidecar_path(output), "w") as fh:
-        json.dump(body, fh, indent=2, sort_keys=True, default=_json_default)
-        fh.write("\n")
+class InputWatch:
+    """The identity of every input file at the start of a job, checked again before a rename."""
+
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
+        self.at_start = {}
+        self.data = {}
+        for fld, path in spec.inputs.items():
+            if path is None:
+                continue
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                raise LtpaError(f"file {str(path)!r} does not exist") from None
+            except OSError as exc:
+                raise LtpaError(f"file {str(path)!r} cannot be read: {exc.strerror}") from None
+            self.at_start[fld] = identity_of(st)
+
+    def check(self) -> None:
+        for fld, before in self.at_start.items():
+            path = self.spec.inputs[fld]
+            try:
+                now = identity_of(os.stat(path))
+            except OSError:
+                now = None
+            if now != before:
+                raise LtpaError(
+                    f"file {str(path)!r} {describe_change(before, now)} while the job ran; "
+                    f"nothing was written: run again once the file is stable")
+
+    def records(self, output) -> dict:
+        """The sidecar's record of each input, as it was at the start (content hash if small)."""
+        folder = os.path.dirname(os.path.abspath(output))
+        out = {}
+        for fld, ident in self.at_start.items():
+            path = os.path.abspath(self.spec.inputs[fld])
+            rec = {"path": path, "relpath": os.path.relpath(path, folder), "size": ident.size,
+                   "mtime_ns": ident.mtime_ns}
+            if ident.size <= sidecar.HASH_MAX_BYTES:
+                digest = sidecar.sha256_of(path)
+                if digest is not None:
+                    rec["sha256"] = digest
+            out[fld] = rec
+        return out
 
 
-def read_sidecar(output):
-    """The sidecar of ``output`` as a dict, or None when there is none (or it is unreadable)."""
-    try:
-        with open(sidecar_path(output)) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
+def check_output_path(spec: JobSpec) -> None:
+    """Refuse an output that is one of the job's inputs, a folder or a symlink."""
+    out = spec.output
+    real = os.path.realpath(out)
+    side = os.path.realpath(str(sidecar.path_of(out)))
+    for fld, path in spec.inputs.items():
+        if path is None:
+            continue
+        rp = os.path.realpath(path)
+        if rp == real:
+            raise LtpaError(f"output {out!r} is the job's input {fld} {path!r}; refusing to "
+                            f"overwrite an input")
+        if spec.sidecar and rp == side:
+            raise LtpaError(f"the sidecar of output {out!r} would overwrite the job's input {fld} "
+                            f"{path!r}")
+    if os.path.islink(out):
+        raise LtpaError(f"output {out!r} is a symbolic link; refusing to write through it "
+                        f"(give the real path)")
+    if os.path.isdir(out):
+        raise LtpaError(f"output {out!r} is an existing folder, not a file")
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(type(obj).__name__)
+class _ScanPrefix(logging.Filter):
+    """Warnings logged during a job start with the job's scan (and atlas)."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        if record.levelno >= logging.WARNING and self.prefix and \
+                not str(record.msg).startswith(self.prefix):
+            record.msg = f"{self.prefix}: {record.msg}"
+        return True
 
 
-def _key_map(trk, trk_path, space, legacy_dsi2_mni_offset, ctx):
-    """The native -> key map of ``trk`` for its declared space (errors name scan and file)."""
-    where = f"file {str(trk_path)!r}"
-    return key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order,
-                       legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
-                       context=f"{ctx}, {where}" if ctx else where)
-
-
-def _context(scan_id):
-    return f"scan {scan_id!r}" if scan_id is not None else ""
-
-
-def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
-               scan_id=None, properties=None, trk_out=None, sidecar=True,
-               reference_volume=None) -> dict:
-    """Hash ``trk_path`` into a TrackDataset pickled at ``out_pkl`` (and a key-grid .trk)."""
+def run(spec: JobSpec) -> dict:
+    """Make ``spec.output`` (and its sidecar); returns the step's statistics."""
     t0 = time.perf_counter()
-    ctx = _context(scan_id)
-    trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
-    key_map = _key_map(trk, trk_path, space, legacy_dsi2_mni_offset, ctx)
-    log.info("%s: %d streamlines, %d points, grid %s %s", trk_path, trk.n_streamlines,
-             trk.n_points, "x".join(map(str, trk.dim)), trk.voxel_order)
-    _check_index_fits(key_map.grid.dim, trk_path, ctx)
+    prefix = _ScanPrefix(spec.where())
+    log.addFilter(prefix)
     try:
-        csr = build_index(trk, key_map, progress=_progress("hashing"))
-    except MemoryError:
-        raise LtpaError(
-            f"{ctx + ', ' if ctx else ''}file {str(trk_path)!r}: not enough memory to index "
-            f"{trk.n_streamlines} streamlines ({trk.n_points} points) in the "
-            f"{'x'.join(map(str, key_map.grid.dim))} key grid"
-        ) from None
-    t_index = time.perf_counter() - t0
-    stats = {
-        "n_streamlines": trk.n_streamlines,
-        "n_points": trk.n_points,
-        "n_voxels": int(csr.voxels.shape[0]),
-        "n_points_outside_grid": int(csr.n_outside),
-        "seconds_read_and_index": round(t_index, 3),
-    }
-    if csr.n_outside:
-        log.warning("%d of %d points fall outside the %s key grid and are left out of the index",
-                    csr.n_outside, trk.n_points, "x".join(map(str, key_map.grid.dim)))
-    build = {
-        "ltpa_version": __version__,
-        "space": space,
-        "legacy_dsi2_mni_offset": bool(legacy_dsi2_mni_offset),
-        "trk_file": str(Path(trk_path).resolve()),
-        "key_map": {"sign": list(key_map.sign), "shift": list(key_map.shift)},
-        **stats,
-    }
-    if out_pkl is not None:
-        dataset = TrackDataset(
-            scan_id=scan_id,
-            properties=dict(properties or {}),
-            header=key_grid_header(trk, key_map, trk.n_streamlines),
-            index=VoxelIndex(csr.dim, csr.voxels, csr.indptr, csr.ids),
-            words=trk.words,
-            starts=trk.starts,
-            counts=trk.counts,
-            stride=trk.stride,
-            mm_sign=key_map.mm_sign,
-            mm_shift=key_map.mm_shift,
-            space=space,
-            build=build,
-        )
-        save_track_dataset(dataset, out_pkl)
-        if sidecar:
-            write_sidecar(out_pkl, {"kind": "track_dataset", "scan_id": scan_id,
-                                    "inputs": {"trk_file": build["trk_file"]}, "build": build,
-                                    # what `ltpa status` compares with the JSON's metadata
-                                    "properties": dict(properties or {})})
-        log.info("wrote %s (%d voxels) in %.2f s", out_pkl, stats["n_voxels"],
-                 time.perf_counter() - t0)
-    if trk_out is not None:
-        write_key_trk(trk, key_map, trk_out)
-        log.info("wrote %s", trk_out)
+        return _run(spec, t0)
+    finally:
+        log.removeFilter(prefix)
+
+
+def _run(spec: JobSpec, t0) -> dict:
+    try:
+        check_output_path(spec)
+        with output_lock(spec.output):
+            watch = InputWatch(spec)
+            stats = STEPS[spec.step](spec, watch)
+            if spec.sidecar:
+                extra = stats.pop("_sidecar", {})
+                sidecar.write(spec.output, spec.kind, inputs=watch.records(spec.output),
+                              params=spec.params(), scan_id=spec.scan_id, atlas=spec.atlas,
+                              stats=stats, **extra)
+            else:
+                stats.pop("_sidecar", None)
+    except LtpaError as exc:
+        raise exc.in_context(spec.where(str(exc))) from exc.__cause__
+    log.info("wrote %s in %.2f s", spec.output, time.perf_counter() - t0)
     return stats
 
 
-# bytes per key-grid voxel that build_index allocates (last id int32, count and slot int64)
-INDEX_BYTES_PER_VOXEL = 20
+# --------------------------------------------------------------------------- opening streamlines
 
 
-def _check_index_fits(dim, trk_path, ctx) -> None:
+class _Streamlines:
+    """The job's streamline file as an open ``TrkFile`` (converted first if not a .trk)."""
+
+    def __init__(self, spec: JobSpec):
+        import contextlib
+
+        from .formats import as_trk, kind_of
+        from .grids import grid_for
+        from .trk import TrkFile
+
+        self._stack = contextlib.ExitStack()
+        path = spec.inputs["trk_file"]
+        grid = None
+        if kind_of(path) in (".tck", ".trx"):
+            grid = grid_for(spec.space, spec.inputs.get("reference_volume"))
+        try:
+            self.path = self._stack.enter_context(as_trk(path, grid))
+            self.trk = self._stack.enter_context(TrkFile(self.path))
+        except BaseException:
+            self._stack.close()
+            raise
+        self.source = path
+
+    def __enter__(self):
+        return self.trk
+
+    def __exit__(self, *exc):
+        self._stack.close()
+
+
+def _key_map(trk, spec: JobSpec):
+    from .grids import key_map_for
+
+    return key_map_for(spec.space, trk.dim, trk.voxel_size, trk.voxel_order,
+                       legacy_dsi2_mni_offset=spec.legacy_dsi2_mni_offset,
+                       where=f"file {str(spec.inputs['trk_file'])!r}")
+
+
+def _unchanged(trk, watch):
+    def check():
+        trk.check_unchanged("the job ran")
+        watch.check()
+    return check
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def step_index(spec: JobSpec, watch: InputWatch) -> dict:
+    from .dataset import TrackDataset, VoxelIndex, save_track_dataset
+    from .index import INDEX_BYTES_PER_VOXEL, build_index
+    from .trkwrite import key_grid_header
+
+    t0 = time.perf_counter()
+    with _Streamlines(spec) as trk:
+        key_map = _key_map(trk, spec)
+        _check_index_fits(key_map.grid.dim, INDEX_BYTES_PER_VOXEL, spec)
+        try:
+            csr = build_index(trk, key_map, progress=progress_logger("hashing"))
+        except MemoryError:
+            raise LtpaError(f"file {str(spec.inputs['trk_file'])!r}: not enough memory to index "
+                            f"it in the {'x'.join(map(str, key_map.grid.dim))} key grid") from None
+        log.info("%s: %d streamlines, %d points, grid %s %s", spec.inputs["trk_file"],
+                 csr.n_streamlines, csr.n_points, "x".join(map(str, trk.dim)), trk.voxel_order)
+        if csr.n_outside:
+            log.warning("%d of %d points fall outside the %s key grid and are left out of the "
+                        "index", csr.n_outside, csr.n_points,
+                        "x".join(map(str, key_map.grid.dim)))
+        stats = {
+            "n_streamlines": csr.n_streamlines,
+            "n_points": csr.n_points,
+            "n_voxels": int(csr.voxels.shape[0]),
+            "n_points_outside_grid": int(csr.n_outside),
+            "seconds_read_and_index": round(time.perf_counter() - t0, 3),
+        }
+        build = {"ltpa_version": __version__, "space": spec.space,
+                 "legacy_dsi2_mni_offset": bool(spec.legacy_dsi2_mni_offset),
+                 "trk_file": str(Path(spec.inputs["trk_file"]).resolve()),
+                 "key_map": {"sign": list(key_map.sign), "shift": list(key_map.shift)}, **stats}
+        dataset = TrackDataset(
+            scan_id=spec.scan_id, properties=dict(spec.properties or {}),
+            header=key_grid_header(trk, key_map, csr.n_streamlines),
+            index=VoxelIndex(csr.dim, csr.voxels, csr.indptr, csr.ids),
+            words=trk.body_array(), counts=csr.counts, stride=trk.stride,
+            n_properties=trk.n_properties, mm_sign=key_map.mm_sign, mm_shift=key_map.mm_shift,
+            space=spec.space, build=build)
+        save_track_dataset(dataset, spec.output, body_fd=trk.fd,
+                           before_rename=_unchanged(trk, watch))
+    stats["_sidecar"] = {"build": build}
+    return stats
+
+
+def _check_index_fits(dim, bytes_per_voxel, spec) -> None:
     """A header grid whose per-voxel arrays exceed this machine's memory: a clear error, not OOM."""
     n_vox = 1
     for d in dim:
         n_vox *= int(d)
-    need = INDEX_BYTES_PER_VOXEL * n_vox
+    need = bytes_per_voxel * n_vox
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return
     if need > have:
         raise LtpaError(
-            f"{ctx + ', ' if ctx else ''}file {str(trk_path)!r}: the key grid "
-            f"{'x'.join(map(str, dim))} ({n_vox} voxels) needs {need / 2**30:.1f} GiB for the "
-            f"index, more than this machine's {have / 2**30:.1f} GiB; is the header's dim right?"
-        )
+            f"file {str(spec.inputs['trk_file'])!r}: the key grid {'x'.join(map(str, dim))} "
+            f"({n_vox} voxels) needs {need / 2**30:.1f} GiB for the index, more than this "
+            f"machine's {have / 2**30:.1f} GiB; is the header's dim right?")
 
 
-def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=False,
-                   scan_id=None, reference_volume=None) -> dict:
-    """Write the streamlines of ``trk_path`` in the key grid (pkl_trk_path)."""
-    ctx = _context(scan_id)
-    trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
-    key_map = _key_map(trk, trk_path, space, legacy_dsi2_mni_offset, ctx)
-    write_key_trk(trk, key_map, out_trk)
-    write_sidecar(out_trk, {"kind": "key_trk", "scan_id": scan_id,
-                            "inputs": {"trk_file": str(Path(trk_path).resolve())},
-                            "build": {"space": space,
-                                      "legacy_dsi2_mni_offset": bool(legacy_dsi2_mni_offset),
-                                      "n_streamlines": trk.n_streamlines}})
-    log.info("wrote %s: %d streamlines in the %s key grid", out_trk, trk.n_streamlines, space)
-    return {"n_streamlines": trk.n_streamlines}
+def step_export(spec: JobSpec, watch: InputWatch) -> dict:
+    from .trkwrite import write_key_trk
+
+    with _Streamlines(spec) as trk:
+        key_map = _key_map(trk, spec)
+        n = write_key_trk(trk, key_map, spec.output, before_rename=_unchanged(trk, watch))
+    log.info("%d streamlines in the %s key grid", n, spec.space)
+    return {"n_streamlines": n}
 
 
-def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=None, start=1,
-               scan_id=None, atlas_key=None, sidecar=True, space="qsdr",
-               reference_volume=None) -> dict:
-    """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``."""
+def step_label(spec: JobSpec, watch: InputWatch) -> dict:
+    from .labels import label_trk, load_atlas
+    from .regions import regions_from_graphml, regions_from_table
+
     t0 = time.perf_counter()
-    ctx = _context(scan_id)
-    # a native-order .trk is walked and labeled in one sweep (label_trk_body); anything else
-    # (other formats, .trk.gz, big-endian) is opened first and labeled in a second pass
-    body = None
-    if kind_of(trk_path) == ".trk":
-        body = open_trk_body(trk_path)  # header errors, as open_streamlines raises them
-        if not body.native:
-            body = None
-    if body is None:
-        trk = open_streamlines(trk_path, space, reference_volume, context=ctx)
-        dim = trk.dim
-    else:
-        dim = body.dim
-    try:
-        atlas = load_atlas(atlas_path, expected_dim=dim, context=ctx)
-        if graphml_path:
-            regions = regions_from_graphml(graphml_path, context=ctx)
+    if spec.start not in (0, 1):
+        raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {spec.start!r}")
+    with _Streamlines(spec) as trk:
+        atlas = load_atlas(spec.inputs["volume_path"], expected_dim=trk.dim)
+        if spec.inputs.get("graphml_path"):
+            regions = regions_from_graphml(spec.inputs["graphml_path"])
             source = "graphml"
-        elif labels_path:
-            regions = regions_from_table(labels_path, context=ctx)
+        elif spec.inputs.get("labels_path"):
+            regions = regions_from_table(spec.inputs["labels_path"])
             source = "labels_path"
         else:
             regions = atlas.labels
             source = "atlas"
-            log.warning("%sno graphml_path: the region list is this atlas's own labels (%d); "
+            log.warning("no graphml_path: the region list is this atlas's own labels (%d); "
                         "connection ids are comparable across scans only if every scan's atlas "
-                        "has the same labels", f"{ctx}: " if ctx else "", regions.shape[0])
-        if body is not None and start not in (0, 1):  # label_streamlines' check, up front
-            raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {start!r}")
-    except LtpaError:
-        if body is not None:
-            # errors in the trk's records come first, as when it was opened before the atlas
-            open_streamlines(trk_path, space, reference_volume, context=ctx)
-        raise
-    if body is None:
-        result = label_streamlines(trk, atlas, regions, start=start, progress=_progress("labeling"))
-        n = trk.n_streamlines
-    else:
-        result, n = label_trk_body(body, atlas, regions, start=start,
-                                   progress=_progress("labeling"))
-    if result.unknown_labels.size:
-        log.warning("atlas labels not in the region list, treated as background: %s",
-                    ", ".join(str(int(v)) for v in result.unknown_labels))
-    with atomic_open(out_npy, "wb") as fh:
-        np.save(fh, result.ids)
+                        "has the same labels", regions.shape[0])
+        result = label_trk(trk, atlas, regions, start=spec.start,
+                           progress=progress_logger("labeling"))
+        if result.unknown_labels.size:
+            log.warning("atlas labels not in the region list, treated as background: %s",
+                        ", ".join(str(int(v)) for v in result.unknown_labels))
+        with atomic_open(spec.output, "wb", before_rename=_unchanged(trk, watch)) as fh:
+            np.save(fh, result.ids)
+    n = int(result.ids.shape[0])
     unlabeled = int(np.count_nonzero(result.ids == 0))
     share = unlabeled / n if n else 0.0
     log.info("%d of %d streamlines (%.1f%%) have connection id 0 (fewer than two labeled points)",
              unlabeled, n, 100.0 * share)
-    stats = {
+    regions = result.regions
+    return {
         "n_streamlines": n,
         "n_unlabeled": unlabeled,
         "share_unlabeled": round(share, 6),
@@ -253,30 +318,108 @@ def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=
         "labels_not_in_region_list": [int(v) for v in result.unknown_labels],
         "n_points_outside_grid": int(result.n_points_outside),
         "seconds": round(time.perf_counter() - t0, 3),
-    }
-    if sidecar:
-        write_sidecar(out_npy, {
-            "kind": "connection_ids",
-            "scan_id": scan_id,
-            "atlas": atlas_key,
+        "_sidecar": {
             "region_ids": [int(v) for v in regions],
-            "connection_ids_start_at": int(start),
+            "connection_ids_start_at": int(spec.start),
             "numbering": "position of (min(a,b), max(a,b)) in np.triu_indices(len(region_ids)) "
                          "+ connection_ids_start_at; 0 = fewer than two labeled points",
-            "inputs": {
-                "trk_file": str(Path(trk_path).resolve()),
-                "volume_path": str(Path(atlas_path).resolve()),
-                "graphml_path": str(Path(graphml_path).resolve()) if graphml_path else None,
-                "labels_path": str(Path(labels_path).resolve()) if labels_path else None,
-            },
-            "stats": stats,
-        })
+        },
+    }
+
+
+def step_map_b0(spec: JobSpec, watch: InputWatch) -> dict:
+    from .b0map import map_b0_atlas
+
+    return map_b0_atlas(spec.inputs["fib_file"], spec.inputs["b0_volume_path"], spec.output,
+                        before_rename=watch.check)
+
+
+def step_scalars(spec: JobSpec, watch: InputWatch) -> dict:
+    from .scalars import average_track_scalars
+
+    with _Streamlines(spec) as trk:
+        n = trk.walk().n_streamlines
+        return average_track_scalars(spec.inputs["txt_path"], n, spec.output,
+                                     trk_path=spec.inputs["trk_file"],
+                                     before_rename=_unchanged(trk, watch))
+
+
+STEPS = {"index": step_index, "export": step_export, "label": step_label,
+         "map_b0": step_map_b0, "scalars": step_scalars}
+
+
+# --------------------------------------------------------------------------- thin wrappers
+
+
+def _abs(path):
+    return None if path is None else os.path.abspath(str(path))
+
+
+def _inputs(**kw):
+    return {k: _abs(v) for k, v in kw.items() if v is not None}
+
+
+def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False, scan_id=None,
+               properties=None, trk_out=None, sidecar=True, reference_volume=None) -> dict:
+    """Hash ``trk_path`` into a TrackDataset pickled at ``out_pkl`` (and a key-grid .trk)."""
+    inputs = _inputs(trk_file=trk_path, reference_volume=reference_volume)
+    stats = {}
+    if out_pkl is not None:
+        stats = run(JobSpec("index", _abs(out_pkl), inputs, scan_id=scan_id, space=space,
+                            legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
+                            properties=dict(properties or {}), sidecar=sidecar))
+    if trk_out is not None:
+        run(JobSpec("export", _abs(trk_out), inputs, scan_id=scan_id, space=space,
+                    legacy_dsi2_mni_offset=legacy_dsi2_mni_offset, sidecar=sidecar))
     return stats
+
+
+def index_only(trk_path, *, space="qsdr", legacy_dsi2_mni_offset=False,
+               reference_volume=None) -> dict:
+    """Read and hash without writing anything (``ltpa index --no-write``, for timing)."""
+    from .index import build_index
+
+    spec = JobSpec("index", "/dev/null", _inputs(trk_file=trk_path,
+                                                  reference_volume=reference_volume),
+                   space=space, legacy_dsi2_mni_offset=legacy_dsi2_mni_offset)
+    try:
+        with _Streamlines(spec) as trk:
+            csr = build_index(trk, _key_map(trk, spec))
+    except LtpaError as exc:
+        raise exc.in_context(spec.where(str(exc))) from None
+    return {"n_streamlines": csr.n_streamlines, "n_voxels": int(csr.voxels.shape[0])}
+
+
+def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=False,
+                   scan_id=None, reference_volume=None) -> dict:
+    return run(JobSpec("export", _abs(out_trk), _inputs(trk_file=trk_path,
+                                                        reference_volume=reference_volume),
+                       scan_id=scan_id, space=space,
+                       legacy_dsi2_mni_offset=legacy_dsi2_mni_offset))
+
+
+def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=None, start=1,
+               scan_id=None, atlas_key=None, sidecar=True, space="qsdr",
+               reference_volume=None) -> dict:
+    """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``."""
+    return run(JobSpec("label", _abs(out_npy),
+                       _inputs(trk_file=trk_path, volume_path=atlas_path,
+                               graphml_path=graphml_path, labels_path=labels_path,
+                               reference_volume=reference_volume),
+                       scan_id=scan_id, atlas=atlas_key, space=space, start=start,
+                       sidecar=sidecar))
 
 
 def scalars_scan(txt_path, trk_path, out_npy, *, scan_id=None, space="qsdr",
                  reference_volume=None) -> dict:
-    """Mean per streamline of DSI Studio's per-streamline scalar export."""
-    trk = open_streamlines(trk_path, space, reference_volume, context=_context(scan_id))
-    return average_track_scalars(txt_path, trk.n_streamlines, out_npy, context=_context(scan_id),
-                                 trk_path=trk_path)
+    return run(JobSpec("scalars", _abs(out_npy),
+                       _inputs(txt_path=txt_path, trk_file=trk_path,
+                               reference_volume=reference_volume),
+                       scan_id=scan_id, space=space))
+
+
+def map_b0_scan(fib_path, b0_path, out_path, *, scan_id=None) -> dict:
+    return run(JobSpec("map_b0", _abs(out_path), _inputs(fib_file=fib_path,
+                                                         b0_volume_path=b0_path),
+                       scan_id=scan_id))
+

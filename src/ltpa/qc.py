@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_open
-from .pipeline import read_sidecar
+from .sidecar import read as _read_sidecar
 
 log = logging.getLogger("ltpa")
 
@@ -31,6 +31,14 @@ QC_COLUMNS = [
 
 
 # ---------------------------------------------------------------- connection ids
+
+def _sidecar_or_empty(output) -> dict:
+    """A valid sidecar of ``output``, or None with a warning naming why (QC goes on)."""
+    body, why = _read_sidecar(output)
+    if body is None and why != "it has no sidecar":
+        log.warning("%s: %s; its QC values from the sidecar are left empty", output, why)
+    return body
+
 
 def decode_pairs(ids: np.ndarray, n_regions: int, start: int = 1):
     """(a, b) positions in the region list of every labeled streamline's connection id.
@@ -69,18 +77,21 @@ def regions_reached(ids: np.ndarray, region_ids, start: int = 1) -> np.ndarray:
 # ---------------------------------------------------------------- lengths
 
 def streamline_lengths(trk, progress=None) -> np.ndarray:
-    """Length in mm of every streamline of an open ``ltpa.trk.Trk`` (sum of point distances)."""
-    out = np.zeros(trk.n_streamlines, dtype=np.float64)
-    for s0, pts, counts in trk.iter_chunks():
-        if pts.shape[0]:
-            seg = np.linalg.norm(np.diff(pts.astype(np.float64), axis=0), axis=1)
-            along = np.concatenate([[0.0], np.cumsum(seg)])  # path length from the chunk's 1st point
-            first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            last = first + np.maximum(counts, 1) - 1
-            out[s0:s0 + counts.shape[0]] = np.where(counts > 0, along[last] - along[first], 0.0)
-        if progress is not None:
-            progress(s0 + counts.shape[0], trk.n_streamlines)
-    return out
+    """Length in mm (sum of point distances) of every streamline of an open ``TrkFile``."""
+    from .index import not_finite
+    from .kernels import length_range
+
+    parts = []
+
+    def measure(r):
+        out = np.zeros(r.n, dtype=np.float64)
+        bad = length_range(r.words, r.starts, r.counts, r.n, trk.stride, out)
+        if bad >= 0:
+            raise not_finite(trk.path, r.s0 + bad)
+        parts.append(out)
+
+    trk.walk(measure, progress=progress)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
 
 
 def length_histogram(lengths: np.ndarray, width: float = LENGTH_BIN_MM) -> list[dict]:
@@ -128,25 +139,24 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1):
     region list and the labeling's statistics, the pkl's sidecar the points
     outside the key grid.
     """
-    from .trk import open_trk
+    from .errors import LtpaError
+    from .pipeline import progress_logger
+    from .trk import TrkFile
 
     lengths = None
     if trk_file and Path(trk_file).exists():
-        from .pipeline import _progress
-
         try:
-            trk = open_trk(trk_file)
-        except Exception as exc:  # e.g. a .tck/.trx: the lengths are left out, not the QC
+            with TrkFile(trk_file) as trk:
+                log.info("%s: measuring streamline lengths", trk_file)
+                lengths = streamline_lengths(trk, progress=progress_logger("lengths"))
+        except LtpaError as exc:  # e.g. a .tck/.trx: the lengths are left out, not the QC
             log.warning("scan %r: cannot measure streamline lengths from %s (%s); the length "
                         "median is left empty", scan_id, trk_file, exc)
-        else:
-            log.info("%s: measuring %d streamlines", trk_file, trk.n_streamlines)
-            lengths = streamline_lengths(trk, progress=_progress("lengths"))
     elif trk_file:
         log.warning("scan %r: trk %s is not on disk; the length median is left empty",
                     scan_id, trk_file)
     median = float(np.median(lengths)) if lengths is not None and lengths.size else None
-    pkl_build = ((read_sidecar(pkl_path) or {}).get("build") or {}) if pkl_path else {}
+    pkl_build = ((_sidecar_or_empty(pkl_path) or {}).get("build") or {}) if pkl_path else {}
     common = {
         "scan_id": scan_id,
         "n_points": pkl_build.get("n_points"),
@@ -159,7 +169,7 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1):
         common["n_streamlines"] = pkl_build["n_streamlines"]
     rows = []
     for atlas, npy in atlases:
-        side = read_sidecar(npy) or {}
+        side = _sidecar_or_empty(npy) or {}
         stats = side.get("stats") or {}
         ids = np.load(npy)
         region_ids = side.get("region_ids")

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .pipeline import read_sidecar
+from .sidecar import read as _read_sidecar
 from .qc import connection_matrix, read_tsv
 
 log = logging.getLogger("ltpa")
@@ -64,7 +64,7 @@ def plot_connectivity(atlas, items, report_scan, out_png) -> None:
     plt = _plt()
     loaded = []
     for scan_id, group, npy in items:
-        side = read_sidecar(npy) or {}
+        side = _read_sidecar(npy)[0] or {}
         regions = side.get("region_ids")
         if regions is None:
             log.warning("%s: no sidecar with the region list; left out of the plot", npy)

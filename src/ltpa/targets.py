@@ -10,7 +10,6 @@ path, so a pattern matches exactly the known outputs of its rule, and the
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,10 @@ RULE_SCALARS = "average_track_scalars"
 # rules whose outputs are keyed by scan and a second name (the atlas or scalar's key)
 KEYED_RULES = (RULE_LABEL, RULE_MAP_B0, RULE_SCALARS)
 SEPARATORS = "_-. "
+# fields of the scan itself (not of one of its track_labels / track_scalars entries)
+SCAN_FIELDS = ("trk_file", "fib_file", "reference_volume", "pkl_path", "pkl_trk_path")
+STEP_OF_RULE = {RULE_INDEX: "index", RULE_EXPORT: "export", RULE_LABEL: "label",
+                RULE_MAP_B0: "map_b0", RULE_SCALARS: "scalars"}
 
 
 @dataclass
@@ -38,11 +41,37 @@ class Target:
     wildcards: dict = field(default_factory=dict)
 
     @property
+    def output_field(self) -> str:
+        """The JSON field that names this output."""
+        if self.rule == RULE_INDEX:
+            return "pkl_path"
+        if self.rule == RULE_EXPORT:
+            return "pkl_trk_path"
+        if self.rule == RULE_MAP_B0:
+            return "volume_path"
+        return "numpy_path"
+
+    @property
     def atlas_key(self):
         return self.wildcards.get("atlas")
 
+    def spec(self, config: dict):
+        """The job that makes this target (``ltpa.spec.JobSpec``), under ``config``."""
+        from .spec import JobSpec
+
+        return JobSpec(
+            STEP_OF_RULE[self.rule], str(self.output),
+            {k: str(p) for k, p in self.inputs.items() if p is not None},
+            scan_id=self.scan.scan_id,
+            atlas=self.atlas_key if self.rule == RULE_LABEL else None,
+            space=self.scan.space,
+            legacy_dsi2_mni_offset=bool(config.get("legacy_dsi2_mni_offset", False)),
+            start=int(config.get("connection_ids_start_at", 1)),
+            properties=self.scan.metadata if self.rule == RULE_INDEX else None,
+        )
+
     def where(self, fld=None):
-        if fld in ("trk_file", "fib_file") or not fld:
+        if fld in SCAN_FIELDS or not fld:
             return self.scan.where(fld)
         if self.label is not None:
             fld = f"track_labels[{self.label.position}].{fld}"
@@ -130,55 +159,6 @@ def build_targets(scans: list[ScanRecord]) -> list[Target]:
         if not t.wildcards:
             t.wildcards = split_scan(str(t.output), t.scan.scan_id)
     return out
-
-
-OPTIONAL_INPUTS = ("graphml_path", "labels_path")
-
-
-def check_inputs(targets: list[Target], read_sidecar) -> tuple[list[Target], list[str], list[str]]:
-    """Split targets into (buildable-or-up-to-date, errors, warnings) by their inputs on disk.
-
-    A missing input is an error when the output must be built: it does not exist,
-    or its sidecar says it was built from another file than the JSON names now.
-    When the output exists and nothing says it was built from something else,
-    the target is left out (nothing can or need be done) with a warning.
-    """
-    keep, errors, warnings = [], [], []
-    produced = {t.output for t in targets}
-    for t in targets:
-        missing = []
-        for fld, p in t.inputs.items():
-            if p is None:
-                if fld not in OPTIONAL_INPUTS:
-                    missing.append((fld, None))
-            elif not p.exists() and p not in produced:
-                missing.append((fld, p))
-        if not missing:
-            keep.append(t)
-            continue
-        if not t.output.exists():
-            for fld, p in missing:
-                if p is None:
-                    errors.append(f"{t.where(fld)}: is required to build {str(t.output)!r}")
-                else:
-                    errors.append(f"{t.where(fld)}: file {str(p)!r} does not exist "
-                                  f"(needed to build {str(t.output)!r})")
-            continue
-        recorded = (read_sidecar(t.output) or {}).get("inputs") or {}
-        changed = False
-        for fld, p in missing:
-            before = recorded.get(fld)
-            if before is not None and p is not None and os.path.normpath(before) != str(p):
-                changed = True
-                errors.append(
-                    f"{t.where(fld)}: file {str(p)!r} does not exist, and the existing output "
-                    f"{str(t.output)!r} was built from {before!r}; it must be rebuilt from the "
-                    f"file the JSON names now")
-        if not changed:
-            names = ", ".join(f"{fld} {str(p)!r}" if p else f"{fld} (not given)" for fld, p in missing)
-            warnings.append(f"{t.where()}: {names} missing; keeping the existing output "
-                            f"{str(t.output)!r} as it is")
-    return keep, errors, warnings
 
 
 def pinned_alternation(targets: list[Target], rule: str) -> str:

@@ -1,24 +1,27 @@
-"""Reading TrackVis .trk files fast, with the voxmm values exactly as stored.
+"""Reading TrackVis .trk files: one open file, read a range at a time, voxmm exactly as stored.
 
-The header is decoded with nibabel's own header dtype; the body is memory-mapped
-and walked by its int32 point counts in a compiled loop (``ltpa.kernels``), so the
-points are never converted through RAS mm (float32 round trips move points across
-voxel boundaries) and never copied whole. The kernels read the mapped body in
-ranges of streamlines (``Trk.ranges``) and the pages of each finished range are
-released (``madvise(MADV_DONTNEED)``), so the mapped file never sits in the
-process's resident memory as a whole. ``Trk.iter_chunks`` hands out the points of
-a run of streamlines at a time as numpy arrays (for tests and small files).
+The header is decoded with nibabel's own header dtype. The body is never memory-mapped for
+reading: a range of it at a time (4 MB) is read with ``pread`` into one reused buffer, the
+whole records in it are found (``kernels.walk_range``) and handed to one action kernel
+while they are in cache (``TrkFile.walk``). So
+
+- every step reads the file once, through the one descriptor opened at the start (a job
+  never reopens its input by path), and a file replaced or cut while it is read gives a
+  clear ``LtpaError`` (a short read, or a changed identity), never a SIGBUS;
+- memory does not grow with the file: the buffer is 4 MB (a single record larger than
+  ``MAX_RECORD_BYTES`` is refused as corrupt); per streamline only what a step keeps
+  (its count, an id).
+
+Points are never converted through RAS mm (float32 round trips move points across voxel
+boundaries): a point's voxel is ``floor(voxmm / voxel_size)`` of the stored value.
 """
 
 from __future__ import annotations
 
-import gzip
-import logging
 import mmap
 import os
-import weakref
-import zlib
-from dataclasses import dataclass, field
+from collections import namedtuple
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,55 +29,26 @@ from nibabel.streamlines.trk import header_2_dtype
 
 from .errors import LtpaError
 
-log = logging.getLogger(__name__)
-
 HEADER_SIZE = 1000
-DEFAULT_CHUNK_POINTS = 4_000_000
-# words (4 bytes) per range handed to a kernel before its pages are released: 32 MB
-RANGE_WORDS = 8 << 20
-# first guess of the streamline count when the header's n_count is 0 (grown by doubling)
-INITIAL_COUNTS = 1 << 16
-_PAGE = mmap.PAGESIZE
+BUFFER_WORDS = 1 << 20  # 4 MB: a range stays in cache between the walk and the action
+MAX_RECORD_BYTES = 256 << 20  # one streamline of ~22 M points: only a corrupt file has one
+_GROW = 1 << 16
 
-# live mappings, so that a writer handed a buffer from one can copy the bytes
-# file-to-file instead of paging them in (see ``mapped_source``)
-_MAPPINGS: "weakref.WeakSet[_Mapping]" = weakref.WeakSet()
+Identity = namedtuple("Identity", "dev ino size mtime_ns")
 
 
-class _Mapping:
-    """A read-only mapping of a whole file and where it sits in memory."""
-
-    def __init__(self, mm: mmap.mmap, path: Path):
-        self.mm = mm
-        self.path = path
-        self.size = len(mm)
-        self.address = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
-        _MAPPINGS.add(self)
-
-    def release(self, start: int, stop: int) -> None:
-        """Drop the process's pages of bytes [start, stop) (whole pages inside it only)."""
-        lo = -(-start // _PAGE) * _PAGE
-        hi = min(stop, self.size) // _PAGE * _PAGE
-        if hi > lo:
-            try:
-                self.mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-            except (OSError, ValueError, AttributeError):  # not on this platform: just keep them
-                pass
+def identity_of(st: os.stat_result) -> Identity:
+    return Identity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def mapped_source(buffer):
-    """(path, file offset, mapping) if ``buffer`` lies inside a file mapped by open_trk, else None."""
-    try:
-        view = np.frombuffer(buffer, dtype=np.uint8)
-    except (TypeError, ValueError):
-        return None
-    if not view.size:
-        return None
-    addr = view.__array_interface__["data"][0]
-    for m in list(_MAPPINGS):
-        if m.address <= addr and addr + view.size <= m.address + m.size:
-            return m.path, addr - m.address, m
-    return None
+def describe_change(before: Identity, after: Identity | None) -> str:
+    if after is None:
+        return "was removed"
+    if (before.dev, before.ino) != (after.dev, after.ino):
+        return "was replaced by another file"
+    if before.size != after.size:
+        return f"changed size ({before.size} -> {after.size} bytes)"
+    return "was modified"
 
 
 class _HeaderGrid:
@@ -96,140 +70,9 @@ class _HeaderGrid:
 
         return normalize_order(self.header["voxel_order"].item())
 
-
-@dataclass
-class Trk(_HeaderGrid):
-    """A .trk file opened for reading: header fields plus an index of its records."""
-
-    path: Path
-    header: np.ndarray  # one record of nibabel's header_2_dtype (native byte order)
-    words: np.ndarray  # body as 4-byte words, float32 with the file's byte order
-    starts: np.ndarray  # int64, word index of each streamline's first point
-    counts: np.ndarray  # int64, points per streamline
-    n_scalars: int
-    n_properties: int
-    _offsets: np.ndarray = field(default=None, repr=False)
-    _mapping: _Mapping = field(default=None, repr=False)
-    _native: np.ndarray = field(default=None, repr=False)
-
-    def native_words(self) -> np.ndarray:
-        """The body as read-only native-order float32 (the mapped words, or a swapped copy)."""
-        if self._native is None:
-            if self.words.dtype.isnative:
-                self._native = self.words
-            else:
-                self._native = self.words.astype(np.float32)
-                self._native.flags.writeable = False
-        return self._native
-
-    def ranges(self, max_words: int | None = None):
-        """Yield (s0, s1): runs of whole streamlines spanning about ``max_words`` words each.
-
-        After the consumer is done with a run (when the next one is requested), the
-        process's pages of that part of the mapped file are released.
-        """
-        n = self.n_streamlines
-        if not n:
-            return
-        max_words = RANGE_WORDS if max_words is None else max_words
-        starts = self.starts
-        s0 = 0
-        while s0 < n:
-            s1 = int(np.searchsorted(starts, starts[s0] + max_words, side="left"))
-            s1 = min(max(s1, s0 + 1), n)
-            yield s0, s1
-            self.release_words(int(starts[s0]) - 1, int(starts[s1]) - 1 if s1 < n else None)
-            s0 = s1
-
-    def release_words(self, w0: int, w1=None) -> None:
-        """Release the mapped pages of body words [w0, w1) (w1 None: to the end)."""
-        if self._mapping is not None and self._native is self.words:
-            stop = self._mapping.size if w1 is None else HEADER_SIZE + 4 * w1
-            self._mapping.release(HEADER_SIZE + 4 * max(w0, 0), stop)
-
-
-
     @property
-    def n_streamlines(self) -> int:
-        return int(self.counts.shape[0])
-
-    @property
-    def n_points(self) -> int:
-        return int(self.counts.sum())
-
-    @property
-    def stride(self) -> int:
-        return 3 + self.n_scalars
-
-    @property
-    def offsets(self) -> np.ndarray:
-        """int64 (n+1,) cumulative point offsets: streamline s has points offsets[s]:offsets[s+1]."""
-        if self._offsets is None:
-            off = np.zeros(self.n_streamlines + 1, dtype=np.int64)
-            np.cumsum(self.counts, out=off[1:])
-            self._offsets = off
-        return self._offsets
-
-    def streamline(self, s: int) -> np.ndarray:
-        """Points of streamline ``s`` as an (n, 3) float32 array (native byte order)."""
-        n = int(self.counts[s])
-        start = int(self.starts[s])
-        rows = self.words[start:start + n * self.stride].reshape(n, self.stride)
-        return np.ascontiguousarray(rows[:, :3], dtype=np.float32)
-
-    def iter_chunks(self, max_points: int = DEFAULT_CHUNK_POINTS, check_finite=True):
-        """Yield (first_streamline, points (P, 3) float32, lengths int64) for runs of streamlines."""
-        n = self.n_streamlines
-        offsets = self.offsets
-        s0 = 0
-        while s0 < n:
-            # largest s1 with at most max_points points in [s0, s1), at least one streamline
-            s1 = int(np.searchsorted(offsets, offsets[s0] + max_points, side="right")) - 1
-            s1 = min(max(s1, s0 + 1), n)
-            pts = self._points(s0, s1)
-            if check_finite and pts.size and not np.isfinite(pts).all():
-                bad_point = int(np.flatnonzero(~np.isfinite(pts).all(axis=1))[0])
-                bad = int(np.searchsorted(offsets, offsets[s0] + bad_point, side="right")) - 1
-                raise LtpaError(
-                    f"file {str(self.path)!r}: streamline {bad} has a NaN or infinite "
-                    f"coordinate; expected finite voxmm coordinates"
-                )
-            yield s0, pts, self.counts[s0:s1]
-            s0 = s1
-
-    def _points(self, s0: int, s1: int) -> np.ndarray:
-        counts = self.counts[s0:s1]
-        total = int(counts.sum())
-        if total == 0:
-            return np.empty((0, 3), dtype=np.float32)
-        first = int(self.starts[s0]) - 1  # the count word of s0
-        if self.n_scalars == 0 and self.n_properties == 0:
-            # records are back to back: [n, x y z ...][n, x y z ...]; drop the count words
-            last = int(self.starts[s1 - 1] + 3 * counts[-1])
-            span = self.words[first:last]
-            count_pos = self.starts[s0:s1] - 1 - first
-            flat = np.delete(span, count_pos)
-            return flat.astype(np.float32, copy=False).reshape(total, 3)
-        # general layout: gather the first three words of every point row
-        rows = np.repeat(self.starts[s0:s1] - self.stride * (self.offsets[s0:s1] - self.offsets[s0]),
-                         counts) + self.stride * np.arange(total, dtype=np.int64)
-        idx = rows[:, None] + np.arange(3)
-        return self.words[idx].astype(np.float32, copy=False)
-
-
-def _read_bytes(path: Path):
-    """(buffer, mmap or None): memory-mapped for .trk, decompressed bytes for .trk.gz."""
-    if path.name.endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as fh:
-                return fh.read(), None
-        except (OSError, EOFError, zlib.error) as exc:
-            raise LtpaError(f"file {str(path)!r}: not a readable gzip file ({exc})") from exc
-    with open(path, "rb") as fh:
-        if not os.fstat(fh.fileno()).st_size:
-            return b"", None
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    return mm, mm
+    def vox_to_ras(self) -> np.ndarray:
+        return np.asarray(self.header["voxel_to_rasmm"], dtype=np.float64)
 
 
 def read_header(buf, path) -> tuple[np.ndarray, str]:
@@ -255,199 +98,313 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
     return native, order
 
 
-@dataclass
-class TrkBody(_HeaderGrid):
-    """A .trk whose header is read and checked and whose body is mapped but not walked yet."""
-
-    path: Path
-    buffer: object
-    header: np.ndarray
-    order: str
-    words: np.ndarray
-    n_scalars: int
-    n_properties: int
-    mapping: _Mapping = None
-
-    @property
-    def native(self) -> bool:
-        return self.order == ("<" if np.little_endian else ">")
-
-
-    @property
-    def n_hint(self) -> int:
-        return int(self.header["nb_streamlines"])
-
-
-def open_trk_body(path) -> TrkBody:
-    """Read and check the header of a .trk (or .trk.gz) and map its body (no walk yet).
-
-    Raises the header errors of ``open_trk`` (missing file, wrong magic, truncated
-    header, bad dimensions or voxel sizes, negative scalar/property counts, a body
-    that is not whole 4-byte words).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise LtpaError(f"file {str(path)!r} does not exist")
-    buf, mm = _read_bytes(path)
-    hdr, order = read_header(buf, path)
-    dim = hdr["dimensions"]
-    vs = hdr["voxel_sizes"]
+def check_header(header, path, body_bytes: int) -> tuple[int, int]:
+    """(n_scalars, n_properties) after checking the header's grid and the body's size."""
+    dim = header["dimensions"]
+    vs = header["voxel_sizes"]
     if np.any(dim <= 0) or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
         raise LtpaError(
             f"file {str(path)!r}: header has dim {tuple(int(d) for d in dim)} and voxel size "
             f"{tuple(float(v) for v in vs)}; expected positive dimensions and voxel sizes"
         )
-    n_scalars = int(hdr["nb_scalars_per_point"])
-    n_properties = int(hdr["nb_properties_per_streamline"])
+    n_scalars = int(header["nb_scalars_per_point"])
+    n_properties = int(header["nb_properties_per_streamline"])
     if n_scalars < 0 or n_properties < 0:
         raise LtpaError(f"file {str(path)!r}: negative scalar or property count in the header")
-    body_bytes = len(buf) - HEADER_SIZE
+    if n_scalars > 10_000 or n_properties > 10_000:
+        raise LtpaError(f"file {str(path)!r}: header claims {n_scalars} scalars per point and "
+                        f"{n_properties} properties per streamline; expected at most 10,000")
     if body_bytes % 4:
         raise LtpaError(
             f"file {str(path)!r}: body of {body_bytes} bytes is not a whole number of 4-byte "
             f"values; the file is truncated"
         )
-    words = np.frombuffer(buf, dtype=order + "f4", offset=HEADER_SIZE, count=body_bytes // 4)
-    mapping = _Mapping(mm, path) if mm is not None else None
-    return TrkBody(path, buf, hdr, order, words, n_scalars, n_properties, mapping)
+    return n_scalars, n_properties
 
 
-def _check_n_count(path, n_count, n):
-    if n_count > 0 and n_count != n:
-        raise LtpaError(
-            f"file {str(path)!r}: header n_count says {n_count} streamlines but the file holds "
-            f"{n}; the file is truncated or its header is wrong"
-        )
+@dataclass
+class Range:
+    """The whole records of one buffer: streamlines ``s0 .. s0 + n - 1`` of the file."""
+
+    words: np.ndarray  # float32, native order (the buffer)
+    ints: np.ndarray  # int32 view of the same buffer
+    starts: np.ndarray  # int64, word of each record's first point, relative to the buffer
+    counts: np.ndarray  # int64, points per record
+    n: int
+    s0: int  # file streamline number of the first record
+    w0: int  # body word of buffer[0]
 
 
-def open_trk(path, *, check_count=True) -> Trk:
-    """Open a .trk (or .trk.gz) and index its records.
+@dataclass
+class Walked:
+    n_streamlines: int
+    n_points: int
+    counts: np.ndarray | None  # int32 per streamline (when asked for)
 
-    Errors (LtpaError, naming the file): missing file, wrong magic, truncated
-    header or body, negative counts, a header n_count that disagrees with the
-    records found, bad dimensions or voxel sizes.
+
+class TrkFile(_HeaderGrid):
+    """A .trk opened for reading: the descriptor, its identity at open, the checked header.
+
+    Use as a context manager (or ``close()``). ``walk`` reads the body; ``changed()`` says
+    whether the file on disk is still the one that was opened.
     """
-    body = open_trk_body(path)
-    path = body.path
-    n_hint = body.n_hint
-    starts, counts = walk_records(body.words, body.order, 3 + body.n_scalars, body.n_properties,
-                                  path, n_hint=n_hint, mapping=body.mapping)
-    if check_count:
-        _check_n_count(path, n_hint, counts.shape[0])
-    return Trk(path, body.header, body.words, starts, counts, body.n_scalars, body.n_properties,
-               _mapping=body.mapping)
 
+    def __init__(self, path):
+        path = Path(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise LtpaError(f"file {str(path)!r} does not exist") from None
+        except IsADirectoryError:
+            raise LtpaError(f"file {str(path)!r} is a folder, not a .trk") from None
+        except OSError as exc:
+            raise LtpaError(f"file {str(path)!r} could not be opened: {exc.strerror}") from None
+        self.path = path
+        self.fd = fd
+        try:
+            st = os.fstat(fd)
+            self.identity = identity_of(st)
+            head = os.pread(fd, HEADER_SIZE, 0)
+            self.header, self.order = read_header(head, path)
+            self.body_bytes = st.st_size - HEADER_SIZE
+            self.n_scalars, self.n_properties = check_header(self.header, path, self.body_bytes)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.total_words = self.body_bytes // 4
 
-def walk_and_label(body: TrkBody, vs, adim, upper, rank, n_regions, start, progress=None):
-    """Connection ids of every streamline of a native-order ``body`` in one sweep.
+    # ------------------------------------------------------------------ lifetime
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
-    Walks the records and labels each as it goes (``ltpa.kernels.walk_label``), so
-    the body is read once; the pages are released behind the walk. Errors are those
-    of ``open_trk`` (negative count, truncated body, header n_count mismatch) and,
-    only when the structure is sound, the first streamline with a non-finite
-    coordinate, in that order. Returns ``(ids int64, n_points_outside)``.
-    """
-    from .kernels import walk_label
+    def __enter__(self):
+        return self
 
-    if not body.native:
-        raise ValueError("walk_and_label needs a native-order body")
-    path = body.path
-    words = body.words
-    ints = words.view(np.int32)
-    total = int(words.shape[0])
-    n_properties = body.n_properties
-    stride = 3 + body.n_scalars
-    mapping = body.mapping
-    n_hint = min(body.n_hint, total // (1 + n_properties) + 1)
-    ids = np.empty(n_hint + 1 if n_hint > 0 else INITIAL_COUNTS, dtype=np.int64)
-    n_total = max(body.n_hint, 1)
-    w = n = 0
-    n_outside = 0
-    bad = -1
-    c = 0
-    while w < total:
-        w_stop = min(w + RANGE_WORDS, total)
-        w0 = w
-        while w < w_stop:
-            w, n, status, c, n_out = walk_label(ints, words, w, w_stop, stride, n_properties, ids,
-                                                n, bad < 0, vs, adim, upper, rank, n_regions,
-                                                start)
-            n_outside += n_out
-            if status == 1:
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def stride(self) -> int:
+        return 3 + self.n_scalars
+
+    @property
+    def n_hint(self) -> int:
+        return int(self.header["nb_streamlines"])
+
+    @property
+    def native(self) -> bool:
+        return self.order == ("<" if np.little_endian else ">")
+
+    def changed(self) -> str | None:
+        """How the file differs from when it was opened (descriptor or path), or None."""
+        now = identity_of(os.fstat(self.fd))
+        if now != self.identity:
+            return describe_change(self.identity, now)
+        try:
+            there = identity_of(os.stat(self.path))
+        except OSError:
+            there = None
+        if there != self.identity:
+            return describe_change(self.identity, there)
+        return None
+
+    def check_unchanged(self, what="") -> None:
+        change = self.changed()
+        if change:
+            raise LtpaError(f"file {str(self.path)!r} {change} while {what or 'it was read'}; "
+                            f"nothing was written: run again once the file is stable")
+
+    # ------------------------------------------------------------------ reading
+    def read_words(self, w0: int, out: np.ndarray) -> None:
+        """Read body words [w0, w0 + len(out)) into ``out`` (float32), in native byte order."""
+        view = memoryview(out).cast("B")
+        offset = HEADER_SIZE + 4 * w0
+        done = 0
+        while done < view.nbytes:
+            try:
+                got = os.preadv(self.fd, [view[done:]], offset + done)
+            except OSError as exc:
+                raise LtpaError(f"file {str(self.path)!r} could not be read: {exc.strerror}") \
+                    from None
+            if got <= 0:
                 raise LtpaError(
-                    f"file {str(path)!r}: streamline {n} has a negative point count ({int(c)})"
-                )
-            if status == 3:
-                bad = n  # keep walking (counts only): structural errors are named first
-            if n == ids.shape[0]:
-                ids = np.concatenate([ids, np.empty(ids.shape[0], np.int64)])
-        if mapping is not None:
-            mapping.release(HEADER_SIZE + 4 * w0, HEADER_SIZE + 4 * min(w, total))
-        if progress and bad < 0 and w < total:
-            progress(n, max(n_total, n + 1))
-    if w > total:
-        raise LtpaError(
-            f"file {str(path)!r}: streamline {n - 1} needs {int(c)} points but the "
-            f"file ends {(w - total) * 4} bytes early; the file is truncated"
-        )
-    _check_n_count(path, body.n_hint, n)
-    if bad >= 0:
-        raise LtpaError(
-            f"file {str(path)!r}: streamline {bad} has a NaN or infinite coordinate; "
-            f"expected finite voxmm coordinates"
-        )
-    if progress:
-        progress(n, n)
-    return ids[:n].copy(), int(n_outside)
+                    f"file {str(self.path)!r} ended {view.nbytes - done} bytes early while it "
+                    f"was read: it {self.changed() or 'was cut'} (nothing was written)")
+            done += got
+        if not self.native:
+            out.byteswap(inplace=True)
 
+    def walk(self, action=None, *, keep_counts=False, progress=None,
+             buffer_words: int | None = None) -> Walked:
+        """Read the body once, calling ``action(Range)`` on each buffer of whole records.
 
-def walk_records(words, order, stride, n_properties, path, n_hint=0, mapping=None):
-    """Follow the int32 counts through the body; returns (starts, counts) as int64 arrays.
+        Errors (LtpaError naming the file): a negative count, a record running past the end
+        of the file (truncated), a record over ``MAX_RECORD_BYTES``, more records than a
+        nonzero header ``n_count`` says (as soon as it happens) or fewer (at the end).
+        """
+        from .kernels import WALK_NEGATIVE, walk_range
 
-    Only the count words are read, in a compiled loop (~0.15 s per million
-    streamlines); the points stay in the mapped file,
-    whose pages are released behind the walk.
-    """
-    from .kernels import walk_counts
-
-    total = int(words.shape[0])
-    if order == ("<" if np.little_endian else ">"):
-        ints = words.view(np.int32)
-    else:
-        ints = words.view(order + "i4").astype(np.int32)
-        mapping = None
-    # the header's n_count is only a hint: never trust it for more records than the body can
-    # hold (each record takes at least 1 + n_properties words), so a lying header cannot
-    # make us allocate gigabytes before the n_count check names the problem
-    n_hint = min(n_hint, total // (1 + n_properties) + 1)
-    counts = np.empty(n_hint + 1 if n_hint > 0 else INITIAL_COUNTS, dtype=np.int64)
-    w = n = 0
-    while w < total:
-        w_stop = min(w + RANGE_WORDS, total)
-        w0 = w
-        while w < w_stop:
-            w, n, status, _ = walk_counts(ints, w, w_stop, stride, n_properties, counts, n)
-            if status:
+        size = int(buffer_words or BUFFER_WORDS)
+        buf = np.empty(size, dtype=np.float32)
+        starts = np.empty(size // (1 + self.n_properties) + 1, dtype=np.int64)
+        counts = np.empty_like(starts)
+        n_count = self.n_hint if self.n_hint > 0 else -1
+        kept = np.empty(min(n_count, self.total_words + 1) if n_count > 0 else _GROW,
+                        dtype=np.int32) if keep_counts else None
+        stride, n_prop = self.stride, self.n_properties
+        w_file = 0
+        s = 0
+        n_points = 0
+        total = self.total_words
+        while w_file < total:
+            k = min(buf.shape[0], total - w_file)
+            self.read_words(w_file, buf[:k])
+            ints = buf.view(np.int32)
+            w, n, status = walk_range(ints, 0, k, stride, n_prop, starts, counts, 0)
+            if status == WALK_NEGATIVE:
+                raise LtpaError(f"file {str(self.path)!r}: streamline {s + n} has a negative "
+                                f"point count ({int(ints[w])})")
+            if n == 0:  # the record at w_file does not fit in the buffer
+                c = int(ints[0])
+                need = 1 + c * stride + n_prop
+                if w_file + need > total:
+                    raise LtpaError(
+                        f"file {str(self.path)!r}: streamline {s} needs {c} points but the file "
+                        f"ends {(w_file + need - total) * 4} bytes early; the file is truncated")
+                if 4 * need > MAX_RECORD_BYTES:
+                    raise LtpaError(
+                        f"file {str(self.path)!r}: streamline {s} claims {c} points "
+                        f"({4 * need >> 20} MB); ltpa reads streamlines of up to "
+                        f"{MAX_RECORD_BYTES >> 20} MB: the file is corrupt")
+                buf = np.empty(need, dtype=np.float32)
+                continue
+            if n_count > 0 and s + n > n_count:
                 raise LtpaError(
-                    f"file {str(path)!r}: streamline {n} has a negative point count "
-                    f"({int(counts[n])})"
-                )
-            if n == counts.shape[0]:
-                counts = np.concatenate([counts, np.empty(counts.shape[0], np.int64)])
-        if mapping is not None:
-            mapping.release(HEADER_SIZE + 4 * w0, HEADER_SIZE + 4 * min(w, total))
-    if w > total:
-        raise LtpaError(
-            f"file {str(path)!r}: streamline {n - 1} needs {int(counts[n - 1])} points but the "
-            f"file ends {(w - total) * 4} bytes early; the file is truncated"
-        )
-    counts = counts[:n].copy()
-    offsets = np.zeros(n, dtype=np.int64)
-    if n > 1:
-        np.cumsum(counts[:-1], out=offsets[1:])
-    starts = np.arange(n, dtype=np.int64)
-    starts *= 1 + n_properties
-    offsets *= stride
-    starts += offsets
-    starts += 1
-    return starts, counts
+                    f"file {str(self.path)!r}: header n_count says {n_count} streamlines but "
+                    f"the file holds more; the file is corrupt or its header is wrong")
+            if action is not None:
+                action(Range(buf, ints, starts[:n], counts[:n], n, s, w_file))
+            if kept is not None:
+                if s + n > kept.shape[0]:
+                    kept = np.concatenate([kept, np.empty(max(n, kept.shape[0]), np.int32)])
+                kept[s:s + n] = counts[:n]
+            n_points += int(counts[:n].sum())
+            s += n
+            w_file += w
+            if progress is not None:
+                progress(w_file, total)
+        if n_count > 0 and s != n_count:
+            raise LtpaError(
+                f"file {str(self.path)!r}: header n_count says {n_count} streamlines but the "
+                f"file holds {s}; the file is truncated or its header is wrong")
+        return Walked(s, n_points, kept[:s].copy() if kept is not None else None)
+
+    # ------------------------------------------------------------------ the body as bytes
+    def body_array(self) -> np.ndarray:
+        """The body as a float32 array over a read-only map of this descriptor.
+
+        Only for writing the pkl: its writer copies these bytes file-to-file from ``fd``
+        (``copy_file_range``, else ``pread``) and never touches the mapped pages.
+        """
+        if self.body_bytes == 0:
+            return np.zeros(0, dtype=self.order + "f4")
+        mm = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
+        arr = np.frombuffer(mm, dtype=self.order + "f4", offset=HEADER_SIZE,
+                            count=self.total_words)
+        arr.flags.writeable = False
+        return arr
+
+
+def open_trk(path) -> TrkFile:
+    """Open a .trk: the descriptor and its checked header (the body is read by ``walk``)."""
+    return TrkFile(path)
+
+
+@dataclass
+class Trk(_HeaderGrid):
+    """A whole .trk read into memory (small files, tests and tools): records and points."""
+
+    path: Path
+    header: np.ndarray
+    words: np.ndarray  # native float32 body
+    starts: np.ndarray  # int64 word of each streamline's first point
+    counts: np.ndarray  # int64 points per streamline
+    n_scalars: int
+    n_properties: int
+
+    @property
+    def n_streamlines(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def n_points(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def stride(self) -> int:
+        return 3 + self.n_scalars
+
+    def streamline(self, s: int) -> np.ndarray:
+        n = int(self.counts[s])
+        start = int(self.starts[s])
+        rows = self.words[start:start + n * self.stride].reshape(n, self.stride)
+        return np.ascontiguousarray(rows[:, :3], dtype=np.float32)
+
+    def iter_chunks(self, max_points: int = 4_000_000):
+        """Yield (first_streamline, points (P, 3) float32, lengths) for runs of streamlines."""
+        n = self.n_streamlines
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=offsets[1:])
+        s0 = 0
+        while s0 < n:
+            s1 = int(np.searchsorted(offsets, offsets[s0] + max_points, side="right")) - 1
+            s1 = min(max(s1, s0 + 1), n)
+            pts = [self.streamline(s) for s in range(s0, s1)]
+            pts = np.concatenate(pts) if pts else np.zeros((0, 3), np.float32)
+            if not np.isfinite(pts).all():
+                bad_point = int(np.flatnonzero(~np.isfinite(pts).all(axis=1))[0])
+                bad = int(np.searchsorted(offsets, offsets[s0] + bad_point, side="right")) - 1
+                raise LtpaError(f"file {str(self.path)!r}: streamline {bad} has a NaN or "
+                                f"infinite coordinate; expected finite voxmm coordinates")
+            yield s0, pts, self.counts[s0:s1]
+            s0 = s1
+
+
+def read_trk(path) -> Trk:
+    """Read a whole .trk (or .trk.gz) into memory, with the reader's checks."""
+    path = Path(path)
+    if path.name.lower().endswith(".gz"):
+        from .formats import gunzip_to_temp
+
+        with gunzip_to_temp(path) as tmp:
+            trk = read_trk(tmp)
+            trk.path = path
+            return trk
+    with TrkFile(path) as f:
+        walked = f.walk(keep_counts=True)
+        words = np.empty(f.total_words, dtype=np.float32)
+        if f.total_words:
+            f.read_words(0, words)
+        counts = walked.counts.astype(np.int64)
+        starts = record_starts(counts, f.stride, f.n_properties)
+        words.flags.writeable = False
+        return Trk(path, f.header, words, starts, counts, f.n_scalars, f.n_properties)
+
+
+def record_starts(counts: np.ndarray, stride: int, n_properties: int) -> np.ndarray:
+    """int64 word of each streamline's first point, from the counts (the body's layout)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    starts = np.arange(counts.shape[0], dtype=np.int64) * (1 + n_properties) + 1
+    if counts.shape[0] > 1:
+        starts[1:] += np.cumsum(counts[:-1]) * stride
+    return starts
+

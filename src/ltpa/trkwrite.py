@@ -8,10 +8,9 @@ from nibabel.streamlines.trk import header_2_dtype
 from .errors import LtpaError
 from .grids import KeyMap
 from .io import atomic_open
-from .trk import Trk
 
 
-def key_grid_header(trk: Trk, key_map: KeyMap, n_count: int) -> np.ndarray:
+def key_grid_header(trk, key_map: KeyMap, n_count: int) -> np.ndarray:
     """A TrackVis v2 header for the key grid (dim, voxel size, order, vox_to_ras)."""
     grid = key_map.grid
     hdr = make_header(grid.dim, grid.voxel_size, grid.voxel_order, grid.affine, n_count)
@@ -19,37 +18,39 @@ def key_grid_header(trk: Trk, key_map: KeyMap, n_count: int) -> np.ndarray:
     return hdr
 
 
-def write_key_trk(trk: Trk, key_map: KeyMap, path) -> None:
-    """Write the streamlines of ``trk`` in the key grid's voxmm to ``path`` (atomically).
+def write_key_trk(trk, key_map: KeyMap, path, before_rename=None) -> int:
+    """Write the streamlines of an open ``TrkFile`` in the key grid's voxmm to ``path``.
 
-    A compiled loop (``ltpa.kernels.export_chunk``) moves each range of streamlines
-    into one reused output buffer (``[n, x y z ...]`` records, float32
-    ``v * sign + shift``); the mapped input pages are released behind it.
+    One read of the file: each range goes through the compiled ``kernels.export_range``
+    (``[n, x y z ...]`` records, float32 ``v * sign + shift``) into one reused buffer.
+    The header's n_count is written last, once the count is known. Returns the count.
     """
-    from .kernels import export_chunk
+    from .index import not_finite
+    from .kernels import KeyShift, export_range
 
-    sign = key_map.mm_sign.astype(np.float32)
-    shift = key_map.mm_shift.astype(np.float32)
-    hdr = key_grid_header(trk, key_map, trk.n_streamlines)
-    words = trk.native_words()
-    buf = None
-    with atomic_open(path, "wb") as fh:
-        fh.write(hdr.tobytes())
-        for s0, s1 in trk.ranges():
-            need = (s1 - s0) + 3 * int(trk.counts[s0:s1].sum())
-            if buf is None or buf.shape[0] < need:
-                buf = np.empty(need, dtype=np.float32)
-            w = export_chunk(words, trk.starts, trk.counts, s0, s1, trk.stride, sign, shift,
-                             buf, buf.view(np.int32))
+    shift = KeyShift(key_map.mm_sign.astype(np.float32), key_map.mm_shift.astype(np.float32))
+    state = {"buf": np.empty(0, dtype=np.float32)}
+    with atomic_open(path, "wb", before_rename=before_rename) as fh:
+        fh.write(key_grid_header(trk, key_map, 0).tobytes())
+
+        def export_one(r):
+            need = r.n + 3 * int(r.counts.sum())
+            if state["buf"].shape[0] < need:
+                state["buf"] = np.empty(need, dtype=np.float32)
+            buf = state["buf"]
+            w = export_range(r.words, r.starts, r.counts, r.n, trk.stride, shift, buf,
+                             buf.view(np.int32))
             if w < 0:
-                raise LtpaError(
-                    f"file {str(trk.path)!r}: streamline {-1 - w} has a NaN or infinite "
-                    f"coordinate; expected finite voxmm coordinates"
-                )
+                raise not_finite(trk.path, r.s0 - 1 - w)
             out = buf[:w]
             if not np.little_endian:
                 out = out.byteswap()
             fh.write(memoryview(out).cast("B"))
+
+        walked = trk.walk(export_one)
+        fh.seek(0)
+        fh.write(key_grid_header(trk, key_map, walked.n_streamlines).tobytes())
+    return walked.n_streamlines
 
 
 def make_header(dim, voxel_size, voxel_order, vox_to_ras, n_count) -> np.ndarray:

@@ -1,6 +1,7 @@
 # Load and validate local_data.json once; build the targets, their inputs and
 # the wildcard constraints. Rules never parse the JSON themselves.
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,8 +18,8 @@ except ImportError:  # a plain checkout: use the package next to the workflow
     import ltpa
 
 from ltpa.errors import LtpaError
-from ltpa.localdata import load_local_data
-from ltpa.pipeline import read_sidecar
+from ltpa.staleness import KEPT, NEEDS_WORK, OUT_OF_DATE, judge_all
+from ltpa.study import load_study
 from ltpa.targets import (
     KEYED_RULES,
     RULE_EXPORT,
@@ -26,14 +27,30 @@ from ltpa.targets import (
     RULE_LABEL,
     RULE_MAP_B0,
     RULE_SCALARS,
-    build_targets,
-    check_inputs,
     ids_alternation,
     lookup,
     pinned_alternation,
 )
 
 LOG_DIR = config.get("log_dir", "logs")
+
+
+def unbuildable(t, v):
+    """Messages for an output that must be (re)built but whose inputs are not there."""
+    out = str(t.output)
+    if v.built_from is not None:
+        fld, p = v.missing[0]
+        return [
+            f"{t.where(fld)}: file {p!r} does not exist, and the existing output {out!r} "
+            f"was built from {v.built_from!r}; it must be rebuilt from the file the JSON "
+            f"names now"
+        ]
+    if v.missing:
+        return [
+            f"{t.where(fld)}: file {p!r} does not exist (needed to build {out!r})"
+            for fld, p in v.missing
+        ]
+    return [f"{t.where()}: {out!r} {v.status}: {v.reason}"]
 
 
 def _load_study():
@@ -47,26 +64,75 @@ def _load_study():
             "pass another with --config local_data=PATH"
         )
     try:
-        scans = load_local_data(local_data, config.get("data_root"))
+        study = load_study(local_data, config)
     except LtpaError as exc:
         raise WorkflowError(str(exc)) from None
-    every = build_targets(scans)
-    keep, errors, warnings = check_inputs(every, read_sidecar)
-    for text in warnings:
+    for text in study.warnings:
         logger.warning(f"ltpa: {text}")
+    every = study.targets
+    verdicts = judge_all([t.spec(config) for t in every])
+    errors, keep, stale = [], [], []
+    for t, v in zip(every, verdicts):
+        if v.status == KEPT:
+            logger.warning(
+                f"ltpa: {t.where()}: {v.reason}; keeping the existing output "
+                f"{str(t.output)!r} as it is"
+            )
+            continue
+        keep.append(t)
+        if v.status in NEEDS_WORK and not v.buildable:
+            errors += unbuildable(t, v)
+        elif v.status == OUT_OF_DATE:
+            stale.append((t, v))
     if errors:
         raise WorkflowError(
-            f"local_data file {local_data!r}: {len(errors)} missing input"
-            f"{'s' if len(errors) > 1 else ''}:\n"
+            f"local_data file {local_data!r}: {len(errors)} output"
+            f"{'s' if len(errors) > 1 else ''} cannot be built:\n"
             + "\n".join(f"  - {e}" for e in errors)
         )
-    return scans, every, keep
+    return study.scans, every, keep, stale
 
 
 # ALL_TARGETS: every output the JSON names, including those kept while their inputs are
-# archived; TARGETS: those the workflow builds or keeps up to date
-SCANS, ALL_TARGETS, TARGETS = _load_study()
+# archived; TARGETS: those the workflow builds or keeps up to date; STALE: out of date
+# (ltpa.staleness, including those whose input output needs work): forced
+SCANS, ALL_TARGETS, TARGETS, STALE = _load_study()
 BY_OUTPUT = lookup(TARGETS)
+# outputs that are inputs of other targets (b0-mapped atlases): not ancient(), so that
+# Snakemake reruns what reads them when they are rebuilt
+PRODUCED = {t.output for t in TARGETS}
+
+
+def _decide_rebuilds():
+    """Make Snakemake's rebuild decisions ltpa.staleness's, from the study's files only.
+
+    Snakemake's triggers other than mtime read its records in the working directory
+    (.snakemake/metadata), so they would answer differently from another folder: they are
+    turned off; the inputs are ancient() (ltpa.staleness compares their sizes, mtimes and,
+    for small files, contents with the sidecars); and the outputs ltpa.staleness finds out
+    of date are forced. Both settings are read when Snakemake decides which jobs must run,
+    after the Snakefile is parsed, so this runs from the first input function call, when
+    the DAG exists. A forced output that is not part of the requested DAG is ignored, and
+    a remote job (SLURM) runs exactly the jobs it was given.
+    """
+    if _REBUILDS_DECIDED or workflow.remote_exec:
+        return
+    _REBUILDS_DECIDED.append(True)
+    from snakemake.settings.enums import RerunTrigger
+
+    workflow.dag_settings.rerun_triggers = frozenset({RerunTrigger.MTIME})
+    dag = getattr(workflow, "_dag", None)
+    if dag is None or not isinstance(getattr(dag, "forcefiles", None), set):
+        raise WorkflowError(
+            "ltpa: this Snakemake has no DAG.forcefiles set; ltpa decides rebuilds "
+            "through it (tested with Snakemake 9.x)"
+        )
+    for t, v in STALE:
+        logger.info(f"ltpa: {t.where()}: {str(t.output)!r} is out of date: {v.reason}")
+    dag.forcefiles.update(str(t.output) for t, _ in STALE)
+
+
+_REBUILDS_DECIDED = []
 
 
 def all_outputs():
@@ -82,11 +148,19 @@ def target_of(rule_name, wildcards):
 
 
 def inputs_of(rule_name):
-    """Input function: the existing input files of the target, by field name."""
+    """Input function: the input files of the target, by field name.
+
+    Raw inputs are ancient(): whether they changed is ltpa.staleness's decision.
+    """
 
     def inputs(wildcards):
+        _decide_rebuilds()
         t = target_of(rule_name, wildcards)
-        return {k: str(p) for k, p in t.inputs.items() if p is not None}
+        return {
+            k: str(p) if p in PRODUCED else ancient(str(p))
+            for k, p in t.inputs.items()
+            if p is not None
+        }
 
     return inputs
 
@@ -117,3 +191,12 @@ def log_pattern(rule_name):
     if rule_name in KEYED_RULES:
         return f"{LOG_DIR}/{rule_name}/scan_{{scan}}_atlas_{{atlas}}{{prefix}}{{scan}}{{middle}}{{atlas}}{{suffix}}.log"
     return f"{LOG_DIR}/{rule_name}/scan_{{scan}}{{prefix}}{{scan}}{{suffix}}.log"
+
+
+def spec_of(rule_name):
+    """Param function: the target's job description (ltpa.spec.JobSpec) as JSON."""
+
+    def spec(wildcards):
+        return target_of(rule_name, wildcards).spec(config).to_json()
+
+    return spec

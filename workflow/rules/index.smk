@@ -31,12 +31,9 @@ rule index_streamlines:
         mem_mb=lambda wc, input, attempt: int((250 + 0.6 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: int((5 + input.size_mb / 250) * attempt),
     params:
-        scan_id=param_of(RULE_INDEX, lambda t: t.scan.scan_id),
-        space=param_of(RULE_INDEX, lambda t: t.scan.space),
-        legacy_dsi2_mni_offset=config.get("legacy_dsi2_mni_offset", False),
-        properties=param_of(RULE_INDEX, lambda t: t.scan.metadata),
+        spec=spec_of(RULE_INDEX),
     script:
-        "../scripts/index.py"
+        "../scripts/run_job.py"
 
 
 rule export_key_trk:
@@ -57,8 +54,6 @@ rule export_key_trk:
         mem_mb=lambda wc, input, attempt: int((300 + 0.15 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: int((5 + input.size_mb / 250) * attempt),
     params:
-        scan_id=param_of(RULE_EXPORT, lambda t: t.scan.scan_id),
-        space=param_of(RULE_EXPORT, lambda t: t.scan.space),
-        legacy_dsi2_mni_offset=config.get("legacy_dsi2_mni_offset", False),
+        spec=spec_of(RULE_EXPORT),
     script:
-        "../scripts/export_trk.py"
+        "../scripts/run_job.py"

@@ -25,12 +25,9 @@ rule label_streamlines:
         mem_mb=lambda wc, input, attempt: int((300 + 0.1 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: int((5 + input.size_mb / 500) * attempt),
     params:
-        scan_id=param_of(RULE_LABEL, lambda t: t.scan.scan_id),
-        space=param_of(RULE_LABEL, lambda t: t.scan.space),
-        atlas_key=param_of(RULE_LABEL, lambda t: t.atlas_key),
-        start=config.get("connection_ids_start_at", 1),
+        spec=spec_of(RULE_LABEL),
     script:
-        "../scripts/label.py"
+        "../scripts/run_job.py"
 
 
 rule map_b0_atlas:
@@ -51,6 +48,6 @@ rule map_b0_atlas:
         mem_mb=lambda wc, input, attempt: int((500 + 20 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: 5 * attempt,
     params:
-        scan_id=param_of(RULE_MAP_B0, lambda t: t.scan.scan_id),
+        spec=spec_of(RULE_MAP_B0),
     script:
-        "../scripts/map_b0.py"
+        "../scripts/run_job.py"

@@ -17,7 +17,6 @@ rule average_track_scalars:
         mem_mb=lambda wc, input, attempt: int((300 + 0.2 * input.size_mb) * attempt),
         runtime=lambda wc, input, attempt: int((5 + input.size_mb / 50) * attempt),
     params:
-        scan_id=param_of(RULE_SCALARS, lambda t: t.scan.scan_id),
-        space=param_of(RULE_SCALARS, lambda t: t.scan.space),
+        spec=spec_of(RULE_SCALARS),
     script:
-        "../scripts/scalars.py"
+        "../scripts/run_job.py"

@@ -1,0 +1,164 @@
+"""Is an output up to date? One answer, from what lives with the study, for every caller.
+
+The workflow (``workflow/rules/common.smk``: which outputs Snakemake must rebuild) and
+``ltpa status`` both call ``judge_all``. The answer depends only on the study's files: each
+output, its ``.json`` sidecar (``ltpa.sidecar``: what it was built from) and the inputs the
+JSON names now; never on Snakemake's records in the working directory, so it is the same
+from any folder, as a module, on a cluster, or after the study was moved.
+
+An output is
+
+- ``missing``: not on disk;
+- ``out of date`` when its sidecar is missing or invalid, or describes another file than
+  the output on disk; when an input path differs from the one it was built from (compared
+  by real path, or relative to the output's folder for a study that was moved); when an
+  input's size differs, or its modification time does unless its content hash (kept for
+  inputs up to 1 MB) is unchanged; when a parameter differs (``JobSpec.params``: space,
+  legacy offset, numbering, atlas key, the metadata a pkl carries); or when an input that
+  is itself an output (a b0-mapped atlas) needs work;
+- ``kept (inputs missing)``: on disk, built from the files the JSON names, which are gone
+  (archived raw data): nothing can or need be done;
+- ``ok`` otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import sidecar
+
+OK = "ok"
+MISSING = "missing"
+OUT_OF_DATE = "out of date"
+KEPT = "kept (inputs missing)"
+NEEDS_WORK = (MISSING, OUT_OF_DATE)
+
+
+@dataclass
+class Verdict:
+    status: str
+    reason: str = ""
+    own: bool = True  # out of date by itself (not only because an input output needs work)
+    buildable: bool = True  # every input is present or will be made
+    missing: tuple = ()  # (field, path) of inputs that are not on disk and not made
+    built_from: str | None = None  # for a changed input path: the one it was built from
+
+
+def _stat(path):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _same_path(recorded: dict, path: str, output_folder: str) -> bool:
+    if recorded.get("path") == path:
+        return True
+    if os.path.realpath(recorded["path"]) == os.path.realpath(path):
+        return True
+    rel = recorded.get("relpath")
+    return rel is not None and os.path.normpath(os.path.join(output_folder, rel)) == \
+        os.path.normpath(path)
+
+
+def _same_output(recorded: dict, path: str, st) -> bool:
+    """Is the output on disk the one the sidecar was written for (Snakemake touches outputs)?"""
+    if st.st_size != recorded["size"]:
+        return False
+    moved = st.st_mtime_ns - recorded["mtime_ns"]
+    if 0 <= moved <= sidecar.TOUCH_WINDOW_NS:
+        return True
+    return sidecar.fingerprint(path) == recorded["fingerprint"]
+
+
+def _changed_file(fld, recorded: dict, path: str, st) -> str | None:
+    if st.st_size != recorded["size"]:
+        return f"{fld} {path!r} changed (size {recorded['size']} -> {st.st_size} bytes)"
+    if st.st_mtime_ns != recorded["mtime_ns"]:
+        digest = recorded.get("sha256")
+        if digest is not None and sidecar.sha256_of(path) == digest:
+            return None  # touched, same content
+        return f"{fld} {path!r} changed (modified since the output was built)"
+    return None
+
+
+def judge(spec, produced: dict, verdicts: dict) -> Verdict:
+    """The verdict on ``spec.output``; ``produced`` maps output paths to their specs."""
+    out = spec.output
+    if out in verdicts:
+        return verdicts[out]
+    verdicts[out] = Verdict(OK)  # a guard against cycles (the study check forbids them)
+    verdicts[out] = v = _judge(spec, produced, verdicts)
+    return v
+
+
+def _judge(spec, produced, verdicts) -> Verdict:
+    missing = []
+    for fld, path in spec.inputs.items():
+        if path is not None and path not in produced and _stat(path) is None:
+            missing.append((fld, path))
+    out_st = _stat(spec.output)
+    if out_st is None:
+        if missing:
+            names = ", ".join(f"{f} {p!r}" for f, p in missing)
+            return Verdict(MISSING, f"cannot be built: {names} missing", buildable=False,
+                           missing=tuple(missing))
+        return Verdict(MISSING)
+    body, why = sidecar.read(spec.output)
+    if body is None:
+        if missing:
+            return Verdict(KEPT, f"{why}; its inputs are missing")
+        return Verdict(OUT_OF_DATE, f"{why}")
+    if not _same_output(body["output"], spec.output, out_st):
+        return Verdict(OUT_OF_DATE, "the output on disk is not the one its sidecar describes "
+                                    "(it was replaced or changed)", buildable=not missing)
+    folder = os.path.dirname(spec.output)
+    recorded = body["inputs"]
+    # inputs: the same files as when it was built?
+    for fld in sorted(set(recorded) | set(spec.inputs)):
+        rec, path = recorded.get(fld), spec.inputs.get(fld)
+        if path is None:
+            return Verdict(OUT_OF_DATE, f"{fld} was {rec['path']!r}, now not given",
+                           buildable=not missing)
+        if rec is None:
+            return Verdict(OUT_OF_DATE, f"{fld} was not used, now {path!r}",
+                           buildable=not missing)
+        if not _same_path(rec, path, folder):
+            why = f"{fld} was {rec['path']!r}, now {path!r}"
+            if (fld, path) in missing:
+                return Verdict(OUT_OF_DATE, why + ", which does not exist", buildable=False,
+                               missing=((fld, path),), built_from=rec["path"])
+            return Verdict(OUT_OF_DATE, why, buildable=not missing, missing=tuple(missing))
+    if missing:
+        names = ", ".join(f"{f} {p!r}" for f, p in missing)
+        return Verdict(KEPT, f"{names} missing", missing=tuple(missing))
+    for fld, path in spec.inputs.items():
+        if path in produced:
+            up = judge(produced[path], produced, verdicts)
+            if up.status in NEEDS_WORK:
+                return Verdict(OUT_OF_DATE, f"its input {fld} {path!r} is {up.status}",
+                               own=False, buildable=up.buildable)
+        changed = _changed_file(fld, recorded[fld], path, _stat(path))
+        if changed:
+            return Verdict(OUT_OF_DATE, changed)
+    params = spec.params()
+    was = body["params"]
+    diffs = [_param_change(k, was.get(k), params[k]) for k in sorted(params)
+             if was.get(k) != params[k]]
+    if diffs:
+        return Verdict(OUT_OF_DATE, "; ".join(diffs))
+    return Verdict(OK)
+
+
+def _param_change(key, was, now) -> str:
+    if key == "metadata_sha256":
+        return "the scan's metadata changed (the pkl carries it)"
+    return f"{key} was {was!r}, now {now!r}"
+
+
+def judge_all(specs) -> list[Verdict]:
+    """The verdict on each spec's output, in order."""
+    produced = {s.output: s for s in specs}
+    verdicts: dict = {}
+    return [judge(s, produced, verdicts) for s in specs]
