@@ -136,9 +136,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()
     except LtpaError as exc:
         print(f"ltpa error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `ltpa status | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -41,7 +41,7 @@ from .trkwrite import make_header
 CHUNK_POINTS = 1 << 20
 SUFFIXES = (".trk", ".trk.gz", ".tck", ".trx")
 GZ_MAX_RATIO = 20  # a .trk.gz without n_count may expand to at most this many times its size
-MAX_STREAMLINE_POINTS = 22_000_000  # as ltpa.trk.MAX_RECORD_BYTES: only a corrupt file has more
+MAX_STREAMLINE_POINTS = 5_500_000  # as ltpa.trk.MAX_RECORD_BYTES: only a corrupt file has more
 TMP_MARGIN = 64 << 20
 
 

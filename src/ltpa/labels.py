@@ -20,6 +20,8 @@ from .errors import LtpaError
 
 log = logging.getLogger("ltpa")
 
+MAX_LABEL = 2**63 - 1
+
 
 @dataclass
 class Atlas:
@@ -62,6 +64,9 @@ def load_atlas(path, expected_dim=None) -> Atlas:
             )
     elif raw.dtype.kind not in "iub":
         raise LtpaError(f"atlas file {str(path)!r} has data type {raw.dtype}; expected integer labels")
+    if raw.size and raw.dtype.kind in "uf" and raw.max() > MAX_LABEL:
+        raise LtpaError(f"atlas file {str(path)!r} has label {int(raw.max())}, larger than "
+                        f"2^63 - 1; expected region labels that fit a 64-bit integer")
     data = np.asarray(raw, dtype=np.int64)
     if data.size and data.min() < 0:
         raise LtpaError(

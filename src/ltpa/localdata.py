@@ -78,12 +78,38 @@ def read_json(path) -> object:
     except OSError as exc:
         raise LtpaError(f"local_data file {str(path)!r} could not be read: {exc.strerror}") from None
     try:
-        return json.loads(text)
+        data = json.loads(text)
+    except RecursionError:
+        raise LtpaError(f"local_data file {str(path)!r} is nested more than Python's JSON "
+                        f"reader can follow; expected a list of scan objects") from None
     except json.JSONDecodeError as exc:
         raise LtpaError(
             f"local_data file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}"
         ) from None
+    deepest = _depth_over(data, MAX_DEPTH)
+    if deepest:
+        raise LtpaError(f"local_data file {str(path)!r}: {deepest} is nested more than "
+                        f"{MAX_DEPTH} levels deep; expected scan objects with plain metadata")
+    return data
+
+
+MAX_DEPTH = 64
+
+
+def _depth_over(data, limit) -> str | None:
+    """The JSON path of a value nested deeper than ``limit`` (iterative: no recursion), or None."""
+    stack = [(data, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > limit:
+            return where or "the top level"
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k))
+                         for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value))
+    return None
 
 
 def _json_path(parts) -> str:

@@ -139,7 +139,11 @@ def _run(spec: JobSpec, t0) -> dict:
         check_output_path(spec)
         with output_lock(spec.output):
             watch = InputWatch(spec)
-            stats = STEPS[spec.step](spec, watch)
+            try:
+                stats = STEPS[spec.step](spec, watch)
+            except LtpaError:
+                watch.check()  # an input that changed explains a failure better than its symptom
+                raise
             if spec.sidecar:
                 extra = stats.pop("_sidecar", {})
                 sidecar.write(spec.output, spec.kind, inputs=watch.records(spec.output),
@@ -363,15 +367,21 @@ def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
                properties=None, trk_out=None, sidecar=True, reference_volume=None) -> dict:
     """Hash ``trk_path`` into a TrackDataset pickled at ``out_pkl`` (and a key-grid .trk)."""
     inputs = _inputs(trk_file=trk_path, reference_volume=reference_volume)
-    stats = {}
+    specs = []
     if out_pkl is not None:
-        stats = run(JobSpec("index", _abs(out_pkl), inputs, scan_id=scan_id, space=space,
-                            legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
-                            properties=dict(properties or {}), sidecar=sidecar))
+        specs.append(JobSpec("index", _abs(out_pkl), inputs, scan_id=scan_id, space=space,
+                             legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
+                             properties=dict(properties or {}), sidecar=sidecar))
     if trk_out is not None:
-        run(JobSpec("export", _abs(trk_out), inputs, scan_id=scan_id, space=space,
-                    legacy_dsi2_mni_offset=legacy_dsi2_mni_offset, sidecar=sidecar))
-    return stats
+        specs.append(JobSpec("export", _abs(trk_out), inputs, scan_id=scan_id, space=space,
+                             legacy_dsi2_mni_offset=legacy_dsi2_mni_offset, sidecar=sidecar))
+    for spec in specs:  # both outputs checked before either is written
+        try:
+            check_output_path(spec)
+        except LtpaError as exc:
+            raise exc.in_context(spec.where(str(exc))) from None
+    stats = [run(spec) for spec in specs]
+    return stats[0] if out_pkl is not None else {}
 
 
 def index_only(trk_path, *, space="qsdr", legacy_dsi2_mni_offset=False,

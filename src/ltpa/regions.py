@@ -9,6 +9,8 @@ import numpy as np
 
 from .errors import LtpaError
 
+MAX_LABEL = 2**63 - 1
+
 
 def regions_from_table(path) -> np.ndarray:
     """Sorted positive region indices from a label table.
@@ -36,6 +38,9 @@ def regions_from_table(path) -> np.ndarray:
                                 f"{first!r} is not an integer region index") from None
             if value < 0:
                 raise LtpaError(f"label table {str(path)!r} line {lineno}: negative index {value}")
+            if value > MAX_LABEL:
+                raise LtpaError(f"label table {str(path)!r} line {lineno}: index {value} is "
+                                f"larger than 2^63 - 1")
             if value:
                 ids.append(value)
     if not ids:
@@ -66,6 +71,9 @@ def regions_from_graphml(path) -> np.ndarray:
                 f"graphml file {str(path)!r} has node id {node!r}; expected integer node "
                 f"ids (the atlas labels)"
             ) from None
+        if value > MAX_LABEL:
+            raise LtpaError(f"graphml file {str(path)!r} has node id {value}, larger than "
+                            f"2^63 - 1; expected region labels that fit a 64-bit integer")
         ids.append(value)
     if not ids:
         raise LtpaError(f"graphml file {str(path)!r} has no nodes")

@@ -15,6 +15,7 @@ file system).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,15 +63,35 @@ class _RealPaths:
         return full
 
 
+# what Snakemake takes for a wildcard in a file name ({name} or {name,constraint}): such a
+# path cannot be an input or output of the workflow
+_SNAKEMAKE_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
+
+
 def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
     """(problems, warnings) of the study's outputs against every input, each other and the JSON."""
     real = _RealPaths()
     problems, warnings = [], []
+    braced = {}  # a folder or file whose name holds a {wildcard} -> the paths through it
     inputs = {}  # real path -> [(field, description)] of every input that names it
     for t in targets:
-        for fld, p in t.inputs.items():
-            if p is not None:
+        for fld, p in list(t.inputs.items()) + [(t.output_field, t.output)]:
+            if p is None:
+                continue
+            if fld != t.output_field:
                 inputs.setdefault(real(p), []).append((fld, f"{t.where(fld)} {str(p)!r}"))
+            m = _SNAKEMAKE_WILDCARD.search(str(p))
+            if m:
+                text = str(p)
+                end = text.find("/", m.end())
+                braced.setdefault(text if end < 0 else text[:end], []).append(
+                    (t.where(fld), text, m.group(0)))
+    for where, uses in braced.items():
+        first, text, match = uses[0]
+        more = f" (and {len(uses) - 1} more paths through it)" if len(uses) > 1 else ""
+        problems.append(f"{first}: path {text!r} contains {match!r}, which Snakemake reads as a "
+                        f"wildcard{more}; rename {where!r} (the ltpa command line can process "
+                        f"it as it is)")
     json_real = real(local_data)
     written = {}  # real path -> description of what writes it (outputs and their sidecars)
     lowered = {}

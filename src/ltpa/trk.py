@@ -31,7 +31,7 @@ from .errors import LtpaError
 
 HEADER_SIZE = 1000
 BUFFER_WORDS = 1 << 20  # 4 MB: a range stays in cache between the walk and the action
-MAX_RECORD_BYTES = 256 << 20  # one streamline of ~22 M points: only a corrupt file has one
+MAX_RECORD_BYTES = 64 << 20  # one streamline of 5.6 M points: only a corrupt file has one
 _GROW = 1 << 16
 
 Identity = namedtuple("Identity", "dev ino size mtime_ns")

@@ -18,6 +18,7 @@ except ImportError:  # a plain checkout: use the package next to the workflow
     import ltpa
 
 from ltpa.errors import LtpaError
+from ltpa.resources import mem_mb, runtime_min
 from ltpa.staleness import KEPT, NEEDS_WORK, OUT_OF_DATE, judge_all
 from ltpa.study import load_study
 from ltpa.targets import (
@@ -33,6 +34,12 @@ from ltpa.targets import (
 )
 
 LOG_DIR = config.get("log_dir", "logs")
+
+
+def stop(message):
+    """End the run before any job with ``message`` (as Snakemake prints errors, no Python frames)."""
+    logger.error(message)
+    raise SystemExit(1)
 
 
 def unbuildable(t, v):
@@ -59,14 +66,14 @@ def _load_study():
         hint = ""
         if local_data == "demo/local_data.json":
             hint = " (the demo study: run `make demo`, or `ltpa demo demo`)"
-        raise WorkflowError(
+        stop(
             f"local_data file {local_data!r} does not exist{hint}; "
             "pass another with --config local_data=PATH"
         )
     try:
         study = load_study(local_data, config)
     except LtpaError as exc:
-        raise WorkflowError(str(exc)) from None
+        stop(str(exc))
     for text in study.warnings:
         logger.warning(f"ltpa: {text}")
     every = study.targets
@@ -85,7 +92,7 @@ def _load_study():
         elif v.status == OUT_OF_DATE:
             stale.append((t, v))
     if errors:
-        raise WorkflowError(
+        stop(
             f"local_data file {local_data!r}: {len(errors)} output"
             f"{'s' if len(errors) > 1 else ''} cannot be built:\n"
             + "\n".join(f"  - {e}" for e in errors)
@@ -200,3 +207,12 @@ def spec_of(rule_name):
         return target_of(rule_name, wildcards).spec(config).to_json()
 
     return spec
+
+
+def resource_of(rule_name, formula):
+    """Resource function: ``formula(spec)`` (ltpa.resources) of the target, times the attempt."""
+
+    def resource(wildcards, attempt):
+        return formula(target_of(rule_name, wildcards).spec(config)) * attempt
+
+    return resource

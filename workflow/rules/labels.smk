@@ -1,10 +1,6 @@
 # Endpoint labeling: one connection id per streamline, per scan and atlas.
 #
-# Resources, from benchmarks/ (`make bench`: peak RSS = GNU time %M of the job's
-# process): label_streamlines 223 MB at 10^5 streamlines (75 MB trk), ~250 MB at
-# 10^6 (750 MB trk) -> ~220 MB + 0.04 x input MB (numba, the atlas and 8 bytes of
-# ids per streamline; the trk body is never resident). The formula adds headroom;
-# doubled on each retry. Runtime (minutes) is generous: ~1.5 s at 10^6.
+# Resources: ltpa.resources (see rules/index.smk).
 
 
 rule label_streamlines:
@@ -22,8 +18,8 @@ rule label_streamlines:
         "../envs/ltpa.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((300 + 0.1 * input.size_mb) * attempt),
-        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 500) * attempt),
+        mem_mb=resource_of(RULE_LABEL, mem_mb),
+        runtime=resource_of(RULE_LABEL, runtime_min),
     params:
         spec=spec_of(RULE_LABEL),
     script:
@@ -45,8 +41,8 @@ rule map_b0_atlas:
         "../envs/ltpa.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((500 + 20 * input.size_mb) * attempt),
-        runtime=lambda wc, input, attempt: 5 * attempt,
+        mem_mb=resource_of(RULE_MAP_B0, mem_mb),
+        runtime=resource_of(RULE_MAP_B0, runtime_min),
     params:
         spec=spec_of(RULE_MAP_B0),
     script:

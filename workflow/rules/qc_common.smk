@@ -12,7 +12,7 @@ SCAN_IDS = [s.scan_id for s in SCANS]
 GROUP = {s.scan_id: s.scan_group for s in SCANS}
 REPORT_SCAN = config.get("report_scan") or SCAN_IDS[0]
 if REPORT_SCAN not in GROUP:
-    raise WorkflowError(
+    stop(
         f"config report_scan {REPORT_SCAN!r} is not a scan_id of {config['local_data']!r}"
     )
 ATLAS_KEYS = sorted({t.atlas_key for t in ALL_TARGETS if t.rule == RULE_LABEL})

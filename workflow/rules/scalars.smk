@@ -14,8 +14,8 @@ rule average_track_scalars:
         "../envs/ltpa.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((300 + 0.2 * input.size_mb) * attempt),
-        runtime=lambda wc, input, attempt: int((5 + input.size_mb / 50) * attempt),
+        mem_mb=resource_of(RULE_SCALARS, mem_mb),
+        runtime=resource_of(RULE_SCALARS, runtime_min),
     params:
         spec=spec_of(RULE_SCALARS),
     script:
