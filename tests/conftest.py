@@ -35,6 +35,12 @@ def run_snakemake(workdir, *args, local_data=None, config=(), timeout=600, check
     return proc
 
 
+def study_folder(local_data):
+    """The study's own folder (QC results, logs, caches): <json stem>.ltpa beside the JSON."""
+    local_data = Path(local_data)
+    return local_data.parent / f"{local_data.stem}.ltpa"
+
+
 def planned_jobs(proc_output):
     """(rule, output) pairs of a dry run's job listing."""
     jobs = []

@@ -115,16 +115,16 @@ def two_region_case(tmp_path):
     atlas = np.zeros((10, 10, 10), np.int16)
     atlas[1:3, 1:3, 1:3] = 5
     atlas[6:8, 6:8, 6:8] = 9
-    nib.Nifti1Image(atlas, np.eye(4)).to_filename(str(tmp_path / "a.nii.gz"))
+    nib.Nifti1Image(atlas, np.diag([2.0, 2, 2, 1])).to_filename(str(tmp_path / "a.nii.gz"))
     sls = [np.array([[3, 3, 3], [8, 8, 8], [13, 13, 13]], np.float32)]
-    write_trk(tmp_path / "t.trk", sls, (10, 10, 10), (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+    write_trk(tmp_path / "t.trk", sls, (10, 10, 10), (2, 2, 2), "RAS", np.diag([2.0, 2, 2, 1]))
 
 
 def test_labels_path_region_list_and_sidecar(tmp_path, rng):
     two_region_case(tmp_path)
     (tmp_path / "lut.tsv").write_text("index\tname\n5\tfive\n7\tseven\n9\tnine\n")
     label_scan(tmp_path / "t.trk", tmp_path / "a.nii.gz", tmp_path / "o.npy",
-               labels_path=tmp_path / "lut.tsv")
+               labels_path=tmp_path / "lut.tsv", space="native")
     # regions [5, 7, 9]: pair (5, 9) = ranks (0, 2) -> triu position 2 -> id 3
     assert np.load(tmp_path / "o.npy").tolist() == [3]
     side = read_sidecar(tmp_path / "o.npy")
@@ -186,7 +186,8 @@ def test_workflow_maps_b0_atlas_and_averages_scalars(tmp_path, demo_study):
 def test_atlas_own_labels_fallback_warns(tmp_path, caplog):
     two_region_case(tmp_path)
     with caplog.at_level("WARNING"):
-        label_scan(tmp_path / "t.trk", tmp_path / "a.nii.gz", tmp_path / "o.npy", scan_id="s7")
+        label_scan(tmp_path / "t.trk", tmp_path / "a.nii.gz", tmp_path / "o.npy", scan_id="s7",
+                   space="native")
     assert "scan 's7': no graphml_path: the region list is this atlas's own labels (2)" in caplog.text
     assert "comparable across scans only if" in caplog.text
     # regions [5, 9]: (5, 9) -> triu position 1 -> id 2; the sidecar says how to decode it

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ltpa.errors import LtpaError
-from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+from ltpa.grids import QSDR_AFFINE, QSDR_DIM, Grid
 from ltpa.labels import load_atlas
 from ltpa.regions import regions_from_graphml
 from ltpa.pipeline import label_scan
@@ -18,7 +18,11 @@ from reference import label_slow, read_trk_slow, region_pair_dict
 DIM = (20, 24, 18)
 
 
-def write_atlas(path, data, affine=np.eye(4)):
+# the test trks are on a RAS grid of 2 mm voxels at the origin: this is the atlas's affine
+GRID = np.diag([2.0, 2, 2, 1])
+
+
+def write_atlas(path, data, affine=GRID):
     nib.Nifti1Image(data, affine).to_filename(str(path))
     return path
 
@@ -41,7 +45,7 @@ def random_case(tmp_path, rng, n=400):
         pts[on] = np.round(pts[on] / 2.0) * 2.0
         sls.append(pts.astype(np.float32))
     trk = tmp_path / "r.trk"
-    write_trk(trk, sls, DIM, (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+    write_trk(trk, sls, DIM, (2, 2, 2), "RAS", GRID)
     vol = write_atlas(tmp_path / "atlas.nii.gz", atlas)
     return trk, vol, atlas
 
@@ -50,7 +54,7 @@ def random_case(tmp_path, rng, n=400):
 def test_labels_match_dsi2_loop(tmp_path, rng, start):
     trk, vol, atlas = random_case(tmp_path, rng)
     out = tmp_path / "ids.npy"
-    label_scan(trk, vol, out, start=start)
+    label_scan(trk, vol, out, start=start, space="native")
     got = np.load(out)
     regions = sorted(set(np.unique(atlas).tolist()) - {0})
     expected = label_slow(read_trk_slow(trk), atlas, (2, 2, 2), regions, start)
@@ -66,7 +70,7 @@ def test_graphml_region_list_and_unknown_labels(tmp_path, rng, caplog):
     gml = write_graphml(tmp_path / "g.graphml", regions)
     out = tmp_path / "ids.npy"
     with caplog.at_level("WARNING"):
-        stats = label_scan(trk, vol, out, graphml_path=gml)
+        stats = label_scan(trk, vol, out, graphml_path=gml, space="native")
     expected = label_slow(read_trk_slow(trk), atlas, (2, 2, 2), regions, 1)
     np.testing.assert_array_equal(np.load(out), expected)
     assert stats["labels_not_in_region_list"] == [8]
@@ -78,7 +82,8 @@ def test_graphml_region_list_and_unknown_labels(tmp_path, rng, caplog):
 def test_atlas_errors(tmp_path, rng):
     base = rng.integers(0, 5, DIM).astype(np.int16)
     cases = {
-        "shape.nii.gz": (base[:, :, :5], "has shape (20, 24, 5) but the trk grid is (20, 24, 18)"),
+        "shape.nii.gz": (base[:, :, :5], "has shape (20, 24, 5) and affine [2 0 0 0; 0 2 0 0; 0 0 2 0], "
+                                         "but the streamlines' grid is (20, 24, 18)"),
         "four_d.nii.gz": (base[..., None].repeat(2, axis=3), "has 4 dimensions"),
         "nan.nii.gz": (np.where(base > 3, np.nan, base).astype(np.float32), "NaN"),
         "float.nii.gz": (base + 0.5, "non-integral values (e.g. "),
@@ -87,14 +92,14 @@ def test_atlas_errors(tmp_path, rng):
     for name, (data, msg) in cases.items():
         p = write_atlas(tmp_path / name, data)
         with pytest.raises(LtpaError) as err:
-            load_atlas(p, expected_dim=DIM)
+            load_atlas(p, Grid(DIM, (2.0, 2.0, 2.0), "RAS", GRID))
         assert msg in str(err.value) and name in str(err.value)
     good = write_atlas(tmp_path / "good.nii.gz", base.astype(np.int16))
     corrupt = tmp_path / "corrupt.nii.gz"
     raw = good.read_bytes()
     corrupt.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(LtpaError, match="could not be read as an image"):
-        load_atlas(corrupt, expected_dim=DIM)
+        load_atlas(corrupt, Grid(DIM, (2.0, 2.0, 2.0), "RAS", GRID))
 
 
 def test_graphml_errors(tmp_path):
@@ -232,11 +237,11 @@ def test_grid_edges_and_outside_count_exact(tmp_path, rng, monkeypatch, vs):
             pts[pick, ax] = rng.choice(edges[ax], int(pick.sum()))
         sls.append(pts)
     trk = tmp_path / "e.trk"
-    write_trk(trk, sls, DIM, vs, "LAS", np.diag([*vs, 1.0]))
-    vol = write_atlas(tmp_path / "atlas.nii.gz", atlas)
+    write_trk(trk, sls, DIM, vs, "RAS", np.diag([*vs, 1.0]))
+    vol = write_atlas(tmp_path / "atlas.nii.gz", atlas, np.diag([*vs, 1.0]))
     monkeypatch.setattr(trkmod, "BUFFER_WORDS", 64)
     out = tmp_path / "ids.npy"
-    stats = label_scan(trk, vol, out)
+    stats = label_scan(trk, vol, out, space="native")
     regions = sorted(set(np.unique(atlas).tolist()) - {0})
     ref = read_trk_slow(trk)
     vs = tuple(float(np.float32(v)) for v in vs)  # as stored in the header
@@ -252,9 +257,9 @@ def test_non_finite_coordinate_is_an_error(tmp_path, rng):
     k = next(i for i, s in enumerate(sls) if len(s) > 3 and i > 2)
     sls[k][2, 1] = np.nan
     bad = tmp_path / "nan.trk"
-    write_trk(bad, sls, DIM, (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+    write_trk(bad, sls, DIM, (2, 2, 2), "RAS", GRID)
     with pytest.raises(LtpaError, match=f"nan.trk.*streamline {k} has a NaN or infinite"):
-        label_scan(bad, vol, tmp_path / "x.npy")
+        label_scan(bad, vol, tmp_path / "x.npy", space="native")
     assert not (tmp_path / "x.npy").exists()
 
 
@@ -292,18 +297,18 @@ def test_labeling_in_any_buffer_size_matches_the_reference(tmp_path, rng, monkey
                 s[rng.integers(k), rng.integers(3)] = rng.choice([np.nan, np.inf, -np.inf])
             sls.append(s)
         path = tmp_path / f"f{it}.trk"
-        write_trk(path, sls, DIM, (2, 2, 2), "LAS", np.diag([2.0, 2, 2, 1]))
+        write_trk(path, sls, DIM, (2, 2, 2), "RAS", GRID)
         out = tmp_path / f"o{it}.npy"
         bad = next((k for k, s in enumerate(sls) if not np.isfinite(s).all()), None)
         if bad is None:
-            label_scan(path, vol, out, start=it % 2)
+            label_scan(path, vol, out, start=it % 2, space="native")
             regions = np.unique(data[data > 0])
             np.testing.assert_array_equal(np.load(out), label_slow(sls, data, (2.0, 2.0, 2.0),
                                                                    regions, start=it % 2))
             seen.add("ok")
         else:
             with pytest.raises(LtpaError, match=f"streamline {bad} has a NaN"):
-                label_scan(path, vol, out)
+                label_scan(path, vol, out, space="native")
             assert not out.exists()
             seen.add("err")
     assert seen == {"ok", "err"}

@@ -58,7 +58,7 @@ def cases(draw, max_streamlines=25, max_points=8):
 
 def write_case(folder, dim, vs, sls):
     trk = Path(folder) / "case.trk"
-    write_trk(trk, sls, dim, vs, "LAS", np.diag([*vs, 1.0]))
+    write_trk(trk, sls, dim, vs, "RAS", np.diag([*vs, 1.0]))
     return trk
 
 

@@ -9,6 +9,7 @@ import yaml
 
 from ltpa.qc import connection_matrix, decode_pairs, read_tsv, streamline_lengths
 from ltpa.trk import open_trk
+from conftest import study_folder
 from qc_study import built_study
 from reference import read_trk_slow
 
@@ -48,11 +49,11 @@ def test_lengths_match_a_per_point_loop(built):
 def test_scan_tables_and_summary_match_the_outputs(built):
     work, local_data, study = built
     meta = {s["scan_id"]: s for s in json.loads(local_data.read_text())}
-    summary = read_tsv(work / "results" / "qc" / "summary.tsv")
+    summary = read_tsv(study_folder(local_data) / "qc" / "summary.tsv")
     assert [(r["scan_id"], r["atlas"]) for r in summary] == [(s, a) for s in SCANS for a in ATLASES]
     for row in summary:
         s, a = row["scan_id"], row["atlas"]
-        per_scan = read_tsv(work / "results" / "qc" / "scans" / f"{s}.tsv")[ATLASES.index(a)]
+        per_scan = read_tsv(study_folder(local_data) / "qc" / "scans" / f"{s}.tsv")[ATLASES.index(a)]
         assert {k: row[k] for k in per_scan} == per_scan  # the summary joins the scan tables
         assert row["scan_group"] == meta[s]["scan_group"]
         assert row["subject_id"] == meta[s]["subject_id"]
@@ -77,15 +78,15 @@ def test_scan_tables_and_summary_match_the_outputs(built):
         assert float(row["length_median_mm"]) == pytest.approx(float(np.median(slow)), rel=1e-5)
         assert int(row["n_points"]) == sum(len(p) for p in read_trk_slow(study / s / f"{s}.trk"))
     # the length histogram counts every streamline
-    hist = read_tsv(work / "results" / "qc" / "lengths" / "s1.tsv")
+    hist = read_tsv(study_folder(local_data) / "qc" / "lengths" / "s1.tsv")
     assert sum(int(r["count"]) for r in hist) == np.load(study / "s1" / "scale33.npy").size
-    log = (work / "logs" / "qc_scan" / "scan_s1.log").read_text()
+    log = (study_folder(local_data) / "logs" / "qc_scan" / "scan_s1.log").read_text()
     assert "lengths: " in log and "unlabeled" in log
 
 
 def test_provenance_records_config_versions_and_json_checksum(built):
     work, local_data, _ = built
-    prov = yaml.safe_load((work / "results" / "provenance" / "provenance.yaml").read_text())
+    prov = yaml.safe_load((study_folder(local_data) / "provenance" / "provenance.yaml").read_text())
     assert prov["local_data_sha256"] == hashlib.sha256(local_data.read_bytes()).hexdigest()
     import snakemake
 
@@ -93,6 +94,6 @@ def test_provenance_records_config_versions_and_json_checksum(built):
 
     assert prov["versions"]["ltpa"] == ltpa.__version__
     assert prov["versions"]["snakemake"] == snakemake.__version__
-    cfg = yaml.safe_load((work / "results" / "provenance" / "config.yaml").read_text())
-    assert cfg["local_data"] == str(local_data) and cfg["results_dir"] == "results"
+    cfg = yaml.safe_load((study_folder(local_data) / "provenance" / "config.yaml").read_text())
+    assert cfg["local_data"] == str(local_data) and cfg["results_dir"] is None
     assert cfg["connection_ids_start_at"] == 1

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import BIN, SNAKEFILE, SNAKEMAKE, run_snakemake
+from conftest import BIN, SNAKEFILE, SNAKEMAKE, run_snakemake, study_folder
 from ltpa import load_track_dataset
 from ltpa.demo import make_demo, make_streamlines
 from ltpa.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
@@ -369,7 +369,7 @@ def test_study_under_spaces_and_unicode_with_edge_streamlines(tmp_path):
                   if not all(0 <= qsdr_key(tuple(int(np.floor(c / 2)) for c in p))[a] < MNI_DIM[a]
                              for a in range(3)))
     assert outside >= 3
-    (log,) = [p for p in work.rglob("s2.pkl.log")]
+    (log,) = [p for p in study_folder(local_data).rglob("s2.pkl.log")]
     n_points = sum(len(s) for s in sls2)
     assert (f"{outside} of {n_points} points fall outside the 91x109x91 key grid and are left "
             f"out of the index") in log.read_text()

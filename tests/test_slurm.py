@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, REPO, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake
+from conftest import BIN, REPO, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
 from ltpa import load_track_dataset
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
@@ -186,7 +186,7 @@ def test_slurm_run_equals_local_run(tmp_path):
         assert ((slurm_study.parent / s / f"{s}.pkl.trk").read_bytes()
                 == (local_study.parent / s / f"{s}.pkl.trk").read_bytes())
         # the job's own log was written (by the job, on the node)
-        assert (work / "logs" / "index_streamlines" / f"scan_{s}{slurm_study.parent}" / s
+        assert (study_folder(slurm_study) / "logs" / "index_streamlines" / f"scan_{s}{slurm_study.parent}" / s
                 / f"{s}.pkl.log").exists()
 
     # SLURM really ran them: one submission per scan (group scan_<id>), listed by sacct

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake
+from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
 from ltpa import load_track_dataset
 from ltpa.demo import make_demo, make_streamlines
 from ltpa.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
@@ -324,8 +324,13 @@ def test_bad_sidecars_make_their_output_out_of_date_and_nothing_else(tmp_path, s
     proc = run_snakemake(work, local_data=study, qc=True)
     assert "Traceback" not in proc.output
     assert f"{folder}/s2/scale60.npy.json' is not an ltpa sidecar" in proc.output
-    summary = (work / "results" / "qc" / "summary.tsv").read_text()
+    summary = (study_folder(study) / "qc" / "summary.tsv").read_text()
     assert summary.count("\ns2\t") == 2 and summary.count("\ns1\t") == 2
+    from ltpa.qc import read_tsv
+
+    rows = read_tsv(study_folder(study) / "qc" / "summary.tsv")
+    assert all("archived" in r["flags"] for r in rows if r["scan_id"] == "s2")
+    assert not any("archived" in r["flags"] for r in rows if r["scan_id"] != "s2")
 
 
 # --------------------------------------------------------------------------- damaged .tck / .trx (#10.6)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake
+from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
 from ltpa import load_track_dataset
 from ltpa.demo import make_streamlines
 from ltpa.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
@@ -76,9 +76,10 @@ def test_full_run_outputs_match_independent_computation(built):
                         lambda v: (v[0] + 6, 101 - v[1], v[2] + 11), MNI_DIM)
         assert {k: ds.tracks_at_ijk[k].tolist() for k in ds.tracks_at_ijk} == ref
         assert ds.scan_id == s and ds.properties["scan_group"] in ("control", "patient")
-        log = work / "logs" / "index_streamlines" / f"scan_{s}{study}" / s / f"{s}.pkl.log"
+        log = (study_folder(local_data) / "logs" / "index_streamlines" / f"scan_{s}{study}" / s
+               / f"{s}.pkl.log")
         assert "hashing" in log.read_text()
-    label_log = (work / "logs" / "label_streamlines" / "scan_s1_atlas_scale33"
+    label_log = (study_folder(local_data) / "logs" / "label_streamlines" / "scan_s1_atlas_scale33"
                  f"{study}/s1/scale33.npy.log").read_text()
     assert "have connection id 0" in label_log
     # second run: nothing to do
@@ -185,7 +186,7 @@ def test_bad_json_fails_before_any_job_with_every_problem(tmp_path, demo_study):
 def test_bad_trk_fails_its_jobs_only_and_names_scan(tmp_path, demo_study):
     study = demo_study.parent
     raw = (study / "s2" / "s2.trk").read_bytes()
-    (study / "s2" / "s2.trk").write_bytes(raw[:-6])  # cut mid-streamline
+    (study / "s2" / "s2.trk").write_bytes(raw[:-8])  # cut mid-streamline: seen by its jobs
     proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
     assert proc.returncode != 0
     assert "ltpa error: scan 's2', field 'trk_file': file" in proc.output
@@ -196,6 +197,22 @@ def test_bad_trk_fails_its_jobs_only_and_names_scan(tmp_path, demo_study):
         assert (study / s / f"{s}.pkl").exists() and (study / s / "scale60.npy").exists()
     assert not list((study / "s2").glob("*.npy")) and not (study / "s2" / "s2.pkl").exists()
     assert not [p for p in study.rglob("*") if "ltpa-tmp" in p.name]
+
+
+def test_a_bad_trk_header_stops_the_run_before_any_job(tmp_path, demo_study):
+    study = demo_study.parent
+    raw = (study / "s2" / "s2.trk").read_bytes()
+    (study / "s2" / "s2.trk").write_bytes(raw[:-6])  # not whole 4-byte words: seen in the header
+    for args in (("-n",), ()):
+        proc = run_snakemake(tmp_path / "work", *args, local_data=demo_study, check=False)
+        assert proc.returncode != 0
+        assert (f"scan #1 ('s2'), field 'trk_file': file '{study}/s2/s2.trk': body of "
+                f"{len(raw) - 6 - 1000} bytes is not a whole number of 4-byte values; the file "
+                f"is truncated") in proc.output
+    assert not list(study.glob("s*/*.pkl")) and not list(study.glob("s*/*.npy"))
+    proc = subprocess.run([str(BIN / "ltpa"), "validate", str(demo_study)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "is not a whole number of 4-byte values" in proc.stderr
 
 
 def test_killed_job_leaves_no_partial_output(tmp_path, demo_study):
@@ -214,7 +231,8 @@ def test_killed_job_leaves_no_partial_output(tmp_path, demo_study):
            "--config", f"local_data={demo_study}", "qc=False"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
-    log = work / "logs" / "index_streamlines" / f"scan_s1{study}" / "s1" / "s1.pkl.log"
+    log = (study_folder(demo_study) / "logs" / "index_streamlines" / f"scan_s1{study}" / "s1"
+           / "s1.pkl.log")
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and "streamlines" in log.read_text()):
         time.sleep(0.02)
@@ -256,7 +274,7 @@ def test_killed_cli_write_keeps_the_previous_output(tmp_path, demo_study):
         np.testing.assert_array_equal(idx.ids, good.ids)
 
 
-def test_wrong_grid_and_atlas_shape_fail_with_scan_named(tmp_path, demo_study):
+def test_wrong_grid_and_atlas_shape_fail_before_any_job_with_scan_named(tmp_path, demo_study):
     import nibabel as nib
 
     study = demo_study.parent
@@ -267,11 +285,11 @@ def test_wrong_grid_and_atlas_shape_fail_with_scan_named(tmp_path, demo_study):
     nib.Nifti1Image(small, np.eye(4)).to_filename(str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
     proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
     assert proc.returncode != 0
-    assert ("scan 's1', field 'trk_file': file '" + str(study / "s1" / "s1.trk")
+    assert ("scan #0 ('s1'), field 'trk_file': file '" + str(study / "s1" / "s1.trk")
             + "': trk_space 'mni' expects the MNI152 2 mm grid") in proc.output
     assert "but the trk header has dim 79x95x69, voxel 2x2x2 mm, order LPS" in proc.output
-    assert (f"scan 's2', atlas 'scale33', field 'volume_path': atlas file "
-            f"'{study}/s2/s2.scale33.QSDR.nii.gz' has shape (10, 10, 10) "
-            "but the trk grid is (79, 95, 69)") in proc.output
-    assert (study / "s2" / "scale60.npy").exists() and (study / "s3" / "s3.pkl").exists()
-    assert not (study / "s1" / "s1.pkl").exists() and not (study / "s2" / "scale33.npy").exists()
+    assert (f"scan #1 ('s2'), field 'track_labels[0].volume_path': atlas file "
+            f"'{study}/s2/s2.scale33.QSDR.nii.gz' has shape (10, 10, 10) and affine "
+            f"[1 0 0 0; 0 1 0 0; 0 0 1 0], but the streamlines' grid is (79, 95, 69) with affine "
+            f"[-2 0 0 78; 0 -2 0 76; 0 0 2 -50]") in proc.output
+    assert not list(study.glob("s*/*.pkl")) and not list(study.glob("s*/*.npy"))

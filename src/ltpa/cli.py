@@ -60,6 +60,8 @@ def _validate(args):
     study = load_study(args.local_data, _config(args))
     for text in study.warnings:
         print(f"warning: {text}", file=sys.stderr)
+    for note in study.notes:
+        print(f"note: {note.line()}", file=sys.stderr)
     n_labels = sum(len(s.labels) for s in study.scans)
     print(f"{args.local_data}: {len(study.scans)} scans, {n_labels} atlas labelings: valid")
 
@@ -69,12 +71,17 @@ def _status(args):
     from .study import load_study
 
     config = _config(args)
-    study = load_study(args.local_data, config)
+    study = load_study(args.local_data, config, strict=False)
     for text in study.warnings:
         print(f"warning: {text}", file=sys.stderr)
-    entries = study_status(study.scans, config, targets=study.targets)
+    entries = study_status(study)
     print(format_status(entries, tsv=args.tsv))
-    if any(e.status in NEEDS_WORK for e in entries):
+    from .summary import collect, format_summary
+
+    print(format_summary(collect(study), limit=10**9 if args.notes else 40), file=sys.stderr)
+    for text in study.problems:
+        print(f"problem: {text}", file=sys.stderr)
+    if study.problems or any(e.status in NEEDS_WORK for e in entries):
         raise SystemExit(1)
 
 
@@ -131,6 +138,8 @@ def main(argv=None) -> int:
     p.add_argument("--start-at", type=int, choices=[0, 1], default=None,
                    help="connection_ids_start_at")
     p.add_argument("--tsv", action="store_true", help="one tab-separated line per output")
+    p.add_argument("--notes", action="store_true",
+                   help="list every note of the summary (default: the first 40)")
     p.set_defaults(func=_status)
 
     args = parser.parse_args(argv)

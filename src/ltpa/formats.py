@@ -184,7 +184,7 @@ class TckReader:
 
     DTYPES = {"Float32LE": "<f4", "Float32BE": ">f4", "Float64LE": "<f8", "Float64BE": ">f8"}
 
-    def __init__(self, path):
+    def __init__(self, path, header_only=False):
         self.path = Path(path)
         try:
             self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -195,7 +195,8 @@ class TckReader:
                 from None
         try:
             self._read_header()
-            self._scan()
+            if not header_only:
+                self._scan()
         except BaseException:
             os.close(self.fd)
             raise
@@ -337,7 +338,7 @@ class TrxReader:
     FLOATS = ("float16", "float32", "float64")
     UINTS = ("uint32", "uint64")
 
-    def __init__(self, path):
+    def __init__(self, path, header_only=False):
         self.path = Path(path)
         self._zip = None
         try:
@@ -352,7 +353,8 @@ class TrxReader:
                 self._open_member = lambda name: self._zip.open(infos[name])
                 self._size = lambda name: infos[name].file_size
             self._find(names)
-            self._read_offsets()
+            if not header_only:
+                self._read_offsets()
         except LtpaError:
             self.close()
             raise

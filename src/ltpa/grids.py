@@ -102,7 +102,7 @@ def _describe(dim, voxel_size, order):
 
 
 def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_offset=False,
-                where: str = "") -> KeyMap:
+                where: str = "", vox_to_ras=None) -> KeyMap:
     """The native -> key map for a trk grid declared to be in ``space``.
 
     Raises LtpaError naming the space and the expected and found grid when the
@@ -118,7 +118,7 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
                 f"{prefix}the trk header's voxel_order {order!r} is not three letters; "
                 f"expected e.g. 'LAS' or 'LPS'"
             )
-        affine = native_affine(dim, voxel_size, order)
+        affine = trk_affine(dim, voxel_size, order, vox_to_ras)
         return KeyMap((1, 1, 1), (0, 0, 0), Grid(dim, voxel_size, order, affine))
     if space == "qsdr":
         expected = QSDR_GRID
@@ -190,3 +190,102 @@ def grid_for(space: str, reference_volume=None) -> Grid:
         raise LtpaError(f"reference_volume {str(reference_volume)!r} could not be read "
                         f"({exc})") from None
     return grid_of_affine(shape, affine)
+
+
+# --------------------------------------------------------------------------- geometry
+
+# two affines describe the same grid when every entry of their 3x4 parts agrees this closely
+# (mm for translations; NIfTI stores affines as float32, whose rounding is far below this)
+AFFINE_TOLERANCE = 1e-3
+
+
+def _usable(vox_to_ras) -> bool:
+    if vox_to_ras is None:
+        return False
+    a = np.asarray(vox_to_ras, dtype=np.float64)
+    return a.shape == (4, 4) and np.all(np.isfinite(a)) and abs(np.linalg.det(a[:3, :3])) > 1e-12
+
+
+def trk_affine(dim, voxel_size, order, vox_to_ras=None) -> np.ndarray:
+    """voxel -> RAS mm of a .trk's own voxel grid (its voxmm / voxel size, in ``order``).
+
+    nibabel's rule (``get_affine_trackvis_to_rasmm``): TrackVis voxmm are in the header's
+    ``voxel_order``; when ``vox_to_ras`` is set it maps voxels of *its own* orientation, so
+    the voxels are first flipped/permuted by index from ``voxel_order`` to that orientation.
+    Without a usable ``vox_to_ras`` the grid is the diagonal one of the voxel order and
+    sizes (``native_affine``).
+    """
+    import nibabel as nib
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, ornt_transform
+
+    order = normalize_order(order)
+    if not _usable(vox_to_ras):
+        return native_affine(dim, voxel_size, order)
+    v2r = np.asarray(vox_to_ras, dtype=np.float64)
+    own = axcodes2ornt(nib.aff2axcodes(v2r))
+    ornt = ornt_transform(axcodes2ornt(tuple(order)), own)
+    return v2r @ inv_ornt_aff(ornt, tuple(int(d) for d in dim))
+
+
+def streamline_grid(space: str, dim, voxel_size, order, vox_to_ras=None) -> Grid:
+    """The voxel grid a .trk's points are labeled in (its own voxels), with its RAS affine.
+
+    qsdr: DSI Studio's QSDR 2 mm grid (the header was checked to be it); mni: MNI152 2 mm in
+    the header's voxel order (LAS or a flip of it); native: ``trk_affine``.
+    """
+    order = normalize_order(order)
+    dim = tuple(int(d) for d in dim)
+    if space == "qsdr":
+        return QSDR_GRID
+    if space == "mni":
+        return Grid(MNI_DIM, MNI_VOXEL_SIZE, order, trk_affine(MNI_DIM, MNI_VOXEL_SIZE, order,
+                                                                MNI_AFFINE))
+    return Grid(dim, tuple(float(v) for v in voxel_size), order,
+                trk_affine(dim, voxel_size, order, vox_to_ras))
+
+
+def _fmt_affine(a) -> str:
+    return "[" + "; ".join(" ".join(f"{v:g}" for v in row) for row in np.asarray(a)[:3]) + "]"
+
+
+def conform_plan(shape, affine, grid: Grid):
+    """How an image (shape, affine) becomes ``grid`` by index: None (it is the grid already),
+    a nibabel orientation transform (axis flips/permutations), or an error text."""
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
+    shape = tuple(int(d) for d in shape[:3])
+    affine = np.asarray(affine, dtype=np.float64)
+    target = np.asarray(grid.affine, dtype=np.float64)
+    if shape == tuple(grid.dim) and np.allclose(affine[:3], target[:3], rtol=0,
+                                                atol=AFFINE_TOLERANCE):
+        return None
+    why = (f"has shape {shape} and affine {_fmt_affine(affine)}, but the streamlines' grid is "
+           f"{tuple(grid.dim)} with affine {_fmt_affine(target)}; expected the same grid, up "
+           f"to axis flips and permutations, within {AFFINE_TOLERANCE} mm")
+    if not (_usable(affine) and _usable(target)):
+        return why
+    ornt = ornt_transform(io_orientation(affine), io_orientation(target))
+    moved = affine @ inv_ornt_aff(ornt, shape)
+    perm = [0, 0, 0]
+    for src, (dst, _) in enumerate(ornt):
+        perm[int(dst)] = shape[src]
+    if tuple(perm) == tuple(grid.dim) and np.allclose(moved[:3], target[:3], rtol=0,
+                                                      atol=AFFINE_TOLERANCE):
+        return ornt
+    return why
+
+
+def conform(data: np.ndarray, plan) -> np.ndarray:
+    """``data`` moved to the grid by ``conform_plan``'s transform (exactly, by index)."""
+    from nibabel.orientations import apply_orientation
+
+    if plan is None:
+        return data
+    return np.ascontiguousarray(apply_orientation(data, plan))
+
+
+def describe_plan(plan, affine, grid: Grid) -> str:
+    import nibabel as nib
+
+    return (f"reoriented by index from {''.join(nib.aff2axcodes(affine))} to "
+            f"{''.join(nib.aff2axcodes(grid.affine))} (the same grid, other voxel order)")

@@ -26,12 +26,13 @@ MAX_LABEL = 2**63 - 1
 @dataclass
 class Atlas:
     path: Path
-    data: np.ndarray  # int64 labels, in the trk grid
+    data: np.ndarray  # int64 labels, in the streamlines' grid
     labels: np.ndarray  # sorted unique nonzero labels present
+    note: str | None = None  # how it was brought to the grid (a reorientation), if it was
 
 
-def load_atlas(path, expected_dim=None) -> Atlas:
-    """Load a label volume with nibabel and check it is a usable integer atlas."""
+def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels as int64, affine) of a 3-D label volume, checked: integral, >= 0, < 2^63."""
     import nibabel as nib
 
     path = Path(path)
@@ -40,17 +41,13 @@ def load_atlas(path, expected_dim=None) -> Atlas:
     try:
         img = nib.load(str(path))
         raw = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise LtpaError(f"atlas file {str(path)!r} could not be read as an image ({exc})") from exc
     if raw.ndim != 3:
         raise LtpaError(
             f"atlas file {str(path)!r} has {raw.ndim} dimensions {raw.shape}; "
             f"expected a 3-D label volume"
-        )
-    if expected_dim is not None and tuple(raw.shape) != tuple(expected_dim):
-        raise LtpaError(
-            f"atlas file {str(path)!r} has shape {tuple(raw.shape)} but the trk grid is "
-            f"{tuple(int(d) for d in expected_dim)}; the atlas must share the trk's grid"
         )
     if raw.dtype.kind == "f":
         if not np.isfinite(raw).all():
@@ -73,8 +70,31 @@ def load_atlas(path, expected_dim=None) -> Atlas:
             f"atlas file {str(path)!r} has negative labels (min {int(data.min())}); "
             f"expected 0 for background and positive region labels"
         )
+    return data, affine
+
+
+def read_label_volume(path) -> np.ndarray:
+    return read_label_image(path)[0]
+
+
+def load_atlas(path, grid=None) -> Atlas:
+    """A label volume in ``grid`` (an ``ltpa.grids.Grid``): the same grid up to axis flips
+    and permutations is reoriented exactly by index (``Atlas.note`` says so); any other grid
+    is an error naming both affines. Without ``grid``, the volume as stored."""
+    from .grids import conform, conform_plan, describe_plan
+
+    path = Path(path)
+    data, affine = read_label_image(path)
+    note = None
+    if grid is not None:
+        plan = conform_plan(data.shape, affine, grid)
+        if isinstance(plan, str):
+            raise LtpaError(f"atlas file {str(path)!r} {plan}")
+        if plan is not None:
+            data = conform(data, plan)
+            note = describe_plan(plan, affine, grid)
     labels = np.unique(data)
-    return Atlas(path, np.ascontiguousarray(data), labels[labels != 0])
+    return Atlas(path, np.ascontiguousarray(data), labels[labels != 0], note)
 
 
 @dataclass
@@ -84,6 +104,7 @@ class LabelResult:
     start: int
     unknown_labels: np.ndarray  # atlas labels not in the region list (treated as background)
     n_points_outside: int
+    n_points: int = 0
 
 
 def pair_index(lo: np.ndarray, hi: np.ndarray, n_regions: int) -> np.ndarray:
@@ -148,4 +169,4 @@ def label_trk(trk, atlas: Atlas, regions=None, start: int = 1, progress=None) ->
 
     walked = trk.walk(label_one, progress=progress)
     ids = state["ids"][:walked.n_streamlines]
-    return LabelResult(ids, regions, start, unknown, int(state["outside"]))
+    return LabelResult(ids, regions, start, unknown, int(state["outside"]), walked.n_points)

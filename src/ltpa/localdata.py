@@ -175,14 +175,57 @@ def _resolve(value, root: Path) -> Path | None:
 def load_local_data(path, data_root=None) -> list[ScanRecord]:
     """Read, validate and resolve local_data.json; raises LtpaError listing every problem."""
     path = Path(path).resolve()
-    scans, problems = read_records(path, data_root)
+    scans, problems, _ = read_records(path, data_root)
     if problems:
         raise LtpaError(problem_text(path, problems))
     return scans
 
 
-def read_records(path, data_root=None) -> tuple[list[ScanRecord], list[str]]:
-    """The scan records of a local_data.json and every problem found in it (schema, records).
+def known_fields() -> dict:
+    """The field names the schema knows: {"scan": [...], "track_labels": [...], ...}."""
+    defs = schema()["$defs"]
+    return {"scan": list(defs["scan"]["properties"]),
+            "track_labels": list(defs["track_label"]["properties"]),
+            "track_scalars": list(defs["track_scalar"]["properties"])}
+
+
+def field_name_problems(data, strict=False) -> list[str]:
+    """An unknown key that is close to a known field, as dsi2 would have kept it: a typo.
+
+    ``trk_spce`` kept as metadata means the default space is used, silently; so a key close
+    to a known field (difflib ratio >= 0.8) is named with its suggestion. With ``strict``,
+    every unknown key is reported. Other unknown keys stay metadata (dsi2 compatibility).
+    """
+    import difflib
+
+    known = known_fields()
+    out = []
+
+    def check(entry, kind, where):
+        for key in entry:
+            if key in known[kind] or not isinstance(key, str):
+                continue
+            close = difflib.get_close_matches(key, known[kind], n=1, cutoff=0.8)
+            if close:
+                out.append(f"{where}: unknown field {key!r}: did you mean {close[0]!r}?")
+            elif strict:
+                out.append(f"{where}: unknown field {key!r} (strict_fields is on)")
+
+    for idx, scan in enumerate(data if isinstance(data, list) else []):
+        if not isinstance(scan, dict):
+            continue
+        where = f"scan #{idx} ({scan.get('scan_id')!r})"
+        check(scan, "scan", where)
+        for kind in ("track_labels", "track_scalars"):
+            entries = scan.get(kind)
+            for pos, entry in enumerate(entries if isinstance(entries, list) else []):
+                if isinstance(entry, dict):
+                    check(entry, kind, f"{where}, {kind}[{pos}]")
+    return out
+
+
+def read_records(path, data_root=None, strict_fields=False):
+    """(scan records, problems, warnings) of a local_data.json (schema, records, field names).
 
     Only an unreadable file, or a top level that is not a list of scans, raises: anything
     else is returned as a problem, with as many records as could be made, so that the
@@ -267,7 +310,10 @@ def read_records(path, data_root=None) -> tuple[list[ScanRecord], list[str]]:
                                 f"{str(lab.volume_path)!r} would be made from two different b0 "
                                 f"atlases ({str(first)!r} and {str(lab.b0_volume_path)!r})")
         scans.append(rec)
-    return scans, problems
+    names = field_name_problems(data, strict=strict_fields)
+    if strict_fields:
+        return scans, problems + names, []
+    return scans, problems, names
 
 
 def problem_text(path, problems) -> str:

@@ -195,7 +195,7 @@ def _key_map(trk, spec: JobSpec):
 
     return key_map_for(spec.space, trk.dim, trk.voxel_size, trk.voxel_order,
                        legacy_dsi2_mni_offset=spec.legacy_dsi2_mni_offset,
-                       where=f"file {str(spec.inputs['trk_file'])!r}")
+                       where=f"file {str(spec.inputs['trk_file'])!r}", vox_to_ras=trk.vox_to_ras)
 
 
 def _unchanged(trk, watch):
@@ -280,6 +280,7 @@ def step_export(spec: JobSpec, watch: InputWatch) -> dict:
 
 
 def step_label(spec: JobSpec, watch: InputWatch) -> dict:
+    from .grids import streamline_grid
     from .labels import label_trk, load_atlas
     from .regions import regions_from_graphml, regions_from_table
 
@@ -287,7 +288,12 @@ def step_label(spec: JobSpec, watch: InputWatch) -> dict:
     if spec.start not in (0, 1):
         raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {spec.start!r}")
     with _Streamlines(spec) as trk:
-        atlas = load_atlas(spec.inputs["volume_path"], expected_dim=trk.dim)
+        _key_map(trk, spec)  # the header must be the grid of the declared space
+        grid = streamline_grid(spec.space, trk.dim, trk.voxel_size, trk.voxel_order,
+                               trk.vox_to_ras)
+        atlas = load_atlas(spec.inputs["volume_path"], grid)
+        if atlas.note:
+            log.warning("atlas %s: %s", spec.inputs["volume_path"], atlas.note)
         if spec.inputs.get("graphml_path"):
             regions = regions_from_graphml(spec.inputs["graphml_path"])
             source = "graphml"
@@ -320,7 +326,10 @@ def step_label(spec: JobSpec, watch: InputWatch) -> dict:
         "n_regions": int(regions.shape[0]),
         "region_source": source,
         "labels_not_in_region_list": [int(v) for v in result.unknown_labels],
+        "regions_not_in_atlas": int(np.setdiff1d(regions, atlas.labels).shape[0]),
+        "atlas_reoriented": atlas.note,
         "n_points_outside_grid": int(result.n_points_outside),
+        "n_points": int(result.n_points),
         "seconds": round(time.perf_counter() - t0, 3),
         "_sidecar": {
             "region_ids": [int(v) for v in regions],

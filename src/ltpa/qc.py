@@ -26,7 +26,7 @@ QC_COLUMNS = [
     "region_source", "n_labels_not_in_region_list", "labels_not_in_region_list",
     "n_regions_never_reached", "regions_never_reached", "n_points",
     "n_points_outside_key_grid", "n_points_outside_atlas_grid", "length_median_mm",
-    "numpy_path",
+    "flags", "numpy_path",
 ]
 
 
@@ -132,7 +132,7 @@ def read_tsv(path) -> list[dict]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
-def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1):
+def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1, kept=()):
     """QC rows of one scan (one per atlas) and its streamline lengths (None without the trk).
 
     ``atlases`` is a list of (atlas key, numpy_path); the npys' sidecars give the
@@ -195,6 +195,7 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1):
         if lengths is not None and lengths.shape[0] != ids.shape[0]:
             log.warning("scan %r, atlas %r: the npy has %d ids but the trk %d streamlines",
                         scan_id, atlas, ids.shape[0], lengths.shape[0])
+        row["flags"] = _flags(scan_id, atlas, npy, pkl_path, kept)
         rows.append(row)
         log.info("scan %r, atlas %r: %d streamlines, %.1f%% unlabeled, %s regions never reached",
                  scan_id, atlas, row["n_streamlines"], 100 * row["share_unlabeled"],
@@ -204,11 +205,25 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1):
     return rows, lengths
 
 
+def _flags(scan_id, atlas, npy, pkl_path, kept) -> list[str]:
+    """What affects this row's results (ltpa.summary's flags): from the sidecars, and
+    ``archived`` when the outputs were kept while their inputs are gone."""
+    from .summary import FLAGS, output_notes
+
+    notes = output_notes(npy, scan_id, atlas)
+    if pkl_path:
+        notes += output_notes(pkl_path, scan_id)
+    flags = {FLAGS.get(n.what, n.what) for n in notes}
+    if str(npy) in kept or (pkl_path and str(pkl_path) in kept):
+        flags.add("archived")
+    return sorted(flags)
+
+
 def write_scan_qc(scan_id, out_tsv, out_lengths, *, pkl_path=None, atlases=(), trk_file=None,
-                  start=1) -> list[dict]:
+                  start=1, kept=()) -> list[dict]:
     """Write the scan's QC table and its length histogram (TSV)."""
     rows, lengths = scan_qc(scan_id, pkl_path=pkl_path, atlases=atlases, trk_file=trk_file,
-                            start=start)
+                            start=start, kept=set(kept))
     write_tsv(out_tsv, rows, QC_COLUMNS)
     hist = length_histogram(lengths) if lengths is not None else []
     write_tsv(out_lengths, hist, ["length_mm_from", "length_mm_to", "count"])

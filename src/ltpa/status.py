@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .staleness import KEPT, MISSING, NEEDS_WORK, OK, OUT_OF_DATE, judge_all
-from .targets import RULE_EXPORT, RULE_INDEX, RULE_LABEL, build_targets
+from .staleness import KEPT, MISSING, NEEDS_WORK, OK, OUT_OF_DATE
+from .targets import RULE_EXPORT, RULE_INDEX, RULE_LABEL
 
 KIND = {RULE_INDEX: "pkl", RULE_EXPORT: "pkl_trk", RULE_LABEL: "npy"}
 __all__ = ["Entry", "study_status", "format_status", "OK", "MISSING", "OUT_OF_DATE", "KEPT",
@@ -38,11 +38,9 @@ class Entry:
         return f"{k} {self.target.atlas_key}" if self.target.atlas_key else k
 
 
-def study_status(scans, config: dict, targets=None) -> list[Entry]:
-    """One Entry per output the JSON names, in study order."""
-    targets = build_targets(scans) if targets is None else targets
-    verdicts = judge_all([t.spec(config) for t in targets])
-    return [Entry(t, v.status, v.reason) for t, v in zip(targets, verdicts)]
+def study_status(study) -> list[Entry]:
+    """One Entry per output the JSON names, in study order (a loaded ``ltpa.study.Study``)."""
+    return [Entry(t, v.status, v.reason) for t, v in zip(study.targets, study.verdicts)]
 
 
 def format_status(entries, *, tsv=False) -> str:

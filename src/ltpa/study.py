@@ -3,13 +3,26 @@
 ``load_study`` is what the workflow (``common.smk``), ``ltpa validate`` and ``ltpa status``
 call, so they catch the same problems at the same time: before any job runs, and in a dry
 run. Every problem of the whole study is reported at once, each naming the scan, the field
-and the file.
+and the file. In order:
 
-The path check resolves every output and input of the whole study (real paths: symlinked
-folders included) and refuses an output that is any input of any scan, the JSON itself,
-another output or another output's sidecar, an existing folder, or a symbolic link; outputs
-that differ only by letter case get a warning (they are one file on a case-insensitive
-file system).
+1. the JSON: schema, records, field names close to known ones (``ltpa.localdata``);
+2. paths (``check_paths``): every output and input of the whole study resolved (real paths,
+   symlinked folders included); an output that is any input of any scan, the JSON itself,
+   another output or another output's sidecar, an existing folder or a symbolic link is
+   refused; outputs that differ only by letter case are warned about; a path that Snakemake
+   would read as a wildcard (``{name}``) is refused;
+3. what must be (re)built (``ltpa.staleness``): an output whose inputs are missing is an
+   error when it must be built, a warning when it exists and is kept (archived inputs);
+4. the inputs of what must be built (``check_inputs``), from their headers, cached by file
+   identity (``ltpa.headers``): the streamline file's grid against its declared space; each
+   atlas's grid against the streamlines' (the same grid up to axis flips and permutations
+   is reoriented by index, with a note; another grid is an error naming both affines);
+   region lists that do not fit their atlas (labels not in the list, regions not in the
+   atlas; an error when more than ``max_unmatched_labels`` of the atlas's labels are
+   unmatched); a reference volume that is 4-D (its first three axes are used, noted).
+
+What a check finds that affects results without being an error is a ``Note`` (scan, atlas,
+what, count): printed before the jobs, and again, with what the jobs found, at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +34,22 @@ from pathlib import Path
 
 from .errors import LtpaError
 from .localdata import problem_text, read_records
-from .targets import RULE_MAP_B0, build_targets
+from .targets import RULE_LABEL, RULE_MAP_B0, build_targets
+
+
+@dataclass
+class Note:
+    scan: str
+    atlas: str | None
+    what: str
+    count: int | None = None
+    detail: str = ""
+
+    def line(self) -> str:
+        atlas = f", atlas {self.atlas}" if self.atlas else ""
+        count = f" ({self.count})" if self.count is not None else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"scan {self.scan}{atlas}: {self.what}{count}{detail}"
 
 
 @dataclass
@@ -29,20 +57,234 @@ class Study:
     path: Path  # the JSON, resolved
     scans: list
     targets: list  # every output the JSON names (ltpa.targets.Target)
+    config: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    verdicts: list = field(default_factory=list)  # ltpa.staleness.Verdict per target
+    notes: list = field(default_factory=list)  # Note
+    problems: list = field(default_factory=list)  # what must be fixed before these jobs run
+
+    @property
+    def work_dir(self) -> Path:
+        """The study's own folder for results, logs and caches: ``<json stem>.ltpa`` beside it."""
+        return study_work_dir(self.path, self.config)
 
 
-def load_study(local_data, config: dict | None = None) -> Study:
-    """Read, validate, resolve and check a study; LtpaError listing every problem."""
+def study_work_dir(local_data, config=None) -> Path:
     config = config or {}
+    if config.get("results_dir"):
+        return Path(os.path.abspath(config["results_dir"]))
+    local_data = Path(local_data).resolve()
+    return local_data.parent / f"{local_data.stem}.ltpa"
+
+
+def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True,
+               strict=True) -> Study:
+    """Read, validate, resolve and check a study; LtpaError listing every problem.
+
+    With ``strict=False`` (``ltpa status``), problems found after the JSON and its paths
+    were read (missing inputs, bad headers) are returned in ``Study.problems`` instead.
+    """
+    from .staleness import KEPT, NEEDS_WORK, judge_all
+
+    config = dict(config or {})
     path = Path(local_data).resolve()
-    scans, problems = read_records(path, config.get("data_root"))
+    scans, problems, warnings = read_records(path, config.get("data_root"),
+                                             strict_fields=bool(config.get("strict_fields")))
     targets = build_targets(scans)
-    path_problems, warnings = check_paths(path, targets)
+    path_problems, path_warnings = check_paths(path, targets)
     problems += path_problems
+    warnings += path_warnings
     if problems:
         raise LtpaError(problem_text(path, problems))
-    return Study(path, scans, targets, warnings)
+    study = Study(path, scans, targets, config, warnings)
+    study.verdicts = judge_all([t.spec(config) for t in targets])
+    for t, v in zip(targets, study.verdicts):
+        if v.status == KEPT:
+            study.warnings.append(f"{t.where()}: {v.reason}; keeping the existing output "
+                                  f"{str(t.output)!r} as it is")
+            study.notes.append(Note(t.scan.scan_id, t.atlas_key, "inputs archived, output kept",
+                                    detail=v.reason))
+        elif v.status in NEEDS_WORK and not v.buildable:
+            problems += unbuildable(t, v)
+    if check_inputs_of_jobs:
+        todo = [t for t, v in zip(targets, study.verdicts) if v.status in NEEDS_WORK
+                and v.buildable]
+        problems += check_inputs(study, todo)
+    if problems and strict:
+        raise LtpaError(problem_text(path, problems))
+    study.problems = problems
+    return study
+
+
+def unbuildable(t, v) -> list[str]:
+    """Messages for an output that must be (re)built but whose inputs are not there."""
+    out = str(t.output)
+    if v.built_from is not None:
+        fld, p = v.missing[0]
+        return [f"{t.where(fld)}: file {p!r} does not exist, and the existing output {out!r} "
+                f"was built from {v.built_from!r}; it must be rebuilt from the file the JSON "
+                f"names now"]
+    if v.missing:
+        return [f"{t.where(fld)}: file {p!r} does not exist (needed to build {out!r})"
+                for fld, p in v.missing]
+    return [f"{t.where()}: {out!r} {v.status}: {v.reason}"]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def check_inputs(study: Study, targets) -> list[str]:
+    """Header-level problems of the inputs of ``targets``; adds notes to ``study``."""
+    from .headers import InputFacts
+
+    facts = InputFacts(study.work_dir / "cache" / "inputs.json")
+    produced = {t.output: t for t in study.targets}
+    problems = []
+    grids = {}
+    max_unmatched = float(study.config.get("max_unmatched_labels", 0.5))
+    for t in targets:
+        try:
+            if t.rule == RULE_MAP_B0:
+                _check_b0(t, facts)
+                continue
+            if "trk_file" not in t.inputs or t.inputs["trk_file"] is None:
+                continue
+            key = (t.inputs["trk_file"], t.scan.space, t.scan.reference_volume)
+            if key not in grids:
+                grids[key] = _streamline_grid(t, facts, study)
+            grid = grids[key]
+            if t.rule == RULE_LABEL and grid is not None:
+                _check_atlas(t, grid, facts, produced, study, max_unmatched)
+        except LtpaError as exc:
+            problems.append(str(exc))
+    facts.save()
+    return _dedupe(problems)
+
+
+def _streamline_grid(t, facts, study):
+    """The grid the scan's streamlines are labeled in (checked against the declared space)."""
+    from .formats import kind_of
+    from .grids import grid_of_affine, key_map_for, streamline_grid
+
+    path = t.inputs["trk_file"]
+    where = t.where("trk_file")
+    try:
+        head = facts.streamlines(path)
+    except LtpaError as exc:
+        raise LtpaError(f"{where}: {exc}") from None
+    space = t.scan.space
+    if kind_of(path) in (".trk", ".trk.gz"):
+        try:
+            key_map_for(space, head["dim"], head["voxel_size"], head["voxel_order"],
+                        where=f"file {str(path)!r}", vox_to_ras=head["vox_to_ras"])
+        except LtpaError as exc:
+            raise LtpaError(f"{where}: {exc}") from None
+        return streamline_grid(space, head["dim"], head["voxel_size"], head["voxel_order"],
+                               head["vox_to_ras"])
+    if space != "native":
+        from .grids import grid_for
+
+        return grid_for(space)
+    ref = t.scan.reference_volume
+    if ref is None:
+        raise LtpaError(f"{t.where('reference_volume')}: is required: a .tck/.trx in trk_space "
+                        f"'native' carries RAS mm and no grid; give a NIfTI that defines the grid")
+    try:
+        img = facts.nifti(ref)
+    except LtpaError as exc:
+        raise LtpaError(f"{t.where('reference_volume')}: {exc}") from None
+    shape = img["shape"]
+    if len(shape) == 4:
+        study.notes.append(Note(t.scan.scan_id, None, "4-D reference_volume: its grid (first "
+                                "three axes) is used", detail=str(ref)))
+    elif len(shape) != 3:
+        raise LtpaError(f"{t.where('reference_volume')}: file {str(ref)!r} has "
+                        f"{len(shape)} dimensions; expected a 3-D (or 4-D) image")
+    return grid_of_affine(shape[:3], img["affine"])
+
+
+def _check_atlas(t, grid, facts, produced, study, max_unmatched):
+    from .grids import conform_plan, describe_plan
+    import numpy as np
+
+    vol = t.inputs.get("volume_path")
+    atlas = t.atlas_key
+    if vol is None:
+        return
+    if vol in produced:  # made by map_b0_atlas: on the QSDR grid by construction
+        from .grids import QSDR_GRID
+
+        plan = conform_plan(QSDR_GRID.dim, QSDR_GRID.affine, grid)
+        if isinstance(plan, str):
+            raise LtpaError(f"{t.where('volume_path')}: the atlas mapped from b0 space is on the "
+                            f"QSDR 2 mm grid, {plan[plan.index('but ') + 4:]}")
+        return
+    try:
+        img = facts.nifti(vol)
+    except LtpaError as exc:
+        raise LtpaError(f"{t.where('volume_path')}: {exc}") from None
+    if len(img["shape"]) != 3:
+        raise LtpaError(f"{t.where('volume_path')}: atlas file {str(vol)!r} has "
+                        f"{len(img['shape'])} dimensions {tuple(img['shape'])}; expected a 3-D "
+                        f"label volume")
+    plan = conform_plan(img["shape"], img["affine"], grid)
+    if isinstance(plan, str):
+        raise LtpaError(f"{t.where('volume_path')}: atlas file {str(vol)!r} {plan}")
+    if plan is not None:
+        study.notes.append(Note(t.scan.scan_id, atlas, "atlas reoriented",
+                                detail=describe_plan(plan, np.asarray(img["affine"]), grid)))
+    try:
+        labels = facts.atlas_labels(vol)
+    except LtpaError as exc:
+        raise LtpaError(f"{t.where('volume_path')}: {exc}") from None
+    if t.inputs.get("graphml_path"):
+        fld, kind = "graphml_path", "graphml"
+    elif t.inputs.get("labels_path"):
+        fld, kind = "labels_path", "table"
+    else:
+        study.notes.append(Note(t.scan.scan_id, atlas, "no region list: the atlas's own labels",
+                                len(labels), "ids are comparable across scans only if every "
+                                "atlas has the same labels"))
+        return
+    try:
+        regions = facts.regions(t.inputs[fld], kind)
+    except LtpaError as exc:
+        raise LtpaError(f"{t.where(fld)}: {exc}") from None
+    region_set = set(regions)
+    unmatched = [v for v in labels if v not in region_set]
+    absent = len(region_set - set(labels))
+    if labels and len(unmatched) > max_unmatched * len(labels):
+        raise LtpaError(
+            f"{t.where(fld)}: {len(unmatched)} of the {len(labels)} labels of atlas "
+            f"{str(vol)!r} are not in the region list {str(t.inputs[fld])!r} (e.g. "
+            f"{', '.join(map(str, unmatched[:5]))}); more than {max_unmatched:.0%} "
+            f"(max_unmatched_labels): is it the region list of another atlas or resolution?")
+    if unmatched:
+        study.notes.append(Note(t.scan.scan_id, atlas, "atlas labels not in the region list "
+                                "(background)", len(unmatched),
+                                ", ".join(map(str, unmatched[:10]))))
+    if absent:
+        study.notes.append(Note(t.scan.scan_id, atlas, "regions of the list not in the atlas",
+                                absent))
+
+
+def _check_b0(t, facts):
+    vol = t.inputs.get("b0_volume_path")
+    try:
+        img = facts.nifti(vol)
+    except LtpaError as exc:
+        raise LtpaError(f"{t.where('b0_volume_path')}: {exc}") from None
+    if len(img["shape"]) != 3:
+        raise LtpaError(f"{t.where('b0_volume_path')}: b0 atlas {str(vol)!r} has "
+                        f"{len(img['shape'])} dimensions; expected 3")
+
+
+def _dedupe(items):
+    seen = set()
+    return [x for x in items if not (x in seen or seen.add(x))]
+
+
+# --------------------------------------------------------------------------- paths
 
 
 class _RealPaths:
@@ -126,9 +368,4 @@ def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
             warnings.append(f"{what}: differs only by letter case from {lowered[low][1]}; on a "
                             f"case-insensitive file system they are one file")
         lowered.setdefault(low, (r, what))
-    return _unique(problems), warnings
-
-
-def _unique(items):
-    seen = set()
-    return [x for x in items if not (x in seen or seen.add(x))]
+    return _dedupe(problems), warnings

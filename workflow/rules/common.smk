@@ -19,7 +19,7 @@ except ImportError:  # a plain checkout: use the package next to the workflow
 
 from ltpa.errors import LtpaError
 from ltpa.resources import mem_mb, runtime_min
-from ltpa.staleness import KEPT, NEEDS_WORK, OUT_OF_DATE, judge_all
+from ltpa.staleness import KEPT, OUT_OF_DATE
 from ltpa.study import load_study
 from ltpa.targets import (
     KEYED_RULES,
@@ -33,31 +33,13 @@ from ltpa.targets import (
     pinned_alternation,
 )
 
-LOG_DIR = config.get("log_dir", "logs")
-
-
 def stop(message):
     """End the run before any job with ``message`` (as Snakemake prints errors, no Python frames)."""
     logger.error(message)
     raise SystemExit(1)
 
 
-def unbuildable(t, v):
-    """Messages for an output that must be (re)built but whose inputs are not there."""
-    out = str(t.output)
-    if v.built_from is not None:
-        fld, p = v.missing[0]
-        return [
-            f"{t.where(fld)}: file {p!r} does not exist, and the existing output {out!r} "
-            f"was built from {v.built_from!r}; it must be rebuilt from the file the JSON "
-            f"names now"
-        ]
-    if v.missing:
-        return [
-            f"{t.where(fld)}: file {p!r} does not exist (needed to build {out!r})"
-            for fld, p in v.missing
-        ]
-    return [f"{t.where()}: {out!r} {v.status}: {v.reason}"]
+MAX_NOTES = 30  # notes printed before the jobs (all of them are in the end-of-run summary)
 
 
 def _load_study():
@@ -76,34 +58,27 @@ def _load_study():
         stop(str(exc))
     for text in study.warnings:
         logger.warning(f"ltpa: {text}")
-    every = study.targets
-    verdicts = judge_all([t.spec(config) for t in every])
-    errors, keep, stale = [], [], []
-    for t, v in zip(every, verdicts):
-        if v.status == KEPT:
-            logger.warning(
-                f"ltpa: {t.where()}: {v.reason}; keeping the existing output "
-                f"{str(t.output)!r} as it is"
-            )
-            continue
-        keep.append(t)
-        if v.status in NEEDS_WORK and not v.buildable:
-            errors += unbuildable(t, v)
-        elif v.status == OUT_OF_DATE:
-            stale.append((t, v))
-    if errors:
-        stop(
-            f"local_data file {local_data!r}: {len(errors)} output"
-            f"{'s' if len(errors) > 1 else ''} cannot be built:\n"
-            + "\n".join(f"  - {e}" for e in errors)
+    for note in study.notes[:MAX_NOTES]:
+        logger.warning(f"ltpa: {note.line()}")
+    if len(study.notes) > MAX_NOTES:
+        logger.warning(
+            f"ltpa: ... and {len(study.notes) - MAX_NOTES} more notes (ltpa status lists them)"
         )
-    return study.scans, every, keep, stale
+    keep, stale = [], []
+    for t, v in zip(study.targets, study.verdicts):
+        if v.status != KEPT:
+            keep.append(t)
+        if v.status == OUT_OF_DATE:
+            stale.append((t, v))
+    return study, keep, stale
 
 
 # ALL_TARGETS: every output the JSON names, including those kept while their inputs are
 # archived; TARGETS: those the workflow builds or keeps up to date; STALE: out of date
 # (ltpa.staleness, including those whose input output needs work): forced
-SCANS, ALL_TARGETS, TARGETS, STALE = _load_study()
+STUDY, TARGETS, STALE = _load_study()
+SCANS, ALL_TARGETS = STUDY.scans, STUDY.targets
+LOG_DIR = config.get("log_dir") or str(STUDY.work_dir / "logs")
 BY_OUTPUT = lookup(TARGETS)
 # outputs that are inputs of other targets (b0-mapped atlases): not ancient(), so that
 # Snakemake reruns what reads them when they are rebuilt
@@ -216,3 +191,12 @@ def resource_of(rule_name, formula):
         return formula(target_of(rule_name, wildcards).spec(config)) * attempt
 
     return resource
+
+
+def print_summary():
+    """The end-of-run summary: everything that affects the results (ltpa.summary)."""
+    if workflow.remote_exec:
+        return
+    from ltpa.summary import collect, format_summary
+
+    logger.info(format_summary(collect(STUDY)))

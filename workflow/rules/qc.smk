@@ -26,6 +26,7 @@ rule qc_scan:
         pkl_path=lambda wc: qc_params(wc)["pkl_path"],
         atlases=lambda wc: qc_params(wc)["atlases"],
         trk_file=lambda wc: qc_params(wc)["trk_file"],
+        kept=lambda wc: qc_params(wc)["kept"],
         start=config.get("connection_ids_start_at", 1),
     script:
         "../scripts/qc_scan.py"

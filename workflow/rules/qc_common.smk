@@ -7,7 +7,8 @@ import snakemake as _snakemake
 
 from ltpa.provenance import sha256_of
 
-RESULTS = os.path.normpath(config.get("results_dir", "results"))
+# the study's own folder (<json stem>.ltpa beside local_data.json), unless results_dir says
+RESULTS = str(STUDY.work_dir)
 SCAN_IDS = [s.scan_id for s in SCANS]
 GROUP = {s.scan_id: s.scan_group for s in SCANS}
 REPORT_SCAN = config.get("report_scan") or SCAN_IDS[0]
@@ -18,8 +19,18 @@ if REPORT_SCAN not in GROUP:
 ATLAS_KEYS = sorted({t.atlas_key for t in ALL_TARGETS if t.rule == RULE_LABEL})
 
 
+SCAN_OF = {s.scan_id: s for s in SCANS}
+_BY_SCAN = {}
+for _t in ALL_TARGETS:
+    _BY_SCAN.setdefault((_t.scan.scan_id, _t.rule), []).append(_t)
+# outputs kept while their inputs are archived: flagged in the QC table
+KEPT_OUTPUTS = {
+    str(t.output) for t, v in zip(STUDY.targets, STUDY.verdicts) if v.status == KEPT
+}
+
+
 def scan_targets(scan_id, rule_name):
-    return [t for t in ALL_TARGETS if t.scan.scan_id == scan_id and t.rule == rule_name]
+    return _BY_SCAN.get((scan_id, rule_name), [])
 
 
 def qc_inputs(wildcards):
@@ -30,7 +41,7 @@ def qc_inputs(wildcards):
 
 
 def qc_params(wildcards):
-    scan = next(s for s in SCANS if s.scan_id == wildcards.scan)
+    scan = SCAN_OF[wildcards.scan]
     pkl = scan_targets(wildcards.scan, RULE_INDEX)
     return {
         "scan_id": scan.scan_id,
@@ -40,6 +51,12 @@ def qc_params(wildcards):
             for t in scan_targets(wildcards.scan, RULE_LABEL)
         ],
         "trk_file": str(scan.trk_file) if scan.trk_file else None,
+        "kept": sorted(
+            str(t.output)
+            for rule in (RULE_INDEX, RULE_LABEL)
+            for t in scan_targets(wildcards.scan, rule)
+            if str(t.output) in KEPT_OUTPUTS
+        ),
     }
 
 

@@ -21,4 +21,5 @@ with job(snakemake.log[0], f"qc_scan scan={p.scan_id}"):
         atlases=p.atlases,
         trk_file=p.trk_file,
         start=p.start,
+        kept=p.kept,
     )
