@@ -408,7 +408,7 @@ def test_second_snakemake_on_the_same_study_is_locked_out(tmp_path):
         while time.time() < deadline and not stopped and first.poll() is None:
             for child in psutil.Process(first.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    if any(".snakemake/scripts/" in part for part in child.cmdline()):
+                    if any(part.endswith("ltpa-job") for part in child.cmdline()):
                         child.suspend()  # SIGSTOP: the first run now holds the lock for sure
                         stopped.append(child)
             time.sleep(0.02)

@@ -108,26 +108,29 @@ def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(m
     assert mine["default-resources"]["slurm_partition"] == "short"
 
 
-def test_cluster_dry_run_plans_one_group_job_per_scan(tmp_path, demo_study):
+def test_cluster_dry_run_plans_one_group_job_per_batch_of_scans(tmp_path, demo_study):
     missing = _plugin_missing()
     if missing and REQUIRED:
         pytest.fail(missing)
     if missing:
         pytest.skip(missing)
-    proc = run_snakemake(tmp_path / "work", "-n", "--workflow-profile", str(PROFILE),
-                         local_data=demo_study)
-    groups = re.findall(r"Group job (\S+) \(jobs", proc.output)
-    # one group job per scan (+ one for the study's QC summary and plots)
-    assert sorted(g for g in groups if g.startswith("scan_")) == [f"scan_{s}" for s in SCANS]
-    assert len(groups) <= len(SCANS) + 1, groups
-    # the per-scan jobs are all inside them (indented under "Group job")
-    lines = proc.output.splitlines()
-    inside = [ln for ln in lines if re.match(r"\s+rule (index_streamlines|export_key_trk|"
-                                              r"label_streamlines):", ln)]
-    outside = [ln for ln in lines if re.match(r"rule (index_streamlines|export_key_trk|"
-                                               r"label_streamlines):", ln)]
-    assert len(inside) == 12 and not outside
-    assert "mem_mb=" in proc.output
+    for per_job, expected in ((1, [f"scans_{i:06d}" for i in range(3)]), (2, ["scans_000000",
+                                                                              "scans_000001"])):
+        proc = run_snakemake(tmp_path / "work", "-n", "--workflow-profile", str(PROFILE),
+                             local_data=demo_study, config=[f"scans_per_job={per_job}"],
+                             qc=True)
+        groups = re.findall(r"Group job (\S+) \(jobs", proc.output)
+        # one group job per batch of scans (+ one for the study's QC summary and plots)
+        assert sorted(g for g in groups if g.startswith("scans_")) == expected, groups
+        assert len(groups) == len(expected) + 1, groups
+        # the per-scan jobs are all inside them (indented under "Group job")
+        lines = proc.output.splitlines()
+        inside = [ln for ln in lines if re.match(r"\s+rule (index_streamlines|export_key_trk|"
+                                                  r"label_streamlines|qc_scan):", ln)]
+        outside = [ln for ln in lines if re.match(r"rule (index_streamlines|export_key_trk|"
+                                                   r"label_streamlines|qc_scan):", ln)]
+        assert len(inside) == 15 and not outside
+        assert "mem_mb=" in proc.output
 
 
 def sacct_rows(job_ids):
@@ -156,8 +159,8 @@ def test_slurm_run_equals_local_run(tmp_path):
     cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT),  # snakemake ignores SIGTERM while waiting
            SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work),
            "--workflow-profile", str(PROFILE),
-           "--slurm-init-seconds-before-status-checks", "1",
-           "--config", f"local_data={slurm_study}"]
+           "--ltpa-slurm-init-seconds-before-status-checks", "1",
+           "--config", f"local_data={slurm_study}", "scans_per_job=1"]
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
                LTPA_SLURM_ACCOUNT=ACCOUNT, LTPA_SLURM_PARTITION=PARTITION)
     t0 = time.monotonic()
@@ -186,16 +189,16 @@ def test_slurm_run_equals_local_run(tmp_path):
         assert ((slurm_study.parent / s / f"{s}.pkl.trk").read_bytes()
                 == (local_study.parent / s / f"{s}.pkl.trk").read_bytes())
         # the job's own log was written (by the job, on the node)
-        assert (study_folder(slurm_study) / "logs" / "index_streamlines" / f"scan_{s}{slurm_study.parent}" / s
-                / f"{s}.pkl.log").exists()
+        assert (study_folder(slurm_study) / "logs" / "index_streamlines"
+                / f"{str(slurm_study.parent)[1:]}/{s}/{s}.pkl.log").exists()
 
-    # SLURM really ran them: one submission per scan (group scan_<id>), listed by sacct
-    # (plus at most one for the study's QC summary and plots)
+    # SLURM really ran them: one submission per scan (scans_per_job=1), listed by sacct
+    # (plus one for the study's QC summary and plots)
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
     assert submitted and all("/group_" in log for _, log in submitted), submitted
-    for s in SCANS:
-        assert sum(f"/group_scan_{s}_" in log for _, log in submitted) == 1, submitted
-    assert len(submitted) <= len(SCANS) + 1, submitted
+    for i in range(len(SCANS)):
+        assert sum(f"/group_scans_{i:06d}_" in log for _, log in submitted) == 1, submitted
+    assert len(submitted) == len(SCANS) + 1, submitted
     job_ids = [j for j, _ in submitted]
     deadline = time.monotonic() + 60  # accounting records lag a few seconds
     while True:
@@ -212,3 +215,43 @@ def test_slurm_run_equals_local_run(tmp_path):
           + ", ".join(Path(log).parent.name for _, log in submitted))
     for r in rows:
         print("sacct: " + " | ".join(r))
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_100_scan_study_is_5_slurm_jobs_of_20_scans(tmp_path):
+    """scans_per_job (default 20): a 100-scan study, 700 data jobs, is 5 SLURM jobs + 1."""
+    require_cluster()
+    from ltpa.demo import make_demo
+
+    study = make_demo(tmp_path / "study", n_scans=100, seed=2, n_per_side=2, n_background=1)
+    work = tmp_path / "work"
+    cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT), SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work),
+           "--workflow-profile", str(PROFILE), "--ltpa-slurm-init-seconds-before-status-checks", "1",
+           "--config", f"local_data={study}"]
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+               LTPA_SLURM_ACCOUNT=ACCOUNT, LTPA_SLURM_PARTITION=PARTITION)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT + 60, env=env)
+    elapsed = time.monotonic() - t0
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
+    batches = sorted({re.search(r"/group_(scans_\d+)_", log).group(1)
+                      for _, log in submitted if "/group_scans_" in log})
+    assert batches == [f"scans_{i:06d}" for i in range(5)], submitted
+    assert len(submitted) == 6, submitted  # 5 batches + the study's QC summary and plots
+    job_ids = [j for j, _ in submitted]
+    deadline = time.monotonic() + 60
+    while True:
+        rows = sacct_rows(job_ids)
+        if len(rows) == 6 and all(r[2] == "COMPLETED" for r in rows):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sacct does not list 6 COMPLETED jobs: {rows}")
+        time.sleep(1)
+    status = subprocess.run([str(BIN / "ltpa"), "status", str(study), "--tsv"],
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and status.stdout.count("\nok\t") == 100 * 4
+    print(f"\n100 scans, {len(re.findall('rule ', output))} rule lines: {len(job_ids)} SLURM "
+          f"jobs (sacct), {elapsed:.0f} s")

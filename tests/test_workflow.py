@@ -54,11 +54,11 @@ def built(tmp_path, demo_study):
 def test_dry_run_lists_every_missing_job_with_scan_and_atlas(tmp_path, demo_study):
     jobs, out = dry(tmp_path / "work", demo_study)
     assert jobs == all_jobs(demo_study.parent)
-    assert "wildcards: prefix=" in out
-    for s in SCANS:
-        assert f"scan={s}, suffix=.pkl" in out
-        for a in ATLASES:
-            assert f"scan={s}, middle=/, atlas={a}, suffix=.npy" in out
+    # each job names its output (the one wildcard) and its log, which sits under the study
+    # folder by the output's own path
+    for rule, path in jobs:
+        assert f"wildcards: path={path}\n" in out
+        assert f"log: {demo_study.parent}/local_data.ltpa/logs/{rule}{path}.log" in out
     # nothing was written by a dry run
     assert not any(Path(p).exists() for _, p in jobs)
 
@@ -76,11 +76,10 @@ def test_full_run_outputs_match_independent_computation(built):
                         lambda v: (v[0] + 6, 101 - v[1], v[2] + 11), MNI_DIM)
         assert {k: ds.tracks_at_ijk[k].tolist() for k in ds.tracks_at_ijk} == ref
         assert ds.scan_id == s and ds.properties["scan_group"] in ("control", "patient")
-        log = (study_folder(local_data) / "logs" / "index_streamlines" / f"scan_{s}{study}" / s
-               / f"{s}.pkl.log")
+        log = Path(f"{study_folder(local_data)}/logs/index_streamlines{study}/{s}/{s}.pkl.log")
         assert "hashing" in log.read_text()
-    label_log = (study_folder(local_data) / "logs" / "label_streamlines" / "scan_s1_atlas_scale33"
-                 f"{study}/s1/scale33.npy.log").read_text()
+    label_log = Path(f"{study_folder(local_data)}/logs/label_streamlines{study}/s1/scale33.npy.log"
+                     ).read_text()
     assert "have connection id 0" in label_log
     # second run: nothing to do
     jobs, out = dry(work, local_data)
@@ -215,11 +214,25 @@ def test_a_bad_trk_header_stops_the_run_before_any_job(tmp_path, demo_study):
     assert proc.returncode == 1 and "is not a whole number of 4-byte values" in proc.stderr
 
 
-def test_killed_job_leaves_no_partial_output(tmp_path, demo_study):
+def _holder_of(predicate):
+    """(process, path) of a process of this user with an open file whose path fits ``predicate``."""
     import psutil
 
+    for p in psutil.process_iter():
+        try:
+            for f in p.open_files():
+                if predicate(f.path):
+                    return p, f.path
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return None, None
+
+
+def test_killed_job_leaves_no_partial_output(tmp_path, demo_study):
+    """SIGKILL lands while the job writes its pkl (checked: its temp file is open): no partial
+    file under the pkl's name, no temp left, the other jobs complete, a rerun builds it."""
     study = demo_study.parent
-    # make s1 big enough that its jobs are still running when one is killed
+    # make s1 big enough that writing its pkl takes a while
     rng = np.random.default_rng(5)
     sls = []
     for _ in range(60):
@@ -229,24 +242,32 @@ def test_killed_job_leaves_no_partial_output(tmp_path, demo_study):
     work = tmp_path / "work"
     cmd = [SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work), "--cores", "1",
            "--config", f"local_data={demo_study}", "qc=False"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
-    log = (study_folder(demo_study) / "logs" / "index_streamlines" / f"scan_s1{study}" / "s1"
-           / "s1.pkl.log")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "streamlines" in log.read_text()):
-        time.sleep(0.02)
-    victims = [c for c in psutil.Process(proc.pid).children(recursive=True)
-               if any("run_job.py" in part for part in c.cmdline())]
-    assert victims, "the index job was not running"
-    for v in victims:
-        v.send_signal(signal.SIGKILL)
-    output, _ = proc.communicate(timeout=300)
+    tmp_prefix = str(study / "s1" / ".s1.pkl.ltpa-tmp-")
+    landed = False
+    for _attempt in range(6):
+        (study / "s1" / "s1.pkl").unlink(missing_ok=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
+        deadline = time.time() + 120
+        job = None
+        while time.time() < deadline and proc.poll() is None:
+            job, path = _holder_of(lambda p: p.startswith(tmp_prefix))
+            if job is not None:
+                break
+        if job is not None:
+            job.suspend()  # stopped where it is: still writing?
+            if any(f.path.startswith(tmp_prefix) for f in job.open_files()):
+                landed = True
+            job.kill()
+        output, _ = proc.communicate(timeout=300)
+        if landed:
+            break
+    assert landed, "never caught the job while it wrote its pkl"
     assert proc.returncode != 0 and "Error in rule index_streamlines" in output
     # nothing under the pkl's name, no temp file left behind; the other jobs completed
     assert not (study / "s1" / "s1.pkl").exists()
     assert (study / "s2" / "s2.pkl").exists() and (study / "s1" / "scale33.npy").exists()
-    # a rerun builds just the missing pkl, and leaves no temp file
+    # a rerun builds just the missing pkl (removing the killed writer's temp), and leaves none
     jobs, _ = dry(work, demo_study)
     assert jobs == [("index_streamlines", str(study / "s1" / "s1.pkl"))]
     run_snakemake(work, local_data=demo_study)

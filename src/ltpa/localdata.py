@@ -119,8 +119,12 @@ def _json_path(parts) -> str:
     return out
 
 
-def validate(data, source="local_data.json") -> list[str]:
-    """All schema problems, as messages naming scan index, scan_id, field and expectation."""
+def validate(data, source="local_data.json", cache=None) -> list[str]:
+    """All schema problems, as messages naming scan index, scan_id, field and expectation.
+
+    ``cache``: a set of sha256 of scan entries already found valid (the study's cache), so
+    a study of thousands of scans validates only the entries that changed.
+    """
     from jsonschema import Draft202012Validator
 
     if not isinstance(data, list):
@@ -130,7 +134,25 @@ def validate(data, source="local_data.json") -> list[str]:
         return [f"{source}: the list of scans is empty; expected at least one scan"]
     validator = Draft202012Validator(schema())
     problems = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+    if cache is not None:
+        import hashlib
+
+        full = schema()
+        item = Draft202012Validator({"$ref": "#/$defs/scan", "$defs": full["$defs"]})
+        errors = []
+        for i, scan in enumerate(data):
+            digest = hashlib.sha256(json.dumps(scan, sort_keys=True).encode()).hexdigest()
+            if digest in cache:
+                continue
+            found = list(item.iter_errors(scan))
+            for err in found:
+                err.path.appendleft(i)  # as if the whole list had been validated
+            errors += found
+            if not found:
+                cache.add(digest)
+    else:
+        errors = list(validator.iter_errors(data))
+    for err in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
         path = list(err.absolute_path)
         if not path:
             problems.append(f"{source}: {err.message}")
@@ -163,13 +185,56 @@ def _types(value) -> str:
     return " or ".join(_TYPE_NAMES.get(v, v) for v in vals)
 
 
+def _usable(value) -> bool:
+    if "\x00" in value:
+        return False
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        return False
+    return True
+
+
+def _unusable_paths(raw, idx) -> list[str]:
+    """Path fields that no file system can take (a NUL byte, a lone surrogate)."""
+    where = f"scan #{idx} ({raw.get('scan_id')!r})"
+    out = []
+    for key in PATH_FIELDS:
+        v = raw.get(key)
+        if isinstance(v, str) and not _usable(v):
+            out.append(f"{where}, field {key!r}: is not a usable path (a NUL byte or an invalid "
+                       f"character)")
+    for kind, keys in (("track_labels", LABEL_PATH_FIELDS), ("track_scalars",
+                                                             ("txt_path", "numpy_path"))):
+        entries = raw.get(kind)
+        for pos, entry in enumerate(entries if isinstance(entries, list) else []):
+            for key in keys:
+                v = entry.get(key) if isinstance(entry, dict) else None
+                if isinstance(v, str) and not _usable(v):
+                    out.append(f"{where}, field '{kind}[{pos}].{key}': is not a usable path (a "
+                               f"NUL byte or an invalid character)")
+    return out
+
+
+def _makes_any(raw, root, only) -> bool:
+    """Whether the scan entry names one of the outputs ``only`` (a remote job's targets)."""
+    values = [raw.get("pkl_path"), raw.get("pkl_trk_path")]
+    for kind, keys in (("track_labels", ("numpy_path", "volume_path", "qsdr_volume_path")),
+                       ("track_scalars", ("numpy_path",))):
+        entries = raw.get(kind)
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict):
+                values += [entry.get(k) for k in keys]
+    return any(str(p) in only for p in (_resolve(v, root) for v in values) if p is not None)
+
+
 def _resolve(value, root: Path) -> Path | None:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or not _usable(value):
         return None  # absent, or of a wrong type that the schema check reports
-    p = Path(os.path.expanduser(str(value)))
-    if not p.is_absolute():
-        p = root / p
-    return Path(os.path.normpath(p))
+    text = os.path.expanduser(value) if value.startswith("~") else value
+    if not text.startswith("/"):
+        text = os.path.join(str(root), text)
+    return Path(os.path.normpath(text))
 
 
 def load_local_data(path, data_root=None) -> list[ScanRecord]:
@@ -224,7 +289,7 @@ def field_name_problems(data, strict=False) -> list[str]:
     return out
 
 
-def read_records(path, data_root=None, strict_fields=False):
+def read_records(path, data_root=None, strict_fields=False, valid_cache=None, only=None):
     """(scan records, problems, warnings) of a local_data.json (schema, records, field names).
 
     Only an unreadable file, or a top level that is not a list of scans, raises: anything
@@ -233,7 +298,7 @@ def read_records(path, data_root=None, strict_fields=False):
     """
     path = Path(path).resolve()
     data = read_json(path)
-    problems = validate(data, source=str(path))
+    problems = [] if only is not None else validate(data, source=str(path), cache=valid_cache)
     if not isinstance(data, list) or not data:
         raise LtpaError(problem_text(path, problems))
     # the checks below run on whatever parts are well-typed, so one report has everything
@@ -244,6 +309,11 @@ def read_records(path, data_root=None, strict_fields=False):
         if not isinstance(raw, dict):
             continue
         scan_id = raw.get("scan_id")
+        if not isinstance(scan_id, str) or not scan_id:
+            continue  # the schema check names it
+        problems += _unusable_paths(raw, idx)
+        if only is not None and not _makes_any(raw, root, only):
+            continue
         rec = ScanRecord(
             index=idx,
             scan_id=scan_id,

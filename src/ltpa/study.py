@@ -37,6 +37,9 @@ from .localdata import problem_text, read_records
 from .targets import RULE_LABEL, RULE_MAP_B0, build_targets
 
 
+ARCHIVED_NOTE = "inputs archived, output kept"
+
+
 @dataclass
 class Note:
     scan: str
@@ -78,18 +81,30 @@ def study_work_dir(local_data, config=None) -> Path:
 
 
 def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True,
-               strict=True) -> Study:
+               strict=True, remote=False, only=None) -> Study:
     """Read, validate, resolve and check a study; LtpaError listing every problem.
 
     With ``strict=False`` (``ltpa status``), problems found after the JSON and its paths
     were read (missing inputs, bad headers) are returned in ``Study.problems`` instead.
+    ``remote``: the Snakefile parsed again inside a cluster job, whose driver checked the
+    study already: no checks, and with ``only`` (the outputs the job makes) only the scans
+    that make them.
     """
     from .staleness import KEPT, NEEDS_WORK, judge_all
 
     config = dict(config or {})
     path = Path(local_data).resolve()
+    if remote:
+        scans, _, _ = read_records(path, config.get("data_root"),
+                                   only=set(only) if only is not None else None)
+        study = Study(path, scans, build_targets(scans), config)
+        study.verdicts = []
+        return study
+    valid = _ValidScans(study_work_dir(path, config) / "cache" / "schema.json")
     scans, problems, warnings = read_records(path, config.get("data_root"),
-                                             strict_fields=bool(config.get("strict_fields")))
+                                             strict_fields=bool(config.get("strict_fields")),
+                                             valid_cache=valid.digests)
+    valid.save()
     targets = build_targets(scans)
     path_problems, path_warnings = check_paths(path, targets)
     problems += path_problems
@@ -102,7 +117,7 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
         if v.status == KEPT:
             study.warnings.append(f"{t.where()}: {v.reason}; keeping the existing output "
                                   f"{str(t.output)!r} as it is")
-            study.notes.append(Note(t.scan.scan_id, t.atlas_key, "inputs archived, output kept",
+            study.notes.append(Note(t.scan.scan_id, t.atlas_key, ARCHIVED_NOTE,
                                     detail=v.reason))
         elif v.status in NEEDS_WORK and not v.buildable:
             problems += unbuildable(t, v)
@@ -114,6 +129,33 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
         raise LtpaError(problem_text(path, problems))
     study.problems = problems
     return study
+
+
+class _ValidScans:
+    """sha256 of the scan entries the schema accepted before: not validated again."""
+
+    def __init__(self, path: Path):
+        import json
+
+        self.path = path
+        try:
+            self.digests = set(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            self.digests = set()
+        self._before = len(self.digests)
+
+    def save(self):
+        import json
+
+        if len(self.digests) == self._before:
+            return
+        try:
+            from .io import atomic_open
+
+            with atomic_open(self.path, "w") as fh:
+                json.dump(sorted(self.digests), fh)
+        except (OSError, LtpaError):
+            pass  # a read-only study folder: no cache, the same answers
 
 
 def unbuildable(t, v) -> list[str]:
@@ -227,7 +269,7 @@ def _check_atlas(t, grid, facts, produced, study, max_unmatched):
         raise LtpaError(f"{t.where('volume_path')}: atlas file {str(vol)!r} has "
                         f"{len(img['shape'])} dimensions {tuple(img['shape'])}; expected a 3-D "
                         f"label volume")
-    plan = conform_plan(img["shape"], img["affine"], grid)
+    plan = _plan(img["shape"], img["affine"], grid)
     if isinstance(plan, str):
         raise LtpaError(f"{t.where('volume_path')}: atlas file {str(vol)!r} {plan}")
     if plan is not None:
@@ -266,6 +308,20 @@ def _check_atlas(t, grid, facts, produced, study, max_unmatched):
     if absent:
         study.notes.append(Note(t.scan.scan_id, atlas, "regions of the list not in the atlas",
                                 absent))
+
+
+_PLANS = {}
+
+
+def _plan(shape, affine, grid):
+    """conform_plan, once per distinct (atlas grid, streamline grid) of the study."""
+    from .grids import conform_plan
+
+    key = (tuple(shape), tuple(map(tuple, affine)), tuple(grid.dim),
+           tuple(map(tuple, grid.affine.tolist())))
+    if key not in _PLANS:
+        _PLANS[key] = conform_plan(shape, affine, grid)
+    return _PLANS[key]
 
 
 def _check_b0(t, facts):

@@ -161,17 +161,82 @@ def build_targets(scans: list[ScanRecord]) -> list[Target]:
     return out
 
 
-def pinned_alternation(targets: list[Target], rule: str) -> str:
-    """The prefix constraint for ``rule``: each known prefix pinned to the rest of its path."""
-    alts = []
-    for t in targets:
-        if t.rule != rule:
-            continue
-        w = t.wildcards
-        rest = str(t.output)[len(w["prefix"]):]
-        alts.append(re.escape(w["prefix"]) + "(?=" + re.escape(rest) + "$)")
-    # a rule with no targets must match nothing
-    return "|".join(alts) if alts else "(?!)"
+def path_templates(targets: list[Target], rule: str) -> str:
+    """A short regex for the ``{path}`` wildcard of ``rule``: the templates of its outputs.
+
+    Each output's path with its scan id (every occurrence) made ``[^/]+`` and, for keyed
+    rules, its atlas key made an alternation of the rule's keys. A study laid out by scan
+    (``<study>/<scan>/<scan>.pkl``, ``<study>/<scan>/scale33.npy``) has a handful of
+    templates, so the regex has a constant size and each match costs O(path length), not
+    O(outputs): Snakemake embeds constraints in every job's pattern, so an alternation of
+    every output path made the dry run O(N^2). ``exact_paths_regex`` is the fallback when
+    templates would also match another file of the study (``check_templates``).
+    """
+    mine = [t for t in targets if t.rule == rule]
+    if not mine:
+        return "(?!)"  # a rule with no targets matches nothing
+    keys = sorted({t.atlas_key for t in mine if t.atlas_key}, key=len, reverse=True)
+    key_re = "(?:" + "|".join(re.escape(k) for k in keys) + ")" if keys else None
+    templates = set()
+    for t in mine:
+        path = str(t.output)
+        folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
+        key = t.atlas_key if rule in KEYED_RULES else None
+        if key and key in name:
+            i = name.rfind(key)
+            name_parts = [(name[:i], True), (None, False), (name[i + len(key):], True)]
+        else:
+            name_parts = [(name, True)]
+        out = []
+        for text, literal in [(folder + "/" if "/" in path else "", True)] + name_parts:
+            if not literal:
+                out.append(key_re)
+                continue
+            pieces = text.split(t.scan.scan_id)
+            out.append("[^/]+".join(re.escape(p) for p in pieces))
+        templates.add("".join(out))
+    return "|".join(sorted(templates))
+
+
+def exact_paths_regex(paths) -> str:
+    """A regex matching exactly ``paths``, as a trie (each match costs O(path length))."""
+    trie: dict = {}
+    for p in paths:
+        node = trie
+        for ch in p:
+            node = node.setdefault(ch, {})
+        node[""] = True
+
+    def emit(node) -> str:
+        alts = []
+        end = node.get("") is True
+        for ch in sorted(k for k in node if k != ""):
+            alts.append(re.escape(ch) + emit(node[ch]))
+        if end:
+            alts.append("")
+        if not alts:
+            return ""
+        if len(alts) == 1:
+            return alts[0]
+        return "(?:" + "|".join(alts) + ")"
+
+    return emit(trie) if paths else "(?!)"
+
+
+def check_templates(constraints: dict, produced: dict, other_paths) -> list[str]:
+    """Rules whose template regex also matches a path it does not make.
+
+    ``produced``: output path -> rule; ``other_paths``: every other path the workflow asks
+    Snakemake about (inputs, QC files). Returns the rules that must use exact paths.
+    """
+    compiled = {r: re.compile(f"(?:{c})$") for r, c in constraints.items()}
+    loose = set()
+    for path in list(produced) + list(other_paths):
+        owner = produced.get(path)
+        for rule, rx in compiled.items():
+            if rule != owner and rx.match(path):
+                loose.add(rule)
+    return sorted(loose)
 
 
 def ids_alternation(values) -> str:

@@ -20,7 +20,7 @@ except ImportError:  # a plain checkout: use the package next to the workflow
 from ltpa.errors import LtpaError
 from ltpa.resources import mem_mb, runtime_min
 from ltpa.staleness import KEPT, OUT_OF_DATE
-from ltpa.study import load_study
+from ltpa.study import ARCHIVED_NOTE, load_study
 from ltpa.targets import (
     KEYED_RULES,
     RULE_EXPORT,
@@ -28,15 +28,33 @@ from ltpa.targets import (
     RULE_LABEL,
     RULE_MAP_B0,
     RULE_SCALARS,
+    check_templates,
+    exact_paths_regex,
     ids_alternation,
     lookup,
-    pinned_alternation,
+    path_templates,
 )
 
 def stop(message):
     """End the run before any job with ``message`` (as Snakemake prints errors, no Python frames)."""
     logger.error(message)
     raise SystemExit(1)
+
+
+def remote_outputs():
+    """In a cluster job (`--target-jobs rule:path=...`): the outputs it makes, or None when
+    it also runs a study-level job (QC), which needs the whole study."""
+    if "--target-jobs" not in sys.argv:
+        return None
+    out = set()
+    for arg in sys.argv[sys.argv.index("--target-jobs") + 1 :]:
+        if arg.startswith("-"):
+            break
+        rule_name, _, wildcards = arg.partition(":")
+        if not wildcards.startswith("path="):
+            return None
+        out.add(wildcards[len("path=") :])
+    return out
 
 
 MAX_NOTES = 30  # notes printed before the jobs (all of them are in the end-of-run summary)
@@ -52,17 +70,22 @@ def _load_study():
             f"local_data file {local_data!r} does not exist{hint}; "
             "pass another with --config local_data=PATH"
         )
+    if workflow.remote_exec:  # a cluster job: the driver checked the study already
+        study = load_study(local_data, config, remote=True, only=remote_outputs())
+        return study, study.targets, []
     try:
         study = load_study(local_data, config)
     except LtpaError as exc:
         stop(str(exc))
     for text in study.warnings:
         logger.warning(f"ltpa: {text}")
-    for note in study.notes[:MAX_NOTES]:
+    # an archived input's kept output is a warning above already (naming the output)
+    notes = [n for n in study.notes if n.what != ARCHIVED_NOTE]
+    for note in notes[:MAX_NOTES]:
         logger.warning(f"ltpa: {note.line()}")
-    if len(study.notes) > MAX_NOTES:
+    if len(notes) > MAX_NOTES:
         logger.warning(
-            f"ltpa: ... and {len(study.notes) - MAX_NOTES} more notes (ltpa status lists them)"
+            f"ltpa: ... and {len(notes) - MAX_NOTES} more notes (ltpa status lists them)"
         )
     keep, stale = [], []
     for t, v in zip(study.targets, study.verdicts):
@@ -100,6 +123,7 @@ def _decide_rebuilds():
     if _REBUILDS_DECIDED or workflow.remote_exec:
         return
     _REBUILDS_DECIDED.append(True)
+    _register_batches()
     from snakemake.settings.enums import RerunTrigger
 
     workflow.dag_settings.rerun_triggers = frozenset({RerunTrigger.MTIME})
@@ -123,26 +147,23 @@ def all_outputs():
 
 
 def target_of(rule_name, wildcards):
-    path = "".join(
-        wildcards.get(k, "") for k in ("prefix", "scan", "middle", "atlas", "suffix")
-    )
-    return BY_OUTPUT[(rule_name, path)]
+    return BY_OUTPUT[(rule_name, wildcards.path)]
 
 
 def inputs_of(rule_name):
-    """Input function: the input files of the target, by field name.
+    """Input function: the target's inputs that another job makes (a b0-mapped atlas).
 
-    Raw inputs are ancient(): whether they changed is ltpa.staleness's decision.
+    Raw inputs (trk, atlases, graphml, ...) are not declared to Snakemake: whether they
+    changed is ltpa.staleness's decision (from the sidecars), their presence and headers are
+    checked before any job (ltpa.study), and the job reads them through its spec. Declaring
+    them would only add three or four files per job to Snakemake's DAG (a third of a large
+    study's dry run) for checks that are already made.
     """
 
     def inputs(wildcards):
         _decide_rebuilds()
         t = target_of(rule_name, wildcards)
-        return {
-            k: str(p) if p in PRODUCED else ancient(str(p))
-            for k, p in t.inputs.items()
-            if p is not None
-        }
+        return {k: str(p) for k, p in t.inputs.items() if p is not None and p in PRODUCED}
 
     return inputs
 
@@ -154,32 +175,111 @@ def param_of(rule_name, getter):
     return param
 
 
-def constraints(rule_name):
-    """Wildcard constraints matching exactly the outputs of ``rule_name``."""
-    mine = [t for t in TARGETS if t.rule == rule_name]
-    out = {
-        "prefix": pinned_alternation(TARGETS, rule_name),
-        "scan": ids_alternation([t.wildcards["scan"] for t in mine]),
-        "suffix": ".*",
-    }
-    if rule_name in KEYED_RULES:
-        out["middle"] = ".*"
-        out["atlas"] = ids_alternation([t.wildcards["atlas"] for t in mine])
+def _path_constraints():
+    """Per rule, the regex of its outputs' ``{path}`` (ltpa.targets.path_templates): short
+    templates, or the exact paths for a rule whose templates would also match another file
+    the workflow asks Snakemake about (an input, a kept output, or a QC file)."""
+    rules = (RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS)
+    out = {r: path_templates(TARGETS, r) for r in rules}
+    if workflow.remote_exec:  # its driver chose the jobs: the templates of these targets
+        return out
+    produced = {str(t.output): t.rule for t in TARGETS}
+    others = {str(p) for t in ALL_TARGETS for p in t.inputs.values() if p is not None}
+    # outputs kept as they are (their inputs archived): QC reads them, no rule may claim them
+    others |= {str(t.output) for t in ALL_TARGETS}
+    work = STUDY.work_dir
+    others |= {f"{work}/qc/{kind}/{s.scan_id}.tsv" for s in SCANS for kind in ("scans", "lengths")}
+    others -= set(produced)
+    for name in check_templates(out, produced, others):
+        out[name] = exact_paths_regex([str(t.output) for t in TARGETS if t.rule == name])
     return out
 
 
+PATH_CONSTRAINT = _path_constraints()
+
+
+def constraints(rule_name):
+    """The wildcard constraint of a data rule: its outputs' paths (see _path_constraints)."""
+    return {"path": PATH_CONSTRAINT[rule_name]}
+
+
 def log_pattern(rule_name):
-    """Log file of a job: <log_dir>/<rule>/scan_<scan>[_atlas_<atlas>]/<output path>.log."""
-    if rule_name in KEYED_RULES:
-        return f"{LOG_DIR}/{rule_name}/scan_{{scan}}_atlas_{{atlas}}{{prefix}}{{scan}}{{middle}}{{atlas}}{{suffix}}.log"
-    return f"{LOG_DIR}/{rule_name}/scan_{{scan}}{{prefix}}{{scan}}{{suffix}}.log"
+    """Log file of a job: <log_dir>/<rule><absolute output path>.log (outputs are absolute)."""
+    return f"{LOG_DIR}/{rule_name}{{path}}.log"
+
+
+# SLURM: the jobs of `scans_per_job` consecutive scans (in JSON order) are one submission,
+# whatever they depend on: each batch is one job group, and group_components lets a
+# group job span all the batch's (otherwise unconnected) jobs. Local runs ignore groups.
+SCANS_PER_JOB = int(config.get("scans_per_job") or 20)
+BATCH = {s.scan_id: f"scans_{i // SCANS_PER_JOB:06d}" for i, s in enumerate(SCANS)}
+
+
+def _register_batches():
+    """Let a group job span every job of a batch (group settings exist once the DAG is built)."""
+    import immutables
+
+    settings = getattr(workflow, "group_settings", None)
+    if settings is None:
+        return
+    components = dict(settings.group_components)
+    components.update({b: 10**6 for b in set(BATCH.values())})
+    settings.group_components = immutables.Map(components)
+
+
+def group_of(rule_name):
+    """Group function: the scan's batch (see SCANS_PER_JOB)."""
+
+    def group(wildcards):
+        return BATCH[target_of(rule_name, wildcards).scan.scan_id]
+
+    return group
+
+
+def _job_command():
+    """The command of every data job: ltpa-job (ltpa.client, a client of the warm job server).
+
+    The driver's own Python runs it (absolute path), so a job sees the same ltpa as the
+    Snakefile whatever PATH says; with --use-conda, the rule's conda environment's Python,
+    given this checkout's src/ when ltpa is not installed there.
+    """
+    import shlex
+
+    from snakemake.settings.types import DeploymentMethod
+
+    src = str(Path(ltpa.__file__).resolve().parents[1])
+    methods = getattr(workflow.deployment_settings, "deployment_method", ()) or ()
+    if DeploymentMethod.CONDA in methods:
+        return f"PYTHONPATH={shlex.quote(src)}${{PYTHONPATH:+:$PYTHONPATH}} python -m ltpa.client"
+    script = Path(sys.executable).parent / "ltpa-job"
+    if script.exists():
+        return shlex.quote(str(script))
+    return (
+        f"PYTHONPATH={shlex.quote(src)}${{PYTHONPATH:+:$PYTHONPATH}} "
+        f"{shlex.quote(sys.executable)} -m ltpa.client"
+    )
+
+
+JOB = _job_command()
+
+
+_SPECS = {}
+
+
+def job_spec(rule_name, wildcards):
+    """The target's job description (ltpa.spec.JobSpec), made once per target."""
+    key = (rule_name, wildcards.path)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _SPECS[key] = target_of(rule_name, wildcards).spec(config)
+    return spec
 
 
 def spec_of(rule_name):
-    """Param function: the target's job description (ltpa.spec.JobSpec) as JSON."""
+    """Param function: the target's job description as JSON (what ltpa-job runs)."""
 
     def spec(wildcards):
-        return target_of(rule_name, wildcards).spec(config).to_json()
+        return job_spec(rule_name, wildcards).to_json()
 
     return spec
 
@@ -188,7 +288,7 @@ def resource_of(rule_name, formula):
     """Resource function: ``formula(spec)`` (ltpa.resources) of the target, times the attempt."""
 
     def resource(wildcards, attempt):
-        return formula(target_of(rule_name, wildcards).spec(config)) * attempt
+        return formula(job_spec(rule_name, wildcards)) * attempt
 
     return resource
 

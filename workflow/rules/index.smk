@@ -9,13 +9,13 @@ rule index_streamlines:
     input:
         unpack(inputs_of(RULE_INDEX)),
     output:
-        pkl="{prefix}{scan}{suffix}",
+        pkl="{path}",
     log:
         log_pattern(RULE_INDEX),
     wildcard_constraints:
         **constraints(RULE_INDEX),
     group:
-        "scan_{scan}"
+        group_of(RULE_INDEX)
     conda:
         "../envs/ltpa.yaml"
     threads: 1
@@ -23,22 +23,23 @@ rule index_streamlines:
         mem_mb=resource_of(RULE_INDEX, mem_mb),
         runtime=resource_of(RULE_INDEX, runtime_min),
     params:
+        job=JOB,
         spec=spec_of(RULE_INDEX),
-    script:
-        "../scripts/run_job.py"
+    shell:
+        "{params.job} --log {log:q} {params.spec:q}"
 
 
 rule export_key_trk:
     input:
         unpack(inputs_of(RULE_EXPORT)),
     output:
-        trk="{prefix}{scan}{suffix}",
+        trk="{path}",
     log:
         log_pattern(RULE_EXPORT),
     wildcard_constraints:
         **constraints(RULE_EXPORT),
     group:
-        "scan_{scan}"
+        group_of(RULE_EXPORT)
     conda:
         "../envs/ltpa.yaml"
     threads: 1
@@ -46,6 +47,7 @@ rule export_key_trk:
         mem_mb=resource_of(RULE_EXPORT, mem_mb),
         runtime=resource_of(RULE_EXPORT, runtime_min),
     params:
+        job=JOB,
         spec=spec_of(RULE_EXPORT),
-    script:
-        "../scripts/run_job.py"
+    shell:
+        "{params.job} --log {log:q} {params.spec:q}"

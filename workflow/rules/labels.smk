@@ -7,13 +7,13 @@ rule label_streamlines:
     input:
         unpack(inputs_of(RULE_LABEL)),
     output:
-        npy="{prefix}{scan}{middle}{atlas}{suffix}",
+        npy="{path}",
     log:
         log_pattern(RULE_LABEL),
     wildcard_constraints:
         **constraints(RULE_LABEL),
     group:
-        "scan_{scan}"
+        group_of(RULE_LABEL)
     conda:
         "../envs/ltpa.yaml"
     threads: 1
@@ -21,22 +21,23 @@ rule label_streamlines:
         mem_mb=resource_of(RULE_LABEL, mem_mb),
         runtime=resource_of(RULE_LABEL, runtime_min),
     params:
+        job=JOB,
         spec=spec_of(RULE_LABEL),
-    script:
-        "../scripts/run_job.py"
+    shell:
+        "{params.job} --log {log:q} {params.spec:q}"
 
 
 rule map_b0_atlas:
     input:
         unpack(inputs_of(RULE_MAP_B0)),
     output:
-        volume="{prefix}{scan}{middle}{atlas}{suffix}",
+        volume="{path}",
     log:
         log_pattern(RULE_MAP_B0),
     wildcard_constraints:
         **constraints(RULE_MAP_B0),
     group:
-        "scan_{scan}"
+        group_of(RULE_MAP_B0)
     conda:
         "../envs/ltpa.yaml"
     threads: 1
@@ -44,6 +45,7 @@ rule map_b0_atlas:
         mem_mb=resource_of(RULE_MAP_B0, mem_mb),
         runtime=resource_of(RULE_MAP_B0, runtime_min),
     params:
+        job=JOB,
         spec=spec_of(RULE_MAP_B0),
-    script:
-        "../scripts/run_job.py"
+    shell:
+        "{params.job} --log {log:q} {params.spec:q}"

@@ -14,7 +14,9 @@ rule qc_scan:
     log:
         f"{LOG_DIR}/qc_scan/scan_{{scan}}.log",
     wildcard_constraints:
-        scan=ids_alternation(SCAN_IDS),
+        scan="[^/]+",
+    group:
+        lambda wc: BATCH[wc.scan]
     conda:
         "../envs/ltpa.yaml"
     threads: 1

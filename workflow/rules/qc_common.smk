@@ -23,10 +23,15 @@ SCAN_OF = {s.scan_id: s for s in SCANS}
 _BY_SCAN = {}
 for _t in ALL_TARGETS:
     _BY_SCAN.setdefault((_t.scan.scan_id, _t.rule), []).append(_t)
-# outputs kept while their inputs are archived: flagged in the QC table
-KEPT_OUTPUTS = {
-    str(t.output) for t, v in zip(STUDY.targets, STUDY.verdicts) if v.status == KEPT
-}
+
+def kept_outputs(scan_id):
+    """The scan's outputs kept while their inputs are archived (flagged in the QC table)."""
+    from ltpa.staleness import judge_all
+
+    mine = [t for rule in (RULE_INDEX, RULE_LABEL) for t in scan_targets(scan_id, rule)]
+    verdicts = judge_all([t.spec(config) for t in mine])
+    return sorted(str(t.output) for t, v in zip(mine, verdicts) if v.status == KEPT)
+
 
 
 def scan_targets(scan_id, rule_name):
@@ -51,12 +56,7 @@ def qc_params(wildcards):
             for t in scan_targets(wildcards.scan, RULE_LABEL)
         ],
         "trk_file": str(scan.trk_file) if scan.trk_file else None,
-        "kept": sorted(
-            str(t.output)
-            for rule in (RULE_INDEX, RULE_LABEL)
-            for t in scan_targets(wildcards.scan, rule)
-            if str(t.output) in KEPT_OUTPUTS
-        ),
+        "kept": kept_outputs(wildcards.scan),
     }
 
 

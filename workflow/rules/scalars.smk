@@ -5,11 +5,13 @@ rule average_track_scalars:
     input:
         unpack(inputs_of(RULE_SCALARS)),
     output:
-        npy="{prefix}{scan}{middle}{atlas}{suffix}",
+        npy="{path}",
     log:
         log_pattern(RULE_SCALARS),
     wildcard_constraints:
         **constraints(RULE_SCALARS),
+    group:
+        group_of(RULE_SCALARS)
     conda:
         "../envs/ltpa.yaml"
     threads: 1
@@ -17,6 +19,7 @@ rule average_track_scalars:
         mem_mb=resource_of(RULE_SCALARS, mem_mb),
         runtime=resource_of(RULE_SCALARS, runtime_min),
     params:
+        job=JOB,
         spec=spec_of(RULE_SCALARS),
-    script:
-        "../scripts/run_job.py"
+    shell:
+        "{params.job} --log {log:q} {params.spec:q}"
