@@ -9,8 +9,9 @@ mutates their bytes: bit flips, random bytes, truncation, appended garbage, a
 streamline's count word set to huge / negative / zero, header fields (n_count,
 dim, voxel size, hdr_size, scalar/property counts, voxel order, magic) set to
 edge values, NaN/inf injected into coordinates, splices between seeds. Every
-input goes through ``ltpa.pipeline.index_scan`` (open_trk + build_index + pickle
-write) and ``ltpa.pipeline.label_scan`` (atlas in the trk's grid) into a temp
+input goes through ``ltpa.pipeline.index_scan`` (TrkFile + build_index + pickle
+write) and ``ltpa.pipeline.label_scan`` (an atlas on the trk's grid: its shape and the
+affine nibabel derives from the header) into a temp
 folder; the pkl is read back with ``ltpa.load_track_dataset``. An accepted input
 is also checked against the slow references (dict-of-sets hashing and dsi2's
 labeling loop over a struct-by-struct read of the file): a wrong answer counts as
@@ -237,14 +238,43 @@ def read_slow(data: bytes):
     return out
 
 
+def atlas_affine(header) -> np.ndarray:
+    """voxel (centre) -> RAS of a .trk's own voxel grid, by nibabel's voxmm -> RAS rule in
+    float64: the voxels of ``voxel_order`` flipped/permuted to the orientation of
+    ``vox_to_ras`` (a diagonal grid when vox_to_ras is unusable). An atlas written with this
+    affine is on the trk's grid, which ``label_scan`` checks."""
+    import warnings
+
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    vs = np.asarray(header["voxel_sizes"], dtype=np.float64)
+    try:
+        v2r = np.asarray(header["voxel_to_rasmm"], dtype=np.float64)
+        if v2r[3, 3] == 0:
+            v2r = np.eye(4)
+        order = bytes(header["voxel_order"]).strip(b"\0 ").decode("latin-1").upper() or "LPS"
+        if np.all(np.isfinite(v2r)) and abs(np.linalg.det(v2r[:3, :3])) > 1e-12:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                ornt = ornt_transform(axcodes2ornt(tuple(order)), io_orientation(v2r))
+                aff = v2r @ inv_ornt_aff(ornt, tuple(int(d) for d in header["dimensions"]))
+            if np.all(np.isfinite(aff)):
+                return aff
+    except Exception:  # noqa: BLE001 - a damaged header: a plain diagonal grid
+        pass
+    if np.all(np.isfinite(vs)) and np.all(vs > 0):
+        return np.diag([*vs, 1.0])
+    return np.eye(4)
+
+
 def check_against_reference(data, trk_path, space, ds, ids, atlas):
     sys.path.insert(0, str(HERE.parent / "tests"))
     from reference import hash_slow, label_slow
     from ltpa.grids import key_map_for
-    from ltpa.trk import open_trk
+    from ltpa.trk import TrkFile
 
-    trk = open_trk(trk_path)
-    km = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order)
+    with TrkFile(trk_path) as trk:
+        km = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order)
     sign = np.asarray(km.sign, dtype=np.int64)
     shift = np.asarray(km.shift, dtype=np.int64)
     sls = read_slow(data)
@@ -272,7 +302,7 @@ def run_one(data: bytes, seed, work: Path, atlas_cache: dict, rng) -> str:
     from ltpa import load_track_dataset
     from ltpa.errors import LtpaError
     from ltpa.pipeline import index_scan, label_scan
-    from ltpa.trk import open_trk
+    from ltpa.trk import TrkFile
 
     trk_path = work / "input.trk"
     trk_path.write_bytes(data)
@@ -280,18 +310,24 @@ def run_one(data: bytes, seed, work: Path, atlas_cache: dict, rng) -> str:
     try:
         index_scan(trk_path, work / "out.pkl", space=space, scan_id="fuzz", sidecar=False)
         ds = load_track_dataset(work / "out.pkl")
-        dim = open_trk(trk_path).dim
+        with TrkFile(trk_path) as trk:
+            dim = trk.dim
+            affine = atlas_affine(trk.header)
     except LtpaError:
         return "rejected"
     ids = atlas = None
     if int(np.prod(dim, dtype=np.int64)) <= 2_000_000:
-        if dim not in atlas_cache:
+        # the atlas is on the trk's grid (label_scan checks the affine); its labels depend on dim
+        key = (dim, np.round(affine, 6).tobytes())
+        if key not in atlas_cache:
+            if len(atlas_cache) > 64:
+                atlas_cache.clear()
             atlas = rng.integers(0, 6, dim).astype(np.int16)
             atlas[rng.random(dim) < 0.4] = 0
             apath = work / f"atlas_{len(atlas_cache)}.nii.gz"
-            nib.Nifti1Image(atlas, np.eye(4)).to_filename(str(apath))
-            atlas_cache[dim] = (apath, atlas)
-        apath, atlas = atlas_cache[dim]
+            nib.Nifti1Image(atlas, affine).to_filename(str(apath))
+            atlas_cache[key] = (apath, atlas)
+        apath, atlas = atlas_cache[key]
         try:
             label_scan(trk_path, apath, work / "out.npy", space=space, scan_id="fuzz",
                        sidecar=False)
