@@ -11,29 +11,41 @@ from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
 
+# The Python that runs Snakemake (the driver) reads the study before any job: it needs the
+# ltpa package and its dependencies (numpy, nibabel, ...), i.e. `pip install <this repo>`
+# in the driver's environment (`make install` makes .venv; conda: environment.yml).
 try:
     import ltpa
-except ImportError:  # a plain checkout: use the package next to the workflow
+except ImportError:  # a plain checkout: the package next to the workflow
     sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+try:
     import ltpa
-
-from ltpa.errors import LtpaError
-from ltpa.resources import mem_mb, runtime_min
-from ltpa.staleness import KEPT, OUT_OF_DATE
-from ltpa.study import ARCHIVED_NOTE, load_study
-from ltpa.targets import (
-    KEYED_RULES,
-    RULE_EXPORT,
-    RULE_INDEX,
-    RULE_LABEL,
-    RULE_MAP_B0,
-    RULE_SCALARS,
-    check_templates,
-    exact_paths_regex,
-    ids_alternation,
-    lookup,
-    path_templates,
-)
+    from ltpa.errors import LtpaError
+    from ltpa.resources import mem_mb, runtime_min
+    from ltpa.staleness import KEPT, OUT_OF_DATE
+    from ltpa.study import ARCHIVED_NOTE, load_study
+    from ltpa.targets import (
+        KEYED_RULES,
+        RULE_EXPORT,
+        RULE_INDEX,
+        RULE_LABEL,
+        RULE_MAP_B0,
+        RULE_SCALARS,
+        check_templates,
+        exact_paths_regex,
+        ids_alternation,
+        lookup,
+        path_templates,
+    )
+except ImportError as exc:
+    logger.error(
+        f"ltpa-prep: the Python running Snakemake ({sys.executable}) cannot import "
+        f"{exc.name or 'a module'!r}: the workflow reads the study before any job, so the "
+        f"driver's environment needs ltpa-prep installed with its dependencies: "
+        f"pip install {Path(workflow.basedir).parent} (or `make install` there and run "
+        f".venv/bin/snakemake)"
+    )
+    raise SystemExit(1)
 
 def stop(message):
     """End the run before any job with ``message`` (as Snakemake prints errors, no Python frames)."""
