@@ -63,6 +63,7 @@ class Study:
     config: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     verdicts: list = field(default_factory=list)  # ltpa.staleness.Verdict per target
+    specs: dict = field(default_factory=dict)  # (rule, output) -> ltpa.spec.JobSpec
     notes: list = field(default_factory=list)  # Note
     problems: list = field(default_factory=list)  # what must be fixed before these jobs run
 
@@ -112,7 +113,9 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
     if problems:
         raise LtpaError(problem_text(path, problems))
     study = Study(path, scans, targets, config, warnings)
-    study.verdicts = judge_all([t.spec(config) for t in targets])
+    specs = [t.spec(config) for t in targets]
+    study.specs = {(t.rule, s.output): s for t, s in zip(targets, specs)}
+    study.verdicts = judge_all(specs)
     for t, v in zip(targets, study.verdicts):
         if v.status == KEPT:
             study.warnings.append(f"{t.where()}: {v.reason}; keeping the existing output "
@@ -376,8 +379,8 @@ def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
         for fld, p in list(t.inputs.items()) + [(t.output_field, t.output)]:
             if p is None:
                 continue
-            if fld != t.output_field:
-                inputs.setdefault(real(p), []).append((fld, f"{t.where(fld)} {str(p)!r}"))
+            if fld != t.output_field:  # described only when it clashes (a study has many)
+                inputs.setdefault(real(p), []).append((fld, t, p))
             m = _SNAKEMAKE_WILDCARD.search(str(p))
             if m:
                 text = str(p)
@@ -393,35 +396,41 @@ def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
     json_real = real(local_data)
     written = {}  # real path -> description of what writes it (outputs and their sidecars)
     lowered = {}
+
+    def described(t, role="output"):
+        what = f"{t.where(t.output_field)} {str(t.output)!r}"
+        return what if role == "output" else f"the sidecar of {what}"
+
     for t in targets:
         out = str(t.output)
         r = real(out)
-        what = f"{t.where(t.output_field)} {out!r}"
         for p, role in ((r, "output"), (r + ".json", "sidecar")):
-            desc = what if role == "output" else f"the sidecar of {what}"
-            if p in written and written[p] != desc:
-                problems.append(f"{desc}: is also written as {written[p]}; two entries cannot "
-                                f"write the same file")
-            written.setdefault(p, desc)
+            first = written.get(p)
+            if first is not None and first != (t, role):
+                problems.append(f"{described(t, role)}: is also written as "
+                                f"{described(*first)}; two entries cannot write the same file")
+            written.setdefault(p, (t, role))
             if p == json_real:
-                problems.append(f"{desc}: is the study's local_data.json itself; refusing to "
-                                f"overwrite it")
-            else:
+                problems.append(f"{described(t, role)}: is the study's local_data.json itself; "
+                                f"refusing to overwrite it")
+            elif p in inputs:
                 # a b0-mapped atlas is the volume_path its labelings read: that is its purpose
-                clash = [d for fld, d in inputs.get(p, ())
+                clash = [(fld, u, q) for fld, u, q in inputs[p]
                          if not (role == "output" and t.rule == RULE_MAP_B0
                                  and fld == "volume_path")]
                 if clash:
-                    problems.append(f"{desc}: is an input ({clash[0]}); refusing to overwrite "
-                                    f"raw data")
+                    fld, u, q = clash[0]
+                    problems.append(f"{described(t, role)}: is an input ({u.where(fld)} "
+                                    f"{str(q)!r}); refusing to overwrite raw data")
         if os.path.islink(out):
-            problems.append(f"{what}: is a symbolic link (to {os.path.realpath(out)!r}); give "
+            problems.append(f"{described(t)}: is a symbolic link (to {os.path.realpath(out)!r}); give "
                             f"the real path of the output")
         elif os.path.isdir(out):
-            problems.append(f"{what}: is an existing folder, not a file")
+            problems.append(f"{described(t)}: is an existing folder, not a file")
         low = r.lower()
         if low in lowered and lowered[low][0] != r:
-            warnings.append(f"{what}: differs only by letter case from {lowered[low][1]}; on a "
-                            f"case-insensitive file system they are one file")
-        lowered.setdefault(low, (r, what))
+            warnings.append(f"{described(t)}: differs only by letter case from "
+                            f"{described(lowered[low][1])}; on a case-insensitive file system "
+                            f"they are one file")
+        lowered.setdefault(low, (r, t))
     return _dedupe(problems), warnings

@@ -125,9 +125,9 @@ def _decide_rebuilds():
 
     Snakemake's triggers other than mtime read its records in the working directory
     (.snakemake/metadata), so they would answer differently from another folder: they are
-    turned off; the inputs are ancient() (ltpa.staleness compares their sizes, mtimes and,
-    for small files, contents with the sidecars); and the outputs ltpa.staleness finds out
-    of date are forced. Both settings are read when Snakemake decides which jobs must run,
+    turned off; raw inputs are not declared to Snakemake (ltpa.staleness compares their
+    sizes, mtimes and, for small files, contents with the sidecars); and the outputs
+    ltpa.staleness finds out of date are forced. Both settings are read when Snakemake decides which jobs must run,
     after the Snakefile is parsed, so this runs from the first input function call, when
     the DAG exists. A forced output that is not part of the requested DAG is ignored, and
     a remote job (SLURM) runs exactly the jobs it was given.
@@ -222,15 +222,21 @@ def log_pattern(rule_name):
 
 # SLURM: the jobs of `scans_per_job` consecutive scans (in JSON order) are one submission,
 # whatever they depend on: each batch is one job group, and group_components lets a
-# group job span all the batch's (otherwise unconnected) jobs. Local runs ignore groups.
+# group job span all the batch's (otherwise unconnected) jobs. Local runs have no groups.
 SCANS_PER_JOB = int(config.get("scans_per_job") or 20)
 BATCH = {s.scan_id: f"scans_{i // SCANS_PER_JOB:06d}" for i, s in enumerate(SCANS)}
 
 
 def _register_batches():
-    """Let a group job span every job of a batch (group settings exist once the DAG is built)."""
+    """Let a group job span every job of a batch (group settings exist once the DAG is
+    built); for local runs, take the group functions off the rules (see _batched)."""
     import immutables
 
+    if not _batched():
+        for r in workflow.rules:
+            if r.name in BATCHED_RULES:
+                r.group = None
+        return
     settings = getattr(workflow, "group_settings", None)
     if settings is None:
         return
@@ -239,10 +245,25 @@ def _register_batches():
     settings.group_components = immutables.Map(components)
 
 
+BATCHED_RULES = (RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS, "qc_scan")
+
+
+def _batched():
+    """Whether jobs go to a remote executor (SLURM), or run inside one of its jobs.
+
+    Local runs (and their dry runs) have no groups: Snakemake ignores them when it runs
+    jobs itself, yet checks each group's readiness job by job, O(jobs^2) per batch (half
+    of a 3,000-scan dry run).
+    """
+    return workflow.remote_exec or not workflow.local_exec
+
+
 def group_of(rule_name):
-    """Group function: the scan's batch (see SCANS_PER_JOB)."""
+    """Group function: the scan's batch (see SCANS_PER_JOB), for remote executors only."""
 
     def group(wildcards):
+        if not _batched():
+            return None
         return BATCH[target_of(rule_name, wildcards).scan.scan_id]
 
     return group
@@ -275,7 +296,7 @@ def _job_command():
 JOB = _job_command()
 
 
-_SPECS = {}
+_SPECS = getattr(STUDY, "specs", None) or {}  # made once, when the study was judged
 
 
 def job_spec(rule_name, wildcards):

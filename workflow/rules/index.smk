@@ -16,8 +16,6 @@ rule index_streamlines:
         **constraints(RULE_INDEX),
     group:
         group_of(RULE_INDEX)
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=resource_of(RULE_INDEX, mem_mb),
@@ -40,8 +38,6 @@ rule export_key_trk:
         **constraints(RULE_EXPORT),
     group:
         group_of(RULE_EXPORT)
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=resource_of(RULE_EXPORT, mem_mb),

@@ -14,8 +14,6 @@ rule label_streamlines:
         **constraints(RULE_LABEL),
     group:
         group_of(RULE_LABEL)
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=resource_of(RULE_LABEL, mem_mb),
@@ -38,8 +36,6 @@ rule map_b0_atlas:
         **constraints(RULE_MAP_B0),
     group:
         group_of(RULE_MAP_B0)
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=resource_of(RULE_MAP_B0, mem_mb),

@@ -12,8 +12,6 @@ rule average_track_scalars:
         **constraints(RULE_SCALARS),
     group:
         group_of(RULE_SCALARS)
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=resource_of(RULE_SCALARS, mem_mb),
