@@ -498,3 +498,349 @@ def test_huge_header_n_count_is_the_n_count_error_not_memory_error(tmp_path):
     proc = subprocess.run([LTPA, "index", str(trk), str(tmp_path / "n.pkl"), "--space", "native"],
                           capture_output=True, text=True, preexec_fn=limit, timeout=120)
     assert_clean_failure(proc, "header n_count says 2147483647 streamlines but the file holds 5")
+
+
+# fuzz findings (benchmarks/fuzz.py, #10): the saved inputs under benchmarks/out/fuzz_crashes
+
+
+def small_trx(folder, rng):
+    """A real .trx (trx-python, stored members) of 12 streamlines inside the QSDR grid."""
+    from trx.trx_file_memmap import TrxFile, save
+
+    sls = [rng.uniform(-40, 40, (int(rng.integers(2, 9)), 3)).astype(np.float32)
+           for _ in range(12)]
+    ref = nib.Nifti1Image(np.zeros(QSDR_DIM, np.int16), QSDR_AFFINE)
+    trx_obj = TrxFile.from_tractogram(nib.streamlines.Tractogram(sls, affine_to_rasmm=np.eye(4)),
+                                      reference=ref)
+    path = Path(folder) / "s.trx"
+    save(trx_obj, str(path))
+    trx_obj.close()
+    return path
+
+
+def zip_member_patched(src, dst, prefix, *, method=None, flags=0):
+    """``src`` with the central-directory entry of the member named ``prefix...`` given another
+    compression method and/or more general-purpose flag bits (bit 0: encrypted)."""
+    raw = bytearray(Path(src).read_bytes())
+    i, found = 0, None
+    while (i := raw.find(b"PK\x01\x02", i)) >= 0:
+        n = int.from_bytes(raw[i + 28:i + 30], "little")
+        name = bytes(raw[i + 46:i + 46 + n]).decode()
+        if name.startswith(prefix):
+            found = name
+            if method is not None:
+                raw[i + 10:i + 12] = method.to_bytes(2, "little")
+            raw[i + 8:i + 10] = (int.from_bytes(raw[i + 8:i + 10], "little") | flags).to_bytes(2, "little")
+        i += 4
+    assert found, prefix
+    Path(dst).write_bytes(bytes(raw))
+    return found
+
+
+def test_trx_header_json_nested_too_deep_is_an_ltpa_error(tmp_path):
+    """Finding 1 (RecursionError in TrxReader._find): json's recursion limit, not a crash."""
+    import zipfile
+
+    from ltpa.errors import LtpaError
+    from ltpa.pipeline import index_scan
+
+    trx = tmp_path / "deep.trx"
+    deep = "[" * 100_000 + "]" * 100_000
+    with zipfile.ZipFile(trx, "w") as z:
+        z.writestr("header.json", '{"NB_VERTICES": 0, "NB_STREAMLINES": 0, "VOXEL_TO_RASMM": '
+                                  + deep + "}")
+    with pytest.raises(LtpaError, match=r"file '.*deep\.trx': header\.json is nested more "
+                                        r"deeply than Python's JSON reader can follow"):
+        index_scan(trx, tmp_path / "o.pkl", space="qsdr")
+    assert not (tmp_path / "o.pkl").exists()
+    # found beside it: Python's json reads Infinity, and int(inf) is an OverflowError
+    with zipfile.ZipFile(tmp_path / "inf.trx", "w") as z:
+        z.writestr("header.json", '{"NB_VERTICES": Infinity, "NB_STREAMLINES": 1}')
+    with pytest.raises(LtpaError, match=r"file '.*inf\.trx': header\.json lacks integer "
+                                        r"NB_VERTICES and NB_STREAMLINES"):
+        index_scan(tmp_path / "inf.trx", tmp_path / "o.pkl", space="qsdr")
+
+
+def test_trx_member_compressed_unknown_way_or_encrypted_is_an_ltpa_error(tmp_path, rng):
+    """Finding 2 (NotImplementedError / RuntimeError from zipfile): clear errors naming the file."""
+    from ltpa.errors import LtpaError
+    from ltpa.pipeline import index_scan
+
+    good = small_trx(tmp_path, rng)
+    index_scan(good, tmp_path / "good.pkl", space="qsdr")  # the unpatched file is fine
+    cases = [("header.json", dict(method=99), "That compression method is not supported"),
+             ("offsets.", dict(flags=0x1), "is encrypted, password required"),
+             ("positions.", dict(method=99), "That compression method is not supported"),
+             ("positions.", dict(flags=0x1), "is encrypted, password required")]
+    for k, (member, how, why) in enumerate(cases):
+        bad = tmp_path / f"bad{k}.trx"
+        zip_member_patched(good, bad, member, **how)
+        with pytest.raises(LtpaError) as err:
+            index_scan(bad, tmp_path / f"o{k}.pkl", space="qsdr")
+        text = str(err.value)
+        assert f"file '{bad}'" in text and why in text, (member, how, text)
+        assert "not a readable .trx file" in text or "could not be read" in text, text
+        assert not (tmp_path / f"o{k}.pkl").exists()
+
+
+def write_text_bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_graphml_with_an_unknown_encoding_is_an_ltpa_error(good, tmp_path):
+    """Finding 3 (LookupError from the XML parser)."""
+    from ltpa.errors import LtpaError
+    from ltpa.pipeline import label_scan
+
+    head, rest = good["graphml"].read_bytes().split(b"?>", 1)
+    gml = write_text_bytes(tmp_path / "bogus.graphml",
+                           b"<?xml version='1.0' encoding='bogus'?>" + rest)
+    assert head.startswith(b"<?xml")
+    with pytest.raises(LtpaError, match=r"field 'graphml_path': graphml file '.*bogus\.graphml' "
+                                        r"could not be read \(LookupError: unknown encoding: "
+                                        r"bogus\)"):
+        label_scan(good["trk"], good["atlas"], tmp_path / "o.npy", graphml_path=gml)
+    assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.parametrize("node_id", ["-9223372036854775809", "-1", "0"])
+def test_graphml_node_ids_below_one_are_an_ltpa_error(tmp_path, node_id):
+    """Finding 4 (OverflowError for a node id < -2^63): ids are checked before any conversion."""
+    from ltpa.errors import LtpaError
+    from ltpa.regions import regions_from_graphml
+
+    g = nx.Graph()
+    g.add_nodes_from(["4", node_id, "9"])
+    nx.write_graphml(g, str(tmp_path / "neg.graphml"))
+    with pytest.raises(LtpaError, match=rf"graphml file '.*neg\.graphml' has node id {node_id}; "
+                                        rf"region ids must be positive \(0 is background\)"):
+        regions_from_graphml(tmp_path / "neg.graphml")
+
+
+GML = '<?xml version="1.0" encoding="utf-8"?>\n<graphml xmlns="http://graphml.graphdrawing.org/xmlns">'
+
+
+@pytest.mark.parametrize("case", ["edge-only nodes", "node in a node", "nested graph",
+                                  "nested yEd group"])
+def test_graphml_region_list_is_what_networkx_reads(good, tmp_path, case):
+    """Findings 5/6: the region list is networkx's node ids (a node only an edge names counts;
+    a node inside a node, or in a graph nested in a node, does not unless networkx reads it),
+    checked through label_scan's sidecar against networkx itself."""
+    from ltpa.pipeline import label_scan
+
+    ids = sorted(int(n) for n in nx.read_graphml(str(good["graphml"])).nodes)
+    nodes = "".join(f'<node id="{i}"/>' for i in ids[1:])
+    body, extra = {
+        "edge-only nodes": (f'<node id="{ids[0]}"/>{nodes}<edge source="{ids[0]}" target="777"/>'
+                            f'<edge source="900" target="901"/>', [777, 900, 901]),
+        "node in a node": (f'<node id="{ids[0]}"><node id="554"/></node>{nodes}', []),
+        "nested graph": (f'<node id="{ids[0]}"><graph id="sub" edgedefault="undirected">'
+                         f'<node id="555"/></graph></node>{nodes}', []),
+        "nested yEd group": (f'<node id="{ids[0]}" yfiles.foldertype="group"><graph id="sub" '
+                             f'edgedefault="undirected"><node id="556"/></graph></node>{nodes}',
+                             [556]),
+    }[case]
+    gml = tmp_path / "g.graphml"
+    gml.write_text(f'{GML}<graph edgedefault="undirected">{body}</graph></graphml>\n')
+    want = sorted(int(n) for n in nx.read_graphml(str(gml)).nodes)
+    assert want == sorted(ids + extra)  # networkx's reading, as documented above
+    label_scan(good["trk"], good["atlas"], tmp_path / "o.npy", graphml_path=gml)
+    side = json.loads((tmp_path / "o.npy.json").read_text())
+    assert side["region_ids"] == want
+
+
+def test_label_table_with_a_utf8_bom_reads_its_first_row(good, tmp_path):
+    """Finding 7: a BOM (Excel's "CSV UTF-8") is not content, so row 1 is not a header."""
+    from ltpa.pipeline import label_scan
+
+    rows = [(1, "a"), (4, "b"), (9, "c"), (23, "d")]
+    plain = "".join(f"{i}\t{n}\r\n" for i, n in rows)
+    table = write_text_bytes(tmp_path / "bom.tsv", b"\xef\xbb\xbf" + plain.encode())
+    label_scan(good["trk"], good["atlas"], tmp_path / "o.npy", labels_path=table)
+    side = json.loads((tmp_path / "o.npy.json").read_text())
+    assert side["region_ids"] == [i for i, _ in rows]
+    # with a header row too
+    table.write_bytes(b"\xef\xbb\xbfindex,name\n" + plain.replace("\t", ",").encode())
+    from ltpa.regions import regions_from_table
+
+    assert regions_from_table(table).tolist() == [i for i, _ in rows]
+
+
+def test_label_table_index_of_more_digits_than_int_reads_is_an_ltpa_error(tmp_path):
+    """Finding 8 (int()'s 4300-digit limit read it as a header row): a clear error instead."""
+    from ltpa.errors import LtpaError
+    from ltpa.regions import regions_from_table
+
+    for k, first in enumerate([False, True]):
+        table = tmp_path / f"long{k}.tsv"
+        lines = ["index\tname", "3\tx", "9" * 5000 + "\ty", "7\tz"]
+        if first:  # where a word would be a header row
+            lines = ["9" * 5000 + "\ty", "7\tz"]
+        table.write_text("\n".join(lines) + "\n")
+        line = 1 if first else 3
+        with pytest.raises(LtpaError, match=rf"label table '.*long{k}\.tsv' line {line}: label "
+                                            rf"index too long \(5000 digits\)"):
+            regions_from_table(table)
+
+
+def test_local_data_with_a_number_of_5000_digits_is_an_ltpa_error(tmp_path):
+    """Finding 9 (ValueError from json: more than 4300 digits)."""
+    ld = tmp_path / "local_data.json"
+    ld.write_text('[{"scan_id": "a", "scan_group": "g", "age": ' + "9" * 5000 + "}]")
+    proc = subprocess.run([LTPA, "validate", str(ld)], capture_output=True, text=True)
+    assert_clean_failure(proc, f"local_data file '{ld}' could not be read as JSON: Exceeds the "
+                               f"limit (4300 digits) for integer string conversion")
+
+
+def test_local_data_scan_ids_and_unusable_paths_are_listed(tmp_path):
+    """Findings 10/11: scan entries without a string scan_id, and paths with a NUL byte or a
+    lone surrogate, are listed with the other problems (no TypeError/ValueError)."""
+    ld = tmp_path / "local_data.json"
+    ld.write_text(r'''[
+ {"scan_id": "a", "scan_group": "g", "trk_file": "a/a\u0000.trk", "pkl_path": "a/a.pkl",
+  "track_labels": [{"name": "x", "numpy_path": "a/\ud800x.npy", "volume_path": "a/at.nii.gz"}]},
+ {"scan_group": "g", "trk_file": "b/b.trk", "pkl_path": "b/b.pkl"},
+ {"scan_id": null, "scan_group": "g", "trk_file": "c/c.trk", "pkl_path": "c/c.pkl"},
+ {"scan_id": "d", "scan_group": "g", "pkl_path": "d/d\u0000.pkl"}
+]''')
+    for cmd in ("validate", "status"):
+        proc = subprocess.run([LTPA, cmd, str(ld)], capture_output=True, text=True)
+        assert_clean_failure(
+            proc, f"local_data file '{ld}': 5 problems:",
+            "scan #1 (None), field 'scan_id': is required",
+            "scan #2 (None), field 'scan_id': is null; expected a string",
+            "scan #0 ('a'), field 'trk_file': is not a usable path (a NUL byte or an invalid "
+            "character)",
+            "scan #0 ('a'), field 'track_labels[0].numpy_path': is not a usable path",
+            "scan #3 ('d'), field 'pkl_path': is not a usable path")
+
+
+def label_spec(good, out):
+    """The JobSpec of ``ltpa label TRK ATLAS OUT --graphml G`` (as pipeline.label_scan builds it)."""
+    from ltpa.spec import JobSpec
+
+    return JobSpec("label", os.path.abspath(out),
+                   {"trk_file": str(good["trk"]), "volume_path": str(good["atlas"]),
+                    "graphml_path": str(good["graphml"])}, space="qsdr", start=1)
+
+
+def test_sidecar_with_nul_or_surrogate_paths_makes_only_its_output_out_of_date(good, tmp_path):
+    """Finding 12: such a sidecar is 'not an ltpa sidecar' (sidecar._check); staleness never
+    hands such a path to the file system (_same_path treats ValueError as different)."""
+    from ltpa import sidecar, staleness
+
+    out = fresh_out(good, tmp_path, 0) / "s1.npy"
+    spec = label_spec(good, out)
+    assert staleness.judge_all([spec])[0].status == staleness.OK
+    real = json.loads(Path(str(out) + ".json").read_text())
+    cases = {"output NUL": ("output", "path", str(out) + "\x00"),
+             "input NUL": ("inputs", "trk_file", "/tmp/a\x00b.trk"),
+             "input surrogate": ("inputs", "graphml_path", "\ud800x.graphml"),
+             "relpath NUL": ("inputs", "volume_path", "a\x00")}
+    for case, (part, key, value) in cases.items():
+        body = json.loads(json.dumps(real))
+        if part == "output":
+            body["output"]["path"] = value
+        elif case.startswith("relpath"):
+            body["inputs"][key]["relpath"] = value
+        else:
+            body["inputs"][key]["path"] = value
+        Path(str(out) + ".json").write_text(json.dumps(body))
+        got, why = sidecar.read(out)
+        assert got is None and "is not an ltpa sidecar" in why, (case, why)
+        verdict = staleness.judge_all([spec])[0]
+        assert verdict.status == staleness.OUT_OF_DATE and "is not an ltpa sidecar" in \
+            verdict.reason, (case, verdict)
+    # _same_path on its own: a recorded path no file system can take is another file
+    assert not staleness._same_path({"path": "/tmp/a\x00"}, str(good["trk"]), str(tmp_path))
+    assert not staleness._same_path({"path": "/tmp/\ud800"}, str(good["trk"]), str(tmp_path))
+
+
+def test_sidecar_null_input_record_for_a_field_the_job_does_not_have(good, tmp_path):
+    """Finding 13 (TypeError: None['path']): a null record is no input, like an absent one."""
+    from ltpa import staleness
+
+    out = fresh_out(good, tmp_path, 0) / "s1.npy"
+    spec = label_spec(good, out)
+    side = Path(str(out) + ".json")
+    body = json.loads(side.read_text())
+    body["inputs"]["labels_path"] = None  # not an input of this job
+    side.write_text(json.dumps(body))
+    assert staleness.judge_all([spec])[0].status == staleness.OK
+    body["inputs"]["graphml_path"] = None  # an input of this job that the sidecar lacks
+    side.write_text(json.dumps(body))
+    verdict = staleness.judge_all([spec])[0]
+    assert verdict.status == staleness.OUT_OF_DATE
+    assert verdict.reason == f"graphml_path was not used, now {str(good['graphml'])!r}"
+
+
+def test_staleness_paths_no_file_system_takes_are_missing_files(good, tmp_path):
+    """Finding 16 (ValueError / UnicodeEncodeError from os.stat): missing, not a crash."""
+    from ltpa import staleness
+    from ltpa.spec import JobSpec
+
+    ok = label_spec(good, fresh_out(good, tmp_path, 0) / "s1.npy")
+    bad_out = JobSpec("label", str(tmp_path / "o\x00.npy"), dict(ok.inputs), space="qsdr")
+    bad_in = JobSpec("label", str(tmp_path / "o.npy"),
+                     {**ok.inputs, "volume_path": str(tmp_path / "\ud800.nii.gz")}, space="qsdr")
+    v_out, v_in = staleness.judge_all([bad_out, bad_in])
+    assert v_out.status == staleness.MISSING and v_out.buildable
+    assert v_in.status == staleness.MISSING and not v_in.buildable
+    assert v_in.missing == (("volume_path", str(tmp_path / "\ud800.nii.gz")),)
+
+
+SHEARED = [[1.25, 0, 0, 0], [0, 0.7, 0, 0], [5.7646075e17, 0, 3, 0], [0, 0, 0, 1]]
+
+
+def test_trk_vox_to_ras_with_no_voxel_order_is_an_ltpa_error(tmp_path):
+    """Findings 14/15 (ValueError in trk_affine): nibabel's io_orientation finds no RAS axis for
+    one voxel axis of this vox_to_ras; the error names the trk and its vox_to_ras."""
+    from nibabel.orientations import io_orientation
+
+    from ltpa.errors import LtpaError
+    from ltpa.pipeline import index_scan
+
+    assert np.isnan(io_orientation(np.array(SHEARED))).any()  # what makes it unusable
+    trk = small_native_trk(tmp_path / "sheared.trk", voxel_to_rasmm=SHEARED)
+    with pytest.raises(LtpaError, match=r"file '.*sheared\.trk': the trk header's vox_to_ras "
+                                        r"\[1\.25 0 0 0; 0 0\.7 0 0; 5\.76461e\+17 0 3 0\] has a "
+                                        r"voxel axis that points along no RAS axis"):
+        index_scan(trk, tmp_path / "o.pkl", space="native")
+    proc = subprocess.run([LTPA, "index", str(trk), str(tmp_path / "o.pkl"), "--space", "native"],
+                          capture_output=True, text=True)
+    assert_clean_failure(proc, f"file '{trk}': the trk header's vox_to_ras")
+    # all zeros is "no vox_to_ras": the diagonal grid of the voxel order, as before
+    index_scan(small_native_trk(tmp_path / "zeros.trk", voxel_to_rasmm=np.zeros((4, 4))),
+               tmp_path / "z.pkl", space="native")
+
+
+@pytest.mark.parametrize("order", [b"ABC", b"LLS", b"RPR"])
+def test_trk_voxel_order_that_is_no_orientation_is_an_ltpa_error(tmp_path, order):
+    """Found beside 14/15 (the same ValueError in trk_affine): three letters that are no
+    voxel order."""
+    from ltpa.errors import LtpaError
+    from ltpa.pipeline import index_scan
+
+    trk = small_native_trk(tmp_path / "order.trk", voxel_order=order)
+    with pytest.raises(LtpaError, match=rf"order\.trk': the trk header's voxel_order "
+                                        rf"'{order.decode()}' is not a voxel order; expected one "
+                                        rf"letter of L/R, one of A/P and one of I/S"):
+        index_scan(trk, tmp_path / "o.pkl", space="native")
+
+
+def test_atlas_affine_with_no_voxel_order_is_refused_not_a_crash(good, tmp_path):
+    """Finding 15 (ValueError in conform_plan): an atlas whose affine nibabel cannot orient is
+    'not the streamlines' grid', naming the atlas."""
+    from ltpa.errors import LtpaError
+    from ltpa.pipeline import label_scan
+
+    img = nib.load(str(good["atlas"]))
+    affine = QSDR_AFFINE.copy()
+    affine[0, 2] = 3.4e38
+    path = tmp_path / "sheared.nii"
+    nib.Nifti1Image(np.asanyarray(img.dataobj), affine).to_filename(str(path))
+    with pytest.raises(LtpaError, match=r"field 'volume_path': atlas file '.*sheared\.nii' has "
+                                        r"shape \(79, 95, 69\) and affine .* but the streamlines' "
+                                        r"grid is \(79, 95, 69\)"):
+        label_scan(good["trk"], path, tmp_path / "o.npy", graphml_path=good["graphml"])

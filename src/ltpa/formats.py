@@ -361,7 +361,10 @@ class TrxReader:
         except FileNotFoundError:
             self.close()
             raise LtpaError(f"file {str(self.path)!r} does not exist") from None
-        except (OSError, zipfile.BadZipFile, zlib.error, ValueError, KeyError, EOFError) as exc:
+        except (OSError, zipfile.BadZipFile, zlib.error, ValueError, KeyError, EOFError,
+                NotImplementedError, RuntimeError) as exc:
+            # zipfile: NotImplementedError for an unknown compression method, RuntimeError
+            # for an encrypted member
             self.close()
             raise LtpaError(f"file {str(self.path)!r}: not a readable .trx file ({exc})") from None
 
@@ -389,10 +392,13 @@ class TrxReader:
                 header = json.loads(fh.read(1 << 20).decode("utf-8"))
             except (ValueError, UnicodeDecodeError) as exc:
                 self._fail(f"header.json is not valid JSON ({exc})")
+            except RecursionError:
+                self._fail("header.json is nested more deeply than Python's JSON reader can "
+                           "follow; expected an object with NB_VERTICES, NB_STREAMLINES, ...")
         try:
             self.n_vertices = int(header["NB_VERTICES"])
             self.n_streamlines = int(header["NB_STREAMLINES"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: Infinity
             self._fail("header.json lacks integer NB_VERTICES and NB_STREAMLINES")
         if self.n_vertices < 0 or self.n_streamlines < 0:
             self._fail("header.json has a negative NB_VERTICES or NB_STREAMLINES")
@@ -465,7 +471,8 @@ class TrxReader:
                         self._fail("a streamline has a NaN or infinite coordinate")
                     yield pts, lengths[s:e]
                     s = e
-        except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        except (OSError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
+                RuntimeError) as exc:
             self._fail(f"could not be read ({exc})")
 
 

@@ -118,7 +118,15 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
                 f"{prefix}the trk header's voxel_order {order!r} is not three letters; "
                 f"expected e.g. 'LAS' or 'LPS'"
             )
-        affine = trk_affine(dim, voxel_size, order, vox_to_ras)
+        if sorted("LRAPIS".find(c) // 2 for c in order) != [0, 1, 2]:  # one L/R, A/P, I/S
+            raise LtpaError(
+                f"{prefix}the trk header's voxel_order {order!r} is not a voxel order; "
+                f"expected one letter of L/R, one of A/P and one of I/S, e.g. 'LAS' or 'LPS'"
+            )
+        try:
+            affine = trk_affine(dim, voxel_size, order, vox_to_ras)
+        except LtpaError as exc:
+            raise exc.in_context(where) from None
         return KeyMap((1, 1, 1), (0, 0, 0), Grid(dim, voxel_size, order, affine))
     if space == "qsdr":
         expected = QSDR_GRID
@@ -199,11 +207,29 @@ def grid_for(space: str, reference_volume=None) -> Grid:
 AFFINE_TOLERANCE = 1e-3
 
 
-def _usable(vox_to_ras) -> bool:
-    if vox_to_ras is None:
+def _invertible(affine) -> bool:
+    """A finite 4x4 affine whose 3x3 part is invertible."""
+    if affine is None:
         return False
-    a = np.asarray(vox_to_ras, dtype=np.float64)
-    return a.shape == (4, 4) and np.all(np.isfinite(a)) and abs(np.linalg.det(a[:3, :3])) > 1e-12
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)):
+        return False
+    with np.errstate(all="ignore"):
+        return bool(abs(np.linalg.det(a[:3, :3])) > 1e-12)
+
+
+def _has_orientation(affine) -> bool:
+    """Each voxel axis has a nearest RAS axis: nibabel's ``io_orientation`` gives no NaN row
+    (it does for an axis sheared or scaled out of all proportion, and nibabel then cannot
+    reorient by the affine)."""
+    from nibabel.orientations import io_orientation
+
+    with np.errstate(all="ignore"):
+        return not np.isnan(io_orientation(np.asarray(affine, dtype=np.float64))).any()
+
+
+def _usable(affine) -> bool:
+    return _invertible(affine) and _has_orientation(affine)
 
 
 def trk_affine(dim, voxel_size, order, vox_to_ras=None) -> np.ndarray:
@@ -219,9 +245,14 @@ def trk_affine(dim, voxel_size, order, vox_to_ras=None) -> np.ndarray:
     from nibabel.orientations import axcodes2ornt, inv_ornt_aff, ornt_transform
 
     order = normalize_order(order)
-    if not _usable(vox_to_ras):
+    if not _invertible(vox_to_ras):  # not set (zeros), or nothing a grid can be made of
         return native_affine(dim, voxel_size, order)
     v2r = np.asarray(vox_to_ras, dtype=np.float64)
+    if not _has_orientation(v2r):
+        raise LtpaError(f"the trk header's vox_to_ras {_fmt_affine(v2r)} has a voxel axis that "
+                        f"points along no RAS axis (nibabel's io_orientation finds none), so "
+                        f"its voxel order is unknown; expected the voxel -> RAS mm affine of "
+                        f"the trk's grid, or all zeros for none")
     own = axcodes2ornt(nib.aff2axcodes(v2r))
     ornt = ornt_transform(axcodes2ornt(tuple(order)), own)
     return v2r @ inv_ornt_aff(ornt, tuple(int(d) for d in dim))
@@ -264,7 +295,10 @@ def conform_plan(shape, affine, grid: Grid):
            f"to axis flips and permutations, within {AFFINE_TOLERANCE} mm")
     if not (_usable(affine) and _usable(target)):
         return why
-    ornt = ornt_transform(io_orientation(affine), io_orientation(target))
+    try:
+        ornt = ornt_transform(io_orientation(affine), io_orientation(target))
+    except ValueError:  # no one-to-one axis correspondence: not the grid by flips/permutations
+        return why
     moved = affine @ inv_ornt_aff(ornt, shape)
     perm = [0, 0, 0]
     for src, (dst, _) in enumerate(ornt):

@@ -122,7 +122,7 @@ def _warm() -> None:
 
     folder = tempfile.mkdtemp(prefix="ltpa-warm-")
     try:
-        import networkx  # noqa: F401 - a graphml the plain reader declines goes to networkx
+        import networkx  # noqa: F401 - region lists from a graphml are read with networkx
         import nibabel as nib
 
         sls = [np.array([[50.0, 60.0, 40.0], [52.0, 61.0, 41.0], [54.0, 62.0, 43.0]],

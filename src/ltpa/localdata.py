@@ -87,6 +87,9 @@ def read_json(path) -> object:
             f"local_data file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}"
         ) from None
+    except ValueError as exc:  # a number of more than 4300 digits (Python's int limit)
+        raise LtpaError(f"local_data file {str(path)!r} could not be read as JSON: "
+                        f"{str(exc).split(';')[0]}; expected a list of scan objects") from None
     deepest = _depth_over(data, MAX_DEPTH)
     if deepest:
         raise LtpaError(f"local_data file {str(path)!r}: {deepest} is nested more than "

@@ -17,30 +17,30 @@ def regions_from_table(path) -> np.ndarray:
 
     Accepted: TSV/CSV with ``index,name`` columns (a header row is skipped), and
     MRtrix / FreeSurfer colour LUTs (``index name R G B A``). Lines starting with
-    ``#`` are comments; index 0 (Unknown / background) is left out.
+    ``#`` are comments; index 0 (Unknown / background) is left out. A UTF-8 byte order
+    mark (Excel's "CSV UTF-8") is not content.
     """
     path = Path(path)
     if not path.exists():
         raise LtpaError(f"label table {str(path)!r} does not exist")
     ids = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
             first = re.split(r"[,\t ]+", text, maxsplit=1)[0].strip().strip('"')
-            try:
-                value = int(first)
-            except ValueError:
+            where = f"label table {str(path)!r} line {lineno}"
+            value = _index(first, where, "label index")
+            if value is None:
                 if not ids and lineno <= 5:
                     continue  # a header row ("index,name")
-                raise LtpaError(f"label table {str(path)!r} line {lineno}: first column "
-                                f"{first!r} is not an integer region index") from None
+                raise LtpaError(f"{where}: first column {_short(first)} is not an integer "
+                                f"region index")
             if value < 0:
-                raise LtpaError(f"label table {str(path)!r} line {lineno}: negative index {value}")
+                raise LtpaError(f"{where}: negative index {_short(value)}")
             if value > MAX_LABEL:
-                raise LtpaError(f"label table {str(path)!r} line {lineno}: index {value} is "
-                                f"larger than 2^63 - 1")
+                raise LtpaError(f"{where}: index {_short(value)} is larger than 2^63 - 1")
             if value:
                 ids.append(value)
     if not ids:
@@ -48,73 +48,69 @@ def regions_from_table(path) -> np.ndarray:
     return np.unique(np.asarray(ids, dtype=np.int64))
 
 
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+
+
+def _index(text: str, where: str, what: str):
+    """The integer ``text`` spells, or None if it is not an integer. An index spelled with
+    more digits than Python's int() reads (4300) is an error, not "not an integer": it is a
+    number, larger than any label."""
+    try:
+        return int(text)
+    except ValueError:
+        core = text.strip()
+        if _DECIMAL.fullmatch(core):
+            raise LtpaError(f"{where}: {what} too long ({len(core.lstrip('+-'))} digits); "
+                            f"expected a region index from 1 to 2^63 - 1") from None
+        return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:40] + f"... ({len(str(value))} characters)"
+
+
 def regions_from_graphml(path) -> np.ndarray:
-    """The graphml's node ids as ints, sorted (what networkx's read_graphml gives)."""
+    """The graphml's node ids as ints, sorted: networkx's ``read_graphml`` nodes.
+
+    networkx decides what the nodes are (also the ones that only edges name, and not the
+    nodes of nested graphs), so a graphml means the same here as in any tool built on it.
+    """
+    import xml.etree.ElementTree as ET
+
+    import networkx as nx
 
     path = Path(path)
     if not path.exists():
         raise LtpaError(f"graphml file {str(path)!r} does not exist")
-    nodes = _graphml_node_ids(path)
-    if nodes is None:  # anything unusual: networkx decides
-        import networkx as nx
-
-        try:
-            nodes = list(nx.read_graphml(str(path)).nodes)
-        except Exception as exc:
-            raise LtpaError(f"graphml file {str(path)!r} could not be read ({exc})") from exc
+    try:
+        nodes = list(nx.read_graphml(str(path)).nodes)
+    except (nx.NetworkXError, ET.ParseError, OSError, KeyError, ValueError, LookupError,
+            TypeError, IndexError, AttributeError, RecursionError) as exc:
+        # what networkx raises for files it cannot read: broken XML, an unknown encoding,
+        # undeclared keys, data of the wrong type, ...
+        text = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, LookupError)) \
+            else str(exc)
+        raise LtpaError(f"graphml file {str(path)!r} could not be read ({text[:300]}); "
+                        f"expected a GraphML file whose node ids are the atlas labels") from None
+    where = f"graphml file {str(path)!r}"
     ids = []
     for node in nodes:
-        try:
-            value = int(str(node).strip())
-        except ValueError:
-            raise LtpaError(
-                f"graphml file {str(path)!r} has node id {node!r}; expected integer node "
-                f"ids (the atlas labels)"
-            ) from None
+        value = _index(str(node), where, "node id")
+        if value is None:
+            # networkx names a node 'None' for a <node> without id or an <edge> without
+            # source or target
+            hint = " (a node without id, or an edge without source or target)" \
+                if str(node) == "None" else ""
+            raise LtpaError(f"{where} has node id {_short(node)}{hint}; expected integer node "
+                            f"ids (the atlas labels)")
+        if value <= 0:
+            raise LtpaError(f"{where} has node id {_short(value)}; region ids must be positive "
+                            f"(0 is background)")
         if value > MAX_LABEL:
-            raise LtpaError(f"graphml file {str(path)!r} has node id {value}, larger than "
-                            f"2^63 - 1; expected region labels that fit a 64-bit integer")
+            raise LtpaError(f"{where} has node id {_short(value)}, larger than 2^63 - 1; "
+                            f"expected region labels that fit a 64-bit integer")
         ids.append(value)
     if not ids:
         raise LtpaError(f"graphml file {str(path)!r} has no nodes")
-    regions = np.unique(np.asarray(ids, dtype=np.int64))
-    if regions[0] <= 0:
-        raise LtpaError(f"graphml file {str(path)!r} has node id {int(regions[0])}; "
-                        f"region ids must be positive (0 is background)")
-    return regions
-
-
-_GRAPHML_NS = "{http://graphml.graphdrawing.org/xmlns}"
-
-
-def _graphml_node_ids(path):
-    """Node ids of a plain GraphML file's first graph, in file order, with the stdlib parser.
-
-    Importing networkx and building the graph costs ~0.15 s of a labeling job that
-    needs only the ids. Returns None (the caller then uses networkx, which also
-    reports errors) unless the file is the plain case: a ``graphml`` root in the
-    GraphML namespace whose first ``graph`` has ``node`` children with ids and no
-    nested graphs or hyperedges.
-    """
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(str(path)).getroot()
-    except (ET.ParseError, OSError, ValueError):
-        return None
-    if root.tag != _GRAPHML_NS + "graphml":
-        return None
-    graph = root.find(_GRAPHML_NS + "graph")
-    if graph is None or root.find(f".//{_GRAPHML_NS}hyperedge") is not None:
-        return None
-    if graph.find(f".//{_GRAPHML_NS}node/{_GRAPHML_NS}graph") is not None:
-        return None
-    ids = []
-    for node in graph.iter(_GRAPHML_NS + "node"):
-        nid = node.get("id")
-        if nid is None:
-            return None
-        ids.append(nid)
-    return ids
-
-
+    return np.unique(np.asarray(ids, dtype=np.int64))

@@ -158,7 +158,7 @@ def _check(body) -> str | None:
     if body.get("kind") not in KINDS:
         return f"kind {str(body.get('kind'))[:40]!r}"
     out = body.get("output")
-    if not isinstance(out, dict) or not isinstance(out.get("path"), str) or \
+    if not isinstance(out, dict) or not _is_path(out.get("path")) or \
             not _is_int(out.get("size")) or not _is_int(out.get("mtime_ns")) or \
             not isinstance(out.get("fingerprint"), str):
         return "'output' must hold path, size, mtime_ns and fingerprint"
@@ -168,9 +168,9 @@ def _check(body) -> str | None:
     for fld, rec in inputs.items():
         if rec is None:
             continue
-        if not isinstance(rec, dict) or not isinstance(rec.get("path"), str) \
+        if not isinstance(rec, dict) or not _is_path(rec.get("path")) \
                 or not _is_int(rec.get("size")) or not _is_int(rec.get("mtime_ns")) \
-                or not isinstance(rec.get("relpath", ""), str) \
+                or not _is_path(rec.get("relpath", "")) \
                 or not isinstance(rec.get("sha256", ""), str):
             return f"input {str(fld)[:40]!r} is not a file record"
     if not isinstance(body.get("params"), dict):
@@ -186,6 +186,18 @@ def _check(body) -> str | None:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_path(v) -> bool:
+    """A string the file system can take: no NUL byte, no lone surrogate (which the file
+    system encoding cannot encode); ltpa never writes other paths."""
+    if not isinstance(v, str) or "\x00" in v:
+        return False
+    try:
+        os.fsencode(v)
+    except UnicodeError:
+        return False
+    return True
 
 
 def stats(output) -> dict:

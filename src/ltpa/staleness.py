@@ -46,17 +46,22 @@ class Verdict:
 
 
 def _stat(path):
+    """os.stat, or None for a file that is not there (or a path no file system can take:
+    a NUL byte, a lone surrogate, which the JSON may hold)."""
     try:
         return os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: NUL; UnicodeEncodeError: surrogates
         return None
 
 
 def _same_path(recorded: dict, path: str, output_folder: str) -> bool:
     if recorded.get("path") == path:
         return True
-    if os.path.realpath(recorded["path"]) == os.path.realpath(path):
-        return True
+    try:
+        if os.path.realpath(recorded["path"]) == os.path.realpath(path):
+            return True
+    except ValueError:  # a NUL byte or a lone surrogate: no such file, so not the same one
+        pass
     rel = recorded.get("relpath")
     return rel is not None and os.path.normpath(os.path.join(output_folder, rel)) == \
         os.path.normpath(path)
@@ -114,10 +119,12 @@ def _judge(spec, produced, verdicts) -> Verdict:
         return Verdict(OUT_OF_DATE, "the output on disk is not the one its sidecar describes "
                                     "(it was replaced or changed)", buildable=not missing)
     folder = os.path.dirname(spec.output)
-    recorded = body["inputs"]
+    # a null record (or input) is no input: one that is null on both sides is the same
+    recorded = {k: v for k, v in body["inputs"].items() if v is not None}
+    given = {k: v for k, v in spec.inputs.items() if v is not None}
     # inputs: the same files as when it was built?
-    for fld in sorted(set(recorded) | set(spec.inputs)):
-        rec, path = recorded.get(fld), spec.inputs.get(fld)
+    for fld in sorted(set(recorded) | set(given)):
+        rec, path = recorded.get(fld), given.get(fld)
         if path is None:
             return Verdict(OUT_OF_DATE, f"{fld} was {rec['path']!r}, now not given",
                            buildable=not missing)
@@ -133,7 +140,7 @@ def _judge(spec, produced, verdicts) -> Verdict:
     if missing:
         names = ", ".join(f"{f} {p!r}" for f, p in missing)
         return Verdict(KEPT, f"{names} missing", missing=tuple(missing))
-    for fld, path in spec.inputs.items():
+    for fld, path in given.items():
         if path in produced:
             up = judge(produced[path], produced, verdicts)
             if up.status in NEEDS_WORK:
