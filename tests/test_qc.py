@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ltpa.qc import connection_matrix, decode_pairs, read_tsv, streamline_lengths
+from ltpa.qc import connection_matrix, decode_pairs, pair_counts, read_tsv, streamline_lengths
 from ltpa.trk import open_trk
 from conftest import study_folder
 from qc_study import built_study
@@ -34,6 +34,16 @@ def test_decode_pairs_matches_triu_enumeration():
     assert m.tolist() == [[1, 2, 0], [2, 0, 0], [0, 0, 0]]
     a, b = decode_pairs(np.array([0, 1]), 3, start=0)  # start 0: id 0 counts as unlabeled
     assert (a.tolist(), b.tolist()) == ([0], [1])
+    # the report's per-pair counts (one bincount) count what decode_pairs decodes
+    ids = np.random.default_rng(5).integers(0, 15, 500)  # ids 0..14: valid with either start
+    for start in (0, 1):
+        a, b = decode_pairs(ids, 5, start=start)
+        want = np.zeros(15, dtype=np.int64)
+        for x, y in zip(a.tolist(), b.tolist()):
+            want[pairs.index((x, y))] += 1
+        assert pair_counts(ids, 5, start=start).tolist() == want.tolist()
+    with pytest.raises(ValueError, match="beyond the 15 pairs"):
+        pair_counts(np.array([16]), 5, start=1)
 
 
 def test_lengths_match_a_per_point_loop(built):
@@ -51,6 +61,15 @@ def test_scan_tables_and_summary_match_the_outputs(built):
     meta = {s["scan_id"]: s for s in json.loads(local_data.read_text())}
     summary = read_tsv(study_folder(local_data) / "qc" / "summary.tsv")
     assert [(r["scan_id"], r["atlas"]) for r in summary] == [(s, a) for s in SCANS for a in ATLASES]
+    # outliers of share_unlabeled: Tukey's fences per scan_group and atlas
+    for a in ATLASES:
+        for g in {r["scan_group"] for r in summary}:
+            cell = [r for r in summary if r["atlas"] == a and r["scan_group"] == g]
+            v = np.array([float(r["share_unlabeled"]) for r in cell])
+            q1, q3 = np.quantile(v, 0.25), np.quantile(v, 0.75)
+            lo, hi = q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)
+            assert [r["share_unlabeled_outlier"] for r in cell] == [
+                "high" if x > hi else "low" if x < lo else "" for x in v]
     for row in summary:
         s, a = row["scan_id"], row["atlas"]
         per_scan = read_tsv(study_folder(local_data) / "qc" / "scans" / f"{s}.tsv")[ATLASES.index(a)]

@@ -57,14 +57,44 @@ def decode_pairs(ids: np.ndarray, n_regions: int, start: int = 1):
     return rows[pos], cols[pos]
 
 
+def pair_counts(ids: np.ndarray, n_regions: int, start: int = 1) -> np.ndarray:
+    """Streamlines per region pair, in the order of ``np.triu_indices(n_regions)`` (int64).
+
+    The same ids as :func:`decode_pairs` count (id 0 and ids below ``start`` are left
+    out), with one ``np.bincount`` instead of decoding every id: the report sums this
+    over thousands of scans.
+    """
+    ids = np.asarray(ids)
+    n_pairs = n_regions * (n_regions + 1) // 2
+    if ids.size == 0:
+        return np.zeros(n_pairs, dtype=np.int64)
+    if ids.dtype.kind not in "iu":
+        ids = ids.astype(np.int64)
+    if int(ids.min()) < 0:
+        raise ValueError(f"negative connection id {int(ids.min())}")
+    counts = np.bincount(ids, minlength=start + n_pairs)
+    if counts.shape[0] > start + n_pairs:
+        raise ValueError(f"connection id {counts.shape[0] - 1} is beyond the {n_pairs} pairs of "
+                         f"{n_regions} regions")
+    counts = counts[start:].astype(np.int64, copy=True)
+    if start == 0 and n_pairs:
+        counts[0] = 0  # id 0 is "fewer than two labeled points" as well (see decode_pairs)
+    return counts
+
+
+def pairs_to_matrix(counts: np.ndarray, n_regions: int) -> np.ndarray:
+    """Symmetric (R, R) matrix of per-pair values given in ``np.triu_indices`` order."""
+    counts = np.asarray(counts)
+    m = np.zeros((n_regions, n_regions), dtype=counts.dtype)
+    rows, cols = np.triu_indices(n_regions)
+    m[rows, cols] = counts
+    m[cols, rows] = counts
+    return m
+
+
 def connection_matrix(ids: np.ndarray, n_regions: int, start: int = 1) -> np.ndarray:
     """Symmetric (R, R) int64 streamline counts per region pair (diagonal: both ends alike)."""
-    a, b = decode_pairs(ids, n_regions, start)
-    m = np.zeros((n_regions, n_regions), dtype=np.int64)
-    np.add.at(m, (a, b), 1)
-    off = a != b
-    np.add.at(m, (b[off], a[off]), 1)
-    return m
+    return pairs_to_matrix(pair_counts(ids, n_regions, start), n_regions)
 
 
 def regions_reached(ids: np.ndarray, region_ids, start: int = 1) -> np.ndarray:
@@ -102,6 +132,67 @@ def length_histogram(lengths: np.ndarray, width: float = LENGTH_BIN_MM) -> list[
     counts = np.bincount(np.floor(lengths / width).astype(np.int64), minlength=n_bins)
     return [{"length_mm_from": round(i * width, 6), "length_mm_to": round((i + 1) * width, 6),
              "count": int(c)} for i, c in enumerate(counts)]
+
+
+def read_length_histogram(path):
+    """(bin width in mm, int64 counts per bin from 0 mm) of a histogram that
+    :func:`write_scan_qc` wrote, or None when it is empty (the trk was not on disk)."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        header = next(reader, None)
+        rows = [row for row in reader if row]
+    if not header or not rows:
+        return None
+    col = {name: i for i, name in enumerate(header)}
+    lo = np.array([float(r[col["length_mm_from"]]) for r in rows])
+    hi = np.array([float(r[col["length_mm_to"]]) for r in rows])
+    counts = np.array([int(r[col["count"]]) for r in rows], dtype=np.int64)
+    width = float(hi[0] - lo[0])
+    if width <= 0 or not np.allclose(hi - lo, width):
+        raise ValueError(f"{path}: the length bins are not of one width")
+    pos = np.rint(lo / width).astype(np.int64)
+    out = np.zeros(int(pos.max()) + 1, dtype=np.int64)
+    np.add.at(out, pos, counts)
+    return width, out
+
+
+# ---------------------------------------------------------------- outliers
+
+OUTLIER_IQR = 1.5  # Tukey's fences, as the whiskers of the report's box plots
+
+
+def iqr_fences(values, k: float = OUTLIER_IQR) -> tuple[float, float]:
+    """(Q1 - k IQR, Q3 + k IQR) of ``values`` (quartiles: numpy's linear interpolation)."""
+    q1, q3 = np.percentile(np.asarray(values, dtype=np.float64), [25, 75])
+    return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+
+
+def number_or_none(value):
+    if value is None or value == "":
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def unlabeled_outliers(rows) -> list[str]:
+    """Per row, ``"high"`` or ``"low"`` when its ``share_unlabeled`` is beyond Tukey's fences
+    (1.5 IQR) of the rows of its ``scan_group`` and atlas, else ``""``.
+
+    The report names these scans on the share-unlabeled plot and the study summary lists
+    them all (column ``share_unlabeled_outlier``); rows without an atlas or a share are
+    never outliers.
+    """
+    members = {}
+    for i, row in enumerate(rows):
+        value = number_or_none(row.get("share_unlabeled"))
+        if row.get("atlas") and value is not None:
+            members.setdefault((row["atlas"], row.get("scan_group") or ""), []).append((i, value))
+    out = [""] * len(rows)
+    for group in members.values():
+        lo, hi = iqr_fences([v for _, v in group])
+        for i, v in group:
+            out[i] = "high" if v > hi else "low" if v < lo else ""
+    return out
 
 
 # ---------------------------------------------------------------- tables
@@ -244,7 +335,8 @@ def flatten(metadata: dict, prefix="") -> dict:
 
 
 def write_summary(qc_tsvs, out_tsv, scans: list[dict]) -> list[dict]:
-    """Join every scan's QC rows with its scan_group and metadata into one table.
+    """Join every scan's QC rows with its scan_group and metadata into one table, with
+    ``share_unlabeled_outlier`` (:func:`unlabeled_outliers`) after ``share_unlabeled``.
 
     ``scans``: [{"scan_id", "scan_group", **metadata}] in study order.
     """
@@ -252,14 +344,22 @@ def write_summary(qc_tsvs, out_tsv, scans: list[dict]) -> list[dict]:
     meta_cols = ["scan_group"]
     for m in meta.values():
         for k in m:
-            if k not in meta_cols and k not in ("scan_id",) and k not in QC_COLUMNS:
+            if k not in meta_cols and k not in ("scan_id",) and k not in QC_COLUMNS \
+                    and k != "share_unlabeled_outlier":
                 meta_cols.append(k)
     rows = []
     for path in qc_tsvs:
         for row in read_tsv(path):
             m = meta.get(row["scan_id"], {})
             rows.append({**{k: m.get(k) for k in meta_cols}, **row})
-    columns = ["scan_id"] + meta_cols + [c for c in QC_COLUMNS if c != "scan_id"]
+    for row, side in zip(rows, unlabeled_outliers(rows)):
+        row["share_unlabeled_outlier"] = side
+    columns = ["scan_id"] + meta_cols
+    for c in QC_COLUMNS:
+        if c != "scan_id":
+            columns.append(c)
+        if c == "share_unlabeled":
+            columns.append("share_unlabeled_outlier")
     write_tsv(out_tsv, rows, columns)
     log.info("wrote %s: %d rows from %d scans", out_tsv, len(rows), len(qc_tsvs))
     return rows

@@ -3,6 +3,9 @@
 # and (for lengths) the trk when it is on disk, chunk by chunk. Resources are fixed
 # figures (qc_scan 2 GB as it walks a whole trk, the others 1 GB; 15 min; more on retry): a SLURM group job is sized when it is
 # submitted, before these rules' inputs exist, so size-based formulas would read 0.
+# The summary and plots read only the small per-scan tables (and plot_connectivity each npy
+# once, summing per group): at 3,000 scans under 10 s each and ~100 MB RSS, whatever the
+# number of scans (benchmarks/report_scale.py).
 
 
 rule qc_scan:
@@ -16,7 +19,7 @@ rule qc_scan:
     wildcard_constraints:
         scan="[^/]+",
     group:
-        lambda wc: BATCH[wc.scan]
+        lambda wc: BATCH[wc.scan] if _batched() else None
     conda:
         "../envs/ltpa.yaml"
     threads: 1
