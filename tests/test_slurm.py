@@ -97,7 +97,7 @@ def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(m
     monkeypatch.delenv("LTPA_SLURM_ACCOUNT", raising=False)
     monkeypatch.delenv("LTPA_SLURM_PARTITION", raising=False)
     plain = profile_settings()
-    assert plain["executor"] == "slurm" and plain["retries"] >= 1 and plain["jobs"] >= 1
+    assert plain["executor"] == "ltpa-slurm" and plain["retries"] >= 1 and plain["jobs"] >= 1
     assert "slurm_account" not in plain["default-resources"]
     assert "slurm_partition" not in plain["default-resources"]
     assert {"index_streamlines", "export_key_trk", "label_streamlines"} <= set(plain["set-resources"])

@@ -253,9 +253,15 @@ def _batched():
 
     Local runs (and their dry runs) have no groups: Snakemake ignores them when it runs
     jobs itself, yet checks each group's readiness job by job, O(jobs^2) per batch (half
-    of a 3,000-scan dry run).
+    of a 3,000-scan dry run). A dry run shows the groups the intended executor would
+    submit: Snakemake runs it with its "dryrun" executor, but forces threads (POSIX)
+    only when the intended executor is a remote one.
     """
-    return workflow.remote_exec or not workflow.local_exec
+    if workflow.remote_exec or not workflow.local_exec:
+        return True
+    settings = getattr(workflow, "execution_settings", None)
+    return bool(workflow.dryrun and os.name == "posix" and settings is not None
+                and settings.use_threads)
 
 
 def group_of(rule_name):
