@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# demo/ is generated (make clean removes it); an older demo without TRUTH.md is replaced
 demo: $(STAMP)
-	@test -f demo/local_data.json || $(BIN)/ltpa demo demo
+	@test -f demo/TRUTH.md || { rm -rf demo && $(BIN)/ltpa demo demo; }
 	$(BIN)/snakemake --cores $(CORES)
 	@echo
-	@echo "Demo outputs (pkl, pkl.trk, npy per scan): demo/s*/ ; QC tables, plots, provenance: results/ ;"
-	@echo "logs: logs/ ; study: demo/local_data.json ; report: .venv/bin/snakemake --report report.html"
+	@echo "Demo study: demo/local_data.json (20 scans: 10 controls, 10 patients; 2 atlases)."
+	@echo "What was planted (patients: 30% fewer lh.superiorfrontal -- lh.precuneus streamlines): demo/TRUTH.md"
+	@echo "Outputs per scan (pkl, pkl.trk, npy per atlas): demo/s*/ ; QC tables, report plots, provenance, logs: demo/local_data.ltpa/"
+	@echo "Report: $(BIN)/snakemake --report report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -31,6 +34,9 @@ test: $(STAMP)
 # candidate in its own process, the whole scan through Snakemake, one table + targets.
 # The competitors (nibabel, dipy) run in their own venv under benchmarks/out/ (git-ignored);
 # ltpa runs from .venv. Extra options: make bench BENCH_ARGS="--repeat 3".
+# Then benchmarks/reader_bench.py: a study of 50 and 200 scans queried with ltpa.TrackDataSource
+# against plain pickle.load of each pkl (options: READER_BENCH_ARGS="--repeat 3").
+READER_BENCH_ARGS ?=
 BENCH_VENV := benchmarks/out/venv
 BENCH_ARGS ?=
 
@@ -42,6 +48,7 @@ $(BENCH_VENV)/.ok:
 
 bench: $(STAMP) $(BENCH_VENV)/.ok
 	$(BIN)/python benchmarks/run.py --python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
+	$(BIN)/python benchmarks/reader_bench.py $(READER_BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -35,9 +35,16 @@ def _label(args):
 
 
 def _demo(args):
-    from .demo import make_demo
+    from .demo import make_demo, make_study_demo
 
-    path = make_demo(args.folder, n_scans=args.scans, seed=args.seed)
+    if args.small:
+        path = make_demo(args.folder, n_scans=args.scans or 3, seed=args.seed)
+    else:
+        if args.scans is not None and args.scans < 4:
+            raise LtpaError(f"--scans {args.scans}: the demo study needs at least 4 scans "
+                            f"(2 per group); --small makes the 3-scan cube demo")
+        path = make_study_demo(args.folder, seed=args.seed, n_scans=args.scans or 20,
+                               n_streamlines=args.streamlines)
     print(path)
 
 
@@ -85,6 +92,27 @@ def _status(args):
         raise SystemExit(1)
 
 
+def _query(args):
+    import warnings
+    from pathlib import Path
+
+    from .reader import TrackDataSource, parse_ijk, parse_param, query_table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # printed below, one line each
+        source = TrackDataSource(args.local_data, config=_config(args))
+    for text in source.warnings:
+        print(f"warning: {text}", file=sys.stderr)
+    if args.atlas is not None or args.param:
+        source.change_atlas(args.atlas, **dict(parse_param(p) for p in args.param))
+    roi = args.mask if args.mask is not None else [parse_ijk(t) for t in args.ijk]
+    results = source.query_ijk(roi, every=args.every)
+    print(query_table(source, results, top=args.top))
+    if args.save_trk is not None:
+        for q in results:
+            q.save(Path(args.save_trk) / f"{q.scan_id}.trk")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ltpa", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ltpa {__version__}")
@@ -117,10 +145,26 @@ def main(argv=None) -> int:
     p.add_argument("--log", help="log file (default: stderr)")
     p.set_defaults(func=_label)
 
-    p = sub.add_parser("demo", help="write the built-in synthetic demo study")
-    p.add_argument("folder")
-    p.add_argument("--scans", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("demo", help="write the built-in synthetic demo study: 20 scans in two "
+                                    "groups with a planted effect (see its TRUTH.md)",
+                       description="Write the synthetic demo study (no download): a brain-"
+                                   "shaped QSDR mask, two Lausanne-like parcellations (83 and "
+                                   "129 regions), scans of controls and patients whose "
+                                   "streamlines between lh.superiorfrontal and lh.precuneus "
+                                   "are 30% fewer in patients. FOLDER/TRUTH.md says what was "
+                                   "planted; FOLDER/local_data.json is the study.")
+    p.add_argument("folder", help="where to write the study (created if missing)")
+    p.add_argument("--scans", type=int, default=None,
+                   help="number of scans, half controls, half patients (default: 20; with "
+                        "--small: 3)")
+    p.add_argument("--streamlines", type=int, default=20_000,
+                   help="streamlines per scan, about (+-10%% per scan) (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed writes the same study (default: "
+                        "%(default)s)")
+    p.add_argument("--small", action="store_true",
+                   help="write the tiny cube-region demo instead (3 scans of ~100 "
+                        "streamlines; what many tests use) (default: off)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("validate", help="check a local_data.json and report every problem")
@@ -141,6 +185,30 @@ def main(argv=None) -> int:
     p.add_argument("--notes", action="store_true",
                    help="list every note of the summary (default: the first 40)")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("query", help="per scan, the streamlines through a region of interest "
+                                     "(one tab-separated row per scan)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("local_data", help="the study's local_data.json (its pkls made)")
+    roi = p.add_mutually_exclusive_group(required=True)
+    roi.add_argument("--ijk", action="append", metavar="I,J,K", default=[],
+                     help="a voxel of the key grid (repeat for more)")
+    roi.add_argument("--mask", metavar="ROI.nii.gz", default=None,
+                     help="a 3-D NIfTI in the key grid; its nonzero voxels are the region")
+    p.add_argument("--atlas", metavar="NAME", default=None,
+                   help="track_labels name whose connection ids give the top connections")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", default=[],
+                   help="a track_labels parameter to match (repeat for more), e.g. scale=33")
+    p.add_argument("--top", type=int, metavar="N", default=5, help="connections listed per scan")
+    p.add_argument("--every", type=int, metavar="N", default=0,
+                   help="keep every n-th selected streamline (0: all)")
+    p.add_argument("--save-trk", metavar="FOLDER", default=None,
+                   help="also write each scan's selected streamlines to FOLDER/<scan_id>.trk")
+    p.add_argument("--data-root", metavar="FOLDER", default=None,
+                   help="where relative paths of the JSON resolve (None: the JSON's folder)")
+    p.add_argument("--configfile", metavar="CONFIG.yaml", default=None,
+                   help="workflow config (None: config/config.yaml of this checkout)")
+    p.set_defaults(func=_query)
 
     args = parser.parse_args(argv)
     try:
