@@ -1,17 +1,17 @@
-"""Scan records -> the files the workflow must make, with their inputs and wildcards.
+"""Scan records -> the files the workflow must make, with their inputs and atlas keys.
 
-The outputs are wherever local_data.json says, so the rules' output patterns are
-``{prefix}{scan}{suffix}`` (and ``{prefix}{scan}{middle}{atlas}{suffix}``) whose
-wildcards concatenate back to the exact path. The ``prefix`` constraint is an
-alternation of each known prefix pinned by a lookahead to the rest of its own
-path, so a pattern matches exactly the known outputs of its rule, and the
-``scan``/``atlas`` wildcards show which scan and atlas a job is for.
+The outputs are wherever local_data.json says: each rule has one wildcard, ``{path}``, the
+output's absolute path, constrained by a short regex of its outputs' templates
+(``path_templates``; ``exact_paths_regex`` where a template would also match another file of
+the study). ``by_output`` finds a job's target from its rule and path. An output keyed by a
+second name (a labeling's atlas, a scalar) carries that name as ``Target.atlas_key``, taken
+from its file name (``atlas_key_of``): the QC and report group outputs by it.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .localdata import LabelRecord, ScanRecord
@@ -38,7 +38,7 @@ class Target:
     inputs: dict  # field name -> Path or None
     label: LabelRecord | None = None
     scalar: object = None
-    wildcards: dict = field(default_factory=dict)
+    atlas_key: str | None = None  # keyed rules: the atlas or scalar's name (atlas_key_of)
 
     @property
     def output_field(self) -> str:
@@ -50,10 +50,6 @@ class Target:
         if self.rule == RULE_MAP_B0:
             return "volume_path"
         return "numpy_path"
-
-    @property
-    def atlas_key(self):
-        return self.wildcards.get("atlas")
 
     def spec(self, config: dict):
         """The job that makes this target (``ltpa.spec.JobSpec``), under ``config``."""
@@ -80,48 +76,26 @@ class Target:
         return self.scan.where(fld)
 
 
-def split_scan(path: str, scan_id: str) -> dict:
-    """prefix + scan + suffix == path, scan = the last occurrence of scan_id (or '')."""
-    i = path.rfind(scan_id)
-    if i < 0:
-        return {"prefix": path, "scan": "", "suffix": ""}
-    return {"prefix": path[:i], "scan": scan_id, "suffix": path[i + len(scan_id):]}
+def atlas_key_of(path: str, scan_id: str, known: str | None = None) -> str:
+    """The name an output keyed by atlas (or scalar) is known by, from its file name.
 
-
-def split_scan_atlas(path: str, scan_id: str, atlas_key: str | None = None) -> dict:
-    """prefix + scan + middle + atlas + suffix == path.
-
-    atlas = ``atlas_key`` where it occurs in the file name; else the file's stem
-    (without .npy), or the part of the stem after (else before) the scan id;
-    scan = the last occurrence of scan_id before the atlas.
+    ``known`` where it occurs in the file name (a b0-mapped atlas takes its labeling's key);
+    else the part of the stem (without .npy) after the scan id, else the part before it
+    (separators ``_-. `` around the scan id dropped), else the whole stem.
     """
     base = path.rfind("/") + 1
-    if atlas_key and path.rfind(atlas_key, base) >= 0:
-        a0 = path.rfind(atlas_key, base)
-        return _split_at(path, scan_id, a0, a0 + len(atlas_key))
+    if known and path.rfind(known, base) >= 0:
+        return known
     end = len(path) - 4 if path.endswith(".npy") else len(path)
-    a0, a1 = base, end
     stem = path[base:end]
     i = stem.rfind(scan_id)
-    if i >= 0:
-        after0 = base + i + len(scan_id)
-        while after0 < end and path[after0] in SEPARATORS:
-            after0 += 1
-        before1 = base + i
-        while before1 > base and path[before1 - 1] in SEPARATORS:
-            before1 -= 1
-        if after0 < end:
-            a0, a1 = after0, end
-        elif before1 > base:
-            a0, a1 = base, before1
-    return _split_at(path, scan_id, a0, a1)
-
-
-def _split_at(path, scan_id, a0, a1):
-    s = path.rfind(scan_id, 0, a0)
-    s0, s1 = (s, s + len(scan_id)) if s >= 0 else (a0, a0)
-    return {"prefix": path[:s0], "scan": path[s0:s1], "middle": path[s1:a0],
-            "atlas": path[a0:a1], "suffix": path[a1:]}
+    if i < 0:
+        return stem
+    after = stem[i + len(scan_id):].lstrip(SEPARATORS)
+    if after:
+        return after
+    before = stem[:i].rstrip(SEPARATORS)
+    return before or stem
 
 
 def build_targets(scans: list[ScanRecord]) -> list[Target]:
@@ -138,26 +112,24 @@ def build_targets(scans: list[ScanRecord]) -> list[Target]:
                            {"trk_file": rec.trk_file, "volume_path": lab.volume_path,
                             "graphml_path": lab.graphml_path, "labels_path": lab.labels_path},
                            label=lab)
-            label.wildcards = split_scan_atlas(str(lab.numpy_path), rec.scan_id)
+            label.atlas_key = atlas_key_of(str(lab.numpy_path), rec.scan_id)
             out.append(label)
             if lab.b0_volume_path is not None and lab.volume_path not in mapped:
                 mapped.add(lab.volume_path)
                 t = Target(RULE_MAP_B0, rec, lab.volume_path,
                            {"b0_volume_path": lab.b0_volume_path, "fib_file": rec.fib_file},
                            label=lab)
-                t.wildcards = split_scan_atlas(str(lab.volume_path), rec.scan_id,
-                                               label.wildcards["atlas"])
+                t.atlas_key = atlas_key_of(str(lab.volume_path), rec.scan_id,
+                                           label.atlas_key)
                 out.append(t)
         for sc in rec.scalars:
             t = Target(RULE_SCALARS, rec, sc.numpy_path,
                        {"txt_path": sc.txt_path, "trk_file": rec.trk_file}, scalar=sc)
-            t.wildcards = split_scan_atlas(str(sc.numpy_path), rec.scan_id)
+            t.atlas_key = atlas_key_of(str(sc.numpy_path), rec.scan_id)
             out.append(t)
     for t in out:
         if t.rule != RULE_MAP_B0 and t.scan.reference_volume is not None:
             t.inputs["reference_volume"] = t.scan.reference_volume
-        if not t.wildcards:
-            t.wildcards = split_scan(str(t.output), t.scan.scan_id)
     return out
 
 
@@ -250,7 +222,7 @@ def ids_alternation(values) -> str:
     return "|".join(alts)
 
 
-def lookup(targets: list[Target]) -> dict:
+def by_output(targets: list[Target]) -> dict:
     """(rule, output path) -> Target."""
     table = {}
     for t in targets:

@@ -31,10 +31,10 @@ try:
         RULE_LABEL,
         RULE_MAP_B0,
         RULE_SCALARS,
+        by_output,
         check_templates,
         exact_paths_regex,
         ids_alternation,
-        lookup,
         path_templates,
     )
 except ImportError as exc:
@@ -114,7 +114,7 @@ def _load_study():
 STUDY, TARGETS, STALE = _load_study()
 SCANS, ALL_TARGETS = STUDY.scans, STUDY.targets
 LOG_DIR = config.get("log_dir") or str(STUDY.work_dir / "logs")
-BY_OUTPUT = lookup(TARGETS)
+BY_OUTPUT = by_output(TARGETS)
 # outputs that are inputs of other targets (b0-mapped atlases): not ancient(), so that
 # Snakemake reruns what reads them when they are rebuilt
 PRODUCED = {t.output for t in TARGETS}
