@@ -178,7 +178,7 @@ def base_files(n, data, out):
 def build_study(n_scans, n, data, out):
     """A study of ``n_scans`` scans whose pkl/npy are hard links to the base files."""
     from ltpa import sidecar
-    from ltpa.status import default_config
+    from ltpa.config import default_config
     from ltpa.study import load_study
 
     trk, atlas, graphml, pkl, npy = base_files(n, data, out)

@@ -83,7 +83,7 @@ def test_atlases_and_region_lists_agree(tmp_path):
         assert node["dn_name"].rsplit("_", 1)[0] == n33[int(parents[0])]
     assert {PLANTED[0], PLANTED[1]} <= set(n33.values())
     # what the study declares passes the workflow's checks before any job, with no notes
-    from ltpa.status import default_config
+    from ltpa.config import default_config
     from ltpa.study import load_study
 
     study = load_study(local_data, default_config())

@@ -27,7 +27,7 @@ def study(tmp_path_factory):
     """The demo study (3 scans, 2 atlases) with every output made by the workflow's steps."""
     from ltpa.demo import make_demo
     from ltpa.pipeline import run
-    from ltpa.status import default_config
+    from ltpa.config import default_config
     from ltpa.study import load_study
 
     path = make_demo(tmp_path_factory.mktemp("reader") / "study", n_scans=3, seed=3,

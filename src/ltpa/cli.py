@@ -49,7 +49,9 @@ def _demo(args):
 
 
 def _config(args) -> dict:
-    from .status import default_config, read_config
+    """The workflow's config (``--configfile``, else this checkout's config/config.yaml) with
+    the schema's defaults (``ltpa.config``), and the options given on the command line."""
+    from .config import default_config, read_config
 
     config = read_config(args.configfile) if getattr(args, "configfile", None) else default_config()
     if args.data_root is not None:

@@ -250,9 +250,10 @@ class TrackDataSource:
 
     ``TrackDataSource("local_data.json")`` validates the JSON and resolves its paths as the
     workflow does (``config``: the workflow config, default ``config/config.yaml`` of this
-    checkout; ``data_root`` overrides where relative paths resolve). Every scan needs its
-    pkl; a missing one is an error naming scan, field and file. Outputs that ``ltpa status``
-    would call out of date are listed in ``warnings`` (and warned about once).
+    checkout, with the schema's defaults (``ltpa.config``); ``data_root`` overrides where
+    relative paths resolve). Every scan needs its pkl; a missing one is an error naming scan,
+    field and file. Outputs that ``ltpa status`` would call out of date are listed in
+    ``warnings`` (and warned about once).
 
     - ``scans``: the metadata as a ``ScanTable``; ``scan_ids``; ``len(source)``;
     - ``dataset(scan)``: one scan's ``TrackDataset`` (by position or scan_id), opened lazily;
@@ -265,7 +266,7 @@ class TrackDataSource:
     def __init__(self, json_source, *, config=None, data_root=None, max_open=8):
         from .localdata import problem_text
         from .staleness import MISSING, OUT_OF_DATE
-        from .status import default_config
+        from .config import default_config
         from .study import load_study
         from .targets import RULE_INDEX, RULE_LABEL
 
@@ -274,7 +275,7 @@ class TrackDataSource:
             cfg["data_root"] = str(data_root)
         study = load_study(json_source, cfg, check_inputs_of_jobs=False, strict=False)
         self.json_source = study.path
-        self.config = cfg
+        self.config = study.config  # with the schema's defaults
         self._scans = list(study.scans)
         self._by_id = {rec.scan_id: pos for pos, rec in enumerate(self._scans)}
         self._max_open = max(1, int(max_open))
@@ -488,7 +489,7 @@ class TrackDataSource:
                         f"labels_path: its connection ids cannot be decoded into regions")
             except LtpaError as exc:
                 raise exc.in_context(rec.where(_field(lab, "numpy_path"))) from None
-            start = int(self.config.get("connection_ids_start_at", 1))
+            start = self.config["connection_ids_start_at"]
         self._decode_cache[key] = (regions, start)
         return regions, start
 

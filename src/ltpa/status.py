@@ -8,7 +8,6 @@ The same targets as the workflow (``ltpa.targets``) and the same verdicts
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from .staleness import KEPT, MISSING, NEEDS_WORK, OK, OUT_OF_DATE
 from .targets import RULE_EXPORT, RULE_INDEX, RULE_LABEL
@@ -65,16 +64,3 @@ def format_status(entries, *, tsv=False) -> str:
     lines.append(f"{n_scans} scans, {len(entries)} outputs: "
                  + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)
-
-
-def read_config(path) -> dict:
-    import yaml
-
-    with open(path) as fh:
-        return yaml.safe_load(fh) or {}
-
-
-def default_config() -> dict:
-    """The workflow's config/config.yaml when this is a checkout, else {}."""
-    path = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
-    return read_config(path) if path.exists() else {}

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import with_defaults
 from .errors import LtpaError
 from .localdata import problem_text, read_records
 from .targets import RULE_LABEL, RULE_MAP_B0, build_targets
@@ -72,10 +74,22 @@ class Study:
         """The study's own folder for results, logs and caches: ``<json stem>.ltpa`` beside it."""
         return study_work_dir(self.path, self.config)
 
+    @property
+    def log_dir(self) -> Path:
+        """Folder of the per-job logs: config ``log_dir``, by default ``<work_dir>/logs``."""
+        log_dir = self.config["log_dir"]
+        return Path(os.path.abspath(log_dir)) if log_dir else self.work_dir / "logs"
 
-def study_work_dir(local_data, config=None) -> Path:
-    config = config or {}
-    if config.get("results_dir"):
+    @property
+    def report_scan(self) -> str | None:
+        """The scan whose connection matrices the report shows: config ``report_scan``, by
+        default the first scan."""
+        return self.config["report_scan"] or (self.scans[0].scan_id if self.scans else None)
+
+
+def study_work_dir(local_data, config: dict) -> Path:
+    """Config ``results_dir``, by default ``<json stem>.ltpa`` beside the JSON."""
+    if config["results_dir"]:
         return Path(os.path.abspath(config["results_dir"]))
     local_data = Path(local_data).resolve()
     return local_data.parent / f"{local_data.stem}.ltpa"
@@ -93,17 +107,17 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
     """
     from .staleness import KEPT, NEEDS_WORK, judge_all
 
-    config = dict(config or {})
+    config = with_defaults(config)
     path = Path(local_data).resolve()
     if remote:
-        scans, _, _ = read_records(path, config.get("data_root"),
+        scans, _, _ = read_records(path, config["data_root"],
                                    only=set(only) if only is not None else None)
         study = Study(path, scans, build_targets(scans), config)
         study.verdicts = []
         return study
     valid = _ValidScans(study_work_dir(path, config) / "cache" / "schema.json")
-    scans, problems, warnings = read_records(path, config.get("data_root"),
-                                             strict_fields=bool(config.get("strict_fields")),
+    scans, problems, warnings = read_records(path, config["data_root"],
+                                             strict_fields=config["strict_fields"],
                                              valid_cache=valid.digests)
     valid.save()
     targets = build_targets(scans)
@@ -186,7 +200,7 @@ def check_inputs(study: Study, targets) -> list[str]:
     produced = {t.output: t for t in study.targets}
     problems = []
     grids = {}
-    max_unmatched = float(study.config.get("max_unmatched_labels", 0.5))
+    max_unmatched = float(study.config["max_unmatched_labels"])
     for t in targets:
         try:
             if t.rule == RULE_MAP_B0:

@@ -52,7 +52,8 @@ class Target:
         return "numpy_path"
 
     def spec(self, config: dict):
-        """The job that makes this target (``ltpa.spec.JobSpec``), under ``config``."""
+        """The job that makes this target (``ltpa.spec.JobSpec``), under ``config`` (with the
+        schema's defaults: ``ltpa.config``)."""
         from .spec import JobSpec
 
         return JobSpec(
@@ -61,8 +62,8 @@ class Target:
             scan_id=self.scan.scan_id,
             atlas=self.atlas_key if self.rule == RULE_LABEL else None,
             space=self.scan.space,
-            legacy_dsi2_mni_offset=bool(config.get("legacy_dsi2_mni_offset", False)),
-            start=int(config.get("connection_ids_start_at", 1)),
+            legacy_dsi2_mni_offset=config["legacy_dsi2_mni_offset"],
+            start=config["connection_ids_start_at"],
             properties=self.scan.metadata if self.rule == RULE_INDEX else None,
         )
 

@@ -9,8 +9,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-validate(config, "../schemas/config.schema.yaml")
-
 # The Python that runs Snakemake (the driver) reads the study before any job: it needs the
 # ltpa package and its dependencies (numpy, nibabel, ...), i.e. `pip install <this repo>`
 # in the driver's environment (`make install` makes .venv; conda: environment.yml).
@@ -20,6 +18,7 @@ except ImportError:  # a plain checkout: the package next to the workflow
     sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 try:
     import ltpa
+    from ltpa.config import SCHEMA_PATH
     from ltpa.errors import LtpaError
     from ltpa.resources import mem_mb, runtime_min
     from ltpa.staleness import KEPT, OUT_OF_DATE
@@ -46,6 +45,10 @@ except ImportError as exc:
         f".venv/bin/snakemake)"
     )
     raise SystemExit(1)
+
+# the package's config schema, the one place the defaults live: validate() fills them in
+validate(config, str(SCHEMA_PATH), set_default=True)
+
 
 def stop(message):
     """End the run before any job with ``message`` (as Snakemake prints errors, no Python frames)."""
@@ -113,7 +116,7 @@ def _load_study():
 # (ltpa.staleness, including those whose input output needs work): forced
 STUDY, TARGETS, STALE = _load_study()
 SCANS, ALL_TARGETS = STUDY.scans, STUDY.targets
-LOG_DIR = config.get("log_dir") or str(STUDY.work_dir / "logs")
+LOG_DIR = str(STUDY.log_dir)
 BY_OUTPUT = by_output(TARGETS)
 # outputs that are inputs of other targets (b0-mapped atlases): not ancient(), so that
 # Snakemake reruns what reads them when they are rebuilt
@@ -223,7 +226,7 @@ def log_pattern(rule_name):
 # SLURM: the jobs of `scans_per_job` consecutive scans (in JSON order) are one submission,
 # whatever they depend on: each batch is one job group, and group_components lets a
 # group job span all the batch's (otherwise unconnected) jobs. Local runs have no groups.
-SCANS_PER_JOB = int(config.get("scans_per_job") or 20)
+SCANS_PER_JOB = config["scans_per_job"]
 BATCH = {s.scan_id: f"scans_{i // SCANS_PER_JOB:06d}" for i, s in enumerate(SCANS)}
 
 

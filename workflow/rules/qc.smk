@@ -32,7 +32,7 @@ rule qc_scan:
         atlases=lambda wc: qc_params(wc)["atlases"],
         trk_file=lambda wc: qc_params(wc)["trk_file"],
         kept=lambda wc: qc_params(wc)["kept"],
-        start=config.get("connection_ids_start_at", 1),
+        start=config["connection_ids_start_at"],
     script:
         "../scripts/qc_scan.py"
 

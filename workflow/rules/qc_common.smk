@@ -11,7 +11,7 @@ from ltpa.provenance import sha256_of
 RESULTS = str(STUDY.work_dir)
 SCAN_IDS = [s.scan_id for s in SCANS]
 GROUP = {s.scan_id: s.scan_group for s in SCANS}
-REPORT_SCAN = config.get("report_scan") or SCAN_IDS[0]
+REPORT_SCAN = STUDY.report_scan
 if REPORT_SCAN not in GROUP:
     stop(
         f"config report_scan {REPORT_SCAN!r} is not a scan_id of {config['local_data']!r}"
@@ -70,7 +70,7 @@ def atlas_npys(atlas):
 
 def qc_outputs():
     """The QC, report and provenance files that the target rule asks for (none when qc is off)."""
-    if not config.get("qc", True):
+    if not config["qc"]:
         return []
     out = [
         f"{RESULTS}/qc/summary.tsv",

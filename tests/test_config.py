@@ -1,0 +1,95 @@
+"""The config schema is the one place the defaults live; config/README.md states each of them."""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO
+from ltpa.config import SCHEMA_PATH, default_config, read_config, schema, with_defaults
+from ltpa.errors import LtpaError
+
+
+def readme_rows():
+    """option -> (type, default) cells of config/README.md's table."""
+    rows = {}
+    for line in (REPO / "config" / "README.md").read_text().splitlines():
+        m = re.match(r"\|\s*`([a-z_0-9]+)`\s*\|([^|]*)\|([^|]*)\|", line)
+        if m:
+            rows[m.group(1)] = (m.group(2).strip(), m.group(3).strip())
+    return rows
+
+
+def as_yaml(value) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def test_readme_documents_every_option_with_the_schemas_default():
+    props = schema()["properties"]
+    rows = readme_rows()
+    assert set(rows) == set(props), "config/README.md's table and the schema list other options"
+    for key, prop in props.items():
+        default_cell = rows[key][1]
+        if "default" in prop:
+            assert default_cell == f"`{as_yaml(prop['default'])}`", (key, default_cell)
+        else:
+            assert key in schema()["required"], f"{key}: no default, so it must be required"
+            assert default_cell.startswith("required"), (key, default_cell)
+
+
+def test_every_null_default_says_what_it_computes():
+    """A null default is computed from the study: the schema says where."""
+    for key, prop in schema()["properties"].items():
+        if prop.get("default", 0) is None:
+            assert "null:" in prop["description"] and "ltpa." in prop["description"], key
+
+
+def test_config_yaml_sets_only_what_a_user_sets():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert set(config) == {"local_data"}
+
+
+def test_default_config_is_the_checkouts_config_with_the_schemas_defaults():
+    config = default_config()
+    props = schema()["properties"]
+    assert config["local_data"] == "demo/local_data.json"
+    assert {k: config[k] for k in props if "default" in props[k]} == {
+        k: p["default"] for k, p in props.items() if "default" in p}
+
+
+def test_with_defaults_keeps_given_values_and_names_invalid_ones(tmp_path):
+    config = with_defaults({"connection_ids_start_at": 0, "report_scan": "s2"})
+    assert config["connection_ids_start_at"] == 0 and config["report_scan"] == "s2"
+    assert config["scans_per_job"] == schema()["properties"]["scans_per_job"]["default"]
+    given = {"qc": False}
+    with_defaults(given)
+    assert given == {"qc": False}  # a copy: the caller's dict is left alone
+    with pytest.raises(LtpaError) as err:
+        with_defaults({"connection_ids_start_at": 2, "scans_per_jobs": 3})
+    text = str(err.value)
+    assert "connection_ids_start_at" in text and "scans_per_jobs" in text
+    bad = tmp_path / "c.yaml"
+    bad.write_text("max_unmatched_labels: 2\n")
+    with pytest.raises(LtpaError, match=r"(?s)c\.yaml.*max_unmatched_labels"):
+        read_config(bad)
+
+
+def test_schema_ships_with_the_package():
+    assert SCHEMA_PATH.is_file() and SCHEMA_PATH.parent.name == "schemas"
+    assert SCHEMA_PATH.parent.parent.name == "ltpa"
+    assert not (REPO / "workflow" / "schemas").exists()
+
+
+FALLBACK = re.compile(r"config\.get\(")
+
+
+@pytest.mark.parametrize("path", sorted(
+    [p.relative_to(REPO) for p in (REPO / "workflow").rglob("*.smk")]
+    + [p.relative_to(REPO) for p in (REPO / "workflow").glob("Snakefile")]
+    + [p.relative_to(REPO) for p in (REPO / "src" / "ltpa").glob("*.py")]), ids=str)
+def test_no_default_outside_the_schema(path):
+    """No `config.get(key, default)` (nor `or default`) in the workflow or the package: a config
+    is always filled from the schema first (ltpa.config, snakemake.utils.validate)."""
+    text = (REPO / path).read_text()
+    assert not FALLBACK.search(text), f"{path}: config.get(...) (defaults live in the schema)"
