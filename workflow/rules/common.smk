@@ -281,18 +281,14 @@ def group_of(rule_name):
 def _job_command():
     """The command of every data job: ltpa-job (ltpa.client, a client of the warm job server).
 
-    The driver's own Python runs it (absolute path), so a job sees the same ltpa as the
-    Snakefile whatever PATH says; with --use-conda, the rule's conda environment's Python,
-    given this checkout's src/ when ltpa is not installed there.
+    Jobs run in the driver's environment (the rules name no conda env or container: the
+    software is this package and its dependencies, pyproject.toml): the driver's own Python
+    runs ltpa-job (absolute path), so a job sees the same ltpa as the Snakefile whatever PATH
+    says, given this checkout's src/ when ltpa is not installed.
     """
     import shlex
 
-    from snakemake.settings.types import DeploymentMethod
-
     src = str(Path(ltpa.__file__).resolve().parents[1])
-    methods = getattr(workflow.deployment_settings, "deployment_method", ()) or ()
-    if DeploymentMethod.CONDA in methods:
-        return f"PYTHONPATH={shlex.quote(src)}${{PYTHONPATH:+:$PYTHONPATH}} python -m ltpa.client"
     script = Path(sys.executable).parent / "ltpa-job"
     if script.exists():
         return shlex.quote(str(script))

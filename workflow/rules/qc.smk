@@ -20,8 +20,6 @@ rule qc_scan:
         scan="[^/]+",
     group:
         lambda wc: BATCH[wc.scan] if _batched() else None
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
@@ -49,8 +47,6 @@ rule qc_summary:
         ),
     log:
         f"{LOG_DIR}/qc_summary/summary.log",
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
@@ -73,8 +69,6 @@ rule plot_share_unlabeled:
         ),
     log:
         f"{LOG_DIR}/plot_share_unlabeled/plot.log",
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
@@ -95,8 +89,6 @@ rule plot_lengths:
         ),
     log:
         f"{LOG_DIR}/plot_lengths/plot.log",
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
@@ -122,8 +114,6 @@ rule plot_connectivity:
         f"{LOG_DIR}/plot_connectivity/atlas_{{atlas}}.log",
     wildcard_constraints:
         atlas=ids_alternation(ATLAS_KEYS),
-    conda:
-        "../envs/ltpa.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
@@ -142,8 +132,6 @@ rule provenance:
     log:
         f"{LOG_DIR}/provenance/provenance.log",
     localrule: True
-    conda:
-        "../envs/ltpa.yaml"
     params:
         # params, so that a changed config, JSON or version reruns this rule
         config=dict(config),
