@@ -1,4 +1,4 @@
-"""The ``ltpa`` command line: the same package functions the workflow scripts call."""
+"""The ltpa command line: the same package functions the workflow jobs call."""
 
 from __future__ import annotations
 
@@ -115,103 +115,161 @@ def _query(args):
             q.save(Path(args.save_trk) / f"{q.scan_id}.trk")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ltpa", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"ltpa {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default: argparse's "(default: ...)", "(default:
+    off)" for a flag, nothing when the help already says the default or that it is required."""
 
-    p = sub.add_parser("index", help="hash a .trk into a pickled TrackDataset (voxel -> streamlines)")
-    p.add_argument("trk")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or "required" in text:
+            return text
+        if action.option_strings and action.nargs == 0 and action.const is True:
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        return super()._get_help_string(action)
+
+
+SPACE_HELP = ("grid of the streamlines' keys (local_data.json's trk_space): qsdr, mni, or "
+              "native (the trk's own grid)")
+REFERENCE_HELP = ("NIfTI whose grid a .tck/.trx in native space is in (reference_volume) "
+                  "(default: none; a .trk carries its own grid)")
+CONFIG_HELP = ("the workflow config to use (default: config/config.yaml of this checkout, "
+               "with the config schema's defaults)")
+
+
+def _subparser(sub, name, help_text, description=None):
+    return sub.add_parser(name, help=help_text, description=description or help_text,
+                          formatter_class=HelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import default
+
+    parser = argparse.ArgumentParser(prog="ltpa", description=__doc__,
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ltpa {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below; ltpa COMMAND --help for its "
+                                     "options")
+
+    p = _subparser(sub, "index", "hash a .trk into a pickled TrackDataset (voxel -> streamlines)")
+    p.add_argument("trk", help="the streamlines (.trk, .trk.gz, .tck or .trx)")
     p.add_argument("out", help="output .pkl")
-    p.add_argument("--space", choices=["qsdr", "mni", "native"], default="qsdr")
-    p.add_argument("--trk-out", help="also write the streamlines in the key grid to this .trk")
+    p.add_argument("--space", choices=["qsdr", "mni", "native"], default="qsdr",
+                   help=SPACE_HELP)
+    p.add_argument("--trk-out", metavar="TRK",
+                   help="also write the streamlines in the key grid to this .trk (default: not "
+                        "written)")
     p.add_argument("--legacy-dsi2-mni-offset", action="store_true",
+                   default=default("legacy_dsi2_mni_offset"),
                    help="qsdr keys with dsi2's 102 - j instead of 101 - j")
-    p.add_argument("--scan-id")
-    p.add_argument("--no-write", action="store_true", help="read and index only (for timing)")
-    p.add_argument("--reference-volume", help="NIfTI grid of a .tck/.trx in native space")
+    p.add_argument("--scan-id", help="scan_id recorded in the pkl (default: none)")
+    p.add_argument("--no-write", action="store_true",
+                   help="read and index only, write nothing (for timing)")
+    p.add_argument("--reference-volume", metavar="NIFTI", help=REFERENCE_HELP)
     p.add_argument("--log", help="log file (default: stderr)")
     p.set_defaults(func=_index)
 
-    p = sub.add_parser("label", help="connection id per streamline from an atlas in the trk's grid")
-    p.add_argument("trk")
+    p = _subparser(sub, "label", "connection id per streamline from an atlas in the trk's grid")
+    p.add_argument("trk", help="the streamlines (.trk, .trk.gz, .tck or .trx)")
     p.add_argument("atlas", help="label NIfTI sharing the trk's grid")
     p.add_argument("out", help="output .npy")
-    p.add_argument("--graphml", help="region list: the graphml's node ids")
-    p.add_argument("--labels", help="region list: a label table (TSV/CSV index,name or a LUT)")
-    p.add_argument("--start-at", type=int, choices=[0, 1], default=1)
+    p.add_argument("--graphml", metavar="GRAPHML",
+                   help="region list: the graphml's node ids (default: the atlas's own labels)")
+    p.add_argument("--labels", metavar="TABLE",
+                   help="region list: a label table (TSV/CSV index,name or a LUT) (default: "
+                        "the atlas's own labels)")
+    p.add_argument("--start-at", type=int, choices=[0, 1],
+                   default=default("connection_ids_start_at"),
+                   help="number of the first connection id (connection_ids_start_at)")
     p.add_argument("--space", choices=["qsdr", "mni", "native"], default="qsdr",
-                   help="grid of a .tck/.trx (the atlas must share it)")
-    p.add_argument("--reference-volume", help="NIfTI grid of a .tck/.trx in native space")
-    p.add_argument("--scan-id")
+                   help=SPACE_HELP + "; the atlas must share it")
+    p.add_argument("--reference-volume", metavar="NIFTI", help=REFERENCE_HELP)
+    p.add_argument("--scan-id", help="scan_id recorded in the npy's sidecar (default: none)")
     p.add_argument("--log", help="log file (default: stderr)")
     p.set_defaults(func=_label)
 
-    p = sub.add_parser("demo", help="write the built-in synthetic demo study: 20 scans in two "
-                                    "groups with a planted effect (see its TRUTH.md)",
-                       description="Write the synthetic demo study (no download): a brain-"
-                                   "shaped QSDR mask, two Lausanne-like parcellations (83 and "
-                                   "129 regions), scans of controls and patients whose "
-                                   "streamlines between lh.superiorfrontal and lh.precuneus "
-                                   "are 30% fewer in patients. FOLDER/TRUTH.md says what was "
-                                   "planted; FOLDER/local_data.json is the study.")
+    p = _subparser(sub, "demo", "write the built-in synthetic demo study: 20 scans in two "
+                                "groups with a planted effect (see its TRUTH.md)",
+                   description="Write the synthetic demo study (no download): a brain-"
+                               "shaped QSDR mask, two Lausanne-like parcellations (83 and "
+                               "129 regions), scans of controls and patients whose "
+                               "streamlines between lh.superiorfrontal and lh.precuneus "
+                               "are 30% fewer in patients. FOLDER/TRUTH.md says what was "
+                               "planted; FOLDER/local_data.json is the study.")
     p.add_argument("folder", help="where to write the study (created if missing)")
     p.add_argument("--scans", type=int, default=None,
                    help="number of scans, half controls, half patients (default: 20; with "
                         "--small: 3)")
     p.add_argument("--streamlines", type=int, default=20_000,
-                   help="streamlines per scan, about (+-10%% per scan) (default: %(default)s)")
+                   help="streamlines per scan, about (+-10%% per scan)")
     p.add_argument("--seed", type=int, default=0,
-                   help="random seed: the same seed writes the same study (default: "
-                        "%(default)s)")
+                   help="random seed: the same seed writes the same study")
     p.add_argument("--small", action="store_true",
                    help="write the tiny cube-region demo instead (3 scans of ~100 "
-                        "streamlines; what many tests use) (default: off)")
+                        "streamlines; what many tests use)")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("validate", help="check a local_data.json and report every problem")
-    p.add_argument("local_data")
-    p.add_argument("--data-root")
+    p = _subparser(sub, "validate", "check a local_data.json and report every problem")
+    p.add_argument("local_data", help="the study's local_data.json")
+    p.add_argument("--data-root", metavar="FOLDER",
+                   help="where relative paths of the JSON resolve (default: the config's "
+                        "data_root, else the JSON's folder)")
+    p.add_argument("--configfile", metavar="CONFIG.yaml", help=CONFIG_HELP)
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("status", help="per scan, which outputs are ok, missing or out of date "
-                                      "(exit 1 when any is missing or out of date)")
-    p.add_argument("local_data")
-    p.add_argument("--data-root")
-    p.add_argument("--configfile", help="the workflow config to compare with (default: "
-                                        "config/config.yaml of this checkout)")
-    p.add_argument("--legacy-dsi2-mni-offset", action=argparse.BooleanOptionalAction, default=None)
+    p = _subparser(sub, "status", "per scan, which outputs are ok, missing or out of date "
+                                  "(exit 1 when any is missing or out of date)")
+    p.add_argument("local_data", help="the study's local_data.json")
+    p.add_argument("--data-root", metavar="FOLDER",
+                   help="where relative paths of the JSON resolve (default: the config's "
+                        "data_root, else the JSON's folder)")
+    p.add_argument("--configfile", metavar="CONFIG.yaml",
+                   help=CONFIG_HELP.replace("to use", "to compare with"))
+    p.add_argument("--legacy-dsi2-mni-offset", action=argparse.BooleanOptionalAction,
+                   default=None,
+                   help="compare with qsdr keys made with (or without) dsi2's 102 - j (default: "
+                        "the config's legacy_dsi2_mni_offset)")
     p.add_argument("--start-at", type=int, choices=[0, 1], default=None,
-                   help="connection_ids_start_at")
+                   help="compare with connection ids numbered from this (default: the "
+                        "config's connection_ids_start_at)")
     p.add_argument("--tsv", action="store_true", help="one tab-separated line per output")
     p.add_argument("--notes", action="store_true",
                    help="list every note of the summary (default: the first 40)")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("query", help="per scan, the streamlines through a region of interest "
-                                     "(one tab-separated row per scan)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _subparser(sub, "query", "per scan, the streamlines through a region of interest "
+                                 "(one tab-separated row per scan)")
     p.add_argument("local_data", help="the study's local_data.json (its pkls made)")
     roi = p.add_mutually_exclusive_group(required=True)
     roi.add_argument("--ijk", action="append", metavar="I,J,K", default=[],
-                     help="a voxel of the key grid (repeat for more)")
+                     help="a voxel of the key grid (repeat for more; this or --mask is "
+                          "required)")
     roi.add_argument("--mask", metavar="ROI.nii.gz", default=None,
-                     help="a 3-D NIfTI in the key grid; its nonzero voxels are the region")
+                     help="a 3-D NIfTI in the key grid; its nonzero voxels are the region "
+                          "(this or --ijk is required)")
     p.add_argument("--atlas", metavar="NAME", default=None,
-                   help="track_labels name whose connection ids give the top connections")
+                   help="track_labels name whose connection ids give the top connections "
+                        "(default: none, no connections listed)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", default=[],
-                   help="a track_labels parameter to match (repeat for more), e.g. scale=33")
+                   help="a track_labels parameter to match (repeat for more), e.g. scale=33 "
+                        "(default: none)")
     p.add_argument("--top", type=int, metavar="N", default=5, help="connections listed per scan")
     p.add_argument("--every", type=int, metavar="N", default=0,
                    help="keep every n-th selected streamline (0: all)")
     p.add_argument("--save-trk", metavar="FOLDER", default=None,
-                   help="also write each scan's selected streamlines to FOLDER/<scan_id>.trk")
+                   help="also write each scan's selected streamlines to FOLDER/<scan_id>.trk "
+                        "(default: not written)")
     p.add_argument("--data-root", metavar="FOLDER", default=None,
-                   help="where relative paths of the JSON resolve (None: the JSON's folder)")
-    p.add_argument("--configfile", metavar="CONFIG.yaml", default=None,
-                   help="workflow config (None: config/config.yaml of this checkout)")
+                   help="where relative paths of the JSON resolve (default: the config's "
+                        "data_root, else the JSON's folder)")
+    p.add_argument("--configfile", metavar="CONFIG.yaml", default=None, help=CONFIG_HELP)
     p.set_defaults(func=_query)
+    return parser
 
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)

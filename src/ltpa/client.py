@@ -24,14 +24,24 @@ class _NoServer(Exception):
     pass
 
 
-def run_here(argv) -> int:
-    """Run the job in this process; returns its exit status."""
+def build_parser():
     import argparse
 
-    ap = argparse.ArgumentParser(prog="ltpa-job", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--log", required=True, help="the job's log file")
+    from .cli import HelpFormatter
+
+    ap = argparse.ArgumentParser(
+        prog="ltpa-job", formatter_class=HelpFormatter,
+        description="The command every workflow job runs: the job described by SPEC, through "
+                    "the warm job server when one can be reached (LTPA_JOB_SERVER=0: in this "
+                    "process).")
+    ap.add_argument("--log", required=True, help="the job's log file (required)")
     ap.add_argument("spec", help="the job (ltpa.spec.JobSpec as JSON)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run_here(argv) -> int:
+    """Run the job in this process; returns its exit status."""
+    args = build_parser().parse_args(argv)
     from .jobs import job
     from .pipeline import run
     from .spec import JobSpec

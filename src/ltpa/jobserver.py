@@ -309,12 +309,20 @@ def _child(conn, msg, fds) -> int:
     return code
 
 
-def main(argv=None) -> int:
+def build_parser():
     import argparse
 
-    ap = argparse.ArgumentParser(description="the warm job server (started by ltpa-job)")
-    ap.add_argument("--socket", required=True)
-    args = ap.parse_args(argv)
+    from .cli import HelpFormatter
+
+    ap = argparse.ArgumentParser(prog="python -m ltpa.jobserver", formatter_class=HelpFormatter,
+                                 description="The warm job server (started by ltpa-job).")
+    ap.add_argument("--socket", required=True,
+                    help="the Unix socket to serve on, in a private folder (required)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     path = Path(args.socket)
     if not _private_folder(path.parent):
         return 1
