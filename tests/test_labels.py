@@ -196,14 +196,23 @@ def test_dsi2_scenario(tmp_path, damaged):
     sls, e33, e60 = dsi2_subject(damaged)
     trk = tmp_path / "s.trk"
     write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    got = {}
     for name, vol, n_regions, expected in (("scale33", s33, 83, e33), ("scale60", s60, 129, e60)):
         atlas = write_atlas(tmp_path / f"{name}.nii.gz", vol, QSDR_AFFINE)
         gml = write_graphml(tmp_path / f"{name}.graphml", range(1, n_regions + 1))
         out = tmp_path / f"{name}.npy"
         label_scan(trk, atlas, out, graphml_path=gml)
-        np.testing.assert_array_equal(np.load(out), expected)
-    # dsi2's numbering: scale33 left precentral <-> brainstem is pair (51, 83)
-    assert e33[0] == region_pair_dict(range(1, 84))[(51, 83) if not damaged else (51, 83)]
+        got[name] = np.load(out)
+        np.testing.assert_array_equal(got[name], expected)
+    # the first streamlines join left precentral (scale33 region 51, scale60 region 80) and the
+    # brainstem (83): dsi2 numbers the pairs (a <= b) of regions 1..n row by row from 1, so
+    # pair (a, b) is (a - 1) rows of n, n - 1, ... pairs, then b - a + 1 into its own row;
+    # this closed form does not use region_pair_dict, which built the expected arrays
+    def dsi2_pair_id(a, b, n):
+        return (a - 1) * n - (a - 1) * (a - 2) // 2 + (b - a) + 1
+
+    assert got["scale33"][0] == dsi2_pair_id(51, 83, 83) == 2958
+    assert got["scale60"][0] == dsi2_pair_id(80, 83, 129) == 7114
 
 
 @pytest.mark.parametrize("vs", [(2.0, 2.0, 2.0), (1.25, 0.7, 3.0), (0.1, 1.1, 2.3)])
