@@ -108,10 +108,10 @@ def test_dataset_api(tmp_path, rng):
     key_map = key_map_for("qsdr", QSDR_DIM, (2, 2, 2), "LPS")
     for s in range(0, len(sls), 17):
         moved = ds.tracks[s]
-        native = np.floor(sls[s].astype(np.float64) / 2).astype(np.int64)
+        trk_ijk = np.floor(sls[s].astype(np.float64) / 2).astype(np.int64)
         interior = (np.abs(sls[s] / 2 - np.round(sls[s] / 2)) > 1e-3).all(axis=1)
         np.testing.assert_array_equal(np.floor(moved[interior] / 2).astype(np.int64),
-                                      key_map.apply(native)[interior])
+                                      key_map.apply(trk_ijk)[interior])
     assert ds.header["dimensions"].tolist() == list(MNI_DIM)
 
 

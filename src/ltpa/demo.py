@@ -591,18 +591,18 @@ def b0_study_files():
     atlas = study_atlas()
     qsdr = np.stack(np.unravel_index(np.arange(int(np.prod(QSDR_DIM))), QSDR_DIM, order="F"), 1)
     ras = _affine(QSDR_AFFINE, qsdr)
-    native, rot = _template_to_b0_ras(ras)
-    w = np.rint(_affine(np.linalg.inv(B0_AFFINE), native)).astype(np.int64)
+    b0_ras, rot = _template_to_b0_ras(ras)
+    w = np.rint(_affine(np.linalg.inv(B0_AFFINE), b0_ras)).astype(np.int64)
     w = np.clip(w, 0, np.asarray(B0_DIM) - 1)  # the grid's far corners: background anyway
     mx, my, mz = w[:, 0], B0_DIM[1] - 1 - w[:, 1], w[:, 2]
-    # the b0 atlas: each native voxel takes the template label it lies in
-    nat = np.indices(B0_DIM).reshape(3, -1).T
-    tmpl = _affine(np.linalg.inv(rot), _affine(B0_AFFINE, nat) - B0_SHIFT)
+    # the b0 atlas: each b0 voxel takes the template label it lies in
+    b0_ijk = np.indices(B0_DIM).reshape(3, -1).T
+    tmpl = _affine(np.linalg.inv(rot), _affine(B0_AFFINE, b0_ijk) - B0_SHIFT)
     v = np.rint(_affine(np.linalg.inv(QSDR_AFFINE), tmpl)).astype(np.int64)
     inside = np.all((v >= 0) & (v < np.asarray(QSDR_DIM)), axis=1)
     vols = {}
     for scale in STUDY_SCALES:
-        lab = np.zeros(nat.shape[0], dtype=np.int16)
+        lab = np.zeros(b0_ijk.shape[0], dtype=np.int16)
         lab[inside] = atlas[scale][tuple(v[inside].T)]
         vols[scale] = lab.reshape(B0_DIM)
     return vols, tuple(m.astype(np.int32) for m in (mx, my, mz))

@@ -1,7 +1,8 @@
-"""Voxel grids, the three trk spaces and the integer maps from native voxels to keys.
+"""Voxel grids, the three trk spaces and the integer maps from trk voxels to keys.
 
+A point's trk voxel is its voxel in the .trk's own grid, ``floor(voxmm / voxel_size)``.
 Every rule here is integer arithmetic on voxel indices, so a point's key voxel is
-computed from its native voxel ``floor(voxmm / voxel_size)`` exactly once, and the
+computed from its trk voxel exactly once, and the
 key-grid voxmm coordinates (for display and the exported .trk) are only derived
 for viewing.
 """
@@ -32,7 +33,7 @@ MNI_AFFINE = np.array(
     [[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]]
 )
 
-# native QSDR (i, j, k) -> MNI (i + 6, 101 - j, k + 11): the integer map between
+# QSDR voxel (i, j, k) -> MNI voxel (i + 6, 101 - j, k + 11): the integer map between
 # the two affines above. dsi2 used 102 - j (it flipped with dim - j, not dim - 1 - j).
 QSDR_TO_MNI_SHIFT = (6, 101, 11)
 QSDR_TO_MNI_SHIFT_LEGACY = (6, 102, 11)
@@ -55,11 +56,11 @@ MNI_GRID = Grid(MNI_DIM, MNI_VOXEL_SIZE, MNI_ORDER, MNI_AFFINE)
 
 @dataclass(frozen=True)
 class KeyMap:
-    """key = sign * native + shift, per axis, into ``grid``.
+    """key = sign * trk voxel + shift, per axis, into ``grid``.
 
-    ``mm_sign``/``mm_shift`` map native voxmm to key-grid voxmm for display:
+    ``mm_sign``/``mm_shift`` map trk voxmm to key-grid voxmm for display:
     for a flipped axis with voxel shift c the voxmm shift is voxel_size * (c + 1),
-    which sends the inside of native voxel v to the inside of key voxel c - v.
+    which sends the inside of trk voxel v to the inside of key voxel c - v.
     """
 
     sign: tuple
@@ -77,9 +78,9 @@ class KeyMap:
         shift = np.asarray(self.shift, dtype=np.float64)
         return np.where(sign > 0, shift * vs, (shift + 1) * vs)
 
-    def apply(self, native_ijk: np.ndarray) -> np.ndarray:
-        """Map an (N, 3) integer array of native voxels to key voxels (same dtype)."""
-        out = native_ijk.copy()
+    def apply(self, ijk: np.ndarray) -> np.ndarray:
+        """Map an (N, 3) integer array of trk voxels to key voxels (same dtype)."""
+        out = ijk.copy()
         for ax in range(3):
             if self.sign[ax] < 0:
                 np.subtract(self.shift[ax], out[:, ax], out=out[:, ax])
@@ -103,7 +104,7 @@ def _describe(dim, voxel_size, order):
 
 def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_offset=False,
                 where: str = "", vox_to_ras=None) -> KeyMap:
-    """The native -> key map for a trk grid declared to be in ``space``.
+    """The trk voxel -> key map for a trk grid declared to be in ``space``.
 
     Raises LtpaError naming the space and the expected and found grid when the
     header does not match its declared space.

@@ -115,7 +115,7 @@ def walk_range(ints, w, w_end, stride, n_properties, starts, counts, n):
 def hash_range(words, starts, counts, n, s_base, stride, t, nk):
     """Pass 1 of the counting sort for the ``n`` streamlines of a range (global ids from ``s_base``).
 
-    For every point: native voxel ``floor(voxmm / vs)`` (float64), key = sign * native
+    For every point: its trk voxel ``v = floor(voxmm / vs)`` (float64), key = sign * v
     + shift; keys outside ``kdim`` are counted and skipped. A (key, streamline) pair
     is new when ``last[key] != s`` (consecutive repeats are skipped before touching
     ``last``); new pairs append the key's linear index to ``keys[nk:]`` and bump

@@ -1,6 +1,6 @@
 """Endpoint labeling (dsi2's rule): one connection id per streamline.
 
-For each point, label = atlas[native voxel] (background outside the atlas grid).
+For each point, label = atlas[its trk voxel] (background outside the atlas grid).
 With fewer than two labeled points the id is 0; otherwise a, b are the first and
 last nonzero labels along the streamline and the id is the position of
 (min(a, b), max(a, b)) in the enumeration of ``np.triu_indices(R)`` (diagonal

@@ -76,7 +76,8 @@ class _HeaderGrid:
 
 
 def read_header(buf, path) -> tuple[np.ndarray, str]:
-    """Decode the 1000-byte header; returns (record in native order, byte order '<' or '>')."""
+    """Decode the 1000-byte header; returns (record in this machine's byte order, the file's
+    byte order '<' or '>')."""
     if len(buf) < HEADER_SIZE:
         raise LtpaError(
             f"file {str(path)!r}: {len(buf)} bytes is shorter than a TrackVis header "
@@ -94,8 +95,8 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
         order = ">"
         if int(hdr["hdr_size"]) != HEADER_SIZE:
             raise LtpaError(f"file {str(path)!r}: header field hdr_size is not 1000 in either byte order")
-    native = np.array(hdr, dtype=header_2_dtype.newbyteorder("="))
-    return native, order
+    record = np.array(hdr, dtype=header_2_dtype.newbyteorder("="))
+    return record, order
 
 
 def check_header(header, path, body_bytes: int) -> tuple[int, int]:
@@ -126,7 +127,7 @@ def check_header(header, path, body_bytes: int) -> tuple[int, int]:
 class Range:
     """The whole records of one buffer: streamlines ``s0 .. s0 + n - 1`` of the file."""
 
-    words: np.ndarray  # float32, native order (the buffer)
+    words: np.ndarray  # float32, this machine's byte order (the buffer)
     ints: np.ndarray  # int32 view of the same buffer
     starts: np.ndarray  # int64, word of each record's first point, relative to the buffer
     counts: np.ndarray  # int64, points per record
@@ -201,7 +202,8 @@ class TrkFile(_HeaderGrid):
         return int(self.header["nb_streamlines"])
 
     @property
-    def native(self) -> bool:
+    def machine_order(self) -> bool:
+        """Whether the file's byte order is this machine's (its words need no byte swap)."""
         return self.order == ("<" if np.little_endian else ">")
 
     def changed(self) -> str | None:
@@ -225,7 +227,8 @@ class TrkFile(_HeaderGrid):
 
     # ------------------------------------------------------------------ reading
     def read_words(self, w0: int, out: np.ndarray) -> None:
-        """Read body words [w0, w0 + len(out)) into ``out`` (float32), in native byte order."""
+        """Read body words [w0, w0 + len(out)) into ``out`` (float32), in this machine's byte
+        order."""
         view = memoryview(out).cast("B")
         offset = HEADER_SIZE + 4 * w0
         done = 0
@@ -240,7 +243,7 @@ class TrkFile(_HeaderGrid):
                     f"file {str(self.path)!r} ended {view.nbytes - done} bytes early while it "
                     f"was read: it {self.changed() or 'was cut'} (nothing was written)")
             done += got
-        if not self.native:
+        if not self.machine_order:
             out.byteswap(inplace=True)
 
     def walk(self, action=None, *, keep_counts=False, progress=None,
@@ -335,7 +338,7 @@ class Trk(_HeaderGrid):
 
     path: Path
     header: np.ndarray
-    words: np.ndarray  # native float32 body
+    words: np.ndarray  # float32 body, in this machine's byte order
     starts: np.ndarray  # int64 word of each streamline's first point
     counts: np.ndarray  # int64 points per streamline
     n_scalars: int
