@@ -65,18 +65,11 @@ def map_b0_atlas(fib_path, b0_path, out_path, before_rename=None) -> dict:
     """Write the QSDR-space atlas at ``out_path`` from a b0-space atlas and a fib mapping."""
     import nibabel as nib
 
+    from .labels import read_volume
+
     dim, (mx, my, mz) = read_fib_mapping(fib_path)
-    b0_path = Path(b0_path)
-    if not b0_path.exists():
-        raise LtpaError(f"b0 atlas {str(b0_path)!r} does not exist")
-    try:
-        img = nib.load(str(b0_path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:
-        raise LtpaError(f"b0 atlas {str(b0_path)!r} could not be read as an image ({exc})") from exc
-    if data.ndim != 3:
-        raise LtpaError(f"b0 atlas {str(b0_path)!r} has {data.ndim} dimensions; expected 3")
-    data = conform_b0(data, img.affine)
+    data, affine = read_volume(b0_path, "b0 atlas")
+    data = conform_b0(data, affine)
     outside = {}
     for axis, (name, m) in enumerate(zip("xyz", (mx, my, mz))):
         bad = (m < 0) | (m >= data.shape[axis])

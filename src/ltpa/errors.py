@@ -1,5 +1,7 @@
 """The one error type the package raises for bad input: it always says what and where."""
 
+import contextlib
+
 
 class LtpaError(Exception):
     """A problem with the user's input, with enough context to fix it.
@@ -18,3 +20,17 @@ class LtpaError(Exception):
         err = LtpaError(f"{prefix}: {text}")
         err.__cause__ = self.__cause__
         return err
+
+
+@contextlib.contextmanager
+def opening(path, kind: str):
+    """Turn the OSError of opening the input ``path`` into an LtpaError naming the file: it
+    does not exist, is a folder (not ``kind``, e.g. "a .trk"), or could not be opened."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise LtpaError(f"file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise LtpaError(f"file {str(path)!r} is a folder, not {kind}") from None
+    except OSError as exc:
+        raise LtpaError(f"file {str(path)!r} could not be opened: {exc.strerror}") from None

@@ -31,24 +31,31 @@ class Atlas:
     note: str | None = None  # how it was brought to the grid (a reorientation), if it was
 
 
-def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
-    """(labels as int64, affine) of a 3-D label volume, checked: integral, >= 0, < 2^63."""
+def read_volume(path, what="atlas file") -> tuple[np.ndarray, np.ndarray]:
+    """(data as stored, affine) of a 3-D image; LtpaError naming ``what`` and the file when
+    it is missing, unreadable or not 3-D."""
     import nibabel as nib
 
     path = Path(path)
     if not path.exists():
-        raise LtpaError(f"atlas file {str(path)!r} does not exist")
+        raise LtpaError(f"{what} {str(path)!r} does not exist")
     try:
         img = nib.load(str(path))
         raw = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise LtpaError(f"atlas file {str(path)!r} could not be read as an image ({exc})") from exc
+        raise LtpaError(f"{what} {str(path)!r} could not be read as an image ({exc})") from exc
     if raw.ndim != 3:
         raise LtpaError(
-            f"atlas file {str(path)!r} has {raw.ndim} dimensions {raw.shape}; "
+            f"{what} {str(path)!r} has {raw.ndim} dimensions {raw.shape}; "
             f"expected a 3-D label volume"
         )
+    return raw, affine
+
+
+def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels as int64, affine) of a 3-D label volume, checked: integral, >= 0, < 2^63."""
+    raw, affine = read_volume(path)
     if raw.dtype.kind == "f":
         if not np.isfinite(raw).all():
             raise LtpaError(f"atlas file {str(path)!r} contains NaN or infinite values; "

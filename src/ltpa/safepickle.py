@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LtpaError
+from .errors import LtpaError, opening
 
 # a payload this big is handed out as a view of the mapped file instead of a copy
 BIG = 1 << 16
@@ -389,20 +389,21 @@ def _empty_dict(u):
     u._push({})
 
 
-def _append(u):
-    value = u._pop()
+def _list_on_top(u, op):
     target = u._top()
     if type(target) is not list:
-        raise Refused(f"APPEND to a {type(target).__name__}")
-    target.append(value)
+        raise Refused(f"{op} to a {type(target).__name__}")
+    return target
+
+
+def _append(u):
+    value = u._pop()
+    _list_on_top(u, "APPEND").append(value)
 
 
 def _appends(u):
     items = u._pop_mark()
-    target = u._top()
-    if type(target) is not list:
-        raise Refused(f"APPENDS to a {type(target).__name__}")
-    target.extend(items)
+    _list_on_top(u, "APPENDS").extend(items)
 
 
 _KEY_TYPES = (str, int, float, bool, bytes, type(None))
@@ -612,14 +613,8 @@ def finished(value):
 def load_mapped(path, globals_: dict, factories: dict):
     """Map ``path`` read-only and run the safe machine on it; returns the top object."""
     path = Path(path)
-    try:
+    with opening(path, "a pickle"):
         fh = open(path, "rb")
-    except FileNotFoundError:
-        raise LtpaError(f"file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise LtpaError(f"file {str(path)!r} is a folder, not a pickle") from None
-    except OSError as exc:
-        raise LtpaError(f"file {str(path)!r} could not be opened: {exc.strerror}") from None
     with fh:
         import os
 

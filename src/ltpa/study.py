@@ -278,14 +278,7 @@ def _check_atlas(t, grid, facts, produced, study, max_unmatched):
             raise LtpaError(f"{t.where('volume_path')}: the atlas mapped from b0 space is on the "
                             f"QSDR 2 mm grid, {plan[plan.index('but ') + 4:]}")
         return
-    try:
-        img = facts.nifti(vol)
-    except LtpaError as exc:
-        raise LtpaError(f"{t.where('volume_path')}: {exc}") from None
-    if len(img["shape"]) != 3:
-        raise LtpaError(f"{t.where('volume_path')}: atlas file {str(vol)!r} has "
-                        f"{len(img['shape'])} dimensions {tuple(img['shape'])}; expected a 3-D "
-                        f"label volume")
+    img = _volume_facts(t, "volume_path", "atlas file", facts)
     plan = _plan(img["shape"], img["affine"], grid)
     if isinstance(plan, str):
         raise LtpaError(f"{t.where('volume_path')}: atlas file {str(vol)!r} {plan}")
@@ -342,14 +335,21 @@ def _plan(shape, affine, grid):
 
 
 def _check_b0(t, facts):
-    vol = t.inputs.get("b0_volume_path")
+    _volume_facts(t, "b0_volume_path", "b0 atlas", facts)
+
+
+def _volume_facts(t, fld, what, facts) -> dict:
+    """The header facts of the target's input ``fld``, a 3-D label volume (LtpaError naming
+    the field and the file otherwise)."""
+    vol = t.inputs.get(fld)
     try:
         img = facts.nifti(vol)
     except LtpaError as exc:
-        raise LtpaError(f"{t.where('b0_volume_path')}: {exc}") from None
+        raise LtpaError(f"{t.where(fld)}: {exc}") from None
     if len(img["shape"]) != 3:
-        raise LtpaError(f"{t.where('b0_volume_path')}: b0 atlas {str(vol)!r} has "
-                        f"{len(img['shape'])} dimensions; expected 3")
+        raise LtpaError(f"{t.where(fld)}: {what} {str(vol)!r} has {len(img['shape'])} "
+                        f"dimensions {tuple(img['shape'])}; expected a 3-D label volume")
+    return img
 
 
 def _dedupe(items):

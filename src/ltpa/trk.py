@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from nibabel.streamlines.trk import header_2_dtype
 
-from .errors import LtpaError
+from .errors import LtpaError, opening
 
 HEADER_SIZE = 1000
 BUFFER_WORDS = 1 << 20  # 4 MB: a range stays in cache between the walk and the action
@@ -152,14 +152,8 @@ class TrkFile(_HeaderGrid):
 
     def __init__(self, path):
         path = Path(path)
-        try:
+        with opening(path, "a .trk"):
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise LtpaError(f"file {str(path)!r} does not exist") from None
-        except IsADirectoryError:
-            raise LtpaError(f"file {str(path)!r} is a folder, not a .trk") from None
-        except OSError as exc:
-            raise LtpaError(f"file {str(path)!r} could not be opened: {exc.strerror}") from None
         self.path = path
         self.fd = fd
         try:
