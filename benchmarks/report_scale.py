@@ -7,15 +7,16 @@
 
 What is measured: the package functions the QC rules call, each in a fresh interpreter
 (``ltpa.qc.write_summary`` for qc_summary, ``ltpa.report.plot_share_unlabeled``,
-``plot_lengths``, ``plot_connectivity`` for one atlas of 129 regions), on the first N
-scans of one generated study: per scan the tables the qc_scan rule writes
-(``qc/scans/<scan>.tsv``, 2 atlases; ``qc/lengths/<scan>.tsv``, 2 mm bins) and one
+``plot_lengths``, ``plot_connectivity`` for one atlas of 129 regions,
+``ltpa.groupdiff.write_group_differences`` and ``plot_group_differences`` for the same
+atlas), on the first N scans of one generated study: per scan the tables the qc_scan rule
+writes (``qc/scans/<scan>.tsv``, 2 atlases; ``qc/lengths/<scan>.tsv``, 2 mm bins) and one
 atlas's connection-id npy (int64, ``--streamlines`` per scan) with its sidecar and a
 graphml with region names (tests/qc_study.py ``write_synthetic_qc``, 3 groups). Wall time
 is the call only (the interpreter's start and imports excluded; they are printed once);
 peak RSS is the child's. The npys were just written, so they are read from the page
-cache: plot_connectivity reads every npy once (the MB column), so on a cold network file
-system add that volume at the file system's rate.
+cache: plot_connectivity and qc_group_differences read every npy once (the MB column), so
+on a cold network file system add that volume at the file system's rate.
 
 Target: every step linear in the number of scans and well under a minute at 3,000 scans.
 The study is cached in benchmarks/out/report_scale/ (git-ignored) and reused when its
@@ -34,7 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-STEPS = ("qc_summary", "plot_share_unlabeled", "plot_lengths", "plot_connectivity")
+STEPS = ("qc_summary", "plot_share_unlabeled", "plot_lengths", "plot_connectivity",
+         "qc_group_differences", "plot_group_differences")
 ATLAS = "scale60"
 
 
@@ -70,6 +72,7 @@ def child(step: str, n: int, folder: str) -> None:
     sys.path.insert(0, str(REPO / "src"))
     t_import = time.perf_counter()
     from ltpa import report
+    from ltpa.groupdiff import write_group_differences
     from ltpa.qc import write_summary
 
     report._plt()  # matplotlib imported before the clock starts
@@ -90,6 +93,13 @@ def child(step: str, n: int, folder: str) -> None:
         items = [tuple(x) for x in data["npys"][:n]]
         report.plot_connectivity(ATLAS, items, items[0][0], out / f"{ATLAS}.png")
         mb = sum(os.path.getsize(p) for _, _, p in items) / 2**20
+    elif step == "qc_group_differences":
+        items = [tuple(x) for x in data["npys"][:n]]
+        write_group_differences(items, out / f"group_differences_{ATLAS}.tsv")
+        mb = sum(os.path.getsize(p) for _, _, p in items) / 2**20
+    elif step == "plot_group_differences":
+        report.plot_group_differences(ATLAS, out / f"group_differences_{ATLAS}.tsv",
+                                      out / f"group_differences_{ATLAS}.png")
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "mb_read": mb, "import_s": t_import}))

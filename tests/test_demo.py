@@ -7,7 +7,9 @@ everything from the npys and the graphml region lists, with references written h
 per-scan connection counts, then per region pair the group difference as a pooled
 Poisson z-score (the demo draws Poisson counts per pair and scan, so with no effect z is
 ~N(0, 1)). The planted pair must stand out far above every other pair, with
-patients/controls about 0.7, and the other pairs must look like noise.
+patients/controls about 0.7, and the other pairs must look like noise. The QC's group
+comparison (qc/group_differences, Welch's t of per-scan shares) must rank it first, with
+the t computed here.
 """
 
 import gzip
@@ -274,3 +276,27 @@ def test_planted_effect_recovered_from_the_workflow_outputs(tmp_path):
                                       and r["atlas"] == "scale60" else "graphml")
     scale33_regions = {r["id"] for r in study_regions()["scale33"]}
     assert scale33_regions == set(regions.tolist())
+
+    # the QC's group comparison: the planted pair first, with Welch's t of the per-scan shares
+    # computed here from the same counts; every other tested pair's t as well
+    table = read_tsv(study_folder(local_data) / "qc" / "group_differences" / "scale33.tsv")
+    top = table[0]
+    assert (top["group"], top["reference"], top["rank"]) == ("patient", "control", "1")
+    assert (top["name_a"], top["name_b"]) == PLANTED and int(top["connection_id"]) == planted
+    assert float(top["ratio"]) < 0.85  # (6 + 6 scans: q 0.056, just above the flag's 0.05)
+    shares = counts / n_streamlines[:, None]
+    x, y = shares[patient], shares[~patient]
+    se2 = x.var(axis=0, ddof=1) / len(x) + y.var(axis=0, ddof=1) / len(y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        welch = (x.mean(axis=0) - y.mean(axis=0)) / np.sqrt(se2)
+    tested = (counts[:, 1:].mean(axis=0) >= 5) & (se2[1:] > 0)
+    assert float(top["welch_t"]) == pytest.approx(welch[planted], rel=1e-5)
+    got = {int(r["connection_id"]): float(r["welch_t"]) for r in table}
+    assert sorted(got) == (np.flatnonzero(tested) + 1).tolist()
+    np.testing.assert_allclose([got[i] for i in sorted(got)], welch[1:][tested], rtol=1e-5)
+    second = max(abs(float(r["welch_t"])) for r in table[1:])
+    print(f"group differences: planted pair t {welch[planted]:.2f} p {top['p']} (rank 1), next "
+          f"|t| {second:.2f} p {table[1]['p']}, {len(table)} pairs tested")
+    assert abs(welch[planted]) > 1.4 * second and float(top["p"]) < 0.1 * float(table[1]["p"])
+    assert (study_folder(local_data) / "report" / "group_differences" / "scale33.png"
+            ).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

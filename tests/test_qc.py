@@ -101,6 +101,11 @@ def test_scan_tables_and_summary_match_the_outputs(built):
     assert sum(int(r["count"]) for r in hist) == np.load(study / "s1" / "scale33.npy").size
     log = (study_folder(local_data) / "logs" / "qc_scan" / "scan_s1.log").read_text()
     assert "lengths: " in log and "unlabeled" in log
+    # 2 scans in one group, 1 in the other: no group comparison is planned or written
+    groups = [s["scan_group"] for s in json.loads(local_data.read_text())]
+    assert sorted(groups.count(g) for g in set(groups)) == [1, 2]
+    assert not (study_folder(local_data) / "qc" / "group_differences").exists()
+    assert not (study_folder(local_data) / "report" / "group_differences").exists()
 
 
 def test_provenance_records_config_versions_and_json_checksum(built):

@@ -13,11 +13,19 @@ import pytest
 
 from conftest import run_snakemake, study_folder
 from ltpa import sidecar
-from ltpa.qc import read_tsv, write_summary
-from ltpa.report import (MAX_NAMED_OUTLIERS, MAX_STRIP_POINTS, MAX_TICK_LABELS,
-                         connectivity_figure, find_chromium, length_summary, lengths_figure,
-                         open_report, region_names, rendered_part, share_unlabeled_figure)
+from ltpa.qc import write_summary
+from ltpa.regions import region_names
+from ltpa.report import (
+    MAX_NAMED_OUTLIERS,
+    MAX_STRIP_POINTS,
+    MAX_TICK_LABELS,
+    connectivity_figure,
+    length_summary,
+    lengths_figure,
+    share_unlabeled_figure,
+)
 from qc_study import built_study, write_graphml_with_names, write_synthetic_qc
+from tools.browser import find_chromium, open_report, rendered_part
 
 GROUPS = ("control", "patient", "sibling")
 

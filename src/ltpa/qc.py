@@ -97,6 +97,90 @@ def connection_matrix(ids: np.ndarray, n_regions: int, start: int = 1) -> np.nda
     return pairs_to_matrix(pair_counts(ids, n_regions, start), n_regions)
 
 
+def region_union(keys) -> np.ndarray:
+    """Sorted int64 union of region lists (tuples of region ids)."""
+    keys = list(keys)
+    if not keys:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([np.asarray(k, dtype=np.int64) for k in keys]))
+
+
+def pairs_on_union(regions, union: np.ndarray) -> np.ndarray:
+    """Where each pair of ``regions`` (in ``np.triu_indices`` order) stands among the pairs
+    of ``union`` (a sorted superset), as positions in ``union``'s ``np.triu_indices`` order."""
+    pos = np.searchsorted(union, np.asarray(regions, dtype=np.int64))
+    rows, cols = np.triu_indices(len(regions))
+    a, b = pos[rows], pos[cols]  # a <= b: both lists are sorted
+    return a * union.size - a * (a - 1) // 2 + (b - a)
+
+
+class AtlasCounts:
+    """The connection counts of one atlas's scans, read from their npys in one pass.
+
+    ``items``: [(scan_id, scan_group, numpy_path)]. Iterating yields, per scan, ``(scan_id,
+    scan_group, regions, counts, n_streamlines)``: the region ids of its sidecar (a tuple),
+    the streamlines per region pair in ``np.triu_indices`` order (:func:`pair_counts`) and
+    the number of ids in the npy (all its streamlines, unlabeled too). A scan whose npy has
+    no sidecar with the region list, or ids that do not fit it, is left out with a warning
+    and listed in ``left_out``. One scan's ids are in memory at a time. ``starts``: the
+    ``connection_ids_start_at`` values read; :meth:`names` the region names of the
+    graphmls the sidecars name.
+    """
+
+    def __init__(self, items, purpose="the plot"):
+        self.items = items
+        self.purpose = purpose
+        self.left_out = []
+        self.starts = set()
+        self._graphmls = {}
+
+    def __iter__(self):
+        for scan_id, group, npy in self.items:
+            side = _read_sidecar(npy)[0] or {}
+            regions = side.get("region_ids")
+            if regions is None:
+                log.warning("%s: no sidecar with the region list; left out of %s", npy,
+                            self.purpose)
+                self.left_out.append(scan_id)
+                continue
+            start = int(side.get("connection_ids_start_at", 1))
+            try:
+                ids = np.load(npy)
+                counts = pair_counts(ids, len(regions), start)
+            except (OSError, ValueError) as exc:
+                log.warning("%s: left out of %s (%s)", npy, self.purpose, exc)
+                self.left_out.append(scan_id)
+                continue
+            self.starts.add(start)
+            graphml = graphml_of(side, npy)
+            if graphml is not None:
+                self._graphmls.setdefault(str(graphml), graphml)
+            yield scan_id, group, tuple(int(r) for r in regions), counts, int(ids.shape[0])
+
+    def names(self, regions) -> dict:
+        """{region id: name} from the graphmls read so far (ids they do not name are missing)."""
+        from .regions import region_names
+
+        names = {}
+        for graphml in self._graphmls.values():  # one graphml per atlas, or a few copies
+            for rid, name in region_names(graphml).items():
+                names.setdefault(rid, name)
+            if all(int(r) in names for r in regions):
+                break
+        return names
+
+
+def graphml_of(side: dict, npy):
+    """The graphml a labeling read (from its sidecar ``side``), or None."""
+    rec = (side.get("inputs") or {}).get("graphml_path")
+    if not rec:
+        return None
+    path = Path(rec["path"])
+    if not path.exists() and rec.get("relpath"):
+        path = Path(npy).parent / rec["relpath"]
+    return path if path.exists() else None
+
+
 def regions_reached(ids: np.ndarray, region_ids, start: int = 1) -> np.ndarray:
     """Region ids that at least one streamline's connection reaches."""
     region_ids = np.asarray(region_ids, dtype=np.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import numpy as np
 
 from .errors import LtpaError
 
+log = logging.getLogger("ltpa")
+
 MAX_LABEL = 2**63 - 1
+NAME_ATTRIBUTES = ("dn_name", "name", "label", "dn_fsname")  # dn_*: the Connectome Mapper's
 
 
 def regions_from_table(path) -> np.ndarray:
@@ -76,19 +80,11 @@ def regions_from_graphml(path) -> np.ndarray:
     networkx decides what the nodes are (also the ones that only edges name, and not the
     nodes of nested graphs), so a graphml means the same here as in any tool built on it.
     """
-    import xml.etree.ElementTree as ET
-
-    import networkx as nx
-
     path = Path(path)
     if not path.exists():
         raise LtpaError(f"graphml file {str(path)!r} does not exist")
-    try:
-        nodes = list(nx.read_graphml(str(path)).nodes)
-    except (nx.NetworkXError, ET.ParseError, OSError, KeyError, ValueError, LookupError,
-            TypeError, IndexError, AttributeError, RecursionError) as exc:
-        # what networkx raises for files it cannot read: broken XML, an unknown encoding,
-        # undeclared keys, data of the wrong type, ...
+    nodes, exc = _graphml_nodes(path)
+    if exc is not None:
         text = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, LookupError)) \
             else str(exc)
         raise LtpaError(f"graphml file {str(path)!r} could not be read ({text[:300]}); "
@@ -114,3 +110,40 @@ def regions_from_graphml(path) -> np.ndarray:
     if not ids:
         raise LtpaError(f"graphml file {str(path)!r} has no nodes")
     return np.unique(np.asarray(ids, dtype=np.int64))
+
+
+def _graphml_nodes(path, data=False):
+    """(networkx's ``read_graphml`` nodes, None), with their attributes when ``data``; or
+    (None, the exception) for a file networkx cannot read: broken XML, an unknown
+    encoding, undeclared keys, data of the wrong type, ..."""
+    import xml.etree.ElementTree as ET
+
+    import networkx as nx
+
+    try:
+        return list(nx.read_graphml(str(path)).nodes(data=data)), None
+    except (nx.NetworkXError, ET.ParseError, OSError, KeyError, ValueError, LookupError,
+            TypeError, IndexError, AttributeError, RecursionError) as exc:
+        return None, exc
+
+
+def region_names(graphml) -> dict:
+    """{region id: name} from a graphml's node attribute (the first of ``NAME_ATTRIBUTES``
+    that some node has), read by networkx as :func:`regions_from_graphml` reads the ids;
+    {} when it names none or cannot be read (plots and tables then show ids)."""
+    nodes, exc = _graphml_nodes(graphml, data=True)
+    if exc is not None:
+        log.warning("%s: region names not read (%s); region ids are shown instead", graphml, exc)
+        return {}
+    for attr in NAME_ATTRIBUTES:
+        names = {}
+        for node, data in nodes:
+            name = str(data.get(attr, "")).strip()
+            try:
+                if name:
+                    names[int(str(node).strip())] = name
+            except ValueError:
+                pass
+        if names:
+            return names
+    return {}

@@ -7,9 +7,16 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .sidecar import read as _read_sidecar
-from .qc import (number_or_none, pair_counts, pairs_to_matrix, read_length_histogram,
-                 read_tsv, unlabeled_outliers)
+from .qc import (
+    AtlasCounts,
+    number_or_none,
+    pairs_on_union,
+    pairs_to_matrix,
+    read_length_histogram,
+    read_tsv,
+    region_union,
+    unlabeled_outliers,
+)
 
 log = logging.getLogger("ltpa")
 
@@ -242,49 +249,22 @@ def plot_lengths(items, out_png) -> None:
 
 # ---------------------------------------------------------------- connectivity
 
-NAME_ATTRIBUTES = ("dn_name", "name", "label", "dn_fsname")  # dn_*: the Connectome Mapper's
 MAX_TICK_LABELS = 45  # per axis of a connectivity panel: every k-th region is named beyond
 
 
-def region_names(graphml) -> dict:
-    """{region id: name} from a graphml's node attribute (the first of ``NAME_ATTRIBUTES``
-    that some node has), read by networkx as ``ltpa.regions`` reads the ids; {} when it
-    names none or cannot be read (the plot then shows ids)."""
-    import xml.etree.ElementTree as ET
+def _region_axis(ids, names):
+    """(tick positions, tick labels, axis label, font size) of a matrix over region ``ids``:
+    named from ``names`` (ids where it names none), every k-th region when there are more
+    than ``MAX_TICK_LABELS``."""
+    import math
 
-    import networkx as nx
-
-    try:
-        nodes = list(nx.read_graphml(str(graphml)).nodes(data=True))
-    except (nx.NetworkXError, ET.ParseError, OSError, KeyError, ValueError, LookupError,
-            TypeError, IndexError, AttributeError, RecursionError) as exc:
-        log.warning("%s: region names not read (%s); the plot shows region ids", graphml, exc)
-        return {}
-    for attr in NAME_ATTRIBUTES:
-        names = {}
-        for node, data in nodes:
-            name = str(data.get(attr, "")).strip()
-            try:
-                if name:
-                    names[int(str(node).strip())] = name
-            except ValueError:
-                pass
-        if names:
-            return names
-    return {}
-
-
-def _graphml_of(side, npy):
-    """The graphml a labeling read (from its sidecar), or None."""
-    from pathlib import Path
-
-    rec = (side.get("inputs") or {}).get("graphml_path")
-    if not rec:
-        return None
-    path = Path(rec["path"])
-    if not path.exists() and rec.get("relpath"):
-        path = Path(npy).parent / rec["relpath"]
-    return path if path.exists() else None
+    step = max(1, math.ceil(len(ids) / MAX_TICK_LABELS))
+    ticks = list(range(0, len(ids), step))
+    labels = [names.get(int(ids[i]), str(int(ids[i]))) for i in ticks]
+    named = any(int(r) in names for r in ids)
+    nth = f"{step}{ {2: 'nd', 3: 'rd'}.get(step, 'th')}"
+    axis = ("region" if named else "region id") + (f" (every {nth} named)" if step > 1 else "")
+    return ticks, labels, axis, 7 if len(ticks) <= 30 else 5
 
 
 def connectivity_panels(items, report_scan) -> dict:
@@ -292,46 +272,27 @@ def connectivity_panels(items, report_scan) -> dict:
 
     ``items``: [(scan_id, scan_group, numpy_path)]. The region lists come from the npys'
     sidecars (scans without one are left out); scans whose lists differ are placed on
-    the union of the region ids. One pass over the npys, summing per-pair counts per
-    group, so memory does not grow with the number of scans. Returns {"panels":
-    [(title, (U, U) matrix)], "regions": union of region ids, "names": {id: name},
-    "n_scans", "left_out": [scan_id]}.
+    the union of the region ids. One pass over the npys (``ltpa.qc.AtlasCounts``), summing
+    per-pair counts per group, so memory does not grow with the number of scans. Returns
+    {"panels": [(title, (U, U) matrix)], "regions": union of region ids, "names": {id:
+    name}, "n_scans", "left_out": [scan_id]}.
     """
     sums = OrderedDict()  # group -> {region list: [summed pair counts, n scans]}
-    chosen, left_out, graphmls, n_scans = None, [], OrderedDict(), 0
-    for scan_id, group, npy in items:
-        side = _read_sidecar(npy)[0] or {}
-        regions = side.get("region_ids")
-        if regions is None:
-            log.warning("%s: no sidecar with the region list; left out of the plot", npy)
-            left_out.append(scan_id)
-            continue
-        try:
-            counts = pair_counts(np.load(npy), len(regions),
-                                 int(side.get("connection_ids_start_at", 1)))
-        except (OSError, ValueError) as exc:
-            log.warning("%s: left out of the plot (%s)", npy, exc)
-            left_out.append(scan_id)
-            continue
-        key = tuple(int(r) for r in regions)
+    chosen, n_scans = None, 0
+    scans = AtlasCounts(items)
+    for scan_id, group, key, counts, _ in scans:
         slot = sums.setdefault(group, {}).setdefault(key, [np.zeros_like(counts), 0])
         slot[0] += counts
         slot[1] += 1
         n_scans += 1
         if scan_id == report_scan:
             chosen = (scan_id, group, key, counts)
-        graphml = _graphml_of(side, npy)
-        if graphml is not None:
-            graphmls.setdefault(str(graphml), graphml)
-    keys = {k for per_key in sums.values() for k in per_key}
-    union = np.unique(np.concatenate([np.asarray(k, dtype=np.int64) for k in keys])) \
-        if keys else np.zeros(0, dtype=np.int64)
+    union = region_union(k for per_key in sums.values() for k in per_key)
 
     def on_union(key, counts):
-        pos = np.searchsorted(union, np.asarray(key, dtype=np.int64))
-        out = np.zeros((union.size, union.size), dtype=np.float64)
-        out[np.ix_(pos, pos)] = pairs_to_matrix(counts, len(key))
-        return out
+        pairs = np.zeros(union.size * (union.size + 1) // 2, dtype=np.float64)
+        pairs[pairs_on_union(key, union)] = counts
+        return pairs_to_matrix(pairs, union.size)
 
     panels = []
     if chosen is not None:
@@ -342,14 +303,8 @@ def connectivity_panels(items, report_scan) -> dict:
         total = sum(on_union(k, s) for k, (s, _) in per_key.items())
         panels.append((f"group {_group_label(group)}: mean of {n} scan{'s' if n > 1 else ''}",
                        total / n))
-    names = {}
-    for graphml in graphmls.values():  # a study has one graphml per atlas, or a few copies
-        for rid, name in region_names(graphml).items():
-            names.setdefault(rid, name)
-        if all(int(r) in names for r in union):
-            break
-    return {"panels": panels, "regions": union, "names": names, "n_scans": n_scans,
-            "left_out": left_out}
+    return {"panels": panels, "regions": union, "names": scans.names(union), "n_scans": n_scans,
+            "left_out": scans.left_out}
 
 
 def connectivity_figure(atlas, items, report_scan):
@@ -383,10 +338,7 @@ def connectivity_figure(atlas, items, report_scan):
     fig, axes = plt.subplots(nrows, ncols, squeeze=False,
                              figsize=(5.0 * ncols + 2.0, 5.0 * nrows + 1.2), layout="constrained")
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
-    step = max(1, math.ceil(keep.size / MAX_TICK_LABELS))
-    ticks = list(range(0, keep.size, step))
-    labels = [names.get(int(union[keep[i]]), str(int(union[keep[i]]))) for i in ticks]
-    named = any(int(union[k]) in names for k in keep)
+    ticks, labels, axis, size = _region_axis(union[keep], names)
     images = []
     for ax, (_, sub) in zip(axes.ravel(), subs if keep.size else []):
         images.append(ax.imshow(np.where(sub > 0, sub, np.nan), cmap=cmap, norm=norm,
@@ -395,9 +347,6 @@ def connectivity_figure(atlas, items, report_scan):
         ax.set_title(title, fontsize=10)
     for ax in axes.ravel()[len(subs):]:
         ax.set_axis_off()
-    size = 7 if len(ticks) <= 30 else 5
-    nth = f"{step}{ {2: 'nd', 3: 'rd'}.get(step, 'th')}"
-    axis = ("region" if named else "region id") + (f" (every {nth} named)" if step > 1 else "")
     used = max(len(subs), 1)
     for i, ax in enumerate(axes.ravel()[:used]):  # names left of the first column, under the last
         left, bottom = i % ncols == 0, i + ncols >= used
@@ -428,81 +377,114 @@ def plot_connectivity(atlas, items, report_scan, out_png) -> None:
     _save(fig, out_png, dpi=110)
 
 
-# ---------------------------------------------------------------- viewing the report
+# ---------------------------------------------------------------- group differences
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--hide-scrollbars", "--virtual-time-budget=10000"]
-
-
-def find_chromium():
-    """Path of a Chromium (or Chrome) binary, or None."""
-    import shutil
-
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
+MAX_RANKED = 15  # pairs named on the ranked plot of each comparison
+MAX_MARKED = 3  # of them, outlined and numbered on the matrix
+MIN_T_SCALE = 4.0  # the colour scale reaches at least |t| 4: noise alone stays pale
 
 
-def open_report(report_html, *, show=None, category=None, subcategory=None, screenshot=None,
-                window_size=(1400, 900), chromium=None, timeout=120) -> str:
-    """Open a Snakemake report in headless Chromium, as a user would, and return the DOM.
-
-    The report is a JavaScript app: a copy of it gets a few lines that, once the
-    app has started, open the ``category``/``subcategory`` in the menu and show
-    the result ``show`` (its path in the report, e.g. ``results/report/lengths.png``),
-    like clicking them. With ``screenshot``, a PNG of the window is saved there.
+def group_differences_figure(atlas, rows):
+    """(figure, info) of one atlas's group-difference table (``ltpa.groupdiff``): per
+    comparison, the matrix of Welch's t over the regions of the tested pairs (diverging
+    colours, limits symmetric and shared by every comparison; untested pairs blank) with
+    the ``MAX_MARKED`` top-ranked pairs outlined and numbered, and the ``MAX_RANKED``
+    top-ranked pairs (by p) as a dot plot of t named "name_a -- name_b", with the ratio of
+    mean shares beside it; filled dots have a q below the table's FDR. ``rows``: the table's rows
+    (strings). ``info``: {"comparisons": [(group, reference)], "ranked": {comparison:
+    [(label, t, ratio, flag)]}, "regions": {comparison: region ids}, "limit": |t| of the
+    colour scale}.
     """
-    import json
-    import subprocess
-    import tempfile
-    from pathlib import Path
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.patches import Rectangle
 
-    chromium = chromium or find_chromium()
-    if chromium is None:
-        raise FileNotFoundError("no chromium binary on PATH")
-    html = Path(report_html).read_text(encoding="utf-8")
-    view = {}
-    if category:
-        view.update(navbarMode="subcategory" if subcategory else "category", category=category)
-        if subcategory:
-            view["subcategory"] = subcategory
-    driver = ("<script>(function () {"
-              f"var view = {json.dumps(view)}; var show = {json.dumps(show)};"
-              "function go() { if (typeof app === 'undefined' || !app) { return setTimeout(go, 50); }"
-              " if (show) { var r = results[show]; view.content = 'img'; view.contentPath = r.data_uri;"
-              " view.resultPath = show; }"
-              " if (Object.keys(view).length) { app.setView(view); } }"
-              " window.addEventListener('load', function () { setTimeout(go, 100); });"
-              "})();</script>")
-    i = html.rfind("</body>")
-    html = html[:i] + driver + html[i:] if i >= 0 else html + driver
-    with tempfile.TemporaryDirectory(prefix="ltpa-report-") as tmp:
-        page = Path(tmp) / "report.html"
-        page.write_text(html, encoding="utf-8")
-        base = [chromium, *CHROMIUM_FLAGS, f"--window-size={window_size[0]},{window_size[1]}"]
-        dom = subprocess.run(base + [f"--user-data-dir={tmp}/profile", "--dump-dom",
-                                     page.as_uri()],
-                             capture_output=True, text=True, timeout=timeout, check=True).stdout
-        if screenshot:
-            subprocess.run(base + [f"--user-data-dir={tmp}/profile2",
-                                   f"--screenshot={Path(screenshot).resolve()}", page.as_uri()],
-                           capture_output=True, text=True, timeout=timeout, check=True)
-    return dom
+    plt = _plt()
+    comps = OrderedDict()
+    for r in rows:
+        comps.setdefault((r["group"], r["reference"]), []).append(r)
+    t_all = [abs(float(r["welch_t"])) for r in rows]
+    limit = max([MIN_T_SCALE] + t_all)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.93")
+    n = max(len(comps), 1)
+    fig, axes = plt.subplots(n, 2, squeeze=False, figsize=(13.0, 6.4 * n + 0.5),
+                             gridspec_kw={"width_ratios": [1.15, 1]}, layout="constrained")
+    info = {"comparisons": list(comps), "ranked": {}, "regions": {}, "limit": limit}
+    for (ax_m, ax_r), (comp, crows) in zip(axes, comps.items()):
+        group, ref = comp
+        crows = sorted(crows, key=lambda r: int(r["rank"]))
+        a = np.array([int(r["region_a"]) for r in crows])
+        b = np.array([int(r["region_b"]) for r in crows])
+        t = np.array([float(r["welch_t"]) for r in crows])
+        ids = np.unique(np.concatenate([a, b]))
+        names = {int(r["region_a"]): r["name_a"] for r in crows}
+        names.update({int(r["region_b"]): r["name_b"] for r in crows})
+        pa, pb = np.searchsorted(ids, a), np.searchsorted(ids, b)
+        mat = np.full((ids.size, ids.size), np.nan)
+        mat[pa, pb] = t
+        mat[pb, pa] = t
+        image = ax_m.imshow(mat, cmap=cmap, norm=norm, interpolation="nearest")
+        for k in range(min(MAX_MARKED, len(crows))):
+            for x, y in {(pa[k], pb[k]), (pb[k], pa[k])}:
+                ax_m.add_patch(Rectangle((x - 1.5, y - 1.5), 3, 3, fill=False, lw=1.1,
+                                         edgecolor="black"))
+            ax_m.annotate(str(k + 1), (max(pa[k], pb[k]) + 1.6, min(pa[k], pb[k]) - 1.6),
+                          fontsize=8, fontweight="bold", ha="left", va="bottom")
+        ticks, labels, axis, size = _region_axis(ids, names)
+        ax_m.set_xticks(ticks, labels, rotation=90, fontsize=size)
+        ax_m.set_yticks(ticks, labels, fontsize=size)
+        ax_m.set_xlabel(axis)
+        ax_m.set_ylabel(axis)
+        ax_m.set_title(f"{group} vs {ref}: {len(crows)} pairs tested", fontsize=11)
+        fig.colorbar(image, ax=ax_m, shrink=0.7, pad=0.02).set_label(
+            f"Welch's t ({group} - {ref})", fontsize=10)
+        top = crows[:MAX_RANKED]
+        y = np.arange(len(top))
+        tt = t[:len(top)]
+        flagged = np.array([bool(r["flag"]) for r in top], dtype=bool)
+        colors = cmap(norm(tt)).reshape(-1, 4)
+        ax_r.hlines(y, 0, tt, color=colors, lw=2)
+        ax_r.scatter(tt[flagged], y[flagged], s=46, c=colors[flagged], edgecolors="black",
+                     zorder=3)
+        ax_r.scatter(tt[~flagged], y[~flagged], s=40, facecolors="white",
+                     edgecolors=colors[~flagged], linewidths=1.4, zorder=3)
+        labels_r = [f"{k + 1}. {r['name_a']} -- {r['name_b']}" for k, r in enumerate(top)]
+        ax_r.set_yticks(y, labels_r, fontsize=10)
+        ax_r.set_ylim(len(top) - 0.5, -0.5)
+        ax_r.axvline(0, color="0.3", lw=0.8)
+        span = max(float(np.abs(tt).max()) if tt.size else 1.0, 1.0) * 1.15
+        ax_r.set_xlim(-span, span)
+        column = ax_r.get_yaxis_transform()  # x: axes fraction, y: data
+        ax_r.text(1.03, len(top) - 0.3, f"ratio\n{group} /\n{ref}", transform=column,
+                  ha="left", va="top", fontsize=9)
+        for yi, r in zip(y, top):
+            ratio = number_or_none(r["ratio"])
+            ax_r.text(1.03, yi, f"{ratio:.2f}" if ratio is not None else "", transform=column,
+                      ha="left", va="center", fontsize=10)
+        ax_r.set_xlabel(f"Welch's t ({group} - {ref})")
+        fdr = next((r["flag"].split("<", 1)[1] for r in crows if r["flag"]), None)
+        ax_r.set_title(f"top {len(top)} pairs by p"
+                       + (f"; filled: q < {fdr} (Benjamini-Hochberg)" if fdr else ""), fontsize=10)
+        ax_r.grid(axis="x", color="0.9")
+        info["ranked"][comp] = [(lab.split(". ", 1)[1], float(v), number_or_none(r["ratio"]),
+                                 r["flag"]) for lab, v, r in zip(labels_r, tt, top)]
+        info["regions"][comp] = ids
+    if not comps:
+        for ax in axes[0]:
+            ax.set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no group comparison: fewer than two groups of 2+ scans, or "
+                        "no pair with enough streamlines", ha="center", va="center",
+                        transform=axes[0, 0].transAxes)
+    fig.suptitle(f"group differences, atlas {atlas}: Welch's t of each scan's share of "
+                 "streamlines per region pair", fontsize=13)
+    return fig, info
 
 
-def rendered_part(dom: str) -> str:
-    """The DOM without <script> and <style> contents: what the app rendered."""
-    import re
-
-    dom = re.sub(r"<script\b.*?</script>", "", dom, flags=re.S)
-    return re.sub(r"<style\b.*?</style>", "", dom, flags=re.S)
-
-
-if __name__ == "__main__":  # python -m ltpa.report REPORT.html OUT.png: the README screenshot
-    import sys
-
-    open_report(sys.argv[1], category="Plots", subcategory="connection counts",
-                show=sys.argv[3] if len(sys.argv) > 3 else None, screenshot=sys.argv[2])
+def plot_group_differences(atlas, table_tsv, out_png) -> None:
+    """Group differences of one atlas (see :func:`group_differences_figure`) from its table
+    ``qc/group_differences/<atlas>.tsv``."""
+    fig, info = group_differences_figure(atlas, read_tsv(table_tsv))
+    for comp, ranked in info["ranked"].items():
+        if ranked:
+            log.info("%s vs %s: top pair %s (t %.2f)", *comp, ranked[0][0], ranked[0][1])
+    _save(fig, out_png, dpi=100)

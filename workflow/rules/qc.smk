@@ -5,7 +5,8 @@
 # submitted, before these rules' inputs exist, so size-based formulas would read 0.
 # The summary and plots read only the small per-scan tables (and plot_connectivity each npy
 # once, summing per group): at 3,000 scans under 10 s each and ~100 MB RSS, whatever the
-# number of scans (benchmarks/report_scale.py).
+# number of scans (benchmarks/report_scale.py). qc_group_differences also reads each npy
+# once, keeping per group running means and variances (ltpa.groupdiff).
 
 
 rule qc_scan:
@@ -123,6 +124,54 @@ rule plot_connectivity:
         report_scan=REPORT_SCAN,
     script:
         "../scripts/plot_connectivity.py"
+
+
+# per atlas with 2+ scan_groups of 2+ scans: Welch's t per region pair (ltpa.groupdiff)
+rule qc_group_differences:
+    input:
+        npy=lambda wc: [p for _, _, p in atlas_npys(wc.atlas)],
+    output:
+        tsv=report(
+            f"{RESULTS}/qc/group_differences/{{atlas}}.tsv",
+            caption="../report/group_differences_table.rst",
+            category="QC",
+            labels={"table": "group differences", "atlas": "{atlas}"},
+        ),
+    log:
+        f"{LOG_DIR}/qc_group_differences/atlas_{{atlas}}.log",
+    wildcard_constraints:
+        atlas=ids_alternation(ATLAS_KEYS),
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
+    params:
+        scans=lambda wc: atlas_npys(wc.atlas),
+    script:
+        "../scripts/qc_group_differences.py"
+
+
+rule plot_group_differences:
+    input:
+        tsv=f"{RESULTS}/qc/group_differences/{{atlas}}.tsv",
+    output:
+        png=report(
+            f"{RESULTS}/report/group_differences/{{atlas}}.png",
+            caption="../report/group_differences.rst",
+            category="Plots",
+            subcategory="group differences",
+            labels={"plot": "group differences", "atlas": "{atlas}"},
+        ),
+    log:
+        f"{LOG_DIR}/plot_group_differences/atlas_{{atlas}}.log",
+    wildcard_constraints:
+        atlas=ids_alternation(ATLAS_KEYS),
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
+    script:
+        "../scripts/plot_group_differences.py"
 
 
 rule provenance:

@@ -68,6 +68,16 @@ def atlas_npys(atlas):
     ]
 
 
+def compared_atlases():
+    """The atlases with a group comparison: 2+ scan_groups of 2+ scans (ltpa.groupdiff)."""
+    from collections import Counter
+
+    from ltpa.groupdiff import comparisons
+
+    return [a for a in ATLAS_KEYS
+            if comparisons(Counter(group for _, group, _ in atlas_npys(a)))]
+
+
 def qc_outputs():
     """The QC, report and provenance files that the target rule asks for (none when qc is off)."""
     if not config["qc"]:
@@ -79,4 +89,7 @@ def qc_outputs():
         f"{RESULTS}/provenance/config.yaml",
     ]
     out += [f"{RESULTS}/report/connectivity/{a}.png" for a in ATLAS_KEYS]
+    for a in compared_atlases():
+        out += [f"{RESULTS}/qc/group_differences/{a}.tsv",
+                f"{RESULTS}/report/group_differences/{a}.png"]
     return out

@@ -1,0 +1,15 @@
+"""Snakemake script: one atlas's npys -> the group-difference table (see ltpa.groupdiff)."""
+
+import sys
+from pathlib import Path
+
+try:
+    import ltpa  # noqa: F401
+except ImportError:  # plain checkout
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from ltpa.groupdiff import write_group_differences
+from ltpa.jobs import job
+
+with job(snakemake.log[0], f"qc_group_differences atlas={snakemake.wildcards.atlas}"):
+    write_group_differences(snakemake.params.scans, snakemake.output.tsv)
