@@ -74,8 +74,7 @@ def compared_atlases():
 
     from ltpa.groupdiff import comparisons
 
-    return [a for a in ATLAS_KEYS
-            if comparisons(Counter(group for _, group, _ in atlas_npys(a)))]
+    return [a for a in ATLAS_KEYS if comparisons(Counter(group for _, group, _ in atlas_npys(a)))]
 
 
 def qc_outputs():
@@ -90,6 +89,8 @@ def qc_outputs():
     ]
     out += [f"{RESULTS}/report/connectivity/{a}.png" for a in ATLAS_KEYS]
     for a in compared_atlases():
-        out += [f"{RESULTS}/qc/group_differences/{a}.tsv",
-                f"{RESULTS}/report/group_differences/{a}.png"]
+        out += [
+            f"{RESULTS}/qc/group_differences/{a}.tsv",
+            f"{RESULTS}/report/group_differences/{a}.png",
+        ]
     return out
