@@ -42,7 +42,7 @@ def _group_label(group) -> str:
 
 def _save(fig, out_png, dpi=100) -> None:
     plt = _plt()
-    fig.savefig(out_png, dpi=dpi)
+    fig.savefig(out_png, dpi=dpi, bbox_inches="tight")  # no label cut at the edges
     plt.close(fig)
     log.info("wrote %s", out_png)
 
