@@ -1,7 +1,8 @@
 """Bounded-time fuzz of every input format ltpa reads, through the real entry points.
 
     python benchmarks/fuzz.py [--format all|trk|trk.gz|tck|trx|nifti|graphml|labels|sidecar|
-                                        local_data|pkl] [--seconds 60] [--seed 0] [--mem-gb 4] [--json]
+                                        local_data|pkl] [--seconds 60] [--seed 0] [--mem-gb 4]
+                              [--json]
     python benchmarks/fuzz.py --format FMT --replay FILE [--meta JSON]   # rerun one saved input
 
 For each format (``--format all``: one after the other, ``--seconds`` each), small real seed
@@ -286,7 +287,8 @@ def mutate_text(data: bytes, rng) -> tuple[bytes, str]:
         if ms:
             m = _pick(rng, ms)
             v = _pick(rng, NUMBER_TEXTS)
-            return data[:m.start()] + _enc(v) + data[m.end():], f"number {m.group(0)[:20]!r} -> {v[:20]!r}"
+            return (data[:m.start()] + _enc(v) + data[m.end():],
+                    f"number {m.group(0)[:20]!r} -> {v[:20]!r}")
     if kind in ("dup_line", "del_line") and lines:
         i = int(rng.integers(0, len(lines)))
         if kind == "dup_line":
@@ -316,8 +318,10 @@ def mutate_text(data: bytes, rng) -> tuple[bytes, str]:
         ws = list(_WORD_RE.finditer(data))
         if ws:
             m = _pick(rng, ws)
-            other = _pick(rng, ws).group(0) if rng.random() < 0.5 else _enc(_pick(rng, UNICODE_TEXTS))
-            return data[:m.start()] + other + data[m.end():], f"word {m.group(0)[:20]!r} -> {other[:20]!r}"
+            other = (_pick(rng, ws).group(0) if rng.random() < 0.5
+                     else _enc(_pick(rng, UNICODE_TEXTS)))
+            return (data[:m.start()] + other + data[m.end():],
+                    f"word {m.group(0)[:20]!r} -> {other[:20]!r}")
     if kind == "bom":
         bom = _pick(rng, [b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"])
         return bom + data, f"BOM {bom!r}"
@@ -352,8 +356,8 @@ class _Raw:
 
 
 def _wrong_value(rng):
-    v = _pick(rng, ["none", "true", "false", "int", "float", "str", "list", "dict", "deep", "hugeint",
-                    "nul", "surrogate", "path", "long"])
+    v = _pick(rng, ["none", "true", "false", "int", "float", "str", "list", "dict", "deep",
+                    "hugeint", "nul", "surrogate", "path", "long"])
     return {
         "none": None, "true": True, "false": False,
         "int": _pick(rng, EDGE_INTS), "float": _pick(rng, EDGE_FLOATS),
@@ -430,7 +434,8 @@ def mutate_json(data: bytes, rng, hot_keys=()) -> tuple[bytes, str]:
     if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
         new = _pick(rng, [value + 1, value - 1, -value, value * 2**32, 0, float(value),
                           _Raw("9" * 5000)] + EDGE_INTS[:6])
-        return json_dumps(_set_at(obj, path, new), rng), f"number at {where} -> {str(getattr(new, 'text', new))[:30]}"
+        return (json_dumps(_set_at(obj, path, new), rng),
+                f"number at {where} -> {str(getattr(new, 'text', new))[:30]}")
     if kind == "delete" and path:
         parent = obj
         for p in path[:-1]:
@@ -595,8 +600,9 @@ def check_streamlines(facts, ids, ref, vs, *, keeps_empty, key_of, key_dim, atla
             got[k] = v
     if got != want:
         diff = sorted((set(got) ^ set(want)) or {k for k in got if got[k] != want.get(k)})[:3]
+        examples = [(k, got.get(k), want.get(k)) for k in diff]
         raise WrongAnswer("index", f"voxel index differs from hash_slow ({len(got)} vs "
-                          f"{len(want)} voxels; e.g. {[(k, got.get(k), want.get(k)) for k in diff]})")
+                          f"{len(want)} voxels; e.g. {examples})")
     if ids is not None and atlas is not None:
         exp = label_ref(ref, atlas, vs, regions)
         for r in range(len(ref)):
@@ -720,7 +726,8 @@ class TrkFormat:
         return ref
 
     def run(self, ctx, path, meta):
-        return run_streamlines(ctx, path, meta["space"], ".trk", self.reference_of(path.read_bytes()))
+        return run_streamlines(ctx, path, meta["space"], ".trk",
+                               self.reference_of(path.read_bytes()))
 
     def direct(self, path, meta):
         return (f"{sys.executable} -c \"from ltpa.pipeline import index_scan; "
@@ -1005,7 +1012,8 @@ class TckFormat:
                     del fields[int(rng.integers(0, len(fields)))]
                 else:
                     fields.insert(int(rng.integers(0, len(fields) + 1)),
-                                  _pick(rng, [("foo", "bar"), ("no colon", ""), ("\u00e9t\u00e9", "\u2028"),
+                                  _pick(rng, [("foo", "bar"), ("no colon", ""),
+                                              ("\u00e9t\u00e9", "\u2028"),
                                               ("END", ""), ("", ""), ("count", "")]))
                 descs.append(f"header line {how}")
             elif kind == "no_end":
@@ -1076,7 +1084,8 @@ class TckFormat:
                 sls = [np.asarray(s, dtype=np.float64) for s in tck.streamlines]
                 if not all(np.all(np.isfinite(s)) for s in sls):
                     raise ValueError("non-finite points")
-                return "primary", ras_to_voxel_units(sls, QSDR_AFFINE), (1.0, 1.0, 1.0), False, FACE_TOL
+                return ("primary", ras_to_voxel_units(sls, QSDR_AFFINE), (1.0, 1.0, 1.0), False,
+                        FACE_TOL)
             except Exception as exc:  # noqa: BLE001 - nibabel refuses: the own reader checks
                 own = tck_own_read(path.read_bytes())
                 if own is None:
@@ -1157,7 +1166,8 @@ class TrxFormat:
             members = [(i.filename, z.read(i.filename)) for i in z.infolist()]
         self.seeds.append(dict(name="trxpy", members=members, deflate=False, folder=False))
         s2 = qsdr_ras_streamlines(rng, 10)
-        self.seeds.append(dict(name="f16_u64_deflated", members=trx_members(s2, "float16", "uint64"),
+        self.seeds.append(dict(name="f16_u64_deflated",
+                               members=trx_members(s2, "float16", "uint64"),
                                deflate=True, folder=False))
         self.seeds.append(dict(name="f64_u32_nofinal",
                                members=trx_members(qsdr_ras_streamlines(rng, 9), "float64",
@@ -1214,7 +1224,8 @@ class TrxFormat:
                     key = _pick(rng, ["NB_VERTICES", "NB_STREAMLINES"])
                     old = h.get(key, 0) if isinstance(h.get(key), int) else 0
                     v = _pick(rng, [old + 1, old - 1, 0, -1, 2**32, 2**63, 2**64, str(old),
-                                    float(old), old + 0.5, None, True, [old], 1e300, _Raw("9" * 5000)])
+                                    float(old), old + 0.5, None, True, [old], 1e300,
+                                    _Raw("9" * 5000)])
                     h[key] = v
                     members[i] = ("header.json", json_dumps(h, rng))
                     descs.append(f"{key} = {str(getattr(v, 'text', v))[:20]}")
@@ -1235,8 +1246,9 @@ class TrxFormat:
                 name, data = members[i]
                 code = TRX_UINTS.get(name.split(".")[-1])
                 if code and len(data) >= np.dtype(code).itemsize:
-                    arr = np.frombuffer(data[:len(data) // np.dtype(code).itemsize
-                                             * np.dtype(code).itemsize], code).astype(object).tolist()
+                    size = np.dtype(code).itemsize
+                    arr = np.frombuffer(data[:len(data) // size * size],
+                                        code).astype(object).tolist()
                     how = _pick(rng, ["set", "set", "drop", "add", "recode", "swap"])
                     if how == "set" and arr:
                         j = int(rng.integers(0, len(arr)))
@@ -1289,7 +1301,8 @@ class TrxFormat:
                     descs.append("positions extended")
             elif kind == "rename" and members:
                 i = int(rng.integers(0, len(members)))
-                new = _pick(rng, ["positions.3.float32", "positions.3.float64", "positions.3.float16",
+                new = _pick(rng, ["positions.3.float32", "positions.3.float64",
+                                  "positions.3.float16",
                                   "positions.3.int32", "positions.4.float32", "positions.float32",
                                   "positions.3.float32.bak", "offsets.uint32", "offsets.uint64",
                                   "offsets.int64", "offsets.uint16", "offsets", "header.json",
@@ -1351,7 +1364,8 @@ class TrxFormat:
                 t = load(str(scratch))
                 try:
                     n_header = int(t.header["NB_STREAMLINES"])
-                    sls = [np.array(s, dtype=np.float64, copy=True).reshape(-1, 3) for s in t.streamlines]
+                    sls = [np.array(s, dtype=np.float64, copy=True).reshape(-1, 3)
+                           for s in t.streamlines]
                 finally:
                     t.close()
             except Exception as exc:  # noqa: BLE001
@@ -1441,7 +1455,8 @@ class NiftiFormat:
         self.trks = {}
         for key, p in (("demo", study / "s1" / "s1.trk"), ("walks", walks)):
             sls, vs = nib_trk_voxmm(p.read_bytes())
-            vox = np.unique(np.concatenate([np.floor(s / 2.0).astype(np.int64) for s in sls]), axis=0)
+            vox = np.unique(np.concatenate([np.floor(s / 2.0).astype(np.int64) for s in sls]),
+                            axis=0)
             inside = np.all((vox >= 0) & (vox < np.array(QSDR_DIM)), axis=1)
             vox = vox[inside]
             flat = vox[:, 0] + QSDR_DIM[0] * (vox[:, 1] + QSDR_DIM[1] * vox[:, 2])  # Fortran order
@@ -1560,7 +1575,8 @@ class NiftiFormat:
                     v = _pick(rng, [NAN, INF, -INF, 0.5, -1.0, 1e30, 2.0**63, 2.0**64,
                                     9.2233720368547748e18, 16777217.0, 1e-30, -0.0, 83.0, 7.0])
                 elif dt.kind == "u":
-                    v = int(_pick(rng, [0, 1, 83, np.iinfo(dt).max, 2**63 - 1 if dt.itemsize == 8 else 7,
+                    v = int(_pick(rng, [0, 1, 83, np.iinfo(dt).max,
+                                        2**63 - 1 if dt.itemsize == 8 else 7,
                                         2**63 if dt.itemsize == 8 else 9]))
                 else:
                     v = int(_pick(rng, [0, -1, 1, 83, 51, np.iinfo(dt).max, np.iinfo(dt).min]))
@@ -1637,7 +1653,8 @@ class NiftiFormat:
         # the grids the volume may be labeled in: as stored, and (when its affine is another
         # orientation of the QSDR grid) moved there by index, which ltpa may do
         grids = [("as stored", data)] if data.ndim == 3 else []
-        if data.ndim == 3 and affine is not None and not np.allclose(affine, QSDR_AFFINE, atol=1e-3):
+        if (data.ndim == 3 and affine is not None
+                and not np.allclose(affine, QSDR_AFFINE, atol=1e-3)):
             from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
             try:
@@ -1718,7 +1735,8 @@ class GraphmlFormat:
         rng = ctx.rng_seeds
         self.seeds = []
         for scale in ("scale33", "scale60"):
-            self.seeds.append(dict(name=scale, raw=(study / "atlases" / f"{scale}.graphml").read_bytes()))
+            self.seeds.append(dict(name=scale,
+                                   raw=(study / "atlases" / f"{scale}.graphml").read_bytes()))
 
         def nxw(name, g):
             p = ctx.work / "seeds" / f"{name}.graphml"
@@ -1746,24 +1764,30 @@ class GraphmlFormat:
                 GML_HEAD.replace(">\n", ' xmlns:y="http://www.yworks.com/xml/graphml">\n', 1)
                 + '<key for="node" id="d0" yfiles.type="nodegraphics"/><graph id="G" '
                   'edgedefault="directed"><node id="5"><data key="d0"><y:ShapeNode><y:NodeLabel>'
-                  'five</y:NodeLabel></y:ShapeNode></data></node><node id="6"/></graph></graphml>')),
+                  'five</y:NodeLabel></y:ShapeNode></data></node><node id="6"/></graph>'
+                  '</graphml>')),
             dict(name="nested", raw=_enc(GML_HEAD + '<graph edgedefault="undirected"><node id="1">'
                                          '<graph id="s" edgedefault="undirected"><node id="2"/>'
                                          '</graph></node><node id="3"/></graph></graphml>')),
-            dict(name="hyperedge", raw=_enc(GML_HEAD + '<graph edgedefault="undirected"><node id="1"/>'
+            dict(name="hyperedge", raw=_enc(GML_HEAD + '<graph edgedefault="undirected">'
+                                            '<node id="1"/>'
                                             '<node id="2"/><hyperedge><endpoint node="1"/>'
                                             '<endpoint node="2"/></hyperedge></graph></graphml>')),
             dict(name="edge_only_node", raw=_enc(GML_HEAD + '<graph edgedefault="undirected">'
                                                  '<node id="1"/><edge source="1" target="77"/>'
                                                  '</graph></graphml>')),
-            dict(name="two_graphs", raw=_enc(GML_HEAD + '<graph edgedefault="undirected"><node id="8"/>'
-                                             '</graph><graph edgedefault="undirected"><node id="9"/>'
+            dict(name="two_graphs", raw=_enc(GML_HEAD + '<graph edgedefault="undirected">'
+                                             '<node id="8"/></graph>'
+                                             '<graph edgedefault="undirected"><node id="9"/>'
                                              '</graph></graphml>')),
-            dict(name="entities", raw=_enc('<?xml version="1.0"?>\n<!DOCTYPE graphml [<!ENTITY n "5">]>\n'
-                                           f'<graphml xmlns="{GML_NS}"><graph edgedefault="undirected">'
+            dict(name="entities", raw=_enc('<?xml version="1.0"?>\n'
+                                           '<!DOCTYPE graphml [<!ENTITY n "5">]>\n'
+                                           f'<graphml xmlns="{GML_NS}">'
+                                           '<graph edgedefault="undirected">'
                                            '<node id="&n;"/><node id="6"/></graph></graphml>')),
             dict(name="typed_keys", raw=_enc(
-                GML_HEAD + '<key id="k" for="node" attr.name="w" attr.type="int"><default>3</default>'
+                GML_HEAD + '<key id="k" for="node" attr.name="w" attr.type="int">'
+                '<default>3</default>'
                 '</key><graph edgedefault="undirected"><node id="10"><data key="k">4</data></node>'
                 '<node id="11"/></graph></graphml>')),
         ]
@@ -1805,7 +1829,8 @@ class GraphmlFormat:
                 a = _enc(_pick(rng, ID_VALUES + ["1", "2", "5"]))
                 c = _enc(_pick(rng, ["1", "2", "900", "5", "abc"]))
                 ins = {"edge": b'<edge source="' + a + b'" target="' + c + b'"/>',
-                       "nest": b'<node id="900"><graph id="sub"><node id="' + a + b'"/></graph></node>',
+                       "nest": b'<node id="900"><graph id="sub"><node id="' + a
+                               + b'"/></graph></node>',
                        "hyperedge": b'<hyperedge><endpoint node="' + a + b'"/></hyperedge>'}[kind]
                 data = data[:close] + ins + data[close:]
                 descs.append(f"{kind} with {a[:20]!r}")
@@ -1817,7 +1842,8 @@ class GraphmlFormat:
             elif kind == "entity":
                 levels = int(rng.integers(1, 6))
                 decl = b'<!ENTITY e0 "7">' + b"".join(
-                    b"<!ENTITY e%d \"%s\">" % (k, b"&e%d;" % (k - 1) * 10) for k in range(1, levels))
+                    b"<!ENTITY e%d \"%s\">" % (k, b"&e%d;" % (k - 1) * 10)
+                    for k in range(1, levels))
                 body = data.split(b"?>", 1)[-1] if data.startswith(b"<?xml") else data
                 body = re.sub(rb"<!DOCTYPE[^]]*\]>", b"", body)
                 if ids:
@@ -1877,7 +1903,8 @@ class GraphmlFormat:
             ctx.note("reference ambiguous: a node id only Python's int() reads",
                      repr([str(n)[:20] for n, v in zip(nodes, values) if v == "ambiguous"][:3]))
             return "noref" if accepted else "rejected"
-        if not values or any(v is None for v in values) or min(values) <= 0 or max(values) > MAX_LABEL:
+        if (not values or any(v is None for v in values) or min(values) <= 0
+                or max(values) > MAX_LABEL):
             want = None
         else:
             want = sorted(set(values))
@@ -1902,15 +1929,15 @@ class GraphmlFormat:
             nested = [e for e in elems if str(e.tag).rsplit("}", 1)[-1] == "node"
                       and any(str(c.tag).rsplit("}", 1)[-1] == "node" for c in e.iter()
                               if c is not e)]
+            verdict = "accepted" if accepted else "rejected"
+            shown = sorted(int(v) for v in got)[:8] if accepted else ""
             if nested:
-                raise WrongAnswer("regions:nodes inside nodes", f"{'accepted' if accepted else 'rejected'}"
-                                  f" {sorted(int(v) for v in got)[:8] if accepted else ''} (n="
+                raise WrongAnswer("regions:nodes inside nodes", f"{verdict} {shown} (n="
                                   f"{len(got) if accepted else 0}); networkx reads only a graph's "
                                   f"own <node> children: {len(nodes)} nodes; <node id="
                                   f"{nested[0].get('id')!r}> holds other <node>s")
             if undeclared and all(n in ends for n in undeclared):
-                raise WrongAnswer("regions:edge-only nodes", f"{'accepted' if accepted else 'rejected'}"
-                                  f" {sorted(int(v) for v in got)[:8] if accepted else ''}; networkx "
+                raise WrongAnswer("regions:edge-only nodes", f"{verdict} {shown}; networkx "
                                   f"also has nodes {undeclared[:4]} that only edges name")
         if accepted and want is None:
             raise WrongAnswer("regions", f"accepted node ids {np.asarray(got)[:6].tolist()}, but "
@@ -1984,7 +2011,8 @@ class LabelsFormat:
         self.seeds = [
             dict(name="tsv_header", raw=_enc("index\tname\n0\tUnknown\n"
                                              + "".join(f"{i}\t{n}\n" for i, n in rows))),
-            dict(name="csv_header", raw=_enc("index,name\n" + "".join(f"{i},{n}\n" for i, n in rows))),
+            dict(name="csv_header", raw=_enc("index,name\n"
+                                             + "".join(f"{i},{n}\n" for i, n in rows))),
             dict(name="csv_quoted", raw=_enc('"index","name"\n'
                                              + "".join(f'"{i}","{n}"\n' for i, n in rows))),
             dict(name="tsv_noheader_crlf", raw=_enc("".join(f"{i}\t{n}\r\n" for i, n in rows))),
@@ -1994,7 +2022,8 @@ class LabelsFormat:
                 + "".join(f"{i:<4}{n:<31}{i % 255:<4}{(3 * i) % 255:<4}20  0\n" for i, n in rows))),
             dict(name="mrtrix_lut", raw=_enc("# MRtrix LUT\n" + "".join(
                 f"{i}    {n}    200 100 50 255\n" for i, n in rows))),
-            dict(name="big_ids", raw=_enc("index,name\n1,a\n9223372036854775807,max\n4294967296,b\n")),
+            dict(name="big_ids",
+                 raw=_enc("index,name\n1,a\n9223372036854775807,max\n4294967296,b\n")),
         ]
 
     def seed_name(self, seed):
@@ -2062,7 +2091,8 @@ class LabelsFormat:
                               f"table is invalid")
         if accepted and got != want:
             raise WrongAnswer("regions", f"regions {got[:8]} (n={len(got)}), the rules give "
-                              f"{want[:8]} (n={len(want)}); missing {sorted(set(want) - set(got))[:5]}, "
+                              f"{want[:8]} (n={len(want)}); "
+                              f"missing {sorted(set(want) - set(got))[:5]}, "
                               f"extra {sorted(set(got) - set(want))[:5]}")
         if not accepted and want is not None:
             raise WrongAnswer("regions", f"rejected a table the rules read as {want[:8]} "
@@ -2206,8 +2236,8 @@ class SidecarFormat:
         else:
             return "noref"
         if verdict.status != want:
-            raise WrongAnswer("verdict", f"{rule} gives {verdict.status!r} ({verdict.reason[:120]}), "
-                              f"expected {want!r}")
+            raise WrongAnswer("verdict", f"{rule} gives {verdict.status!r} "
+                              f"({verdict.reason[:120]}), expected {want!r}")
         return "equal"
 
     def direct(self, path, meta):
@@ -2298,7 +2328,8 @@ class LocalDataFormat:
             elif not all(s.get("trk_space", "qsdr") in ("qsdr", "mni", "native") for s in data):
                 problem = "a trk_space outside qsdr/mni/native"
             elif [s.scan_id for s in study.scans] != ids:
-                problem = f"the Study's scans {[s.scan_id for s in study.scans][:4]} are not the JSON's"
+                problem = (f"the Study's scans {[s.scan_id for s in study.scans][:4]} are not "
+                           f"the JSON's")
         if problem:
             raise WrongAnswer("study", f"load_study accepted a local_data.json where {problem}")
         return "equal"
@@ -2417,7 +2448,8 @@ def worker(args) -> int:
             ctx.note("fuzzer: mutation not made", f"{type(exc).__name__}: {exc}")
             continue
         name = impl.seed_name(seed)
-        path = impl.write(ctx, payload) if hasattr(impl, "write") else write_payload(ctx.inputs, payload)
+        path = (impl.write(ctx, payload) if hasattr(impl, "write")
+                else write_payload(ctx.inputs, payload))
         current.write_text(json.dumps({"seed": name, "mutation": how, "meta": payload.meta,
                                        "input": payload.name, "path": str(path)}))
         stats["inputs"] += 1
@@ -2464,7 +2496,8 @@ def replay(args) -> int:
             if hasattr(impl, "from_saved"):
                 data = impl.from_saved(data)
         payload = Payload(name, data, json.loads(args.meta) if args.meta else {})
-        path = impl.write(ctx, payload) if hasattr(impl, "write") else write_payload(ctx.inputs, payload)
+        path = (impl.write(ctx, payload) if hasattr(impl, "write")
+                else write_payload(ctx.inputs, payload))
         try:
             outcome = impl.run(ctx, path, payload.meta)
         except BaseException as exc:  # noqa: BLE001
@@ -2540,7 +2573,8 @@ def drive(fmt: str, seconds: float, seed: int, mem_gb: float) -> dict:
                     total["crash"] += 1
                 folder = OUT / fmt
                 folder.mkdir(parents=True, exist_ok=True)
-                tag = f"{'hang' if hung else 'died'}{'_reference' if phase == 'reference' else ''}_{seed}_{run}"
+                where = "_reference" if phase == "reference" else ""
+                tag = f"{'hang' if hung else 'died'}{where}_{seed}_{run}"
                 src = Path(how["path"]) if how.get("path") else None
                 if src is not None and not src.exists():
                     src = None
@@ -2561,7 +2595,8 @@ def drive(fmt: str, seconds: float, seed: int, mem_gb: float) -> dict:
                     f"--replay {dest} --seed {seed}"
                     + (f" --meta '{json.dumps(how.get('meta'))}'" if how.get("meta") else "")
                     + f"\n\n{stderr}")
-                sig = "hang (> %.0f s)" % INPUT_TIMEOUT if hung else f"worker died ({proc.returncode})"
+                sig = ("hang (> %.0f s)" % INPUT_TIMEOUT if hung
+                       else f"worker died ({proc.returncode})")
                 if phase == "reference":
                     notes.setdefault("reference library died or hung (not counted as a crash)",
                                      f"{sig}: {dest}")
@@ -2586,7 +2621,8 @@ def drive_pkl(seconds: float, seed: int, mem_gb: float) -> dict:
         marker = tmp / "PWNED"
         quiet()
         seeds = fuzz_pkl.real_seeds(tmp)
-        inputs = list(fuzz_pkl.handmade(str(marker))) + [(f"seed {k}", d) for k, d in enumerate(seeds)]
+        inputs = (list(fuzz_pkl.handmade(str(marker)))
+                  + [(f"seed {k}", d) for k, d in enumerate(seeds)])
         n_hand = len(inputs)
         done = 0
         while done < n_hand or time.time() - t0 < seconds:
@@ -2639,7 +2675,8 @@ def table(results) -> str:
         rows.append(f"| {r['format']} | {r['inputs']:,} | {r['equal']:,} | {r['noref']:,} | "
                     f"{r['rejected']:,} | {r['crash']:,}"
                     + (f" ({n_crash} distinct)" if r["crash"] else "")
-                    + f" | {r['wrong']:,}" + (f" ({n_wrong} distinct)" if r["wrong"] else "") + " |")
+                    + f" | {r['wrong']:,}" + (f" ({n_wrong} distinct)" if r["wrong"] else "")
+                    + " |")
     return "\n".join(rows)
 
 
@@ -2651,7 +2688,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-gb", type=float, default=4.0,
                     help="address-space limit of the worker (0: none)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--replay", help="run one saved input (a file under benchmarks/out/fuzz_crashes)")
+    ap.add_argument("--replay",
+                    help="run one saved input (a file under benchmarks/out/fuzz_crashes)")
     ap.add_argument("--meta", help="with --replay: the input's meta (JSON, from its .txt)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import resource
 import struct
 import subprocess
@@ -54,7 +53,9 @@ V0_FIXTURE = REPO / "tests" / "data" / "track_dataset_v0.pkl"
 
 def s(text: str) -> bytes:
     b = text.encode()
-    return (b"\x8c" + bytes([len(b)]) + b) if len(b) < 256 else (b"X" + struct.pack("<I", len(b)) + b)
+    if len(b) < 256:
+        return b"\x8c" + bytes([len(b)]) + b
+    return b"X" + struct.pack("<I", len(b)) + b
 
 
 def glob(module, name, stack=True) -> bytes:
@@ -64,7 +65,9 @@ def glob(module, name, stack=True) -> bytes:
 
 
 def by(data: bytes) -> bytes:
-    return b"C" + bytes([len(data)]) + data if len(data) < 256 else b"B" + struct.pack("<I", len(data)) + data
+    if len(data) < 256:
+        return b"C" + bytes([len(data)]) + data
+    return b"B" + struct.pack("<I", len(data)) + data
 
 
 def i(v: int) -> bytes:
@@ -96,7 +99,8 @@ def dtype(code: str) -> bytes:
 
 
 def handmade(marker: str) -> list[tuple[str, bytes]]:
-    """(name, pickle bytes) for each opcode family; a payload that got to run would touch ``marker``."""
+    """(name, pickle bytes) for each opcode family; a payload that got to run would touch
+    ``marker``."""
     cmd = f"touch {marker}"
     code = f"__import__('os').system({cmd!r})"
     out = []
@@ -104,7 +108,8 @@ def handmade(marker: str) -> list[tuple[str, bytes]]:
     for module, name in [
         ("numpy.dtypes", "__builtins__.get"), ("numpy", "dtypes.__builtins__.get"),
         ("numpy", "Float64DType"), ("numpy.dtypes", "Float64DType"),
-        ("numpy", "_core.multiarray.__builtins__.get"), ("ltpa.dataset", "_restore.__globals__.get"),
+        ("numpy", "_core.multiarray.__builtins__.get"),
+        ("ltpa.dataset", "_restore.__globals__.get"),
         ("ltpa.dataset", "TrackDataset.__init__.__globals__.get"), ("numpy", "dtype.__init__"),
         ("ltpa.dataset", "os.system"), ("ltpa.dataset", "pickle.loads"), ("numpy", "load"),
         ("os", "system"), ("posix", "system"), ("builtins", "eval"), ("builtins", "exec"),
@@ -115,37 +120,47 @@ def handmade(marker: str) -> list[tuple[str, bytes]]:
             if not stack and "\n" in module + name:
                 continue
             out.append((f"global {module}:{name} {'stack' if stack else 'text'}",
-                        P + glob(module, name, stack) + s("eval") + b"\x85R" + s(code) + b"\x85R" + STOP))
+                        P + glob(module, name, stack) + s("eval") + b"\x85R" + s(code) + b"\x85R"
+                        + STOP))
     # REDUCE on each allowed callable with hostile arguments
     i8 = dtype("i8")
     huge = [(2**40,), (-1,), (2**63,), (2**62, 2**62), tuple([2] * 40), (1.5,), ("3",)]
+    def value(v):  # a shape entry as the pickle holds it: int, float (BINFLOAT) or string
+        if isinstance(v, int):
+            return i(v)
+        return b"G" + struct.pack(">d", v) if isinstance(v, float) else s(v)
+
     for shape in huge:
         out.append((f"_frombuffer shape {str(shape)[:30]}",
-                    P + FROMBUF + tup(by(b"\0" * 8), i8, tup(*[i(v) if isinstance(v, int) else
-                                                             (b"G" + struct.pack(">d", v) if isinstance(v, float) else s(v)) for v in shape]),
+                    P + FROMBUF + tup(by(b"\0" * 8), i8, tup(*[value(v) for v in shape]),
                                       s("C")) + b"R" + STOP))
+        ints = tup(*[i(v) for v in shape if isinstance(v, int)])
         out.append((f"_reconstruct shape {str(shape)[:30]}",
-                    P + RECON + tup(glob("numpy", "ndarray"), tup(*[i(v) for v in shape if isinstance(v, int)]), by(b"b"))
+                    P + RECON + tup(glob("numpy", "ndarray"), ints, by(b"b"))
                     + b"R" + tup(i(1), tup(i(0)), i8, b"\x89", by(b"")) + b"b" + STOP))
     out.append(("_reconstruct then BUILD claiming 2^40 elements",
                 P + RECON + tup(glob("numpy", "ndarray"), tup(i(0)), by(b"b")) + b"R"
                 + tup(i(1), tup(i(2**40)), i8, b"\x89", by(b"\0" * 16)) + b"b" + STOP))
     for code_ in ("O", "V8", "U10", "M8", "c16", "S" + "9" * 30, "x" * 100, "i8" * 10000):
-        out.append((f"dtype {code_[:20]}", P + NP_DTYPE + tup(s(code_), b"\x89", b"\x88") + b"R" + STOP))
+        out.append((f"dtype {code_[:20]}",
+                    P + NP_DTYPE + tup(s(code_), b"\x89", b"\x88") + b"R" + STOP))
     out.append(("dtype with evil args", P + NP_DTYPE + tup(glob("os", "system")) + b"R" + STOP))
-    out.append(("scalar of object dtype", P + SCALAR + tup(dtype("i8"), by(b"\0" * 3)) + b"R" + STOP))
+    out.append(("scalar of object dtype",
+                P + SCALAR + tup(dtype("i8"), by(b"\0" * 3)) + b"R" + STOP))
     out.append(("scalar with a list", P + SCALAR + tup(dtype("i8"), b"]") + b"R" + STOP))
     out.append(("restore with no args", P + RESTORE + b")R" + STOP))
     out.append(("restore with a list", P + RESTORE + tup(b"]") + b"R" + STOP))
     out.append(("restore with code string", P + RESTORE + tup(s(code)) + b"R" + STOP))
     # NEWOBJ of classes the loader does not build, and of ours with args
     out.append(("newobj os.system", P + glob("os", "system") + b")\x81" + STOP))
-    out.append(("newobj TrackDataset with args", P + glob("ltpa.dataset", "TrackDataset") + tup(s(cmd)) + b"\x81" + STOP))
+    out.append(("newobj TrackDataset with args",
+                P + glob("ltpa.dataset", "TrackDataset") + tup(s(cmd)) + b"\x81" + STOP))
     out.append(("newobj ndarray", P + glob("numpy", "ndarray") + b")\x81" + STOP))
     # BUILD with wrong-typed state
     for name, state in [("list", b"]"), ("string", s(cmd)), ("int", i(7)), ("None", b"N"),
                         ("dict with code", b"}" + s("__reduce__") + s(code) + b"s")]:
-        out.append((f"build dtype with {name}", P + NP_DTYPE + tup(s("i8"), b"\x89", b"\x88") + b"R" + state + b"b" + STOP))
+        out.append((f"build dtype with {name}",
+                    P + NP_DTYPE + tup(s("i8"), b"\x89", b"\x88") + b"R" + state + b"b" + STOP))
         out.append((f"build TrackDataset with {name}",
                     P + glob("ltpa.dataset", "TrackDataset") + b")\x81" + state + b"b" + STOP))
         out.append((f"build VoxelIndex with {name}",
@@ -155,10 +170,12 @@ def handmade(marker: str) -> list[tuple[str, bytes]]:
     for name, op in [("INST", b"ios\nsystem\n(S'" + cmd.encode() + b"'\ntR."),
                      ("OBJ", b"(cos\nsystem\nS'" + cmd.encode() + b"'\no."),
                      ("NEWOBJ_EX", P + glob("os", "system") + b")}\x92" + STOP),
-                     ("PERSID", b"P" + cmd.encode() + b"\n."), ("BINPERSID", P + s(cmd) + b"Q" + STOP),
+                     ("PERSID", b"P" + cmd.encode() + b"\n."),
+                     ("BINPERSID", P + s(cmd) + b"Q" + STOP),
                      ("EXT1", P + b"\x82\x01" + STOP), ("NEXT_BUFFER", P + b"\x97" + STOP),
                      ("READONLY_BUFFER", P + by(b"x") + b"\x98" + STOP),
-                     ("STRING", b"S'x'\n."), ("protocol 0 REDUCE", b"cos\nsystem\n(S'" + cmd.encode() + b"'\ntR.")]:
+                     ("STRING", b"S'x'\n."),
+                     ("protocol 0 REDUCE", b"cos\nsystem\n(S'" + cmd.encode() + b"'\ntR.")]:
         out.append((f"opcode {name}", op))
     # memory and structure bombs
     out.append(("BINUNICODE8 2^60", P + b"\x8d" + struct.pack("<Q", 2**60) + b"x" + STOP))
@@ -177,7 +194,7 @@ def handmade(marker: str) -> list[tuple[str, bytes]]:
     return out
 
 
-# --------------------------------------------------------------------------- real seeds and mutations
+# ------------------------------------------------------------------- real seeds and mutations
 
 
 def real_seeds(folder: Path) -> list[bytes]:
@@ -195,7 +212,8 @@ def real_seeds(folder: Path) -> list[bytes]:
         write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
         pkl = folder / f"seed{n}.pkl"
         index_scan(trk, pkl, scan_id=f"seed{n}", sidecar=False,
-                   properties={"scan_group": "g", "attributes": {"age": n, "tags": ["a", None, 1.5]}})
+                   properties={"scan_group": "g",
+                               "attributes": {"age": n, "tags": ["a", None, 1.5]}})
         seeds.append(pkl.read_bytes())
     if V0_FIXTURE.exists():
         seeds.append(V0_FIXTURE.read_bytes())
@@ -324,7 +342,8 @@ def run_batch(paths, mem_gb, timeout=600) -> list[dict]:
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-1500:]
         if len(paths) == 1:
-            return [{"path": paths[0], "outcome": "crash", "detail": f"worker died ({proc.returncode}): {tail}"}]
+            return [{"path": paths[0], "outcome": "crash",
+                     "detail": f"worker died ({proc.returncode}): {tail}"}]
         half = len(paths) // 2  # find the input that kills the worker
         return run_batch(paths[:half], mem_gb, timeout) + run_batch(paths[half:], mem_gb, timeout)
     return json.loads(proc.stdout)
@@ -347,7 +366,8 @@ def fuzz(seconds: float, seed: int = 0, mem_gb: float = 4.0, batch: int = 200) -
             if done >= n_hand and time.monotonic() - t0 > seconds:
                 break
             chunk = inputs[done:done + batch] if done < n_hand else [
-                mutate(seeds[int(rng.integers(0, len(seeds)))], seeds, rng)[::-1] for _ in range(batch)]
+                mutate(seeds[int(rng.integers(0, len(seeds)))], seeds, rng)[::-1]
+                for _ in range(batch)]
             paths = []
             for k, (name, data) in enumerate(chunk):
                 p = tmp / f"in{done + k}.pkl"
@@ -362,8 +382,8 @@ def fuzz(seconds: float, seed: int = 0, mem_gb: float = 4.0, batch: int = 200) -
         if marker.exists():
             counts["code ran"] += 1
             problems.append({"input": "marker file", "outcome": "code ran", "detail": str(marker)})
-        return {"inputs": sum(counts.values()), "handmade": n_hand, "seconds": round(time.monotonic() - t0, 1),
-                **counts, "problems": problems[:20]}
+        return {"inputs": sum(counts.values()), "handmade": n_hand,
+                "seconds": round(time.monotonic() - t0, 1), **counts, "problems": problems[:20]}
 
 
 def main(argv=None) -> int:

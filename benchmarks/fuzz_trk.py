@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -67,8 +66,9 @@ def _streamlines(rng, n, dim, vs, max_len=12, spread=0.15):
 
 def _with_scalars(path, sls, dim, vs, order, affine, n_scalars, n_props, rng, big_endian=False):
     """A .trk with per-point scalars and per-streamline properties, byte by byte."""
-    from ltpa.trkwrite import make_header
     from nibabel.streamlines.trk import header_2_dtype
+
+    from ltpa.trkwrite import make_header
 
     hdr = make_header(dim, vs, order, affine, len(sls))
     hdr["nb_scalars_per_point"] = n_scalars
@@ -118,7 +118,8 @@ def make_seeds(folder: Path, rng) -> list[dict]:
     seeds.append(dict(path=p, space="native"))
     for s in seeds:
         s["data"] = s["path"].read_bytes()
-        s["order"] = ">" if s["data"][OFF_HDRSIZE:OFF_HDRSIZE + 4] == struct.pack(">i", 1000) else "<"
+        big = s["data"][OFF_HDRSIZE:OFF_HDRSIZE + 4] == struct.pack(">i", 1000)
+        s["order"] = ">" if big else "<"
     return seeds
 
 
@@ -269,16 +270,17 @@ def atlas_affine(header) -> np.ndarray:
 
 def check_against_reference(data, trk_path, space, ds, ids, atlas):
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from reference import hash_slow, label_slow
     from ltpa.grids import key_map_for
     from ltpa.trk import TrkFile
+    from reference import hash_slow, label_slow
 
     with TrkFile(trk_path) as trk:
         km = key_map_for(space, trk.dim, trk.voxel_size, trk.voxel_order)
     sign = np.asarray(km.sign, dtype=np.int64)
     shift = np.asarray(km.shift, dtype=np.int64)
     sls = read_slow(data)
-    ref = hash_slow(sls, trk.voxel_size, lambda v: tuple(int(v[a]) * int(sign[a]) + int(shift[a]) for a in range(3)),
+    ref = hash_slow(sls, trk.voxel_size,
+                    lambda v: tuple(int(v[a]) * int(sign[a]) + int(shift[a]) for a in range(3)),
                     tuple(km.grid.dim))
     got = {tuple(int(x) for x in k): ds.tracks_at_ijk[k].tolist() for k in ds.tracks_at_ijk.keys()}
     if got != ref:
@@ -431,8 +433,8 @@ def main(argv=None) -> int:
             cmd = [sys.executable, __file__, "--worker", "--work", str(work), "--seconds",
                    str(left), "--seed", str(args.seed * 1000 + run), "--mem-gb", str(args.mem_gb)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
-            state = json.loads((work / "state.json").read_text()) if (work / "state.json").exists() \
-                else {"stats": {}, "crashes": {}}
+            state = (json.loads((work / "state.json").read_text())
+                     if (work / "state.json").exists() else {"stats": {}, "crashes": {}})
             for k in total:
                 total[k] += state["stats"].get(k, 0)
             for sig, path in state["crashes"].items():

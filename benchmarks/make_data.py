@@ -203,8 +203,8 @@ def write_streamlines(n, seed, out_dir, tck=True, chunk=50_000):
 
 # --------------------------------------------------------------------------- atlas
 def write_atlas(seed, out_dir):
-    import nibabel as nib
     import networkx as nx
+    import nibabel as nib
 
     rng = np.random.default_rng(seed + 12345)
     nii = os.path.join(out_dir, "atlas83.nii.gz")
@@ -276,7 +276,8 @@ def verify(trk_path, tck_path, n, first, total_pts, full):
 
 def main(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, required=True, help="number of streamlines")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(here, "data"))
@@ -292,7 +293,8 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     nii = os.path.join(a.out, "atlas83.nii.gz")
-    if a.force or not (os.path.exists(nii) and os.path.exists(os.path.join(a.out, "atlas83.graphml"))):
+    gml = os.path.join(a.out, "atlas83.graphml")
+    if a.force or not (os.path.exists(nii) and os.path.exists(gml)):
         nii, gml, frac = write_atlas(a.seed, a.out)
         print(f"atlas: {nii} ({frac:.1%} of grid labeled), {gml}")
     trk = os.path.join(a.out, f"synth_{a.n}.trk")

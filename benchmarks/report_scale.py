@@ -121,7 +121,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     folder = Path(args.out)
     t0 = time.perf_counter()
-    data = generate(folder, max(sizes), args.streamlines, args.regenerate)
+    generate(folder, max(sizes), args.streamlines, args.regenerate)  # the children read it
     print(f"study: {max(sizes)} scans x (2 atlases' QC rows, a length "
           f"histogram, one {ATLAS} npy of {args.streamlines} streamlines) in {folder} "
           f"({time.perf_counter() - t0:.1f} s)")

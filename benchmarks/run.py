@@ -125,7 +125,8 @@ def find_ltpa(args):
     venv = REPO / ".venv" / "bin"
     if args.ltpa:
         cmd = shlex.split(args.ltpa)
-        py = args.ltpa_python or (str(venv / "python") if (venv / "python").exists() else sys.executable)
+        py = args.ltpa_python or (str(venv / "python") if (venv / "python").exists()
+                                  else sys.executable)
     elif (venv / "ltpa").exists():
         cmd, py = [str(venv / "ltpa")], str(venv / "python")
     elif (venv / "python").exists() and subprocess.run(
@@ -144,7 +145,8 @@ def find_ltpa(args):
         return None, None, f"n/a (ltpa CLI not runnable: {e})"
     if r.returncode != 0:
         tail = ((r.stderr or r.stdout).strip().splitlines() or ["?"])[-1][:120]
-        return None, None, f"n/a (ltpa CLI broken: `{' '.join(cmd)} --help` rc={r.returncode}: {tail})"
+        return None, None, (f"n/a (ltpa CLI broken: `{' '.join(cmd)} --help` "
+                            f"rc={r.returncode}: {tail})")
     return cmd, py, None
 
 
@@ -334,7 +336,8 @@ def main(argv=None):
                     add(size, cand, ltpa_reason)
                 else:
                     run_one(size, cand, ltpa_cmd + ["label", str(trk), str(atlas),
-                                                    str(work / "ltpa_label.npy"), "--graphml", str(gml)],
+                                                    str(work / "ltpa_label.npy"),
+                                                    "--graphml", str(gml)],
                             "writes npy")
 
             elif cand == "snakemake_startup":
@@ -352,10 +355,11 @@ def main(argv=None):
                                ("snakemake_scan", "snakemake_scan_noslurm")
                                if measured.get((size, k), {}).get("out_bytes")), None)
                 if not nbytes:
-                    add(size, cand, "skipped", note="needs an ok snakemake_scan row (its output bytes)")
+                    add(size, cand, "skipped",
+                        note="needs an ok snakemake_scan row (its output bytes)")
                 else:
                     run_one(size, cand, [py, c(cand), str(nbytes), str(work)],
-                                  f"{nbytes / 1e6:.0f} MB = the scan's outputs, 32 MB writes + fsync")
+                            f"{nbytes / 1e6:.0f} MB = the scan's outputs, 32 MB writes + fsync")
 
         # ---- differential check (only at 10^5 or smaller)
         if size <= 100_000:
@@ -368,7 +372,8 @@ def main(argv=None):
             shutil.rmtree(work, ignore_errors=True)
 
     # ---- table
-    anchors = {r["size"]: r["wall"] for r in rows if r["cand"] == "nib_load" and r["status"] == "ok"}
+    anchors = {r["size"]: r["wall"] for r in rows
+               if r["cand"] == "nib_load" and r["status"] == "ok"}
     header = ["size", "candidate", "wall s", "cpu s", "peak RSS MB", "x nib_load", "status / notes"]
     table = []
     for r in rows:
@@ -377,7 +382,8 @@ def main(argv=None):
         rss = "-" if r["rss"] is None else f"{r['rss']:.0f}"
         ratio = "-"
         if r["wall"] is not None and anchors.get(r["size"]):
-            ratio = ("~" if r["status"] == "extrapolated" else "") + f"{r['wall'] / anchors[r['size']]:.2f}"
+            ratio = (("~" if r["status"] == "extrapolated" else "")
+                     + f"{r['wall'] / anchors[r['size']]:.2f}")
         st = r["status"] if r["status"] != "ok" else ""
         note = "; ".join(x for x in (st, r["note"]) if x)
         cpu = "-" if r.get("cpu") is None else f"{r['cpu']:.2f}"
@@ -459,11 +465,13 @@ def run_scan(size, trk, data_dir, work, ltpa_cmd, ltpa_py, ltpa_reason, run_one,
     r = subprocess.run([ltpa_py, str(HERE / "make_scan.py"), "--trk", str(trk), "--data",
                         str(data_dir), "--work", str(scan)], capture_output=True, text=True)
     if r.returncode != 0:
-        return add(size, name, "FAILED setup", note=(r.stderr.strip().splitlines() or ["?"])[-1][:160])
+        return add(size, name, "FAILED setup",
+                   note=(r.stderr.strip().splitlines() or ["?"])[-1][:160])
     targets = r.stdout.split()
     argv = [str(smk), "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(scan / "smk"),
             "--cores", "2", "--config", f"local_data={scan / 'local_data.json'}", "--", *targets]
-    rest = shadow_path_without_slurm(work / "noslurm_bin") if hide_slurm else os.environ.get("PATH", "")
+    rest = (shadow_path_without_slurm(work / "noslurm_bin") if hide_slurm
+            else os.environ.get("PATH", ""))
     env = dict(os.environ, PATH=f"{smk.parent}:{rest}")
     res = measure(argv, 3600, env=env)
     if res["rc"] != 0:
@@ -507,15 +515,18 @@ def target_lines(rows):
         dip, mrt = wall(size, "dipy_mapping"), wall(size, "mrtrix_tck2connectome")
         scan, wr = wall(size, "snakemake_scan"), wall(size, "write_bytes")
         v = hw / nib if hw and nib else None
-        line(size, "hashing (read+index, no pkl) / nib_load", v, "<= 0.35", v is not None and v <= 0.35)
+        line(size, "hashing (read+index, no pkl) / nib_load", v, "<= 0.35",
+             v is not None and v <= 0.35)
         v = dip / hw if dip and hw else None
         line(size, "dipy streamline_mapping / hashing", v, ">= 20", v is not None and v >= 20)
         v = lw / nib if lw and nib else None
-        line(size, "labeling (read+label+save) / nib_load", v, "<= 0.25", v is not None and v <= 0.25)
+        line(size, "labeling (read+label+save) / nib_load", v, "<= 0.25",
+             v is not None and v <= 0.25)
         v = lw / mrt if lw and mrt else None
         line(size, "labeling / tck2connectome", v, "< 1", v is not None and v < 1)
         v = scan / (nib + wr) if scan and nib and wr else None
-        line(size, "snakemake scan / (nib_load + write_bytes)", v, "<= 1.5", v is not None and v <= 1.5)
+        line(size, "snakemake scan / (nib_load + write_bytes)", v, "<= 1.5",
+             v is not None and v <= 1.5)
         scan2 = wall(size, "snakemake_scan_noslurm")
         v = scan2 / (nib + wr) if scan2 and nib and wr else None
         line(size, "snakemake scan, SLURM tools off PATH / (nib_load + write_bytes)", v, "<= 1.5",
@@ -539,7 +550,8 @@ def target_lines(rows):
         if c_m and c_l:
             parts.append(f"labeling/tck2connectome {c_l / c_m:.2f} (mrtrix uses 2 threads)")
         if c_s and c_nib and c_w:
-            parts.append(f"scan/(nib_load+write) {c_s / (c_nib + c_w):.2f} (scan = 4 jobs' CPU summed)")
+            parts.append(f"scan/(nib_load+write) {c_s / (c_nib + c_w):.2f} "
+                         f"(scan = 4 jobs' CPU summed)")
         if parts:
             out.append(f"cpu-time ratios @ {size:,} (user+sys, insensitive to other load): "
                        + "; ".join(parts))
@@ -550,7 +562,8 @@ def target_lines(rows):
             (s0, r0), (s1, r1) = pts[0], pts[-1]
             slope = (r1 - r0) / (s1 - s0) * 1e6
             out.append(f"RSS growth {cand}: " + ", ".join(f"{s:,}: {r:.0f} MB" for s, r in pts)
-                       + f" -> {slope:.0f} MB per 10^6 streamlines + {r0 - slope * s0 / 1e6:.0f} MB")
+                       + f" -> {slope:.0f} MB per 10^6 streamlines"
+                       + f" + {r0 - slope * s0 / 1e6:.0f} MB")
     return out
 
 

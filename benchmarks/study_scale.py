@@ -55,9 +55,9 @@ Wall time = time.perf_counter() around the subprocess (interpreter start-up and 
 included); CPU time = user + system time of the subprocess and its children (os.wait4()
 rusage), reported as a second ratio since other processes on the machine inflate wall times.
 Peak RSS = GNU ``/usr/bin/time -f "%e %M"`` of the child (os.wait4()'s rusage if
-/usr/bin/time is absent); not known for a killed run. A run longer than --timeout (default 1800 s) is killed (its
-process group) and reported as ">timeout"; once a command timed out, the larger sizes are
-not run for it (reported as ">timeout", with a note).
+/usr/bin/time is absent); not known for a killed run. A run longer than --timeout (default
+1800 s) is killed (its process group) and reported as ">timeout"; once a command timed out,
+the larger sizes are not run for it (reported as ">timeout", with a note).
 
 Output: one markdown table (scans, jobs, plain and workflow dry-run seconds, their ratio with
 start-up subtracted, the workflow's peak RSS, status seconds and ms per scan with start-up
@@ -79,9 +79,9 @@ import platform
 import re
 import shutil
 import signal
-import tarfile
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -567,8 +567,8 @@ def build_report(a, sizes, rows, start, cmds, started, notes, tree):
              f"(this script); {os.cpu_count()} cores; {platform.node()}; load average at the "
              f"end {tree['load']}")
     L.append(f"- `{' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}`: timeout {a.timeout:g} s "
-             f"per run, repeat {a.repeat} (min wall, min CPU, max RSS); {len(SCALES)} atlases per scan, "
-             f"{OUTPUTS_PER_SCAN} outputs per scan; studies in {a.studies}")
+             f"per run, repeat {a.repeat} (min wall, min CPU, max RSS); {len(SCALES)} atlases "
+             f"per scan, {OUTPUTS_PER_SCAN} outputs per scan; studies in {a.studies}")
     s = start
     L.append(f"- start-up (1-scan study, min of {max(3, a.repeat)} runs, subtracted below): "
              f"plain {fmt_s(s['plain'])} s ({s['plain'].get('cpu', 0):.2f} s CPU, "
@@ -592,7 +592,8 @@ def build_report(a, sizes, rows, start, cmds, started, notes, tree):
         per = "–" if st is None else f"{st / n * 1000:.2f}" + ("" if ok(r["status"]) else "+")
         ctxt = cpu_ratio_text(r["workflow"], r["plain"], s["workflow"], s["plain"])
         L.append(f"| {n:,} | {jtxt} | {fmt_s(r['plain'])} | {fmt_s(r['workflow'])} | {rtxt} "
-                 f"| {ctxt} | {fmt_mb(r['plain'])} | {fmt_mb(r['workflow'])} | {fmt_s(r['status'])} | {per} |")
+                 f"| {ctxt} | {fmt_mb(r['plain'])} | {fmt_mb(r['workflow'])} "
+                 f"| {fmt_s(r['status'])} | {per} |")
     L.append("")
     # growth exponents (start-up subtracted): 1 = linear, 2 = quadratic
     grow = []
@@ -617,8 +618,9 @@ def build_report(a, sizes, rows, start, cmds, started, notes, tree):
         r = rows[n]
         rtxt, val = ratio_text(r["workflow"], r["plain"], s["workflow"], s["plain"])
         if val is None:
-            verdict = "not measured" if not ok(r["workflow"]) and not r["workflow"].get("timed_out") \
-                and not r["workflow"].get("skipped") else "n/a"
+            unmeasured = (not ok(r["workflow"]) and not r["workflow"].get("timed_out")
+                          and not r["workflow"].get("skipped"))
+            verdict = "not measured" if unmeasured else "n/a"
             if r["workflow"] and (r["workflow"].get("timed_out") or r["workflow"].get("skipped")):
                 verdict = "FAIL (timeout)"
         else:
@@ -635,8 +637,8 @@ def build_report(a, sizes, rows, start, cmds, started, notes, tree):
             L.append(f"- workflow peak RSS ≤ 2048 MB at 10,000 scans: {fmt_mb(w)} MB → {verdict}")
     else:
         big = [n for n in sizes if ok(rows[n]["workflow"])]
-        extra = f" (largest measured: {big[-1]:,} scans, {rows[big[-1]]['workflow']['rss_mb']:.0f} MB)" \
-            if big else ""
+        extra = (f" (largest measured: {big[-1]:,} scans, "
+                 f"{rows[big[-1]]['workflow']['rss_mb']:.0f} MB)" if big else "")
         L.append(f"- workflow peak RSS ≤ 2048 MB at 10,000 scans: not measured{extra}")
     lin = [n for n in sizes if n >= 1000 and ok(rows[n]["status"])]
     if len(lin) >= 2:
@@ -651,8 +653,9 @@ def build_report(a, sizes, rows, start, cmds, started, notes, tree):
     L.append("")
     L.append("Columns: wall seconds of the whole subprocess; ratio = (workflow − workflow "
              "start-up) / (plain − plain start-up), of wall times (the targets) and of CPU times "
-             "(user + system: less sensitive to other processes on the machine); status ms/scan = (status − status "
-             "start-up) / scans; jobs = \"total\" of the plain Snakefile's job stats (the "
+             "(user + system: less sensitive to other processes on the machine); "
+             "status ms/scan = (status − status start-up) / scans; "
+             "jobs = \"total\" of the plain Snakefile's job stats (the "
              "workflow's when it differs); peak RSS = GNU time %M.")
     if any(rows[n][k] and rows[n][k].get("skipped") for n in sizes for k in rows[n]
            if isinstance(rows[n][k], dict)):
@@ -815,9 +818,11 @@ def main(argv=None):
         tree["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         tree["load"] = "?"
-    uncounted = [n for n in sizes if ok(rows[n]["workflow"]) and rows[n].get("jobs_workflow") is None]
+    uncounted = [n for n in sizes
+                 if ok(rows[n]["workflow"]) and rows[n].get("jobs_workflow") is None]
     if uncounted and not a.no_count:
-        notes.append("the workflow's jobs were not counted at " + ", ".join(f"{n:,}" for n in uncounted)
+        notes.append("the workflow's jobs were not counted at "
+                     + ", ".join(f"{n:,}" for n in uncounted)
                      + f" scans (its dry run took longer than --count-max {a.count_max:.0f} s)")
     report = build_report(a, sizes, rows, start, cmds, started, notes, tree)
     if a.snapshot and not a.keep_work:

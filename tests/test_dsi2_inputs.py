@@ -14,13 +14,13 @@ from ltpa.b0map import map_b0_atlas
 from ltpa.errors import LtpaError
 from ltpa.grids import QSDR_AFFINE, QSDR_DIM
 from ltpa.pipeline import label_scan, scalars_scan
+from ltpa.regions import regions_from_table
 from ltpa.sidecar import read as _sidecar_read
+from ltpa.trkwrite import write_trk
 
 
 def read_sidecar(path):
     return _sidecar_read(path)[0]
-from ltpa.regions import regions_from_table
-from ltpa.trkwrite import write_trk
 
 
 def save_fib(path, dimension, mx, my, mz):
@@ -68,7 +68,8 @@ def test_b0_mapping_voxel_by_voxel(tmp_path, rng, affine):
 
 def test_b0_mapping_errors(tmp_path):
     (tmp_path / "bad.fib.gz").write_bytes(b"not gzip at all")
-    nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), np.eye(4)).to_filename(str(tmp_path / "b0.nii.gz"))
+    nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), np.eye(4)).to_filename(
+        str(tmp_path / "b0.nii.gz"))
     with pytest.raises(LtpaError, match="bad.fib.gz' is not a gzipped MATLAB file"):
         map_b0_atlas(tmp_path / "bad.fib.gz", tmp_path / "b0.nii.gz", tmp_path / "q.nii.gz")
     with gzip.open(tmp_path / "nomap.fib.gz", "wb") as fh:
@@ -82,7 +83,8 @@ def test_track_scalars_round_trip_and_count_check(tmp_path, rng):
     sls = [rng.uniform(0, 100, (int(rng.integers(2, 9)), 3)).astype(np.float32) for _ in range(30)]
     write_trk(tmp_path / "t.trk", sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
     values = [rng.uniform(0, 1, len(s)) for s in sls]
-    (tmp_path / "fa.txt").write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in values) + "\n")
+    (tmp_path / "fa.txt").write_text(
+        "\n".join(" ".join(f"{v:.6f}" for v in row) for row in values) + "\n")
     scalars_scan(tmp_path / "fa.txt", tmp_path / "t.trk", tmp_path / "fa.npy", scan_id="s1")
     got = np.load(tmp_path / "fa.npy")
     expected = [np.mean([float(f"{v:.6f}") for v in row]) for row in values]
@@ -91,16 +93,18 @@ def test_track_scalars_round_trip_and_count_check(tmp_path, rng):
     with pytest.raises(LtpaError) as err:
         scalars_scan(tmp_path / "short.txt", tmp_path / "t.trk", tmp_path / "x.npy", scan_id="s1")
     assert "has 29 lines but there are 30 streamlines" in str(err.value)
-    assert "short.txt" in str(err.value) and "t.trk" in str(err.value) and "scan 's1'" in str(err.value)
+    assert all(s in str(err.value) for s in ("short.txt", "t.trk", "scan 's1'"))
 
 
 def test_label_tables(tmp_path):
     (tmp_path / "a.tsv").write_text("index\tname\n1\tlh.a\n3\tlh.c\n2\tlh.b\n")
     (tmp_path / "b.csv").write_text("index,name\n10,x\n4,y\n")
     (tmp_path / "FreeSurferColorLUT.txt").write_text(
-        "#No. Label Name:  R G B A\n0  Unknown  0 0 0 0\n2  Left-Cerebral-White-Matter 245 245 245 0\n"
+        "#No. Label Name:  R G B A\n0  Unknown  0 0 0 0\n"
+        "2  Left-Cerebral-White-Matter 245 245 245 0\n"
         "17 Left-Hippocampus 220 216 20 0\n\n1000 ctx-lh-unknown 25 5 25 0\n")
-    (tmp_path / "mrtrix.txt").write_text("# MRtrix LUT\n1 L_Ctx \"Left cortex\" 10 20 30 255\n7 Th Thal 1 2 3 255\n")
+    (tmp_path / "mrtrix.txt").write_text(
+        "# MRtrix LUT\n1 L_Ctx \"Left cortex\" 10 20 30 255\n7 Th Thal 1 2 3 255\n")
     assert regions_from_table(tmp_path / "a.tsv").tolist() == [1, 2, 3]
     assert regions_from_table(tmp_path / "b.csv").tolist() == [4, 10]
     assert regions_from_table(tmp_path / "FreeSurferColorLUT.txt").tolist() == [2, 17, 1000]
@@ -141,7 +145,8 @@ def test_workflow_maps_b0_atlas_and_averages_scalars(tmp_path, demo_study):
     # s1's scale33 atlas now comes from a b0-space atlas and an identity fib mapping
     qsdr = nib.load(str(study / "s1" / "s1.scale33.QSDR.nii.gz"))
     b0 = np.asanyarray(qsdr.dataobj)
-    nib.Nifti1Image(b0[::-1], np.diag([2.0, -2, 2, 1])).to_filename(str(study / "s1" / "b0.scale33.nii.gz"))
+    nib.Nifti1Image(b0[::-1], np.diag([2.0, -2, 2, 1])).to_filename(
+        str(study / "s1" / "b0.scale33.nii.gz"))
     n = int(np.prod(QSDR_DIM))
     mx, my, mz = np.unravel_index(np.arange(n), QSDR_DIM, order="F")
     save_fib(study / "s1" / "s1.fib.gz", QSDR_DIM, mx, my, mz)
@@ -176,7 +181,8 @@ def test_workflow_maps_b0_atlas_and_averages_scalars(tmp_path, demo_study):
     time.sleep(1.1)
     changed = b0[::-1].copy()
     changed[changed == 10] = 0
-    nib.Nifti1Image(changed, np.diag([2.0, -2, 2, 1])).to_filename(str(study / "s1" / "b0.scale33.nii.gz"))
+    nib.Nifti1Image(changed, np.diag([2.0, -2, 2, 1])).to_filename(
+        str(study / "s1" / "b0.scale33.nii.gz"))
     jobs = planned_jobs(run_snakemake(work, "-n", local_data=demo_study).output)
     assert [j for j in jobs if j[0] in ("label_streamlines", "map_b0_atlas")] == [
         ("label_streamlines", str(study / "s1" / "scale33.npy")),
@@ -188,7 +194,8 @@ def test_atlas_own_labels_fallback_warns(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         label_scan(tmp_path / "t.trk", tmp_path / "a.nii.gz", tmp_path / "o.npy", scan_id="s7",
                    space="native")
-    assert "scan 's7': no graphml_path: the region list is this atlas's own labels (2)" in caplog.text
+    assert ("scan 's7': no graphml_path: the region list is this atlas's own labels (2)"
+            in caplog.text)
     assert "comparable across scans only if" in caplog.text
     # regions [5, 9]: (5, 9) -> triu position 1 -> id 2; the sidecar says how to decode it
     assert np.load(tmp_path / "o.npy").tolist() == [2]

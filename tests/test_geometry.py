@@ -158,7 +158,7 @@ def test_nibabel_standard_files_label_by_the_documented_rule(tmp_path):
     assert (a > 0).sum() > 100
 
 
-# --------------------------------------------------------------------------- checked before any job (#11.3)
+# ----------------------------------------------------------------- checked before any job (#11.3)
 
 
 def test_validate_catches_what_the_dry_run_catches(tmp_path, study):

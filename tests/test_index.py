@@ -1,6 +1,5 @@
 """Hashing (streamline -> voxel index) against dsi2's dict-of-sets loop."""
 
-import os
 import pickle
 
 import numpy as np
@@ -46,8 +45,9 @@ def test_qsdr_hashing_matches_reference(tmp_path, rng, legacy):
     expected = hash_slow(read_trk_slow(trk), (2, 2, 2), qsdr_key(legacy), MNI_DIM)
     assert index_as_dict(ds) == expected
     n_pts = sum(len(s) for s in sls)
+    key = qsdr_key(legacy)
     n_in = sum(1 for s in sls for p in s
-               if all(0 <= (qsdr_key(legacy)(tuple(int(np.floor(c / 2)) for c in p)))[a] < MNI_DIM[a]
+               if all(0 <= key(tuple(int(np.floor(c / 2)) for c in p))[a] < MNI_DIM[a]
                       for a in range(3)))
     assert stats["n_points_outside_grid"] == n_pts - n_in > 0
 
@@ -205,8 +205,9 @@ def test_pkl_written_without_copy_file_range(tmp_path, rng, monkeypatch):
 def test_key_trk_export_is_exact(tmp_path, rng, monkeypatch):
     """Exported points == float32 (voxmm * sign + shift), also from a file with scalars."""
     import nibabel as nib
-    import ltpa.trk as trkmod
     from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
+
+    import ltpa.trk as trkmod
 
     sls = [s for s in boundary_streamlines(rng, 60, QSDR_DIM) if len(s)]
     hdr = {"dimensions": np.array(QSDR_DIM), "voxel_sizes": np.array([2.0, 2, 2]),

@@ -9,8 +9,8 @@ import pytest
 from ltpa.errors import LtpaError
 from ltpa.grids import QSDR_AFFINE, QSDR_DIM, Grid
 from ltpa.labels import load_atlas
-from ltpa.regions import regions_from_graphml
 from ltpa.pipeline import label_scan
+from ltpa.regions import regions_from_graphml
 from ltpa.sidecar import read as read_sidecar_pair
 from ltpa.trkwrite import write_trk
 from reference import label_slow, read_trk_slow, region_pair_dict
@@ -82,7 +82,8 @@ def test_graphml_region_list_and_unknown_labels(tmp_path, rng, caplog):
 def test_atlas_errors(tmp_path, rng):
     base = rng.integers(0, 5, DIM).astype(np.int16)
     cases = {
-        "shape.nii.gz": (base[:, :, :5], "has shape (20, 24, 5) and affine [2 0 0 0; 0 2 0 0; 0 0 2 0], "
+        "shape.nii.gz": (base[:, :, :5], "has shape (20, 24, 5) and affine "
+                                         "[2 0 0 0; 0 2 0 0; 0 0 2 0], "
                                          "but the streamlines' grid is (20, 24, 18)"),
         "four_d.nii.gz": (base[..., None].repeat(2, axis=3), "has 4 dimensions"),
         "nan.nii.gz": (np.where(base > 3, np.nan, base).astype(np.float32), "NaN"),
@@ -108,7 +109,8 @@ def test_graphml_errors(tmp_path):
     nx.write_graphml(g, str(tmp_path / "bad.graphml"))
     with pytest.raises(LtpaError, match="node id 'lh.precentral'; expected integer"):
         regions_from_graphml(tmp_path / "bad.graphml")
-    assert regions_from_graphml(write_graphml(tmp_path / "ok.graphml", [3, 1, 2])).tolist() == [1, 2, 3]
+    ok = write_graphml(tmp_path / "ok.graphml", [3, 1, 2])
+    assert regions_from_graphml(ok).tolist() == [1, 2, 3]
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +70,8 @@ def test_first_release_pkl_still_loads_and_equals_the_reference():
         assert ds.scan_id == "fx1" and ds.properties["attributes"] == {"age": 30, "sex": "F"}
         assert ds.get_ntracks() == len(sls)
         for s in (0, len(sls) - 1):  # key-grid voxmm: x as stored, y flipped, z shifted
-            want = np.asarray(sls[s], np.float32) * np.float32([1, -1, 1]) + np.float32([12, 204, 22])
+            want = (np.asarray(sls[s], np.float32) * np.float32([1, -1, 1])
+                    + np.float32([12, 204, 22]))
             np.testing.assert_allclose(ds.tracks[s], want, rtol=0, atol=1e-4)
         assert ds.header["dimensions"].tolist() == list(MNI_DIM)
         ds.verify()

@@ -43,10 +43,12 @@ def test_all_problems_reported_at_once(tmp_path):
     ]
     msg = problems(tmp_path, data)
     assert "5 problems" in msg
-    assert "scan #0 ('a'), field 'trk_space': is \"talairach\"; expected one of \"qsdr\", \"mni\", \"native\"" in msg
+    assert ("scan #0 ('a'), field 'trk_space': is \"talairach\"; expected one of \"qsdr\", "
+            "\"mni\", \"native\"") in msg
     assert "scan #1 (None), field 'scan_id': is required" in msg
     assert "scan #2 ('c'), field 'scan_group': is 3; expected a string" in msg
-    assert "scan #2 ('c'), field 'track_labels[0].numpy_path': is 5; expected a string or null" in msg
+    assert ("scan #2 ('c'), field 'track_labels[0].numpy_path': is 5; expected a string or "
+            "null") in msg
     assert "scan #3 ('d'), field 'attributes': is []; expected an object" in msg
 
 
@@ -61,7 +63,8 @@ def test_duplicates_and_shared_outputs(tmp_path):
     assert "scan #1 ('a'), field 'scan_id': duplicate of scan #0" in msg
     assert ("scan #2 ('b'), field 'pkl_path' " in msg
             and "is also written as scan #0 ('a'), field 'pkl_path'" in msg), msg
-    assert "scan #2 ('b'), field 'track_labels[0].volume_path': is required: to build numpy_path" in msg
+    assert ("scan #2 ('b'), field 'track_labels[0].volume_path': is required: to build "
+            "numpy_path") in msg
 
 
 def test_paths_resolve_against_json_folder_or_data_root(tmp_path):

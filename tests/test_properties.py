@@ -20,7 +20,8 @@ from ltpa.trkwrite import write_trk
 from reference import hash_slow, label_slow, read_trk_slow
 
 # 40 examples by default (a few seconds); LTPA_HYPOTHESIS_EXAMPLES=1000 for a longer search
-SETTINGS = settings(max_examples=int(os.environ.get("LTPA_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
+SETTINGS = settings(max_examples=int(os.environ.get("LTPA_HYPOTHESIS_EXAMPLES", "40")),
+                    deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 VOXEL_SIZES = st.sampled_from([1.0, 2.0, 0.7, 1.25, 3.0, 0.1, 2.5])

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import study_folder
 from ltpa.qc import connection_matrix, decode_pairs, pair_counts, read_tsv, streamline_lengths
 from ltpa.trk import open_trk
-from conftest import study_folder
 from qc_study import built_study
 from reference import read_trk_slow
 
@@ -72,7 +72,8 @@ def test_scan_tables_and_summary_match_the_outputs(built):
                 "high" if x > hi else "low" if x < lo else "" for x in v]
     for row in summary:
         s, a = row["scan_id"], row["atlas"]
-        per_scan = read_tsv(study_folder(local_data) / "qc" / "scans" / f"{s}.tsv")[ATLASES.index(a)]
+        scan_rows = read_tsv(study_folder(local_data) / "qc" / "scans" / f"{s}.tsv")
+        per_scan = scan_rows[ATLASES.index(a)]
         assert {k: row[k] for k in per_scan} == per_scan  # the summary joins the scan tables
         assert row["scan_group"] == meta[s]["scan_group"]
         assert row["subject_id"] == meta[s]["subject_id"]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import BIN
-from reference import hash_slow, read_trk_slow, region_pair_dict
 from ltpa import LtpaError, TrackDataSource
 from ltpa.grids import MNI_AFFINE, MNI_DIM
+from reference import hash_slow, read_trk_slow, region_pair_dict
 
 DATA = Path(__file__).parent / "data"
 
@@ -25,9 +25,9 @@ def qsdr_key(v):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The demo study (3 scans, 2 atlases) with every output made by the workflow's steps."""
+    from ltpa.config import default_config
     from ltpa.demo import make_demo
     from ltpa.pipeline import run
-    from ltpa.config import default_config
     from ltpa.study import load_study
 
     path = make_demo(tmp_path_factory.mktemp("reader") / "study", n_scans=3, seed=3,

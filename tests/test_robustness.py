@@ -6,12 +6,10 @@ the same path byte-identical, with no temp file beside it.
 """
 
 import contextlib
-import gzip
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -108,15 +106,17 @@ def bad_trks(good, folder):
         return p.read_bytes()
 
     cases = {
-        "header only.trk": (raw[:1000], f"header n_count says {n} streamlines but the file holds 0"),
+        "header only.trk": (raw[:1000],
+                            f"header n_count says {n} streamlines but the file holds 0"),
         "cut mid-streamline.trk": (raw[:-8], "file ends 8 bytes early; the file is truncated"),
         "cut odd.trk": (raw[:-6], "is not a whole number of 4-byte values; the file is truncated"),
         "n_count.trk": (with_ncount(n + 3),
                         f"header n_count says {n + 3} streamlines but the file holds {n}; the file "
                         f"is truncated or its header is wrong"),
-        "magic.trk": (b"TRACX" + raw[5:], "not a TrackVis .trk file (magic b'TRACX\\x00', expected b'TRACK')"),
-        "nan.trk": (with_value(np.nan), f"streamline {k} has a NaN or infinite coordinate; expected "
-                                        f"finite voxmm coordinates"),
+        "magic.trk": (b"TRACX" + raw[5:],
+                      "not a TrackVis .trk file (magic b'TRACX\\x00', expected b'TRACK')"),
+        "nan.trk": (with_value(np.nan), f"streamline {k} has a NaN or infinite coordinate; "
+                                        f"expected finite voxmm coordinates"),
         "inf.trk": (with_value(np.inf), f"streamline {k} has a NaN or infinite coordinate"),
         "minus inf.trk": (with_value(-np.inf), f"streamline {k} has a NaN or infinite coordinate"),
     }
@@ -235,8 +235,8 @@ def test_cli_output_folder_not_writable(good, tmp_path):
                      [LTPA, "label", good["trk"], good["atlas"], blocker / "s1.npy"]])
     assert_clean_failure(procs[0], f"cannot create output folder {str(blocker / 's1')!r}: "
                                    "Not a directory")
-    assert_clean_failure(procs[1], f"cannot create output folder {str(blocker)!r}: File exists (a file, not a "
-                                   "folder, has that name)")
+    assert_clean_failure(procs[1], f"cannot create output folder {str(blocker)!r}: File exists "
+                                   "(a file, not a folder, has that name)")
     with mounted_tmpfs(tmp_path / "ro", "size=4m") as ro:
         subprocess.run([LTPA, "index", good["trk"], ro / "s1.pkl"], check=True, capture_output=True)
         before = snapshot(ro)
@@ -377,7 +377,8 @@ def test_study_under_spaces_and_unicode_with_edge_streamlines(tmp_path):
     outputs = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*")
                if p.suffix in (".pkl", ".npy", ".trk", ".json") and p.is_file() and p != local_data}
     good_json = local_data.read_text()
-    local_data.write_text(good_json.replace('"scan_group": "control",', '"scan_group": "control"', 1))
+    local_data.write_text(
+        good_json.replace('"scan_group": "control",', '"scan_group": "control"', 1))
     proc = run_snakemake(work, local_data=local_data, check=False)
     assert proc.returncode != 0
     line = good_json[:good_json.index('"scan_group": "control",')].count("\n") + 2
@@ -469,8 +470,8 @@ def test_garbage_voxel_order_is_an_error_in_native_space(tmp_path):
     from ltpa.pipeline import index_scan
 
     trk = small_native_trk(tmp_path / "order.trk", voxel_order=b"\x03\xf4<)")
-    with pytest.raises(LtpaError, match=r"order.trk': the trk header's voxel_order '.*' is not three "
-                                          r"letters; expected e.g. 'LAS' or 'LPS'"):
+    with pytest.raises(LtpaError, match=r"order.trk': the trk header's voxel_order '.*' is not "
+                                          r"three letters; expected e.g. 'LAS' or 'LPS'"):
         index_scan(trk, tmp_path / "o.pkl", space="native")
     assert not (tmp_path / "o.pkl").exists()
 
@@ -486,7 +487,8 @@ def test_header_grid_too_big_for_memory_is_a_clear_error(tmp_path):
         index_scan(trk, tmp_path / "h.pkl", space="native")
 
 
-# fuzz finding (benchmarks/fuzz_trk.py), fixed: the header's n_count is capped by what the body can hold
+# fuzz finding (benchmarks/fuzz_trk.py), fixed: the header's n_count is capped by what the body
+# can hold
 def test_huge_header_n_count_is_the_n_count_error_not_memory_error(tmp_path):
     import resource
 
@@ -530,7 +532,8 @@ def zip_member_patched(src, dst, prefix, *, method=None, flags=0):
             found = name
             if method is not None:
                 raw[i + 10:i + 12] = method.to_bytes(2, "little")
-            raw[i + 8:i + 10] = (int.from_bytes(raw[i + 8:i + 10], "little") | flags).to_bytes(2, "little")
+            bits = int.from_bytes(raw[i + 8:i + 10], "little") | flags
+            raw[i + 8:i + 10] = bits.to_bytes(2, "little")
         i += 4
     assert found, prefix
     Path(dst).write_bytes(bytes(raw))
@@ -717,7 +720,8 @@ def test_local_data_scan_ids_and_unusable_paths_are_listed(tmp_path):
 
 
 def label_spec(good, out):
-    """The JobSpec of ``ltpa label TRK ATLAS OUT --graphml G`` (as pipeline.label_scan builds it)."""
+    """The JobSpec of ``ltpa label TRK ATLAS OUT --graphml G`` (as pipeline.label_scan builds
+    it)."""
     from ltpa.spec import JobSpec
 
     return JobSpec("label", os.path.abspath(out),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, REPO, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
+from conftest import BIN, REPO, SNAKEFILE, SNAKEMAKE, run_snakemake, study_folder
 from ltpa import load_track_dataset
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
@@ -92,7 +92,8 @@ def profile_settings():
 
 
 def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(monkeypatch):
-    default = yaml.safe_load((REPO / "workflow" / "profiles" / "default" / "profile.yaml").read_text())
+    default = yaml.safe_load(
+        (REPO / "workflow" / "profiles" / "default" / "profile.yaml").read_text())
     assert "executor" not in default  # `snakemake --cores 8` never submits by surprise
     monkeypatch.delenv("LTPA_SLURM_ACCOUNT", raising=False)
     monkeypatch.delenv("LTPA_SLURM_PARTITION", raising=False)
@@ -100,7 +101,8 @@ def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(m
     assert plain["executor"] == "ltpa-slurm" and plain["retries"] >= 1 and plain["jobs"] >= 1
     assert "slurm_account" not in plain["default-resources"]
     assert "slurm_partition" not in plain["default-resources"]
-    assert {"index_streamlines", "export_key_trk", "label_streamlines"} <= set(plain["set-resources"])
+    data_rules = {"index_streamlines", "export_key_trk", "label_streamlines"}
+    assert data_rules <= set(plain["set-resources"])
     monkeypatch.setenv("LTPA_SLURM_ACCOUNT", "lab42")
     monkeypatch.setenv("LTPA_SLURM_PARTITION", "short")
     mine = profile_settings()
@@ -227,7 +229,8 @@ def test_a_100_scan_study_is_5_slurm_jobs_of_20_scans(tmp_path):
     study = make_demo(tmp_path / "study", n_scans=100, seed=2, n_per_side=2, n_background=1)
     work = tmp_path / "work"
     cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT), SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work),
-           "--workflow-profile", str(PROFILE), "--ltpa-slurm-init-seconds-before-status-checks", "1",
+           "--workflow-profile", str(PROFILE),
+           "--ltpa-slurm-init-seconds-before-status-checks", "1",
            "--config", f"local_data={study}"]
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
                LTPA_SLURM_ACCOUNT=ACCOUNT, LTPA_SLURM_PARTITION=PARTITION)

@@ -46,7 +46,8 @@ def test_status_agrees_with_the_dry_run(tmp_path, demo_study):
     # one npy deleted
     (study / "s3" / "scale60.npy").unlink()
     rc, rows = status(demo_study)
-    assert rc == 1 and needs_work(rows) == [("label_streamlines", str(study / "s3" / "scale60.npy"))]
+    assert rc == 1
+    assert needs_work(rows) == [("label_streamlines", str(study / "s3" / "scale60.npy"))]
     assert needs_work(rows) == dry_core(work, demo_study)
     # one trk rewritten: that scan's pkl, pkl.trk and npys are out of date
     sls, _ = make_streamlines(np.random.default_rng(7), 12, 5)

@@ -1,7 +1,7 @@
 """The .trk reader against a struct-by-struct reference and against nibabel."""
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
 from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
 
@@ -133,8 +133,9 @@ def test_errors_name_the_file(tmp_path, rng):
 
 def test_walk_in_small_ranges_without_n_count(tmp_path, rng, monkeypatch):
     """The compiled walk, resumed across range boundaries and growing its count array."""
-    import ltpa.trk as trkmod
     from nibabel.streamlines.trk import header_2_dtype
+
+    import ltpa.trk as trkmod
 
     sls = random_streamlines(rng, 300)
     sls[0] = np.zeros((0, 3), np.float32)
@@ -172,7 +173,8 @@ def test_negative_count_is_an_error(tmp_path, rng):
 
 
 def test_kernels_work_without_a_writable_numba_cache(monkeypatch):
-    """A read-only install with no user cache dir: numba refuses cache=True; we compile in memory."""
+    """A read-only install with no user cache dir: numba refuses cache=True; we compile in
+    memory."""
     import importlib
 
     import numba

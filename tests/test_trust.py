@@ -7,7 +7,6 @@ output byte-identical afterwards.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from ltpa import load_track_dataset
 from ltpa.demo import make_demo, make_streamlines
 from ltpa.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
 from ltpa.trkwrite import write_trk
-from reference import hash_slow, read_trk_slow
+from reference import hash_slow
 
 LTPA = str(BIN / "ltpa")
 
@@ -334,7 +333,7 @@ def test_bad_sidecars_make_their_output_out_of_date_and_nothing_else(tmp_path, s
     assert not any("archived" in r["flags"] for r in rows if r["scan_id"] != "s2")
 
 
-# --------------------------------------------------------------------------- damaged .tck / .trx (#10.6)
+# ------------------------------------------------------------------ damaged .tck / .trx (#10.6)
 
 
 @pytest.fixture
@@ -421,7 +420,8 @@ def test_damaged_tck_and_trx_are_refused_naming_the_users_file(tmp_path, tck_and
         proc = subprocess.run([LTPA, "index", path, out, "--scan-id", "s9"],
                               capture_output=True, text=True)
         assert proc.returncode == 1, (name, proc.stderr)
-        assert f"scan 's9', field 'trk_file': file {str(path)!r}" in proc.stderr, (name, proc.stderr)
+        assert f"scan 's9', field 'trk_file': file {str(path)!r}" in proc.stderr, \
+            (name, proc.stderr)
         assert fragment in proc.stderr, (name, proc.stderr)
         assert "Traceback" not in proc.stderr and "/tmp/ltpa-" not in proc.stderr.replace(
             str(tmp_path), "")
@@ -433,7 +433,7 @@ def test_damaged_tck_and_trx_are_refused_naming_the_users_file(tmp_path, tck_and
         assert load_track_dataset(out).get_ntracks() == len(sls)
 
 
-# --------------------------------------------------------------------------- bounded resources (#10.7)
+# ------------------------------------------------------------------ bounded resources (#10.7)
 
 
 def raw_trk(path, body_words, n_count):
@@ -534,7 +534,7 @@ def test_peak_memory_stays_within_the_rules_formula_for_any_shape(tmp_path):
             assert peak <= bound, (name, step, peak, bound)
 
 
-# --------------------------------------------------------------------------- no raw tracebacks (#10.8)
+# ------------------------------------------------------------------ no raw tracebacks (#10.8)
 
 
 def write_graphml_ids(path, ids):

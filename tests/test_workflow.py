@@ -106,7 +106,8 @@ def test_changes_rerun_only_what_depends_on_them(built):
     data = np.asanyarray(img.dataobj).copy()
     data[data == 10] = 0  # drop the right precentral
     time.sleep(1.1)
-    nib.Nifti1Image(data, img.affine, img.header).to_filename(str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
+    nib.Nifti1Image(data, img.affine, img.header).to_filename(
+        str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
     jobs, _ = dry(work, local_data)
     assert jobs == [("label_streamlines", str(study / "s2" / "scale33.npy"))]
     run_snakemake(work, local_data=local_data)

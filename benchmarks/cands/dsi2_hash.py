@@ -9,7 +9,6 @@ import sys
 from collections import defaultdict
 
 import numpy as np
-
 from _common import Phases, read_trk_voxmm
 
 ph = Phases()

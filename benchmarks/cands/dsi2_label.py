@@ -7,11 +7,10 @@ Usage: dsi2_label.py TRK ATLAS.nii.gz OUT.npy
 import sys
 
 import numpy as np
-
 from _common import Phases, read_trk_voxmm
 
 ph = Phases()
-import nibabel as nib
+import nibabel as nib  # noqa: E402  (after Phases(): timed in the first phase)
 
 tracks, hdr = read_trk_voxmm(sys.argv[1])
 vox = hdr["voxel_sizes"].astype(np.float32)

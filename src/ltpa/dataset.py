@@ -464,7 +464,7 @@ def _restore(state):
 
 
 def save_track_dataset(dataset: TrackDataset, path, body_fd=None, before_rename=None) -> None:
-    """Pickle ``dataset`` to ``path`` atomically (protocol 5: arrays are written from their buffers).
+    """Pickle ``dataset`` to ``path`` atomically (protocol 5: arrays written from their buffers).
 
     The pickle is the plain ``pickle.dump`` stream of ``(_restore, (state,))``; only how its
     bytes reach the file differs: each big array's data starts at a multiple of 64 bytes in
@@ -493,7 +493,7 @@ _BIG_HEADERS = {pickle.BINBYTES[0]: 4, pickle.BINBYTES8[0]: 8, pickle.BYTEARRAY8
 
 
 class _Writer:
-    """File-like ``write`` for the pickler: small writes buffered, big payloads aligned and streamed.
+    """File-like ``write`` for the pickler: small writes buffered, big payloads aligned, streamed.
 
     The C pickler writes a payload of 64 KiB or more on its own, right after a write that
     ends with its header (BINBYTES/BINBYTES8/BYTEARRAY8 + length) outside any frame; that

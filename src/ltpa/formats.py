@@ -343,7 +343,8 @@ class TrxReader:
         self._zip = None
         try:
             if self.path.is_dir():
-                names = {str(p.relative_to(self.path)): p for p in self.path.rglob("*") if p.is_file()}
+                names = {str(p.relative_to(self.path)): p for p in self.path.rglob("*")
+                         if p.is_file()}
                 self._open_member = lambda name: open(names[name], "rb")
                 self._size = lambda name: names[name].stat().st_size
             else:

@@ -172,7 +172,8 @@ def native_affine(dim, voxel_size, order) -> np.ndarray:
 
 
 def grid_of_affine(dim, affine) -> Grid:
-    """The Grid of a NIfTI-style (dim, voxel -> RAS affine): voxel sizes and order from the affine."""
+    """The Grid of a NIfTI-style (dim, voxel -> RAS affine): voxel sizes and order from the
+    affine."""
     import nibabel as nib
 
     affine = np.asarray(affine, dtype=np.float64)

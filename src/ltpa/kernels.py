@@ -118,7 +118,8 @@ def walk_range(ints, w, w_end, stride, n_properties, starts, counts, n):
 
 @_jit
 def hash_range(words, starts, counts, n, s_base, stride, t, nk):
-    """Pass 1 of the counting sort for the ``n`` streamlines of a range (global ids from ``s_base``).
+    """Pass 1 of the counting sort for the ``n`` streamlines of a range (global ids from
+    ``s_base``).
 
     For every point: its trk voxel ``v = floor(voxmm / vs)`` (float64), key = sign * v
     + shift; keys outside ``kdim`` are counted and skipped. A (key, streamline) pair

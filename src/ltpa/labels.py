@@ -67,7 +67,8 @@ def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
                 f"expected integer labels"
             )
     elif raw.dtype.kind not in "iub":
-        raise LtpaError(f"atlas file {str(path)!r} has data type {raw.dtype}; expected integer labels")
+        raise LtpaError(f"atlas file {str(path)!r} has data type {raw.dtype}; expected integer "
+                        f"labels")
     if raw.size and raw.dtype.kind in "uf" and raw.max() > MAX_LABEL:
         raise LtpaError(f"atlas file {str(path)!r} has label {int(raw.max())}, larger than "
                         f"2^63 - 1; expected region labels that fit a 64-bit integer")

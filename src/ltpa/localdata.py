@@ -76,7 +76,8 @@ def read_json(path) -> object:
     except UnicodeDecodeError as exc:
         raise LtpaError(f"local_data file {str(path)!r} is not UTF-8 text ({exc})") from None
     except OSError as exc:
-        raise LtpaError(f"local_data file {str(path)!r} could not be read: {exc.strerror}") from None
+        raise LtpaError(f"local_data file {str(path)!r} could not be read: {exc.strerror}") \
+            from None
     try:
         data = json.loads(text)
     except RecursionError:
@@ -131,7 +132,8 @@ def validate(data, source="local_data.json", cache=None) -> list[str]:
     from jsonschema import Draft202012Validator
 
     if not isinstance(data, list):
-        return [f"{source}: the top level is a JSON {type(data).__name__ if not isinstance(data, dict) else 'object'}; "
+        kind = "object" if isinstance(data, dict) else type(data).__name__
+        return [f"{source}: the top level is a JSON {kind}; "
                 f"expected a list of scan objects (dsi2's format)"]
     if not data:
         return [f"{source}: the list of scans is empty; expected at least one scan"]
@@ -171,7 +173,8 @@ def validate(data, source="local_data.json", cache=None) -> list[str]:
         elif err.validator == "type":
             msg = f"is {json.dumps(err.instance)[:60]}; expected {_types(err.validator_value)}"
         elif err.validator == "enum":
-            msg = f"is {json.dumps(err.instance)[:60]}; expected one of {', '.join(map(json.dumps, err.validator_value))}"
+            choices = ", ".join(map(json.dumps, err.validator_value))
+            msg = f"is {json.dumps(err.instance)[:60]}; expected one of {choices}"
         else:
             msg = err.message
         problems.append(f"scan #{idx} ({sid!r}), field {fld!r}: {msg}")
@@ -390,5 +393,6 @@ def read_records(path, data_root=None, strict_fields=False, valid_cache=None, on
 
 
 def problem_text(path, problems) -> str:
-    head = f"local_data file {str(path)!r}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
+    plural = "s" if len(problems) > 1 else ""
+    head = f"local_data file {str(path)!r}: {len(problems)} problem{plural}:"
     return "\n".join([head] + [f"  - {p}" for p in problems])

@@ -16,7 +16,8 @@ from .io import atomic_open
 
 log = logging.getLogger("ltpa")
 
-PACKAGES = ("ltpa-prep", "snakemake", "numpy", "nibabel", "networkx", "jsonschema", "scipy", "matplotlib")
+PACKAGES = ("ltpa-prep", "snakemake", "numpy", "nibabel", "networkx", "jsonschema", "scipy",
+            "matplotlib")
 
 
 def sha256_of(path) -> str:

@@ -264,9 +264,9 @@ class TrackDataSource:
     """
 
     def __init__(self, json_source, *, config=None, data_root=None, max_open=8):
+        from .config import default_config
         from .localdata import problem_text
         from .staleness import MISSING, OUT_OF_DATE
-        from .config import default_config
         from .study import load_study
         from .targets import RULE_INDEX, RULE_LABEL
 

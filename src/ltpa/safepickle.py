@@ -269,7 +269,8 @@ class SafeUnpickler:
         except (ValueError, TypeError, OverflowError, MemoryError, KeyError, IndexError,
                 AttributeError, struct.error) as exc:
             raise LtpaError(f"file {str(self._path)!r}: refusing to load: malformed content at "
-                            f"offset {self._pos} ({type(exc).__name__}: {str(exc)[:200]})") from None
+                            f"offset {self._pos} ({type(exc).__name__}: {str(exc)[:200]})") \
+                from None
 
     def _call(self, kind, what, *args):
         fn = self._factories.get((what, kind))

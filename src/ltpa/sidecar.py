@@ -154,7 +154,8 @@ def _check(body) -> str | None:
     if not isinstance(body, dict):
         return f"a JSON {type(body).__name__}, not an object"
     if body.get("sidecar_version") != SIDECAR_VERSION:
-        return f"sidecar_version {str(body.get('sidecar_version'))[:20]}, expected {SIDECAR_VERSION}"
+        return (f"sidecar_version {str(body.get('sidecar_version'))[:20]}, "
+                f"expected {SIDECAR_VERSION}")
     if body.get("kind") not in KINDS:
         return f"kind {str(body.get('kind'))[:40]!r}"
     out = body.get("output")

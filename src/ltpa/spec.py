@@ -60,7 +60,8 @@ class JobSpec:
         """The input field whose file ``text`` (an error message) names, if any."""
         best = None
         for fld, path in self.inputs.items():
-            if path and repr(str(path)) in text and (best is None or len(path) > len(self.inputs[best])):
+            if path and repr(str(path)) in text and (best is None
+                                                     or len(path) > len(self.inputs[best])):
                 best = fld
         return best
 

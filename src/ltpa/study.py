@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,6 @@ from .config import with_defaults
 from .errors import LtpaError
 from .localdata import problem_text, read_records
 from .targets import RULE_LABEL, RULE_MAP_B0, build_targets
-
 
 ARCHIVED_NOTE = "inputs archived, output kept"
 
@@ -263,8 +261,9 @@ def _streamline_grid(t, facts, study):
 
 
 def _check_atlas(t, grid, facts, produced, study, max_unmatched):
-    from .grids import conform_plan, describe_plan
     import numpy as np
+
+    from .grids import conform_plan, describe_plan
 
     vol = t.inputs.get("volume_path")
     atlas = t.atlas_key
@@ -437,8 +436,8 @@ def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
                     problems.append(f"{described(t, role)}: is an input ({u.where(fld)} "
                                     f"{str(q)!r}); refusing to overwrite raw data")
         if os.path.islink(out):
-            problems.append(f"{described(t)}: is a symbolic link (to {os.path.realpath(out)!r}); give "
-                            f"the real path of the output")
+            problems.append(f"{described(t)}: is a symbolic link (to {os.path.realpath(out)!r}); "
+                            f"give the real path of the output")
         elif os.path.isdir(out):
             problems.append(f"{described(t)}: is an existing folder, not a file")
         low = r.lower()

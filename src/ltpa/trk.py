@@ -94,7 +94,8 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
         hdr = np.frombuffer(raw, dtype=header_2_dtype.newbyteorder(">"))[0]
         order = ">"
         if int(hdr["hdr_size"]) != HEADER_SIZE:
-            raise LtpaError(f"file {str(path)!r}: header field hdr_size is not 1000 in either byte order")
+            raise LtpaError(f"file {str(path)!r}: header field hdr_size is not 1000 in either "
+                            f"byte order")
     record = np.array(hdr, dtype=header_2_dtype.newbyteorder("="))
     return record, order
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from nibabel.streamlines.trk import header_2_dtype
 
-from .errors import LtpaError
 from .grids import KeyMap
 from .io import atomic_open
 

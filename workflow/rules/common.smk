@@ -263,8 +263,9 @@ def _batched():
     if workflow.remote_exec or not workflow.local_exec:
         return True
     settings = getattr(workflow, "execution_settings", None)
-    return bool(workflow.dryrun and os.name == "posix" and settings is not None
-                and settings.use_threads)
+    return bool(
+        workflow.dryrun and os.name == "posix" and settings is not None and settings.use_threads
+    )
 
 
 def group_of(rule_name):

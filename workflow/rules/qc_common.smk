@@ -13,9 +13,7 @@ SCAN_IDS = [s.scan_id for s in SCANS]
 GROUP = {s.scan_id: s.scan_group for s in SCANS}
 REPORT_SCAN = STUDY.report_scan
 if REPORT_SCAN not in GROUP:
-    stop(
-        f"config report_scan {REPORT_SCAN!r} is not a scan_id of {config['local_data']!r}"
-    )
+    stop(f"config report_scan {REPORT_SCAN!r} is not a scan_id of {config['local_data']!r}")
 ATLAS_KEYS = sorted({t.atlas_key for t in ALL_TARGETS if t.rule == RULE_LABEL})
 
 
@@ -24,6 +22,7 @@ _BY_SCAN = {}
 for _t in ALL_TARGETS:
     _BY_SCAN.setdefault((_t.scan.scan_id, _t.rule), []).append(_t)
 
+
 def kept_outputs(scan_id):
     """The scan's outputs kept while their inputs are archived (flagged in the QC table)."""
     from ltpa.staleness import judge_all
@@ -31,7 +30,6 @@ def kept_outputs(scan_id):
     mine = [t for rule in (RULE_INDEX, RULE_LABEL) for t in scan_targets(scan_id, rule)]
     verdicts = judge_all([t.spec(config) for t in mine])
     return sorted(str(t.output) for t, v in zip(mine, verdicts) if v.status == KEPT)
-
 
 
 def scan_targets(scan_id, rule_name):
@@ -51,10 +49,7 @@ def qc_params(wildcards):
     return {
         "scan_id": scan.scan_id,
         "pkl_path": str(pkl[0].output) if pkl else None,
-        "atlases": [
-            [t.atlas_key, str(t.output)]
-            for t in scan_targets(wildcards.scan, RULE_LABEL)
-        ],
+        "atlases": [[t.atlas_key, str(t.output)] for t in scan_targets(wildcards.scan, RULE_LABEL)],
         "trk_file": str(scan.trk_file) if scan.trk_file else None,
         "kept": kept_outputs(wildcards.scan),
     }
