@@ -141,6 +141,15 @@ def _subparser(sub, name, help_text, description=None):
                           formatter_class=HelpFormatter)
 
 
+def _study_arguments(p, local_data_help="the study's local_data.json", config_help=CONFIG_HELP):
+    """The study and the config it is read with: local_data, --data-root, --configfile."""
+    p.add_argument("local_data", help=local_data_help)
+    p.add_argument("--data-root", metavar="FOLDER",
+                   help="where relative paths of the JSON resolve (default: the config's "
+                        "data_root, else the JSON's folder)")
+    p.add_argument("--configfile", metavar="CONFIG.yaml", help=config_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import default
 
@@ -211,21 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     p = _subparser(sub, "validate", "check a local_data.json and report every problem")
-    p.add_argument("local_data", help="the study's local_data.json")
-    p.add_argument("--data-root", metavar="FOLDER",
-                   help="where relative paths of the JSON resolve (default: the config's "
-                        "data_root, else the JSON's folder)")
-    p.add_argument("--configfile", metavar="CONFIG.yaml", help=CONFIG_HELP)
+    _study_arguments(p)
     p.set_defaults(func=_validate)
 
     p = _subparser(sub, "status", "per scan, which outputs are ok, missing or out of date "
                                   "(exit 1 when any is missing or out of date)")
-    p.add_argument("local_data", help="the study's local_data.json")
-    p.add_argument("--data-root", metavar="FOLDER",
-                   help="where relative paths of the JSON resolve (default: the config's "
-                        "data_root, else the JSON's folder)")
-    p.add_argument("--configfile", metavar="CONFIG.yaml",
-                   help=CONFIG_HELP.replace("to use", "to compare with"))
+    _study_arguments(p, config_help=CONFIG_HELP.replace("to use", "to compare with"))
     p.add_argument("--legacy-dsi2-mni-offset", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="compare with qsdr keys made with (or without) dsi2's 102 - j (default: "
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subparser(sub, "query", "per scan, the streamlines through a region of interest "
                                  "(one tab-separated row per scan)")
-    p.add_argument("local_data", help="the study's local_data.json (its pkls made)")
+    _study_arguments(p, "the study's local_data.json (its pkls made)")
     roi = p.add_mutually_exclusive_group(required=True)
     roi.add_argument("--ijk", action="append", metavar="I,J,K", default=[],
                      help="a voxel of the key grid (repeat for more; this or --mask is "
@@ -260,10 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-trk", metavar="FOLDER", default=None,
                    help="also write each scan's selected streamlines to FOLDER/<scan_id>.trk "
                         "(default: not written)")
-    p.add_argument("--data-root", metavar="FOLDER", default=None,
-                   help="where relative paths of the JSON resolve (default: the config's "
-                        "data_root, else the JSON's folder)")
-    p.add_argument("--configfile", metavar="CONFIG.yaml", default=None, help=CONFIG_HELP)
     p.set_defaults(func=_query)
     return parser
 
