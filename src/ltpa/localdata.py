@@ -102,7 +102,24 @@ MAX_DEPTH = 64
 
 
 def _depth_over(data, limit) -> str | None:
-    """The JSON path of a value nested deeper than ``limit`` (iterative: no recursion), or None."""
+    """The JSON path of a value nested deeper than ``limit`` (iterative: no recursion), or None.
+
+    The common case (no such value) walks with depths only; the paths are spelled out in a
+    second walk when there is one to name.
+    """
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return _deep_path(data, limit)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return None
+
+
+def _deep_path(data, limit) -> str:
     stack = [(data, 0, "")]
     while stack:
         value, depth, where = stack.pop()
@@ -113,7 +130,7 @@ def _depth_over(data, limit) -> str | None:
                          for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value))
-    return None
+    return "the top level"
 
 
 def _json_path(parts) -> str:

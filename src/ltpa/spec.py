@@ -79,8 +79,7 @@ class JobSpec:
 
     def to_json(self) -> str:
         # the fields as they are (asdict() deep-copies: slow for a study's thousands of jobs)
-        return json.dumps({f: getattr(self, f) for f in _FIELDS}, sort_keys=True,
-                          separators=(",", ":"))
+        return json.dumps({f: getattr(self, f) for f in _FIELDS}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "JobSpec":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,21 +361,40 @@ def _dedupe(items):
 
 
 class _RealPaths:
-    """realpath() of many files, resolving each folder once."""
+    """realpath() of many files, resolving each folder once and each file once, with one
+    lstat per file (kept: ``kind`` answers from it)."""
 
     def __init__(self):
         self._dirs = {}
+        self._files = {}  # path -> (real path, st_mode of the lstat of the path in its real folder)
+
+    def _resolve(self, path: str):
+        hit = self._files.get(path)
+        if hit is None:
+            folder, name = os.path.split(path)
+            real_dir = self._dirs.get(folder)
+            if real_dir is None:
+                real_dir = self._dirs[folder] = os.path.realpath(folder)
+            full = os.path.join(real_dir, name)
+            try:
+                mode = os.lstat(full).st_mode
+            except (OSError, ValueError):
+                mode = 0
+            hit = self._files[path] = (os.path.realpath(full) if stat.S_ISLNK(mode) else full,
+                                       mode)
+        return hit
 
     def __call__(self, path) -> str:
-        path = str(path)
-        folder, name = os.path.split(path)
-        real_dir = self._dirs.get(folder)
-        if real_dir is None:
-            real_dir = self._dirs[folder] = os.path.realpath(folder)
-        full = os.path.join(real_dir, name)
-        if os.path.islink(full):
-            return os.path.realpath(full)
-        return full
+        return self._resolve(str(path))[0]
+
+    def kind(self, path) -> str | None:
+        """'link' or 'folder' for a path that is one (itself, not through its folders)."""
+        mode = self._resolve(str(path))[1]
+        if stat.S_ISLNK(mode):
+            return "link"
+        if stat.S_ISDIR(mode):
+            return "folder"
+        return None
 
 
 # what Snakemake takes for a wildcard in a file name ({name} or {name,constraint}): such a
@@ -435,10 +455,11 @@ def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
                     fld, u, q = clash[0]
                     problems.append(f"{described(t, role)}: is an input ({u.where(fld)} "
                                     f"{str(q)!r}); refusing to overwrite raw data")
-        if os.path.islink(out):
+        kind = real.kind(out)
+        if kind == "link":
             problems.append(f"{described(t)}: is a symbolic link (to {os.path.realpath(out)!r}); "
                             f"give the real path of the output")
-        elif os.path.isdir(out):
+        elif kind == "folder":
             problems.append(f"{described(t)}: is an existing folder, not a file")
         low = r.lower()
         if low in lowered and lowered[low][0] != r:
