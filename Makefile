@@ -35,8 +35,14 @@ test: $(STAMP)
 # The competitors (nibabel, dipy) run in their own venv under benchmarks/out/ (git-ignored);
 # ltpa runs from .venv. Extra options: make bench BENCH_ARGS="--repeat 3".
 # Then benchmarks/reader_bench.py: a study of 50 and 200 scans queried with ltpa.TrackDataSource
-# against plain pickle.load of each pkl (options: READER_BENCH_ARGS="--repeat 3").
+# against plain pickle.load of each pkl (options: READER_BENCH_ARGS="--repeat 3");
+# benchmarks/study_scale.py: the dry run and ltpa status of generated 1,000 / 3,000 / 10,000-scan
+# studies against a plain Snakefile with the same jobs (STUDY_BENCH_ARGS="--sizes 1000,3000");
+# benchmarks/job_cost.py: the fixed cost per job of a 100-small-scan study (JOB_BENCH_ARGS).
+# The whole make bench takes about 30 minutes on 2 cores.
 READER_BENCH_ARGS ?=
+STUDY_BENCH_ARGS ?= --sizes 1000,3000,10000
+JOB_BENCH_ARGS ?=
 BENCH_VENV := benchmarks/out/venv
 BENCH_ARGS ?=
 
@@ -49,6 +55,8 @@ $(BENCH_VENV)/.ok:
 bench: $(STAMP) $(BENCH_VENV)/.ok
 	$(BIN)/python benchmarks/run.py --python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 	$(BIN)/python benchmarks/reader_bench.py $(READER_BENCH_ARGS)
+	$(BIN)/python benchmarks/study_scale.py $(STUDY_BENCH_ARGS)
+	$(BIN)/python benchmarks/job_cost.py $(JOB_BENCH_ARGS)
 
 # make lint: ruff (rules and line length in pyproject.toml), snakefmt --check of the workflow,
 # and snakemake --lint, which fails on every lint but its request for a conda env or container
