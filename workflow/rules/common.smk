@@ -174,8 +174,10 @@ def _signature_known(func):
     """
     import inspect
 
-    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR
-
+    try:
+        from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR
+    except ImportError:  # another Snakemake: it reads the signature itself, only slower
+        return func
     setattr(func, FUNC_OVERWRITE_PARAMS_ATTR, inspect.signature(func).parameters)
     return func
 
