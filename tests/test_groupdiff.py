@@ -99,6 +99,29 @@ def _shares_by_pair(truth, group):
     return out
 
 
+def test_a_named_reference_group_is_the_one_every_group_is_compared_with():
+    sizes = {"patient": 5, "control": 4, "sib": 3, "": 9}
+    assert comparisons(sizes, "patient") == [("control", "patient"), ("sib", "patient")]
+    assert comparisons(sizes, "control") == [("patient", "control"), ("sib", "control")]
+    assert comparisons({"patient": 5, "control": 1}, "control") == []  # too few to compare
+
+
+def test_the_reference_group_turns_the_comparison_around(small_study):
+    items, truth, _ = small_study
+    default = group_differences(items)
+    turned = group_differences(items, reference="patient")
+    assert turned["comparisons"] == [("control", "patient")]
+    before = {(r["region_a"], r["region_b"]): r for r in default["rows"]}
+    after = {(r["region_a"], r["region_b"]): r for r in turned["rows"]}
+    assert set(before) == set(after)
+    for pair, r in after.items():
+        x = _shares_by_pair(truth, "control")[pair]
+        y = _shares_by_pair(truth, "patient")[pair]
+        assert r["welch_t"] == pytest.approx(stats.ttest_ind(x, y, equal_var=False).statistic,
+                                             rel=1e-5)
+        assert r["welch_t"] == pytest.approx(-before[pair]["welch_t"], rel=1e-9)
+
+
 def test_table_equals_welch_per_pair_from_the_counts(small_study, tmp_path):
     items, truth, names = small_study
     out = tmp_path / "gd.tsv"

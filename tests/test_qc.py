@@ -122,3 +122,16 @@ def test_provenance_records_config_versions_and_json_checksum(built):
     cfg = yaml.safe_load((study_folder(local_data) / "provenance" / "config.yaml").read_text())
     assert cfg["local_data"] == str(local_data) and cfg["results_dir"] is None
     assert cfg["connection_ids_start_at"] == 1
+
+
+def test_a_reference_group_the_study_lacks_is_an_error_before_any_job(tmp_path, demo_study):
+    from conftest import run_snakemake
+
+    proc = run_snakemake(tmp_path / "work", "-n", local_data=demo_study, qc=True, check=False,
+                         config=["reference_group=controls"])
+    assert proc.returncode != 0
+    assert "config reference_group 'controls' is not a scan_group" in proc.output
+    assert "control, patient" in proc.output and "rule index_streamlines" not in proc.output
+    ok = run_snakemake(tmp_path / "work", "-n", local_data=demo_study, qc=True,
+                       config=["reference_group=patient"])
+    assert "rule qc_summary" in ok.output

@@ -24,8 +24,8 @@ Left out: pairs with fewer than ``MIN_MEAN_COUNT`` streamlines per scan on avera
 the two groups' scans (mostly zeros: the difference rests on a handful of streamlines and
 t is far from Student's), and pairs whose shares do not vary in either group. Scans
 without a ``scan_group`` and groups of fewer than two scans take no part. With more than
-two groups, each group is compared with the first in sorted order (k - 1 comparisons, one
-reference for all, rather than every pair of groups).
+two groups, each group is compared with one reference (config ``reference_group``, by
+default the first in sorted order): k - 1 comparisons rather than every pair of groups.
 
 One pass over the npys (:class:`ltpa.qc.AtlasCounts`): per group, running means and sums
 of squared deviations (Welford's update, merged over region lists with Chan's formula), so
@@ -119,15 +119,20 @@ class _Moments:
         other.counts[where] += self.counts
 
 
-def comparisons(group_sizes: dict) -> list[tuple[str, str]]:
-    """(group, reference) pairs: every group of 2+ scans against the first such group in
-    sorted order; [] when fewer than two groups have 2+ scans. Scans without a group
+def comparisons(group_sizes: dict, reference: str | None = None) -> list[tuple[str, str]]:
+    """(group, reference) pairs: every group of 2+ scans against ``reference`` (config
+    ``reference_group``), by default the first such group in sorted order; [] when fewer
+    than two groups have 2+ scans, or the reference has fewer than 2. Scans without a group
     (``""`` or None) take no part."""
     groups = sorted(g for g, n in group_sizes.items() if g and n >= 2)
-    return [(g, groups[0]) for g in groups[1:]]
+    if reference is None:
+        return [(g, groups[0]) for g in groups[1:]]
+    if reference not in groups:
+        return []
+    return [(g, reference) for g in groups if g != reference]
 
 
-def group_differences(items, *, min_mean_count=MIN_MEAN_COUNT, fdr=FDR) -> dict:
+def group_differences(items, *, min_mean_count=MIN_MEAN_COUNT, fdr=FDR, reference=None) -> dict:
     """The rows of the group-difference table of one atlas (``COLUMNS``), ranked per
     comparison by p (then |t|).
 
@@ -150,10 +155,12 @@ def group_differences(items, *, min_mean_count=MIN_MEAN_COUNT, fdr=FDR) -> dict:
     for (group, key), moments in per_key.items():
         moments.merge_into(groups.setdefault(group, _Moments(n_pairs)), pairs_on_union(key, union))
     n_scans = {g: int(m.n.max()) if m.n.size else 0 for g, m in groups.items()}
-    pairs = comparisons(n_scans)
+    pairs = comparisons(n_scans, reference)
     if not pairs:
-        log.warning("fewer than two groups with 2 or more scans (%s): no group comparison",
-                    ", ".join(f"{g or '(no group)'}: {n}" for g, n in n_scans.items()) or "none")
+        ref = f"reference group {reference!r}, " if reference is not None else ""
+        log.warning("fewer than two groups with 2 or more scans (%s%s): no group comparison",
+                    ref, ", ".join(f"{g or '(no group)'}: {n}" for g, n in n_scans.items())
+                    or "none")
     names = scans.names(union)
     rows_of, cols_of = np.triu_indices(union.size)
     one_list = len({key for _, key in per_key}) == 1 and len(scans.starts) == 1

@@ -147,6 +147,7 @@ rule qc_group_differences:
         runtime=lambda wc, attempt: 15 * attempt,
     params:
         scans=lambda wc: atlas_npys(wc.atlas),
+        reference=config["reference_group"],
     script:
         "../scripts/qc_group_differences.py"
 

@@ -14,6 +14,11 @@ GROUP = {s.scan_id: s.scan_group for s in SCANS}
 REPORT_SCAN = STUDY.report_scan
 if REPORT_SCAN not in GROUP:
     stop(f"config report_scan {REPORT_SCAN!r} is not a scan_id of {config['local_data']!r}")
+if config["reference_group"] is not None and config["reference_group"] not in GROUP.values():
+    stop(
+        f"config reference_group {config['reference_group']!r} is not a scan_group of "
+        f"{config['local_data']!r} (its groups: {', '.join(sorted(set(map(str, GROUP.values()))))})"
+    )
 ATLAS_KEYS = sorted({t.atlas_key for t in ALL_TARGETS if t.rule == RULE_LABEL})
 
 

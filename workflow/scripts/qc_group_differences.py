@@ -12,4 +12,5 @@ from ltpa.groupdiff import write_group_differences
 from ltpa.jobs import job
 
 with job(snakemake.log[0], f"qc_group_differences atlas={snakemake.wildcards.atlas}"):
-    write_group_differences(snakemake.params.scans, snakemake.output.tsv)
+    write_group_differences(snakemake.params.scans, snakemake.output.tsv,
+                            reference=snakemake.params.reference)
