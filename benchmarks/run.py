@@ -25,19 +25,16 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
+
+from measure import TIME_BIN, measure  # benchmarks/measure.py
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CANDS = HERE / "cands"
 SKIP_RC = 3
-TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 ORDER = [
     "read_bytes", "nib_load", "dipy_mapping", "dsi2_hash", "ltpa_index",
@@ -50,53 +47,6 @@ SLURM_TOOLS = {"sinfo", "squeue", "sacct", "sacctmgr", "scontrol", "sbatch", "sr
 
 
 # --------------------------------------------------------------------------- measuring
-def measure(argv, timeout, cwd=None, env=None):
-    """Run argv; return dict(rc, wall, rss_mb, stdout, stderr, timed_out)."""
-    with tempfile.TemporaryDirectory(prefix="ltpa_bench_") as td:
-        tfile = os.path.join(td, "time.txt")
-        full = ([TIME_BIN, "-f", "%e %M %U %S", "-o", tfile] if TIME_BIN else []) + list(argv)
-        fo = open(os.path.join(td, "out"), "w+")
-        fe = open(os.path.join(td, "err"), "w+")
-        t0 = time.perf_counter()
-        p = subprocess.Popen(full, stdout=fo, stderr=fe, cwd=cwd, env=env,
-                             start_new_session=True)
-        timed_out = []
-
-        def _kill():
-            timed_out.append(True)
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(timeout, _kill)
-        timer.start()
-        try:
-            _, status, ru = os.wait4(p.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
-        rc = p.returncode
-        rss_kb = ru.ru_maxrss
-        cpu = ru.ru_utime + ru.ru_stime
-        if TIME_BIN and os.path.exists(tfile):
-            lines = [ln for ln in open(tfile).read().splitlines() if ln.strip()]
-            try:
-                _e, m, u, sy = lines[-1].split()
-                rss_kb = int(m)
-                cpu = float(u) + float(sy)
-            except (IndexError, ValueError):
-                pass
-        fo.seek(0)
-        fe.seek(0)
-        out, err = fo.read(), fe.read()
-        fo.close()
-        fe.close()
-    return dict(rc=rc, wall=wall, rss_mb=rss_kb / 1024.0, cpu=cpu, stdout=out, stderr=err,
-                timed_out=bool(timed_out))
-
-
 def parse_phases(stdout):
     for line in reversed(stdout.splitlines()):
         if line.startswith("PHASES "):

@@ -78,18 +78,17 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from measure import measure  # benchmarks/measure.py
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 SCALES = (33, 60, 125, 250, 500)
 OUTPUTS_PER_SCAN = 2 + len(SCALES)  # pkl, pkl.trk, one npy per atlas
 GENERATOR_VERSION = 1
@@ -267,55 +266,6 @@ def write_plain_smk(study: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- measuring
-def measure(argv, timeout, cwd=None, stdout_path=None, env=None):
-    """Run argv; dict(rc, wall, rss_mb, out, err, timed_out). out is '' with stdout_path."""
-    with tempfile.TemporaryDirectory(prefix="ltpa_scale_") as td:
-        tfile = os.path.join(td, "time.txt")
-        full = ([TIME_BIN, "-f", "%e %M", "-o", tfile] if TIME_BIN else []) + list(argv)
-        fo = open(stdout_path or os.path.join(td, "out"), "w+")
-        fe = open(os.path.join(td, "err"), "w+")
-        timed_out = []
-        t0 = time.perf_counter()
-        p = subprocess.Popen(full, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=cwd,
-                             env=env, start_new_session=True)
-
-        def _kill():
-            timed_out.append(True)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(p.pid, sig)  # the group of the process started here
-                except ProcessLookupError:
-                    return
-                if sig == signal.SIGTERM:
-                    time.sleep(5)
-
-        timer = threading.Timer(timeout, _kill)
-        timer.start()
-        try:
-            _, status, ru = os.wait4(p.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - t0
-        p.returncode = rc = os.waitstatus_to_exitcode(status)
-        rss_kb = ru.ru_maxrss
-        if TIME_BIN and os.path.exists(tfile):
-            lines = [ln for ln in open(tfile).read().splitlines() if ln.strip()]
-            try:
-                rss_kb = int(lines[-1].split()[1])
-            except (IndexError, ValueError):
-                pass
-        fo.seek(0)
-        fe.seek(0)
-        out = "" if stdout_path else fo.read()
-        err = fe.read()
-        fo.close()
-        fe.close()
-    # CPU: user + system of the child and everything it waited for (wait4 of the child)
-    cpu = ru.ru_utime + ru.ru_stime
-    return dict(rc=rc, wall=wall, cpu=cpu, rss_mb=rss_kb / 1024.0, out=out, err=err,
-                timed_out=bool(timed_out))
-
-
 def run_cmd(argv, timeout, repeat, ok_rc=(0,), **kw):
     runs = []
     for _ in range(repeat):
@@ -725,8 +675,8 @@ def main(argv=None):
     def save_error(name, r):
         err_dir.mkdir(parents=True, exist_ok=True)
         p = err_dir / f"{name}.stderr.txt"
-        p.write_text(r["err"])
-        tail = [ln for ln in r["err"].strip().splitlines() if ln.strip()][-15:]
+        p.write_text(r["stderr"])
+        tail = [ln for ln in r["stderr"].strip().splitlines() if ln.strip()][-15:]
         log(f"  !! {name}: rc {r['rc']}; stderr saved to {p}; last lines:\n    "
             + "\n    ".join(tail))
         return p
@@ -763,7 +713,7 @@ def main(argv=None):
         log(f"[N={n}] {study}")
         # jobs of the plain Snakefile (untimed; `-q rules` prints the job stats only)
         r = measure(cmds.plain(study, ("-q", "rules")), a.timeout)
-        row["jobs_plain"] = total_jobs(r["err"] + r["out"])
+        row["jobs_plain"] = total_jobs(r["stderr"] + r["stdout"])
         if row["jobs_plain"] != OUTPUTS_PER_SCAN * n + 1:
             notes.append(f"{n} scans: the plain Snakefile has {row['jobs_plain']} jobs, "
                          f"expected {OUTPUTS_PER_SCAN * n + 1}")
@@ -785,7 +735,7 @@ def main(argv=None):
                 timed_out.setdefault(key, n)
             elif not ok(r):
                 p = save_error(f"N{n}_{key}", r)
-                tail = [ln for ln in r["err"].strip().splitlines() if ln.strip()][-3:]
+                tail = [ln for ln in r["stderr"].strip().splitlines() if ln.strip()][-3:]
                 notes.append(f"{n} scans: {key} failed (rc {r['rc']}); stderr in {p}; last "
                              f"lines: " + " / ".join(f"`{t.strip()}`" for t in tail))
         if ok(row["status"]) and row["status"]["outputs"] != OUTPUTS_PER_SCAN * n:
@@ -797,7 +747,7 @@ def main(argv=None):
                 r = measure(cmds.workflow(study, wd, ("-q", "rules")), a.timeout, env=cmds.env)
             finally:
                 cmds.done(wd)
-            row["jobs_workflow"] = total_jobs(r["err"] + r["out"])
+            row["jobs_workflow"] = total_jobs(r["stderr"] + r["stdout"])
             log(f"  jobs: plain {row['jobs_plain']}, workflow {row['jobs_workflow']}")
             if row["jobs_workflow"] is not None and row["jobs_workflow"] != row["jobs_plain"]:
                 notes.append(f"{n} scans: the workflow has {row['jobs_workflow']} jobs, the "
