@@ -476,8 +476,9 @@ def mutate_json_or_text(data: bytes, rng, hot_keys=()) -> tuple[bytes, str]:
 
 
 def label_ref(sls, atlas, vs, regions, start=1):
-    """tests/reference.py's label_slow; with many regions the same rule without its pair dict."""
-    from reference import label_slow, native_voxel
+    """tests/reference.py's label_slow; with many regions the same rule without its pair dict
+    (O(R^2) entries): the pair's position in np.triu_indices(R) in closed form."""
+    from reference import end_regions, label_slow
 
     regions = sorted(int(r) for r in regions)
     if len(regions) <= 300:
@@ -485,17 +486,10 @@ def label_ref(sls, atlas, vs, regions, start=1):
     pos = {r: i for i, r in enumerate(regions)}
     n_reg = len(regions)
     out = np.zeros(len(sls), dtype=np.int64)
-    for sid, sl in enumerate(sls):
-        nz = []
-        for p in sl:
-            v = native_voxel(p, vs)
-            if all(0 <= v[a] < atlas.shape[a] for a in range(3)):
-                lab = int(atlas[v])
-                if lab in pos:
-                    nz.append(lab)
-        if len(nz) < 2:
+    for sid, ends in enumerate(end_regions(sls, atlas, vs, regions)):
+        if ends is None:
             continue
-        i, j = sorted((pos[nz[0]], pos[nz[-1]]))
+        i, j = sorted((pos[ends[0]], pos[ends[1]]))
         # position of (i, j) in np.triu_indices(n_reg): rows 0..i-1 hold n_reg - r pairs each
         out[sid] = i * n_reg - i * (i - 1) // 2 + (j - i) + start
     return out

@@ -50,12 +50,11 @@ def region_pair_dict(regions, start=1):
     }
 
 
-def label_slow(streamlines, atlas, voxel_size, regions, start=1):
-    """dsi2's connection_ids_from_tracks, with out-of-grid points as background."""
-    pairs = region_pair_dict(regions, start)
+def end_regions(streamlines, atlas, voxel_size, regions):
+    """Per streamline, (a, b): its first and last nonzero labels in ``regions`` (out-of-grid
+    points and labels not in the list are background), or None with fewer than two."""
     regions = set(int(r) for r in regions)
-    out = np.zeros(len(streamlines), dtype=np.int64)
-    for sid, sl in enumerate(streamlines):
+    for sl in streamlines:
         labels = []
         for p in sl:
             v = native_voxel(p, voxel_size)
@@ -65,8 +64,15 @@ def label_slow(streamlines, atlas, voxel_size, regions, start=1):
             else:
                 labels.append(0)
         nz = [lab for lab in labels if lab != 0]
-        if len(nz) < 2:
-            continue
-        a, b = nz[0], nz[-1]
-        out[sid] = pairs[(min(a, b), max(a, b))]
+        yield (nz[0], nz[-1]) if len(nz) >= 2 else None
+
+
+def label_slow(streamlines, atlas, voxel_size, regions, start=1):
+    """dsi2's connection_ids_from_tracks, with out-of-grid points as background."""
+    pairs = region_pair_dict(regions, start)
+    out = np.zeros(len(streamlines), dtype=np.int64)
+    for sid, ends in enumerate(end_regions(streamlines, atlas, voxel_size, regions)):
+        if ends is not None:
+            a, b = ends
+            out[sid] = pairs[(min(a, b), max(a, b))]
     return out
