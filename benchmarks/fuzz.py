@@ -461,6 +461,20 @@ def mutate_json(data: bytes, rng, hot_keys=()) -> tuple[bytes, str]:
     return json_dumps(_set_at(obj, path, new), rng), f"{where} -> {str(shown)[:40]!r}"
 
 
+def mutation_rounds(data: bytes, rng, text_share, change) -> tuple[bytes, str]:
+    """1 or 2 rounds, each ``mutate_text`` with probability ``text_share``, else
+    ``change(data, rng, descs)`` (a format's own kind of change); data and "; "-joined
+    descriptions."""
+    descs = []
+    for _ in range(int(rng.integers(1, 3))):
+        if rng.random() < text_share:
+            data, d = mutate_text(data, rng)
+            descs.append(d)
+        else:
+            data = change(data, rng, descs)
+    return data, "; ".join(descs)
+
+
 def mutate_json_or_text(data: bytes, rng, hot_keys=()) -> tuple[bytes, str]:
     descs = []
     for _ in range(int(rng.integers(1, 3))):
@@ -1793,85 +1807,83 @@ class GraphmlFormat:
         return Payload("input.graphml", seed["raw"], {})
 
     def mutate(self, seed, rng):
-        data = seed["raw"]
-        descs = []
-        for _ in range(int(rng.integers(1, 3))):
-            if rng.random() < 0.45:
-                data, d = mutate_text(data, rng)
-                descs.append(d)
-                continue
-            kind = _pick(rng, ["id", "id", "dup_node", "del_node", "edge", "nest", "hyperedge",
-                               "namespace", "entity", "key_type", "data", "encoding", "comment",
-                               "deep"])
-            ids = list(re.finditer(rb'id="([^"]*)"', data))
-            nodes = list(re.finditer(rb"<node\b[^>]*/>|<node\b[^>]*>.*?</node>", data, re.S))
-            close = data.rfind(b"</graph>")
-            if kind == "id" and ids:
-                m = _pick(rng, ids)
-                v = _enc(_pick(rng, ID_VALUES))
+        data, desc = mutation_rounds(seed["raw"], rng, 0.45, self._change)
+        return Payload("input.graphml", data, {}), desc or "unchanged"
+
+    def _change(self, data, rng, descs):
+        """One change of this format's own kind (appended to descs); the new data."""
+        kind = _pick(rng, ["id", "id", "dup_node", "del_node", "edge", "nest", "hyperedge",
+                           "namespace", "entity", "key_type", "data", "encoding", "comment",
+                           "deep"])
+        ids = list(re.finditer(rb'id="([^"]*)"', data))
+        nodes = list(re.finditer(rb"<node\b[^>]*/>|<node\b[^>]*>.*?</node>", data, re.S))
+        close = data.rfind(b"</graph>")
+        if kind == "id" and ids:
+            m = _pick(rng, ids)
+            v = _enc(_pick(rng, ID_VALUES))
+            data = data[:m.start(1)] + v + data[m.end(1):]
+            descs.append(f"id {m.group(1)[:10]!r} -> {v[:20]!r}")
+        elif kind == "dup_node" and nodes:
+            m = _pick(rng, nodes)
+            data = data[:m.end()] + m.group(0) + data[m.end():]
+            descs.append("node duplicated")
+        elif kind == "del_node" and nodes:
+            m = _pick(rng, nodes)
+            data = data[:m.start()] + data[m.end():]
+            descs.append("node removed")
+        elif kind in ("edge", "nest", "hyperedge") and close >= 0:
+            a = _enc(_pick(rng, ID_VALUES + ["1", "2", "5"]))
+            c = _enc(_pick(rng, ["1", "2", "900", "5", "abc"]))
+            ins = {"edge": b'<edge source="' + a + b'" target="' + c + b'"/>',
+                   "nest": b'<node id="900"><graph id="sub"><node id="' + a
+                           + b'"/></graph></node>',
+                   "hyperedge": b'<hyperedge><endpoint node="' + a + b'"/></hyperedge>'}[kind]
+            data = data[:close] + ins + data[close:]
+            descs.append(f"{kind} with {a[:20]!r}")
+        elif kind == "namespace":
+            new = _pick(rng, [b"", b"http://graphml.graphdrawing.org/xmlns/", b"urn:x",
+                              b"http://graphml.graphdrawing.org/XMLNS"])
+            data = data.replace(_enc(GML_NS), new, 1)
+            descs.append(f"namespace -> {new!r}")
+        elif kind == "entity":
+            levels = int(rng.integers(1, 6))
+            decl = b'<!ENTITY e0 "7">' + b"".join(
+                b"<!ENTITY e%d \"%s\">" % (k, b"&e%d;" % (k - 1) * 10)
+                for k in range(1, levels))
+            body = data.split(b"?>", 1)[-1] if data.startswith(b"<?xml") else data
+            body = re.sub(rb"<!DOCTYPE[^]]*\]>", b"", body)
+            if ids:
+                body = body.replace(ids[0].group(0), b'id="&e%d;"' % (levels - 1), 1)
+            data = b"<!DOCTYPE graphml [" + decl + b"]>\n" + body
+            descs.append(f"entity expansion 10^{levels - 1}")
+        elif kind == "key_type":
+            new = _pick(rng, [b"int", b"long", b"float", b"double", b"boolean", b"weird", b""])
+            data = re.sub(rb'attr\.type="[^"]*"', b'attr.type="' + new + b'"', data, count=1)
+            descs.append(f"attr.type -> {new!r}")
+        elif kind == "data":
+            ms = list(re.finditer(rb"<data key=\"[^\"]*\">([^<]*)</data>", data))
+            if ms:
+                m = _pick(rng, ms)
+                v = _enc(_pick(rng, NUMBER_TEXTS + ["true", "yes", "\u00e9"]))
                 data = data[:m.start(1)] + v + data[m.end(1):]
-                descs.append(f"id {m.group(1)[:10]!r} -> {v[:20]!r}")
-            elif kind == "dup_node" and nodes:
-                m = _pick(rng, nodes)
-                data = data[:m.end()] + m.group(0) + data[m.end():]
-                descs.append("node duplicated")
-            elif kind == "del_node" and nodes:
-                m = _pick(rng, nodes)
-                data = data[:m.start()] + data[m.end():]
-                descs.append("node removed")
-            elif kind in ("edge", "nest", "hyperedge") and close >= 0:
-                a = _enc(_pick(rng, ID_VALUES + ["1", "2", "5"]))
-                c = _enc(_pick(rng, ["1", "2", "900", "5", "abc"]))
-                ins = {"edge": b'<edge source="' + a + b'" target="' + c + b'"/>',
-                       "nest": b'<node id="900"><graph id="sub"><node id="' + a
-                               + b'"/></graph></node>',
-                       "hyperedge": b'<hyperedge><endpoint node="' + a + b'"/></hyperedge>'}[kind]
-                data = data[:close] + ins + data[close:]
-                descs.append(f"{kind} with {a[:20]!r}")
-            elif kind == "namespace":
-                new = _pick(rng, [b"", b"http://graphml.graphdrawing.org/xmlns/", b"urn:x",
-                                  b"http://graphml.graphdrawing.org/XMLNS"])
-                data = data.replace(_enc(GML_NS), new, 1)
-                descs.append(f"namespace -> {new!r}")
-            elif kind == "entity":
-                levels = int(rng.integers(1, 6))
-                decl = b'<!ENTITY e0 "7">' + b"".join(
-                    b"<!ENTITY e%d \"%s\">" % (k, b"&e%d;" % (k - 1) * 10)
-                    for k in range(1, levels))
-                body = data.split(b"?>", 1)[-1] if data.startswith(b"<?xml") else data
-                body = re.sub(rb"<!DOCTYPE[^]]*\]>", b"", body)
-                if ids:
-                    body = body.replace(ids[0].group(0), b'id="&e%d;"' % (levels - 1), 1)
-                data = b"<!DOCTYPE graphml [" + decl + b"]>\n" + body
-                descs.append(f"entity expansion 10^{levels - 1}")
-            elif kind == "key_type":
-                new = _pick(rng, [b"int", b"long", b"float", b"double", b"boolean", b"weird", b""])
-                data = re.sub(rb'attr\.type="[^"]*"', b'attr.type="' + new + b'"', data, count=1)
-                descs.append(f"attr.type -> {new!r}")
-            elif kind == "data":
-                ms = list(re.finditer(rb"<data key=\"[^\"]*\">([^<]*)</data>", data))
-                if ms:
-                    m = _pick(rng, ms)
-                    v = _enc(_pick(rng, NUMBER_TEXTS + ["true", "yes", "\u00e9"]))
-                    data = data[:m.start(1)] + v + data[m.end(1):]
-                    descs.append(f"data -> {v[:20]!r}")
-            elif kind == "encoding":
-                enc = _pick(rng, [b"utf-16", b"latin-1", b"ascii", b"bogus", b"utf-8"])
-                if data.startswith(b"<?xml"):
-                    data = re.sub(rb'encoding="[^"]*"', b'encoding="' + enc + b'"', data, count=1)
-                else:
-                    data = b'<?xml version="1.0" encoding="' + enc + b'"?>\n' + data
-                descs.append(f"encoding {enc!r}")
-            elif kind == "comment" and close >= 0:
-                ins = _pick(rng, [b"<!-- <node id=\"99\"/> -->", b"<![CDATA[<node id='98'/>]]>",
-                                  b"<?pi x?>", b"<desc>\xc3\xa9</desc>"])
-                data = data[:close] + ins + data[close:]
-                descs.append(f"inserted {ins[:20]!r}")
-            elif kind == "deep" and close >= 0:
-                k = int(_pick(rng, [100, 10_000, 200_000]))
-                data = data[:close] + b"<a>" * k + b"</a>" * k + data[close:]
-                descs.append(f"{k} nested elements")
-        return Payload("input.graphml", data, {}), "; ".join(descs) or "unchanged"
+                descs.append(f"data -> {v[:20]!r}")
+        elif kind == "encoding":
+            enc = _pick(rng, [b"utf-16", b"latin-1", b"ascii", b"bogus", b"utf-8"])
+            if data.startswith(b"<?xml"):
+                data = re.sub(rb'encoding="[^"]*"', b'encoding="' + enc + b'"', data, count=1)
+            else:
+                data = b'<?xml version="1.0" encoding="' + enc + b'"?>\n' + data
+            descs.append(f"encoding {enc!r}")
+        elif kind == "comment" and close >= 0:
+            ins = _pick(rng, [b"<!-- <node id=\"99\"/> -->", b"<![CDATA[<node id='98'/>]]>",
+                              b"<?pi x?>", b"<desc>\xc3\xa9</desc>"])
+            data = data[:close] + ins + data[close:]
+            descs.append(f"inserted {ins[:20]!r}")
+        elif kind == "deep" and close >= 0:
+            k = int(_pick(rng, [100, 10_000, 200_000]))
+            data = data[:close] + b"<a>" * k + b"</a>" * k + data[close:]
+            descs.append(f"{k} nested elements")
+        return data
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
@@ -2027,42 +2039,39 @@ class LabelsFormat:
         return Payload("input.tsv", seed["raw"], {})
 
     def mutate(self, seed, rng):
-        data = seed["raw"]
-        descs = []
-        for _ in range(int(rng.integers(1, 3))):
-            if rng.random() < 0.5:
-                data, d = mutate_text(data, rng)
-                descs.append(d)
-                continue
-            lines = data.split(b"\n")
-            kind = _pick(rng, ["index", "index", "sep", "insert", "bom", "latin1", "quote"])
-            i = int(rng.integers(0, len(lines)))
-            if kind == "index":
-                m = re.match(rb'\s*"?([^,\t "]*)', lines[i])
-                v = _enc(_pick(rng, ID_VALUES + ["18446744073709551615", "-9223372036854775808"]))
-                lines[i] = lines[i][:m.start(1)] + v + lines[i][m.end(1):]
-                descs.append(f"line {i} index -> {v[:20]!r}")
-            elif kind == "sep":
-                new = _pick(rng, [b",", b"\t", b"  ", b";", b"\x0b", b"|", b", "])
-                lines[i] = re.sub(rb"[,\t ]+", new, lines[i], count=1)
-                descs.append(f"line {i} separator -> {new!r}")
-            elif kind == "insert":
-                at = int(_pick(rng, [0, 1, 2, 4, 5, 6, i]))
-                new = _pick(rng, [b"index,name", b"# comment", b"", b"label\tname", b"No. Name",
-                                  b"   ", b"#", b'"1"', b"x,1"])
-                lines.insert(min(at, len(lines)), new)
-                descs.append(f"line {new!r} inserted at {at}")
-            elif kind == "bom":
-                lines[0] = b"\xef\xbb\xbf" + lines[0]
-                descs.append("UTF-8 BOM")
-            elif kind == "latin1":
-                lines[i] = _pick(rng, [b"\xe9", b"\xff\xfe", b"\xc3"]) + lines[i]
-                descs.append(f"undecodable byte before line {i}")
-            elif kind == "quote":
-                lines[i] = b'"' + lines[i]
-                descs.append(f"quote before line {i}")
-            data = b"\n".join(lines)
-        return Payload("input.tsv", data, {}), "; ".join(descs) or "unchanged"
+        data, desc = mutation_rounds(seed["raw"], rng, 0.5, self._change)
+        return Payload("input.tsv", data, {}), desc or "unchanged"
+
+    def _change(self, data, rng, descs):
+        """One change of this format's own kind (appended to descs); the new data."""
+        lines = data.split(b"\n")
+        kind = _pick(rng, ["index", "index", "sep", "insert", "bom", "latin1", "quote"])
+        i = int(rng.integers(0, len(lines)))
+        if kind == "index":
+            m = re.match(rb'\s*"?([^,\t "]*)', lines[i])
+            v = _enc(_pick(rng, ID_VALUES + ["18446744073709551615", "-9223372036854775808"]))
+            lines[i] = lines[i][:m.start(1)] + v + lines[i][m.end(1):]
+            descs.append(f"line {i} index -> {v[:20]!r}")
+        elif kind == "sep":
+            new = _pick(rng, [b",", b"\t", b"  ", b";", b"\x0b", b"|", b", "])
+            lines[i] = re.sub(rb"[,\t ]+", new, lines[i], count=1)
+            descs.append(f"line {i} separator -> {new!r}")
+        elif kind == "insert":
+            at = int(_pick(rng, [0, 1, 2, 4, 5, 6, i]))
+            new = _pick(rng, [b"index,name", b"# comment", b"", b"label\tname", b"No. Name",
+                              b"   ", b"#", b'"1"', b"x,1"])
+            lines.insert(min(at, len(lines)), new)
+            descs.append(f"line {new!r} inserted at {at}")
+        elif kind == "bom":
+            lines[0] = b"\xef\xbb\xbf" + lines[0]
+            descs.append("UTF-8 BOM")
+        elif kind == "latin1":
+            lines[i] = _pick(rng, [b"\xe9", b"\xff\xfe", b"\xc3"]) + lines[i]
+            descs.append(f"undecodable byte before line {i}")
+        elif kind == "quote":
+            lines[i] = b'"' + lines[i]
+            descs.append(f"quote before line {i}")
+        return b"\n".join(lines)
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
