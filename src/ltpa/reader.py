@@ -80,27 +80,19 @@ class ScanTable(list):
         return f"ScanTable({len(self)} scans; columns {self.columns})"
 
 
-def _flatten(value, prefix, out):
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(v, f"{prefix}.{k}", out)
-    else:
-        out[prefix] = value
-
-
 def scan_table(scans) -> ScanTable:
     """The ``ScanTable`` of a study's ``ScanRecord``s."""
+    from .qc import flatten
+
     flat = []
     attr_keys, other_keys = [], []
     for rec in scans:
         md = rec.metadata
-        attrs, other = {}, {}
-        for k, v in (md.get("attributes") or {}).items() if isinstance(md.get("attributes"),
-                                                                      dict) else ():
-            _flatten(v, k, attrs)
-        for k, v in md.items():
-            if k not in CORE_COLUMNS and k not in _NOT_COLUMNS:
-                _flatten(v, k, other)
+        attrs = {}
+        if isinstance(md.get("attributes"), dict):
+            attrs = flatten(md["attributes"])
+        other = flatten({k: v for k, v in md.items()
+                         if k not in CORE_COLUMNS and k not in _NOT_COLUMNS})
         flat.append((rec, attrs, other))
         attr_keys += [k for k in attrs if k not in attr_keys]
         other_keys += [k for k in other if k not in other_keys]
@@ -564,6 +556,8 @@ class TrackDataSource:
         With ``connection_ids_start_at: 0`` id 0 is both the first region's self-connection
         and "unlabeled" (dsi2's numbering); it is left out of the matrix, as unlabeled.
         """
+        from .qc import pair_counts, pairs_to_matrix
+
         labels = self._require_atlas()
         regions0 = None
         mats = None
@@ -574,7 +568,6 @@ class TrackDataSource:
             if regions0 is None:
                 regions0 = regions
                 n_reg = regions.shape[0]
-                iu = np.triu_indices(n_reg)
                 mats = np.zeros((len(self._scans), n_reg, n_reg), dtype=np.int32)
             elif not np.array_equal(regions, regions0):
                 raise LtpaError(
@@ -592,15 +585,8 @@ class TrackDataSource:
                         f"{rec.where(_field(lab, 'numpy_path'))}: file "
                         f"{str(lab.numpy_path)!r} has connection id {bad}, outside "
                         f"0..{start + n_pairs - 1} for {n_reg} regions numbered from {start}")
-            counts = np.bincount(np.asarray(conn, dtype=np.int64),
-                                 minlength=start + n_pairs)[start:start + n_pairs]
+            mats[pos] = pairs_to_matrix(pair_counts(conn, n_reg, start), n_reg)
             del conn, lab_ids
-            if start == 0:
-                counts = counts.copy()
-                counts[0] = 0
-            m = mats[pos]
-            m[iu] = counts
-            m[iu[1], iu[0]] = counts
         first = labels[0]
         return ConnectionMatrices(
             counts=mats, regions=regions0, names=_region_names(first, regions0),
@@ -683,28 +669,14 @@ def _entries(labels) -> str:
     return "; ".join(_entry_text(lab) for lab in labels) if labels else "none"
 
 
-_NAME_KEYS = ("dn_name", "name", "label", "dn_fsname")
 
 
 def _region_names(lab, regions) -> list:
-    """Names of ``regions`` from the entry's graphml (node attributes), else the ids."""
-    names = {}
-    if lab.graphml_path is not None and os.path.exists(lab.graphml_path):
-        try:
-            import networkx as nx
+    """Names of ``regions`` from the entry's graphml (``ltpa.regions.region_names``), else
+    the ids."""
+    from .regions import region_names
 
-            graph = nx.read_graphml(str(lab.graphml_path))
-            for node, data in graph.nodes(data=True):
-                try:
-                    rid = int(str(node).strip())
-                except ValueError:
-                    continue
-                for key in _NAME_KEYS:
-                    if data.get(key) not in (None, ""):
-                        names[rid] = str(data[key])
-                        break
-        except Exception:  # names are a convenience: the ids stand in for them
-            names = {}
+    names = region_names(lab.graphml_path) if lab.graphml_path is not None else {}
     return [names.get(int(r), str(int(r))) for r in regions]
 
 
