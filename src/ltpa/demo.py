@@ -611,31 +611,21 @@ def b0_study_files():
 def write_study_graphml(path, rows, centroids) -> None:
     """A region list as the Lausanne 2008 graphml files have it (node attributes dn_name,
     dn_fsname, dn_hemisphere, dn_region, dn_correspondence_id, dn_fs_aseg_val and the
-    region's centre dn_position_x/y/z in MNI mm)."""
-    from xml.sax.saxutils import escape
+    region's centre dn_position_x/y/z in MNI mm), written by networkx as ``write_graphml``."""
+    import networkx as nx
 
     from .io import atomic_open
 
-    keys = [("dn_region", "string"), ("dn_fsname", "string"), ("dn_hemisphere", "string"),
-            ("dn_correspondence_id", "int"), ("dn_name", "string"), ("dn_fs_aseg_val", "string"),
-            ("dn_position_x", "double"), ("dn_position_y", "double"), ("dn_position_z", "double")]
-    out = ['<?xml version="1.0" encoding="utf-8"?><graphml xmlns="http://graphml.graphdrawing'
-           '.org/xmlns" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-           'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns http://graphml.'
-           'graphdrawing.org/xmlns/1.0/graphml.xsd">']
-    out += [f'  <key attr.name="{k}" attr.type="{t}" for="node" id="d{i}" />'
-            for i, (k, t) in enumerate(keys)]
-    out.append('  <graph edgedefault="undirected" id="">')
+    g = nx.Graph()
     for row, c in zip(rows, centroids):
-        values = [row["region"], row["fsname"], row["hemisphere"], row["id"], row["name"],
-                  row["aseg"], *(round(float(x), 2) for x in c)]
-        out.append(f'    <node id="{row["id"]}">')
-        out += [f'      <data key="d{i}">{escape(str(v))}</data>'
-                for i, v in enumerate(values) if v is not None]
-        out.append("    </node>")
-    out += ["  </graph>", "</graphml>", ""]
-    with atomic_open(path, "w") as fh:
-        fh.write("\n".join(out))
+        attrs = {"dn_region": row["region"], "dn_fsname": row["fsname"],
+                 "dn_hemisphere": row["hemisphere"], "dn_correspondence_id": int(row["id"]),
+                 "dn_name": row["name"],
+                 "dn_fs_aseg_val": None if row["aseg"] is None else str(row["aseg"]),
+                 **{f"dn_position_{a}": round(float(x), 2) for a, x in zip("xyz", c)}}
+        g.add_node(str(row["id"]), **{k: v for k, v in attrs.items() if v is not None})
+    with atomic_open(path, "wb") as fh:
+        nx.write_graphml(g, fh)
 
 
 def write_study_lut(path, rows) -> None:
