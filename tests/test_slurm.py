@@ -135,6 +135,29 @@ def test_cluster_dry_run_plans_one_group_job_per_batch_of_scans(tmp_path, demo_s
         assert "mem_mb=" in proc.output
 
 
+def run_on_cluster(work, local_data, *config):
+    """The workflow through the cluster profile on the test cluster: (output, seconds); a
+    failed run fails the test with the output and the SLURM jobs' logs."""
+    cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT),  # snakemake ignores SIGTERM while waiting
+           SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work),
+           "--workflow-profile", str(PROFILE),
+           "--ltpa-slurm-init-seconds-before-status-checks", "1",
+           "--config", f"local_data={local_data}", *config]
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+               LTPA_SLURM_ACCOUNT=ACCOUNT, LTPA_SLURM_PARTITION=PARTITION)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT + 60, env=env)
+    elapsed = time.monotonic() - t0
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        slurm_logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
+                               for p in sorted(Path(work).glob(".snakemake/slurm_logs/**/*.log")))
+        raise AssertionError(f"snakemake --executor ltpa-slurm failed (exit {proc.returncode}, "
+                             f"124 = timeout) after {elapsed:.0f} s:\n{output[-6000:]}\n"
+                             f"{slurm_logs[-6000:]}")
+    return output, elapsed
+
+
 def sacct_rows(job_ids):
     proc = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids),
@@ -158,23 +181,7 @@ def test_slurm_run_equals_local_run(tmp_path):
     run_snakemake(tmp_path / "local" / "work", local_data=local_study)
 
     work = tmp_path / "slurm" / "work"
-    cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT),  # snakemake ignores SIGTERM while waiting
-           SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work),
-           "--workflow-profile", str(PROFILE),
-           "--ltpa-slurm-init-seconds-before-status-checks", "1",
-           "--config", f"local_data={slurm_study}", "scans_per_job=1"]
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
-               LTPA_SLURM_ACCOUNT=ACCOUNT, LTPA_SLURM_PARTITION=PARTITION)
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT + 60, env=env)
-    elapsed = time.monotonic() - t0
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        slurm_logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
-                               for p in sorted(work.glob(".snakemake/slurm_logs/**/*.log")))
-        raise AssertionError(f"snakemake --executor slurm failed (exit {proc.returncode}, "
-                             f"124 = timeout) after {elapsed:.0f} s:\n{output[-6000:]}\n"
-                             f"{slurm_logs[-6000:]}")
+    output, elapsed = run_on_cluster(work, slurm_study, "scans_per_job=1")
 
     # the same outputs as the local run
     for s in SCANS:
@@ -227,18 +234,7 @@ def test_a_100_scan_study_is_5_slurm_jobs_of_20_scans(tmp_path):
     from ltpa.demo import make_demo
 
     study = make_demo(tmp_path / "study", n_scans=100, seed=2, n_per_side=2, n_background=1)
-    work = tmp_path / "work"
-    cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT), SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work),
-           "--workflow-profile", str(PROFILE),
-           "--ltpa-slurm-init-seconds-before-status-checks", "1",
-           "--config", f"local_data={study}"]
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
-               LTPA_SLURM_ACCOUNT=ACCOUNT, LTPA_SLURM_PARTITION=PARTITION)
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT + 60, env=env)
-    elapsed = time.monotonic() - t0
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-6000:]
+    output, elapsed = run_on_cluster(tmp_path / "work", study)
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
     batches = sorted({re.search(r"/group_(scans_\d+)_", log).group(1)
                       for _, log in submitted if "/group_scans_" in log})
