@@ -98,6 +98,13 @@ def dtype(code: str) -> bytes:
                                                                    i(-1), i(-1), i(0)) + b"b"
 
 
+def dtype_bomb(levels: int) -> bytes:
+    """A dtype whose BUILD state is a tuple tree of 2^levels leaves in ~2.5*levels bytes: each
+    level is DUP + TUPLE2 of the level below, so every node is shared."""
+    return (P + glob("numpy", "dtype") + s("f8") + b"\x89\x88\x87R" + b"N"
+            + b"2\x86" * levels + b"b" + STOP)
+
+
 def handmade(marker: str) -> list[tuple[str, bytes]]:
     """(name, pickle bytes) for each opcode family; a payload that got to run would touch
     ``marker``."""
@@ -186,6 +193,10 @@ def handmade(marker: str) -> list[tuple[str, bytes]]:
     out.append(("deep lists", P + b"]" * 200_000 + b"a" * 199_999 + STOP))
     out.append(("deep marks", P + b"(" * 200_000 + STOP))
     out.append(("many objects", P + b"]" + b"(" + b"N" * 3_000_000 + b"e" + STOP))
+    out.append(("marks of a 30 MB file", P + b"(" * (30 << 20) + STOP))
+    out.append(("memo entries of one object", P + b"N" + b"\x94" * 3_000_000 + STOP))
+    out.append(("PUTs of one object", P + b"N" + b"q\x07" * 1_500_000 + STOP))
+    out.append(("DUP-shared dtype state", dtype_bomb(60)))
     out.append(("memo miss", P + b"h\x05" + STOP))
     out.append(("self-referencing list", P + b"]\x94h\x00a" + STOP))
     out.append(("empty", b""))

@@ -169,14 +169,125 @@ def test_verify_catches_inconsistent_values_that_loading_lets_through(tmp_path):
     from ltpa.dataset import _restore
 
     state = load_track_dataset(V0)._state()
+    indptr = np.array(state["indptr"])
+    k = int(np.argmax(np.diff(indptr) >= 2))  # a voxel with two ids or more
     ids = np.array(state["ids"])
-    ids[0] = 10_000  # a streamline that does not exist
-    state["ids"] = ids
+    ids[indptr[k]], ids[indptr[k] + 1] = ids[indptr[k] + 1], ids[indptr[k]]
+    state["ids"] = ids  # in range, but no longer sorted within the voxel
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(pickle.dumps(_Reduce(_restore, state), protocol=5))
     ds = load_track_dataset(bad)
-    with pytest.raises(LtpaError, match="ids outside"):
+    with pytest.raises(LtpaError, match="not sorted and unique within a voxel"):
         ds.verify()
+
+
+def _edited(state, key, edit):
+    arr = np.array(state[key])
+    edit(arr)
+    return {**state, key: arr}
+
+
+def _set(pos, value):
+    def edit(a):
+        a[pos] = value
+    return edit
+
+
+def _swap_first_two(a):
+    a[0], a[1] = a[1], a[0]
+
+
+def _index_cases(state, n):
+    """(name, state, message): index contents that would make a query read or report wrongly."""
+    dim = state["dim"]
+    size = dim[0] * dim[1] * dim[2]
+    return [
+        ("id n", _edited(state, "ids", _set(0, n)), f"streamline id {n} at position 0; "
+                                                     f"expected ids 0..{n - 1}"),
+        ("id -1", _edited(state, "ids", _set(-1, -1)), "streamline id -1 at position"),
+        ("indptr backwards", _edited(state, "indptr", _set(1, state["indptr"][2] + 1)),
+         "index pointer 2 is .*below the one before it"),
+        ("voxels unsorted", _edited(state, "voxels", _swap_first_two),
+         "voxel keys are not strictly increasing: key 1"),
+        ("voxel repeated", _edited(state, "voxels", _set(1, state["voxels"][0])),
+         "not strictly increasing"),
+        ("voxel outside", _edited(state, "voxels", _set(-1, size)),
+         f"voxel key {size} lies outside the key grid"),
+        ("voxel negative", _edited(state, "voxels", _set(0, -5)), "voxel key -5 lies outside"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_index_contents_are_checked_on_load_naming_the_file(tmp_path, case):
+    """ids of streamlines that do not exist (>= n gave a raw IndexError in a query, -1
+    silently meant streamline n-1), backwards pointers, unsorted or out-of-grid voxels."""
+    from ltpa.dataset import _restore
+    from ltpa.reader import TrackDataSource  # noqa: F401 - the query path must see the same
+
+    good = load_track_dataset(V0)
+    n = good.get_ntracks()
+    name, state, message = _index_cases(good._state(), n)[case]
+    bad = tmp_path / f"bad {case}.pkl"
+    bad.write_bytes(pickle.dumps(_Reduce(_restore, state), protocol=5))
+    with pytest.raises(LtpaError, match=message) as info:
+        load_track_dataset(bad)
+    assert str(bad) in str(info.value), name
+    with pytest.raises(LtpaError, match=message):  # plain pickle.load checks the same
+        pickle.loads(bad.read_bytes())
+
+
+def _bounded_load(payload, tmp_path, seconds=60):
+    """Load ``payload`` in a fresh process with 3 GB of address space and a time limit:
+    (peak RSS in MB, the line it printed)."""
+    bad = tmp_path / "bomb.pkl"
+    bad.write_bytes(payload)
+    code = ("import resource, sys, ltpa\n"
+            "from ltpa.errors import LtpaError\n"
+            "from ltpa.safepickle import _dtype_table\n"
+            "_dtype_table()\n"  # imports what a load imports, before the baseline
+            "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    ltpa.load_track_dataset(sys.argv[1])\n    out = 'LOADED'\n"
+            "except LtpaError as e:\n    out = 'LTPAERROR ' + str(e)\n"
+            "grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base\n"
+            "print(grew // 1024, out)\n")
+    try:
+        proc = subprocess.run([str(BIN / "python"), "-c", code, str(bad)], capture_output=True,
+                              text=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"loading a {len(payload)}-byte pkl ran for more than {seconds} s")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    grew, line = proc.stdout.split(" ", 1)
+    return int(grew), line.strip()
+
+
+def test_a_dtype_state_of_shared_nodes_is_refused_at_once(tmp_path):
+    """DUP + TUPLE2 per level: a tree of 2^60 leaves in 148 bytes, once walked for ever."""
+    fuzz = _fuzz_module()
+    payload = fuzz.dtype_bomb(60)
+    assert len(payload) < 150
+    grew, line = _bounded_load(payload, tmp_path, seconds=30)
+    assert line.startswith("LTPAERROR") and "refusing to load: a dtype state" in line, line
+    assert grew < 50, f"{grew} MB"
+    # shallow but wide: 2^14 leaves (the widest allowed dtype state has ~120)
+    grew, line = _bounded_load(fuzz.dtype_bomb(14), tmp_path, seconds=30)
+    assert "a dtype state of more than 10000 items" in line, line
+
+
+@pytest.mark.parametrize("what", ["marks", "memo", "put"])
+def test_marks_and_memo_entries_count_against_the_object_bound(tmp_path, what):
+    """30 MB of MARK reached 2.1 GB: marks and memo entries are bounded like objects."""
+    from ltpa.safepickle import MAX_OBJECTS
+
+    payload = {"marks": b"\x80\x05" + b"(" * (30 << 20) + b".",
+               "memo": b"\x80\x05N" + b"\x94" * (MAX_OBJECTS + 10) + b".",
+               "put": b"\x80\x05N" + b"".join(b"r" + k.to_bytes(4, "little")
+                                              for k in range(MAX_OBJECTS + 10)) + b"."}[what]
+    grew, line = _bounded_load(payload, tmp_path)
+    assert line.startswith("LTPAERROR"), line
+    assert ("MARKs open" if what == "marks" else "marks and memo entries") in line, line
+    # a bounded machine: ~100 bytes per counted item at most
+    assert grew < 100 + MAX_OBJECTS * 150 / 1e6, f"{grew} MB"
 
 
 # --------------------------------------------------------------------------- no code from a file

@@ -229,12 +229,12 @@ class TrackDataset:
         return np.unique(np.concatenate(parts))
 
     def verify(self) -> None:
-        """Check every invariant of the arrays (O(size)); loading checks only their shapes.
+        """Check every invariant of the arrays (O(size)), beyond what loading checks.
 
-        Raises LtpaError naming what is inconsistent. Loading a file checks types, dtypes and
-        lengths (cheap), so that a query never reads outside an array; this also checks the
-        values: sorted voxels inside the grid, ids of existing streamlines, sorted per voxel,
-        and every streamline inside the stored body.
+        Raises LtpaError naming what is inconsistent. Loading a file checks types, dtypes,
+        lengths and what a query relies on (voxels strictly increasing inside the grid,
+        pointers non-decreasing, ids of existing streamlines); this also checks that no voxel
+        is empty, that ids are sorted per voxel, and every streamline inside the stored body.
         """
         idx = self._index
         v = idx.voxels
@@ -371,12 +371,9 @@ def _from_state(state, source) -> "TrackDataset":
     voxels = _array(state, "voxels", "i8", source)
     indptr = _array(state, "indptr", "i8", source)
     ids = _array(state, "ids", "i4", source)
-    if indptr.shape[0] != voxels.shape[0] + 1:
-        _fail(source, f"{voxels.shape[0]} voxels but {indptr.shape[0]} index pointers")
-    if int(indptr[0]) != 0 or int(indptr[-1]) != ids.shape[0]:
-        _fail(source, "index pointers do not span the ids")
     words = _array(state, "words", "f4", source)
     counts = _array(state, "counts", "i4", source)
+    _check_index(dim, voxels, indptr, ids, counts.shape[0], source)
     stride = _int(state["stride"], source, "stride", 3, MAX_STRIDE)
     n_properties = _int(state["n_properties"], source, "n_properties", 0, MAX_STRIDE)
     return TrackDataset(
@@ -385,6 +382,39 @@ def _from_state(state, source) -> "TrackDataset":
         n_properties=n_properties, mm_sign=_floats3(state["mm_sign"], source, "mm_sign"),
         mm_shift=_floats3(state["mm_shift"], source, "mm_shift"), space=state["space"],
         build=build)
+
+
+def _check_index(dim, voxels, indptr, ids, n_streamlines, source):
+    """The index's values, not only its shapes: everything a query relies on to stay inside
+    the arrays and to name only existing streamlines (one vectorized pass over each array)."""
+    if indptr.shape[0] != voxels.shape[0] + 1:
+        _fail(source, f"{voxels.shape[0]} voxels but {indptr.shape[0]} index pointers")
+    if int(indptr[0]) != 0 or int(indptr[-1]) != ids.shape[0]:
+        _fail(source, f"index pointers run from {int(indptr[0])} to {int(indptr[-1])}; "
+                      f"expected 0 to {ids.shape[0]} (the number of ids)")
+    back = indptr[1:] < indptr[:-1]
+    if back.any():
+        k = int(np.argmax(back))
+        _fail(source, f"index pointer {k + 1} is {int(indptr[k + 1])}, below the one before it "
+                      f"({int(indptr[k])}); expected non-decreasing pointers")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= n_streamlines:
+            bad = lo if lo < 0 else hi
+            k = int(np.argmax(ids == bad))
+            _fail(source, f"'ids' holds streamline id {bad} at position {k}; expected ids "
+                          f"0..{n_streamlines - 1} (the dataset has {n_streamlines} "
+                          f"streamlines)")
+    if voxels.size:
+        size = dim[0] * dim[1] * dim[2]
+        if int(voxels[0]) < 0 or int(voxels[-1]) >= size:
+            bad = int(voxels[0]) if int(voxels[0]) < 0 else int(voxels[-1])
+            _fail(source, f"voxel key {bad} lies outside the key grid {dim} (keys 0..{size - 1})")
+        ahead = voxels[1:] <= voxels[:-1]
+        if ahead.any():
+            k = int(np.argmax(ahead))
+            _fail(source, f"voxel keys are not strictly increasing: key {k + 1} is "
+                          f"{int(voxels[k + 1])} after {int(voxels[k])}")
 
 
 def _check_streamlines(words, starts, counts, stride):

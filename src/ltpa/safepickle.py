@@ -26,7 +26,15 @@ from .errors import LtpaError, opening
 # a payload this big is handed out as a view of the mapped file instead of a copy
 BIG = 1 << 16
 # bounds on what a file may make us build besides array data
-MAX_OBJECTS = 2_000_000  # objects pushed (a dataset has a few hundred)
+# objects pushed, MARKs and memo entries, together (a dataset has a few hundred): each is a
+# Python object or a slot this machine keeps, so this bounds its memory (~100 bytes each)
+MAX_OBJECTS = 2_000_000
+MAX_MARKS = 1_000  # MARKs open at once (a dataset nests a few levels)
+# nodes of one dtype state walked when it is compared with the allowed dtypes' states (the
+# largest, a TrackVis header, has ~120): DUP and memo GETs share nodes, so a 149-byte file
+# can describe a tuple tree of 2^60 nodes that an unbounded walk would try to visit
+MAX_DTYPE_NODES = 10_000
+MAX_DTYPE_DEPTH = 16
 MAX_SMALL_BYTES = 64 << 20  # total bytes of strings and small byte strings
 MAX_LONG_BYTES = 64  # LONG1/LONG4 integers
 MAX_NDIM = 8
@@ -103,16 +111,29 @@ def _dtype_table():
     return _DTYPES
 
 
-def _plain(value):
-    """A dtype state with our drafts replaced by the dtypes they resolved to (for comparison)."""
+def _plain(value, budget=None, depth=0):
+    """A dtype state with our drafts replaced by the dtypes they resolved to (for comparison).
+
+    Walks at most ``MAX_DTYPE_NODES`` nodes (counting a shared node each time it is reached)
+    and ``MAX_DTYPE_DEPTH`` levels, so the copy, and the comparisons made on it, stay small.
+    """
+    if budget is None:
+        budget = [MAX_DTYPE_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise Refused(f"a dtype state of more than {MAX_DTYPE_NODES} items")
+    if depth > MAX_DTYPE_DEPTH:
+        raise Refused(f"a dtype state nested more than {MAX_DTYPE_DEPTH} levels deep")
     if isinstance(value, _Draft):
         if value.kind != "dtype" or value.value is None:
             raise Refused("a dtype state refers to something that is not a finished dtype")
         return value.value
     if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
+        return tuple(_plain(v, budget, depth + 1) for v in value)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, budget, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        raise Refused("a dtype state holds a list")
     return value
 
 
@@ -219,10 +240,14 @@ class SafeUnpickler:
     def _uint(self, n: int) -> int:
         return int.from_bytes(self._take(n), "little")
 
-    def _push(self, obj):
+    def _count(self):
+        """One more object, MARK or memo entry, against ``MAX_OBJECTS``."""
         self._objects += 1
         if self._objects > MAX_OBJECTS:
-            raise Refused(f"more than {MAX_OBJECTS} objects")
+            raise Refused(f"more than {MAX_OBJECTS} objects, marks and memo entries")
+
+    def _push(self, obj):
+        self._count()
         self.stack.append(obj)
 
     def _pop(self):
@@ -296,6 +321,9 @@ def _frame(u):
 
 
 def _mark(u):
+    u._count()
+    if len(u.metastack) >= MAX_MARKS:
+        raise Refused(f"more than {MAX_MARKS} MARKs open at once")
     u.metastack.append(u.stack)
     u.stack = []
 
@@ -433,11 +461,13 @@ def _setitems(u):
 
 
 def _memoize(u):
+    u._count()
     u.memo[len(u.memo)] = u._top()
 
 
 def _put(size_bytes):
     def op(u):
+        u._count()
         u.memo[u._uint(size_bytes)] = u._top()
     return op
 
