@@ -2,8 +2,9 @@
 
 It runs the job described by SPEC (an ``ltpa.spec.JobSpec`` as JSON) through
 ``ltpa.pipeline.run``, logging to LOG, and exits 0, or 1 with the error on stderr and in the
-log. It does so in a process forked from the warm job server (``ltpa.jobserver``: no import
-or compile cost per job), or in its own process when no server can be reached or
+log (an ``LtpaError`` as its message, anything else with its traceback). It does so in a
+process forked from the warm job server (``ltpa.jobserver``: no import or compile cost per
+job), or in its own process when no server can be reached safely, answers in time, or
 ``LTPA_JOB_SERVER=0``. This module imports nothing heavy, so the client starts in
 milliseconds.
 """
@@ -18,6 +19,10 @@ import sys
 import time
 
 START_TIMEOUT = 120  # the first server of an install also compiles the kernels
+# seconds for a running server to take the request and name the job's process: it forks at
+# once, so only a stopped or overloaded server takes longer, and then the job runs here
+# (LTPA_JOB_SERVER_TIMEOUT overrides it)
+ANSWER_TIMEOUT = 30
 
 
 class _NoServer(Exception):
@@ -40,41 +45,92 @@ def build_parser():
 
 
 def run_here(argv) -> int:
-    """Run the job in this process; returns its exit status."""
-    args = build_parser().parse_args(argv)
-    from .jobs import job
-    from .pipeline import run
-    from .spec import JobSpec
+    """Run the job in this process; returns its exit status (never raises).
 
-    spec = JobSpec.from_json(args.spec)
+    Every failure ends in the job's log (``ltpa.jobs.job``): an ``LtpaError`` as its
+    message, any other exception with its traceback; what happens before the log is open
+    (a spec that cannot be read, a log that cannot be written) goes to stderr.
+    """
     try:
-        with job(args.log, f"{spec.step} scan={spec.scan_id} -> {spec.output}"):
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return _code(exc)
+    try:
+        from .jobs import job
+        from .pipeline import run
+        from .spec import JobSpec
+
+        try:
+            spec = JobSpec.from_json(args.spec)
+            title = f"{spec.step} scan={spec.scan_id} -> {spec.output}"
+        except Exception:
+            spec, title = None, "a job whose description cannot be read"
+        with job(args.log, title):
+            if spec is None:
+                JobSpec.from_json(args.spec)  # raises again, now into the log
             run(spec)
     except SystemExit as exc:
-        return int(exc.code or 0)
+        return _code(exc)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        return 1
     return 0
 
 
+def _code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 1
+
+
+def _answer_timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get("LTPA_JOB_SERVER_TIMEOUT", ANSWER_TIMEOUT)))
+    except ValueError:
+        return ANSWER_TIMEOUT
+
+
 def _connect(path):
+    """A connection to a server of this user at ``path``, or None (nothing listening).
+
+    Raises ``_NoServer`` when something listens that is not this user's.
+    """
+    from .jobserver import peer_uid
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(_answer_timeout())
     try:
         sock.connect(str(path))
     except OSError:
         sock.close()
         return None
+    try:
+        uid = peer_uid(sock)
+    except OSError:
+        sock.close()
+        return None
+    if uid != os.getuid():
+        sock.close()
+        raise _NoServer(f"the job server at {path} runs as uid {uid}, not as this user "
+                        f"({os.getuid()})")
     return sock
 
 
 def _server(path):
     """A connection to the server at ``path``, starting one when there is none."""
+    from .jobserver import IDLE_SECONDS, folder_problem
+
+    problem = folder_problem(path.parent)
+    if problem:
+        raise _NoServer(f"not a private folder: {problem}")
     sock = _connect(path)
     if sock is not None:
         return sock
-    from .jobserver import _private_folder
-
-    if not _private_folder(path.parent):
-        raise _NoServer(f"no private folder for the job server ({path.parent})")
-    subprocess.Popen([sys.executable, "-m", "ltpa.jobserver", "--socket", str(path)],
+    idle = os.environ.get("LTPA_JOB_SERVER_IDLE", str(IDLE_SECONDS))
+    subprocess.Popen([sys.executable, "-m", "ltpa.jobserver", "--socket", str(path),
+                      "--idle", idle],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     deadline = time.monotonic() + START_TIMEOUT
@@ -86,24 +142,39 @@ def _server(path):
     raise _NoServer("the job server did not start")
 
 
+def _output_of(argv):
+    """The output file the job's spec names, or None when the spec cannot be read here."""
+    import json
+
+    try:
+        args = build_parser().parse_args(argv)
+        output = json.loads(args.spec).get("output")
+    except (SystemExit, ValueError, AttributeError):
+        return None
+    return output if isinstance(output, str) and output else None
+
+
 def run_via_server(argv) -> int:
     import json
     import struct
 
-    from .jobserver import recv_message, socket_path
+    from .jobserver import job_environment, recv_message, socket_path
 
+    output = _output_of(argv)
+    if output is None:
+        raise _NoServer("the job's description names no output")
     sock = _server(socket_path())
     with sock:
         data = json.dumps({"argv": list(argv), "cwd": os.getcwd(),
-                           "env": dict(os.environ)}).encode()
+                           "env": job_environment(os.environ)}).encode()
         try:
             sock.sendmsg([struct.pack("!I", len(data)) + data],
                          [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                            struct.pack("3i", 0, 1, 2))])
-            first = recv_message(sock)
+            first = recv_message(sock)  # within the answer timeout (the socket's)
         except (OSError, ValueError) as exc:
             raise _NoServer(str(exc)) from None
-        if not first or "pid" not in first:
+        if not isinstance(first, dict) or not isinstance(first.get("pid"), int):
             raise _NoServer("the job server refused the job")
         pid = first["pid"]
 
@@ -115,14 +186,19 @@ def run_via_server(argv) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, forward)
+        sock.settimeout(None)  # the job takes as long as it takes
         try:
             msg = recv_message(sock)
         except (OSError, ValueError):
             msg = None
-    if msg is None or "exit" not in msg:
+    if not isinstance(msg, dict) or not isinstance(msg.get("exit"), int):
         print("ltpa-job: the job's process ended without an exit status", file=sys.stderr)
         return 1
-    code = int(msg["exit"])
+    code = msg["exit"]
+    if code == 0 and not os.path.exists(output):
+        print(f"ltpa-job: the job server reported success but the output {output!r} does not "
+              f"exist: failing the job", file=sys.stderr)
+        return 1
     return 128 - code if code < 0 else code
 
 
@@ -134,7 +210,11 @@ def main(argv=None) -> int:
         return run_here(argv)
     try:
         return run_via_server(argv)
-    except _NoServer:
+    except _NoServer as exc:
+        text = str(exc)
+        if text.startswith(("not a private folder", "the job server at")):
+            print(f"ltpa-job: warning: running in this process, not through the job server: "
+                  f"{text}", file=sys.stderr)
         return run_here(argv)
 
 

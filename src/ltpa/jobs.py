@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 from . import __version__
 from .errors import LtpaError
@@ -19,7 +20,10 @@ FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 @contextlib.contextmanager
 def job(log_path=None, title=""):
-    """Log to ``log_path`` (and stderr), time the step, exit 1 with the message on LtpaError.
+    """Log to ``log_path`` (and stderr), time the step, exit 1 on any error.
+
+    An ``LtpaError`` is logged as its message (it says what and where); any other exception
+    with its traceback.
 
     The process's stderr is sent to the log too, so warnings from libraries land
     there; the final error line is also written to the original stderr so that
@@ -49,5 +53,15 @@ def job(log_path=None, title=""):
         log.error("%s", exc)
         if log_file is not None:
             print(f"ltpa error: {exc}", file=console)
+        sys.exit(1)
+    except Exception as exc:
+        # not an input problem: a bug or the system's (disk, memory). The traceback goes to
+        # the log whoever runs the job (this process, or a child of the job server, whose
+        # uncaught exceptions would otherwise end unseen)
+        log.error("unexpected error (%s), please report it with this log:\n%s",
+                  type(exc).__name__, traceback.format_exc().rstrip())
+        if log_file is not None:
+            print(f"ltpa error: unexpected {type(exc).__name__}: {str(exc)[:300]} "
+                  f"(traceback in {log_path})", file=console)
         sys.exit(1)
     log.info("done in %.2f s", time.perf_counter() - t0)
