@@ -4,7 +4,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.ltpa-installed
+# the optional extras installed (pyproject.toml): EXTRAS=test,slurm adds the SLURM executor
+# (docs/slurm.md); without it no snakemake command loads anything of SLURM
+EXTRAS ?= test
+comma := ,
+STAMP := $(VENV)/.ltpa-installed-$(subst $(comma),-,$(EXTRAS))
 CORES ?= all
 
 .PHONY: install demo test bench lint clean
@@ -14,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 # demo/ is generated (make clean removes it); an older demo without TRUTH.md is replaced

@@ -1,10 +1,12 @@
-"""The workflow on a real SLURM cluster, through snakemake-executor-plugin-slurm.
+"""The workflow on a real SLURM cluster, through the ltpa-slurm executor.
 
-`test_slurm_run_equals_local_run` needs a running cluster: `.ci/run` starts a single-node
-one on localhost (tools/slurm/start_cluster.sh, as root) and sets LTPA_SLURM=1, which turns
-a missing cluster into a failure instead of a skip. Without LTPA_SLURM the test runs when
-`sinfo` answers with an idle node, and skips with the reason otherwise.
-The other tests only need the plugin installed (dry runs with the cluster profile).
+The tests that submit jobs use only a cluster started by tools/slurm/start_cluster.sh (its
+state folder is ``$LTPA_SLURM_STATE``, default /tmp/ltpa-slurm): the state folder's marker
+names the cluster, the slurmctld pid recorded there is alive, and ``scontrol show config``
+answers with that cluster name and that state folder. Any other controller that answers
+(a site's, on a login node) is never sent a job: the tests skip with the reason. `.ci/run`
+starts its own cluster and sets LTPA_SLURM=1, which turns a skip into a failure.
+The dry runs with the cluster profile need no cluster and no SLURM at all.
 """
 
 import os
@@ -34,32 +36,76 @@ def _plugin_missing():
     try:
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:
-        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[test]')"
+        return ("snakemake-executor-plugin-slurm is not installed (the slurm extra: "
+                "make install EXTRAS=test,slurm)")
+    return None
+
+
+def state_folder() -> Path:
+    return Path(os.environ.get("LTPA_SLURM_STATE", "/tmp/ltpa-slurm"))
+
+
+def _run(cmd, env=None):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20, env=env)
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+
+
+def our_cluster_problem(state: Path, env=None):
+    """None if the SLURM controller that answers here is the one start_cluster.sh started
+    with state folder ``state``; else why not. Nothing of SLURM is asked before the state
+    folder says a cluster of ours is running."""
+    marker = state / ".ltpa-slurm-state"
+    try:
+        fields = dict(line.split("=", 1) for line in marker.read_text().splitlines()
+                      if "=" in line)
+    except OSError:
+        return (f"no cluster started by tools/slurm/start_cluster.sh (no {marker}; start one "
+                f"with: sudo tools/slurm/start_cluster.sh)")
+    name = fields.get("cluster")
+    if not name or fields.get("state") != str(state):
+        return f"{marker} does not name a cluster and this state folder"
+    try:
+        pid = int((state / "pids" / "slurmctld.pid").read_text())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return f"the slurmctld recorded in {state}/pids is not running"
+    if comm != "slurmctld":
+        return f"pid {pid} recorded in {state}/pids is {comm!r}, not slurmctld"
+    config = _run(["scontrol", "show", "config"], env)
+    if config is None or config.returncode != 0:
+        return "our slurmctld runs but `scontrol show config` does not answer"
+    conf = dict(re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", config.stdout, re.M))
+    if conf.get("ClusterName") != name:
+        return (f"the controller that answers is cluster {conf.get('ClusterName')!r}, not ours "
+                f"({name!r}): not submitting to it")
+    if not conf.get("StateSaveLocation", "").startswith(str(state) + "/"):
+        return (f"the controller that answers keeps its state in "
+                f"{conf.get('StateSaveLocation')!r}, not in {state}: not ours")
     return None
 
 
 def _cluster_problem():
-    """None if a SLURM cluster with accounting answers here, else the reason why not."""
+    """None if our SLURM cluster (with accounting and an idle node) answers, else why not."""
+    problem = our_cluster_problem(state_folder())
+    if problem:
+        return problem
     missing = _plugin_missing()
     if missing:
         return missing
     for tool in ("sinfo", "sbatch", "sacct"):
         if shutil.which(tool) is None:
-            return (f"`{tool}` not found: no SLURM client here (start a local cluster with "
-                    "tools/slurm/start_cluster.sh; needs root and apt)")
-    try:
-        states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                                timeout=20)
-    except subprocess.TimeoutExpired:
-        return "`sinfo` did not answer within 20 s (no slurmctld running?)"
+            return f"`{tool}` not found: no SLURM client here"
+    states = _run(["sinfo", "-h", "-o", "%T"])
+    if states is None:
+        return "`sinfo` did not answer within 20 s"
     if states.returncode != 0:
-        return f"no SLURM cluster running (`sinfo` failed: {states.stderr.strip()[:200]})"
+        return f"`sinfo` failed: {states.stderr.strip()[:200]}"
     if not {"idle", "mixed", "allocated"} & set(states.stdout.split()):
         return f"no usable SLURM node (sinfo states: {states.stdout.split()})"
-    try:
-        acct = subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], capture_output=True,
-                              text=True, timeout=20)
-    except subprocess.TimeoutExpired:
+    acct = _run(["sacct", "-n", "-X", "-S", "now-1minutes"])
+    if acct is None:
         return "`sacct` did not answer within 20 s"
     if acct.returncode != 0:
         # without accounting the plugin never sees a job finish and Snakemake waits forever
@@ -74,6 +120,64 @@ def require_cluster():
     if REQUIRED:
         pytest.fail(f"LTPA_SLURM=1 but {problem}")
     pytest.skip(problem)
+
+
+def _fake_slurm(folder: Path, cluster: str, state: str) -> tuple[dict, Path]:
+    """SLURM clients that answer like a healthy controller of ``cluster`` (a site's cluster
+    on a login node) and record every call: (environment with them first on PATH, record)."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True)
+    calls = folder / "calls"
+    config = (f"ClusterName = {cluster}\nStateSaveLocation = {state}/slurmctld\n"
+              f"MinJobAge = 300 sec\n")
+    answers = {"sinfo": "idle", "sacct": "", "sbatch": "Submitted batch job 1",
+               "scontrol": config, "squeue": ""}
+    for tool, answer in answers.items():
+        script = bin_dir / tool
+        script.write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {calls}\nprintf '%s\\n' "
+                          f"'{answer}'\n")
+        script.chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"), calls
+
+
+def test_a_controller_that_is_not_ours_is_never_used(tmp_path, monkeypatch):
+    """A controller answers (a site's, faked here), but no cluster of ours runs: the SLURM
+    tests skip, and not one SLURM command was run to decide it."""
+    state = tmp_path / "state"
+    env, calls = _fake_slurm(tmp_path / "site", "site", "/var/spool/slurm")
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("LTPA_SLURM_STATE", str(state))
+    problem = _cluster_problem()
+    assert problem and "no cluster started by tools/slurm/start_cluster.sh" in problem, problem
+    assert not calls.exists(), calls.read_text()
+
+
+def test_our_cluster_is_known_by_marker_pid_name_and_state(tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    (state / "pids").mkdir(parents=True)
+    marker = state / ".ltpa-slurm-state"
+    marker.write_text(f"cluster=ltpa\nstate={state}\n")
+    # a live process named slurmctld, as start_cluster.sh records it
+    fake_ctld = tmp_path / "slurmctld"
+    shutil.copy("/bin/sleep", fake_ctld)
+    proc = subprocess.Popen([str(fake_ctld), "60"])
+    try:
+        (state / "pids" / "slurmctld.pid").write_text(str(proc.pid))
+        # ours: the controller reports our cluster name and our state folder
+        env, _ = _fake_slurm(tmp_path / "ours", "ltpa", str(state))
+        assert our_cluster_problem(state, env) is None
+        # a site's controller answers instead (another name, or another state folder)
+        env, _ = _fake_slurm(tmp_path / "site", "site", "/var/spool/slurm")
+        assert "cluster 'site', not ours" in our_cluster_problem(state, env)
+        env, _ = _fake_slurm(tmp_path / "site2", "ltpa", "/var/spool/slurm")
+        assert "not in" in our_cluster_problem(state, env)
+        # our slurmctld is gone (the pid now belongs to something else)
+        (state / "pids" / "slurmctld.pid").write_text(str(os.getpid()))
+        env, _ = _fake_slurm(tmp_path / "ours2", "ltpa", str(state))
+        assert "not slurmctld" in our_cluster_problem(state, env)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def make_study(folder):
@@ -111,11 +215,7 @@ def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(m
 
 
 def test_cluster_dry_run_plans_one_group_job_per_batch_of_scans(tmp_path, demo_study):
-    missing = _plugin_missing()
-    if missing and REQUIRED:
-        pytest.fail(missing)
-    if missing:
-        pytest.skip(missing)
+    # (no SLURM needed: the ltpa-slurm executor imports the slurm plugin only to run jobs)
     for per_job, expected in ((1, [f"scans_{i:06d}" for i in range(3)]), (2, ["scans_000000",
                                                                               "scans_000001"])):
         proc = run_snakemake(tmp_path / "work", "-n", "--workflow-profile", str(PROFILE),

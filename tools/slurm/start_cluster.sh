@@ -196,7 +196,9 @@ fi
 
 # ----------------------------------------------------------------- 2. state dir
 install -d -m 0755 "$STATE" "$PIDS" "$LOGS"
-: > "$MARKER"
+# the marker says whose cluster this is: tests use a cluster only when its slurmctld (pid in
+# $PIDS) is alive and scontrol reports this cluster name and this state folder
+printf 'cluster=%s\nstate=%s\n' "$CLUSTER" "$STATE" > "$MARKER"
 install -d -o slurm -g slurm -m 0755 "$STATE/slurmctld" "$STATE/run-slurm"
 install -d -o root -g root -m 0755 "$STATE/slurmd"
 install -d -o mysql -g mysql -m 0750 "$STATE/mysql"
