@@ -1,8 +1,8 @@
 """Bounded-time fuzz of every input format ltpa reads, through the real entry points.
 
     python benchmarks/fuzz.py [--format all|trk|trk.gz|tck|trx|nifti|graphml|labels|sidecar|
-                                        local_data|pkl] [--seconds 60] [--seed 0] [--mem-gb 4]
-                              [--json]
+                                        local_data|pkl|request] [--seconds 60] [--seed 0]
+                              [--mem-gb 4] [--json]
     python benchmarks/fuzz.py --format FMT --replay FILE [--meta JSON]   # rerun one saved input
 
 For each format (``--format all``: one after the other, ``--seconds`` each), small real seed
@@ -70,6 +70,13 @@ machine. Inputs that take longer than 30 s are killed and count as crashes (hang
   labels_path, track_scalars, b0 atlases) mutated as JSON and text: ``ltpa.study.load_study``;
   a Study is checked against a schema-lite reading written here (a non-empty list of
   objects with unique, valid ``scan_id`` and string ``scan_group``, in order).
+- ``request``: what a job server child reads from a connection (``ltpa.jobserver``): the
+  client's real request (argv with a job spec, cwd, allowlisted env) mutated as JSON and text,
+  nested up to 100,000 levels, framed with a length that is exact, short, long or 2^32-1 and
+  0-4 descriptors, sent over a socketpair to ``_recv_request`` then ``parse_request``. An
+  accepted request must equal Python's reading of the JSON (env filtered by the allowlist),
+  nest at most ``MAX_JSON_DEPTH`` levels and come with exactly 3 descriptors; on every path
+  no received descriptor may stay open.
 - ``pkl``: ``fuzz_pkl.py``'s hand-built payloads and mutated real pkls, through its worker
   (audit hook; ``verify()`` on accepted files, which count as "accepted, no reference").
 
@@ -124,7 +131,7 @@ for _p in (str(HERE), str(REPO / "tests")):
         sys.path.insert(0, _p)
 
 FORMATS = ("trk", "trk.gz", "tck", "trx", "nifti", "graphml", "labels", "sidecar", "local_data",
-           "pkl")
+           "pkl", "request")
 INPUT_TIMEOUT = 30.0  # seconds one input may take before it counts as a hang
 STARTUP_TIMEOUT = 180.0
 FACE_TOL = 1e-3  # .tck/.trx: streamlines with a coordinate this close to a voxel face are skipped
@@ -2342,9 +2349,132 @@ class LocalDataFormat:
                 f"load_study('{path}')\"")
 
 
+# ----------------------------------------------------------------------------- job server requests
+
+
+def _json_depth_slow(v) -> int:
+    if isinstance(v, list):
+        return 1 + max((_json_depth_slow(x) for x in v), default=0)
+    if isinstance(v, dict):
+        return 1 + max((_json_depth_slow(x) for x in v.values()), default=0)
+    return 0
+
+
+class RequestFormat:
+    """What a job server child reads from a connection: the framed JSON request and the
+    client's descriptors (``jobserver._recv_request`` over a socketpair, then
+    ``parse_request``)."""
+
+    name = "request"
+    HOT = ("argv", "cwd", "env", "PATH", "HOME", "LANG", "TMPDIR", "LTPA_JOB_SERVER")
+
+    def setup(self, ctx):
+        from ltpa.jobserver import job_environment
+
+        spec = json.dumps({"step": "index", "output": "/study/s1/s1.pkl",
+                           "inputs": {"trk_file": "/study/s1/s1.trk"}, "scan_id": "s1"})
+        env = job_environment({**os.environ, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
+                               "LTPA_JOB_SERVER": "1", "OMP_NUM_THREADS": "1"})
+        base = {"argv": ["--log", "/study/logs/s1.log", spec], "cwd": "/study", "env": env}
+        self.seeds = [dict(name="index", raw=_enc(json.dumps(base))),
+                      dict(name="empty_env", raw=_enc(json.dumps({**base, "env": {}})))]
+
+    def seed_name(self, seed):
+        return seed["name"]
+
+    def unmutated(self, seed, rng):
+        return Payload("request.bin", seed["raw"], {"fds": 3, "length": "exact"})
+
+    def mutate(self, seed, rng):
+        r = rng.random()
+        if r < 0.1:  # deep nesting somewhere in a field
+            depth = int(_pick(rng, [63, 64, 65, 1000, 100_000]))
+            body = _enc('{"argv": ' + "[" * depth + "]" * depth + ', "cwd": "/", "env": {}}')
+            how = f"argv nested {depth} deep"
+        else:
+            body, how = mutate_json_or_text(seed["raw"], rng, self.HOT)
+        meta = {"fds": int(_pick(rng, [3, 3, 3, 0, 1, 2, 4])),
+                "length": str(_pick(rng, ["exact"] * 6 + ["short", "long", "huge"]))}
+        return Payload("request.bin", body, meta), f"{how}; fds={meta['fds']} {meta['length']}"
+
+    def to_saved(self, data: bytes) -> bytes:
+        return data
+
+    def from_saved(self, data: bytes) -> bytes:
+        return data
+
+    def run(self, ctx, path, meta):
+        import socket
+        import threading
+
+        from ltpa import jobserver
+
+        body = path.read_bytes()
+        n = {"exact": len(body), "short": max(0, len(body) - 3), "long": len(body) + 5,
+             "huge": 2**32 - 1}[meta.get("length", "exact")]
+        frame = struct.pack("!I", n) + body
+        send_fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(meta.get("fds", 3))]
+        fds_before = set(os.listdir("/proc/self/fd"))
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+        def send():
+            try:
+                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                        struct.pack(f"{len(send_fds)}i", *send_fds))] if send_fds else []
+                a.sendmsg([frame[:1 << 16]], anc)
+                if len(frame) > 1 << 16:
+                    a.sendall(frame[1 << 16:])
+            except OSError:
+                pass
+            finally:
+                a.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        got_fds = []
+        try:
+            try:
+                data, got_fds = jobserver._recv_request(b, time.monotonic() + 5)
+                msg = jobserver.parse_request(data)
+            except jobserver.BadRequest:
+                msg = None
+        finally:
+            b.close()  # first: a sender still writing a refused request gets EPIPE
+            sender.join()
+            a.close()
+            for fd in got_fds:
+                os.close(fd)
+            for fd in send_fds:
+                os.close(fd)
+        leaked = set(os.listdir("/proc/self/fd")) - fds_before
+        if leaked:
+            raise WrongAnswer("fds", f"descriptors left open after a request: {sorted(leaked)}")
+        if msg is None:
+            return "rejected"
+        ctx.phase("reference")
+        if meta.get("fds", 3) != 3 or n != len(body):
+            raise WrongAnswer("frame", f"accepted {meta} framing")
+        want = json.loads(body.decode("utf-8"))
+        ctx.phase("ltpa")
+        if _json_depth_slow(want) > jobserver.MAX_JSON_DEPTH:
+            raise WrongAnswer("depth", "accepted a request nested deeper than the bound")
+        ok_env = {k: v for k, v in want["env"].items()
+                  if k in jobserver.ENV_NAMES or k.startswith(jobserver.ENV_PREFIXES)}
+        if msg != {"argv": want["argv"], "cwd": want["cwd"], "env": ok_env}:
+            raise WrongAnswer("request", "the parsed request is not the JSON's (env filtered)")
+        if not (isinstance(msg["cwd"], str) and msg["cwd"].startswith("/")
+                and all(isinstance(x, str) for x in msg["argv"])):
+            raise WrongAnswer("request", "accepted a request with wrong-typed fields")
+        return "equal"
+
+    def direct(self, path, meta):
+        return None
+
+
 FORMAT_CLASSES = {"trk": TrkFormat, "trk.gz": TrkGzFormat, "tck": TckFormat, "trx": TrxFormat,
                   "nifti": NiftiFormat, "graphml": GraphmlFormat, "labels": LabelsFormat,
-                  "sidecar": SidecarFormat, "local_data": LocalDataFormat}
+                  "sidecar": SidecarFormat, "local_data": LocalDataFormat,
+                  "request": RequestFormat}
 
 
 # --------------------------------------------------------------------------- the worker

@@ -478,3 +478,17 @@ def test_json_depth_matches_a_recursive_reference():
         v = v.item() if hasattr(v, "item") else v
         assert jobserver.json_depth(json.dumps(v)) == slow(v), v
 
+
+
+def test_bounded_fuzz_of_the_request_reader_finds_nothing():
+    """benchmarks/fuzz.py --format request: mutated and deep requests, odd framing and
+    descriptor counts through the server's own reader: no crash, hang, wrong answer or leak."""
+    from conftest import REPO
+
+    proc = subprocess.run([str(BIN / "python"), str(REPO / "benchmarks" / "fuzz.py"),
+                           "--format", "request", "--seconds", "6", "--seed", "2", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout[proc.stdout.index("{"):])["results"][0]
+    assert res["crash"] == 0 and res["wrong"] == 0, res["distinct"]
+    assert res["equal"] > 0 and res["rejected"] > 0 and res["inputs"] > 100, res
