@@ -492,3 +492,18 @@ def test_bounded_fuzz_of_the_request_reader_finds_nothing():
     res = json.loads(proc.stdout[proc.stdout.index("{"):])["results"][0]
     assert res["crash"] == 0 and res["wrong"] == 0, res["distinct"]
     assert res["equal"] > 0 and res["rejected"] > 0 and res["inputs"] > 100, res
+
+
+def test_a_large_request_goes_through_the_server_whole(tmp_path, server):
+    """A spec near the 128 KB a command-line argument can hold (a scan's metadata)."""
+    proc, path, env = server
+    trk = write_tiny_trk(tmp_path / "s1.trk")
+    out = tmp_path / "out" / "s1.pkl"
+    notes = "x" * 120_000
+    spec = index_spec(trk, out, properties={"scan_group": "a", "notes": notes})
+    job = ltpa_job(dict(env, LTPA_JOB_SERVER_TIMEOUT="300"), tmp_path / "s1.log", spec,
+                   timeout=120)
+    assert job.returncode == 0, job.stderr
+    from ltpa import load_track_dataset
+
+    assert load_track_dataset(out).properties["notes"] == notes

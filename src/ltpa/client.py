@@ -167,10 +167,11 @@ def run_via_server(argv) -> int:
     with sock:
         data = json.dumps({"argv": list(argv), "cwd": os.getcwd(),
                            "env": job_environment(os.environ)}).encode()
+        frame = struct.pack("!I", len(data)) + data
         try:
-            sock.sendmsg([struct.pack("!I", len(data)) + data],
-                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                           struct.pack("3i", 0, 1, 2))])
+            sent = sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                           struct.pack("3i", 0, 1, 2))])
+            sock.sendall(frame[sent:])  # (a socket with a timeout may take a big one in parts)
             first = recv_message(sock)  # within the answer timeout (the socket's)
         except (OSError, ValueError) as exc:
             raise _NoServer(str(exc)) from None
