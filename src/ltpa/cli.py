@@ -40,11 +40,17 @@ def _demo(args):
     if args.small:
         path = make_demo(args.folder, n_scans=args.scans or 3, seed=args.seed)
     else:
-        if args.scans is not None and args.scans < 4:
-            raise LtpaError(f"--scans {args.scans}: the demo study needs at least 4 scans "
-                            f"(2 per group); --small makes the 3-scan cube demo")
-        path = make_study_demo(args.folder, seed=args.seed, n_scans=args.scans or 20,
-                               n_streamlines=args.streamlines)
+        repeats = args.repeats
+        if repeats < 1:
+            raise LtpaError(f"--repeats {repeats}: expected a number of scans per subject >= 1")
+        n_scans = args.scans or (20 if repeats == 1 else 10 * repeats)
+        if n_scans % repeats or n_scans // repeats < 4:
+            raise LtpaError(f"--scans {n_scans} --repeats {repeats}: the demo study needs at "
+                            f"least 4 subjects (2 per group), each with {repeats} scans, so "
+                            f"--scans must be a multiple of {repeats} and >= {4 * repeats}; "
+                            f"--small makes the 3-scan cube demo")
+        path = make_study_demo(args.folder, seed=args.seed, n_scans=n_scans,
+                               n_streamlines=args.streamlines, repeats=repeats)
     print(path)
 
 
@@ -209,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="where to write the study (created if missing)")
     p.add_argument("--scans", type=int, default=None,
                    help="number of scans, half controls, half patients (default: 20; with "
-                        "--small: 3)")
+                        "--repeats N: 10 subjects x N; with --small: 3)")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="scans per subject (shared subject_id), each subject with its own "
+                        "connectome variation, so a subject's scans are more alike than two "
+                        "subjects' (default: 1, no repeats)")
     p.add_argument("--streamlines", type=int, default=20_000,
                    help="streamlines per scan, about (+-10%% per scan)")
     p.add_argument("--seed", type=int, default=0,
