@@ -144,7 +144,7 @@ class Progress:
     def update(self, n):
         self.done += int(n)
         now = time.monotonic()
-        if self.enabled and (now - self.last >= 0.5 or self.done >= self.total):
+        if self.enabled and now - self.last >= 0.5 and self.done < self.total:
             self.last = now
             self._show(now)
 
