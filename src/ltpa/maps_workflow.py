@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -188,15 +187,27 @@ def map_verdicts(jobs, specs=()) -> list:
 # --------------------------------------------------------------------------- the job
 
 
-def build_map(job: MapJob, config: dict, n_jobs: int = 1) -> dict:
-    """Make the map of ``job`` and its sidecar; returns what ``write_map`` wrote."""
-    from . import sidecar
-    from .analysis.maps import extra_map_path, write_map
+def build_map(job: MapJob, config: dict) -> dict:
+    """Make the map of ``job``, its extra maps and its sidecar (with the top centers).
 
+    One ``StudyPatterns`` serves the statistic and the top centers' connections: the
+    pattern files the workflow built, or (with a warning) patterns computed in memory.
+    Each file is written atomically once everything is computed, the sidecar last.
+    Returns ``{"map": path, <extra map>: path, ..., "json": sidecar path}``.
+    """
+    import logging
+    import warnings
+
+    from . import sidecar
+    from .analysis.maps import extra_map_path
+    from .analysis.run import run_ltpa
+    from .reader import TrackDataSource
+
+    log = logging.getLogger("ltpa")
     folder = os.path.dirname(job.output)
     os.makedirs(folder, exist_ok=True)
     # the inputs as they are before anything is read: a file that changes during the run
-    # makes the sidecar describe the old one, so the next run rebuilds the map
+    # leaves a sidecar that describes the old one, so the next run rebuilds the map
     records = {}
     for fld, path in job.inputs.items():
         if path is None:
@@ -206,105 +217,105 @@ def build_map(job: MapJob, config: dict, n_jobs: int = 1) -> dict:
         except FileNotFoundError:
             raise LtpaError(f"{job.where()}: input {fld} {path!r} does not exist") from None
     item = job.item
-    options = {k: item[k] for k in STAT_OPTIONS if item[k] is not None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = TrackDataSource(job.local_data, config=config)
+        source.change_atlas(**atlas_query(item))
+        sp = source.termination_patterns(item["radius"])
+    notes = [str(w.message) for w in caught]
+    for text in notes:
+        log.warning("%s", text)
+    options = {}
     if item["stat"] == STAT_GROUP_DIFFERENCE:
-        options.setdefault("n_permutations", 0)
-        if isinstance(options.get("connection"), list):
-            options["connection"] = tuple(options["connection"])
-        if "groups" in options:
-            options["groups"] = tuple(options["groups"])
-    else:
-        options = {}
-    written = write_map(job.local_data, job.output, atlas=atlas_query(item),
-                        radius=item["radius"], stat=item["stat"], config=config,
-                        centers=item["centers"], min_tracks=item["min_tracks"],
-                        n_jobs=n_jobs, **options)
-    with open(written["json"]) as fh:
-        computed = json.load(fh)
-    extra = {name: str(extra_map_path(job.output, name)) for name in written
-             if name not in ("map", "json")}
-    top = top_centers(job, config, extra)
-    computed.pop("atlas", None)
+        c = item["connection"]
+        try:
+            options["connection"] = int(c) if isinstance(c, int) else source.connection_id(*c)
+        except LtpaError as exc:
+            raise exc.in_context(f"{job.where()}, connection {c!r}") from None
+        options["groups"] = tuple(item["groups"])
+        options.update({k: item[k] for k in ("min_scans", "n_permutations", "seed")
+                        if item[k] is not None})
+    result = run_ltpa(item["stat"], sp, radius=item["radius"], centers=item["centers"],
+                      min_tracks=item["min_tracks"], **options)
+    extra = {name: str(extra_map_path(job.output, name)) for name in result.maps
+             if name != result.stat}
+    top = top_centers(result, sp, item)
+    written = {"map": result.save(job.output)}
+    for name, path in extra.items():
+        written[name] = result.save(path, name)
     sidecar.write(job.output, "study_map", inputs=records, params=job.params(),
-                  atlas=atlas_query(item), name=job.name, top_centers=top,
-                  extra_map_files=extra, computed=computed)
+                  atlas=atlas_query(item), name=job.name, stat=result.stat,
+                  radius=result.radius, n_centers=len(result), meta=result.meta,
+                  extra_map_files={k: os.path.basename(v) for k, v in extra.items()},
+                  top_centers=top, notes=notes)
+    written["json"] = sidecar.path_of(job.output)
+    log.info("map %r: %d centers, %s", job.name, len(result), _summary(result))
     return written
 
 
-def _volume(path):
-    import nibabel as nib
+def _summary(result) -> str:
+    v = np.asarray(result.values, dtype=np.float64)
+    ok = v[np.isfinite(v)]
+    if not ok.size:
+        return "no finite value"
+    text = f"{ok.size} finite, {ok.min():.4g} .. {ok.max():.4g}"
+    p = result.maps.get("p_fwe")
+    if p is not None:
+        p = np.asarray(p, dtype=np.float64)
+        text += f", {int(np.count_nonzero(p <= 0.05))} centers with p_fwe <= 0.05"
+    return text
 
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj, dtype=np.float64), img.affine
 
-
-def ranked_centers(values: np.ndarray, stat: str, n: int = N_TOP) -> np.ndarray:
-    """Linear indices of the ``n`` top centers of a map volume: largest |t| for a group
-    difference, largest value otherwise (finite values only; ties by position)."""
-    flat = values.reshape(-1)
-    ok = np.flatnonzero(np.isfinite(flat))
-    key = np.abs(flat[ok]) if stat == STAT_GROUP_DIFFERENCE else flat[ok]
+def ranked(values: np.ndarray, stat: str, n: int = N_TOP) -> np.ndarray:
+    """Positions of the ``n`` top values (finite only): largest |t| for a group difference,
+    largest value otherwise; ties by position."""
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(values))
+    key = np.abs(values[ok]) if stat == STAT_GROUP_DIFFERENCE else values[ok]
     order = np.lexsort((ok, -key))  # descending key, then ascending position
     return ok[order[:n]]
 
 
-def top_centers(job: MapJob, config: dict, extra: dict, n: int = N_TOP) -> list[dict]:
-    """The map's ``n`` top centers: ijk, mm (the key grid's affine), value, the extra maps'
+def top_centers(result, sp, item: dict, n: int = N_TOP) -> list[dict]:
+    """The map's ``n`` top centers: ijk, mm (the key grid's affine), value, the other maps'
     values there (p_fwe, ...), and the connections that drive each: for a group difference
     the tested connection with each group's mean count; otherwise the ``N_DRIVERS``
     connections (ids not 0) with the most streamlines per scan in the center's sphere."""
-    import warnings
-
-    from .reader import TrackDataSource
-
-    item = job.item
-    values, affine = _volume(job.output)
-    lin = ranked_centers(values, item["stat"], n)
-    if lin.size == 0:
-        return []
-    ijk = np.stack(np.unravel_index(lin, values.shape), axis=1)
-    extras = {name: _volume(path)[0] for name, path in extra.items()}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # patterns computed on the fly: write_map warned
-        source = TrackDataSource(job.local_data, config=config)
-        source.change_atlas(**atlas_query(item))
-        sp = source.termination_patterns(item["radius"], min_tracks=item["min_tracks"])
-    groups = np.array(job.scan_groups)
-    conn = None
-    if item["stat"] == STAT_GROUP_DIFFERENCE:
-        c = item["connection"]
-        conn = int(c) if isinstance(c, int) else source.connection_id(*c)
+    pos = ranked(result.values, item["stat"], n)
+    affine = None if result.affine is None else np.asarray(result.affine, dtype=np.float64)
+    groups = np.array([str(g) for g in sp.scan_groups])
+    conn = result.meta.get("options", {}).get("connection") \
+        if item["stat"] == STAT_GROUP_DIFFERENCE else None
     rows = []
-    for v in ijk:
-        pm = sp.at_ijk(tuple(int(x) for x in v))
+    for p in pos:
+        v = result.centers[p]
+        pm = sp.at_ijk(tuple(int(x) for x in v), min_tracks=item["min_tracks"])
         counts = np.asarray(pm.counts, dtype=np.float64)
-        ids = np.asarray(pm.connection_ids)
-        names = pm.region_pair_names() if ids.size else []
+        ids = np.asarray(pm.connection_ids, dtype=np.int64)
         row = {"ijk": [int(x) for x in v],
-               "mm": [round(float(x), 2) for x in affine[:3, :3] @ v + affine[:3, 3]],
-               "value": float(values[tuple(v)]),
-               **{name: float(vol[tuple(v)]) for name, vol in extras.items()}}
-        drivers = []
+               "mm": None if affine is None else
+               [round(float(x), 2) for x in affine[:3, :3] @ v + affine[:3, 3]],
+               "value": float(result.values[p])}
+        for name, values in result.maps.items():
+            if name != result.stat:
+                row[name] = float(values[p])
         if conn is not None:
-            k = np.flatnonzero(ids == conn)
+            k = np.flatnonzero(ids == int(conn))
             col = counts[:, k[0]] if k.size else np.zeros(counts.shape[0])
-            drivers.append({"connection_id": conn, "name": _pair_name(sp, conn),
-                            "mean_by_group": {g: round(float(col[groups == g].mean()), 3)
-                                              for g in item["groups"]}})
+            a, b = sp.pair_names([int(conn)])[0]
+            drivers = [{"connection_id": int(conn), "name": f"{a} -- {b}",
+                        "mean_by_group": {g: round(float(col[groups == g].mean()), 3)
+                                          for g in item["groups"]}}]
         else:
-            mean = counts.mean(axis=0) if counts.size else np.zeros(0)
+            mean = counts.mean(axis=0) if counts.shape[0] else np.zeros(ids.shape[0])
             labeled = np.flatnonzero(ids != 0)
             order = labeled[np.lexsort((ids[labeled], -mean[labeled]))][:N_DRIVERS]
+            names = pm.region_pair_names
             drivers = [{"connection_id": int(ids[k]), "name": names[k],
                         "mean_streamlines": round(float(mean[k]), 3)} for k in order]
         row["drivers"] = drivers
         rows.append(row)
     return rows
-
-
-def _pair_name(sp, conn) -> str:
-    names = sp.pair_names(np.array([conn]))
-    return str(names[0]) if len(names) else str(conn)
 
 
 # --------------------------------------------------------------------------- the report
@@ -353,16 +364,3 @@ def write_top_table(map_path, out_tsv) -> None:
         fh.write("\t".join(cols) + "\n")
         for r in rows:
             fh.write("\t".join(str(r[c]) for c in cols) + "\n")
-
-
-def map_job_from_sidecar(map_path) -> dict:
-    from . import sidecar
-
-    body, why = sidecar.read(map_path)
-    if body is None:
-        raise LtpaError(f"map {str(map_path)!r}: {why}")
-    return body
-
-
-def maps_folder(work_dir) -> Path:
-    return Path(os.path.abspath(work_dir)) / "maps"

@@ -1,0 +1,109 @@
+# Study maps (config `maps`, ltpa.maps_workflow): <results_dir>/maps/<name>.nii.gz with its
+# .json sidecar (what was computed, the top centers), from every scan's pkl and npy of the
+# map's atlas (and its pattern file when the workflow builds it: config `patterns`).
+# A map is rebuilt when an input is newer, or when ltpa.staleness finds it out of date: its
+# sidecar against the inputs' sizes and times and the map's parameters now (a changed
+# option, scan list or scan_group), so the answer lives with the study.
+# Resources: one map holds one block of centers of every scan's patterns at a time
+# (ltpa.analysis.run.BLOCK_SIZE) plus, when no pattern file is built, one scan's patterns
+# being computed; 4 GB and an hour (more on retry) cover the measured 50 x 10^6-streamline
+# study (docs/maps.md). Threads: 1 (the built-in statistics run in one process).
+
+from ltpa.analysis.patterns import patterns_path
+from ltpa.maps_workflow import map_jobs, map_verdicts
+
+
+def _map_jobs():
+    produced = {str(t.output) for t in ALL_TARGETS}
+
+    def patterns_of(label, radius):
+        path = str(patterns_path(label.numpy_path, radius))
+        return path if path in produced else None
+
+    try:
+        return {j.name: j for j in map_jobs(STUDY, patterns_of)}
+    except LtpaError as exc:
+        stop(str(exc))
+
+
+MAP_JOBS = _map_jobs()
+MAP_NAMES = list(MAP_JOBS)
+_MAPS_JUDGED = []
+
+
+def _force_stale_maps():
+    """Force the maps that ltpa.staleness finds out of date (see _decide_rebuilds)."""
+    if _MAPS_JUDGED or workflow.remote_exec or not MAP_JOBS:
+        return
+    _MAPS_JUDGED.append(True)
+    _decide_rebuilds()
+    jobs = list(MAP_JOBS.values())
+    for j, v in zip(jobs, map_verdicts(jobs, STUDY.specs.values())):
+        if v.status == OUT_OF_DATE:
+            logger.info(f"ltpa: map {j.name!r}: {j.output!r} is out of date: {v.reason}")
+            workflow._dag.forcefiles.add(j.output)
+
+
+@_signature_known
+def map_inputs(wildcards):
+    _force_stale_maps()
+    return sorted({p for p in MAP_JOBS[wildcards.name].inputs.values() if p is not None})
+
+
+def map_outputs():
+    """The maps the target rule asks for, with their report figures and tables under qc."""
+    out = [j.output for j in MAP_JOBS.values()]
+    if config["qc"]:
+        for name in MAP_NAMES:
+            out += [f"{RESULTS}/report/maps/{name}.png", f"{RESULTS}/report/maps/{name}.top.tsv"]
+    return out
+
+
+rule ltpa_map:
+    input:
+        map_inputs,
+    output:
+        nii=f"{RESULTS}/maps/{{name}}.nii.gz",
+    log:
+        f"{LOG_DIR}/ltpa_map/{{name}}.log",
+    wildcard_constraints:
+        name=ids_alternation(MAP_NAMES),
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        job=lambda wc: MAP_JOBS[wc.name].to_json(),
+        config=dict(config),
+    script:
+        "../scripts/ltpa_map.py"
+
+
+rule plot_map:
+    input:
+        nii=f"{RESULTS}/maps/{{name}}.nii.gz",
+    output:
+        png=report(
+            f"{RESULTS}/report/maps/{{name}}.png",
+            caption="../report/maps.rst",
+            category="Maps",
+            subcategory="{name}",
+            labels={"map": "{name}", "figure": "slices"},
+        ),
+        tsv=report(
+            f"{RESULTS}/report/maps/{{name}}.top.tsv",
+            caption="../report/maps_table.rst",
+            category="Maps",
+            subcategory="{name}",
+            labels={"map": "{name}", "figure": "top centers"},
+        ),
+    log:
+        f"{LOG_DIR}/plot_map/{{name}}.log",
+    wildcard_constraints:
+        name=ids_alternation(MAP_NAMES),
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
+    script:
+        "../scripts/plot_map.py"
