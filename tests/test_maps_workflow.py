@@ -274,3 +274,21 @@ def test_workflow_builds_maps_and_rebuilds_only_stale_ones(study, tmp_path):
     jobs = [line.split()[1].rstrip(":") for line in proc.output.splitlines()
             if line.startswith(("rule ", "localrule "))]
     assert sorted(jobs) == ["all", "ltpa_map", "plot_map"], jobs
+
+
+def test_similarity_top_centers_are_reached_by_half_the_scans(study):
+    """A similarity of 1 from two scans' single streamlines is no top center: the table ranks
+    only centers that at least half the scans reach (reference: the pkls)."""
+    item = {"name": "sim1", "atlas": ATLAS, "radius": 1, "stat": "similarity"}
+    job, _ = make(study, item)
+    vol = np.asarray(nib.load(job.output).dataobj)
+    body, _ = sidecar.read(job.output)
+    top = body["top_centers"]
+    assert len(top) == 10
+    for t in top:
+        counts = reference_counts(study, t["ijk"], 1, 83 * 84 // 2 + 1)
+        assert (counts.sum(axis=1) > 0).sum() >= 3
+        assert t["value"] == pytest.approx(vol[tuple(t["ijk"])])
+    values = [t["value"] for t in top]
+    assert values == sorted(values, reverse=True)
+    assert np.nanmax(vol) >= values[0]

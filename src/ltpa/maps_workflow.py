@@ -26,6 +26,8 @@ STAT_GROUP_DIFFERENCE = "group_difference"
 STAT_OPTIONS = ("connection", "groups", "min_scans", "n_permutations", "seed")
 N_TOP = 10  # centers in a map's table of top centers
 N_DRIVERS = 3  # connections named per top center
+# ranked among the centers that at least half of the scans reach (see build_map)
+SIMILARITY_STATS = ("similarity", "within_subject", "between_subject")
 
 
 def item_schema() -> dict:
@@ -239,7 +241,15 @@ def build_map(job: MapJob, config: dict) -> dict:
                       min_tracks=item["min_tracks"], **options)
     extra = {name: str(extra_map_path(job.output, name)) for name in result.maps
              if name != result.stat}
-    top = top_centers(result, sp, item)
+    eligible = None
+    if item["stat"] in SIMILARITY_STATS:
+        # a similarity of two scans' single streamlines is 1: rank only centers that most
+        # scans reach
+        cov = run_ltpa("coverage", sp, radius=item["radius"], centers=item["centers"],
+                       min_tracks=item["min_tracks"])
+        assert np.array_equal(cov.centers, result.centers)
+        eligible = np.asarray(cov.values) >= -(-len(sp.scan_ids) // 2)
+    top = top_centers(result, sp, item, eligible=eligible)
     written = {"map": result.save(job.output)}
     for name, path in extra.items():
         written[name] = result.save(path, name)
@@ -266,22 +276,26 @@ def _summary(result) -> str:
     return text
 
 
-def ranked(values: np.ndarray, stat: str, n: int = N_TOP) -> np.ndarray:
-    """Positions of the ``n`` top values (finite only): largest |t| for a group difference,
-    largest value otherwise; ties by position."""
+def ranked(values: np.ndarray, stat: str, n: int = N_TOP, eligible=None) -> np.ndarray:
+    """Positions of the ``n`` top values (finite, and ``eligible`` when given): largest |t|
+    for a group difference, largest value otherwise; ties by position."""
     values = np.asarray(values, dtype=np.float64)
-    ok = np.flatnonzero(np.isfinite(values))
+    keep = np.isfinite(values)
+    if eligible is not None:
+        keep &= np.asarray(eligible, dtype=bool)
+    ok = np.flatnonzero(keep)
     key = np.abs(values[ok]) if stat == STAT_GROUP_DIFFERENCE else values[ok]
     order = np.lexsort((ok, -key))  # descending key, then ascending position
     return ok[order[:n]]
 
 
-def top_centers(result, sp, item: dict, n: int = N_TOP) -> list[dict]:
-    """The map's ``n`` top centers: ijk, mm (the key grid's affine), value, the other maps'
-    values there (p_fwe, ...), and the connections that drive each: for a group difference
-    the tested connection with each group's mean count; otherwise the ``N_DRIVERS``
-    connections (ids not 0) with the most streamlines per scan in the center's sphere."""
-    pos = ranked(result.values, item["stat"], n)
+def top_centers(result, sp, item: dict, n: int = N_TOP, eligible=None) -> list[dict]:
+    """The map's ``n`` top centers (among ``eligible`` ones, when given): ijk, mm (the key
+    grid's affine), value, the other maps' values there (p_fwe, ...), and the connections
+    that drive each: for a group difference the tested connection with each group's mean
+    count; otherwise the ``N_DRIVERS`` connections (ids not 0) with the most streamlines per
+    scan in the center's sphere."""
+    pos = ranked(result.values, item["stat"], n, eligible)
     affine = None if result.affine is None else np.asarray(result.affine, dtype=np.float64)
     groups = np.array([str(g) for g in sp.scan_groups])
     conn = result.meta.get("options", {}).get("connection") \

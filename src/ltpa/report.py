@@ -507,11 +507,11 @@ def mosaic_slices(volume: np.ndarray, n: int = MOSAIC_SLICES) -> np.ndarray:
 
 def map_mosaic_figure(volume, affine, body: dict, extra: dict | None = None):
     """(figure, info) of a study map over the key grid: ``MOSAIC_SLICES`` axial slices (i
-    across, j up, as stored), NaN (no center) in light grey; a group difference in diverging
-    colours symmetric about 0 with the centers of p_fwe <= 0.05 outlined; every other
-    statistic from its minimum to its maximum. The top centers of the sidecar's table
-    (``body["top_centers"]``) are numbered on their slices. ``info``: {"slices", "limits",
-    "marked": [(rank, ijk)]}."""
+    across, j up, as stored; cropped to the centers that hold a value), NaN (no center) in
+    light grey; a group difference in diverging colours symmetric about 0 with the centers
+    of p_fwe <= 0.05 marked; every other statistic from its minimum to its maximum. The top
+    centers of the sidecar's table (``body["top_centers"]``) are numbered on their slices.
+    ``info``: {"slices", "limits", "marked": [(rank, ijk)]}."""
     plt = _plt()
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
@@ -537,13 +537,19 @@ def map_mosaic_figure(volume, affine, body: dict, extra: dict | None = None):
     top = body.get("top_centers") or []
     marked = []
     image = None
+    # crop every slice to the box of the centers that hold a value (a margin of 2 voxels)
+    box = [np.flatnonzero(np.isfinite(volume).any(axis=axes_))
+           for axes_ in ((1, 2), (0, 2))]
+    (i0, i1), (j0, j1) = [(max(int(b[0]) - 2, 0), min(int(b[-1]) + 3, n)) if b.size
+                          else (0, n) for b, n in zip(box, volume.shape[:2])]
     for ax, k in zip(axes.flat, slices):
         image = ax.imshow(volume[:, :, k].T, origin="lower", cmap=cmap, norm=norm,
                           interpolation="nearest")
+        ax.set_xlim(i0 - 0.5, i1 - 0.5)
+        ax.set_ylim(j0 - 0.5, j1 - 0.5)
         if p_fwe is not None:
-            sig = np.nan_to_num(p_fwe[:, :, k].T, nan=1.0) <= 0.05
-            if sig.any():
-                ax.contour(sig.astype(float), levels=[0.5], colors="black", linewidths=0.8)
+            si, sj = np.nonzero(np.nan_to_num(p_fwe[:, :, k], nan=1.0) <= 0.05)
+            ax.plot(si, sj, "s", ms=3, mfc="none", mec="black", mew=0.8)
         for rank, row in enumerate(top[:MAX_MOSAIC_MARKS], start=1):
             i, j, kk = row["ijk"]
             if kk == k:
@@ -558,17 +564,19 @@ def map_mosaic_figure(volume, affine, body: dict, extra: dict | None = None):
         ax.set_yticks([])
     for ax in list(axes.flat)[slices.size:]:
         ax.set_axis_off()
-    label = {"group_difference": "Welch's t (B - A)", "coverage": "scans",
+    params = (body.get("params") or {}).get("map", {})
+    groups = params.get("groups") or ["A", "B"]
+    label = {"group_difference": f"Welch's t ({groups[1]} - {groups[0]})", "coverage": "scans",
+             "streamlines": "streamlines per scan", "connections": "connections per scan",
              "similarity": "mean cosine similarity"}.get(stat, stat)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, pad=0.01).set_label(label)
-    params = (body.get("params") or {}).get("map", {})
     what = f"map {body.get('name', '')!r}: {stat}, radius {body.get('radius')}"
     if stat == "group_difference":
         what += (f", connection {params.get('connection')}, groups "
                  f"{' -> '.join(map(str, params.get('groups') or []))}")
         if p_fwe is not None:
-            what += "; outlined: p_fwe <= 0.05"
+            what += "; squares: p_fwe <= 0.05"
     fig.suptitle(what + f"; {body.get('n_centers', 0):,} centers", fontsize=11)
     return fig, {"slices": slices.tolist(), "limits": limits, "marked": marked}
 

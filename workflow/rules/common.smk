@@ -223,6 +223,7 @@ def _path_constraints():
     others |= {str(t.output) for t in ALL_TARGETS}
     work = STUDY.work_dir
     others |= {f"{work}/qc/{kind}/{s.scan_id}.tsv" for s in SCANS for kind in ("scans", "lengths")}
+    others |= {f"{work}/maps/{m['name']}.nii.gz" for m in config["maps"]}
     others -= set(produced)
     for name in check_templates(out, produced, others):
         out[name] = exact_paths_regex([str(t.output) for t in TARGETS if t.rule == name])
