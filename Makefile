@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # demo/ is generated (make clean removes it); an older demo without TRUTH.md is replaced
 demo: $(STAMP)
 	@test -f demo/TRUTH.md || { rm -rf demo && $(BIN)/ltpa demo demo; }
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 	@echo
 	@echo "Demo study: demo/local_data.json (20 scans: 10 controls, 10 patients; 2 atlases)."
 	@echo "What was planted (patients: 30% fewer lh.superiorfrontal -- lh.precuneus streamlines): demo/TRUTH.md"
