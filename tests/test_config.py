@@ -120,8 +120,8 @@ def test_readme_documents_every_map_field_with_the_schemas_default():
 
 
 def test_demo_config_lists_valid_maps():
-    """config/demo.yaml (make demo's --configfile) is valid and holds only maps."""
+    """config/demo.yaml (make demo's --configfile) is valid: patterns and maps."""
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    assert set(demo) == {"maps"}
+    assert set(demo) == {"patterns", "maps"}
     config = with_defaults(demo)
     assert [m["stat"] for m in config["maps"]] == ["coverage", "similarity", "group_difference"]

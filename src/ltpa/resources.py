@@ -55,11 +55,36 @@ def mem_mb(spec) -> int:
     elif step == "map_b0":
         extra = 3 * _gunzipped_size(spec.inputs.get("fib_file")) + \
             24 * _voxels(spec.inputs.get("b0_volume_path"))
+    elif step == "patterns":
+        extra = patterns_bytes(spec)
     return int(BASE_MB + extra / MIB + 1)
 
 
+def patterns_bytes(spec) -> int:
+    """Termination patterns: the pkl's pages it reads (at most the file), 16 per
+    streamline (the npy as read, int32 ids, the last-seen stamps) and the output, at most
+    one 8-byte entry per id gathered (sphere voxels x the index's ids, bounded by the pkl's
+    size / 4) kept twice while an array grows."""
+    from .analysis.patterns import sphere_offsets
+
+    pkl = _file_size(spec.inputs.get("pkl_path"))
+    npy = _file_size(spec.inputs.get("numpy_path"))
+    n_offsets = sphere_offsets(spec.radius).shape[0]
+    return pkl + 2 * npy + 2 * 8 * min(n_offsets * (pkl // 4), 1 << 34)
+
+
+def _file_size(path) -> int:
+    return os.path.getsize(path) if _exists(path) else 0
+
+
 def runtime_min(spec) -> int:
-    """Minutes the job may take: 5, plus 1 per 250 MB of streamlines (~10x what is measured)."""
+    """Minutes the job may take: 5, plus 1 per 250 MB of streamlines (~10x what is measured);
+    termination patterns: 5, plus 1 per 250 MB of pkl per sphere voxel."""
+    if spec.step == "patterns":
+        from .analysis.patterns import sphere_offsets
+
+        return int(5 + _file_size(spec.inputs.get("pkl_path")) *
+                   sphere_offsets(spec.radius).shape[0] / (250 * MIB))
     body, _ = _streamlines_size(spec.inputs.get("trk_file"))
     return int(5 + body / (250 * MIB))
 
