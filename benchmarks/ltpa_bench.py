@@ -159,7 +159,7 @@ def big_study(n, n_scans, data, out) -> Path:
     return local_data
 
 
-def child_big(local_data, stat) -> dict:
+def child_big(local_data, stat, block_size) -> dict:
     import warnings
 
     import ltpa
@@ -168,7 +168,8 @@ def child_big(local_data, stat) -> dict:
     source = ltpa.TrackDataSource(local_data)
     source.change_atlas("synth83")
     t0 = time.perf_counter()
-    res = ltpa.run_ltpa(stat, source, radius=1)
+    opts = {"block_size": int(block_size)} if int(block_size) > 0 else {}
+    res = ltpa.run_ltpa(stat, source, radius=1, **opts)
     return {"n_centers": len(res), "map_s": time.perf_counter() - t0}
 
 
@@ -177,24 +178,41 @@ def child(argv) -> dict:
     if kind == "demo":
         out = child_demo(argv[1], int(argv[2]))
     else:
-        out = child_big(argv[1], argv[2])
+        out = child_big(argv[1], argv[2], argv[3])
     print("CHILD " + json.dumps(out))
 
 
-def child_measured(*args) -> dict:
-    """A child of this script, its result and its own wall time and peak RSS."""
-    code_argv = [sys.executable, str(Path(__file__).resolve()), "--child", *map(str, args)]
-    wrapper = ("import json, os, subprocess, sys, time\n"
-               "t = time.perf_counter()\n"
-               "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)\n"
-               "out = p.stdout.read(); _, status, ru = os.wait4(p.pid, 0)\n"
-               "res = json.loads([l for l in out.splitlines() if l.startswith('CHILD ')][-1][6:])\n"
-               "res.update(wall=time.perf_counter() - t, rss_mb=ru.ru_maxrss / 1024, "
-               "status=status)\n"
-               "print('RESULT ' + json.dumps(res)); sys.exit(0 if status == 0 else 1)\n")
-    res = run([sys.executable, "-c", wrapper, *code_argv])
-    line = [ln for ln in res["stdout"].splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+def child_measured(*args, max_rss_mb=None) -> dict:
+    """A child of this script: its result, its wall time and its peak RSS (ru_maxrss). With
+    ``max_rss_mb`` it is killed once its RSS passes that (polled every 0.1 s), so a run that
+    would exhaust a shared machine's memory stops with ``killed_over_mb``."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", *map(str, args)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                rss = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:")) / 1024
+        except (OSError, StopIteration):
+            rss = 0
+        if max_rss_mb and rss > max_rss_mb:
+            proc.kill()
+            killed = rss
+        time.sleep(0.1)
+    # the process is a zombie until reaped: os.wait4 gives its own rusage
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = status
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    res = {"wall": time.perf_counter() - t0, "rss_mb": ru.ru_maxrss / 1024}
+    if killed is not None:
+        res["killed_over_mb"] = killed
+        return res
+    if status != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{err[-3000:]}")
+    res.update(json.loads([ln for ln in out.splitlines() if ln.startswith("CHILD ")][-1][6:]))
+    return res
 
 
 # --------------------------------------------------------------------------- report
@@ -215,6 +233,10 @@ def main(argv=None):
                     help="centers of the per-center query_ijk loop (2), extrapolated")
     ap.add_argument("--data", default=str(HERE / "data"))
     ap.add_argument("--out", default=str(HERE / "out" / "ltpa"))
+    ap.add_argument("--block-size", type=int, default=0,
+                    help="centers per block of the big study's maps (3); 0: run_ltpa's default")
+    ap.add_argument("--max-rss-mb", type=float, default=4096,
+                    help="kill a map (3) whose RSS passes this (protects a shared machine)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: scan,demo,big")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -258,12 +280,14 @@ def main(argv=None):
         results["big"] = {}
         for stat in ("coverage", "similarity"):
             b = results["big"][stat] = child_measured("big", local_data, stat)
-            lines.append(f"map over {args.scans} scans of {args.n:,} streamlines, {stat} r=1: "
+            lines.append(f"map over {args.scans} scans of {args.n:,} streamlines, {stat} r=1 "
+                         f"(block size {args.block_size or 'default'}): "
                          f"{b['map_s']:.1f} s over {b['n_centers']:,} centers; peak RSS "
                          f"{b['rss_mb']:.0f} MB [<= 2048: {verdict(b['rss_mb'] <= 2048)}]")
     print(f"ltpa_bench {results['date']}, {results['machine']}")
     for line in lines:
         print(line)
+    results["lines"] = lines
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
