@@ -6,8 +6,9 @@
 # option, scan list or scan_group), so the answer lives with the study.
 # Resources: one map holds one block of centers of every scan's patterns at a time
 # (ltpa.analysis.run.BLOCK_SIZE) plus, when no pattern file is built, one scan's patterns
-# being computed; 4 GB and an hour (more on retry) cover the measured 50 x 10^6-streamline
-# study (docs/maps.md). Threads: 1 (the built-in statistics run in one process).
+# being computed; 4 GB and an hour (more on retry) cover the demo many times over; a study of
+# 50 x 10^6 streamlines needed more than 4 GB with the core's default block (docs/maps.md,
+# benchmarks/ltpa_bench.py). Threads: 1 (the built-in statistics run in one process).
 # Targets and inputs: rules/maps_common.smk.
 
 
