@@ -250,3 +250,42 @@ def test_cli_patterns(study, tmp_path):
                           text=True)
     assert proc.returncode == 1 and "radius 12" in proc.stderr
     assert not (tmp_path / "q.npz").exists()
+
+
+def test_workflow_builds_patterns_and_rebuilds_only_when_inputs_change(tmp_path):
+    """One Snakemake run with config patterns: the files equal write_patterns'; a second dry
+    run has nothing to do; a changed npy reruns its label and its patterns only."""
+    import yaml
+
+    from conftest import planned_jobs, run_snakemake
+    from ltpa.demo import make_demo
+
+    study = make_demo(tmp_path / "study", n_scans=2, seed=2, n_per_side=10, n_background=5)
+    cfg = tmp_path / "patterns.yaml"
+    cfg.write_text(yaml.safe_dump({"patterns": {"radii": [1], "atlases": [
+        {"name": "Lausanne2008", "parameters": {"scale": 33}}]}}))
+    run_snakemake(tmp_path, "--configfile", str(cfg), local_data=study)
+    scans = json.loads(study.read_text())
+    for rec in scans:
+        for lab in rec["track_labels"]:
+            npy = study.parent / lab["numpy_path"]
+            out = patterns_path(npy, 1)
+            if lab["parameters"]["scale"] != 33:
+                assert not out.exists()
+                continue
+            mine = tmp_path / f"{rec['scan_id']}.npz"
+            write_patterns(study.parent / rec["pkl_path"], npy, mine, 1)
+            a, b = read_patterns(out), read_patterns(mine)
+            for name in ("centers", "indptr", "connection_ids", "counts"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    dry = run_snakemake(tmp_path, "--configfile", str(cfg), "-n", local_data=study)
+    assert "Nothing to be done" in dry.output
+    # a different npy (its ids changed): the labeling and its patterns are redone
+    npy = study.parent / scans[0]["track_labels"][0]["numpy_path"]
+    ids = np.load(npy)
+    np.save(npy, ids[::-1].copy())
+    dry = run_snakemake(tmp_path, "--configfile", str(cfg), "-n", local_data=study)
+    jobs = planned_jobs(dry.output)
+    assert ("termination_patterns", str(patterns_path(npy, 1))) in jobs
+    assert {r for r, _ in jobs} <= {"label_streamlines", "termination_patterns"}
+    assert len([j for j in jobs if j[0] == "termination_patterns"]) == 1
