@@ -19,6 +19,7 @@ from ltpa.analysis.patterns import (
     save_patterns,
     sphere_offsets,
     write_patterns,
+    write_patterns_file,
 )
 from ltpa.grids import QSDR_AFFINE, QSDR_DIM
 from ltpa.pipeline import index_scan, label_scan
@@ -173,6 +174,20 @@ def test_file_is_memory_mapped_versioned_and_checked(tmp_path, rng):
     (tmp_path / "t.npz").write_text("not a zip")
     with pytest.raises(LtpaError, match="not a termination-pattern file"):
         read_patterns(tmp_path / "t.npz")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_file_written_in_chunks_equals_patterns_in_memory(tmp_path, chunk):
+    ds = load_track_dataset(DATA / "track_dataset_v0.pkl")
+    conn = (np.arange(ds.get_ntracks()) * 7) % 5
+    whole = build_patterns(ds.tracks_at_ijk, conn, 2)
+    got = write_patterns_file(ds.tracks_at_ijk, conn, 2, tmp_path / "c.npz", chunk=chunk)
+    p = read_patterns(tmp_path / "c.npz")
+    assert got == {"n_centers": whole.n_centers, "n_entries": int(whole.counts.shape[0])}
+    assert whole.n_centers > 1000
+    for name in ("centers", "indptr", "connection_ids", "counts"):
+        np.testing.assert_array_equal(getattr(p, name), getattr(whole, name))
+    assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]  # no work files left
 
 
 def test_committed_version_1_file_reads(tmp_path):
