@@ -174,7 +174,7 @@ class _Builder:
         self.lut[voxels] = np.arange(voxels.shape[0], dtype=self.lut.dtype)
         self.indptr = np.asarray(index.indptr, dtype=np.int64)
         self.ids = np.asarray(index.ids)
-        self.stamp = np.full(n, -1, dtype=np.int64)
+        self.stamp = np.full(n, -1, dtype=np.int32)  # center numbers < 2**31
         self.acc = np.zeros(n_labels, dtype=np.int32)
         self.touched = np.empty(n_labels, dtype=np.int32)
 
