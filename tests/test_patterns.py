@@ -19,6 +19,7 @@ from ltpa.analysis.patterns import (
     save_patterns,
     sphere_offsets,
     write_patterns,
+    write_patterns_file,
 )
 from ltpa.grids import QSDR_AFFINE, QSDR_DIM
 from ltpa.pipeline import index_scan, label_scan
@@ -175,6 +176,20 @@ def test_file_is_memory_mapped_versioned_and_checked(tmp_path, rng):
         read_patterns(tmp_path / "t.npz")
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_file_written_in_chunks_equals_patterns_in_memory(tmp_path, chunk):
+    ds = load_track_dataset(DATA / "track_dataset_v0.pkl")
+    conn = (np.arange(ds.get_ntracks()) * 7) % 5
+    whole = build_patterns(ds.tracks_at_ijk, conn, 2)
+    got = write_patterns_file(ds.tracks_at_ijk, conn, 2, tmp_path / "c.npz", chunk=chunk)
+    p = read_patterns(tmp_path / "c.npz")
+    assert got == {"n_centers": whole.n_centers, "n_entries": int(whole.counts.shape[0])}
+    assert whole.n_centers > 1000
+    for name in ("centers", "indptr", "connection_ids", "counts"):
+        np.testing.assert_array_equal(getattr(p, name), getattr(whole, name))
+    assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]  # no work files left
+
+
 def test_committed_version_1_file_reads(tmp_path):
     """tests/data/patterns_v1.npz: the first release's format, from the committed pkl with
     connection ids (k % 4 for streamline k), radius 1."""
@@ -250,3 +265,42 @@ def test_cli_patterns(study, tmp_path):
                           text=True)
     assert proc.returncode == 1 and "radius 12" in proc.stderr
     assert not (tmp_path / "q.npz").exists()
+
+
+def test_workflow_builds_patterns_and_rebuilds_only_when_inputs_change(tmp_path):
+    """One Snakemake run with config patterns: the files equal write_patterns'; a second dry
+    run has nothing to do; a changed npy reruns its label and its patterns only."""
+    import yaml
+
+    from conftest import planned_jobs, run_snakemake
+    from ltpa.demo import make_demo
+
+    study = make_demo(tmp_path / "study", n_scans=2, seed=2, n_per_side=10, n_background=5)
+    cfg = tmp_path / "patterns.yaml"
+    cfg.write_text(yaml.safe_dump({"patterns": {"radii": [1], "atlases": [
+        {"name": "Lausanne2008", "parameters": {"scale": 33}}]}}))
+    run_snakemake(tmp_path, "--configfile", str(cfg), local_data=study)
+    scans = json.loads(study.read_text())
+    for rec in scans:
+        for lab in rec["track_labels"]:
+            npy = study.parent / lab["numpy_path"]
+            out = patterns_path(npy, 1)
+            if lab["parameters"]["scale"] != 33:
+                assert not out.exists()
+                continue
+            mine = tmp_path / f"{rec['scan_id']}.npz"
+            write_patterns(study.parent / rec["pkl_path"], npy, mine, 1)
+            a, b = read_patterns(out), read_patterns(mine)
+            for name in ("centers", "indptr", "connection_ids", "counts"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    dry = run_snakemake(tmp_path, "--configfile", str(cfg), "-n", local_data=study)
+    assert "Nothing to be done" in dry.output
+    # a different npy (its ids changed): the labeling and its patterns are redone
+    npy = study.parent / scans[0]["track_labels"][0]["numpy_path"]
+    ids = np.load(npy)
+    np.save(npy, ids[::-1].copy())
+    dry = run_snakemake(tmp_path, "--configfile", str(cfg), "-n", local_data=study)
+    jobs = planned_jobs(dry.output)
+    assert ("termination_patterns", str(patterns_path(npy, 1))) in jobs
+    assert {r for r, _ in jobs} <= {"label_streamlines", "termination_patterns"}
+    assert len([j for j in jobs if j[0] == "termination_patterns"]) == 1

@@ -359,7 +359,7 @@ def step_scalars(spec: JobSpec, watch: InputWatch) -> dict:
 
 def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
     """A scan's termination patterns at ``spec.radius`` (``ltpa.analysis.patterns``)."""
-    from .analysis.patterns import patterns_of_dataset, save_patterns
+    from .analysis.patterns import dataset_meta, write_patterns_file
     from .dataset import load_track_dataset
 
     t0 = time.perf_counter()
@@ -375,11 +375,12 @@ def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
         regions, start = body["region_ids"], body.get("connection_ids_start_at")
     inputs = {fld: {"path": os.path.abspath(spec.inputs[fld]), "size": ident.size,
                     "mtime_ns": ident.mtime_ns} for fld, ident in watch.at_start.items()}
-    patterns = patterns_of_dataset(ds, conn, spec.radius, region_ids=regions, start=start,
-                                   inputs=inputs, where=f"files {pkl!r} and {npy!r}")
-    save_patterns(patterns, spec.output, before_rename=watch.check)
-    return {"radius": int(spec.radius), "n_streamlines": int(patterns.meta["n_streamlines"]),
-            "n_centers": patterns.n_centers, "n_entries": int(patterns.counts.shape[0]),
+    meta = dataset_meta(ds, region_ids=regions, start=start, inputs=inputs)
+    written = write_patterns_file(ds.tracks_at_ijk, conn, spec.radius, spec.output,
+                                  n_streamlines=ds.get_ntracks(), meta=meta,
+                                  where=f"files {pkl!r} and {npy!r}",
+                                  before_rename=watch.check)
+    return {"radius": int(spec.radius), "n_streamlines": int(ds.get_ntracks()), **written,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 

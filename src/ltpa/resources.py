@@ -61,16 +61,17 @@ def mem_mb(spec) -> int:
 
 
 def patterns_bytes(spec) -> int:
-    """Termination patterns: the pkl's pages it reads (at most the file), 16 per
-    streamline (the npy as read, int32 ids, the last-seen stamps) and the output, at most
-    one 8-byte entry per id gathered (sphere voxels x the index's ids, bounded by the pkl's
-    size / 4) kept twice while an array grows."""
-    from .analysis.patterns import sphere_offsets
-
+    """Termination patterns: the pkl's pages it reads (at most the file), 2 x the npy (the
+    ids as int32 and a last-seen stamp of 8 bytes per streamline, against the npy's 8) and
+    ``PATTERNS_WORK_MB`` for the per-voxel tables (lookup, centers, indptr: 20 bytes per
+    key voxel, 18 MB in the 2 mm MNI grid) and one chunk of output (32,768 centers; the
+    file is streamed chunk by chunk)."""
     pkl = _file_size(spec.inputs.get("pkl_path"))
     npy = _file_size(spec.inputs.get("numpy_path"))
-    n_offsets = sphere_offsets(spec.radius).shape[0]
-    return pkl + 2 * npy + 2 * 8 * min(n_offsets * (pkl // 4), 1 << 34)
+    return pkl + 2 * npy + PATTERNS_WORK_MB * MIB
+
+
+PATTERNS_WORK_MB = 256
 
 
 def _file_size(path) -> int:

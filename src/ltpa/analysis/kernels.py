@@ -45,14 +45,16 @@ def _grow(arr, need):
 
 
 @_jit
-def sphere_patterns(centers, d0, d1, d2, offsets, lut, indptr, ids, conn, n_streamlines,
-                    n_labels):
+def sphere_patterns(centers, base, d0, d1, d2, offsets, lut, indptr, ids, conn, stamp, acc,
+                    touched):
     """Per center, the distinct streamlines of its sphere counted per connection id.
 
     ``lut[lin]``: position of voxel ``lin`` in the index (``indptr``/``ids``), -1 if empty;
-    ``conn[s]``: connection id of streamline ``s`` (0 <= id < ``n_labels``). Returns
-    ``(indptr, connection_ids, counts)``: CSR rows in the order of ``centers``, ids sorted
-    within a row.
+    ``conn[s]``: connection id of streamline ``s``. ``stamp`` (one per streamline, never a
+    value >= ``base``), ``acc`` (zeros) and ``touched`` (one per connection id) are the
+    caller's, so that the centers can come in chunks: center ``ci`` of this call is number
+    ``base + ci`` of the scan. Returns ``(indptr, connection_ids, counts)``: CSR rows in
+    the order of ``centers``, ids sorted within a row.
     """
     n_c = centers.shape[0]
     n_off = offsets.shape[0]
@@ -61,9 +63,6 @@ def sphere_patterns(centers, d0, d1, d2, offsets, lut, indptr, ids, conn, n_stre
     cap = max(1024, 4 * n_c)
     out_conn = np.empty(cap, dtype=np.int32)
     out_cnt = np.empty(cap, dtype=np.int32)
-    stamp = np.full(n_streamlines, -1, dtype=np.int64)
-    acc = np.zeros(n_labels, dtype=np.int32)
-    touched = np.empty(n_labels, dtype=np.int32)
     nnz = 0
     for ci in range(n_c):
         v = centers[ci]
@@ -71,6 +70,7 @@ def sphere_patterns(centers, d0, d1, d2, offsets, lut, indptr, ids, conn, n_stre
         j = (v // d2) % d1
         k = v % d2
         nt = 0
+        tag = base + ci
         for o in range(n_off):
             a = i + offsets[o, 0]
             b = j + offsets[o, 1]
@@ -82,8 +82,8 @@ def sphere_patterns(centers, d0, d1, d2, offsets, lut, indptr, ids, conn, n_stre
                 continue
             for q in range(indptr[p], indptr[p + 1]):
                 s = ids[q]
-                if stamp[s] != ci:
-                    stamp[s] = ci
+                if stamp[s] != tag:
+                    stamp[s] = tag
                     lab = conn[s]
                     if acc[lab] == 0:
                         touched[nt] = lab

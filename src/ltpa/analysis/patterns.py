@@ -131,60 +131,144 @@ class ScanPatterns:
                 np.asarray(self.counts))
 
 
+class _Builder:
+    """What the kernel needs for one scan: its centers, the voxel lookup table, the ids as
+    int32 and the per-streamline / per-id work arrays (kept across chunks of centers)."""
+
+    def __init__(self, index, connection_ids, radius, n_streamlines=None, where=""):
+        from .kernels import dilate
+
+        self.radius = r = check_radius(radius)
+        prefix = f"{where}: " if where else ""
+        conn = np.asarray(connection_ids)
+        if conn.ndim != 1 or conn.dtype.kind not in "iu":
+            raise LtpaError(f"{prefix}connection ids must be one integer per streamline; got "
+                            f"a {conn.dtype} array of shape {conn.shape}")
+        n = int(conn.shape[0]) if n_streamlines is None else int(n_streamlines)
+        if conn.shape[0] != n:
+            raise LtpaError(f"{prefix}{conn.shape[0]} connection ids for {n} streamlines; the "
+                            f"pkl and the npy must be of the same scan (one may be out of "
+                            f"date)")
+        n_labels = 1
+        if n:
+            lo, hi = int(conn.min()), int(conn.max())
+            if lo < 0:
+                raise LtpaError(f"{prefix}connection id {lo} is negative")
+            if hi >= 2**31 - 1:
+                raise LtpaError(f"{prefix}connection id {hi} is too large")
+            n_labels = hi + 1
+        self.n = n
+        self.conn = conn.astype(np.int32, copy=False)
+        self.dim = dim = tuple(int(d) for d in index.dim)
+        voxels = np.asarray(index.voxels, dtype=np.int64)
+        self.offsets = sphere_offsets(r)
+        n_vox = dim[0] * dim[1] * dim[2]
+        if r == 0:
+            self.centers = voxels.copy()
+        else:
+            mark = np.zeros(n_vox, dtype=np.uint8)
+            dilate(voxels, dim[0], dim[1], dim[2], self.offsets, mark)
+            self.centers = np.flatnonzero(mark).astype(np.int64)
+            del mark
+        self.lut = np.full(n_vox, -1, dtype=np.int32 if voxels.shape[0] < 2**31 else np.int64)
+        self.lut[voxels] = np.arange(voxels.shape[0], dtype=self.lut.dtype)
+        self.indptr = np.asarray(index.indptr, dtype=np.int64)
+        self.ids = np.asarray(index.ids)
+        self.stamp = np.full(n, -1, dtype=np.int32)  # center numbers < 2**31
+        self.acc = np.zeros(n_labels, dtype=np.int32)
+        self.touched = np.empty(n_labels, dtype=np.int32)
+
+    def rows(self, lo, hi):
+        """CSR rows of centers ``lo:hi`` (``indptr`` relative to the chunk)."""
+        from .kernels import sphere_patterns
+
+        d = self.dim
+        return sphere_patterns(self.centers[lo:hi], lo, d[0], d[1], d[2], self.offsets,
+                               self.lut, self.indptr, self.ids, self.conn, self.stamp,
+                               self.acc, self.touched)
+
+    def meta(self, extra):
+        info = {"format": FORMAT, "version": VERSION, "radius": self.radius,
+                "dim": list(self.dim), "n_streamlines": self.n,
+                "n_centers": int(self.centers.shape[0])}
+        info.update(extra or {})
+        return info
+
+
 def build_patterns(index, connection_ids, radius, *, n_streamlines=None, meta=None,
                    where="") -> ScanPatterns:
-    """A scan's patterns from its voxel index (``VoxelIndex``) and connection ids (npy).
+    """A scan's patterns, in memory, from its voxel index (``VoxelIndex``: ``dim``,
+    ``voxels`` (sorted linear numbers), ``indptr``, ``ids``) and connection ids (the npy:
+    one non-negative integer per streamline)."""
+    b = _Builder(index, connection_ids, radius, n_streamlines, where)
+    ptr, cids, counts = b.rows(0, b.centers.shape[0])
+    return ScanPatterns(b.centers, ptr, cids, counts, b.meta(meta))
 
-    ``index``: ``dim``, ``voxels`` (sorted linear numbers), ``indptr``, ``ids``.
-    ``connection_ids``: one non-negative integer per streamline.
+
+CHUNK_CENTERS = 1 << 15  # centers per kernel call when writing: the output is streamed
+
+
+def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=None,
+                        meta=None, where="", before_rename=None,
+                        chunk=CHUNK_CENTERS) -> dict:
+    """Build a scan's patterns and write them to ``path`` chunk by chunk (atomically).
+
+    Each chunk's entries go to two temporary files as they are made, and the .npz is then
+    assembled from them, so memory holds one chunk's entries, not the scan's. Returns
+    ``{"n_centers", "n_entries"}``.
     """
-    from .kernels import dilate, sphere_patterns
+    import shutil
+    import tempfile
 
-    r = check_radius(radius)
-    prefix = f"{where}: " if where else ""
-    conn = np.asarray(connection_ids)
-    if conn.ndim != 1 or conn.dtype.kind not in "iu":
-        raise LtpaError(f"{prefix}connection ids must be one integer per streamline; got a "
-                        f"{conn.dtype} array of shape {conn.shape}")
-    n = int(conn.shape[0]) if n_streamlines is None else int(n_streamlines)
-    if conn.shape[0] != n:
-        raise LtpaError(f"{prefix}{conn.shape[0]} connection ids for {n} streamlines; the pkl "
-                        f"and the npy must be of the same scan (one may be out of date)")
-    n_labels = 1
-    if n:
-        lo, hi = int(conn.min()), int(conn.max())
-        if lo < 0:
-            raise LtpaError(f"{prefix}connection id {lo} is negative")
-        if hi >= 2**31 - 1:
-            raise LtpaError(f"{prefix}connection id {hi} is too large")
-        n_labels = hi + 1
-    conn32 = conn.astype(np.int32, copy=False)
-    dim = tuple(int(d) for d in index.dim)
-    voxels = np.asarray(index.voxels, dtype=np.int64)
-    offsets = sphere_offsets(r)
-    n_vox = dim[0] * dim[1] * dim[2]
-    if r == 0:
-        centers = voxels.copy()
-    else:
-        mark = np.zeros(n_vox, dtype=np.uint8)
-        dilate(voxels, dim[0], dim[1], dim[2], offsets, mark)
-        centers = np.flatnonzero(mark).astype(np.int64)
-        del mark
-    lut = np.full(n_vox, -1, dtype=np.int32 if voxels.shape[0] < 2**31 else np.int64)
-    lut[voxels] = np.arange(voxels.shape[0], dtype=lut.dtype)
-    indptr = np.asarray(index.indptr, dtype=np.int64)
-    ids = np.asarray(index.ids)
-    ptr, cids, counts = sphere_patterns(centers, dim[0], dim[1], dim[2], offsets, lut, indptr,
-                                        ids, conn32, n, n_labels)
-    info = {"format": FORMAT, "version": VERSION, "radius": r, "dim": list(dim),
-            "n_streamlines": n, "n_centers": int(centers.shape[0])}
-    info.update(meta or {})
-    return ScanPatterns(centers, ptr, cids, counts, info)
+    from ..io import atomic_path
+
+    b = _Builder(index, connection_ids, radius, n_streamlines, where)
+    n_c = b.centers.shape[0]
+    indptr = np.zeros(n_c + 1, dtype=np.int64)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix=".ltpa-patterns-", dir=path.parent) as work:
+        files = {name: open(os.path.join(work, name), "w+b")
+                 for name in ("connection_ids", "counts")}
+        try:
+            nnz = 0
+            for lo in range(0, n_c, max(1, int(chunk))):
+                hi = min(lo + int(chunk), n_c)
+                ptr, cids, counts = b.rows(lo, hi)
+                indptr[lo + 1:hi + 1] = ptr[1:] + nnz
+                nnz += int(ptr[-1])
+                files["connection_ids"].write(memoryview(np.ascontiguousarray(
+                    cids, dtype="<i4")).cast("B"))
+                files["counts"].write(memoryview(np.ascontiguousarray(
+                    counts, dtype="<i4")).cast("B"))
+            info = b.meta(meta)
+            raw = json.dumps(info, sort_keys=True).encode()
+            with atomic_path(path, suffix=".npz", before_rename=before_rename) as tmp:
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                    _member(zf, "centers", np.ascontiguousarray(b.centers, dtype="<i8"))
+                    _member(zf, "indptr", indptr.astype("<i8", copy=False))
+                    for name, fh in files.items():
+                        fh.seek(0)
+                        with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                            np.lib.format.write_array_header_2_0(
+                                out, {"descr": "<i4", "fortran_order": False,
+                                      "shape": (nnz,)})
+                            shutil.copyfileobj(fh, out, 1 << 22)
+                    _member(zf, "meta", np.frombuffer(raw, dtype=np.uint8))
+        finally:
+            for fh in files.values():
+                fh.close()
+    return {"n_centers": int(n_c), "n_entries": int(nnz)}
 
 
-def patterns_of_dataset(ds, connection_ids, radius, *, region_ids=None, start=None,
-                        inputs=None, where="") -> ScanPatterns:
-    """``build_patterns`` for a ``TrackDataset`` (its key grid recorded in the meta)."""
+def _member(zf, name, array):
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+        np.lib.format.write_array_header_2_0(
+            out, {"descr": array.dtype.str, "fortran_order": False, "shape": array.shape})
+        out.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def dataset_meta(ds, *, region_ids=None, start=None, inputs=None) -> dict:
+    """The meta a ``TrackDataset``'s patterns record: its key grid, scan and atlas."""
     hdr = ds.header
     aff = np.asarray(hdr["voxel_to_rasmm"], dtype=np.float64).reshape(4, 4)
     meta = {"affine": aff.tolist() if aff[:3, :3].any() else None,
@@ -193,6 +277,13 @@ def patterns_of_dataset(ds, connection_ids, radius, *, region_ids=None, start=No
             "region_ids": None if region_ids is None else [int(v) for v in region_ids],
             "connection_ids_start_at": None if start is None else int(start),
             "inputs": inputs or {}}
+    return meta
+
+
+def patterns_of_dataset(ds, connection_ids, radius, *, region_ids=None, start=None,
+                        inputs=None, where="") -> ScanPatterns:
+    """``build_patterns`` for a ``TrackDataset`` (its key grid recorded in the meta)."""
+    meta = dataset_meta(ds, region_ids=region_ids, start=start, inputs=inputs)
     return build_patterns(ds.tracks_at_ijk, connection_ids, radius,
                           n_streamlines=ds.get_ntracks(), meta=meta, where=where)
 
