@@ -24,12 +24,13 @@ $(STAMP): pyproject.toml
 # demo/ is generated (make clean removes it); an older demo without TRUTH.md is replaced
 demo: $(STAMP)
 	@test -f demo/TRUTH.md || { rm -rf demo && $(BIN)/ltpa demo demo; }
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 	@echo
 	@echo "Demo study: demo/local_data.json (20 scans: 10 controls, 10 patients; 2 atlases)."
 	@echo "What was planted (patients: 30% fewer lh.superiorfrontal -- lh.precuneus streamlines): demo/TRUTH.md"
 	@echo "Outputs per scan (pkl, pkl.trk, npy per atlas): demo/s*/ ; QC tables, report plots, provenance, logs: demo/local_data.ltpa/"
-	@echo "Report: $(BIN)/snakemake --report report.html"
+	@echo "LTPA maps (config/demo.yaml): demo/local_data.ltpa/maps/"
+	@echo "Report: $(BIN)/snakemake --configfile config/demo.yaml --report report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -14,7 +14,8 @@ from ltpa.errors import LtpaError
 def readme_rows():
     """option -> (type, default) cells of config/README.md's table."""
     rows = {}
-    for line in (REPO / "config" / "README.md").read_text().splitlines():
+    text = (REPO / "config" / "README.md").read_text().split("## Fields of a map", 1)[0]
+    for line in text.splitlines():
         m = re.match(r"\|\s*`([a-z_0-9]+)`\s*\|([^|]*)\|([^|]*)\|", line)
         if m:
             rows[m.group(1)] = (m.group(2).strip(), m.group(3).strip())
@@ -93,3 +94,34 @@ def test_no_default_outside_the_schema(path):
     is always filled from the schema first (ltpa.config, snakemake.utils.validate)."""
     text = (REPO / path).read_text()
     assert not FALLBACK.search(text), f"{path}: config.get(...) (defaults live in the schema)"
+
+
+def map_field_rows():
+    """field -> (type, default) cells of config/README.md's table of map fields."""
+    text = (REPO / "config" / "README.md").read_text()
+    part = text.split("## Fields of a map", 1)[1]
+    rows = {}
+    for line in part.splitlines():
+        m = re.match(r"\|\s*`([a-z_0-9]+)`\s*\|([^|]*)\|([^|]*)\|", line)
+        if m:
+            rows[m.group(1)] = (m.group(2).strip(), m.group(3).strip())
+    return rows
+
+
+def test_readme_documents_every_map_field_with_the_schemas_default():
+    items = schema()["properties"]["maps"]["items"]
+    rows = map_field_rows()
+    assert set(rows) == set(items["properties"])
+    for key, prop in items["properties"].items():
+        if "default" in prop:
+            assert rows[key][1] == f"`{as_yaml(prop['default'])}`", (key, rows[key])
+        else:
+            assert key in items["required"] and rows[key][1] == "required", key
+
+
+def test_demo_config_lists_valid_maps():
+    """config/demo.yaml (make demo's --configfile) is valid: patterns and maps."""
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    assert set(demo) == {"patterns", "maps"}
+    config = with_defaults(demo)
+    assert [m["stat"] for m in config["maps"]] == ["coverage", "similarity", "group_difference"]

@@ -300,3 +300,80 @@ def test_planted_effect_recovered_from_the_workflow_outputs(tmp_path):
     assert abs(welch[planted]) > 1.4 * second and float(top["p"]) < 0.1 * float(table[1]["p"])
     assert (study_folder(local_data) / "report" / "group_differences" / "scale33.png"
             ).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- repeat scans
+
+
+def cosine_matrix(counts):
+    """Pairwise cosine similarity of the rows of ``counts`` (one scan per row)."""
+    unit = counts / np.linalg.norm(counts, axis=1, keepdims=True)
+    return unit @ unit.T
+
+
+def test_repeats_make_a_subjects_scans_more_alike_than_two_subjects(tmp_path):
+    """`ltpa demo --repeats 2`: each subject has 2 scans with one subject_id, group and
+    attributes; the per-scan connection-count vectors (ids not 0) of a subject's two scans
+    are more alike (cosine similarity) than those of two subjects, far beyond the spread of
+    the between-subject pairs."""
+    from ltpa.pipeline import label_scan
+
+    local_data = make_study_demo(tmp_path / "d", n_scans=12, n_streamlines=4000, seed=2,
+                                 repeats=2)
+    folder = local_data.parent
+    scans = json.loads(local_data.read_text())
+    subjects = [s["subject_id"] for s in scans]
+    assert len(set(subjects)) == 6 and all(subjects.count(s) == 2 for s in subjects)
+    for a, b in zip(scans[::2], scans[1::2]):  # a subject's scans are consecutive
+        assert a["subject_id"] == b["subject_id"] and a["scan_id"] != b["scan_id"]
+        assert (a["scan_group"], a["attributes"]) == (b["scan_group"], b["attributes"])
+    assert sorted(s["scan_group"] for s in scans[::2]) == ["control"] * 3 + ["patient"] * 3
+    truth = json.loads((folder / "truth.json").read_text())
+    assert truth["repeats"]["scans_per_subject"] == 2
+    # the npys, labeled with the study's scale33 atlas in QSDR (the b0 scan's streamlines are
+    # in QSDR too; only its atlas files are in b0 space)
+    atlas = tmp_path / "scale33.nii.gz"
+    nib.Nifti1Image(study_atlas()["scale33"], QSDR_AFFINE).to_filename(atlas)
+    n_ids = 83 * 84 // 2 + 1
+    counts = np.zeros((len(scans), n_ids))
+    for row, scan in enumerate(scans):
+        npy = tmp_path / f"{scan['scan_id']}.npy"
+        label_scan(folder / scan["trk_file"], atlas, npy, sidecar=False)
+        counts[row] = np.bincount(np.load(npy), minlength=n_ids)
+    sim = cosine_matrix(counts[:, 1:])
+    same = np.array(subjects)[:, None] == np.array(subjects)[None, :]
+    upper = np.triu(np.ones_like(same), 1).astype(bool)
+    within, between = sim[same & upper], sim[~same & upper]
+    print(f"cosine similarity of connection counts: within subjects {within.mean():.3f} "
+          f"(min {within.min():.3f}, n {within.size}), between {between.mean():.3f} (max "
+          f"{between.max():.3f}, sd {between.std():.3f}, n {between.size})")
+    assert within.size == 6 and between.size == 60
+    assert within.mean() > between.mean() + 5 * between.std()
+    assert within.min() > between.max()
+
+
+def test_without_repeats_no_subject_variation(tmp_path):
+    """repeats=1 is the study without repeats: one subject per scan, and no truth.repeats."""
+    local_data = make_study_demo(tmp_path / "d", n_scans=4, n_streamlines=200, repeats=1)
+    scans = json.loads(local_data.read_text())
+    assert len({s["subject_id"] for s in scans}) == 4
+    assert "repeats" not in json.loads((local_data.parent / "truth.json").read_text())
+    with pytest.raises(ValueError, match="repeats 3"):
+        make_study_demo(tmp_path / "e", n_scans=8, repeats=3)
+    with pytest.raises(ValueError, match="at least 4 subjects"):
+        make_study_demo(tmp_path / "e", n_scans=6, repeats=2)
+
+
+def test_cli_repeats_names_the_bad_value(tmp_path, capsys):
+    from ltpa.cli import main
+
+    assert main(["demo", str(tmp_path / "d"), "--repeats", "2", "--scans", "6"]) == 1
+    err = capsys.readouterr().err
+    assert "--scans 6 --repeats 2" in err and "at least 4 subjects" in err
+    assert main(["demo", str(tmp_path / "d"), "--repeats", "0"]) == 1
+    assert "--repeats 0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # nothing written
+    assert main(["demo", str(tmp_path / "d"), "--repeats", "2", "--scans", "8",
+                 "--streamlines", "200"]) == 0
+    scans = json.loads((tmp_path / "d" / "local_data.json").read_text())
+    assert [s["subject_id"] for s in scans] == [f"sub-0{i // 2 + 1}" for i in range(8)]

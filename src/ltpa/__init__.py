@@ -5,12 +5,13 @@ __version__ = "0.1.0"
 from .errors import LtpaError  # noqa: E402
 
 __all__ = ["TrackDataset", "VoxelIndex", "load_track_dataset", "TrackDataSource", "LtpaError",
-           "__version__"]
+           "run_ltpa", "LtpaResult", "PatternMatrix", "__version__"]
 
 # the heavy parts (numpy, nibabel) load on first use, so that `ltpa-job` (ltpa.client)
 # starts in milliseconds
 _LAZY = {"TrackDataset": "dataset", "VoxelIndex": "dataset", "load_track_dataset": "dataset",
-         "TrackDataSource": "reader"}
+         "TrackDataSource": "reader", "run_ltpa": "analysis.run", "LtpaResult": "analysis.run",
+         "PatternMatrix": "analysis.matrix"}
 
 
 def __getattr__(name):

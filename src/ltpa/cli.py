@@ -40,11 +40,17 @@ def _demo(args):
     if args.small:
         path = make_demo(args.folder, n_scans=args.scans or 3, seed=args.seed)
     else:
-        if args.scans is not None and args.scans < 4:
-            raise LtpaError(f"--scans {args.scans}: the demo study needs at least 4 scans "
-                            f"(2 per group); --small makes the 3-scan cube demo")
-        path = make_study_demo(args.folder, seed=args.seed, n_scans=args.scans or 20,
-                               n_streamlines=args.streamlines)
+        repeats = args.repeats
+        if repeats < 1:
+            raise LtpaError(f"--repeats {repeats}: expected a number of scans per subject >= 1")
+        n_scans = args.scans or (20 if repeats == 1 else 10 * repeats)
+        if n_scans % repeats or n_scans // repeats < 4:
+            raise LtpaError(f"--scans {n_scans} --repeats {repeats}: the demo study needs at "
+                            f"least 4 subjects (2 per group), each with {repeats} scans, so "
+                            f"--scans must be a multiple of {repeats} and >= {4 * repeats}; "
+                            f"--small makes the 3-scan cube demo")
+        path = make_study_demo(args.folder, seed=args.seed, n_scans=n_scans,
+                               n_streamlines=args.streamlines, repeats=repeats)
     print(path)
 
 
@@ -113,6 +119,52 @@ def _query(args):
     if args.save_trk is not None:
         for q in results:
             q.save(Path(args.save_trk) / f"{q.scan_id}.trk")
+
+
+def _patterns(args):
+    from .analysis.patterns import write_patterns
+    from .jobs import job
+
+    with job(args.log, f"patterns {args.pkl} {args.npy}"):
+        write_patterns(args.pkl, args.npy, args.out, args.radius, scan_id=args.scan_id)
+
+
+def _pair(text, what):
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise LtpaError(f"--{what} {text!r}: expected two values separated by a comma, A,B")
+    return tuple(parts)
+
+
+def _map(args):
+    import warnings
+
+    from .analysis.maps import write_map
+    from .reader import parse_param
+
+    atlas = {"name": args.atlas, **dict(parse_param(p) for p in args.param)}
+    options = {}
+    if args.connection is not None:
+        text = args.connection.strip()
+        options["connection"] = int(text) if text.isdigit() else _pair(text, "connection")
+    if args.groups is not None:
+        options["groups"] = _pair(args.groups, "groups")
+    if args.min_scans is not None:
+        options["min_scans"] = args.min_scans
+    if args.permutations is not None:
+        options["n_permutations"] = args.permutations
+    if args.seed is not None:
+        options["seed"] = args.seed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = write_map(args.local_data, args.out, atlas=atlas, radius=args.radius,
+                            stat=args.stat, config=_config(args), centers=args.centers,
+                            min_tracks=args.min_tracks, n_jobs=args.jobs, progress=True,
+                            **options)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    for name, path in written.items():
+        print(f"{name}\t{path}")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -209,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="where to write the study (created if missing)")
     p.add_argument("--scans", type=int, default=None,
                    help="number of scans, half controls, half patients (default: 20; with "
-                        "--small: 3)")
+                        "--repeats N: 10 subjects x N; with --small: 3)")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="scans per subject (shared subject_id), each subject with its own "
+                        "connectome variation, so a subject's scans are more alike than two "
+                        "subjects' (default: 1, no repeats)")
     p.add_argument("--streamlines", type=int, default=20_000,
                    help="streamlines per scan, about (+-10%% per scan)")
     p.add_argument("--seed", type=int, default=0,
@@ -261,6 +317,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each scan's selected streamlines to FOLDER/<scan_id>.trk "
                         "(default: not written)")
     p.set_defaults(func=_query)
+
+    p = _subparser(sub, "patterns", "termination patterns of one scan at a radius (from its "
+                                    "pkl and one atlas's npy)")
+    p.add_argument("pkl", help="the scan's pkl (ltpa index)")
+    p.add_argument("npy", help="the scan's connection ids under one atlas (ltpa label)")
+    p.add_argument("out", help="output .npz (docs/ltpa.md: the format)")
+    p.add_argument("--radius", type=int, required=True,
+                   help="sphere radius in voxels, 0..10 (required)")
+    p.add_argument("--scan-id", help="scan_id recorded in the file (default: the pkl's)")
+    p.add_argument("--log", help="log file (default: stderr)")
+    p.set_defaults(func=_patterns)
+
+    p = _subparser(sub, "map", "a whole-brain LTPA map of a study: a statistic of the scans' "
+                               "termination patterns at every center, as NIfTI")
+    _study_arguments(p, "the study's local_data.json (its pkls and npys made)")
+    p.add_argument("--atlas", metavar="NAME", required=True,
+                   help="track_labels name (required)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", default=[],
+                   help="a track_labels parameter to match (repeat for more), e.g. scale=33 "
+                        "(default: none)")
+    p.add_argument("--radius", type=int, default=0, help="sphere radius in voxels, 0..10")
+    p.add_argument("--stat", required=True,
+                   help="coverage, streamlines, connections, similarity, within_subject, "
+                        "between_subject or group_difference (required)")
+    p.add_argument("--connection", metavar="A,B",
+                   help="group_difference: a connection id or two regions (names or numbers) "
+                        "(default: none)")
+    p.add_argument("--groups", metavar="A,B",
+                   help="group_difference: two scan_group values; t = mean B - mean A "
+                        "(default: none)")
+    p.add_argument("--min-tracks", type=int, default=1,
+                   help="counts below this are dropped")
+    p.add_argument("--min-scans", type=int, default=None,
+                   help="group_difference: test where this many scans of the two groups "
+                        "have >= min-tracks (default: half of them)")
+    p.add_argument("--centers", metavar="MASK",
+                   help="a 3-D NIfTI mask in the key grid (default: every center of any scan)")
+    p.add_argument("--permutations", type=int, default=None,
+                   help="group_difference: permutations for the family-wise p map (default: "
+                        "none)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="group_difference: the permutations' random seed (default: 0)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.nii.gz",
+                   help="the map (required); other maps beside it: OUT.<name>.nii.gz; "
+                        "what was computed: OUT.nii.gz.json")
+    p.set_defaults(func=_map)
     return parser
 
 

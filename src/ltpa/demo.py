@@ -248,6 +248,8 @@ BRAIN_STEM = ((0.0, -28.0), 9.0, (-50.0, -8.0))  # axis (x, y), radius, z range 
 PLANTED = ("lh.superiorfrontal", "lh.precuneus")
 EFFECT = 0.7
 PLANTED_SHARE = 0.015  # the pair's share of a control scan's streamlines
+# with repeat scans: the log-sd of each subject's own factor per region pair
+SUBJECT_SD = 0.5
 STUDY_SCALES = {"scale33": 83, "scale60": 129}
 
 
@@ -666,8 +668,19 @@ def study_pair_id(names, scale="scale33") -> int:
     return expected_id(ids[0], ids[1], len(rows))
 
 
+def subject_factors(seed: int, subject: int, n_pairs: int, planted: int,
+                    sd: float = SUBJECT_SD) -> np.ndarray:
+    """One subject's own connectome: a log-normal factor (median 1, log-sd ``sd``) per
+    connected region pair, drawn once per subject from (seed, subject), so that the scans
+    of one subject share it. The planted pair keeps factor 1: its group effect stays as
+    strong as in a study without repeats."""
+    f = np.random.default_rng([seed, 4, subject]).lognormal(0.0, sd, n_pairs)
+    f[planted] = 1.0
+    return f
+
+
 def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int = 20_000,
-                    step_mm: float = STEP_MM) -> Path:
+                    step_mm: float = STEP_MM, repeats: int = 1) -> Path:
     """Write the demo study into ``folder``; returns the path of its local_data.json.
 
     ``n_scans`` scans (half controls, half patients, in an order drawn from ``seed``),
@@ -678,9 +691,21 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
     scale60 region list from a label table; the others are .trk files with their QSDR
     atlases and graphml region lists. What was planted, and the streamline counts that
     were drawn, are in ``truth.json`` and ``TRUTH.md``.
+
+    ``repeats`` > 1: the ``n_scans`` scans are ``n_scans / repeats`` subjects with
+    ``repeats`` consecutive scans each (one ``subject_id``, group and attributes), and
+    each subject has its own connectome: the study's rates times ``subject_factors``
+    (log-normal, log-sd ``SUBJECT_SD``, drawn once per subject), on top of which every
+    scan draws its own Poisson counts and streamline geometry. So a subject's scans are
+    more alike than two subjects' scans, as repeat scans of real subjects are.
+    ``repeats=1`` writes the study without repeats (the default, byte for byte).
     """
-    if n_scans < 4:
-        raise ValueError("the demo study needs at least 4 scans (2 per group)")
+    if repeats < 1 or n_scans % repeats:
+        raise ValueError(f"repeats {repeats}: must be >= 1 and divide the number of scans "
+                         f"({n_scans})")
+    n_subjects = n_scans // repeats
+    if n_subjects < 4:
+        raise ValueError("the demo study needs at least 4 subjects (2 per group)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "atlases").mkdir(exist_ok=True)
@@ -699,12 +724,16 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
     pa, pb = sorted(next(r["id"] for r in rows33 if r["name"] == n) for n in PLANTED)
     planted = np.flatnonzero((iu[0] == pa - 1) & (iu[1] == pb - 1))[0]
     rng = np.random.default_rng([seed, 2])
-    n_pat = n_scans // 2
-    groups = rng.permutation(["control"] * (n_scans - n_pat) + ["patient"] * n_pat)
-    ages = np.clip(np.rint(rng.normal(45, 13, n_scans)), 19, 78).astype(int)
-    sexes = rng.choice(["F", "M"], n_scans)
-    hands = rng.choice(["R", "L"], n_scans, p=[0.9, 0.1])
+    n_pat = n_subjects // 2
+    # per subject (one row per scan with repeats): group and attributes
+    groups = np.repeat(rng.permutation(["control"] * (n_subjects - n_pat) + ["patient"] * n_pat),
+                       repeats)
+    ages = np.repeat(np.clip(np.rint(rng.normal(45, 13, n_subjects)), 19, 78).astype(int),
+                     repeats)
+    sexes = np.repeat(rng.choice(["F", "M"], n_subjects), repeats)
+    hands = np.repeat(rng.choice(["R", "L"], n_subjects, p=[0.9, 0.1]), repeats)
     width = max(2, len(str(n_scans)))
+    subject_width = max(2, len(str(n_subjects)))
     b0_scan, tck_scan, table_scan = 1, 2, 3
     scans, truth_scans = [], {}
     for s in range(n_scans):
@@ -714,6 +743,9 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
         srng = np.random.default_rng([seed, 3, s])
         n_scan = int(round(n_streamlines * srng.uniform(0.9, 1.1)))
         lam = n_scan * share[iu]
+        if repeats > 1:
+            f = subject_factors(seed, s // repeats, lam.shape[0], planted)
+            lam *= f * (share[iu].sum() / (share[iu] * f).sum())  # about n_scan in all
         if groups[s] == "patient":
             lam[planted] *= EFFECT
         counts = srng.poisson(lam)
@@ -723,7 +755,7 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
         points, n_points, kept = study_streamlines(srng, a_ids, b_ids, step_mm)
         drawn = np.repeat(np.arange(counts.shape[0]), counts)[order][kept]
         record = {
-            "scan_id": scan_id, "subject_id": f"sub-{s + 1:0{width}d}",
+            "scan_id": scan_id, "subject_id": f"sub-{s // repeats + 1:0{subject_width}d}",
             "scan_group": str(groups[s]), "study": "ltpa-demo", "software": "DSI Studio",
             "reconstruction": "qsdr", "trk_space": "qsdr",
             "length_min": int(MIN_MM), "length_max": int(MAX_MM), "cutoff_angle": 60,
@@ -778,14 +810,15 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
             "trk_file": record["trk_file"],
         }
     _write_study_truth(folder, seed, n_streamlines, step_mm, scans, truth_scans,
-                       *(scans[i]["scan_id"] for i in (b0_scan, tck_scan, table_scan)))
+                       *(scans[i]["scan_id"] for i in (b0_scan, tck_scan, table_scan)),
+                       repeats=repeats)
     out = folder / "local_data.json"
     _write_bytes(out, (json.dumps(scans, indent=2) + "\n").encode())
     return out
 
 
 def _write_study_truth(folder, seed, n_streamlines, step_mm, scans, truth_scans, b0_id,
-                       tck_id, table_id):
+                       tck_id, table_id, repeats=1):
     regions = study_regions()
     by_name = {s: {r["name"]: r for r in rows} for s, rows in regions.items()}
     ids33 = [by_name["scale33"][n]["id"] for n in PLANTED]
@@ -806,6 +839,13 @@ def _write_study_truth(folder, seed, n_streamlines, step_mm, scans, truth_scans,
         "b0_scan": b0_id, "tck_scan": tck_id, "label_table_scan": table_id,
         "scans": truth_scans,
     }
+    if repeats > 1:
+        truth["repeats"] = {
+            "scans_per_subject": repeats, "subject_factor_log_sd": SUBJECT_SD,
+            "what": "each subject's rate per region pair is the study's times a log-normal "
+                    "factor drawn once per subject (the planted pair: factor 1); each scan "
+                    "draws its own Poisson counts and streamlines",
+        }
     _write_bytes(folder / "truth.json", (json.dumps(truth, indent=2) + "\n").encode())
     groups = {g: [s["scan_id"] for s in scans if s["scan_group"] == g]
               for g in ("control", "patient")}
@@ -845,5 +885,15 @@ def _write_study_truth(folder, seed, n_streamlines, step_mm, scans, truth_scans,
         "white matter before reaching one of the two regions.",
         f"Controls: {', '.join(groups['control'])}.\nPatients: {', '.join(groups['patient'])}.",
     ]
+    if repeats > 1:
+        paragraphs += [
+            "## Repeat scans",
+            f"Each subject has {repeats} scans (one `subject_id`). Each subject has its own "
+            f"connectome: the study's rate of every region pair times a log-normal factor "
+            f"(median 1, log-sd {SUBJECT_SD}) drawn once per subject (the planted pair keeps "
+            f"factor 1); each scan then draws its own Poisson counts and streamlines. So the "
+            f"termination patterns of one subject's scans are more alike than those of two "
+            f"subjects (within-subject similarity above between-subject similarity).",
+        ]
     text = "\n\n".join(paragraphs) + "\n"
     _write_bytes(folder / "TRUTH.md", text.encode())

@@ -357,8 +357,35 @@ def step_scalars(spec: JobSpec, watch: InputWatch) -> dict:
                                      before_rename=_unchanged(trk, watch))
 
 
+def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
+    """A scan's termination patterns at ``spec.radius`` (``ltpa.analysis.patterns``)."""
+    from .analysis.patterns import dataset_meta, write_patterns_file
+    from .dataset import load_track_dataset
+
+    t0 = time.perf_counter()
+    pkl, npy = spec.inputs["pkl_path"], spec.inputs["numpy_path"]
+    ds = load_track_dataset(pkl)
+    try:
+        conn = np.load(npy, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise LtpaError(f"file {npy!r} is not a .npy array ({exc})") from None
+    body, _ = sidecar.read(npy)
+    regions = start = None
+    if body is not None and isinstance(body.get("region_ids"), list):
+        regions, start = body["region_ids"], body.get("connection_ids_start_at")
+    inputs = {fld: {"path": os.path.abspath(spec.inputs[fld]), "size": ident.size,
+                    "mtime_ns": ident.mtime_ns} for fld, ident in watch.at_start.items()}
+    meta = dataset_meta(ds, region_ids=regions, start=start, inputs=inputs)
+    written = write_patterns_file(ds.tracks_at_ijk, conn, spec.radius, spec.output,
+                                  n_streamlines=ds.get_ntracks(), meta=meta,
+                                  where=f"files {pkl!r} and {npy!r}",
+                                  before_rename=watch.check)
+    return {"radius": int(spec.radius), "n_streamlines": int(ds.get_ntracks()), **written,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
 STEPS = {"index": step_index, "export": step_export, "label": step_label,
-         "map_b0": step_map_b0, "scalars": step_scalars}
+         "map_b0": step_map_b0, "scalars": step_scalars, "patterns": step_patterns}
 
 
 # --------------------------------------------------------------------------- thin wrappers
@@ -442,3 +469,14 @@ def map_b0_scan(fib_path, b0_path, out_path, *, scan_id=None) -> dict:
                                                          b0_volume_path=b0_path),
                        scan_id=scan_id))
 
+
+
+def patterns_scan(pkl_path, npy_path, out_path, radius, *, scan_id=None, atlas_key=None,
+                  sidecar=True) -> dict:
+    """A scan's termination patterns at ``radius`` from its pkl and npy, to ``out_path``."""
+    from .analysis.patterns import check_radius
+
+    return run(JobSpec("patterns", _abs(out_path), _inputs(pkl_path=pkl_path,
+                                                           numpy_path=npy_path),
+                       scan_id=scan_id, atlas=atlas_key, radius=check_radius(radius),
+                       sidecar=sidecar))

@@ -522,8 +522,25 @@ class TrackDataSource:
             out.append(ScanQuery(self, pos, ids, lab))
         return out
 
+    def termination_patterns(self, radius=0, *, min_tracks=1, across="union"):
+        """Every scan's termination patterns at ``radius`` under the selected atlas.
+
+        Returns a ``ltpa.analysis.matrix.StudyPatterns``: ``.at_ijk((i, j, k))`` gives the
+        ``PatternMatrix`` of a center (``min_tracks`` / ``across``: dsi2's aggregator
+        options, also per call). Reads the files the workflow built (beside each npy,
+        ``<npy stem>.patterns-r<R>.npz``); computes the missing or out-of-date ones in
+        memory, with a warning naming the scans.
+        """
+        from .analysis.matrix import study_patterns
+
+        return study_patterns(self, radius, min_tracks=min_tracks, across=across)
+
     def connection_id(self, region_a, region_b) -> int:
-        """The connection id of a pair of regions (atlas labels) under the selected atlas."""
+        """The connection id of a pair of regions under the selected atlas.
+
+        A region is its number (atlas label; an int or a string of digits) or its name
+        (``region_names()``: the graphml's dn_name / name).
+        """
         labels = self._require_atlas()
         from .labels import pair_index
 
@@ -540,6 +557,7 @@ class TrackDataSource:
                             "(connection_ids_start_at); a pair has a different id in each")
         idx = []
         for r in (region_a, region_b):
+            r = self._region_number(r, regions, labels[0])
             k = int(np.searchsorted(regions, int(r)))
             if k >= regions.shape[0] or regions[k] != int(r):
                 raise LtpaError(f"region {r!r} is not in the region list of the selected atlas "
@@ -548,6 +566,25 @@ class TrackDataSource:
             idx.append(k)
         lo, hi = sorted(idx)
         return int(pair_index(np.array([lo]), np.array([hi]), regions.shape[0])[0]) + start
+
+    def _region_number(self, region, regions, lab) -> int:
+        """A region given by number or name -> its number (atlas label)."""
+        if isinstance(region, (int, np.integer)) and not isinstance(region, bool):
+            return int(region)
+        text = str(region).strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        names = _region_names(lab, regions)
+        found = [int(r) for r, name in zip(regions, names) if name == text]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise LtpaError(f"region name {text!r} names {len(found)} regions of the selected "
+                            f"atlas ({', '.join(map(str, found))}): give the number")
+        near = [n for n in names if text.lower() in n.lower()][:5]
+        hint = f"; names like it: {', '.join(near)}" if near else ""
+        raise LtpaError(f"region {text!r} is not a region name or number of the selected atlas "
+                        f"({regions.shape[0]} regions{hint})")
 
     def connection_matrices(self) -> ConnectionMatrices:
         """A (scans x R x R) int32 array of streamline counts per region pair (selected atlas).

@@ -488,3 +488,117 @@ def plot_group_differences(atlas, table_tsv, out_png) -> None:
         if ranked:
             log.info("%s vs %s: top pair %s (t %.2f)", *comp, ranked[0][0], ranked[0][1])
     _save(fig, out_png, dpi=100)
+
+
+# ---------------------------------------------------------------- study maps
+
+MOSAIC_SLICES = 12  # axial slices of a map's mosaic
+MOSAIC_COLUMNS = 6
+MAX_MOSAIC_MARKS = 10  # top centers numbered on the mosaic (the table has the same ranks)
+
+
+def mosaic_slices(volume: np.ndarray, n: int = MOSAIC_SLICES) -> np.ndarray:
+    """Up to ``n`` axial (k) slices, evenly spaced over the slices that hold a value."""
+    has = np.flatnonzero(np.isfinite(volume).any(axis=(0, 1)))
+    if has.size == 0:
+        return np.array([volume.shape[2] // 2])
+    return np.unique(np.linspace(has[0], has[-1], min(n, has.size)).round().astype(np.int64))
+
+
+def map_mosaic_figure(volume, affine, body: dict, extra: dict | None = None):
+    """(figure, info) of a study map over the key grid: ``MOSAIC_SLICES`` axial slices (i
+    across, j up, as stored; cropped to the centers that hold a value), NaN (no center) in
+    light grey; a group difference in diverging colours symmetric about 0 with the centers
+    of p_fwe <= 0.05 marked; every other statistic from its minimum to its maximum. The top
+    centers of the sidecar's table (``body["top_centers"]``) are numbered on their slices.
+    ``info``: {"slices", "limits", "marked": [(rank, ijk)]}."""
+    plt = _plt()
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    stat = body.get("stat", "")
+    finite = volume[np.isfinite(volume)]
+    if stat == "group_difference":
+        lim = max(float(np.abs(finite).max()) if finite.size else 1.0, 1.0)
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.93")
+        limits = (-lim, lim)
+    else:
+        lo = float(finite.min()) if finite.size else 0.0
+        hi = float(finite.max()) if finite.size else 1.0
+        norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+        cmap = plt.get_cmap("viridis").with_extremes(bad="0.93")
+        limits = (lo, hi)
+    slices = mosaic_slices(volume)
+    cols = min(MOSAIC_COLUMNS, slices.size)
+    rows = int(np.ceil(slices.size / cols))
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(2.3 * cols + 1.2, 2.6 * rows
+                                                                 + 0.8), layout="constrained")
+    p_fwe = (extra or {}).get("p_fwe")
+    top = body.get("top_centers") or []
+    marked = []
+    image = None
+    # crop every slice to the box of the centers that hold a value (a margin of 2 voxels)
+    box = [np.flatnonzero(np.isfinite(volume).any(axis=axes_))
+           for axes_ in ((1, 2), (0, 2))]
+    (i0, i1), (j0, j1) = [(max(int(b[0]) - 2, 0), min(int(b[-1]) + 3, n)) if b.size
+                          else (0, n) for b, n in zip(box, volume.shape[:2])]
+    for ax, k in zip(axes.flat, slices):
+        image = ax.imshow(volume[:, :, k].T, origin="lower", cmap=cmap, norm=norm,
+                          interpolation="nearest")
+        ax.set_xlim(i0 - 0.5, i1 - 0.5)
+        ax.set_ylim(j0 - 0.5, j1 - 0.5)
+        if p_fwe is not None:
+            si, sj = np.nonzero(np.nan_to_num(p_fwe[:, :, k], nan=1.0) <= 0.05)
+            ax.plot(si, sj, "s", ms=3, mfc="none", mec="black", mew=0.8)
+        for rank, row in enumerate(top[:MAX_MOSAIC_MARKS], start=1):
+            i, j, kk = row["ijk"]
+            if kk == k:
+                ax.plot(i, j, "o", ms=7, mfc="none", mec="magenta", mew=1.3)
+                ax.annotate(str(rank), (i, j), xytext=(4, 4), textcoords="offset points",
+                            fontsize=8, color="magenta", fontweight="bold")
+                marked.append((rank, (i, j, kk)))
+        z = float(affine[2, :3] @ np.array([0.0, 0.0, k]) + affine[2, 3]) \
+            if affine is not None else None
+        ax.set_title(f"k {k}" + (f" (z {z:.0f} mm)" if z is not None else ""), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[slices.size:]:
+        ax.set_axis_off()
+    params = (body.get("params") or {}).get("map", {})
+    groups = params.get("groups") or ["A", "B"]
+    label = {"group_difference": f"Welch's t ({groups[1]} - {groups[0]})", "coverage": "scans",
+             "streamlines": "streamlines per scan", "connections": "connections per scan",
+             "similarity": "mean cosine similarity"}.get(stat, stat)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, pad=0.01).set_label(label)
+    what = f"map {body.get('name', '')!r}: {stat}, radius {body.get('radius')}"
+    if stat == "group_difference":
+        what += (f", connection {params.get('connection')}, groups "
+                 f"{' -> '.join(map(str, params.get('groups') or []))}")
+        if p_fwe is not None:
+            what += "; squares: p_fwe <= 0.05"
+    fig.suptitle(what + f"; {body.get('n_centers', 0):,} centers", fontsize=11)
+    return fig, {"slices": slices.tolist(), "limits": limits, "marked": marked}
+
+
+def plot_map(map_path, out_png) -> None:
+    """A study map's mosaic (see :func:`map_mosaic_figure`) from the NIfTI and its sidecar."""
+    import os
+
+    import nibabel as nib
+
+    from . import sidecar
+    from .errors import LtpaError
+
+    body, why = sidecar.read(map_path)
+    if body is None or body.get("kind") != "study_map":
+        raise LtpaError(f"map {str(map_path)!r}: {why or 'its sidecar is not a study map'}")
+    img = nib.load(str(map_path))
+    volume = np.asarray(img.dataobj, dtype=np.float64)
+    folder = os.path.dirname(os.path.abspath(map_path))
+    extra = {name: np.asarray(nib.load(os.path.join(folder, f)).dataobj, dtype=np.float64)
+             for name, f in (body.get("extra_map_files") or {}).items()}
+    fig, info = map_mosaic_figure(volume, img.affine, body, extra)
+    log.info("map %s: slices %s, colour limits %.4g..%.4g", body.get("name"), info["slices"],
+             *info["limits"])
+    _save(fig, out_png, dpi=90)

@@ -55,11 +55,37 @@ def mem_mb(spec) -> int:
     elif step == "map_b0":
         extra = 3 * _gunzipped_size(spec.inputs.get("fib_file")) + \
             24 * _voxels(spec.inputs.get("b0_volume_path"))
+    elif step == "patterns":
+        extra = patterns_bytes(spec)
     return int(BASE_MB + extra / MIB + 1)
 
 
+def patterns_bytes(spec) -> int:
+    """Termination patterns: the pkl's pages it reads (at most the file), 2 x the npy (the
+    ids as int32 and a last-seen stamp of 8 bytes per streamline, against the npy's 8) and
+    ``PATTERNS_WORK_MB`` for the per-voxel tables (lookup, centers, indptr: 20 bytes per
+    key voxel, 18 MB in the 2 mm MNI grid) and one chunk of output (32,768 centers; the
+    file is streamed chunk by chunk)."""
+    pkl = _file_size(spec.inputs.get("pkl_path"))
+    npy = _file_size(spec.inputs.get("numpy_path"))
+    return pkl + 2 * npy + PATTERNS_WORK_MB * MIB
+
+
+PATTERNS_WORK_MB = 256
+
+
+def _file_size(path) -> int:
+    return os.path.getsize(path) if _exists(path) else 0
+
+
 def runtime_min(spec) -> int:
-    """Minutes the job may take: 5, plus 1 per 250 MB of streamlines (~10x what is measured)."""
+    """Minutes the job may take: 5, plus 1 per 250 MB of streamlines (~10x what is measured);
+    termination patterns: 5, plus 1 per 250 MB of pkl per sphere voxel."""
+    if spec.step == "patterns":
+        from .analysis.patterns import sphere_offsets
+
+        return int(5 + _file_size(spec.inputs.get("pkl_path")) *
+                   sphere_offsets(spec.radius).shape[0] / (250 * MIB))
     body, _ = _streamlines_size(spec.inputs.get("trk_file"))
     return int(5 + body / (250 * MIB))
 

@@ -3,7 +3,8 @@
 Every output the workflow makes gets a sidecar, written after the output is in place:
 
     {"sidecar_version": 2, "ltpa_version": ..., "kind": "track_dataset" | "key_trk" |
-     "connection_ids" | "qsdr_atlas" | "track_scalars",
+     "connection_ids" | "qsdr_atlas" | "track_scalars" | "termination_patterns" |
+     "study_map" (ltpa.maps_workflow: a study map, with its top centers),
      "scan_id": ..., "atlas": ...,
      "output": {"path", "size", "mtime_ns"},            # the file this sidecar describes
      "inputs": {field: {"path", "relpath", "size", "mtime_ns", "sha256"?}},
@@ -33,7 +34,8 @@ from .io import atomic_open
 SIDECAR_VERSION = 2
 MAX_BYTES = 16 << 20  # a sidecar of a scan with a 10^4-region list is ~100 KB
 HASH_MAX_BYTES = 1 << 20  # inputs up to 1 MB get a content hash (atlases, graphml, tables)
-KINDS = ("track_dataset", "key_trk", "connection_ids", "qsdr_atlas", "track_scalars")
+KINDS = ("track_dataset", "key_trk", "connection_ids", "qsdr_atlas", "track_scalars",
+         "termination_patterns", "study_map")
 
 
 def path_of(output) -> Path:

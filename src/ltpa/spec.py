@@ -13,10 +13,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field, fields
 
-STEPS = ("index", "export", "label", "map_b0", "scalars")
+STEPS = ("index", "export", "label", "map_b0", "scalars", "patterns")
 # the sidecar kind each step writes
 KIND = {"index": "track_dataset", "export": "key_trk", "label": "connection_ids",
-        "map_b0": "qsdr_atlas", "scalars": "track_scalars"}
+        "map_b0": "qsdr_atlas", "scalars": "track_scalars",
+        "patterns": "termination_patterns"}
 # input fields that are optional (absent: not an input)
 OPTIONAL = ("graphml_path", "labels_path", "reference_volume")
 
@@ -32,6 +33,7 @@ class JobSpec:
     legacy_dsi2_mni_offset: bool = False
     start: int = 1  # connection_ids_start_at
     properties: dict | None = None  # the scan's metadata, carried in the pkl
+    radius: int = 0  # patterns: the sphere's radius (voxels)
     sidecar: bool = True
 
     def __post_init__(self):
@@ -54,6 +56,9 @@ class JobSpec:
         if self.step == "label":
             out["connection_ids_start_at"] = int(self.start)
             out["atlas"] = self.atlas
+        if self.step == "patterns":
+            out["radius"] = int(self.radius)
+            out["atlas"] = self.atlas
         return out
 
     def field_of(self, text: str) -> str | None:
@@ -70,7 +75,7 @@ class JobSpec:
         parts = []
         if self.scan_id is not None:
             parts.append(f"scan {self.scan_id!r}")
-        if self.atlas is not None and self.step == "label":
+        if self.atlas is not None and self.step in ("label", "patterns"):
             parts.append(f"atlas {self.atlas!r}")
         fld = self.field_of(text)
         if fld:

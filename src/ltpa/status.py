@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .staleness import KEPT, MISSING, NEEDS_WORK, OK, OUT_OF_DATE
-from .targets import RULE_EXPORT, RULE_INDEX, RULE_LABEL
+from .targets import RULE_EXPORT, RULE_INDEX, RULE_LABEL, RULE_PATTERNS
 
 KIND = {RULE_INDEX: "pkl", RULE_EXPORT: "pkl_trk", RULE_LABEL: "npy"}
 __all__ = ["Entry", "study_status", "format_status", "OK", "MISSING", "OUT_OF_DATE", "KEPT",
@@ -34,6 +34,8 @@ class Entry:
     @property
     def kind(self):
         k = KIND.get(self.target.rule, self.target.rule)
+        if self.target.rule == RULE_PATTERNS:
+            k = f"patterns-r{self.target.radius}"
         return f"{k} {self.target.atlas_key}" if self.target.atlas_key else k
 
 

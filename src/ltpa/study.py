@@ -36,7 +36,7 @@ from pathlib import Path
 from .config import with_defaults
 from .errors import LtpaError
 from .localdata import problem_text, read_records
-from .targets import RULE_LABEL, RULE_MAP_B0, build_targets
+from .targets import RULE_LABEL, RULE_MAP_B0, RULE_PATTERNS, build_targets
 
 ARCHIVED_NOTE = "inputs archived, output kept"
 
@@ -111,7 +111,7 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
     if remote:
         scans, _, _ = read_records(path, config["data_root"],
                                    only=set(only) if only is not None else None)
-        study = Study(path, scans, build_targets(scans), config)
+        study = Study(path, scans, build_targets(scans, config), config)
         study.verdicts = []
         return study
     valid = _ValidScans(study_work_dir(path, config) / "cache" / "schema.json")
@@ -119,7 +119,7 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
                                              strict_fields=config["strict_fields"],
                                              valid_cache=valid.digests)
     valid.save()
-    targets = build_targets(scans)
+    targets = build_targets(scans, config)
     path_problems, path_warnings = check_paths(path, targets)
     problems += path_problems
     warnings += path_warnings
@@ -448,9 +448,11 @@ def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
                                 f"refusing to overwrite it")
             elif p in inputs:
                 # a b0-mapped atlas is the volume_path its labelings read: that is its purpose
+                # and the pkl and npy are what the termination patterns are made of
                 clash = [(fld, u, q) for fld, u, q in inputs[p]
                          if not (role == "output" and t.rule == RULE_MAP_B0
-                                 and fld == "volume_path")]
+                                 and fld == "volume_path")
+                         and not (role == "output" and u.rule == RULE_PATTERNS)]
                 if clash:
                     fld, u, q = clash[0]
                     problems.append(f"{described(t, role)}: is an input ({u.where(fld)} "

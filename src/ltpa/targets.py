@@ -21,13 +21,14 @@ RULE_EXPORT = "export_key_trk"
 RULE_LABEL = "label_streamlines"
 RULE_MAP_B0 = "map_b0_atlas"
 RULE_SCALARS = "average_track_scalars"
+RULE_PATTERNS = "termination_patterns"
 # rules whose outputs are keyed by scan and a second name (the atlas or scalar's key)
-KEYED_RULES = (RULE_LABEL, RULE_MAP_B0, RULE_SCALARS)
+KEYED_RULES = (RULE_LABEL, RULE_MAP_B0, RULE_SCALARS, RULE_PATTERNS)
 SEPARATORS = "_-. "
 # fields of the scan itself (not of one of its track_labels / track_scalars entries)
 SCAN_FIELDS = ("trk_file", "fib_file", "reference_volume", "pkl_path", "pkl_trk_path")
 STEP_OF_RULE = {RULE_INDEX: "index", RULE_EXPORT: "export", RULE_LABEL: "label",
-                RULE_MAP_B0: "map_b0", RULE_SCALARS: "scalars"}
+                RULE_MAP_B0: "map_b0", RULE_SCALARS: "scalars", RULE_PATTERNS: "patterns"}
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Target:
     label: LabelRecord | None = None
     scalar: object = None
     atlas_key: str | None = None  # keyed rules: the atlas or scalar's name (atlas_key_of)
+    radius: int = 0  # termination patterns: the sphere's radius
 
     @property
     def output_field(self) -> str:
@@ -49,6 +51,8 @@ class Target:
             return "pkl_trk_path"
         if self.rule == RULE_MAP_B0:
             return "volume_path"
+        if self.rule == RULE_PATTERNS:
+            return "patterns"
         return "numpy_path"
 
     def spec(self, config: dict):
@@ -60,16 +64,20 @@ class Target:
             STEP_OF_RULE[self.rule], str(self.output),
             {k: str(p) for k, p in self.inputs.items() if p is not None},
             scan_id=self.scan.scan_id,
-            atlas=self.atlas_key if self.rule == RULE_LABEL else None,
+            atlas=self.atlas_key if self.rule in (RULE_LABEL, RULE_PATTERNS) else None,
             space=self.scan.space,
             legacy_dsi2_mni_offset=config["legacy_dsi2_mni_offset"],
             start=config["connection_ids_start_at"],
             properties=self.scan.metadata if self.rule == RULE_INDEX else None,
+            radius=self.radius,
         )
 
     def where(self, fld=None):
         if fld in SCAN_FIELDS or not fld:
             return self.scan.where(fld)
+        if fld == "patterns":  # not a JSON field: the patterns beside the entry's npy
+            return (self.scan.where(f"track_labels[{self.label.position}].numpy_path")
+                    + f" (its termination patterns at radius {self.radius})")
         if self.label is not None:
             fld = f"track_labels[{self.label.position}].{fld}"
         elif self.scalar is not None:
@@ -99,8 +107,34 @@ def atlas_key_of(path: str, scan_id: str, known: str | None = None) -> str:
     return before or stem
 
 
-def build_targets(scans: list[ScanRecord]) -> list[Target]:
-    """Every output the JSON names, as a Target."""
+def pattern_selection(config: dict | None) -> tuple[list, list]:
+    """(radii, atlases) of config ``patterns``; no config: none."""
+    if config is None:
+        return [], []
+    chosen = config["patterns"]
+    return list(chosen["radii"]), list(chosen["atlases"]) if "atlases" in chosen else []
+
+
+def _atlas_matches(lab: LabelRecord, atlases: list) -> bool:
+    """An entry matches a selection when the names are equal and each selected parameter
+    has the selected value (``TrackDataSource.change_atlas``); no selection: every entry."""
+    if not atlases:
+        return True
+    params = lab.parameters if isinstance(lab.parameters, dict) else {}
+    for sel in atlases:
+        wanted = sel["parameters"] if "parameters" in sel else {}
+        if sel["name"] == lab.name and all(k in params and params[k] == v
+                                           for k, v in wanted.items()):
+            return True
+    return False
+
+
+def build_targets(scans: list[ScanRecord], config: dict | None = None) -> list[Target]:
+    """Every output the JSON names, as a Target; with ``config``, also the termination
+    patterns its ``patterns`` option asks for (beside each selected npy, per radius)."""
+    from .analysis.patterns import patterns_path
+
+    radii, atlases = pattern_selection(config)
     out = []
     for rec in scans:
         if rec.pkl_path is not None:
@@ -115,6 +149,12 @@ def build_targets(scans: list[ScanRecord]) -> list[Target]:
                            label=lab)
             label.atlas_key = atlas_key_of(str(lab.numpy_path), rec.scan_id)
             out.append(label)
+            if rec.pkl_path is not None and radii and _atlas_matches(lab, atlases):
+                for r in radii:
+                    out.append(Target(
+                        RULE_PATTERNS, rec, patterns_path(lab.numpy_path, r),
+                        {"pkl_path": rec.pkl_path, "numpy_path": lab.numpy_path}, label=lab,
+                        atlas_key=label.atlas_key, radius=int(r)))
             if lab.b0_volume_path is not None and lab.volume_path not in mapped:
                 mapped.add(lab.volume_path)
                 t = Target(RULE_MAP_B0, rec, lab.volume_path,

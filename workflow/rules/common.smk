@@ -29,6 +29,7 @@ try:
         RULE_INDEX,
         RULE_LABEL,
         RULE_MAP_B0,
+        RULE_PATTERNS,
         RULE_SCALARS,
         by_output,
         check_templates,
@@ -213,7 +214,7 @@ def _path_constraints():
     """Per rule, the regex of its outputs' ``{path}`` (ltpa.targets.path_templates): short
     templates, or the exact paths for a rule whose templates would also match another file
     the workflow asks Snakemake about (an input, a kept output, or a QC file)."""
-    rules = (RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS)
+    rules = (RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS, RULE_PATTERNS)
     out = {r: path_templates(TARGETS, r) for r in rules}
     if workflow.remote_exec:  # its driver chose the jobs: the templates of these targets
         return out
@@ -223,6 +224,7 @@ def _path_constraints():
     others |= {str(t.output) for t in ALL_TARGETS}
     work = STUDY.work_dir
     others |= {f"{work}/qc/{kind}/{s.scan_id}.tsv" for s in SCANS for kind in ("scans", "lengths")}
+    others |= {f"{work}/maps/{m['name']}.nii.gz" for m in config["maps"]}
     others -= set(produced)
     for name in check_templates(out, produced, others):
         out[name] = exact_paths_regex([str(t.output) for t in TARGETS if t.rule == name])
@@ -267,7 +269,15 @@ def _register_batches():
     settings.group_components = immutables.Map(components)
 
 
-BATCHED_RULES = (RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS, "qc_scan")
+BATCHED_RULES = (
+    RULE_INDEX,
+    RULE_EXPORT,
+    RULE_LABEL,
+    RULE_MAP_B0,
+    RULE_SCALARS,
+    RULE_PATTERNS,
+    "qc_scan",
+)
 
 
 def _batched():

@@ -1,0 +1,306 @@
+"""A study's termination patterns under one atlas and radius, and one center's matrix.
+
+``StudyPatterns`` (what ``TrackDataSource.termination_patterns(radius)`` returns) holds each
+scan's ``ScanPatterns`` (read from the files the workflow built, memory-mapped, or computed
+in memory when they are missing or out of date) and what the scans must share: the key grid,
+the region list and the numbering of connection ids. ``at_ijk((i, j, k))`` gives a
+``PatternMatrix``: per scan (rows, JSON order) and connection id (columns, sorted), the
+distinct streamlines through the sphere, with dsi2's aggregator options: ``min_tracks``
+(counts below it are dropped: 0) and ``across`` ("union": an id is a column when at least
+one scan has it >= min_tracks; "intersection": when every scan does).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import LtpaError
+from .patterns import ScanPatterns, check_radius
+
+ACROSS = ("union", "intersection")
+
+
+def check_min_tracks(min_tracks) -> int:
+    ok = isinstance(min_tracks, (int, np.integer)) and not isinstance(min_tracks, bool)
+    if not ok or int(min_tracks) < 1:
+        raise LtpaError(f"min_tracks {min_tracks!r}: expected an integer >= 1")
+    return int(min_tracks)
+
+
+def check_across(across) -> str:
+    if across not in ACROSS:
+        raise LtpaError(f"across {across!r}: expected 'union' or 'intersection'")
+    return across
+
+
+@dataclass
+class PatternMatrix:
+    """Termination patterns of every scan at one center (dsi2's aggregator, as a matrix).
+
+    ``counts[s, c]``: distinct streamlines of scan ``s`` (``scan_ids[s]``) with connection
+    id ``connection_ids[c]`` through the sphere around ``ijk`` (0 where below
+    ``min_tracks``); ``totals[s]``: the scan's distinct streamlines of any id (before
+    ``min_tracks``); ``region_pairs[c]``: the two regions' names of a column (id 0:
+    ``("unlabeled", "unlabeled")``). A voxel whose sphere holds no streamline (or none
+    kept) gives a matrix with no columns.
+    """
+
+    counts: np.ndarray
+    connection_ids: np.ndarray
+    scan_ids: list
+    region_pairs: list
+    totals: np.ndarray
+    scan_groups: list = field(default_factory=list)
+    subject_ids: list = field(default_factory=list)
+    ijk: tuple = ()
+    radius: int = 0
+    min_tracks: int = 1
+    across: str = "union"
+
+    @property
+    def region_pair_names(self) -> list:
+        """``"a -- b"`` per column."""
+        return [f"{a} -- {b}" for a, b in self.region_pairs]
+
+    @property
+    def shape(self) -> tuple:
+        return self.counts.shape
+
+    def __len__(self):
+        return int(self.counts.shape[0])
+
+    def __repr__(self):
+        return (f"PatternMatrix(ijk={self.ijk}, radius={self.radius}, {self.counts.shape[0]} "
+                f"scans x {self.counts.shape[1]} connection ids)")
+
+
+class StudyPatterns:
+    """Every scan's termination patterns under the selected atlas at one radius."""
+
+    def __init__(self, scans, *, scan_ids, scan_groups, subject_ids, radius, regions, start,
+                 names, atlas, sources, notes=(), min_tracks=1, across="union"):
+        self.scans = list(scans)  # ScanPatterns per scan, JSON order
+        self.scan_ids = list(scan_ids)
+        self.scan_groups = list(scan_groups)
+        self.subject_ids = list(subject_ids)
+        self.radius = int(radius)
+        self.regions = regions  # sorted region ids (int64) or None
+        self.start = start  # connection_ids_start_at or None
+        self.names = names  # region id -> name
+        self.atlas = dict(atlas or {})
+        self.sources = list(sources)  # per scan: the pattern file, or "computed"
+        self.notes = list(notes)
+        self.min_tracks = check_min_tracks(min_tracks)
+        self.across = check_across(across)
+        first = self.scans[0]
+        self.dim = first.dim
+        self.affine = first.affine
+        self.voxel_size = tuple(first.meta.get("voxel_size") or (1.0, 1.0, 1.0))
+
+    def __len__(self):
+        return len(self.scans)
+
+    def __repr__(self):
+        return (f"StudyPatterns({len(self)} scans, radius {self.radius}, grid "
+                f"{'x'.join(map(str, self.dim))}, atlas {self.atlas})")
+
+    # ------------------------------------------------------------------ centers
+    def centers(self) -> np.ndarray:
+        """Sorted linear key-grid numbers of every center of any scan."""
+        n_vox = int(np.prod(self.dim))
+        mark = np.zeros(n_vox, dtype=bool)
+        for p in self.scans:
+            mark[np.asarray(p.centers)] = True
+        return np.flatnonzero(mark).astype(np.int64)
+
+    def linear(self, ijk) -> np.ndarray:
+        ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
+        return np.ravel_multi_index(tuple(ijk.T), self.dim).astype(np.int64)
+
+    def ijk(self, lin) -> np.ndarray:
+        return np.stack(np.unravel_index(np.asarray(lin, dtype=np.int64).reshape(-1), self.dim),
+                        axis=1).astype(np.int64)
+
+    # ------------------------------------------------------------------ names
+    def pair_names(self, connection_ids) -> list:
+        """``(name_a, name_b)`` of each connection id (id 0: unlabeled)."""
+        ids = np.asarray(connection_ids, dtype=np.int64).reshape(-1)
+        if self.regions is None or self.start is None:
+            return [(str(int(c)), str(int(c))) if c else ("unlabeled", "unlabeled")
+                    for c in ids]
+        n_reg = self.regions.shape[0]
+        iu = np.triu_indices(n_reg)
+        out = []
+        for c in ids.tolist():
+            k = c - self.start
+            if c == 0 or not 0 <= k < iu[0].shape[0]:
+                out.append(("unlabeled", "unlabeled") if c == 0 else (f"?{c}", f"?{c}"))
+                continue
+            a, b = int(self.regions[iu[0][k]]), int(self.regions[iu[1][k]])
+            out.append((self.names.get(a, str(a)), self.names.get(b, str(b))))
+        return out
+
+    # ------------------------------------------------------------------ blocks
+    def block(self, lin):
+        """The patterns of every scan at the centers ``lin``, as flat arrays.
+
+        Returns ``(row, scan, connection_ids, counts)``: entry ``e`` is scan ``scan[e]``'s
+        count of id ``connection_ids[e]`` at center ``lin[row[e]]``.
+        """
+        rows, scans, conns, counts = [], [], [], []
+        for s, p in enumerate(self.scans):
+            r, c, n = p.rows(lin)
+            rows.append(r)
+            scans.append(np.full(r.shape[0], s, dtype=np.int64))
+            conns.append(c.astype(np.int64))
+            counts.append(n.astype(np.int64))
+        if not rows:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z, z
+        return (np.concatenate(rows), np.concatenate(scans), np.concatenate(conns),
+                np.concatenate(counts))
+
+    def matrix_from_entries(self, scan, conn, count, ijk=(), min_tracks=None, across=None):
+        """A ``PatternMatrix`` from one center's entries (see ``block``)."""
+        mt = self.min_tracks if min_tracks is None else check_min_tracks(min_tracks)
+        across = self.across if across is None else check_across(across)
+        n_s = len(self.scans)
+        totals = np.bincount(scan, weights=count, minlength=n_s).astype(np.int64)
+        keep = count >= mt
+        scan, conn, count = scan[keep], conn[keep], count[keep]
+        ids, col = np.unique(conn, return_inverse=True)
+        full = np.zeros((n_s, ids.shape[0]), dtype=np.int64)
+        full[scan, col] = count
+        if across == "intersection":
+            cols = (full > 0).all(axis=0)
+            ids, full = ids[cols], full[:, cols]
+        return PatternMatrix(
+            counts=full, connection_ids=ids, scan_ids=self.scan_ids,
+            region_pairs=self.pair_names(ids), totals=totals, scan_groups=self.scan_groups,
+            subject_ids=self.subject_ids, ijk=tuple(int(v) for v in ijk), radius=self.radius,
+            min_tracks=mt, across=across)
+
+    def at_ijk(self, ijk, min_tracks=None, across=None) -> PatternMatrix:
+        """The ``PatternMatrix`` at key-grid voxel ``ijk`` = (i, j, k)."""
+        v = np.asarray(ijk).reshape(-1)
+        if v.shape[0] != 3 or v.dtype.kind not in "iu":
+            raise LtpaError(f"ijk {ijk!r}: expected three integers (i, j, k)")
+        if ((v < 0) | (v >= np.asarray(self.dim))).any():
+            raise LtpaError(f"voxel {tuple(int(x) for x in v)} is outside the key grid of "
+                            f"shape {'x'.join(map(str, self.dim))}")
+        _, scan, conn, count = self.block(self.linear(v))
+        return self.matrix_from_entries(scan, conn, count, tuple(v), min_tracks, across)
+
+
+# --------------------------------------------------------------------------- from a source
+
+
+def study_patterns(source, radius=0, *, min_tracks=1, across="union") -> StudyPatterns:
+    """The study's patterns under ``source``'s selected atlas (``TrackDataSource``).
+
+    Each scan's pattern file (``patterns_path`` beside its npy) is read when it exists and
+    was built from the pkl and npy on disk now (sizes and modification times, as its meta
+    records them); otherwise the scan's patterns are computed in memory (not written), with
+    one warning naming the scans (the workflow builds the files: config ``patterns``).
+    """
+    from .patterns import patterns_of_dataset, patterns_path, read_patterns
+
+    r = check_radius(radius)
+    check_min_tracks(min_tracks)
+    check_across(across)
+    labels = source._require_atlas()
+    scans, sources, computed = [], [], []
+    for pos, lab in enumerate(labels):
+        rec = source._scans[pos]
+        path = patterns_path(lab.numpy_path, r)
+        p = None
+        why = "not built"
+        if path.exists():
+            try:
+                p = read_patterns(path)
+            except LtpaError as exc:
+                why = str(exc)
+            else:
+                why = _stale(p, rec.pkl_path, lab.numpy_path)
+                if why:
+                    p = None
+        if p is None:
+            labs = source._labels_of(pos, lab)
+            ds = source.dataset(pos)
+            inputs = {"pkl_path": _identity(rec.pkl_path),
+                      "numpy_path": _identity(lab.numpy_path)}
+            try:
+                p = patterns_of_dataset(ds, labs.ids, r, region_ids=labs.regions,
+                                        start=labs.start, inputs=inputs)
+            except LtpaError as exc:
+                raise exc.in_context(rec.where("track_labels")) from None
+            computed.append((rec.scan_id, why))
+            sources.append("computed")
+        else:
+            sources.append(str(path))
+        scans.append(p)
+    notes = []
+    if computed:
+        shown = ", ".join(f"{sid!r}" for sid, _ in computed[:5])
+        more = f" and {len(computed) - 5} more" if len(computed) > 5 else ""
+        reasons = sorted({why for _, why in computed})
+        notes.append(f"termination patterns at radius {r} were computed on the fly for scan"
+                     f"{'s' if len(computed) > 1 else ''} {shown}{more} ({'; '.join(reasons)}); "
+                     f"the workflow builds them once (config: patterns: {{radii: [{r}]}})")
+        warnings.warn(notes[-1], stacklevel=3)
+    _check_same(source, labels, scans)
+    regions, start = source._decoding(0, labels[0])
+    names = source.region_names()
+    table = source.scans
+    return StudyPatterns(
+        scans, scan_ids=source.scan_ids, scan_groups=[rec.scan_group for rec in source._scans],
+        subject_ids=table.column("subject_id"), radius=r, regions=regions, start=start,
+        names=names, atlas=source.atlas, sources=sources, notes=notes, min_tracks=min_tracks,
+        across=across)
+
+
+def _identity(path) -> dict:
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _stale(p: ScanPatterns, pkl, npy) -> str | None:
+    """Why a pattern file does not describe the pkl and npy on disk now, or None."""
+    inputs = p.meta.get("inputs") or {}
+    for fld, path in (("pkl_path", pkl), ("numpy_path", npy)):
+        rec = inputs.get(fld)
+        st = os.stat(path)
+        if not isinstance(rec, dict) or rec.get("size") != st.st_size or \
+                rec.get("mtime_ns") != st.st_mtime_ns:
+            return f"{p.path!r} is out of date ({fld} changed)"
+    return None
+
+
+def _check_same(source, labels, scans) -> None:
+    """Every scan in one key grid, with one region list and numbering."""
+    first = scans[0]
+    sid0 = source._scans[0].scan_id
+    for pos, p in enumerate(scans[1:], start=1):
+        sid = source._scans[pos].scan_id
+        if p.dim != first.dim or (p.affine is None) != (first.affine is None) or \
+                (p.affine is not None and not np.allclose(p.affine, first.affine, atol=1e-3)):
+            raise LtpaError(f"scans {sid0!r} and {sid!r} have different key grids (shape "
+                            f"{'x'.join(map(str, first.dim))} vs {'x'.join(map(str, p.dim))}, "
+                            f"or another affine): a center would be a different place in "
+                            f"each")
+    regions0, start0 = source._decoding(0, labels[0])
+    for pos, lab in enumerate(labels[1:], start=1):
+        regions, start = source._decoding(pos, lab)
+        sid = source._scans[pos].scan_id
+        if not np.array_equal(regions, regions0):
+            raise LtpaError(f"scans {sid0!r} and {sid!r} have different region lists "
+                            f"({regions0.shape[0]} and {regions.shape[0]} regions; file "
+                            f"{str(lab.numpy_path)!r}): a connection id means a different "
+                            f"pair in each")
+        if start != start0:
+            raise LtpaError(f"scans {sid0!r} and {sid!r} number connection ids from "
+                            f"{start0} and {start} (file {str(lab.numpy_path)!r})")

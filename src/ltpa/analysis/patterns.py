@@ -1,0 +1,396 @@
+"""Per-scan termination patterns: build, save and read them (no pickle, memory-mapped).
+
+A scan's patterns under one atlas at radius ``r`` are a sparse matrix: one row per center
+(every key-grid voxel whose sphere holds at least one of the scan's streamlines, sorted by
+linear C-order number), one entry per connection id present, valued with the number of
+*distinct* streamlines of that id through any voxel of the sphere. Id 0 (unlabeled) is an
+entry like any other. The sphere is every integer offset with ``a^2 + b^2 + c^2 <= r^2``
+(dsi2's ``sphere_around_ijk``: 1, 7, 33, 123 voxels for r = 0..3), clipped to the key grid.
+
+The file (``FORMAT`` version ``VERSION``) is an uncompressed ``.npz`` (numpy's zip of
+``.npy`` members, stored, not deflated) holding
+
+- ``centers`` int64 (n_centers,): sorted linear key-grid numbers of the centers;
+- ``indptr`` int64 (n_centers + 1,): row ``c`` is ``indptr[c]:indptr[c + 1]``;
+- ``connection_ids`` int32 (nnz,): sorted within a row;
+- ``counts`` int32 (nnz,): distinct streamlines;
+- ``meta`` uint8: UTF-8 JSON: ``format``, ``version``, ``radius``, ``dim``, ``affine``
+  (voxel centre -> RAS mm of the key grid, or null), ``voxel_size``, ``n_streamlines``,
+  ``scan_id``, ``region_ids`` and ``connection_ids_start_at`` (from the npy's sidecar, or
+  null), ``inputs`` (path, size, mtime_ns of the pkl and the npy it was built from).
+
+``read_patterns`` maps each member in place (``np.memmap`` at the member's offset in the
+zip), so opening costs no copy and a study's reduction reads only the rows it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LtpaError
+
+FORMAT = "ltpa-termination-patterns"
+VERSION = 1
+MAX_RADIUS = 10
+MEMBERS = ("centers", "indptr", "connection_ids", "counts", "meta")
+
+
+# --------------------------------------------------------------------------- the sphere
+
+
+def check_radius(radius) -> int:
+    """``radius`` as an int in 0..MAX_RADIUS, or an LtpaError naming the value."""
+    ok = isinstance(radius, (int, np.integer)) and not isinstance(radius, bool)
+    if not ok and isinstance(radius, (float, np.floating, str)):
+        try:
+            as_float = float(radius)
+            ok = as_float.is_integer()
+            radius = int(as_float) if ok else radius
+        except ValueError:
+            ok = False
+    if not ok or not 0 <= int(radius) <= MAX_RADIUS:
+        raise LtpaError(f"radius {radius!r}: expected an integer number of voxels in "
+                        f"0..{MAX_RADIUS}")
+    return int(radius)
+
+
+def sphere_offsets(radius) -> np.ndarray:
+    """(n, 3) int64 offsets (a, b, c) with a^2 + b^2 + c^2 <= radius^2, in C order."""
+    r = check_radius(radius)
+    a, b, c = np.meshgrid(*(np.arange(-r, r + 1),) * 3, indexing="ij")
+    keep = a * a + b * b + c * c <= r * r
+    return np.stack([a[keep], b[keep], c[keep]], axis=1).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- one scan's patterns
+
+
+@dataclass
+class ScanPatterns:
+    """One scan's termination patterns (CSR over centers; see the module's docstring)."""
+
+    centers: np.ndarray
+    indptr: np.ndarray
+    connection_ids: np.ndarray
+    counts: np.ndarray
+    meta: dict
+    path: str | None = None
+
+    @property
+    def radius(self) -> int:
+        return int(self.meta["radius"])
+
+    @property
+    def dim(self) -> tuple:
+        return tuple(int(d) for d in self.meta["dim"])
+
+    @property
+    def affine(self) -> np.ndarray | None:
+        aff = self.meta.get("affine")
+        return None if aff is None else np.asarray(aff, dtype=np.float64)
+
+    @property
+    def n_centers(self) -> int:
+        return int(self.centers.shape[0])
+
+    def rows(self, lin: np.ndarray):
+        """The rows of the centers ``lin`` (linear numbers, any order) as flat arrays.
+
+        Returns ``(row, connection_ids, counts)``: ``row[e]`` is the position in ``lin`` of
+        entry ``e``; centers that are not this scan's give no entry. One ``searchsorted``
+        and one gather for all of them.
+        """
+        lin = np.asarray(lin, dtype=np.int64)
+        cen = self.centers
+        if lin.shape[0] == 0 or cen.shape[0] == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
+        pos = np.searchsorted(cen, lin)
+        pos = np.minimum(pos, cen.shape[0] - 1)
+        hit = np.asarray(cen[pos]) == lin
+        which = np.flatnonzero(hit)
+        pos = pos[which]
+        lo = np.asarray(self.indptr[pos], dtype=np.int64)
+        size = np.asarray(self.indptr[pos + 1], dtype=np.int64) - lo
+        take = np.repeat(lo - (np.cumsum(size) - size), size)
+        take += np.arange(take.shape[0], dtype=np.int64)
+        row = np.repeat(which.astype(np.int64), size)
+        return row, np.asarray(self.connection_ids[take]), np.asarray(self.counts[take])
+
+    def dense(self):
+        """Every row as ``(center of each entry, connection_ids, counts)`` (flat arrays)."""
+        size = np.diff(np.asarray(self.indptr, dtype=np.int64))
+        return (np.repeat(np.asarray(self.centers), size), np.asarray(self.connection_ids),
+                np.asarray(self.counts))
+
+
+class _Builder:
+    """What the kernel needs for one scan: its centers, the voxel lookup table, the ids as
+    int32 and the per-streamline / per-id work arrays (kept across chunks of centers)."""
+
+    def __init__(self, index, connection_ids, radius, n_streamlines=None, where=""):
+        from .kernels import dilate
+
+        self.radius = r = check_radius(radius)
+        prefix = f"{where}: " if where else ""
+        conn = np.asarray(connection_ids)
+        if conn.ndim != 1 or conn.dtype.kind not in "iu":
+            raise LtpaError(f"{prefix}connection ids must be one integer per streamline; got "
+                            f"a {conn.dtype} array of shape {conn.shape}")
+        n = int(conn.shape[0]) if n_streamlines is None else int(n_streamlines)
+        if conn.shape[0] != n:
+            raise LtpaError(f"{prefix}{conn.shape[0]} connection ids for {n} streamlines; the "
+                            f"pkl and the npy must be of the same scan (one may be out of "
+                            f"date)")
+        n_labels = 1
+        if n:
+            lo, hi = int(conn.min()), int(conn.max())
+            if lo < 0:
+                raise LtpaError(f"{prefix}connection id {lo} is negative")
+            if hi >= 2**31 - 1:
+                raise LtpaError(f"{prefix}connection id {hi} is too large")
+            n_labels = hi + 1
+        self.n = n
+        self.conn = conn.astype(np.int32, copy=False)
+        self.dim = dim = tuple(int(d) for d in index.dim)
+        voxels = np.asarray(index.voxels, dtype=np.int64)
+        self.offsets = sphere_offsets(r)
+        n_vox = dim[0] * dim[1] * dim[2]
+        if r == 0:
+            self.centers = voxels.copy()
+        else:
+            mark = np.zeros(n_vox, dtype=np.uint8)
+            dilate(voxels, dim[0], dim[1], dim[2], self.offsets, mark)
+            self.centers = np.flatnonzero(mark).astype(np.int64)
+            del mark
+        self.lut = np.full(n_vox, -1, dtype=np.int32 if voxels.shape[0] < 2**31 else np.int64)
+        self.lut[voxels] = np.arange(voxels.shape[0], dtype=self.lut.dtype)
+        self.indptr = np.asarray(index.indptr, dtype=np.int64)
+        self.ids = np.asarray(index.ids)
+        self.stamp = np.full(n, -1, dtype=np.int32)  # center numbers < 2**31
+        self.acc = np.zeros(n_labels, dtype=np.int32)
+        self.touched = np.empty(n_labels, dtype=np.int32)
+
+    def rows(self, lo, hi):
+        """CSR rows of centers ``lo:hi`` (``indptr`` relative to the chunk)."""
+        from .kernels import sphere_patterns
+
+        d = self.dim
+        return sphere_patterns(self.centers[lo:hi], lo, d[0], d[1], d[2], self.offsets,
+                               self.lut, self.indptr, self.ids, self.conn, self.stamp,
+                               self.acc, self.touched)
+
+    def meta(self, extra):
+        info = {"format": FORMAT, "version": VERSION, "radius": self.radius,
+                "dim": list(self.dim), "n_streamlines": self.n,
+                "n_centers": int(self.centers.shape[0])}
+        info.update(extra or {})
+        return info
+
+
+def build_patterns(index, connection_ids, radius, *, n_streamlines=None, meta=None,
+                   where="") -> ScanPatterns:
+    """A scan's patterns, in memory, from its voxel index (``VoxelIndex``: ``dim``,
+    ``voxels`` (sorted linear numbers), ``indptr``, ``ids``) and connection ids (the npy:
+    one non-negative integer per streamline)."""
+    b = _Builder(index, connection_ids, radius, n_streamlines, where)
+    ptr, cids, counts = b.rows(0, b.centers.shape[0])
+    return ScanPatterns(b.centers, ptr, cids, counts, b.meta(meta))
+
+
+CHUNK_CENTERS = 1 << 15  # centers per kernel call when writing: the output is streamed
+
+
+def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=None,
+                        meta=None, where="", before_rename=None,
+                        chunk=CHUNK_CENTERS) -> dict:
+    """Build a scan's patterns and write them to ``path`` chunk by chunk (atomically).
+
+    Each chunk's entries go to two temporary files as they are made, and the .npz is then
+    assembled from them, so memory holds one chunk's entries, not the scan's. Returns
+    ``{"n_centers", "n_entries"}``.
+    """
+    import shutil
+    import tempfile
+
+    from ..io import atomic_path
+
+    b = _Builder(index, connection_ids, radius, n_streamlines, where)
+    n_c = b.centers.shape[0]
+    indptr = np.zeros(n_c + 1, dtype=np.int64)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix=".ltpa-patterns-", dir=path.parent) as work:
+        files = {name: open(os.path.join(work, name), "w+b")
+                 for name in ("connection_ids", "counts")}
+        try:
+            nnz = 0
+            for lo in range(0, n_c, max(1, int(chunk))):
+                hi = min(lo + int(chunk), n_c)
+                ptr, cids, counts = b.rows(lo, hi)
+                indptr[lo + 1:hi + 1] = ptr[1:] + nnz
+                nnz += int(ptr[-1])
+                files["connection_ids"].write(memoryview(np.ascontiguousarray(
+                    cids, dtype="<i4")).cast("B"))
+                files["counts"].write(memoryview(np.ascontiguousarray(
+                    counts, dtype="<i4")).cast("B"))
+            info = b.meta(meta)
+            raw = json.dumps(info, sort_keys=True).encode()
+            with atomic_path(path, suffix=".npz", before_rename=before_rename) as tmp:
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                    _member(zf, "centers", np.ascontiguousarray(b.centers, dtype="<i8"))
+                    _member(zf, "indptr", indptr.astype("<i8", copy=False))
+                    for name, fh in files.items():
+                        fh.seek(0)
+                        with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                            np.lib.format.write_array_header_2_0(
+                                out, {"descr": "<i4", "fortran_order": False,
+                                      "shape": (nnz,)})
+                            shutil.copyfileobj(fh, out, 1 << 22)
+                    _member(zf, "meta", np.frombuffer(raw, dtype=np.uint8))
+        finally:
+            for fh in files.values():
+                fh.close()
+    return {"n_centers": int(n_c), "n_entries": int(nnz)}
+
+
+def _member(zf, name, array):
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+        np.lib.format.write_array_header_2_0(
+            out, {"descr": array.dtype.str, "fortran_order": False, "shape": array.shape})
+        out.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def dataset_meta(ds, *, region_ids=None, start=None, inputs=None) -> dict:
+    """The meta a ``TrackDataset``'s patterns record: its key grid, scan and atlas."""
+    hdr = ds.header
+    aff = np.asarray(hdr["voxel_to_rasmm"], dtype=np.float64).reshape(4, 4)
+    meta = {"affine": aff.tolist() if aff[:3, :3].any() else None,
+            "voxel_size": [float(v) for v in np.asarray(hdr["voxel_sizes"]).reshape(3)],
+            "scan_id": ds.scan_id,
+            "region_ids": None if region_ids is None else [int(v) for v in region_ids],
+            "connection_ids_start_at": None if start is None else int(start),
+            "inputs": inputs or {}}
+    return meta
+
+
+def patterns_of_dataset(ds, connection_ids, radius, *, region_ids=None, start=None,
+                        inputs=None, where="") -> ScanPatterns:
+    """``build_patterns`` for a ``TrackDataset`` (its key grid recorded in the meta)."""
+    meta = dataset_meta(ds, region_ids=region_ids, start=start, inputs=inputs)
+    return build_patterns(ds.tracks_at_ijk, connection_ids, radius,
+                          n_streamlines=ds.get_ntracks(), meta=meta, where=where)
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def save_patterns(patterns: ScanPatterns, path, before_rename=None) -> Path:
+    """Write ``patterns`` to ``path`` (.npz, stored) atomically."""
+    from ..io import atomic_path
+
+    meta = np.frombuffer(json.dumps(patterns.meta, sort_keys=True).encode(), dtype=np.uint8)
+    arrays = {"centers": np.ascontiguousarray(patterns.centers, dtype=np.int64),
+              "indptr": np.ascontiguousarray(patterns.indptr, dtype=np.int64),
+              "connection_ids": np.ascontiguousarray(patterns.connection_ids, dtype=np.int32),
+              "counts": np.ascontiguousarray(patterns.counts, dtype=np.int32),
+              "meta": meta}
+    path = Path(path)
+    with atomic_path(path, suffix=".npz", before_rename=before_rename) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # a zip member's local file header (30 bytes)
+
+
+def _member_arrays(path: str) -> dict:
+    """Each ``.npy`` member of a stored (uncompressed) zip, memory-mapped in place."""
+    out = {}
+    with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise LtpaError(f"member {info.filename!r} is compressed; termination-pattern "
+                                f"files are stored uncompressed (write them with ltpa)")
+            fh.seek(info.header_offset)
+            head = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
+            if head[0] != b"PK\x03\x04":
+                raise LtpaError(f"member {info.filename!r}: bad zip header")
+            fh.seek(info.header_offset + _LOCAL_HEADER.size + head[9] + head[10])
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            if dtype.hasobject or fortran or len(shape) != 1:
+                raise LtpaError(f"member {info.filename!r} is not a flat numeric array")
+            offset = fh.tell()
+            if shape[0] == 0:
+                out[name] = np.zeros(0, dtype=dtype)
+            else:
+                out[name] = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    return out
+
+
+def read_patterns(path) -> ScanPatterns:
+    """Open a termination-pattern file (arrays memory-mapped); LtpaError naming the file if
+    it is not one of this format and version."""
+    path = os.fspath(path)
+    source = f"file {path!r}"
+    try:
+        arrays = _member_arrays(path)
+    except FileNotFoundError:
+        raise LtpaError(f"{source} does not exist") from None
+    except LtpaError as exc:
+        raise exc.in_context(source) from None
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error) as exc:
+        raise LtpaError(f"{source} is not a termination-pattern file ({exc})") from None
+    missing = [m for m in MEMBERS if m not in arrays]
+    if missing:
+        raise LtpaError(f"{source} is not a termination-pattern file (no {', '.join(missing)})")
+    try:
+        meta = json.loads(bytes(np.asarray(arrays["meta"])).decode())
+    except ValueError as exc:
+        raise LtpaError(f"{source}: its meta is not JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise LtpaError(f"{source} is not a termination-pattern file (format "
+                        f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("version") != VERSION:
+        raise LtpaError(f"{source} has format version {meta.get('version')!r}; this ltpa reads "
+                        f"version {VERSION}: rebuild it (ltpa patterns, or the workflow)")
+    p = ScanPatterns(arrays["centers"], arrays["indptr"], arrays["connection_ids"],
+                     arrays["counts"], meta, path)
+    n_c = p.centers.shape[0]
+    if p.indptr.shape[0] != n_c + 1 or p.connection_ids.shape != p.counts.shape or \
+            (n_c and int(p.indptr[-1]) != p.counts.shape[0]):
+        raise LtpaError(f"{source}: its arrays do not fit together (a damaged file?)")
+    return p
+
+
+def patterns_path(numpy_path, radius) -> Path:
+    """Where the workflow puts a scan's patterns: beside the npy,
+    ``<npy without .npy>.patterns-r<R>.npz``."""
+    text = os.fspath(numpy_path)
+    stem = text[:-4] if text.endswith(".npy") else text
+    return Path(f"{stem}.patterns-r{check_radius(radius)}.npz")
+
+
+def write_patterns(pkl_path, npy_path, out_path, radius, *, scan_id=None, sidecar=True) -> dict:
+    """Build one scan's patterns from its pkl and npy and write them (with the sidecar).
+
+    What ``ltpa patterns`` and the workflow's per-scan jobs run (``ltpa.pipeline.run``
+    with the ``patterns`` step): atomic, the output's lock held, the inputs checked
+    unchanged before the rename. Returns the job's statistics.
+    """
+    from ..pipeline import patterns_scan
+
+    return patterns_scan(pkl_path, npy_path, out_path, radius, scan_id=scan_id,
+                         sidecar=sidecar)

@@ -1,0 +1,378 @@
+"""``run_ltpa``: a statistic of the termination patterns at every center, as a map.
+
+``function`` is the name of a built-in statistic (``ltpa.analysis.stats``: computed over
+blocks of ``block_size`` centers at once, each block read from every scan's memory-mapped
+patterns, so memory stays flat as scans grow) or a Python callable taking one
+``PatternMatrix`` (dsi2's style: called once per center, the centers split into blocks
+run by ``n_jobs`` worker processes, with a progress bar on stderr).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LtpaError
+from .matrix import StudyPatterns, check_across, check_min_tracks
+from .patterns import check_radius
+
+BLOCK_SIZE = 1 << 14  # centers per block: ~50 scans x 16k centers x ~10 ids x 24 bytes < 200 MB
+
+
+class LtpaResult:
+    """A map: ``values[n]`` at key-grid voxel ``centers[n]`` = (i, j, k).
+
+    ``maps``: every map the statistic made (name -> (N,) array; ``values`` is
+    ``maps[stat]``), e.g. ``p_fwe`` of ``group_difference`` with permutations,
+    ``within_subject`` / ``between_subject`` of ``similarity`` with repeat scans; each is
+    also an attribute (``result.p_fwe``). ``dim`` / ``affine``: the key grid; ``meta``: what
+    was computed (stat, radius, atlas, options, scans).
+    """
+
+    def __init__(self, centers, values, *, stat, radius, dim, affine, voxel_size, maps=None,
+                 meta=None):
+        self.centers = np.asarray(centers, dtype=np.int64).reshape(-1, 3)
+        self.values = values
+        self.stat = stat
+        self.radius = int(radius)
+        self.dim = tuple(int(d) for d in dim)
+        self.affine = affine
+        self.voxel_size = tuple(voxel_size)
+        self.maps = dict(maps or {stat: values})
+        self.meta = dict(meta or {})
+
+    def __getattr__(self, name):
+        maps = self.__dict__.get("maps") or {}
+        if name in maps:
+            return maps[name]
+        if name == "p_fwe":
+            return None
+        raise AttributeError(f"LtpaResult has no attribute or map {name!r}")
+
+    def __len__(self):
+        return int(self.centers.shape[0])
+
+    def __repr__(self):
+        return (f"LtpaResult({self.stat!r}, radius {self.radius}, {len(self)} centers, maps "
+                f"{', '.join(self.maps)})")
+
+    def volume(self, name=None) -> np.ndarray:
+        """The map as a float32 array of the key grid's shape (NaN where not computed)."""
+        name = self.stat if name is None else name
+        if name not in self.maps:
+            raise LtpaError(f"no map {name!r}; this result has {', '.join(self.maps)}")
+        values = self.maps[name]
+        try:
+            values = np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise LtpaError(f"map {name!r} holds values that are not numbers (a function "
+                            f"returned {type(values[0]).__name__}s): it cannot be a volume") \
+                from None
+        if values.ndim != 1:
+            raise LtpaError(f"map {name!r} has {values.ndim}-D values per center; a volume "
+                            f"needs one number per center")
+        vol = np.full(self.dim, np.nan, dtype=np.float32)
+        if len(self):
+            vol[tuple(self.centers.T)] = values
+        return vol
+
+    def to_nifti(self, name=None):
+        """A ``nibabel.Nifti1Image`` of the map in the key grid (its shape and affine)."""
+        import nibabel as nib
+
+        affine = self.affine
+        if affine is None:
+            affine = np.diag(list(self.voxel_size) + [1.0])
+        img = nib.Nifti1Image(self.volume(name), np.asarray(affine, dtype=np.float64))
+        img.header.set_xyzt_units("mm")
+        img.header["descrip"] = f"ltpa {name or self.stat} r={self.radius}"[:79].encode()
+        return img
+
+    def save(self, path, name=None) -> Path:
+        """Write the map (``name``, default the statistic's) to ``path`` (.nii or .nii.gz),
+        atomically."""
+        from ..io import atomic_path
+
+        path = Path(path)
+        suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+        if suffix not in (".nii", ".nii.gz"):
+            raise LtpaError(f"output {str(path)!r}: expected a .nii or .nii.gz file name")
+        img = self.to_nifti(name)
+        with atomic_path(path, suffix=suffix) as tmp:
+            img.to_filename(str(tmp))
+        return path
+
+
+# --------------------------------------------------------------------------- centers
+
+
+def resolve_centers(sp: StudyPatterns, centers) -> np.ndarray:
+    """Linear key-grid numbers of the centers: None = every center of any scan (sorted);
+    an (N, 3) array (in its order); or a mask (NIfTI path, nibabel image, or 3-D array) in
+    the key grid (its nonzero voxels, sorted)."""
+    from ..reader import KeyGrid, _Roi
+
+    if centers is None:
+        return sp.centers()
+    grid = KeyGrid(sp.dim, sp.voxel_size, sp.affine)
+    roi = _Roi.from_input(centers)
+    problem = roi.check(grid)
+    if problem:
+        raise LtpaError(f"centers: {problem}")
+    if roi.mask_source is not None:
+        return roi.linear(sp.dim)
+    return np.ravel_multi_index(tuple(roi.voxels.T), sp.dim).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """``ltpa: <what> 42% (8400/20000 centers)`` on stderr, at most twice a second."""
+
+    def __init__(self, what, total, enabled=True, stream=None):
+        self.what, self.total, self.enabled = what, int(total), enabled
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, n):
+        self.done += int(n)
+        now = time.monotonic()
+        if self.enabled and now - self.last >= 0.5 and self.done < self.total:
+            self.last = now
+            self._show(now)
+
+    def _show(self, now):
+        pct = 100.0 * self.done / max(self.total, 1)
+        width = 30
+        fill = int(width * self.done / max(self.total, 1))
+        self.stream.write(f"\rltpa: {self.what} [{'#' * fill}{'.' * (width - fill)}] "
+                          f"{pct:5.1f}% ({self.done}/{self.total} centers, "
+                          f"{now - self.t0:.1f} s)")
+        self.stream.flush()
+
+    def close(self):
+        if self.enabled:
+            self._show(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------- run_ltpa
+
+
+def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *,
+             across="union", block_size=BLOCK_SIZE, progress=None, **stat) -> LtpaResult:
+    """A map of ``function`` over the termination patterns of ``source``'s scans.
+
+    Parameters
+    ----------
+    function : str or callable
+        A built-in statistic's name (``coverage``, ``streamlines``, ``connections``,
+        ``similarity``, ``within_subject``, ``between_subject``, ``group_difference``), or
+        a function of one ``PatternMatrix`` returning a value (dsi2's style).
+    source : TrackDataSource or StudyPatterns
+        A ``TrackDataSource`` with its atlas selected (``change_atlas``), or the
+        ``termination_patterns(radius)`` of one.
+    radius : int
+        Sphere radius in voxels, 0..10.
+    centers : None, (N, 3) array, or mask
+        None: every center of any scan; an (N, 3) array of key-grid voxels; a mask NIfTI
+        (path or image) or 3-D array in the key grid.
+    min_tracks : int
+        Counts below it are dropped (dsi2's aggregator option), >= 1.
+    n_jobs : int
+        Worker processes for a callable (built-ins run vectorized in this process).
+    across : "union" or "intersection"
+        The columns of each ``PatternMatrix`` handed to a callable.
+    progress : bool or None
+        A progress bar on stderr (None: for a callable only).
+    **stat
+        The statistic's options: ``group_difference`` takes ``connection`` (an id or a pair
+        of region names or numbers), ``groups=(A, B)``, ``min_scans``, ``n_permutations``,
+        ``seed``.
+    """
+    check_radius(radius)
+    min_tracks = check_min_tracks(min_tracks)
+    if isinstance(source, StudyPatterns):
+        sp = source
+        if sp.radius != int(radius):
+            raise LtpaError(f"radius {radius} given, but the patterns passed are of radius "
+                            f"{sp.radius}")
+    else:
+        if callable(function) and not isinstance(function, str) and stat:
+            raise LtpaError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
+                            f"statistics, not for a function")
+        if isinstance(function, str):
+            _check_name(function, stat)
+        sp = source.termination_patterns(radius)
+    if not isinstance(n_jobs, (int, np.integer)) or isinstance(n_jobs, bool) or n_jobs < 1:
+        raise LtpaError(f"n_jobs {n_jobs!r}: expected an integer >= 1")
+    lin = resolve_centers(sp, centers)
+    meta = {"radius": sp.radius, "atlas": sp.atlas, "min_tracks": min_tracks,
+            "scan_ids": sp.scan_ids, "patterns": sp.sources}
+    if isinstance(function, str):
+        conn_id = None
+        if function == "group_difference" and stat.get("connection") is not None:
+            conn_id = connection_of(source, sp, stat["connection"])
+        from .stats import make_stat
+
+        st = make_stat(function, sp, min_tracks, stat, connection_id=conn_id)
+        maps = _run_stat(st, sp, lin, block_size, bool(progress))
+        meta.update({"stat": function, "options": st.describe()})
+        name = function
+    elif callable(function):
+        if stat:
+            raise LtpaError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
+                            f"statistics, not for a function")
+        values = _run_callable(function, sp, lin, int(n_jobs), block_size,
+                               progress is None or bool(progress), min_tracks,
+                               check_across(across))
+        name = getattr(function, "__name__", "function")
+        maps = {name: values}
+        meta.update({"stat": name, "across": across})
+    else:
+        raise LtpaError(f"function {function!r}: expected a built-in statistic's name or a "
+                        f"callable taking a PatternMatrix")
+    return LtpaResult(sp.ijk(lin), maps[name], stat=name, radius=sp.radius, dim=sp.dim,
+                      affine=sp.affine, voxel_size=sp.voxel_size, maps=maps, meta=meta)
+
+
+def _check_name(name, options=()):
+    """An unknown statistic or option is an error before any pattern is read."""
+    from .stats import STATS
+
+    if name not in STATS:
+        raise LtpaError(f"unknown statistic {name!r}; the built-in ones: {', '.join(STATS)} "
+                        f"(or pass a function of a PatternMatrix)")
+    allowed = STATS[name].options
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise LtpaError(f"statistic {name!r} takes no option {', '.join(map(repr, unknown))} "
+                        f"(its options: {', '.join(allowed) if allowed else 'none'})")
+
+
+def connection_of(source, sp: StudyPatterns, connection) -> int:
+    """A connection id from an id or a pair of region names / numbers, checked against the
+    atlas's numbering."""
+    if isinstance(connection, str) and "," in connection:
+        connection = tuple(p.strip() for p in connection.split(","))
+    if isinstance(connection, (tuple, list)):
+        if len(connection) != 2:
+            raise LtpaError(f"connection {connection!r}: expected an id or a pair of regions")
+        if isinstance(source, StudyPatterns):
+            raise LtpaError("a connection given as a pair of regions needs the "
+                            "TrackDataSource (pass it instead of its patterns)")
+        return source.connection_id(*connection)
+    try:
+        cid = int(connection)
+        if isinstance(connection, bool) or cid != connection and str(cid) != str(connection):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise LtpaError(f"connection {connection!r}: expected a connection id or a pair of "
+                        f"region names or numbers") from None
+    if sp.regions is not None and sp.start is not None:
+        n_pairs = sp.regions.shape[0] * (sp.regions.shape[0] + 1) // 2
+        if not (cid == 0 or sp.start <= cid < sp.start + n_pairs):
+            raise LtpaError(f"connection {cid} is not in the atlas ({sp.regions.shape[0]} "
+                            f"regions: ids {sp.start}..{sp.start + n_pairs - 1})")
+    return cid
+
+
+def _blocks(n, size):
+    size = max(1, int(size))
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def _run_stat(st, sp, lin, block_size, progress) -> dict:
+    from .stats import Block
+
+    n = lin.shape[0]
+    maps = {m: np.full(n, np.nan) for m in st.maps}
+    bar = Progress(st.maps[0], n, enabled=progress)
+    for lo, hi in _blocks(n, block_size):
+        row, scan, conn, count = sp.block(lin[lo:hi])
+        out = st.block(Block(hi - lo, row, scan, conn, count))
+        for m, v in out.items():
+            maps[m][lo:hi] = v
+        bar.update(hi - lo)
+    bar.close()
+    maps.update(st.finish(maps))
+    return maps
+
+
+# --------------------------------------------------------------------------- callables
+
+_WORKER = {}
+
+
+def _call_block(args):
+    lo, hi = args
+    w = _WORKER
+    return lo, _apply(w["function"], w["sp"], w["lin"][lo:hi], w["min_tracks"], w["across"])
+
+
+def _apply(function, sp, lin, min_tracks, across) -> list:
+    """``function`` of the PatternMatrix at each center of ``lin`` (one block read)."""
+    row, scan, conn, count = sp.block(lin)
+    order = np.lexsort((conn, scan, row))
+    row, scan, conn, count = row[order], scan[order], conn[order], count[order]
+    bounds = np.searchsorted(row, np.arange(lin.shape[0] + 1))
+    ijk = sp.ijk(lin)
+    out = []
+    for c in range(lin.shape[0]):
+        a, b = bounds[c], bounds[c + 1]
+        pm = sp.matrix_from_entries(scan[a:b], conn[a:b], count[a:b], tuple(ijk[c]),
+                                    min_tracks, across)
+        out.append(function(pm))
+    return out
+
+
+def _run_callable(function, sp, lin, n_jobs, block_size, progress, min_tracks, across):
+    n = lin.shape[0]
+    name = getattr(function, "__name__", "function")
+    bar = Progress(name, n, enabled=progress)
+    # a callable's blocks are small: the bar moves and the workers share the load
+    size = max(1, min(int(block_size), math.ceil(n / (8 * n_jobs)) if n else 1, 2048))
+    blocks = _blocks(n, size)
+    results = [None] * n
+    if n_jobs == 1 or len(blocks) <= 1:
+        for lo, hi in blocks:
+            results[lo:hi] = _apply(function, sp, lin[lo:hi], min_tracks, across)
+            bar.update(hi - lo)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if "fork" not in mp.get_all_start_methods():
+            raise LtpaError("n_jobs > 1 needs the 'fork' start method (Linux, macOS)")
+        _WORKER.update(function=function, sp=sp, lin=lin, min_tracks=min_tracks,
+                       across=across)
+        try:
+            with ProcessPoolExecutor(max_workers=min(n_jobs, os.cpu_count() or n_jobs),
+                                     mp_context=mp.get_context("fork")) as pool:
+                for lo, vals in pool.map(_call_block, blocks):
+                    results[lo:lo + len(vals)] = vals
+                    bar.update(len(vals))
+        finally:
+            _WORKER.clear()
+    bar.close()
+    return _as_array(results)
+
+
+def _as_array(results):
+    try:
+        arr = np.asarray(results, dtype=np.float64)
+        if arr.ndim >= 1:
+            return arr
+    except (TypeError, ValueError):
+        pass
+    out = np.empty(len(results), dtype=object)
+    out[:] = results
+    return out

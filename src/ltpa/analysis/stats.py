@@ -1,0 +1,322 @@
+"""The built-in LTPA statistics, vectorized over a block of centers at once.
+
+A block is every scan's patterns at B centers as flat entries ``(row, scan, conn, count)``
+(``StudyPatterns.block``); each statistic turns it into one or more maps of B values with
+``bincount``s, one sort and (for permutations) matrix products, never a loop over centers.
+With S scans and ``m = min_tracks``:
+
+- ``coverage``: number of scans whose sphere holds >= m streamlines (any id);
+- ``streamlines``: mean over the S scans of the distinct streamlines of the sphere;
+- ``connections``: mean over the S scans of the number of ids != 0 with >= m streamlines;
+- ``similarity``: mean pairwise cosine similarity of the scans' pattern vectors (ids != 0,
+  counts >= m); scans whose vector is empty are left out; with the unit vectors u_s of the
+  n scans left, (|sum u_s|^2 - n) / (n (n - 1)); NaN when n < 2. When scans share a
+  ``subject_id``, also ``within_subject`` (mean over pairs of scans of one subject) and
+  ``between_subject`` (pairs of different subjects): per subject g, sum_g (|sum_{s in g}
+  u_s|^2 - n_g) / 2 is the sum of its pairs' cosines;
+- ``group_difference``: Welch's t of one connection's per-scan counts x between
+  ``groups=(A, B)``: (mean_B - mean_A) / sqrt(var_A / n_A + var_B / n_B) (sample variances),
+  at centers where >= ``min_scans`` of the two groups' scans have x >= m (default: half of
+  them, rounded up), NaN elsewhere and where both variances are 0. With
+  ``n_permutations`` (and ``seed``): the group labels are permuted (sizes kept),
+  per permutation the maximum |t| over the tested centers, and ``p_fwe`` of a center is
+  (1 + #{permutations whose maximum >= |t|}) / (1 + n_permutations).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import LtpaError
+from .matrix import StudyPatterns
+
+PERMUTATION_ELEMENTS = 1 << 22  # tested centers x permutations per matrix product
+
+
+class Block:
+    """Every scan's entries at ``n`` centers (see ``StudyPatterns.block``)."""
+
+    def __init__(self, n, row, scan, conn, count):
+        self.n = int(n)
+        self.row, self.scan, self.conn, self.count = row, scan, conn, count
+
+
+class Stat:
+    """A statistic: ``maps`` it makes, ``block(b)`` -> {map: (b.n,) values}, ``finish``."""
+
+    name = ""
+    options = ()
+
+    def __init__(self, sp: StudyPatterns, min_tracks: int):
+        self.sp = sp
+        self.min_tracks = int(min_tracks)
+        self.n_scans = len(sp.scans)
+
+    @property
+    def maps(self) -> tuple:
+        return (self.name,)
+
+    def block(self, b: Block) -> dict:
+        raise NotImplementedError
+
+    def finish(self, values: dict) -> dict:
+        """Maps made once every block is done (e.g. ``p_fwe``); the ``values`` so far."""
+        return {}
+
+    def describe(self) -> dict:
+        return {}
+
+    # helpers
+    def totals(self, b: Block) -> np.ndarray:
+        """(n, S) distinct streamlines per center and scan."""
+        s = self.n_scans
+        return np.bincount(b.row * s + b.scan, weights=b.count,
+                           minlength=b.n * s).reshape(b.n, s)
+
+
+class Coverage(Stat):
+    name = "coverage"
+
+    def block(self, b):
+        return {self.name: (self.totals(b) >= self.min_tracks).sum(axis=1).astype(np.float64)}
+
+
+class Streamlines(Stat):
+    name = "streamlines"
+
+    def block(self, b):
+        return {self.name: self.totals(b).sum(axis=1) / self.n_scans}
+
+
+class Connections(Stat):
+    name = "connections"
+
+    def block(self, b):
+        kept = (b.conn != 0) & (b.count >= self.min_tracks)
+        return {self.name: np.bincount(b.row[kept], minlength=b.n) / self.n_scans}
+
+
+def _subject_codes(subject_ids) -> tuple:
+    """Per scan a subject number (a scan without subject_id is a subject of its own) and
+    whether any two scans share one."""
+    codes, seen = [], {}
+    for pos, sid in enumerate(subject_ids):
+        key = ("id", sid) if sid is not None else ("scan", pos)
+        codes.append(seen.setdefault(key, len(seen)))
+    codes = np.asarray(codes, dtype=np.int64)
+    return codes, len(seen), len(seen) < len(codes)
+
+
+class Similarity(Stat):
+    name = "similarity"
+
+    def __init__(self, sp, min_tracks, only=None):
+        super().__init__(sp, min_tracks)
+        self.subject, self.n_subjects, self.repeats = _subject_codes(sp.subject_ids)
+        self.only = only
+        if only is not None and not self.repeats:
+            raise LtpaError(f"stat {only!r} needs repeat scans: no two scans share a "
+                            f"subject_id")
+
+    @property
+    def maps(self):
+        if self.only is not None:
+            return (self.only,)
+        if self.repeats:
+            return ("similarity", "within_subject", "between_subject")
+        return ("similarity",)
+
+    def block(self, b):
+        s = self.n_scans
+        keep = (b.conn != 0) & (b.count >= self.min_tracks)
+        row, scan, conn = b.row[keep], b.scan[keep], b.conn[keep]
+        x = b.count[keep].astype(np.float64)
+        rs = row * s + scan
+        norm2 = np.bincount(rs, weights=x * x, minlength=b.n * s)
+        u = x / np.sqrt(norm2[rs])
+        n = (norm2.reshape(b.n, s) > 0).sum(axis=1).astype(np.float64)
+        n_ids = int(conn.max()) + 1 if conn.shape[0] else 1
+        total = _sum_sq_of_sums(row * n_ids + conn, u, row, b.n)
+        pairs = n * (n - 1) / 2
+        whole = (total - n) / 2  # sum of the cosines of every pair
+        out = {}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["similarity"] = np.where(n >= 2, whole / pairs, np.nan)
+            if self.repeats:
+                g = self.n_subjects
+                sub = self.subject[scan]
+                per = _sum_sq_of_sums((row * g + sub) * n_ids + conn, u, row * g + sub,
+                                      b.n * g)
+                present = norm2.reshape(b.n, s) > 0
+                n_g = np.zeros((b.n, g))
+                np.add.at(n_g, (np.nonzero(present)[0], self.subject[np.nonzero(present)[1]]),
+                          1.0)
+                within_sum = ((per.reshape(b.n, g) - n_g) / 2).sum(axis=1)
+                within_pairs = (n_g * (n_g - 1) / 2).sum(axis=1)
+                between_pairs = pairs - within_pairs
+                out["within_subject"] = np.where(within_pairs > 0, within_sum / within_pairs,
+                                                 np.nan)
+                out["between_subject"] = np.where(between_pairs > 0,
+                                                  (whole - within_sum) / between_pairs, np.nan)
+        if self.only is not None:
+            return {self.only: out[self.only]}
+        return out
+
+
+def _sum_sq_of_sums(key, weights, owner, n_owners) -> np.ndarray:
+    """Per owner, the sum over its keys of (sum of the weights of the key)^2."""
+    if key.shape[0] == 0:
+        return np.zeros(n_owners)
+    uniq, inv = np.unique(key, return_inverse=True)
+    sums = np.bincount(inv, weights=weights)
+    owner_of = np.zeros(uniq.shape[0], dtype=np.int64)
+    owner_of[inv] = owner
+    return np.bincount(owner_of, weights=sums * sums, minlength=n_owners)
+
+
+class GroupDifference(Stat):
+    name = "group_difference"
+    options = ("connection", "groups", "min_scans", "n_permutations", "seed")
+
+    def __init__(self, sp, min_tracks, connection=None, groups=None, min_scans=None,
+                 n_permutations=0, seed=0, connection_id=None):
+        super().__init__(sp, min_tracks)
+        if connection_id is None:
+            raise LtpaError("stat 'group_difference' needs connection= (an id, or a pair of "
+                            "region names or numbers)")
+        self.connection = int(connection_id)
+        self.connection_given = connection
+        if groups is None or isinstance(groups, str) or len(groups) != 2:
+            raise LtpaError(f"stat 'group_difference' needs groups=(A, B), two scan_group "
+                            f"values; got {groups!r}")
+        found = {}
+        for g in sp.scan_groups:
+            found[g] = found.get(g, 0) + 1
+        listed = ", ".join(f"{g!r} ({n} scans)" for g, n in found.items())
+        a, b = groups
+        if a == b:
+            raise LtpaError(f"groups ({a!r}, {b!r}): the two groups must differ")
+        for g in (a, b):
+            if g not in found:
+                raise LtpaError(f"group {g!r} is not a scan_group of the study; its groups: "
+                                f"{listed}")
+            if found[g] < 2:
+                raise LtpaError(f"group {g!r} has {found[g]} scan; Welch's t needs at least 2 "
+                                f"per group (groups: {listed})")
+        self.groups = (a, b)
+        labels = np.asarray([1 if g == a else 2 if g == b else 0 for g in sp.scan_groups])
+        self.members = np.flatnonzero(labels > 0)  # scans in A or B, JSON order
+        self.in_b = (labels[self.members] == 2).astype(np.float64)
+        self.col_of_scan = np.full(self.n_scans, -1, dtype=np.int64)
+        self.col_of_scan[self.members] = np.arange(self.members.shape[0])
+        n_ab = self.members.shape[0]
+        if min_scans is None:
+            min_scans = math.ceil(n_ab / 2)
+        if not isinstance(min_scans, (int, np.integer)) or isinstance(min_scans, bool) or \
+                not 1 <= int(min_scans) <= n_ab:
+            raise LtpaError(f"min_scans {min_scans!r}: expected an integer in 1..{n_ab} (the "
+                            f"scans of the two groups)")
+        self.min_scans = int(min_scans)
+        if not isinstance(n_permutations, (int, np.integer)) or isinstance(n_permutations,
+                                                                           bool) \
+                or int(n_permutations) < 0:
+            raise LtpaError(f"n_permutations {n_permutations!r}: expected an integer >= 0")
+        self.n_permutations = int(n_permutations)
+        self.seed = seed
+        self.perm = None
+        self.max_null = None
+        if self.n_permutations:
+            rng = np.random.default_rng(seed)
+            self.perm = np.empty((n_ab, self.n_permutations))
+            for k in range(self.n_permutations):
+                self.perm[:, k] = rng.permutation(self.in_b)
+            self.max_null = np.zeros(self.n_permutations)
+
+    @property
+    def maps(self):
+        return ("group_difference", "p_fwe") if self.n_permutations else ("group_difference",)
+
+    def describe(self):
+        names = self.sp.pair_names([self.connection])[0]
+        return {"connection": self.connection, "connection_regions": list(names),
+                "groups": list(self.groups), "min_scans": self.min_scans,
+                "n_permutations": self.n_permutations, "seed": self.seed,
+                "n_scans": {str(g): int(((self.in_b == 1) if g == self.groups[1]
+                                         else (self.in_b == 0)).sum()) for g in self.groups}}
+
+    def counts(self, b: Block) -> np.ndarray:
+        """(n, n_AB) counts of the connection per center and scan of the two groups."""
+        x = np.zeros((b.n, self.members.shape[0]))
+        sel = (b.conn == self.connection) & (self.col_of_scan[b.scan] >= 0)
+        x[b.row[sel], self.col_of_scan[b.scan[sel]]] = b.count[sel]
+        return x
+
+    def block(self, b):
+        x = self.counts(b)
+        tested = (x >= self.min_tracks).sum(axis=1) >= self.min_scans
+        t = np.full(b.n, np.nan)
+        xt = x[tested]
+        t[tested] = welch_from_sums(xt.sum(1), (xt * xt).sum(1), xt @ self.in_b,
+                                    (xt * xt) @ self.in_b, self.in_b.sum(), xt.shape[1])
+        if self.n_permutations and xt.shape[0]:
+            s1, s2 = xt.sum(1)[:, None], (xt * xt).sum(1)[:, None]
+            n_b = self.in_b.sum()
+            step = max(1, PERMUTATION_ELEMENTS // xt.shape[0])
+            for lo in range(0, self.n_permutations, step):
+                p = self.perm[:, lo:lo + step]
+                tp = welch_from_sums(s1, s2, xt @ p, (xt * xt) @ p, n_b, xt.shape[1])
+                m = np.nanmax(np.abs(np.where(np.isnan(tp), 0.0, tp)), axis=0)
+                self.max_null[lo:lo + step] = np.maximum(self.max_null[lo:lo + step], m)
+        return {"group_difference": t}
+
+    def finish(self, values):
+        if not self.n_permutations:
+            return {}
+        t = values["group_difference"]
+        p = np.full(t.shape[0], np.nan)
+        ok = ~np.isnan(t)
+        null = np.sort(self.max_null)
+        exceed = null.shape[0] - np.searchsorted(null, np.abs(t[ok]), side="left")
+        p[ok] = (1.0 + exceed) / (1.0 + self.n_permutations)
+        return {"p_fwe": p}
+
+
+def welch_from_sums(s_all, q_all, s_b, q_b, n_b, n_all):
+    """Welch's t (mean_B - mean_A) from the sums and sums of squares of all and of B.
+
+    Counts are integers, so ``n * q - s^2`` (n - 1 times n times the variance) is exact in
+    float64; t is NaN where both variances are 0.
+    """
+    n_a = n_all - n_b
+    s_a, q_a = s_all - s_b, q_all - q_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var_a = (n_a * q_a - s_a * s_a) / (n_a * (n_a - 1))
+        var_b = (n_b * q_b - s_b * s_b) / (n_b * (n_b - 1))
+        se2 = var_a / n_a + var_b / n_b
+        t = (s_b / n_b - s_a / n_a) / np.sqrt(se2)
+    return np.where(se2 > 0, t, np.nan)
+
+
+STATS = {"coverage": Coverage, "streamlines": Streamlines, "connections": Connections,
+         "similarity": Similarity, "within_subject": Similarity,
+         "between_subject": Similarity, "group_difference": GroupDifference}
+
+
+def make_stat(name, sp: StudyPatterns, min_tracks, options: dict, connection_id=None) -> Stat:
+    """The statistic ``name`` with its options; LtpaError for an unknown name or option."""
+    cls = STATS.get(name)
+    if cls is None:
+        raise LtpaError(f"unknown statistic {name!r}; the built-in ones: "
+                        f"{', '.join(STATS)} (or pass a function of a PatternMatrix)")
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        allowed = ", ".join(cls.options) if cls.options else "none"
+        raise LtpaError(f"statistic {name!r} takes no option {', '.join(map(repr, unknown))} "
+                        f"(its options: {allowed})")
+    if cls is Similarity:
+        return Similarity(sp, min_tracks, only=None if name == "similarity" else name)
+    if cls is GroupDifference:
+        return GroupDifference(sp, min_tracks, connection_id=connection_id, **options)
+    return cls(sp, min_tracks)

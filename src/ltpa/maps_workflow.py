@@ -1,0 +1,380 @@
+"""Study maps in the workflow: the config's ``maps``, one job per map, its staleness.
+
+Each item of the config option ``maps`` (its fields and their defaults: the config schema)
+becomes one ``MapJob``: the output ``<results_dir>/maps/<name>.nii.gz``, the files it reads
+(every scan's pkl and, for the map's atlas, npy and pattern file) and the parameters that
+decide its content. ``build_map`` runs it: ``ltpa.analysis.maps.write_map`` writes the map
+(and its extra maps: ``p_fwe``, ``within_subject`` / ``between_subject``), then this module
+adds the top centers (``top_centers``: ijk, mm, value, the connections that drive them,
+named) and writes ``<map>.json`` as an ``ltpa.sidecar`` of kind ``study_map``, so that
+``ltpa.staleness.judge`` decides whether a map is up to date as it does for every other
+output: from the study's files only (inputs' sizes and times, the parameters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import LtpaError
+
+STAT_GROUP_DIFFERENCE = "group_difference"
+# options of run_ltpa's built-in statistics that a map item passes on when set
+STAT_OPTIONS = ("connection", "groups", "min_scans", "n_permutations", "seed")
+N_TOP = 10  # centers in a map's table of top centers
+N_DRIVERS = 3  # connections named per top center
+# ranked among the centers that at least half of the scans reach (see build_map)
+SIMILARITY_STATS = ("similarity", "within_subject", "between_subject")
+
+
+def item_schema() -> dict:
+    from .config import schema
+
+    return schema()["properties"]["maps"]["items"]
+
+
+def map_items(config: dict) -> list[dict]:
+    """The config's maps, each with the schema's defaults; LtpaError for a repeated name."""
+    props = item_schema()["properties"]
+    out, seen = [], set()
+    for pos, item in enumerate(config["maps"]):
+        full = {k: p["default"] for k, p in props.items() if "default" in p}
+        full.update(item)
+        full["atlas"] = {"name": item["atlas"]["name"],
+                         "parameters": dict(item["atlas"].get("parameters") or {})}
+        if full["name"] in seen:
+            raise LtpaError(f"config maps[{pos}].name {full['name']!r}: another map has this "
+                            f"name (each map is the file maps/<name>.nii.gz)")
+        seen.add(full["name"])
+        out.append(full)
+    return out
+
+
+def atlas_query(item: dict) -> dict:
+    """The track_labels selection of a map item, as ``TrackDataSource.change_atlas`` takes it."""
+    return {"name": item["atlas"]["name"], **item["atlas"]["parameters"]}
+
+
+@dataclass(frozen=True)
+class MapJob:
+    """One study map: what to make, from which files, with which parameters."""
+
+    name: str
+    output: str  # absolute path of the .nii.gz
+    local_data: str
+    item: dict  # the config's map item, with its defaults
+    inputs: dict = field(default_factory=dict)  # field -> absolute path
+    scan_ids: tuple = ()
+    scan_groups: tuple = ()
+    subject_ids: tuple = ()
+
+    def params(self) -> dict:
+        """Everything besides the input files that decides the map."""
+        return {"map": {k: v for k, v in self.item.items() if k != "name"},
+                "scan_ids": list(self.scan_ids), "scan_groups": list(self.scan_groups),
+                "subject_ids": list(self.subject_ids)}
+
+    def where(self) -> str:
+        return f"config map {self.name!r}"
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "output": self.output,
+                           "local_data": self.local_data, "item": self.item,
+                           "inputs": self.inputs, "scan_ids": list(self.scan_ids),
+                           "scan_groups": list(self.scan_groups),
+                           "subject_ids": list(self.subject_ids)}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "MapJob":
+        d = json.loads(text)
+        return cls(d["name"], d["output"], d["local_data"], d["item"], d["inputs"],
+                   tuple(d["scan_ids"]), tuple(d["scan_groups"]), tuple(d["subject_ids"]))
+
+
+def map_output(work_dir, name) -> str:
+    return os.path.join(os.path.abspath(work_dir), "maps", f"{name}.nii.gz")
+
+
+def map_jobs(study, patterns_of=None) -> list[MapJob]:
+    """The study's map jobs (``study``: ``ltpa.study.Study`` with its config).
+
+    ``patterns_of(label_record, radius)``: the pattern file the workflow builds for a scan's
+    atlas at a radius, or None; such files are inputs of the map (read instead of computed).
+    Every problem a map's items can show before any job (no or several atlases matching in
+    a scan, unknown groups, a statistic's missing options) is one LtpaError listing them all.
+    """
+    from .reader import _dictmatch, _entry_text
+
+    items = map_items(study.config)
+    jobs, problems = [], []
+    groups = [str(s.scan_group) for s in study.scans]
+    subjects = [str(s.metadata.get("subject_id", "")) for s in study.scans]
+    for pos, item in enumerate(items):
+        where = f"config maps[{pos}] ({item['name']!r})"
+        query = atlas_query(item)
+        inputs = {}
+        for rec in study.scans:
+            found = [lab for lab in rec.labels if _dictmatch(query, lab)]
+            if len(found) != 1:
+                what = "no track_labels entry" if not found else f"{len(found)} entries"
+                choices = ", ".join(_entry_text(lab) for lab in rec.labels) or "none"
+                problems.append(f"{where}: atlas {_query_text(query)}: {what} of "
+                                f"{rec.where('track_labels')} matches (its entries: {choices})")
+                continue
+            inputs[f"{rec.scan_id}.pkl_path"] = str(rec.pkl_path) if rec.pkl_path else None
+            inputs[f"{rec.scan_id}.numpy_path"] = str(found[0].numpy_path)
+            pat = patterns_of(found[0], item["radius"]) if patterns_of else None
+            if pat is not None:
+                inputs[f"{rec.scan_id}.patterns"] = str(pat)
+            if rec.pkl_path is None:
+                problems.append(f"{where}: {rec.where('pkl_path')} is not given; a map needs "
+                                f"every scan's pkl")
+        if item["centers"] is not None:
+            inputs["centers"] = os.path.abspath(item["centers"])
+            if not os.path.exists(inputs["centers"]):
+                problems.append(f"{where}: centers {item['centers']!r}: no such file")
+        problems += _stat_problems(where, item, groups)
+        jobs.append(MapJob(item["name"], map_output(study.work_dir, item["name"]),
+                           str(study.path), item, inputs,
+                           tuple(s.scan_id for s in study.scans), tuple(groups),
+                           tuple(subjects)))
+    if problems:
+        raise LtpaError("the config's maps cannot be made:\n  " + "\n  ".join(problems))
+    return jobs
+
+
+def _query_text(query: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in query.items())
+
+
+def _stat_problems(where, item, groups) -> list:
+    out = []
+    if item["stat"] == STAT_GROUP_DIFFERENCE:
+        if item["connection"] is None:
+            out.append(f"{where}: stat group_difference needs a connection (an id or a "
+                       f"pair of region names)")
+        if item["groups"] is None:
+            out.append(f"{where}: stat group_difference needs groups: [A, B]")
+        else:
+            for g in item["groups"]:
+                n = groups.count(str(g))
+                if n < 2:
+                    known = ", ".join(sorted(set(groups)))
+                    out.append(f"{where}: group {g!r} has {n} scans, a group needs 2 or more "
+                               f"(the study's scan_groups: {known})")
+    else:
+        for opt in STAT_OPTIONS:
+            default = item_schema()["properties"][opt].get("default")
+            if item[opt] != default:
+                out.append(f"{where}: {opt} is an option of group_difference, not of "
+                           f"stat {item['stat']!r}")
+    return out
+
+
+def map_verdicts(jobs, specs=()) -> list:
+    """The staleness verdict on each map (``ltpa.staleness``): its sidecar against the
+    inputs and parameters now; ``specs``: the study's other job specs (a map whose pkl or
+    npy needs work is out of date too)."""
+    from .staleness import judge
+
+    produced = {s.output: s for s in specs}
+    produced.update({j.output: j for j in jobs})
+    verdicts: dict = {}
+    return [judge(j, produced, verdicts) for j in jobs]
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def build_map(job: MapJob, config: dict) -> dict:
+    """Make the map of ``job``, its extra maps and its sidecar (with the top centers).
+
+    One ``StudyPatterns`` serves the statistic and the top centers' connections: the
+    pattern files the workflow built, or (with a warning) patterns computed in memory.
+    Each file is written atomically once everything is computed, the sidecar last.
+    Returns ``{"map": path, <extra map>: path, ..., "json": sidecar path}``.
+    """
+    import logging
+    import warnings
+
+    from . import sidecar
+    from .analysis.maps import extra_map_path
+    from .analysis.run import run_ltpa
+    from .reader import TrackDataSource
+
+    log = logging.getLogger("ltpa")
+    folder = os.path.dirname(job.output)
+    os.makedirs(folder, exist_ok=True)
+    # the inputs as they are before anything is read: a file that changes during the run
+    # leaves a sidecar that describes the old one, so the next run rebuilds the map
+    records = {}
+    for fld, path in job.inputs.items():
+        if path is None:
+            continue
+        try:
+            records[fld] = sidecar.file_record(path, folder)
+        except FileNotFoundError:
+            raise LtpaError(f"{job.where()}: input {fld} {path!r} does not exist") from None
+    item = job.item
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = TrackDataSource(job.local_data, config=config)
+        source.change_atlas(**atlas_query(item))
+        sp = source.termination_patterns(item["radius"])
+    notes = [str(w.message) for w in caught]
+    for text in notes:
+        log.warning("%s", text)
+    options = {}
+    if item["stat"] == STAT_GROUP_DIFFERENCE:
+        c = item["connection"]
+        try:
+            options["connection"] = int(c) if isinstance(c, int) else source.connection_id(*c)
+        except LtpaError as exc:
+            raise exc.in_context(f"{job.where()}, connection {c!r}") from None
+        options["groups"] = tuple(item["groups"])
+        options.update({k: item[k] for k in ("min_scans", "n_permutations", "seed")
+                        if item[k] is not None})
+    result = run_ltpa(item["stat"], sp, radius=item["radius"], centers=item["centers"],
+                      min_tracks=item["min_tracks"], **options)
+    extra = {name: str(extra_map_path(job.output, name)) for name in result.maps
+             if name != result.stat}
+    eligible = None
+    if item["stat"] in SIMILARITY_STATS:
+        # a similarity of two scans' single streamlines is 1: rank only centers that most
+        # scans reach
+        cov = run_ltpa("coverage", sp, radius=item["radius"], centers=item["centers"],
+                       min_tracks=item["min_tracks"])
+        assert np.array_equal(cov.centers, result.centers)
+        eligible = np.asarray(cov.values) >= -(-len(sp.scan_ids) // 2)
+    top = top_centers(result, sp, item, eligible=eligible)
+    written = {"map": result.save(job.output)}
+    for name, path in extra.items():
+        written[name] = result.save(path, name)
+    sidecar.write(job.output, "study_map", inputs=records, params=job.params(),
+                  atlas=atlas_query(item), name=job.name, stat=result.stat,
+                  radius=result.radius, n_centers=len(result), meta=result.meta,
+                  extra_map_files={k: os.path.basename(v) for k, v in extra.items()},
+                  top_centers=top, notes=notes)
+    written["json"] = sidecar.path_of(job.output)
+    log.info("map %r: %d centers, %s", job.name, len(result), _summary(result))
+    return written
+
+
+def _summary(result) -> str:
+    v = np.asarray(result.values, dtype=np.float64)
+    ok = v[np.isfinite(v)]
+    if not ok.size:
+        return "no finite value"
+    text = f"{ok.size} finite, {ok.min():.4g} .. {ok.max():.4g}"
+    p = result.maps.get("p_fwe")
+    if p is not None:
+        p = np.asarray(p, dtype=np.float64)
+        text += f", {int(np.count_nonzero(p <= 0.05))} centers with p_fwe <= 0.05"
+    return text
+
+
+def ranked(values: np.ndarray, stat: str, n: int = N_TOP, eligible=None) -> np.ndarray:
+    """Positions of the ``n`` top values (finite, and ``eligible`` when given): largest |t|
+    for a group difference, largest value otherwise; ties by position."""
+    values = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(values)
+    if eligible is not None:
+        keep &= np.asarray(eligible, dtype=bool)
+    ok = np.flatnonzero(keep)
+    key = np.abs(values[ok]) if stat == STAT_GROUP_DIFFERENCE else values[ok]
+    order = np.lexsort((ok, -key))  # descending key, then ascending position
+    return ok[order[:n]]
+
+
+def top_centers(result, sp, item: dict, n: int = N_TOP, eligible=None) -> list[dict]:
+    """The map's ``n`` top centers (among ``eligible`` ones, when given): ijk, mm (the key
+    grid's affine), value, the other maps' values there (p_fwe, ...), and the connections
+    that drive each: for a group difference the tested connection with each group's mean
+    count; otherwise the ``N_DRIVERS`` connections (ids not 0) with the most streamlines per
+    scan in the center's sphere."""
+    pos = ranked(result.values, item["stat"], n, eligible)
+    affine = None if result.affine is None else np.asarray(result.affine, dtype=np.float64)
+    groups = np.array([str(g) for g in sp.scan_groups])
+    conn = result.meta.get("options", {}).get("connection") \
+        if item["stat"] == STAT_GROUP_DIFFERENCE else None
+    rows = []
+    for p in pos:
+        v = result.centers[p]
+        pm = sp.at_ijk(tuple(int(x) for x in v), min_tracks=item["min_tracks"])
+        counts = np.asarray(pm.counts, dtype=np.float64)
+        ids = np.asarray(pm.connection_ids, dtype=np.int64)
+        row = {"ijk": [int(x) for x in v],
+               "mm": None if affine is None else
+               [round(float(x), 2) for x in affine[:3, :3] @ v + affine[:3, 3]],
+               "value": float(result.values[p])}
+        for name, values in result.maps.items():
+            if name != result.stat:
+                row[name] = float(values[p])
+        if conn is not None:
+            k = np.flatnonzero(ids == int(conn))
+            col = counts[:, k[0]] if k.size else np.zeros(counts.shape[0])
+            a, b = sp.pair_names([int(conn)])[0]
+            drivers = [{"connection_id": int(conn), "name": f"{a} -- {b}",
+                        "mean_by_group": {g: round(float(col[groups == g].mean()), 3)
+                                          for g in item["groups"]}}]
+        else:
+            mean = counts.mean(axis=0) if counts.shape[0] else np.zeros(ids.shape[0])
+            labeled = np.flatnonzero(ids != 0)
+            order = labeled[np.lexsort((ids[labeled], -mean[labeled]))][:N_DRIVERS]
+            names = pm.region_pair_names
+            drivers = [{"connection_id": int(ids[k]), "name": names[k],
+                        "mean_streamlines": round(float(mean[k]), 3)} for k in order]
+        row["drivers"] = drivers
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def top_table_rows(sidecar_body: dict) -> list[dict]:
+    """The rows of a map's table of top centers (report and TSV), from its sidecar."""
+    out = []
+    extra = sorted(sidecar_body.get("extra_map_files") or {})
+    for rank, row in enumerate(sidecar_body.get("top_centers") or [], start=1):
+        drivers = []
+        for d in row["drivers"]:
+            if "mean_by_group" in d:
+                means = ", ".join(f"{g} {m:g}" for g, m in d["mean_by_group"].items())
+                drivers.append(f"{d['name']} (mean streamlines: {means})")
+            else:
+                drivers.append(f"{d['name']} ({d['mean_streamlines']:g} per scan)")
+        r = {"rank": rank, "i": row["ijk"][0], "j": row["ijk"][1], "k": row["ijk"][2],
+             "x_mm": row["mm"][0], "y_mm": row["mm"][1], "z_mm": row["mm"][2],
+             "value": _fmt(row["value"])}
+        for name in extra:
+            r[name] = _fmt(row.get(name))
+        r["connections"] = "; ".join(drivers)
+        out.append(r)
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "NaN"
+    return f"{v:.4g}"
+
+
+def write_top_table(map_path, out_tsv) -> None:
+    """The map's top centers (its sidecar's) as a TSV for the report."""
+    from . import sidecar
+    from .io import atomic_open
+
+    body, why = sidecar.read(map_path)
+    if body is None or body.get("kind") != "study_map":
+        raise LtpaError(f"map {str(map_path)!r}: {why or 'its sidecar is not a study map'}")
+    rows = top_table_rows(body)
+    cols = list(rows[0]) if rows else ["rank", "i", "j", "k", "x_mm", "y_mm", "z_mm", "value",
+                                       "connections"]
+    with atomic_open(out_tsv, "w") as fh:
+        fh.write("\t".join(cols) + "\n")
+        for r in rows:
+            fh.write("\t".join(str(r[c]) for c in cols) + "\n")

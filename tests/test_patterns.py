@@ -1,0 +1,306 @@
+"""Termination patterns: the kernel and the file against brute force (query_ijk of the sphere
+counted with numpy), for .trk, .trk.gz, .tck, .trx and b0-space scans, radii 0-3."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import BIN
+from ltpa import LtpaError, load_track_dataset
+from ltpa.analysis.patterns import (
+    VERSION,
+    build_patterns,
+    patterns_path,
+    read_patterns,
+    save_patterns,
+    sphere_offsets,
+    write_patterns,
+    write_patterns_file,
+)
+from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+from ltpa.pipeline import index_scan, label_scan
+from ltpa.trkwrite import write_trk
+from ltpa_helpers import brute_patterns, build_study, source_of, sphere_voxels
+
+DATA = Path(__file__).parent / "data"
+SCALE33 = {"name": "Lausanne2008", "scale": 33}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return build_study(tmp_path_factory.mktemp("patterns") / "study")
+
+
+def test_the_study_has_every_scan_kind(study):
+    kinds = [Path(s["trk_file"]).name for s in json.loads(study.read_text())]
+    assert any(k.endswith(".tck") for k in kinds)
+    assert any(k.endswith(".trk.gz") for k in kinds) and any(k.endswith(".trx") for k in kinds)
+    assert any(any("b0_volume_path" in lab for lab in s["track_labels"])
+               for s in json.loads(study.read_text()))
+
+
+@pytest.mark.parametrize("radius,n", [(0, 1), (1, 7), (2, 33), (3, 123)])
+def test_sphere_sizes(radius, n):
+    off = sphere_offsets(radius)
+    assert off.shape == (n, 3)
+    assert {tuple(v) for v in off.tolist()} == {
+        (a, b, c) for a in range(-radius, radius + 1) for b in range(-radius, radius + 1)
+        for c in range(-radius, radius + 1) if a * a + b * b + c * c <= radius * radius}
+
+
+def sample_centers(sp, rng, n=25):
+    lin = sp.centers()
+    picked = sp.ijk(rng.choice(lin, size=min(n, lin.shape[0]), replace=False))
+    dim = np.asarray(sp.dim)
+    anywhere = rng.integers(0, dim, size=(8, 3))
+    corners = np.array([[0, 0, 0], dim - 1, [0, dim[1] - 1, 0], [dim[0] - 1, 0, dim[2] - 1]])
+    return np.concatenate([picked, anywhere, corners])
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3])
+def test_patterns_equal_brute_force(study, radius, rng):
+    src = source_of(study, SCALE33)
+    sp = src.termination_patterns(radius)
+    assert len(sp) == len(src) == 6
+    for ijk in sample_centers(sp, rng):
+        pm = sp.at_ijk(tuple(ijk))
+        ref = brute_patterns(src, ijk, radius, sp.dim)
+        got = [{int(c): int(n) for c, n in zip(pm.connection_ids, row) if n}
+               for row in pm.counts]
+        assert got == ref, tuple(ijk)
+        np.testing.assert_array_equal(pm.totals, [sum(r.values()) for r in ref])
+        if not any(ref):
+            assert pm.counts.shape == (6, 0)
+
+
+@pytest.mark.parametrize("radius", [0, 2])
+def test_centers_are_the_dilated_voxels(study, radius):
+    src = source_of(study, SCALE33)
+    sp = src.termination_patterns(radius)
+    for pos in (1, 2, 5):  # b0-space scan, .tck, .trx
+        ds = src.dataset(pos)
+        idx = ds.tracks_at_ijk
+        voxels = np.stack(np.unravel_index(np.asarray(idx.voxels), idx.dim), axis=1)
+        expected = set()
+        for v in voxels.tolist():
+            expected.update(sphere_voxels(v, radius, idx.dim))
+        got = {tuple(v) for v in sp.ijk(sp.scans[pos].centers).tolist()}
+        assert got == expected
+
+
+def test_same_streamlines_same_patterns_in_every_format(study):
+    """The .trk.gz and .trx scans are the first scan's streamlines: the same patterns."""
+    src = source_of(study, SCALE33)
+    sp = src.termination_patterns(1)
+    a = sp.scans[0]
+    for pos in (4, 5):
+        b = sp.scans[pos]
+        for name in ("centers", "indptr", "connection_ids", "counts"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def edge_scan(folder, rng):
+    """A scan whose streamlines reach every face of the key grid, labeled with a random
+    atlas: clipping at the edges is exercised with real streamlines (native space: the key
+    grid is the trk's own grid, whose faces the points touch)."""
+    sls = []
+    dim = np.array(QSDR_DIM)
+    for _ in range(120):
+        k = int(rng.integers(2, 12))
+        vox = rng.integers(0, dim, (k, 3))
+        face = rng.integers(0, 3)
+        vox[0, face] = rng.choice([0, dim[face] - 1])
+        sls.append(((vox + rng.uniform(0.1, 0.9, (k, 3))) * 2.0).astype(np.float32))
+    write_trk(folder / "e.trk", sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    atlas = rng.integers(0, 5, QSDR_DIM).astype(np.int16)
+    nib.Nifti1Image(atlas, QSDR_AFFINE).to_filename(str(folder / "atlas.nii.gz"))
+    index_scan(folder / "e.trk", folder / "e.pkl", space="native")
+    label_scan(folder / "e.trk", folder / "atlas.nii.gz", folder / "e.npy", space="native")
+    return folder / "e.pkl", folder / "e.npy"
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3])
+def test_grid_edges_equal_the_pkl_index(tmp_path, rng, radius):
+    pkl, npy = edge_scan(tmp_path, rng)
+    out = tmp_path / f"e.patterns-r{radius}.npz"
+    stats = write_patterns(pkl, npy, out, radius)
+    p = read_patterns(out)
+    assert stats["n_centers"] == p.n_centers and p.radius == radius
+    ds = load_track_dataset(pkl)
+    conn = np.load(npy)
+    idx = ds.tracks_at_ijk
+    dim = idx.dim
+    lin = np.asarray(p.centers)
+    ijk = np.stack(np.unravel_index(lin, dim), axis=1)
+    on_edge = np.flatnonzero(((ijk == 0) | (ijk == np.array(dim) - 1)).any(axis=1))
+    assert on_edge.shape[0] > 50
+    picks = np.concatenate([on_edge[:60], rng.choice(lin.shape[0], 30, replace=False)])
+    for c in picks:
+        ids = set()
+        for v in sphere_voxels(ijk[c], radius, dim):
+            ids.update(idx[v].tolist())
+        labels, counts = np.unique(conn[sorted(ids)], return_counts=True)
+        a, b = p.indptr[c], p.indptr[c + 1]
+        np.testing.assert_array_equal(p.connection_ids[a:b], labels)
+        np.testing.assert_array_equal(p.counts[a:b], counts)
+
+
+def test_file_is_memory_mapped_versioned_and_checked(tmp_path, rng):
+    pkl, npy = edge_scan(tmp_path, rng)
+    out = tmp_path / "e.npz"
+    write_patterns(pkl, npy, out, 1)
+    p = read_patterns(out)
+    assert isinstance(p.counts, np.memmap) and isinstance(p.centers, np.memmap)
+    assert p.meta["version"] == VERSION and p.meta["dim"] == list(QSDR_DIM)
+    np.testing.assert_allclose(p.affine, QSDR_AFFINE)
+    assert p.meta["inputs"]["pkl_path"]["size"] == pkl.stat().st_size
+    side = json.loads(Path(f"{out}.json").read_text())
+    assert side["kind"] == "termination_patterns" and side["params"]["radius"] == 1
+    # a newer version, a pickle, a non-file: named errors
+    bad = tmp_path / "v2.npz"
+    p.meta["version"] = VERSION + 1
+    save_patterns(p, bad)
+    with pytest.raises(LtpaError, match=r"v2\.npz.*format version 2.*rebuild"):
+        read_patterns(bad)
+    np.savez_compressed(tmp_path / "z.npz", centers=np.zeros(3))
+    with pytest.raises(LtpaError, match="z.npz.*compressed"):
+        read_patterns(tmp_path / "z.npz")
+    with pytest.raises(LtpaError, match="does not exist"):
+        read_patterns(tmp_path / "none.npz")
+    (tmp_path / "t.npz").write_text("not a zip")
+    with pytest.raises(LtpaError, match="not a termination-pattern file"):
+        read_patterns(tmp_path / "t.npz")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_file_written_in_chunks_equals_patterns_in_memory(tmp_path, chunk):
+    ds = load_track_dataset(DATA / "track_dataset_v0.pkl")
+    conn = (np.arange(ds.get_ntracks()) * 7) % 5
+    whole = build_patterns(ds.tracks_at_ijk, conn, 2)
+    got = write_patterns_file(ds.tracks_at_ijk, conn, 2, tmp_path / "c.npz", chunk=chunk)
+    p = read_patterns(tmp_path / "c.npz")
+    assert got == {"n_centers": whole.n_centers, "n_entries": int(whole.counts.shape[0])}
+    assert whole.n_centers > 1000
+    for name in ("centers", "indptr", "connection_ids", "counts"):
+        np.testing.assert_array_equal(getattr(p, name), getattr(whole, name))
+    assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]  # no work files left
+
+
+def test_committed_version_1_file_reads(tmp_path):
+    """tests/data/patterns_v1.npz: the first release's format, from the committed pkl with
+    connection ids (k % 4 for streamline k), radius 1."""
+    p = read_patterns(DATA / "patterns_v1.npz")
+    ds = load_track_dataset(DATA / "track_dataset_v0.pkl")
+    conn = np.arange(ds.get_ntracks()) % 4
+    again = build_patterns(ds.tracks_at_ijk, conn, 1)
+    for name in ("centers", "indptr", "connection_ids", "counts"):
+        np.testing.assert_array_equal(getattr(p, name), getattr(again, name))
+    assert p.meta["version"] == 1 and p.radius == 1
+
+
+@pytest.mark.parametrize("radius", [-1, 11, 1.5, "x", True, None])
+def test_bad_radius(tmp_path, radius):
+    with pytest.raises(LtpaError, match=r"radius .*expected an integer number of voxels in "
+                                        r"0\.\.10"):
+        write_patterns(DATA / "track_dataset_v0.pkl", tmp_path / "none.npy",
+                       tmp_path / "o.npz", radius)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_npy_of_another_scan_is_an_error_nothing_written(study, tmp_path):
+    scans = json.loads(study.read_text())
+    pkl = study.parent / scans[0]["pkl_path"]
+    npy = study.parent / scans[1]["track_labels"][0]["numpy_path"]
+    out = tmp_path / "o.npz"
+    with pytest.raises(LtpaError, match="connection ids for .* streamlines"):
+        write_patterns(pkl, npy, out, 1)
+    assert not out.exists() and not Path(f"{out}.json").exists()
+
+
+def test_built_files_are_read_and_stale_ones_recomputed(study, tmp_path):
+    src = source_of(study, SCALE33)
+    scans = json.loads(study.read_text())
+    first = scans[0]
+    npy = study.parent / first["track_labels"][0]["numpy_path"]
+    out = patterns_path(npy, 2)
+    assert out.name == npy.name[:-4] + ".patterns-r2.npz"
+    write_patterns(study.parent / first["pkl_path"], npy, out, 2)
+    with pytest.warns(UserWarning, match="computed on the fly for scans 's02'"):
+        sp = src.termination_patterns(2)
+    assert sp.sources[0] == str(out) and sp.sources[1] == "computed"
+    # the npy touched: the file no longer describes it
+    import os
+
+    st = npy.stat()
+    os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        with pytest.warns(UserWarning, match="out of date"):
+            sp = src.termination_patterns(2)
+        assert sp.sources[0] == "computed"
+    finally:
+        os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns))
+        out.unlink()
+        Path(f"{out}.json").unlink()
+
+
+def test_cli_patterns(study, tmp_path):
+    scans = json.loads(study.read_text())
+    pkl = study.parent / scans[2]["pkl_path"]
+    npy = study.parent / scans[2]["track_labels"][0]["numpy_path"]
+    out = tmp_path / "p.npz"
+    proc = subprocess.run([str(BIN / "ltpa"), "patterns", str(pkl), str(npy), str(out),
+                           "--radius", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    src = source_of(study, SCALE33)
+    mine = src.termination_patterns(1).scans[2]
+    p = read_patterns(out)
+    for name in ("centers", "indptr", "connection_ids", "counts"):
+        np.testing.assert_array_equal(getattr(p, name), getattr(mine, name))
+    proc = subprocess.run([str(BIN / "ltpa"), "patterns", str(pkl), str(npy),
+                           str(tmp_path / "q.npz"), "--radius", "12"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "radius 12" in proc.stderr
+    assert not (tmp_path / "q.npz").exists()
+
+
+def test_workflow_builds_patterns_and_rebuilds_only_when_inputs_change(tmp_path):
+    """One Snakemake run with config patterns: the files equal write_patterns'; a second dry
+    run has nothing to do; a changed npy reruns its label and its patterns only."""
+    import yaml
+
+    from conftest import planned_jobs, run_snakemake
+    from ltpa.demo import make_demo
+
+    study = make_demo(tmp_path / "study", n_scans=2, seed=2, n_per_side=10, n_background=5)
+    cfg = tmp_path / "patterns.yaml"
+    cfg.write_text(yaml.safe_dump({"patterns": {"radii": [1], "atlases": [
+        {"name": "Lausanne2008", "parameters": {"scale": 33}}]}}))
+    run_snakemake(tmp_path, "--configfile", str(cfg), local_data=study)
+    scans = json.loads(study.read_text())
+    for rec in scans:
+        for lab in rec["track_labels"]:
+            npy = study.parent / lab["numpy_path"]
+            out = patterns_path(npy, 1)
+            if lab["parameters"]["scale"] != 33:
+                assert not out.exists()
+                continue
+            mine = tmp_path / f"{rec['scan_id']}.npz"
+            write_patterns(study.parent / rec["pkl_path"], npy, mine, 1)
+            a, b = read_patterns(out), read_patterns(mine)
+            for name in ("centers", "indptr", "connection_ids", "counts"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    dry = run_snakemake(tmp_path, "--configfile", str(cfg), "-n", local_data=study)
+    assert "Nothing to be done" in dry.output
+    # a different npy (its ids changed): the labeling and its patterns are redone
+    npy = study.parent / scans[0]["track_labels"][0]["numpy_path"]
+    ids = np.load(npy)
+    np.save(npy, ids[::-1].copy())
+    dry = run_snakemake(tmp_path, "--configfile", str(cfg), "-n", local_data=study)
+    jobs = planned_jobs(dry.output)
+    assert ("termination_patterns", str(patterns_path(npy, 1))) in jobs
+    assert {r for r, _ in jobs} <= {"label_streamlines", "termination_patterns"}
+    assert len([j for j in jobs if j[0] == "termination_patterns"]) == 1

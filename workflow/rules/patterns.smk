@@ -1,0 +1,28 @@
+# Termination patterns (LTPA): per scan x atlas x radius, from the scan's pkl and npy
+# (config `patterns`; the files sit beside the npy, docs/ltpa.md). Both inputs are outputs
+# of this workflow, so they are declared (inputs_of) and a rebuilt pkl or npy reruns the
+# job; ltpa.staleness compares them with the sidecar like any other output's.
+#
+# Resources: ltpa.resources (see rules/index.smk).
+
+
+rule termination_patterns:
+    input:
+        unpack(inputs_of(RULE_PATTERNS)),
+    output:
+        patterns="{path}",
+    log:
+        log_pattern(RULE_PATTERNS),
+    wildcard_constraints:
+        **constraints(RULE_PATTERNS),
+    group:
+        group_of(RULE_PATTERNS)
+    threads: 1
+    resources:
+        mem_mb=resource_of(RULE_PATTERNS, mem_mb),
+        runtime=resource_of(RULE_PATTERNS, runtime_min),
+    params:
+        job=JOB,
+        spec=spec_of(RULE_PATTERNS),
+    shell:
+        "{params.job} --log {log:q} {params.spec:q}"
