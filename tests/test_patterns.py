@@ -18,11 +18,10 @@ from ltpa.analysis.patterns import (
     read_patterns,
     save_patterns,
     sphere_offsets,
-    write_patterns,
     write_patterns_file,
 )
 from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-from ltpa.pipeline import index_scan, label_scan
+from ltpa.pipeline import index_scan, label_scan, write_patterns
 from ltpa.trkwrite import write_trk
 from ltpa_helpers import brute_patterns, build_study, source_of, sphere_voxels
 

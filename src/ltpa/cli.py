@@ -122,8 +122,8 @@ def _query(args):
 
 
 def _patterns(args):
-    from .analysis.patterns import write_patterns
     from .jobs import job
+    from .pipeline import write_patterns
 
     with job(args.log, f"patterns {args.pkl} {args.npy}"):
         write_patterns(args.pkl, args.npy, args.out, args.radius, scan_id=args.scan_id)

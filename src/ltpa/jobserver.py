@@ -225,7 +225,7 @@ def _warm() -> None:
     import numpy as np
 
     from .grids import QSDR_AFFINE, QSDR_DIM
-    from .pipeline import export_key_trk, index_scan, label_scan, patterns_scan
+    from .pipeline import export_key_trk, index_scan, label_scan, write_patterns
     from .trkwrite import write_trk
 
     folder = tempfile.mkdtemp(prefix="ltpa-warm-")
@@ -248,7 +248,7 @@ def _warm() -> None:
         export_key_trk(trk, f"{folder}/w.key.trk")
         label_scan(trk, f"{folder}/a.nii.gz", f"{folder}/w.npy",
                    graphml_path=f"{folder}/g.graphml")
-        patterns_scan(f"{folder}/w.pkl", f"{folder}/w.npy", f"{folder}/w.patterns.npz", 1)
+        write_patterns(f"{folder}/w.pkl", f"{folder}/w.npy", f"{folder}/w.patterns.npz", 1)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -471,9 +471,15 @@ def map_b0_scan(fib_path, b0_path, out_path, *, scan_id=None) -> dict:
 
 
 
-def patterns_scan(pkl_path, npy_path, out_path, radius, *, scan_id=None, atlas_key=None,
-                  sidecar=True) -> dict:
-    """A scan's termination patterns at ``radius`` from its pkl and npy, to ``out_path``."""
+def write_patterns(pkl_path, npy_path, out_path, radius, *, scan_id=None, atlas_key=None,
+                   sidecar=True) -> dict:
+    """Build one scan's termination patterns at ``radius`` from its pkl and npy and write
+    them to ``out_path`` (with the sidecar).
+
+    What ``ltpa patterns`` and the workflow's per-scan jobs run (the ``patterns`` step of
+    ``run``): atomic, the output's lock held, the inputs checked unchanged before the
+    rename. Returns the job's statistics.
+    """
     from .analysis.patterns import check_radius
 
     return run(JobSpec("patterns", _abs(out_path), _inputs(pkl_path=pkl_path,

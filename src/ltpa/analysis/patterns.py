@@ -381,16 +381,3 @@ def patterns_path(numpy_path, radius) -> Path:
     text = os.fspath(numpy_path)
     stem = text[:-4] if text.endswith(".npy") else text
     return Path(f"{stem}.patterns-r{check_radius(radius)}.npz")
-
-
-def write_patterns(pkl_path, npy_path, out_path, radius, *, scan_id=None, sidecar=True) -> dict:
-    """Build one scan's patterns from its pkl and npy and write them (with the sidecar).
-
-    What ``ltpa patterns`` and the workflow's per-scan jobs run (``ltpa.pipeline.run``
-    with the ``patterns`` step): atomic, the output's lock held, the inputs checked
-    unchanged before the rename. Returns the job's statistics.
-    """
-    from ..pipeline import patterns_scan
-
-    return patterns_scan(pkl_path, npy_path, out_path, radius, scan_id=scan_id,
-                         sidecar=sidecar)
