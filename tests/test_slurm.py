@@ -110,6 +110,7 @@ def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(m
     assert mine["default-resources"]["slurm_partition"] == "short"
 
 
+@pytest.mark.slow
 def test_cluster_dry_run_plans_one_group_job_per_batch_of_scans(tmp_path, demo_study):
     missing = _plugin_missing()
     if missing and REQUIRED:
