@@ -6,6 +6,7 @@ nibabel's own test data (standard.trk, standard.LPS.trk, standard.tck, standard.
 
 import io
 import json
+import logging
 import os
 import subprocess
 from contextlib import redirect_stderr, redirect_stdout
@@ -21,6 +22,7 @@ from conftest import BIN, run_snakemake, study_folder
 from ltpa import cli
 from ltpa.demo import make_demo
 from ltpa.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE
+from ltpa.pipeline import label_scan
 from reference import label_slow, read_trk_slow
 
 LTPA = str(BIN / "ltpa")
@@ -115,7 +117,7 @@ def test_an_atlas_of_another_grid_is_refused_before_any_job(tmp_path, study):
 # --------------------------------------------------------------------------- voxel order (#11.2)
 
 
-def test_nibabel_standard_files_label_by_the_documented_rule(tmp_path):
+def test_nibabel_standard_files_label_by_the_documented_rule(tmp_path, caplog):
     """standard.trk (RAS), standard.LPS.trk and standard.tck: the same 120 streamlines.
 
     The rule: a .trk point's voxel is floor(voxmm / voxel size) in the file's own voxel
@@ -135,13 +137,12 @@ def test_nibabel_standard_files_label_by_the_documented_rule(tmp_path):
     regions = sorted(np.unique(atlas).tolist())
 
     def label(path, **kw):
+        """`ltpa label PATH ATLAS OUT --space native`, in-process: (labels, log text)."""
         out = tmp_path / (path.name + ".npy")
-        args = [LTPA, "label", path, atlas_path, out, "--space", "native"]
-        if "ref" in kw:
-            args += ["--reference-volume", kw["ref"]]
-        proc = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        return np.load(out), proc.stderr
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ltpa"):
+            label_scan(path, atlas_path, out, space="native", reference_volume=kw.get("ref"))
+        return np.load(out), caplog.text
 
     def by_reference(trk_path, flip_xy):
         """Independently: stored voxmm, floor, and the atlas flipped in x, y by numpy."""
