@@ -99,3 +99,19 @@ def test_a_touched_input_with_the_same_content_is_still_up_to_date(built):
     v = staleness.judge_all([spec])[0]
     assert v.status == staleness.OUT_OF_DATE
     assert f"changed (size {size} -> {size + 1} bytes)" in v.reason
+
+
+def test_another_input_path_is_out_of_date_a_symlink_to_the_same_file_is_not(built):
+    folder, spec = built
+    other = folder / "b.nii"
+    other.write_bytes((folder / "a.nii").read_bytes())  # the same bytes, another file
+    os.symlink(folder / "a.nii", folder / "link.nii")
+
+    def with_atlas(path):
+        return JobSpec("label", spec.output, {**spec.inputs, "volume_path": str(path)},
+                       space="native")
+
+    v = staleness.judge_all([with_atlas(other)])[0]
+    assert v.status == staleness.OUT_OF_DATE
+    assert v.reason == f"volume_path was {str(folder / 'a.nii')!r}, now {str(other)!r}"
+    assert staleness.judge_all([with_atlas(folder / "link.nii")])[0].status == staleness.OK
