@@ -114,4 +114,10 @@ def test_another_input_path_is_out_of_date_a_symlink_to_the_same_file_is_not(bui
     v = staleness.judge_all([with_atlas(other)])[0]
     assert v.status == staleness.OUT_OF_DATE
     assert v.reason == f"volume_path was {str(folder / 'a.nii')!r}, now {str(other)!r}"
+    assert v.buildable and v.missing == ()
     assert staleness.judge_all([with_atlas(folder / "link.nii")])[0].status == staleness.OK
+    # ... which cannot be rebuilt while another input is gone (named, for the error)
+    (folder / "t.trk").unlink()
+    v = staleness.judge_all([with_atlas(other)])[0]
+    assert v.status == staleness.OUT_OF_DATE and not v.buildable
+    assert v.missing == (("trk_file", str(folder / "t.trk")),)
