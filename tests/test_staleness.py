@@ -121,3 +121,22 @@ def test_another_input_path_is_out_of_date_a_symlink_to_the_same_file_is_not(bui
     v = staleness.judge_all([with_atlas(other)])[0]
     assert v.status == staleness.OUT_OF_DATE and not v.buildable
     assert v.missing == (("trk_file", str(folder / "t.trk")),)
+
+
+
+def test_an_output_replaced_by_another_file_is_out_of_date(built):
+    folder, spec = built
+    out = folder / "o.npy"
+    np.save(out, np.arange(7))  # another output, another size, a sidecar that is not its own
+    v = staleness.judge_all([spec])[0]
+    assert v.status == staleness.OUT_OF_DATE and "not the one its sidecar describes" in v.reason
+
+
+def test_a_changed_input_path_that_does_not_exist_cannot_be_built(built):
+    folder, spec = built
+    gone = folder / "gone.nii"
+    v = staleness.judge_all([JobSpec("label", spec.output,
+                                     {**spec.inputs, "volume_path": str(gone)},
+                                     space="native")])[0]
+    assert v.status == staleness.OUT_OF_DATE and not v.buildable
+    assert v.missing == (("volume_path", str(gone)),) and v.built_from == str(folder / "a.nii")
