@@ -66,6 +66,52 @@ def test_b0_mapping_voxel_by_voxel(tmp_path, rng, affine):
     assert stats["outside_b0"]["x"] == int(((mx < 0) | (mx >= 6)).sum()) > 0
 
 
+def _rotation(axis, degrees):
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    r = np.eye(4)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+def _permuted(perm, signs, tilt_deg=0.0):
+    """An affine whose voxel axis k runs along world axis perm[k] with sign signs[k] (2 mm),
+    tilted by ``tilt_deg`` about z: a sagittal or coronal acquisition, straight or oblique."""
+    a = np.zeros((4, 4))
+    for k, (w, sg) in enumerate(zip(perm, signs)):
+        a[w, k] = 2.0 * sg
+    a[:3, 3] = [-7.0, 11.0, 3.0]
+    a[3, 3] = 1.0
+    return _rotation(2, tilt_deg) @ a
+
+
+@pytest.mark.parametrize("affine", [
+    _permuted((1, 2, 0), (1, -1, 1)),  # sagittal: voxel x runs along world y
+    _permuted((2, 0, 1), (-1, 1, -1)),
+    _permuted((0, 2, 1), (-1, -1, 1), tilt_deg=12),  # coronal, oblique
+    _permuted((1, 0, 2), (1, 1, -1), tilt_deg=-20),
+    _rotation(0, 15) @ np.diag([2.0, -2, 2, 1]),  # no permutation, oblique
+], ids=["sagittal", "cyclic", "coronal-oblique", "xy-swapped-oblique", "oblique"])
+def test_b0_mapping_with_a_permuted_or_oblique_affine(tmp_path, rng, affine):
+    """DSI Studio reads every volume into LPS voxel order (its NIfTI reader swaps the axes
+    of a permuted image, then flips); the fib's mx/my/mz index that volume. Independently:
+    nibabel's orientation of the affine, brought to LPS by nibabel, then voxel by voxel."""
+    dimension = (7, 6, 5)
+    b0 = rng.integers(0, 30, (6, 5, 4)).astype(np.int16)
+    ornt = nib.orientations.io_orientation(affine)
+    to_lps = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("LPS"))
+    lps = nib.orientations.apply_orientation(b0, to_lps)
+    n = int(np.prod(dimension))
+    mx, my, mz = (rng.integers(-1, s + 1, n) for s in lps.shape)
+    save_fib(tmp_path / "s.fib.gz", dimension, mx, my, mz)
+    nib.Nifti1Image(b0, affine).to_filename(str(tmp_path / "b0.nii.gz"))
+    map_b0_atlas(tmp_path / "s.fib.gz", tmp_path / "b0.nii.gz", tmp_path / "q.nii.gz")
+    got = np.asanyarray(nib.load(str(tmp_path / "q.nii.gz")).dataobj)
+    # lps is already in DSI Studio's order: an identity affine in reference_map's LPS terms
+    np.testing.assert_array_equal(
+        got, reference_map(lps, np.diag([-1.0, -1, 1, 1]), dimension, mx, my, mz))
+
+
 def test_b0_mapping_errors(tmp_path):
     (tmp_path / "bad.fib.gz").write_bytes(b"not gzip at all")
     nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), np.eye(4)).to_filename(
@@ -94,6 +140,19 @@ def test_track_scalars_round_trip_and_count_check(tmp_path, rng):
         scalars_scan(tmp_path / "short.txt", tmp_path / "t.trk", tmp_path / "x.npy", scan_id="s1")
     assert "has 29 lines but there are 30 streamlines" in str(err.value)
     assert all(s in str(err.value) for s in ("short.txt", "t.trk", "scan 's1'"))
+
+
+def test_an_empty_scalar_line_is_nan_for_that_streamline_only(tmp_path, rng):
+    sls = [rng.uniform(0, 100, (4, 3)).astype(np.float32) for _ in range(5)]
+    write_trk(tmp_path / "t.trk", sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    rows = ["0.5 1.5", "", "2 4 6", "   ", "7"]  # streamlines 1 and 3 have no values
+    (tmp_path / "fa.txt").write_text("\n".join(rows) + "\n")
+    scalars_scan(tmp_path / "fa.txt", tmp_path / "t.trk", tmp_path / "fa.npy", scan_id="s1")
+    got = np.load(tmp_path / "fa.npy")
+    assert got.dtype == np.float64 and got.shape == (5,)
+    assert np.isnan(got).tolist() == [False, True, False, True, False]
+    np.testing.assert_array_equal(got[[0, 2, 4]], [1.0, 4.0, 7.0])
+    assert read_sidecar(tmp_path / "fa.npy")["stats"]["n_empty"] == 2
 
 
 def test_label_tables(tmp_path):

@@ -4,26 +4,36 @@ Real files throughout: the demo's QSDR atlases saved the ways other tools save t
 nibabel's own test data (standard.trk, standard.LPS.trk, standard.tck, standard.nii.gz).
 """
 
+import io
 import json
+import logging
 import os
 import subprocess
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
 from nibabel.testing import data_path as NIB_DATA
 
-from conftest import BIN, planned_jobs, run_snakemake, study_folder
+from conftest import BIN, run_snakemake, study_folder
+from ltpa import cli
 from ltpa.demo import make_demo
 from ltpa.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE
+from ltpa.pipeline import label_scan
 from reference import label_slow, read_trk_slow
 
 LTPA = str(BIN / "ltpa")
 
 
 def validate(local_data):
-    return subprocess.run([LTPA, "validate", str(local_data)], capture_output=True, text=True)
+    """`ltpa validate LOCAL_DATA` in this process (the same main() the command runs)."""
+    err, out = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(out):
+        rc = cli.main(["validate", str(local_data)])
+    return SimpleNamespace(returncode=rc, stderr=err.getvalue(), stdout=out.getvalue())
 
 
 def edit(local_data, fn):
@@ -40,6 +50,7 @@ def study(tmp_path):
 # --------------------------------------------------------------------------- atlas geometry (#11.1)
 
 
+@pytest.mark.slow
 def test_an_atlas_saved_in_ras_order_gives_exactly_the_same_labels(tmp_path, study):
     folder = study.parent
     work = tmp_path / "work"
@@ -55,8 +66,10 @@ def test_an_atlas_saved_in_ras_order_gives_exactly_the_same_labels(tmp_path, stu
     proc = run_snakemake(work, local_data=study)
     assert ("scan s1, atlas scale33: atlas reoriented: reoriented by index from RAS to LPS"
             in proc.output)
-    assert ("label_streamlines", str(folder / "s1" / "scale33.npy")) in planned_jobs(proc.output) \
-        or "scale33.npy" in proc.output
+    # the atlas file changed, so s1's npy is rebuilt (to the same labels); s2's is not
+    ran = [line for line in proc.output.splitlines() if "output:" in line]
+    assert any(str(folder / "s1" / "scale33.npy") in line for line in ran), proc.output
+    assert not any(str(folder / "s2" / "scale33.npy") in line for line in ran), proc.output
     for s in ("s1", "s2"):
         np.testing.assert_array_equal(np.load(folder / s / "scale33.npy"), before[s])
     # and the end-of-run summary and ltpa status say so
@@ -65,10 +78,8 @@ def test_an_atlas_saved_in_ras_order_gives_exactly_the_same_labels(tmp_path, stu
     assert "scan s1, atlas scale33: atlas reoriented" in status.stderr
 
 
-@pytest.mark.parametrize("case", ["shifted", "mni grid", "zoomed"])
-def test_an_atlas_of_another_grid_is_refused_before_any_job(tmp_path, study, case):
-    folder = study.parent
-    atlas = folder / "s2" / "s2.scale60.QSDR.nii.gz"
+def _other_grid_atlas(study, case):
+    atlas = study.parent / "s2" / "s2.scale60.QSDR.nii.gz"
     img = nib.load(str(atlas))
     data = np.asanyarray(img.dataobj)
     if case == "shifted":  # the same shape, another place: 2 mm to the side
@@ -83,18 +94,30 @@ def test_an_atlas_of_another_grid_is_refused_before_any_job(tmp_path, study, cas
     expected = (f"scan #1 ('s2'), field 'track_labels[1].volume_path': atlas file '{atlas}' has "
                 f"shape")
     grid = "but the streamlines' grid is (79, 95, 69) with affine [-2 0 0 78; 0 -2 0 76; 0 0 2 -50]"
+    return expected, grid
+
+
+@pytest.mark.parametrize("case", ["shifted", "mni grid", "zoomed"])
+def test_an_atlas_of_another_grid_is_refused_by_validate(study, case):
+    expected, grid = _other_grid_atlas(study, case)
     proc = validate(study)
     assert proc.returncode == 1 and expected in proc.stderr and grid in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_an_atlas_of_another_grid_is_refused_before_any_job(tmp_path, study):
+    """The workflow runs the same check before any job, in the dry run and in a run."""
+    expected, grid = _other_grid_atlas(study, "shifted")
     for args in (("-n",), ()):
         run = run_snakemake(tmp_path / "work", *args, local_data=study, check=False)
         assert run.returncode == 1 and expected in run.output and grid in run.output
-    assert not list(folder.glob("s*/*.npy"))
+    assert not list(study.parent.glob("s*/*.npy"))
 
 
 # --------------------------------------------------------------------------- voxel order (#11.2)
 
 
-def test_nibabel_standard_files_label_by_the_documented_rule(tmp_path):
+def test_nibabel_standard_files_label_by_the_documented_rule(tmp_path, caplog):
     """standard.trk (RAS), standard.LPS.trk and standard.tck: the same 120 streamlines.
 
     The rule: a .trk point's voxel is floor(voxmm / voxel size) in the file's own voxel
@@ -114,13 +137,12 @@ def test_nibabel_standard_files_label_by_the_documented_rule(tmp_path):
     regions = sorted(np.unique(atlas).tolist())
 
     def label(path, **kw):
+        """`ltpa label PATH ATLAS OUT --space native`, in-process: (labels, log text)."""
         out = tmp_path / (path.name + ".npy")
-        args = [LTPA, "label", path, atlas_path, out, "--space", "native"]
-        if "ref" in kw:
-            args += ["--reference-volume", kw["ref"]]
-        proc = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        return np.load(out), proc.stderr
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ltpa"):
+            label_scan(path, atlas_path, out, space="native", reference_volume=kw.get("ref"))
+        return np.load(out), caplog.text
 
     def by_reference(trk_path, flip_xy):
         """Independently: stored voxmm, floor, and the atlas flipped in x, y by numpy."""
@@ -168,6 +190,11 @@ def test_validate_catches_what_the_dry_run_catches(tmp_path, study):
     assert proc.returncode == 1
     assert (f"scan #1 ('s2'), field 'trk_file': file '{folder}/s2/s2.trk' does not exist "
             f"(needed to build '{folder}/s2/s2.pkl')") in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_dry_run_catches_what_validate_catches(tmp_path, study):
+    (study.parent / "s2" / "s2.trk").unlink()
     run = run_snakemake(tmp_path / "work", "-n", local_data=study, check=False)
     assert run.returncode == 1 and "s2/s2.trk' does not exist" in run.output
 
@@ -190,7 +217,7 @@ def test_header_facts_are_cached_by_file_identity(tmp_path, study):
 # --------------------------------------------------------------------------- field names (#11.4)
 
 
-def test_misspelled_fields_warn_with_a_suggestion_or_fail_when_strict(tmp_path, study):
+def _typos(study):
     def typos(d):
         d[0]["trk_spce"] = "mni"
         d[1]["trk_fle"] = "s2/other.trk"
@@ -206,14 +233,23 @@ def test_misspelled_fields_warn_with_a_suggestion_or_fail_when_strict(tmp_path, 
         "scan #0 ('s1'), track_labels[0]: unknown field 'graphml_pth': did you mean "
         "'graphml_path'?",
     ]
+    return expected
+
+
+def test_misspelled_fields_warn_with_a_suggestion(study):
+    expected = _typos(study)
     proc = validate(study)
     assert proc.returncode == 0
     for e in expected:
         assert e in proc.stderr, proc.stderr
     assert "handedness" not in proc.stderr
-    for args in (("-n",), ()):
-        run = run_snakemake(tmp_path / "work", *args, local_data=study)
-        assert all(e in run.output for e in expected)
+
+
+@pytest.mark.slow
+def test_misspelled_fields_warn_in_the_run_or_fail_when_strict(tmp_path, study):
+    expected = _typos(study)
+    run = run_snakemake(tmp_path / "work", local_data=study)
+    assert all(e in run.output for e in expected)
     strict = run_snakemake(tmp_path / "work2", "-n", local_data=study,
                            config=["strict_fields=True"], check=False)
     assert strict.returncode == 1 and "5 problems" in strict.output
@@ -231,7 +267,9 @@ def write_graphml(path, ids):
     nx.write_graphml(g, str(path))
 
 
-def test_region_lists_that_do_not_fit_their_atlas(tmp_path, study):
+@pytest.mark.parametrize("workflow", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["validate", "workflow"])
+def test_region_lists_that_do_not_fit_their_atlas(tmp_path, study, workflow):
     folder = study.parent
     # scale60's atlas has labels 16, 17, 80, 81, 83; a list of another resolution lacks 2
     write_graphml(folder / "atlases" / "other.graphml", [16, 80, 83, 200, 201])
@@ -241,15 +279,17 @@ def test_region_lists_that_do_not_fit_their_atlas(tmp_path, study):
     assert "scan s2, atlas scale60: atlas labels not in the region list (background) (2): 17, 81" \
         in proc.stderr
     assert "scan s2, atlas scale60: regions of the list not in the atlas (2)" in proc.stderr
-    run = run_snakemake(tmp_path / "work", local_data=study)
-    assert "atlas labels not in the region list (background) (2)" in run.output
-    assert "labels not in the region list (background): 1 output of 1 scan" in run.output
+    if workflow:
+        run = run_snakemake(tmp_path / "work", local_data=study)
+        assert "atlas labels not in the region list (background) (2)" in run.output
+        assert "labels not in the region list (background): 1 output of 1 scan" in run.output
     # mostly unmatched: an error before any job (max_unmatched_labels, default one half)
     write_graphml(folder / "atlases" / "other.graphml", [16, 200, 201])
     proc = validate(study)
     assert proc.returncode == 1
     assert ("field 'track_labels[1].graphml_path': 4 of the 5 labels of atlas "
             f"'{folder}/s2/s2.scale60.QSDR.nii.gz' are not in the region list") in proc.stderr
-    loose = run_snakemake(tmp_path / "work", "-n", local_data=study,
-                          config=["max_unmatched_labels=0.9"])
-    assert loose.returncode == 0
+    if workflow:
+        loose = run_snakemake(tmp_path / "work", "-n", local_data=study,
+                              config=["max_unmatched_labels=0.9"])
+        assert loose.returncode == 0

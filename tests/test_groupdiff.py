@@ -141,11 +141,13 @@ def test_table_equals_welch_per_pair_from_the_counts(small_study, tmp_path):
         res = stats.ttest_ind(x, y, equal_var=False)
         want[pair] = (res.statistic, res.pvalue, np.mean(x) / np.mean(y), n_x, n_y,
                       np.mean(_counts(truth, "patient", pair)),
-                      np.mean(_counts(truth, "control", pair)), np.std(y, ddof=1))
+                      np.mean(_counts(truth, "control", pair)), np.std(y, ddof=1),
+                      np.mean(x), np.mean(y), np.std(x, ddof=1), res.df)
     got = {(int(r["region_a"]), int(r["region_b"])): r for r in rows}
     assert set(got) == set(want) and (1, 4) not in got  # pair 3 (1, 4): ~2 streamlines a scan
     assert len(want) == N_PAIRS - 1
-    for pair, (t, p, ratio, n_x, n_y, count_x, count_y, sd_y) in want.items():
+    for pair, (t, p, ratio, n_x, n_y, count_x, count_y, sd_y, mean_x, mean_y, sd_x,
+               df) in want.items():
         r = got[pair]
         assert float(r["welch_t"]) == pytest.approx(t, rel=1e-5), pair
         assert float(r["p"]) == pytest.approx(p, rel=1e-5), pair
@@ -154,6 +156,11 @@ def test_table_equals_welch_per_pair_from_the_counts(small_study, tmp_path):
         assert float(r["mean_count_group"]) == pytest.approx(count_x, rel=1e-5)
         assert float(r["mean_count_reference"]) == pytest.approx(count_y, rel=1e-5)
         assert float(r["sd_share_reference"]) == pytest.approx(sd_y, rel=1e-5)
+        # each group's own share statistics, not the other group's (a swap passed before)
+        assert float(r["mean_share_group"]) == pytest.approx(mean_x, rel=1e-5), pair
+        assert float(r["mean_share_reference"]) == pytest.approx(mean_y, rel=1e-5), pair
+        assert float(r["sd_share_group"]) == pytest.approx(sd_x, rel=1e-5), pair
+        assert float(r["df"]) == pytest.approx(df, rel=1e-5), pair
         assert r["name_a"] == names[pair[0]] and r["name_b"] == names[pair[1]]
         assert r["connection_id"] == ""  # two region lists: no single id
     # region 6's pairs have 4 control scans, the others 5

@@ -243,3 +243,9 @@ def test_non_finite_coordinates_are_errors(tmp_path, rng):
         with pytest.raises(LtpaError, match="streamline 3 has a NaN or infinite"):
             index_scan(trk, None, space="qsdr", trk_out=tmp_path / "x.trk")
         assert not (tmp_path / "x.pkl").exists() and not (tmp_path / "x.trk").exists()
+    # the very first streamline (index 0 of the first range) too
+    broken = [s.copy() for s in sls]
+    broken[0][0, 0] = np.nan
+    write_trk(tmp_path / "bad.trk", broken, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    with pytest.raises(LtpaError, match="streamline 0 has a NaN or infinite"):
+        index_scan(tmp_path / "bad.trk", tmp_path / "x.pkl", space="qsdr")

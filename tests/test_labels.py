@@ -321,3 +321,14 @@ def test_labeling_in_any_buffer_size_matches_the_reference(tmp_path, rng, monkey
             assert not out.exists()
             seen.add("err")
     assert seen == {"ok", "err"}
+
+
+@pytest.mark.parametrize("n_regions", [1, 2, 7, 40])
+def test_pair_index_is_the_position_in_triu_indices(n_regions):
+    """The one connection-id rule the demo and the reader use: (lo, hi) -> triu position."""
+    from ltpa.labels import pair_index
+
+    rows, cols = np.triu_indices(n_regions)
+    got = pair_index(rows, cols, n_regions)
+    np.testing.assert_array_equal(got, np.arange(rows.shape[0]))
+    assert got.dtype == np.int64

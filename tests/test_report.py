@@ -1,6 +1,7 @@
 """The report's plots against independent computations from the QC tables (fast, on
 generated tables), and `snakemake --report` after a full run, opened in headless Chromium."""
 
+import base64
 import csv
 import math
 import os
@@ -240,8 +241,10 @@ def test_report_holds_description_summary_and_plots(report):
     assert "Local Tract Population Analysis" in text  # workflow.rst
     for name in ["qc/summary.tsv"] + PLOTS:
         assert f'"{results / name}"' in text, name
-    for p in PLOTS:  # the images themselves are embedded
-        assert re.search(r'"data:image/png[^"]*;base64,iVBORw0KGgo', text)
+    for p in PLOTS:  # each plot's own image is embedded, byte for byte
+        png = (results / p).read_bytes()
+        assert png.startswith(b"\x89PNG"), p
+        assert base64.b64encode(png).decode() in text, p
 
 
 # CI sets LTPA_REQUIRE_CHROMIUM=1 (and installs it): there, a missing browser fails the test

@@ -8,7 +8,9 @@ the same path byte-identical, with no temp file beside it.
 import contextlib
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -254,12 +256,14 @@ def test_cli_output_folder_not_writable(good, tmp_path):
 def mounted_tmpfs(path, options):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    # CI (.ci/run) sets LTPA_REQUIRE_TMPFS=1: there a test that cannot mount fails, not skips
+    give_up = pytest.fail if os.environ.get("LTPA_REQUIRE_TMPFS") else pytest.skip
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        give_up("mounting a tmpfs needs root")
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        give_up(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
         yield path
     finally:
@@ -299,6 +303,35 @@ def test_full_disk_fails_cleanly_and_keeps_the_previous_output(good, tmp_path):
         (proc,) = run_all([[LTPA, "label", good["trk"], good["atlas"], full / "again.npy"]])
         assert proc.returncode == 0, proc.stderr
         assert np.array_equal(np.load(full / "again.npy"), np.load(full / "s1.npy"))
+
+
+def _file_size_limit(limit):
+    """preexec_fn: writes past ``limit`` bytes fail with EFBIG (SIGXFSZ ignored so the write
+    returns the error instead of killing the process): a full disk without mounting one."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_write_cut_short_by_a_file_size_limit_keeps_the_previous_output(good, tmp_path):
+    """The full-disk test without root or tmpfs: any machine runs it."""
+    rng = np.random.default_rng(2)
+    sls = []
+    for _ in range(12):
+        part, _ = make_streamlines(rng, 400, 0)
+        sls += part
+    big = tmp_path / "big.trk"
+    write_trk(big, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    out = fresh_out(good, tmp_path, 0)
+    before = snapshot(out)
+    assert big.stat().st_size > 3 << 20 and max(len(b) for b in before.values()) < 2 << 20
+    for name in ("s1.pkl", "new.pkl"):  # replace the good one; a new one
+        proc = subprocess.run([str(a) for a in (LTPA, "index", big, out / name)],
+                              capture_output=True, text=True, preexec_fn=_file_size_limit(2 << 20))
+        assert_clean_failure(proc, f"could not write {str(out / name)!r}: File too large")
+    assert snapshot(out) == before  # no temp file, no partial new.pkl, the old pkl intact
+    assert load_track_dataset(out / "s1.pkl").get_ntracks() == good["n"]
 
 
 # --------------------------------------------------------------------------- a pkl that runs code

@@ -214,6 +214,7 @@ def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(m
     assert mine["default-resources"]["slurm_partition"] == "short"
 
 
+@pytest.mark.slow
 def test_cluster_dry_run_plans_one_group_job_per_batch_of_scans(tmp_path, demo_study):
     # (no SLURM needed: the ltpa-slurm executor imports the slurm plugin only to run jobs)
     for per_job, expected in ((1, [f"scans_{i:06d}" for i in range(3)]), (2, ["scans_000000",

@@ -31,12 +31,21 @@ def dry_core(work, local_data):
     return [j for j in planned_jobs(proc.output) if j[0] in CORE]
 
 
+def jobs_of(study, scans):
+    """The data jobs of ``scans`` of the demo study, from its layout (s<n>/s<n>.pkl, ...)."""
+    return sorted(job for s in scans for job in (
+        ("index_streamlines", str(study / s / f"{s}.pkl")),
+        ("export_key_trk", str(study / s / f"{s}.pkl.trk")),
+        ("label_streamlines", str(study / s / "scale33.npy")),
+        ("label_streamlines", str(study / s / "scale60.npy"))))
+
+
 def test_status_agrees_with_the_dry_run(tmp_path, demo_study):
     study, work = demo_study.parent, tmp_path / "work"
     # fresh: everything missing
     rc, rows = status(demo_study)
     assert rc == 1 and len(rows) == 12 and {r[0] for r in rows} == {"missing"}
-    assert needs_work(rows) == dry_core(work, demo_study)
+    assert needs_work(rows) == jobs_of(study, ("s1", "s2", "s3")) == dry_core(work, demo_study)
     # after a run of the JSON's outputs: all ok, exit 0
     outputs = [r[3] for r in rows]
     run_snakemake(work, "--cores", "2", *outputs, local_data=demo_study)
@@ -57,7 +66,9 @@ def test_status_agrees_with_the_dry_run(tmp_path, demo_study):
     assert {r[3] for r in rows if r[0] == "out of date"} == {
         str(study / "s1" / n) for n in ("s1.pkl", "s1.pkl.trk", "scale33.npy", "scale60.npy")}
     assert all("trk_file" in r[4] and "changed" in r[4] for r in rows if r[0] == "out of date")
-    assert needs_work(rows) == dry_core(work, demo_study)
+    want = sorted(jobs_of(study, ("s1",)) + [("label_streamlines", str(study / "s3" /
+                                                                      "scale60.npy"))])
+    assert needs_work(rows) == want == dry_core(work, demo_study)  # s3's npy still missing
     # a changed config (numbering): every npy, as Snakemake's params trigger
     proc = subprocess.run([str(BIN / "ltpa"), "status", str(demo_study), "--start-at", "0"],
                           capture_output=True, text=True)

@@ -199,3 +199,18 @@ def test_kernels_work_without_a_writable_numba_cache(monkeypatch):
     finally:
         monkeypatch.setattr(numba, "njit", real)
         importlib.reload(kernels)
+
+
+def test_streamline_lengths_match_a_per_point_loop(tmp_path, rng):
+    """Fast: the length kernel on its own file (tests/test_qc.py checks it on a workflow run)."""
+    from ltpa.qc import streamline_lengths
+
+    sls = [rng.uniform(0, 150, (int(rng.integers(1, 12)), 3)).astype(np.float32)
+           for _ in range(80)]
+    write_trk(tmp_path / "t.trk", sls, (79, 95, 69), (2, 2, 2), "LPS", QSDR_AFFINE)
+    with open_trk(tmp_path / "t.trk") as f:
+        got = streamline_lengths(f)
+    slow = [sum(float(np.linalg.norm(np.asarray(p[i + 1], float) - np.asarray(p[i], float)))
+                for i in range(len(p) - 1)) for p in read_trk_slow(tmp_path / "t.trk")]
+    assert min(len(s) for s in sls) == 1 and slow.count(0.0) >= 1  # one-point streamlines: 0
+    np.testing.assert_allclose(got, slow, rtol=1e-9, atol=1e-9)

@@ -82,24 +82,37 @@ ALIASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(ALIASES))
-def test_an_output_that_aliases_an_input_is_refused_before_any_job(tmp_path, study, case):
+def _alias(study, case):
     change, fragment = ALIASES[case]
     folder = study.parent
     (folder / "s1" / "table.tsv").write_text("index\tname\n10\trh\n51\tlh\n83\tstem\n")
     edit(study, change)
-    before = files_of(folder)
-    expected = fragment.format(study=folder)
+    return fragment.format(study=folder)
+
+
+@pytest.mark.parametrize("case", sorted(ALIASES))
+def test_an_output_that_aliases_an_input_is_refused_by_validate_and_status(study, case):
+    expected = _alias(study, case)
+    before = files_of(study.parent)
     proc = validate(study)
     assert proc.returncode == 1 and expected in proc.stderr, proc.stderr
+    status = subprocess.run([LTPA, "status", str(study)], capture_output=True, text=True)
+    assert status.returncode == 1 and expected in status.stderr
+    assert files_of(study.parent) == before
+
+
+@pytest.mark.slow
+def test_an_output_that_aliases_an_input_is_refused_before_any_job(tmp_path, study):
+    """The workflow makes the same check (one study function) before any job."""
+    expected = _alias(study, "pkl over another scan's trk")
+    before = files_of(study.parent)
     for args in (("-n",), ()):  # dry run and run: refused before any job
         run = run_snakemake(tmp_path / "work", *args, local_data=study, check=False)
         assert run.returncode != 0 and expected in run.output, run.output[-3000:]
-    status = subprocess.run([LTPA, "status", str(study)], capture_output=True, text=True)
-    assert status.returncode == 1 and expected in status.stderr
-    assert files_of(folder) == before
+    assert files_of(study.parent) == before
 
 
+@pytest.mark.slow
 def test_outputs_through_a_symlinked_folder_that_reach_raw_data(tmp_path, study):
     """A folder symlink makes pkl_path the raw trk: refused, and --forcerun deletes nothing."""
     folder = study.parent
@@ -618,6 +631,7 @@ def test_deeply_nested_json_and_a_closed_pipe_are_no_tracebacks(tmp_path, study)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_a_study_folder_with_braces_is_a_clear_early_error(tmp_path):
     local_data = make_demo(tmp_path / "study {x}", n_scans=1, seed=1, n_per_side=4,
                            n_background=2)
@@ -632,6 +646,7 @@ def test_a_study_folder_with_braces_is_a_clear_early_error(tmp_path):
                    check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_workflow_errors_end_without_python_frames(tmp_path, study):
     edit(study, lambda d: d[1].update(pkl_path="s1/s1.trk"))
     proc = run_snakemake(tmp_path / "work", "-n", local_data=study, check=False)

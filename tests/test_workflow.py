@@ -277,23 +277,46 @@ def test_killed_job_leaves_no_partial_output(tmp_path, demo_study):
 
 
 def test_killed_cli_write_keeps_the_previous_output(tmp_path, demo_study):
-    """SIGKILL at random moments of `ltpa index` never leaves a partial or mixed pkl."""
+    """SIGKILL while `ltpa index` writes over a good pkl (checked: the process is stopped with
+    its temp file open before the kill) never leaves a partial or mixed pkl."""
+    import psutil
+
     study = demo_study.parent
+    rng = np.random.default_rng(5)
+    sls = []
+    for _ in range(60):
+        part, _ = make_streamlines(rng, 500, 0)
+        sls += part
     trk = study / "s1" / "s1.trk"
+    write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
     out = tmp_path / "s1.pkl"
     subprocess.run([str(BIN / "ltpa"), "index", str(trk), str(out)], check=True,
                    capture_output=True)
     good = load_track_dataset(out).tracks_at_ijk
-    for delay in (0.05, 0.2, 0.4, 0.8):
+    tmp_prefix = str(tmp_path / ".s1.pkl.ltpa-tmp-")
+    landed = 0
+    for _attempt in range(4):
         p = subprocess.Popen([str(BIN / "ltpa"), "index", str(trk), str(out)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        proc = psutil.Process(p.pid)
+        deadline = time.time() + 60
+        while time.time() < deadline and p.poll() is None:
+            try:
+                if any(f.path.startswith(tmp_prefix) for f in proc.open_files()):
+                    proc.suspend()  # stopped where it is: still writing?
+                    landed += any(f.path.startswith(tmp_prefix) for f in proc.open_files())
+                    break
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                break
         p.send_signal(signal.SIGKILL)
         p.wait()
         # the same scan: either untouched or fully replaced, never partial
         idx = load_track_dataset(out).tracks_at_ijk
         np.testing.assert_array_equal(idx.voxels, good.voxels)
         np.testing.assert_array_equal(idx.ids, good.ids)
+        if landed >= 2:
+            break
+    assert landed >= 2, f"the kill landed during the write {landed} times of 4"
 
 
 def test_wrong_grid_and_atlas_shape_fail_before_any_job_with_scan_named(tmp_path, demo_study):

@@ -3,8 +3,12 @@
 The fib file is a gzipped MATLAB v4 file; ``dimension`` is the QSDR grid and
 ``mx``, ``my``, ``mz`` give, for every QSDR voxel v in Fortran order, the b0 voxel
 whose label it takes. The b0 volume is first conformed to the orientation DSI
-Studio assumes: x flipped if the affine's [0,0] > 0, y if [1,1] > 0, z if
-[2,2] < 0. Map indices outside the b0 volume are set to 0 on that axis, as dsi2
+Studio's NIfTI reader gives its volumes (LPS), as it does: axes swapped where the
+affine's dominant column of a world axis is another voxel axis (x<->y, then x<->z,
+then y<->z), then x flipped if the affine's [0,0] > 0, y if [1,1] > 0, z if
+[2,2] < 0. For a diagonal affine only the flips apply (dsi2's rule); without the
+swaps a permuted b0 (a sagittal acquisition) would take wrong labels silently.
+Map indices outside the b0 volume are set to 0 on that axis, as dsi2
 did, and counted in the log (dsi2 did not count them, and let negative indices
 wrap; here they are treated as outside too).
 """
@@ -51,7 +55,14 @@ def read_fib_mapping(path):
 
 
 def conform_b0(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Flip the b0 volume to the orientation DSI Studio's mapping assumes (dsi2's rule)."""
+    """Swap and flip the b0 volume to the orientation DSI Studio's mapping assumes."""
+    affine = np.array(affine, dtype=np.float64)[:3, :3]
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        # world axis i is reached mostly through voxel axis j: swap voxel axes i and j
+        other = 3 - i - j
+        if abs(affine[j, j]) < abs(affine[i, j]) and abs(affine[other, j]) < abs(affine[i, j]):
+            affine[:, [i, j]] = affine[:, [j, i]]
+            data = np.swapaxes(data, i, j)
     if affine[0, 0] > 0:
         data = data[::-1, :, :]
     if affine[1, 1] > 0:
