@@ -85,7 +85,9 @@ def test_an_atlas_of_another_grid_is_refused_before_any_job(tmp_path, study, cas
     grid = "but the streamlines' grid is (79, 95, 69) with affine [-2 0 0 78; 0 -2 0 76; 0 0 2 -50]"
     proc = validate(study)
     assert proc.returncode == 1 and expected in proc.stderr and grid in proc.stderr, proc.stderr
-    for args in (("-n",), ()):
+    # a dry run, and a run without --keep-going (the default profile sets it: see
+    # test_study_checks for what it does), stop before any job
+    for args in (("-n",), ("--workflow-profile", "none")):
         run = run_snakemake(tmp_path / "work", *args, local_data=study, check=False)
         assert run.returncode == 1 and expected in run.output and grid in run.output
     assert not list(folder.glob("s*/*.npy"))

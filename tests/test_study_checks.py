@@ -325,3 +325,71 @@ def test_sidecar_region_ids_beyond_int64_make_the_sidecar_invalid(tmp_path):
 
 def test_config_defaults_know_overwrite_foreign():
     assert with_defaults({})["overwrite_foreign"] is False
+
+
+# --------------------------------------------------------------------------- 7: tampering
+
+
+@pytest.fixture
+def built(study):
+    """The demo study with every output built in process (the jobs' own function)."""
+    from ltpa.pipeline import run
+
+    s = load_study(study, {})
+    for spec in s.specs.values():
+        run(spec)
+    return study
+
+
+def verdict_of(local_data, output):
+    s = load_study(local_data, {}, strict=False)
+    return {str(t.output): v for t, v in zip(s.targets, s.verdicts)}[str(output)]
+
+
+def test_an_in_place_edit_of_an_output_with_a_fresh_mtime_is_out_of_date(built):
+    npy = built.parent / "s2" / "scale33.npy"
+    assert verdict_of(built, npy).status == "ok"
+    st = os.stat(npy)
+    data = bytearray(npy.read_bytes())
+    data[len(data) // 2] ^= 1  # one connection id changed
+    npy.write_bytes(bytes(data))  # same size, fresh mtime (within Snakemake's touch window)
+    assert os.stat(npy).st_size == st.st_size
+    v = verdict_of(built, npy)
+    assert v.status == "out of date" and "not the one its sidecar describes" in v.reason
+    # touched only (as Snakemake does after a job): still the output its sidecar describes
+    pkl = built.parent / "s1" / "s1.pkl"
+    os.utime(pkl, ns=(st.st_atime_ns, os.stat(pkl).st_mtime_ns + 10**9))
+    assert verdict_of(built, pkl).status == "ok"
+    cache = json.loads((built.parent / "local_data.ltpa" / "cache" / "outputs.json").read_text())
+    # hashed: the two outputs whose mtime moved; the others are judged by their mtime
+    assert len(cache["sha256"]) == 2
+
+
+def test_sidecar_region_ids_edited_in_range_are_an_error_when_read(built):
+    from ltpa import sidecar
+    from ltpa.reader import TrackDataSource
+
+    npy = built.parent / "s1" / "scale33.npy"
+    src = TrackDataSource(built)
+    src.change_atlas("Lausanne2008", scale=33)
+    before = src.decode([1, 2, 3], scan=0)
+    body = json.loads(sidecar.path_of(npy).read_text())
+    ids = body["region_ids"]
+    body["region_ids"] = [ids[1], ids[0]] + ids[2:]  # not sorted: a clumsy edit
+    sidecar.path_of(npy).write_text(json.dumps(body))
+    src = TrackDataSource(built)
+    src.change_atlas("Lausanne2008", scale=33)
+    with pytest.raises(LtpaError, match="not strictly increasing"):
+        src.decode([1], scan=0)
+    body["region_ids"] = ids[:-1] + [ids[-1] + 1]  # sorted, in range, another region
+    sidecar.path_of(npy).write_text(json.dumps(body))
+    src = TrackDataSource(built)
+    src.change_atlas("Lausanne2008", scale=33)
+    with pytest.raises(LtpaError, match=r"scan #0 \('s1'\).*region_ids .* differ from the region "
+                                        r"list graphml_path"):
+        src.decode([1, 2, 3], scan=0)
+    body["region_ids"] = ids
+    sidecar.path_of(npy).write_text(json.dumps(body))
+    src = TrackDataSource(built)
+    src.change_atlas("Lausanne2008", scale=33)
+    assert repr(src.decode([1, 2, 3], scan=0)) == repr(before)

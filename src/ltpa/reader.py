@@ -467,7 +467,10 @@ class TrackDataSource:
         body, _ = sidecar.read(lab.numpy_path)
         if body is not None and isinstance(body.get("region_ids"), list) \
                 and body.get("connection_ids_start_at") in (0, 1):
-            regions = np.unique(np.asarray(body["region_ids"], dtype=np.int64))
+            try:
+                regions = sidecar.region_ids(body, lab.numpy_path)
+            except LtpaError as exc:
+                raise exc.in_context(rec.where(_field(lab, "numpy_path"))) from None
             start = int(body["connection_ids_start_at"])
         else:
             try:

@@ -238,3 +238,62 @@ def stats(output) -> dict:
     """The ``stats`` of a valid sidecar, else {} (for QC and the report)."""
     body, _ = read(output)
     return (body or {}).get("stats") or {}
+
+
+def region_ids(body: dict, output) -> np.ndarray:
+    """The sorted region ids a connection-ids sidecar decodes with, checked.
+
+    They must be strictly increasing 64-bit integers, and when the region list they came
+    from (the sidecar's graphml_path or labels_path input, else its atlas, for the atlas's
+    own labels) is still the file the sidecar records, they must be the ones that file gives:
+    an edited sidecar would change every decoded region silently. LtpaError otherwise.
+    """
+    from .errors import LtpaError
+
+    where = f"sidecar {str(path_of(output))!r}"
+    ids = np.asarray(body.get("region_ids"), dtype=np.int64)
+    if ids.ndim != 1 or (ids.size > 1 and not (np.diff(ids) > 0).all()):
+        raise LtpaError(f"{where}: region_ids are not strictly increasing integers; the "
+                        f"sidecar was edited: rebuild {str(output)!r}")
+    inputs = body.get("inputs") or {}
+    for fld in ("graphml_path", "labels_path", "volume_path"):
+        rec = inputs.get(fld)
+        if rec is None:
+            continue
+        if not _unchanged_input(rec):
+            return ids  # the list changed since: the sidecar's copy is the one it was built with
+        expected = _regions_of(fld, rec["path"])
+        if not np.array_equal(expected, ids):
+            raise LtpaError(f"{where}: region_ids ({ids.size}) differ from the region list "
+                            f"{fld} {rec['path']!r} it was built from ({expected.size}); the "
+                            f"sidecar was edited: rebuild {str(output)!r}")
+        return ids
+    return ids
+
+
+def _unchanged_input(rec: dict) -> bool:
+    try:
+        st = os.stat(rec["path"])
+    except (OSError, ValueError):
+        return False
+    if st.st_size != rec["size"]:
+        return False
+    if st.st_mtime_ns == rec["mtime_ns"]:
+        return True
+    digest = rec.get("sha256")
+    return digest is not None and sha256_of(rec["path"]) == digest
+
+
+def _regions_of(fld, path) -> np.ndarray:
+    from .regions import regions_from_graphml, regions_from_table
+
+    if fld == "graphml_path":
+        regions = regions_from_graphml(path)
+    elif fld == "labels_path":
+        regions = regions_from_table(path)
+    else:
+        from .labels import read_label_volume
+
+        regions = np.unique(read_label_volume(path))
+        regions = regions[regions != 0]
+    return np.unique(np.asarray(regions, dtype=np.int64))
