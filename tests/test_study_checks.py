@@ -230,6 +230,31 @@ def test_a_read_error_is_not_cached(study):
     load_study(study, {})  # fixed: no stale error from the cache
 
 
+def test_a_failed_read_is_not_cached_whoever_runs_the_test(study, tmp_path):
+    """The chmod test above as root: a read that fails once (an NFS hiccup), then works."""
+    from ltpa.headers import InputFacts, _nifti_header
+
+    atlas = study.parent / "s2" / "s2.scale33.QSDR.nii.gz"
+    calls = []
+
+    def hiccup_then_read(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        return _nifti_header(path)
+
+    cache = tmp_path / "inputs.json"
+    facts = InputFacts(cache)
+    with pytest.raises(LtpaError, match="Input/output error"):
+        facts._get("nifti", atlas, hiccup_then_read)
+    facts.save()
+    again = InputFacts(cache)
+    assert again._get("nifti", atlas, hiccup_then_read)["shape"] == [79, 95, 69]
+    again.save()
+    assert InputFacts(cache)._get("nifti", atlas, hiccup_then_read)["shape"] == [79, 95, 69]
+    assert len(calls) == 2  # the good read was cached
+
+
 def test_a_refused_header_is_read_again_not_cached(study):
     trk = study.parent / "s2" / "s2.trk"
     good = trk.read_bytes()
@@ -393,3 +418,90 @@ def test_sidecar_region_ids_edited_in_range_are_an_error_when_read(built):
     src = TrackDataSource(built)
     src.change_atlas("Lausanne2008", scale=33)
     assert repr(src.decode([1, 2, 3], scan=0)) == repr(before)
+
+
+# --------------------------------------------------------------------------- 18: native queries
+
+
+@pytest.fixture
+def mixed_orders(tmp_path):
+    """Two scans of the same streamlines in native space: one trk in RAS voxel order, one in
+    LPS (x and y axes flipped), with their pkls; and the RAS grid's affine."""
+    from ltpa.demo import make_streamlines
+    from ltpa.grids import QSDR_DIM
+    from ltpa.pipeline import run
+    from ltpa.trkwrite import write_trk
+
+    rng = np.random.default_rng(7)
+    streamlines, _ = make_streamlines(rng, 20, 10)
+    dim, vs = np.array(QSDR_DIM), 2.0
+    ras = np.diag([vs, vs, vs, 1.0])
+    ras[:3, 3] = [-78.0, -112.0, -50.0]
+    flip = np.array([[-1, 0, 0, dim[0] - 1], [0, -1, 0, dim[1] - 1], [0, 0, 1, 0],
+                     [0, 0, 0, 1]], dtype=float)
+    lps = ras @ flip
+    # the same physical points in the LPS grid's voxmm: x -> D0 vs - x, y -> D1 vs - y
+    flipped = [np.column_stack([dim[0] * vs - s[:, 0], dim[1] * vs - s[:, 1], s[:, 2]])
+               .astype(np.float32) for s in streamlines]
+    folder = tmp_path / "native"
+    folder.mkdir()
+    entries = []
+    for sid, order, affine, sls in (("ras", "RAS", ras, streamlines),
+                                    ("lps", "LPS", lps, flipped)):
+        trk = folder / f"{sid}.trk"
+        write_trk(trk, sls, tuple(dim), (vs, vs, vs), order, affine)
+        entries.append({"scan_id": sid, "scan_group": "g", "trk_space": "native",
+                        "trk_file": f"{sid}.trk", "pkl_path": f"{sid}.pkl"})
+    (folder / "local_data.json").write_text(json.dumps(entries))
+    for spec in load_study(folder / "local_data.json", {}).specs.values():
+        run(spec)
+    return folder / "local_data.json", ras, streamlines
+
+
+def test_a_mask_in_any_voxel_order_selects_the_same_streamlines_in_every_scan(mixed_orders,
+                                                                              tmp_path):
+    import nibabel as nib
+
+    from ltpa.grids import QSDR_DIM
+    from ltpa.reader import TrackDataSource
+
+    local_data, ras, streamlines = mixed_orders
+    mask = np.zeros(QSDR_DIM, np.uint8)
+    mask[50:70, 10:80, 5:60] = 1
+    # slow reference: the streamlines with a point in the box, from their RAS voxmm
+    expected = [i for i, s in enumerate(streamlines)
+                if (mask[tuple(np.floor(s / 2.0).astype(int).T)] != 0).any()]
+    assert 0 < len(expected) < len(streamlines)
+    source = TrackDataSource(local_data)
+    for name, affine, data in (("ras", ras, mask),
+                               ("lps", ras @ np.array([[-1, 0, 0, QSDR_DIM[0] - 1],
+                                                       [0, -1, 0, QSDR_DIM[1] - 1],
+                                                       [0, 0, 1, 0], [0, 0, 0, 1]]),
+                                mask[::-1, ::-1, :])):
+        path = tmp_path / f"mask_{name}.nii.gz"
+        nib.Nifti1Image(np.ascontiguousarray(data), affine).to_filename(str(path))
+        results = source.query_ijk(str(path))
+        assert [q.ids.tolist() for q in results] == [expected, expected], name
+    # the same places as points in mm: the voxel centres of the mask
+    centres = np.argwhere(mask)[::97] @ ras[:3, :3].T + ras[:3, 3]
+    by_mm = source.query_mm(centres)
+    assert by_mm[0].ids.tolist() == by_mm[1].ids.tolist()
+    # voxels mean different places in the two scans: refused, saying why
+    with pytest.raises(LtpaError, match=r"different voxel orders \(RAS: scan 'ras'; LPS: scan "
+                                        r"'lps'\).*--mm"):
+        source.query_ijk([(40, 40, 20)])
+
+
+def test_the_query_command_takes_mm_and_refuses_ijk_on_mixed_orders(mixed_orders, capsys):
+    from ltpa.cli import main
+
+    local_data, ras, streamlines = mixed_orders
+    s = streamlines[0]
+    voxel = np.floor(s[len(s) // 2] / 2.0).astype(int)  # a voxel the first streamline crosses
+    assert main(["query", str(local_data), "--ijk", ",".join(map(str, voxel))]) == 1
+    assert "different voxel orders" in capsys.readouterr().err
+    x, y, z = ras[:3, :3] @ voxel + ras[:3, 3]
+    assert main(["query", str(local_data), "--mm", f"{x},{y},{z}", "--mm", "1,2,3"]) == 0
+    rows = [r.split("\t") for r in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows[1:]] == ["ras", "lps"] and rows[1][1:] == rows[2][1:]
+    assert int(rows[1][rows[0].index("n_streamlines")]) > 0, rows
