@@ -501,7 +501,7 @@ def test_the_query_command_takes_mm_and_refuses_ijk_on_mixed_orders(mixed_orders
     assert main(["query", str(local_data), "--ijk", ",".join(map(str, voxel))]) == 1
     assert "different voxel orders" in capsys.readouterr().err
     x, y, z = ras[:3, :3] @ voxel + ras[:3, 3]
-    assert main(["query", str(local_data), "--mm", f"{x},{y},{z}", "--mm", "1,2,3"]) == 0
+    assert main(["query", str(local_data), f"--mm={x},{y},{z}", "--mm", "1,2,3"]) == 0
     rows = [r.split("\t") for r in capsys.readouterr().out.splitlines()]
     assert [r[0] for r in rows[1:]] == ["ras", "lps"] and rows[1][1:] == rows[2][1:]
     assert int(rows[1][rows[0].index("n_streamlines")]) > 0, rows

@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     roi.add_argument("--mm", action="append", metavar="X,Y,Z", default=[],
                      help="a point in RAS mm: the voxel whose centre is nearest, on each "
                           "scan's key grid (repeat for more; the same place whatever the "
-                          "scans' voxel orders)")
+                          "scans' voxel orders; --mm=-10,20,5 for a negative X)")
     p.add_argument("--atlas", metavar="NAME", default=None,
                    help="track_labels name whose connection ids give the top connections "
                         "(default: none, no connections listed)")
