@@ -38,7 +38,8 @@ class InputFacts:
                 body = None
             if isinstance(body, dict) and body.get("version") == CACHE_VERSION and \
                     isinstance(body.get("facts"), dict):
-                self._facts = body["facts"]
+                self._facts = {k: v for k, v in body["facts"].items() if _well_formed(k, v)}
+                self._dirty = len(self._facts) != len(body["facts"])
 
     def save(self) -> None:
         """Write the cache (best effort: a read-only study folder just keeps no cache)."""
@@ -61,7 +62,7 @@ class InputFacts:
             raise LtpaError(f"file {str(path)!r} cannot be read: {exc.strerror}") from None
         key = f"{kind}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         hit = self._facts.get(key)
-        if isinstance(hit, dict) and _SHAPES[kind.split("-")[0]](hit.get("ok")):
+        if hit is not None:
             return hit["ok"]
         try:
             value = read(str(path))
@@ -124,6 +125,14 @@ _SHAPES = {
     "regions": _ints,
 }
 MAX_CACHE_BYTES = 256 << 20
+
+
+def _well_formed(key, entry) -> bool:
+    """A cache entry ltpa could have written: ``{"ok": fact}`` under a key of a known kind."""
+    if not isinstance(key, str) or not isinstance(entry, dict) or set(entry) != {"ok"}:
+        return False
+    shape = _SHAPES.get(key.split(":", 1)[0].split("-", 1)[0])
+    return shape is not None and shape(entry["ok"])
 
 
 def _streamline_header(path) -> dict:
