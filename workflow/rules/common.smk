@@ -92,7 +92,7 @@ def _check_left_out():
         stop(STUDY.left_out_text)
     if workflow.dryrun:  # nothing is built: the problems are the answer (exit 1)
         stop(
-            STUDY.left_out_text + "\n(with --keep-going a run leaves these scans out and "
+            f"{STUDY.left_out_text}\n(with --keep-going a run leaves these scans out and "
             "builds the others)"
         )
     from ltpa.summary import format_failures
@@ -425,9 +425,10 @@ def _failed_jobs():
     return sorted(out)
 
 
-# --keep-going: the scans whose inputs failed the checks are left out (ltpa.study) and this
-# job, which always fails, makes the run end non-zero after every other job ran (Snakemake
-# calls onsuccess/onerror only when there are jobs; a job is also what a dry run shows)
+# --keep-going: the scans whose inputs failed the checks are left out (ltpa.study) and the
+# job of rules/left_out.smk, which always fails, makes the run end non-zero after every other
+# job ran (Snakemake calls onsuccess/onerror only when there are jobs; a job is also what a
+# dry run shows)
 RULE_LEFT_OUT = "ltpa_left_out_scans"
 
 
@@ -435,21 +436,6 @@ def left_out_outputs():
     return [LEFT_OUT_FLAG] if STUDY.left_out else []
 
 
-def _left_out_inputs(wildcards):
+def left_out_inputs(wildcards):
     _decide_rebuilds()  # the first input function of a run whose only job is this one
     return []
-
-
-rule ltpa_left_out_scans:
-    input:
-        _left_out_inputs,
-    output:
-        LEFT_OUT_FLAG,
-    log:
-        f"{LOG_DIR}/{RULE_LEFT_OUT}.log",
-    localrule: True
-    params:
-        scans=lambda wildcards: ", ".join(STUDY.left_out),
-    shell:
-        "echo 'ltpa: scans left out before any job (see the end-of-run summary):' "
-        "{params.scans:q} > {log:q}; exit 1"
