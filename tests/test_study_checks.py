@@ -102,6 +102,7 @@ def test_keep_going_leaves_out_the_scans_with_problems_and_keeps_the_others(stud
     folder = study.parent
     truncate(folder / "s2" / "s2.trk", 3)
     edit(study, lambda d: d[2]["track_labels"][0].update(volume_path="s3/nothing.nii.gz"))
+    edit(study, lambda d: d[0].update(trk_spce="qsdr"))  # a hint for a scan that is fine
     with pytest.raises(LtpaError):
         load_study(study, {})
     s = load_study(study, {}, keep_going=True)
@@ -111,6 +112,8 @@ def test_keep_going_leaves_out_the_scans_with_problems_and_keeps_the_others(stud
     assert set(s.left_out) == {"s2", "s3"}
     assert any("s2.trk" in p for p in s.left_out["s2"])
     assert any("nothing.nii.gz" in p for p in s.left_out["s3"])
+    assert not any("trk_spce" in p for ps in s.left_out.values() for p in ps)
+    assert any("did you mean 'trk_space'" in w for w in s.warnings)
 
 
 def test_keep_going_stops_on_the_jsons_own_problems_and_when_no_scan_is_left(study):

@@ -192,7 +192,8 @@ def _leave_out(study: Study, problems, hints) -> list[str]:
         return problems
     names = {s.index: s.scan_id for s in study.scans}
     for idx in sorted(by_scan):
-        study.left_out[names.get(idx, f"#{idx}")] = with_hints(by_scan[idx], hints)
+        study.left_out[names.get(idx, f"#{idx}")] = with_hints(
+            by_scan[idx], [h for h in hints if problem_scan(h) == idx])
     keep = [i for i, t in enumerate(study.targets) if t.scan.index not in by_scan]
     study.scans = [s for s in study.scans if s.index not in by_scan]
     study.targets = [study.targets[i] for i in keep]
