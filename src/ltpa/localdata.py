@@ -398,7 +398,8 @@ def read_records(path, data_root=None, strict_fields=False, valid_cache=None, on
                 problems.append(f"{rec.where(f'track_scalars[{pos}].txt_path')}: is required: "
                                 f"to build numpy_path {str(npy)!r} (the per-point scalars)")
             rec.scalars.append(ScalarRecord(pos, sc.get("name"), txt, npy))
-        problems += _required_inputs(rec)
+        if raw.get("trk_file") is None:  # a value of a wrong type is reported already
+            problems += _required_inputs(rec)
         # a volume_path made from a b0 atlas: one job even if several entries share it
         mapped = {}
         for lab in rec.labels:
