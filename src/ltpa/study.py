@@ -136,9 +136,12 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
     path_problems, warnings = check_paths(path, targets, managed=managed,
                                           overwrite_foreign=config["overwrite_foreign"])
     problems += path_problems
-    # the later stages run on every target whose own paths are sound, so that a header
-    # problem is listed with a field problem of another scan (or of the same scan)
-    refused = {t.output for t in targets if any(str(t.output) in p for p in path_problems)}
+    # the later stages run on the scans with no problem so far, so that a header problem is
+    # listed with a field problem of another scan (a scan's own field problem would only
+    # repeat itself as a header problem: trk_space "tal")
+    flawed = {problem_scan(p) for p in problems}
+    refused = {t.output for t in targets if t.scan.index in flawed
+               or any(str(t.output) in p for p in path_problems)}
     study = Study(path, scans, targets, config, list(warnings))
     specs = [t.spec(config) for t in targets]
     study.specs = {(t.rule, s.output): s for t, s in zip(targets, specs)}
