@@ -321,7 +321,10 @@ def test_wrong_grid_and_atlas_shape_fail_before_any_job_with_scan_named(tmp_path
     demo_study.write_text(json.dumps(data))
     small = np.zeros((10, 10, 10), dtype=np.int16)
     nib.Nifti1Image(small, np.eye(4)).to_filename(str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
-    proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
+    # without --keep-going (the default profile sets it: then s1 and s2 are left out and s3
+    # is built, test_a_bad_trk_header_leaves_its_scan_out_with_keep_going_else_stops)
+    proc = run_snakemake(tmp_path / "work", "--workflow-profile", "none", local_data=demo_study,
+                         check=False)
     assert proc.returncode != 0
     assert ("scan #0 ('s1'), field 'trk_file': file '" + str(study / "s1" / "s1.trk")
             + "': trk_space 'mni' expects the MNI152 2 mm grid") in proc.output
