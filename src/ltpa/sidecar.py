@@ -5,14 +5,15 @@ Every output the workflow makes gets a sidecar, written after the output is in p
     {"sidecar_version": 2, "ltpa_version": ..., "kind": "track_dataset" | "key_trk" |
      "connection_ids" | "qsdr_atlas" | "track_scalars",
      "scan_id": ..., "atlas": ...,
-     "output": {"path", "size", "mtime_ns"},            # the file this sidecar describes
+     "output": {"path", "size", "mtime_ns", "fingerprint", "sha256"?},  # the file it describes
      "inputs": {field: {"path", "relpath", "size", "mtime_ns", "sha256"?}},
      "params": {...},                                     # what else decides the content
      "stats": {...}, and per kind: "build", "region_ids", "connection_ids_start_at", ...}
 
 ``relpath`` is the input's path relative to the output's folder, so a study moved or copied
 whole (with its times kept: ``cp -a``, ``rsync -a``) is still up to date; ``sha256`` is kept
-for inputs up to ``HASH_MAX_BYTES``, so an unchanged small file that was touched is too.
+for inputs up to ``HASH_MAX_BYTES``, so an unchanged small file that was touched is too;
+the output's own ``sha256`` for outputs up to ``OUTPUT_HASH_MAX_BYTES`` (docs/checks.md).
 
 ``read`` never raises on a bad sidecar: it returns ``(None, why)`` and the output counts as
 out of date; QC, status and the workflow read sidecars only through it.
