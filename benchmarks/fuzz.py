@@ -1,7 +1,8 @@
 """Bounded-time fuzz of every input format ltpa reads, through the real entry points.
 
     python benchmarks/fuzz.py [--format all|trk|trk.gz|tck|trx|nifti|graphml|labels|sidecar|
-                                        local_data|pkl|request] [--seconds 60] [--seed 0]
+                                        local_data|pkl|request|cache] [--seconds 60]
+                              [--seed 0]
                               [--mem-gb 4] [--json]
     python benchmarks/fuzz.py --format FMT --replay FILE [--meta JSON]   # rerun one saved input
 
@@ -66,6 +67,11 @@ machine. Inputs that take longer than 30 s are killed and count as crashes (hang
   ``ltpa.sidecar.read`` and ``sidecar.stats``. Any exception is a crash. Checked: a sidecar
   equal to the original gives ``ok``; one that ``read`` refuses, or whose ``params`` differ
   from the job's, gives ``out of date``; other verdicts count as "accepted, no reference".
+- ``cache``: the study's header cache (``<stem>.ltpa/cache/inputs.json``) of a valid demo
+  study, mutated as JSON and text (entries of wrong shapes, stale errors, garbage):
+  ``ltpa.study.load_study`` must find no problem, and leave a cache holding the same facts.
+  The ``sidecar`` format also decodes ``region_ids`` (``sidecar.region_ids``): an edit is
+  a clear error, never a silent decoding.
 - ``local_data``: the demo's local_data.json (and variants with .tck/native/reference_volume,
   labels_path, track_scalars, b0 atlases) mutated as JSON and text: ``ltpa.study.load_study``;
   a Study is checked against a schema-lite reading written here (a non-empty list of
@@ -131,7 +137,7 @@ for _p in (str(HERE), str(REPO / "tests")):
         sys.path.insert(0, _p)
 
 FORMATS = ("trk", "trk.gz", "tck", "trx", "nifti", "graphml", "labels", "sidecar", "local_data",
-           "pkl", "request")
+           "pkl", "request", "cache")
 INPUT_TIMEOUT = 30.0  # seconds one input may take before it counts as a hang
 STARTUP_TIMEOUT = 180.0
 FACE_TOL = 1e-3  # .tck/.trx: streamlines with a coordinate this close to a voxel face are skipped
@@ -2229,6 +2235,18 @@ class SidecarFormat:
         verdict = staleness.judge_all([spec])[0]
         body, why = sidecar.read(spec.output)
         sidecar.stats(spec.output)
+        if body is not None and "region_ids" in body:
+            from ltpa.errors import LtpaError
+
+            try:  # what a query decodes with: checked against the list, or a clear error
+                ids = sidecar.region_ids(body, spec.output)
+            except LtpaError:
+                pass
+            else:
+                if canonical(ids.tolist()) != canonical(seed["orig"].get("region_ids")) and \
+                        "graphml_path" in spec.inputs and canonical(body.get("inputs")) == \
+                        canonical(seed["orig"].get("inputs")):
+                    raise WrongAnswer("region_ids", "edited region_ids decoded without error")
         try:
             parsed = json.loads(path.read_bytes().decode("utf-8"))
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -2471,10 +2489,72 @@ class RequestFormat:
         return None
 
 
+# ----------------------------------------------------------------------------- input cache
+
+
+class CacheFormat:
+    """The study's header cache (``<stem>.ltpa/cache/inputs.json``) mutated as JSON and text:
+    ``load_study`` must give the same answer as with no cache (the demo study is valid), and
+    leave a cache that holds what the files hold (malformed entries dropped, read again)."""
+
+    name = "cache"
+    HOT = ("version", "facts", "ok", "error", "kind", "dim", "voxel_size", "voxel_order",
+           "vox_to_ras", "n_count", "shape", "affine")
+
+    def setup(self, ctx):
+        from ltpa.study import load_study
+
+        self.study = make_study(ctx, n_scans=2)
+        local_data = self.study / "local_data.json"
+        self.cache = self.study / "local_data.ltpa" / "cache" / "inputs.json"
+        load_study(local_data, {})
+        self.raw = self.cache.read_bytes()
+        self.seeds = [dict(name="inputs.json", raw=self.raw)]
+
+    def seed_name(self, seed):
+        return seed["name"]
+
+    def unmutated(self, seed, rng):
+        return Payload("input.json", seed["raw"], {})
+
+    def mutate(self, seed, rng):
+        data, d = mutate_json_or_text(seed["raw"], rng, self.HOT)
+        return Payload("input.json", data, {}), d
+
+    def to_saved(self, data: bytes) -> bytes:
+        return data.replace(_enc(str(self.study)), _enc(STUDY_TOKEN))
+
+    def from_saved(self, data: bytes) -> bytes:
+        return data.replace(_enc(STUDY_TOKEN), _enc(str(self.study)))
+
+    def write(self, ctx, payload: Payload) -> Path:
+        self.cache.write_bytes(payload.data)
+        return self.cache
+
+    def run(self, ctx, path, meta):
+        from ltpa.errors import LtpaError
+        from ltpa.headers import _well_formed
+        from ltpa.study import load_study
+
+        try:
+            load_study(self.study / "local_data.json", {})
+            verdict = "equal"
+        except LtpaError:  # a well-formed entry with other facts: the cache is trusted
+            verdict = "noref"
+        after = json.loads(self.cache.read_bytes())
+        bad = [k for k, v in after.get("facts", {}).items() if not _well_formed(k, v)]
+        if bad:
+            raise WrongAnswer("cache", f"malformed entries kept in the cache: {bad[:2]}")
+        return verdict
+
+    def direct(self, path, meta):
+        return None
+
+
 FORMAT_CLASSES = {"trk": TrkFormat, "trk.gz": TrkGzFormat, "tck": TckFormat, "trx": TrxFormat,
                   "nifti": NiftiFormat, "graphml": GraphmlFormat, "labels": LabelsFormat,
                   "sidecar": SidecarFormat, "local_data": LocalDataFormat,
-                  "request": RequestFormat}
+                  "request": RequestFormat, "cache": CacheFormat}
 
 
 # --------------------------------------------------------------------------- the worker

@@ -108,7 +108,9 @@ def test_an_atlas_of_another_grid_is_refused_by_validate(study, case):
 def test_an_atlas_of_another_grid_is_refused_before_any_job(tmp_path, study):
     """The workflow runs the same check before any job, in the dry run and in a run."""
     expected, grid = _other_grid_atlas(study, "shifted")
-    for args in (("-n",), ()):
+    # a dry run, and a run without --keep-going (the default profile sets it: see
+    # test_study_checks for what it does), stop before any job
+    for args in (("-n",), ("--workflow-profile", "none")):
         run = run_snakemake(tmp_path / "work", *args, local_data=study, check=False)
         assert run.returncode == 1 and expected in run.output and grid in run.output
     assert not list(study.parent.glob("s*/*.npy"))

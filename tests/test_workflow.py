@@ -197,19 +197,35 @@ def test_bad_trk_fails_its_jobs_only_and_names_scan(tmp_path, demo_study):
         assert (study / s / f"{s}.pkl").exists() and (study / s / "scale60.npy").exists()
     assert not list((study / "s2").glob("*.npy")) and not (study / "s2" / "s2.pkl").exists()
     assert not [p for p in study.rglob("*") if "ltpa-tmp" in p.name]
+    # the end-of-run summary names the failed jobs and their logs
+    end = proc.output[proc.output.rindex("Exiting because a job execution failed"):]
+    assert "ltpa: 4 jobs failed" in end
+    logs = study_folder(demo_study) / "logs"
+    assert (f"  index_streamlines: {study}/s2/s2.pkl (log: {logs}/index_streamlines{study}/s2/"
+            f"s2.pkl.log)") in end
+    assert "nothing that affects the results" not in end
 
 
-def test_a_bad_trk_header_stops_the_run_before_any_job(tmp_path, demo_study):
+def test_a_bad_trk_header_leaves_its_scan_out_with_keep_going_else_stops(tmp_path, demo_study):
     study = demo_study.parent
     raw = (study / "s2" / "s2.trk").read_bytes()
     (study / "s2" / "s2.trk").write_bytes(raw[:-6])  # not whole 4-byte words: seen in the header
-    for args in (("-n",), ()):
+    problem = (f"scan #1 ('s2'), field 'trk_file': file '{study}/s2/s2.trk': body of "
+               f"{len(raw) - 6 - 1000} bytes is not a whole number of 4-byte values; the file "
+               f"is truncated")
+    # a dry run, and a run without --keep-going (the default profile sets it), stop first
+    for args in (("-n",), ("--workflow-profile", "none")):
         proc = run_snakemake(tmp_path / "work", *args, local_data=demo_study, check=False)
-        assert proc.returncode != 0
-        assert (f"scan #1 ('s2'), field 'trk_file': file '{study}/s2/s2.trk': body of "
-                f"{len(raw) - 6 - 1000} bytes is not a whole number of 4-byte values; the file "
-                f"is truncated") in proc.output
+        assert proc.returncode != 0 and problem in proc.output
+        assert "Traceback" not in proc.output and 'File "' not in proc.output
     assert not list(study.glob("s*/*.pkl")) and not list(study.glob("s*/*.npy"))
+    # --keep-going: every other scan is built, s2 is named with its problem at the end
+    proc = run_snakemake(tmp_path / "work", "--keep-going", local_data=demo_study, check=False)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in study.glob("s*/*.pkl")) == ["s1.pkl", "s3.pkl"]
+    assert not list((study / "s2").glob("*.npy"))
+    end = proc.output[proc.output.rindex("Exiting because a job execution failed"):]
+    assert "ltpa: 1 scan left out" in end and "  scan s2:" in end and problem in end
     proc = subprocess.run([str(BIN / "ltpa"), "validate", str(demo_study)], capture_output=True,
                           text=True)
     assert proc.returncode == 1 and "is not a whole number of 4-byte values" in proc.stderr
@@ -328,7 +344,10 @@ def test_wrong_grid_and_atlas_shape_fail_before_any_job_with_scan_named(tmp_path
     demo_study.write_text(json.dumps(data))
     small = np.zeros((10, 10, 10), dtype=np.int16)
     nib.Nifti1Image(small, np.eye(4)).to_filename(str(study / "s2" / "s2.scale33.QSDR.nii.gz"))
-    proc = run_snakemake(tmp_path / "work", local_data=demo_study, check=False)
+    # without --keep-going (the default profile sets it: then s1 and s2 are left out and s3
+    # is built, test_a_bad_trk_header_leaves_its_scan_out_with_keep_going_else_stops)
+    proc = run_snakemake(tmp_path / "work", "--workflow-profile", "none", local_data=demo_study,
+                         check=False)
     assert proc.returncode != 0
     assert ("scan #0 ('s1'), field 'trk_file': file '" + str(study / "s1" / "s1.trk")
             + "': trk_space 'mni' expects the MNI152 2 mm grid") in proc.output

@@ -104,7 +104,7 @@ def _query(args):
     import warnings
     from pathlib import Path
 
-    from .reader import TrackDataSource, parse_ijk, parse_param, query_table
+    from .reader import TrackDataSource, parse_ijk, parse_mm, parse_param, query_table
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed below, one line each
@@ -113,8 +113,11 @@ def _query(args):
         print(f"warning: {text}", file=sys.stderr)
     if args.atlas is not None or args.param:
         source.change_atlas(args.atlas, **dict(parse_param(p) for p in args.param))
-    roi = args.mask if args.mask is not None else [parse_ijk(t) for t in args.ijk]
-    results = source.query_ijk(roi, every=args.every)
+    if args.mm:
+        results = source.query_mm([parse_mm(t) for t in args.mm], every=args.every)
+    else:
+        roi = args.mask if args.mask is not None else [parse_ijk(t) for t in args.ijk]
+        results = source.query_ijk(roi, every=args.every)
     print(query_table(source, results, top=args.top))
     if args.save_trk is not None:
         for q in results:
@@ -299,11 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     _study_arguments(p, "the study's local_data.json (its pkls made)")
     roi = p.add_mutually_exclusive_group(required=True)
     roi.add_argument("--ijk", action="append", metavar="I,J,K", default=[],
-                     help="a voxel of the key grid (repeat for more; this or --mask is "
-                          "required)")
+                     help="a voxel of the key grid (repeat for more; refused when the scans' "
+                          "key grids have different voxel orders)")
     roi.add_argument("--mask", metavar="ROI.nii.gz", default=None,
-                     help="a 3-D NIfTI in the key grid; its nonzero voxels are the region "
-                          "(this or --ijk is required)")
+                     help="a 3-D NIfTI on the key grid, in any voxel order (reoriented to each "
+                          "scan's as atlases are); its nonzero voxels are the region (this, "
+                          "--ijk or --mm is required)")
+    roi.add_argument("--mm", action="append", metavar="X,Y,Z", default=[],
+                     help="a point in RAS mm: the voxel whose centre is nearest, on each "
+                          "scan's key grid (repeat for more; the same place whatever the "
+                          "scans' voxel orders; --mm=-10,20,5 for a negative X)")
     p.add_argument("--atlas", metavar="NAME", default=None,
                    help="track_labels name whose connection ids give the top connections "
                         "(default: none, no connections listed)")

@@ -5,7 +5,10 @@ grid, a NIfTI's shape and affine, an atlas's label set, a region list -- is read
 file version: the cache is keyed by (device, inode, size, mtime_ns), kept in memory and in
 a JSON file in the study's work folder (``<json stem>.ltpa/cache/inputs.json``), so a
 10,000-scan study pays for its headers once, and hard-linked copies of one file once in all.
-A read that fails is cached as its error message (a changed file has a new key).
+Only what a file holds is cached, never a failure to read it: an unreadable file
+(permissions, an NFS hiccup) is read again next time, and a file whose content is refused
+(a truncated trk) is refused again, at the cost of its header read. The cache file is read
+bounded, from a regular file only; an entry of the wrong shape is dropped and read again.
 """
 
 from __future__ import annotations
@@ -27,12 +30,16 @@ class InputFacts:
         self._facts = {}
         self._dirty = False
         if self.cache_file is not None:
+            from .io import read_regular
+
             try:
-                body = json.loads(self.cache_file.read_text())
-                if body.get("version") == CACHE_VERSION and isinstance(body.get("facts"), dict):
-                    self._facts = body["facts"]
-            except (OSError, ValueError, AttributeError):
-                pass
+                body = json.loads(read_regular(self.cache_file, MAX_CACHE_BYTES))
+            except (OSError, ValueError, RecursionError):
+                body = None
+            if isinstance(body, dict) and body.get("version") == CACHE_VERSION and \
+                    isinstance(body.get("facts"), dict):
+                self._facts = {k: v for k, v in body["facts"].items() if _well_formed(k, v)}
+                self._dirty = len(self._facts) != len(body["facts"])
 
     def save(self) -> None:
         """Write the cache (best effort: a read-only study folder just keeps no cache)."""
@@ -55,18 +62,17 @@ class InputFacts:
             raise LtpaError(f"file {str(path)!r} cannot be read: {exc.strerror}") from None
         key = f"{kind}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         hit = self._facts.get(key)
-        if hit is None:
-            try:
-                hit = {"ok": read(str(path))}
-            except LtpaError as exc:
-                hit = {"error": str(exc)}
-            except (OSError, ValueError, TypeError) as exc:
-                hit = {"error": f"file {str(path)!r} could not be read ({exc})"}
-            self._facts[key] = hit
-            self._dirty = True
-        if "error" in hit:
-            raise LtpaError(hit["error"])
-        return hit["ok"]
+        if hit is not None:
+            return hit["ok"]
+        try:
+            value = read(str(path))
+        except LtpaError:
+            raise
+        except (OSError, ValueError, TypeError) as exc:
+            raise LtpaError(f"file {str(path)!r} could not be read ({exc})") from None
+        self._facts[key] = {"ok": value}
+        self._dirty = True
+        return value
 
     # ------------------------------------------------------------------ facts
     def streamlines(self, path) -> dict:
@@ -84,6 +90,49 @@ class InputFacts:
     def regions(self, path, kind: str) -> list:
         """A region list: the graphml's node ids or a label table's indices, sorted."""
         return self._get(f"regions-{kind}", path, _graphml if kind == "graphml" else _table)
+
+
+def _ints(v, n=None) -> bool:
+    return isinstance(v, list) and (n is None or len(v) == n) and \
+        all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+
+def _numbers(v, n) -> bool:
+    return isinstance(v, list) and len(v) == n and \
+        all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+
+def _matrix(v) -> bool:
+    return isinstance(v, list) and len(v) == 4 and all(_numbers(r, 4) for r in v)
+
+
+def _streamlines_shape(v) -> bool:
+    if not isinstance(v, dict) or not isinstance(v.get("kind"), str):
+        return False
+    if v["kind"] not in (".trk", ".trk.gz"):
+        return True
+    return _ints(v.get("dim"), 3) and _numbers(v.get("voxel_size"), 3) and \
+        isinstance(v.get("voxel_order"), str) and _matrix(v.get("vox_to_ras")) and \
+        isinstance(v.get("n_count"), int)
+
+
+# what a cached fact of each kind must look like to be used (else it is read again)
+_SHAPES = {
+    "streamlines": _streamlines_shape,
+    "nifti": lambda v: isinstance(v, dict) and _ints(v.get("shape")) and
+    1 <= len(v["shape"]) <= 7 and _matrix(v.get("affine")),
+    "labels": _ints,
+    "regions": _ints,
+}
+MAX_CACHE_BYTES = 256 << 20
+
+
+def _well_formed(key, entry) -> bool:
+    """A cache entry ltpa could have written: ``{"ok": fact}`` under a key of a known kind."""
+    if not isinstance(key, str) or not isinstance(entry, dict) or set(entry) != {"ok"}:
+        return False
+    shape = _SHAPES.get(key.split(":", 1)[0].split("-", 1)[0])
+    return shape is not None and shape(entry["ok"])
 
 
 def _streamline_header(path) -> dict:

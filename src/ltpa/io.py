@@ -43,6 +43,44 @@ def _make_folder(folder: Path) -> None:
         raise LtpaError(f"cannot create output folder {str(folder)!r}: {why}") from exc
 
 
+# --------------------------------------------------------------------------- bounded reads
+
+class NotARegularFile(OSError):
+    """The path names a FIFO, a device, a folder or a socket: never read as a small file."""
+
+
+def read_regular(path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, refusing anything else and more than
+    ``limit`` bytes (OSError; ``NotARegularFile`` or a ``strerror`` saying why).
+
+    For the small files ltpa reads beside a study (sidecars, caches): a FIFO there would
+    block a plain ``open``/``read`` for ever and ``/dev/zero`` would fill memory, so the
+    file is opened without blocking, checked with ``fstat`` (the same file that is read) and
+    read up to ``limit + 1`` bytes.
+    """
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFile(0, "not a regular file")
+        if st.st_size > limit:
+            raise OSError(0, f"{st.st_size} bytes, more than {limit}")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, limit + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise OSError(0, f"more than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- output locks
 
 class _LockFiles:

@@ -263,9 +263,9 @@ def _resolve(value, root: Path) -> Path | None:
 def load_local_data(path, data_root=None) -> list[ScanRecord]:
     """Read, validate and resolve local_data.json; raises LtpaError listing every problem."""
     path = Path(path).resolve()
-    scans, problems, _ = read_records(path, data_root)
+    scans, problems, hints = read_records(path, data_root)
     if problems:
-        raise LtpaError(problem_text(path, problems))
+        raise LtpaError(problem_text(path, with_hints(problems, hints)))
     return scans
 
 
@@ -349,6 +349,9 @@ def read_records(path, data_root=None, strict_fields=False, valid_cache=None, on
             fib_file=_resolve(raw.get("fib_file"), root),
             reference_volume=_resolve(raw.get("reference_volume"), root),
         )
+        if "{" in scan_id or "}" in scan_id:
+            problems.append(f"{rec.where('scan_id')}: {scan_id!r} contains a brace; Snakemake "
+                            f"reads braces in file names as wildcards: rename the scan")
         if isinstance(scan_id, str) and scan_id in seen_ids:
             problems.append(f"{rec.where('scan_id')}: duplicate of scan #{seen_ids[scan_id]}; "
                             f"scan_id must be unique")
@@ -390,8 +393,13 @@ def read_records(path, data_root=None, strict_fields=False, valid_cache=None, on
             npy = _resolve(sc.get("numpy_path"), root)
             if npy is None:
                 continue
-            rec.scalars.append(ScalarRecord(pos, sc.get("name"), _resolve(sc.get("txt_path"), root),
-                                            npy))
+            txt = _resolve(sc.get("txt_path"), root)
+            if txt is None:
+                problems.append(f"{rec.where(f'track_scalars[{pos}].txt_path')}: is required: "
+                                f"to build numpy_path {str(npy)!r} (the per-point scalars)")
+            rec.scalars.append(ScalarRecord(pos, sc.get("name"), txt, npy))
+        if raw.get("trk_file") is None:  # a value of a wrong type is reported already
+            problems += _required_inputs(rec)
         # a volume_path made from a b0 atlas: one job even if several entries share it
         mapped = {}
         for lab in rec.labels:
@@ -407,6 +415,51 @@ def read_records(path, data_root=None, strict_fields=False, valid_cache=None, on
     if strict_fields:
         return scans, problems + names, []
     return scans, problems, names
+
+
+def _required_inputs(rec) -> list[str]:
+    """The streamline file is needed by every output of a scan: required when it names one."""
+    if rec.trk_file is not None:
+        return []
+    needs = [("pkl_path", rec.pkl_path), ("pkl_trk_path", rec.pkl_trk_path)]
+    needs += [(f"track_labels[{lab.position}].numpy_path", lab.numpy_path)
+              for lab in rec.labels]
+    needs += [(f"track_scalars[{sc.position}].numpy_path", sc.numpy_path) for sc in rec.scalars]
+    named = [(fld, p) for fld, p in needs if p is not None]
+    if not named:
+        return []
+    fld, p = named[0]
+    more = f" (and {len(named) - 1} more outputs)" if len(named) > 1 else ""
+    return [f"{rec.where('trk_file')}: is required: to build {fld} {str(p)!r}{more}"]
+
+
+def problem_scan(text: str) -> int | None:
+    """The index of the scan a problem message names first (``scan #N (...)``), else None."""
+    import re
+
+    m = re.match(r"scan #(\d+) ", text)
+    return int(m.group(1)) if m else None
+
+
+def with_hints(problems, hints) -> list[str]:
+    """``problems`` with each of ``hints`` (did-you-mean lines) placed after the last problem
+    of its scan, or at the end when its scan has none.
+
+    A misspelt key is often the cause of another problem (``trk_fiel``: trk_file is
+    required; ``trk_spce``: the default space's grid does not fit), so once anything is
+    wrong the hints belong in the same listing.
+    """
+    if not problems:
+        return []
+    out = list(problems)
+    for hint in hints:
+        idx = problem_scan(hint)
+        at = max((i for i, p in enumerate(out) if problem_scan(p) == idx), default=None)
+        if at is None:
+            out.append(hint)
+        else:
+            out.insert(at + 1, hint)
+    return out
 
 
 def problem_text(path, problems) -> str:

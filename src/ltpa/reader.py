@@ -364,36 +364,58 @@ class TrackDataSource:
 
         ``ijks``: key-grid voxels, as a list of ``(i, j, k)`` or an (N, 3) integer array; or a
         mask: a NIfTI file (path) or nibabel image whose nonzero voxels are the ROI, which must
-        be 3-D in the key grid (shape and affine of the pkl's header); or a 3-D array of the
-        key grid's shape. ``every``: keep every n-th selected streamline (dsi2's, 0 = all).
+        be 3-D on each scan's key grid up to axis flips and permutations (another voxel order
+        of the same grid: reoriented by index, as the workflow does for atlases,
+        ``ltpa.grids.conform_plan``); or a 3-D array of the key grid's shape. Voxels are
+        refused when the scans' key grids have different voxel orders (native grids of RAS
+        and LPS trks): the same (i, j, k) is another place in each; use a mask or
+        ``query_mm``. ``every``: keep every n-th selected streamline (dsi2's, 0 = all).
         """
-        roi = _Roi.from_input(ijks)
+        return self._query(_Roi.from_input(ijks), every)
+
+    def query_mm(self, points, every=0) -> QueryResults:
+        """Per scan, the streamlines through the voxels whose centres are nearest to
+        ``points`` (RAS mm, an (N, 3) array or a list of (x, y, z)), placed on each scan's
+        key grid by its affine: the same places whatever the scans' voxel orders."""
+        return self._query(_Roi.from_mm(points), every)
+
+    def _query(self, roi, every) -> QueryResults:
         every = _every(every)
         label = self._current_label_records()
         out = QueryResults()
         problems = {}
         lin_cache = {}
+        orders = {}
         for pos, rec in enumerate(self._scans):
             ds = self.dataset(pos)
             grid = _key_grid(ds)
-            problem = roi.check(grid)
+            orders.setdefault(grid.order(), []).append(rec.scan_id)
+            voxels, problem = roi.voxels_on(grid)
             if problem:
                 problems.setdefault(problem, []).append(rec.scan_id)
                 continue
             if problems:
                 continue  # an error is coming: only check the other scans' grids
-            if grid.dim not in lin_cache:
-                lin_cache[grid.dim] = roi.linear(grid.dim)
+            key = (grid.dim, grid.affine_key())
+            if key not in lin_cache:
+                lin_cache[key] = _linear(voxels, grid.dim)
             try:
-                ids = ids_at(ds.tracks_at_ijk, lin_cache[grid.dim], ds.get_ntracks())
+                ids = ids_at(ds.tracks_at_ijk, lin_cache[key], ds.get_ntracks())
             finally:
                 release_pages(ds)
             if every > 1:
                 ids = np.ascontiguousarray(ids[every - 1::every])
             out.append(ScanQuery(self, pos, ids, None if label is None else label[pos]))
+        if roi.kind == "voxels" and len(orders) > 1 and roi.voxels.shape[0]:
+            mixed = "; ".join(f"{order}: scan{'s' if len(ids) > 1 else ''} {_some(ids)}"
+                              for order, ids in orders.items())
+            problems.setdefault(
+                f"the scans' key grids have different voxel orders ({mixed}): a voxel (i, j, "
+                f"k) is a different place in each; give a mask (reoriented to each scan's "
+                f"grid) or coordinates in mm (--mm, query_mm)", [])
         if problems:
-            lines = [f"{text} (scan{'s' if len(sids) > 1 else ''} {_some(sids)})"
-                     for text, sids in problems.items()]
+            lines = [f"{text} (scan{'s' if len(sids) > 1 else ''} {_some(sids)})" if sids
+                     else text for text, sids in problems.items()]
             raise LtpaError(f"{str(self.json_source)!r}: query_ijk: " + "; ".join(lines))
         return out
 
@@ -467,7 +489,10 @@ class TrackDataSource:
         body, _ = sidecar.read(lab.numpy_path)
         if body is not None and isinstance(body.get("region_ids"), list) \
                 and body.get("connection_ids_start_at") in (0, 1):
-            regions = np.unique(np.asarray(body["region_ids"], dtype=np.int64))
+            try:
+                regions = sidecar.region_ids(body, lab.numpy_path)
+            except LtpaError as exc:
+                raise exc.in_context(rec.where(_field(lab, "numpy_path"))) from None
             start = int(body["connection_ids_start_at"])
         else:
             try:
@@ -723,6 +748,17 @@ class KeyGrid:
     voxel_size: tuple
     affine: np.ndarray | None  # voxel centre -> RAS mm, None when the header has none
 
+    def order(self) -> str:
+        """The voxel order of the grid's axes (e.g. 'RAS', 'LPS'); '?' without an affine."""
+        if self.affine is None:
+            return "?"
+        import nibabel as nib
+
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def affine_key(self):
+        return None if self.affine is None else tuple(np.round(self.affine, 6).ravel().tolist())
+
     def text(self) -> str:
         vs = "x".join(f"{v:g}" for v in self.voxel_size)
         aff = "no affine" if self.affine is None else "affine [" + ", ".join(
@@ -739,14 +775,25 @@ def _key_grid(ds) -> KeyGrid:
 
 
 class _Roi:
-    """The voxels of a query, from a list of voxels or a mask (with its grid, to check)."""
+    """The voxels of a query: a list of voxels, a mask (with its grid, placed on each scan's
+    key grid) or points in mm (placed by each key grid's affine)."""
 
-    def __init__(self, voxels, mask_source=None, shape=None, affine=None, zooms=None):
-        self.voxels = voxels  # (N, 3) int64
+    def __init__(self, voxels, mask_source=None, shape=None, affine=None, zooms=None,
+                 data=None, points=None):
+        self.voxels = voxels  # (N, 3) int64: the list, or the mask's nonzero voxels
         self.mask_source = mask_source
         self.shape = shape
         self.affine = affine
         self.zooms = zooms
+        self.data = data  # the mask itself (reoriented per key grid)
+        self.points = points  # (N, 3) float RAS mm
+        self._placed = {}
+
+    @property
+    def kind(self) -> str:
+        if self.points is not None:
+            return "mm"
+        return "mask" if self.mask_source is not None else "voxels"
 
     @classmethod
     def from_input(cls, ijks):
@@ -757,6 +804,21 @@ class _Roi:
         if isinstance(ijks, np.ndarray) and ijks.ndim == 3:
             return cls(_mask_voxels(ijks, "the mask array"), "the mask array", ijks.shape)
         return cls(_voxel_array(ijks))
+
+    @classmethod
+    def from_mm(cls, points):
+        try:
+            arr = np.asarray(points, dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise LtpaError(f"query points must be (x, y, z) triples in mm ({exc})") from None
+        if arr.ndim == 1 and arr.shape[0] == 3:
+            arr = arr.reshape(1, 3)
+        if arr.size == 0:
+            arr = np.zeros((0, 3))
+        if arr.ndim != 2 or arr.shape[1] != 3 or not np.isfinite(arr).all():
+            raise LtpaError(f"query points must be finite (x, y, z) triples in mm; got an "
+                            f"array of shape {arr.shape}")
+        return cls(np.zeros((0, 3), np.int64), points=arr)
 
     @classmethod
     def _from_image(cls, img, what):
@@ -782,43 +844,76 @@ class _Roi:
                             f"mask in the key grid")
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
         return cls(_mask_voxels(data, label), label, tuple(data.shape),
-                   np.asarray(img.affine, dtype=np.float64), zooms)
+                   np.asarray(img.affine, dtype=np.float64), zooms, data=data)
+
+    def voxels_on(self, grid: KeyGrid):
+        """(voxels of the ROI on ``grid``, None), or (None, why it does not fit)."""
+        key = (grid.dim, grid.affine_key(), grid.voxel_size)
+        if key not in self._placed:
+            self._placed[key] = self._place(grid)
+        return self._placed[key]
+
+    def _place(self, grid: KeyGrid):
+        if self.points is not None:
+            if grid.affine is None:
+                return None, ("the pkl's header gives no affine, so points in mm cannot be "
+                              "placed on its key grid; query by voxel")
+            ijk = nib_apply(np.linalg.inv(grid.affine), self.points)
+            voxels = np.rint(ijk).astype(np.int64)
+            return self._inside(voxels, grid, "point")
+        if self.mask_source is None:
+            return self._inside(self.voxels, grid, "voxel")
+        if self.affine is None:
+            mine = f"shape {'x'.join(map(str, self.shape))}"
+        else:
+            mine = "grid " + KeyGrid(tuple(self.shape), self.zooms, self.affine).text()
+        differs = f"{self.mask_source} is in {mine}; the key grid is {grid.text()}"
+        if self.affine is not None and grid.affine is not None:
+            from .grids import Grid, conform, conform_plan
+
+            plan = conform_plan(self.shape, self.affine, Grid(grid.dim, grid.voxel_size,
+                                                              grid.order(), grid.affine))
+            if isinstance(plan, str):
+                return None, differs + ": resample the mask to the key grid"
+            if plan is None:
+                return self.voxels, None
+            return _mask_voxels(conform(self.data, plan), self.mask_source), None
+        if tuple(self.shape) != grid.dim:
+            return None, differs + ": resample the mask to the key grid"
+        if self.affine is not None and not np.allclose(self.zooms, grid.voxel_size, atol=1e-4):
+            return None, differs + (" (the pkl's header gives no affine: shape and voxel "
+                                    "size compared)")
+        return self.voxels, None
 
     def check(self, grid: KeyGrid) -> str | None:
         """Why the ROI does not fit ``grid`` (a message), or None."""
-        if self.mask_source is not None:
-            if self.affine is None:
-                mine = f"shape {'x'.join(map(str, self.shape))}"
-            else:
-                mine = "grid " + KeyGrid(tuple(self.shape), self.zooms, self.affine).text()
-            differs = f"{self.mask_source} is in {mine}; the key grid is {grid.text()}"
-            if tuple(self.shape) != grid.dim:
-                return differs + ": resample the mask to the key grid"
-            if self.affine is not None:
-                if grid.affine is not None:
-                    if not np.allclose(self.affine, grid.affine, atol=1e-3):
-                        return differs + ": resample the mask to the key grid"
-                elif not np.allclose(self.zooms, grid.voxel_size, atol=1e-4):
-                    return differs + (" (the pkl's header gives no affine: shape and voxel "
-                                      "size compared)")
-            return None
-        v = self.voxels
+        return self.voxels_on(grid)[1]
+
+    @staticmethod
+    def _inside(v, grid: KeyGrid, what):
         if v.shape[0] == 0:
-            return None
+            return v, None
         bad = np.flatnonzero(((v < 0) | (v >= np.asarray(grid.dim))).any(axis=1))
         if bad.size:
             shown = ", ".join(str(tuple(int(x) for x in v[i])) for i in bad[:3])
             more = f" and {bad.size - 3} more" if bad.size > 3 else ""
-            return (f"voxel{'s' if bad.size > 1 else ''} {shown}{more} outside the key grid of "
-                    f"shape {'x'.join(map(str, grid.dim))}")
-        return None
+            kind = "voxel" if what == "voxel" else "point (as a voxel)"
+            return None, (f"{kind}{'s' if bad.size > 1 else ''} {shown}{more} outside the key "
+                          f"grid of shape {'x'.join(map(str, grid.dim))}")
+        return v, None
 
-    def linear(self, dim) -> np.ndarray:
-        """Sorted unique linear voxel numbers (C order, as the pkl's index)."""
-        if self.voxels.shape[0] == 0:
-            return np.zeros(0, dtype=np.int64)
-        lin = np.ravel_multi_index(tuple(self.voxels.T), dim).astype(np.int64)
-        return np.unique(lin)
+
+def nib_apply(affine, points) -> np.ndarray:
+    """``affine`` applied to (N, 3) points."""
+    return points @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _linear(voxels, dim) -> np.ndarray:
+    """Sorted unique linear voxel numbers (C order, as the pkl's index)."""
+    if voxels.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    lin = np.ravel_multi_index(tuple(voxels.T), dim).astype(np.int64)
+    return np.unique(lin)
 
 
 def _voxel_array(ijks) -> np.ndarray:
@@ -996,6 +1091,19 @@ def parse_param(text: str):
     if isinstance(parsed, (dict, list)):
         parsed = value
     return key, parsed
+
+
+def parse_mm(text: str) -> tuple:
+    parts = text.replace(" ", "").split(",")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        out = tuple(float(p) for p in parts)
+        if not all(np.isfinite(out)):
+            raise ValueError
+        return out
+    except ValueError:
+        raise LtpaError(f"--mm {text!r}: expected three numbers X,Y,Z (RAS mm)") from None
 
 
 def parse_ijk(text: str) -> tuple:

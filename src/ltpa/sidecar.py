@@ -6,14 +6,15 @@ Every output the workflow makes gets a sidecar, written after the output is in p
      "connection_ids" | "qsdr_atlas" | "track_scalars" | "termination_patterns" |
      "study_map" (ltpa.maps_workflow: a study map, with its top centers),
      "scan_id": ..., "atlas": ...,
-     "output": {"path", "size", "mtime_ns"},            # the file this sidecar describes
+     "output": {"path", "size", "mtime_ns", "fingerprint", "sha256"?},  # the file it describes
      "inputs": {field: {"path", "relpath", "size", "mtime_ns", "sha256"?}},
      "params": {...},                                     # what else decides the content
      "stats": {...}, and per kind: "build", "region_ids", "connection_ids_start_at", ...}
 
 ``relpath`` is the input's path relative to the output's folder, so a study moved or copied
 whole (with its times kept: ``cp -a``, ``rsync -a``) is still up to date; ``sha256`` is kept
-for inputs up to ``HASH_MAX_BYTES``, so an unchanged small file that was touched is too.
+for inputs up to ``HASH_MAX_BYTES``, so an unchanged small file that was touched is too;
+the output's own ``sha256`` for outputs up to ``OUTPUT_HASH_MAX_BYTES`` (docs/checks.md).
 
 ``read`` never raises on a bad sidecar: it returns ``(None, why)`` and the output counts as
 out of date; QC, status and the workflow read sidecars only through it.
@@ -29,11 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .io import atomic_open
+from .io import atomic_open, read_regular
 
 SIDECAR_VERSION = 2
 MAX_BYTES = 16 << 20  # a sidecar of a scan with a 10^4-region list is ~100 KB
 HASH_MAX_BYTES = 1 << 20  # inputs up to 1 MB get a content hash (atlases, graphml, tables)
+# outputs up to this size are hashed in full when their sidecar is written, and again when
+# their mtime moved (ltpa.staleness, cached by file identity); larger ones are compared by
+# size and their first and last 4 KB (``fingerprint``). Hashing runs at ~1 GB/s, so a
+# study of 1,000 scans with 50 MB pkls pays ~1 min once after a run (Snakemake touches
+# every output), then nothing while the outputs stay untouched.
+OUTPUT_HASH_MAX_BYTES = 256 << 20
 KINDS = ("track_dataset", "key_trk", "connection_ids", "qsdr_atlas", "track_scalars",
          "termination_patterns", "study_map")
 
@@ -86,14 +93,33 @@ TOUCH_WINDOW_NS = 600 * 10**9
 
 
 def sha256_of(path, limit=HASH_MAX_BYTES) -> str | None:
+    """sha256 of the regular file at ``path`` if it has at most ``limit`` bytes, else None
+    (read in 1 MB blocks: outputs are hashed up to ``OUTPUT_HASH_MAX_BYTES``)."""
+    import stat
+
+    h = hashlib.sha256()
+    total = 0
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as fh:
+            while True:
+                block = fh.read(1 << 20)
+                if not block:
+                    break
+                total += len(block)
+                if total > limit:
+                    return None
+                h.update(block)
     except OSError:
         return None
-    if len(data) > limit:
-        return None
-    return hashlib.sha256(data).hexdigest()
+    finally:
+        os.close(fd)
+    return h.hexdigest()
 
 
 def write(output, kind: str, *, inputs: dict, params: dict, scan_id=None, atlas=None,
@@ -103,6 +129,8 @@ def write(output, kind: str, *, inputs: dict, params: dict, scan_id=None, atlas=
     output = Path(os.path.abspath(output))
     st = os.stat(output)
     fp = fingerprint(output)
+    digest = sha256_of(output, OUTPUT_HASH_MAX_BYTES) if st.st_size <= OUTPUT_HASH_MAX_BYTES \
+        else None
     body = {
         "sidecar_version": SIDECAR_VERSION,
         "ltpa_version": __version__,
@@ -110,7 +138,7 @@ def write(output, kind: str, *, inputs: dict, params: dict, scan_id=None, atlas=
         "scan_id": scan_id,
         "atlas": atlas,
         "output": {"path": str(output), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                   "fingerprint": fp},
+                   "fingerprint": fp, **({"sha256": digest} if digest else {})},
         "inputs": inputs,
         "params": params,
         **content,
@@ -130,21 +158,21 @@ def _json_default(obj):
     raise TypeError(type(obj).__name__)
 
 
+NO_SIDECAR = "it has no sidecar"
+
+
 def read(output) -> tuple[dict | None, str | None]:
     """``(sidecar, None)``, or ``(None, why)`` when it is missing, unreadable or malformed."""
     path = path_of(output)
     try:
-        st = os.stat(path)
+        data = read_regular(path, MAX_BYTES)
     except FileNotFoundError:
-        return None, "it has no sidecar"
+        return None, NO_SIDECAR
     except OSError as exc:
         return None, f"its sidecar {str(path)!r} cannot be read ({exc.strerror})"
-    if st.st_size > MAX_BYTES:
-        return None, f"its sidecar {str(path)!r} is {st.st_size >> 20} MB, not a sidecar"
     try:
-        with open(path, "rb") as fh:
-            body = json.loads(fh.read().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return None, f"its sidecar {str(path)!r} is not valid JSON ({str(exc)[:80]})"
     problem = _check(body)
     if problem:
@@ -182,9 +210,15 @@ def _check(body) -> str | None:
         if key in body and not isinstance(body[key], dict):
             return f"{key!r} is not an object"
     if "region_ids" in body and not (isinstance(body["region_ids"], list)
-                                     and all(_is_int(v) for v in body["region_ids"])):
-        return "'region_ids' is not a list of integers"
+                                     and all(_is_int(v) and INT64_MIN <= v <= INT64_MAX
+                                             for v in body["region_ids"])):
+        return "'region_ids' is not a list of 64-bit integers"
+    if not isinstance(out.get("sha256", ""), str):
+        return "'output.sha256' is not a string"
     return None
+
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _is_int(v) -> bool:
@@ -207,3 +241,62 @@ def stats(output) -> dict:
     """The ``stats`` of a valid sidecar, else {} (for QC and the report)."""
     body, _ = read(output)
     return (body or {}).get("stats") or {}
+
+
+def region_ids(body: dict, output) -> np.ndarray:
+    """The sorted region ids a connection-ids sidecar decodes with, checked.
+
+    They must be strictly increasing 64-bit integers, and when the region list they came
+    from (the sidecar's graphml_path or labels_path input, else its atlas, for the atlas's
+    own labels) is still the file the sidecar records, they must be the ones that file gives:
+    an edited sidecar would change every decoded region silently. LtpaError otherwise.
+    """
+    from .errors import LtpaError
+
+    where = f"sidecar {str(path_of(output))!r}"
+    ids = np.asarray(body.get("region_ids"), dtype=np.int64)
+    if ids.ndim != 1 or (ids.size > 1 and not (np.diff(ids) > 0).all()):
+        raise LtpaError(f"{where}: region_ids are not strictly increasing integers; the "
+                        f"sidecar was edited: rebuild {str(output)!r}")
+    inputs = body.get("inputs") or {}
+    for fld in ("graphml_path", "labels_path", "volume_path"):
+        rec = inputs.get(fld)
+        if rec is None:
+            continue
+        if not _unchanged_input(rec):
+            return ids  # the list changed since: the sidecar's copy is the one it was built with
+        expected = _regions_of(fld, rec["path"])
+        if not np.array_equal(expected, ids):
+            raise LtpaError(f"{where}: region_ids ({ids.size}) differ from the region list "
+                            f"{fld} {rec['path']!r} it was built from ({expected.size}); the "
+                            f"sidecar was edited: rebuild {str(output)!r}")
+        return ids
+    return ids
+
+
+def _unchanged_input(rec: dict) -> bool:
+    try:
+        st = os.stat(rec["path"])
+    except (OSError, ValueError):
+        return False
+    if st.st_size != rec["size"]:
+        return False
+    if st.st_mtime_ns == rec["mtime_ns"]:
+        return True
+    digest = rec.get("sha256")
+    return digest is not None and sha256_of(rec["path"]) == digest
+
+
+def _regions_of(fld, path) -> np.ndarray:
+    from .regions import regions_from_graphml, regions_from_table
+
+    if fld == "graphml_path":
+        regions = regions_from_graphml(path)
+    elif fld == "labels_path":
+        regions = regions_from_table(path)
+    else:
+        from .labels import read_label_volume
+
+        regions = np.unique(read_label_volume(path))
+        regions = regions[regions != 0]
+    return np.unique(np.asarray(regions, dtype=np.int64))

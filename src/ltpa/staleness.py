@@ -10,7 +10,8 @@ An output is
 
 - ``missing``: not on disk;
 - ``out of date`` when its sidecar is missing or invalid, or describes another file than
-  the output on disk; when an input path differs from the one it was built from (compared
+  the output on disk (outputs up to 256 MB are compared by content when their mtime moved:
+  ``_same_output``); when an input path differs from the one it was built from (compared
   by real path, or relative to the output's folder for a study that was moved); when an
   input's size differs, or its modification time does unless its content hash (kept for
   inputs up to 1 MB) is unchanged; when a parameter differs (``JobSpec.params``: space,
@@ -67,10 +68,77 @@ def _same_path(recorded: dict, path: str, output_folder: str) -> bool:
         os.path.normpath(path)
 
 
-def _same_output(recorded: dict, path: str, st) -> bool:
-    """Is the output on disk the one the sidecar was written for (Snakemake touches outputs)?"""
+class OutputHashes:
+    """sha256 of outputs by file identity (device, inode, size, mtime_ns, ctime_ns), kept in
+    the study's ``cache/outputs.json``: an output whose mtime moved since its sidecar was
+    written (Snakemake touches outputs) is hashed once, not at every dry run. An edit
+    changes ctime (which no user can set), so a cached answer never outlives the content."""
+
+    MAX_BYTES = 64 << 20
+
+    def __init__(self, cache_file=None):
+        import json
+
+        from .io import read_regular
+
+        self.cache_file = cache_file
+        self._known = {}
+        self._used = {}
+        if cache_file is not None:
+            try:
+                body = json.loads(read_regular(cache_file, self.MAX_BYTES))
+            except (OSError, ValueError, RecursionError):
+                body = None
+            if isinstance(body, dict) and body.get("version") == 1 and \
+                    isinstance(body.get("sha256"), dict):
+                self._known = {k: v for k, v in body["sha256"].items()
+                               if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
+
+    def sha256(self, path, st) -> str | None:
+        key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        digest = self._known.get(key)
+        if digest is None:
+            digest = sidecar.sha256_of(path, sidecar.OUTPUT_HASH_MAX_BYTES)
+            if digest is None:
+                return None
+            again = _stat(path)  # changed while it was read: not cached
+            if again is None or (again.st_mtime_ns, again.st_ctime_ns, again.st_size) != \
+                    (st.st_mtime_ns, st.st_ctime_ns, st.st_size):
+                return digest
+        self._used[key] = digest
+        return digest
+
+    def save(self) -> None:
+        """Keep the identities of this judgement's outputs (best effort)."""
+        import json
+
+        if self.cache_file is None or self._used == self._known:
+            return
+        try:
+            from .io import atomic_open
+
+            with atomic_open(self.cache_file, "w") as fh:
+                json.dump({"version": 1, "sha256": self._used}, fh)
+        except (OSError, ValueError):
+            pass
+
+
+def _same_output(recorded: dict, path: str, st, hashes=None) -> bool:
+    """Is the output on disk the one the sidecar was written for (Snakemake touches outputs)?
+
+    An output of at most ``sidecar.OUTPUT_HASH_MAX_BYTES`` carries its sha256 in the
+    sidecar: when its mtime is not the one recorded, its content is compared in full. A
+    larger one (or a sidecar without the hash) is compared by size, and, when its mtime moved
+    by more than ``TOUCH_WINDOW_NS``, by its first and last 4 KB.
+    """
     if st.st_size != recorded["size"]:
         return False
+    digest = recorded.get("sha256")
+    if digest is not None:
+        if st.st_mtime_ns == recorded["mtime_ns"]:
+            return True
+        hashes = hashes if hashes is not None else OutputHashes()
+        return hashes.sha256(path, st) == digest
     moved = st.st_mtime_ns - recorded["mtime_ns"]
     if 0 <= moved <= sidecar.TOUCH_WINDOW_NS:
         return True
@@ -88,17 +156,17 @@ def _changed_file(fld, recorded: dict, path: str, st) -> str | None:
     return None
 
 
-def judge(spec, produced: dict, verdicts: dict) -> Verdict:
+def judge(spec, produced: dict, verdicts: dict, hashes=None) -> Verdict:
     """The verdict on ``spec.output``; ``produced`` maps output paths to their specs."""
     out = spec.output
     if out in verdicts:
         return verdicts[out]
     verdicts[out] = Verdict(OK)  # a guard against cycles (the study check forbids them)
-    verdicts[out] = v = _judge(spec, produced, verdicts)
+    verdicts[out] = v = _judge(spec, produced, verdicts, hashes)
     return v
 
 
-def _judge(spec, produced, verdicts) -> Verdict:
+def _judge(spec, produced, verdicts, hashes=None) -> Verdict:
     missing = []
     for fld, path in spec.inputs.items():
         if path is not None and path not in produced and _stat(path) is None:
@@ -114,8 +182,10 @@ def _judge(spec, produced, verdicts) -> Verdict:
     if body is None:
         if missing:
             return Verdict(KEPT, f"{why}; its inputs are missing")
+        if why == sidecar.NO_SIDECAR:  # e.g. made by dsi2: of the output's format (ltpa.sniff)
+            why += " (made by another tool?): it will be rebuilt, replacing it"
         return Verdict(OUT_OF_DATE, f"{why}")
-    if not _same_output(body["output"], spec.output, out_st):
+    if not _same_output(body["output"], spec.output, out_st, hashes):
         return Verdict(OUT_OF_DATE, "the output on disk is not the one its sidecar describes "
                                     "(it was replaced or changed)", buildable=not missing)
     folder = os.path.dirname(spec.output)
@@ -142,7 +212,7 @@ def _judge(spec, produced, verdicts) -> Verdict:
         return Verdict(KEPT, f"{names} missing", missing=tuple(missing))
     for fld, path in given.items():
         if path in produced:
-            up = judge(produced[path], produced, verdicts)
+            up = judge(produced[path], produced, verdicts, hashes)
             if up.status in NEEDS_WORK:
                 return Verdict(OUT_OF_DATE, f"its input {fld} {path!r} is {up.status}",
                                own=False, buildable=up.buildable)
@@ -164,8 +234,12 @@ def _param_change(key, was, now) -> str:
     return f"{key} was {was!r}, now {now!r}"
 
 
-def judge_all(specs) -> list[Verdict]:
-    """The verdict on each spec's output, in order."""
+def judge_all(specs, hashes: OutputHashes | None = None) -> list[Verdict]:
+    """The verdict on each spec's output, in order (``hashes``: the study's output hash
+    cache, saved after)."""
     produced = {s.output: s for s in specs}
     verdicts: dict = {}
-    return [judge(s, produced, verdicts) for s in specs]
+    hashes = hashes if hashes is not None else OutputHashes()
+    out = [judge(s, produced, verdicts, hashes) for s in specs]
+    hashes.save()
+    return out

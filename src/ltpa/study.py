@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .config import with_defaults
 from .errors import LtpaError
-from .localdata import problem_text, read_records
+from .localdata import problem_scan, problem_text, read_records, with_hints
 from .targets import RULE_LABEL, RULE_MAP_B0, RULE_PATTERNS, build_targets
 
 ARCHIVED_NOTE = "inputs archived, output kept"
@@ -67,6 +67,8 @@ class Study:
     specs: dict = field(default_factory=dict)  # (rule, output) -> ltpa.spec.JobSpec
     notes: list = field(default_factory=list)  # Note
     problems: list = field(default_factory=list)  # what must be fixed before these jobs run
+    left_out: dict = field(default_factory=dict)  # keep_going: scan_id -> its problems
+    left_out_text: str = ""  # keep_going: the listing load_study would have raised
 
     @property
     def work_dir(self) -> Path:
@@ -95,11 +97,19 @@ def study_work_dir(local_data, config: dict) -> Path:
 
 
 def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True,
-               strict=True, remote=False, only=None) -> Study:
+               strict=True, remote=False, only=None, keep_going=False) -> Study:
     """Read, validate, resolve and check a study; LtpaError listing every problem.
+
+    Every stage runs on whatever the earlier ones could read, so one listing holds every
+    problem of the study: fields (with the did-you-mean hints of misspelt keys), paths,
+    missing inputs and headers.
 
     With ``strict=False`` (``ltpa status``), problems found after the JSON and its paths
     were read (missing inputs, bad headers) are returned in ``Study.problems`` instead.
+    With ``keep_going`` (``snakemake --keep-going``), the scans whose inputs fail a check
+    (missing, unreadable, a bad header or grid) are left out of the study
+    (``Study.left_out``: scan_id -> its problems) and the others are kept; a problem of the
+    JSON itself (fields, paths), or one that names no scan, still ends the run.
     ``remote``: the Snakefile parsed again inside a cluster job, whose driver checked the
     study already: no checks, and with ``only`` (the outputs the job makes) only the scans
     that make them.
@@ -114,37 +124,93 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
         study = Study(path, scans, build_targets(scans, config), config)
         study.verdicts = []
         return study
-    valid = _ValidScans(study_work_dir(path, config) / "cache" / "schema.json")
-    scans, problems, warnings = read_records(path, config["data_root"],
-                                             strict_fields=config["strict_fields"],
-                                             valid_cache=valid.digests)
+    work_dir = study_work_dir(path, config)
+    valid = _ValidScans(work_dir / "cache" / "schema.json")
+    scans, problems, hints = read_records(path, config["data_root"],
+                                          strict_fields=config["strict_fields"],
+                                          valid_cache=valid.digests)
     valid.save()
     targets = build_targets(scans, config)
-    path_problems, path_warnings = check_paths(path, targets)
+    log_dir = config["log_dir"]
+    managed = [work_dir] + ([Path(os.path.abspath(log_dir))] if log_dir else [])
+    path_problems, warnings = check_paths(path, targets, managed=managed,
+                                          overwrite_foreign=config["overwrite_foreign"])
     problems += path_problems
-    warnings += path_warnings
-    if problems:
-        raise LtpaError(problem_text(path, problems))
-    study = Study(path, scans, targets, config, warnings)
+    # the later stages run on the scans with no problem so far, so that a header problem is
+    # listed with a field problem of another scan (a scan's own field problem would only
+    # repeat itself as a header problem: trk_space "tal")
+    flawed = {problem_scan(p) for p in problems}
+    refused = {t.output for t in targets if t.scan.index in flawed
+               or any(str(t.output) in p for p in path_problems)}
+    study = Study(path, scans, targets, config, list(warnings))
     specs = [t.spec(config) for t in targets]
     study.specs = {(t.rule, s.output): s for t, s in zip(targets, specs)}
-    study.verdicts = judge_all(specs)
+    study.verdicts = judge_all(specs, hashes=_output_hashes(work_dir))
     for t, v in zip(targets, study.verdicts):
+        if t.output in refused:
+            continue
         if v.status == KEPT:
             study.warnings.append(f"{t.where()}: {v.reason}; keeping the existing output "
                                   f"{str(t.output)!r} as it is")
             study.notes.append(Note(t.scan.scan_id, t.atlas_key, ARCHIVED_NOTE,
                                     detail=v.reason))
-        elif v.status in NEEDS_WORK and not v.buildable:
-            problems += unbuildable(t, v)
+    later = []
+    for t, v in zip(targets, study.verdicts):
+        if t.output not in refused and v.status in NEEDS_WORK and not v.buildable:
+            later += unbuildable(t, v)
     if check_inputs_of_jobs:
         todo = [t for t, v in zip(targets, study.verdicts) if v.status in NEEDS_WORK
-                and v.buildable]
-        problems += check_inputs(study, todo)
-    if problems and strict:
-        raise LtpaError(problem_text(path, problems))
-    study.problems = problems
+                and v.buildable and t.output not in refused]
+        later += check_inputs(study, todo)
+    problems += later
+    early = len(problems) - len(later)
+    # the JSON's own problems (fields, paths) are fixed in the JSON: they stop every run;
+    # what the inputs' checks find is left out scan by scan with keep_going
+    if problems and keep_going and not early:
+        rest = _leave_out(study, problems, hints)
+        if rest or not study.scans:  # a problem of no scan, or nothing left to build
+            why = [] if rest else ["every scan has a problem: nothing is left to build"]
+            raise LtpaError(problem_text(path, with_hints(problems, hints) + why))
+        study.left_out_text = problem_text(path, with_hints(problems, hints))
+        problems, early = [], 0
+    listing = with_hints(problems, hints)
+    # the JSON's and the paths' problems end even a status: what they name cannot be judged
+    if problems and (strict or early):
+        raise LtpaError(problem_text(path, listing))
+    if not problems:
+        kept = {sc.index for sc in study.scans}
+        study.warnings[:0] = [h for h in hints if problem_scan(h) in kept]
+    study.problems = listing
     return study
+
+
+def _leave_out(study: Study, problems, hints) -> list[str]:
+    """Leave the scans named by ``problems`` out of ``study`` (``Study.left_out``); returns
+    the problems that name no scan."""
+    by_scan, general = {}, []
+    for p in problems:
+        idx = problem_scan(p)
+        (general if idx is None else by_scan.setdefault(idx, [])).append(p)
+    if general:
+        return problems
+    names = {s.index: s.scan_id for s in study.scans}
+    for idx in sorted(by_scan):
+        study.left_out[names.get(idx, f"#{idx}")] = with_hints(
+            by_scan[idx], [h for h in hints if problem_scan(h) == idx])
+    keep = [i for i, t in enumerate(study.targets) if t.scan.index not in by_scan]
+    study.scans = [s for s in study.scans if s.index not in by_scan]
+    study.targets = [study.targets[i] for i in keep]
+    study.verdicts = [study.verdicts[i] for i in keep]
+    kept = {(t.rule, str(t.output)) for t in study.targets}
+    study.specs = {k: v for k, v in study.specs.items() if k in kept}
+    study.notes = [n for n in study.notes if n.scan not in study.left_out]
+    return []
+
+
+def _output_hashes(work_dir: Path):
+    from .staleness import OutputHashes
+
+    return OutputHashes(work_dir / "cache" / "outputs.json")
 
 
 class _ValidScans:
@@ -153,11 +219,15 @@ class _ValidScans:
     def __init__(self, path: Path):
         import json
 
+        from .io import read_regular
+
         self.path = path
         try:
-            self.digests = set(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            self.digests = set()
+            body = json.loads(read_regular(path, 64 << 20))
+        except (OSError, ValueError, RecursionError):
+            body = None
+        self.digests = {d for d in body if isinstance(d, str)} if isinstance(body, list) \
+            else set()
         self._before = len(self.digests)
 
     def save(self):
@@ -387,6 +457,10 @@ class _RealPaths:
     def __call__(self, path) -> str:
         return self._resolve(str(path))[0]
 
+    def is_file(self, path) -> bool:
+        """Whether there is a regular file at ``path`` (itself, not through a link)."""
+        return stat.S_ISREG(self._resolve(str(path))[1])
+
     def kind(self, path) -> str | None:
         """'link' or 'folder' for a path that is one (itself, not through its folders)."""
         mode = self._resolve(str(path))[1]
@@ -397,14 +471,45 @@ class _RealPaths:
         return None
 
 
+def _usable_name(path: str) -> bool:
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        return False
+    return True
+
+
 # what Snakemake takes for a wildcard in a file name ({name} or {name,constraint}): such a
 # path cannot be an input or output of the workflow
 _SNAKEMAKE_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
 
 
-def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
-    """(problems, warnings) of the study's outputs against every input, each other and the JSON."""
+# the longest name the workflow derives from an output's: the temp file of its sidecar,
+# ".<name>.json.ltpa-tmp-XXXXXXXX" (tempfile's 8 random characters), or of an image output
+# written with its extension kept, ".<name>.ltpa-tmp-XXXXXXXX.nii.gz"
+NAME_MAX = 255
+_SIDECAR_TEMP_EXTRA = len(".") + len(".json") + len(".ltpa-tmp-") + 8
+
+
+def _derived_extra(t) -> int:
+    """Bytes the longest file name derived from ``t``'s output adds to its name."""
+    if t.rule == RULE_MAP_B0:
+        from .b0map import _image_suffix
+
+        return max(_SIDECAR_TEMP_EXTRA,
+                   len(".") + len(".ltpa-tmp-") + 8 + len(_image_suffix(t.output)))
+    return _SIDECAR_TEMP_EXTRA
+
+
+def check_paths(local_data: Path, targets, managed=(), overwrite_foreign=False) \
+        -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the study's outputs against every input, each other, the JSON,
+    the study's own folders (``managed``: results, caches, logs) and the files already at
+    the output paths (one of another format is refused unless ``overwrite_foreign``)."""
+    from .sniff import foreign_kind
+
     real = _RealPaths()
+    managed = [os.path.realpath(m) for m in managed]
     problems, warnings = [], []
     braced = {}  # a folder or file whose name holds a {wildcard} -> the paths through it
     inputs = {}  # real path -> [(field, description)] of every input that names it
@@ -457,7 +562,25 @@ def check_paths(local_data: Path, targets) -> tuple[list[str], list[str]]:
                     fld, u, q = clash[0]
                     problems.append(f"{described(t, role)}: is an input ({u.where(fld)} "
                                     f"{str(q)!r}); refusing to overwrite raw data")
+        for m in managed:
+            if r == m or r.startswith(m.rstrip("/") + "/"):
+                problems.append(f"{described(t)}: is inside the study's own folder {m!r} "
+                                f"(QC, provenance, caches, logs, report); outputs go elsewhere")
+                break
+        name_bytes = len(os.fsencode(os.path.basename(out))) if _usable_name(out) else 0
+        extra = _derived_extra(t)
+        if name_bytes + extra > NAME_MAX:
+            problems.append(f"{described(t)}: its file name is {name_bytes} bytes; the "
+                            f"workflow's temp and sidecar files add {extra} to it, and file "
+                            f"names are limited to {NAME_MAX} bytes: use a name of at most "
+                            f"{NAME_MAX - extra} bytes")
         kind = real.kind(out)
+        if kind is None and not overwrite_foreign and real.is_file(out):
+            found = foreign_kind(r, t.rule)
+            if found:
+                problems.append(f"{described(t)}: the existing file there is {found}, not "
+                                f"this output's format; refusing to replace it (move it, fix "
+                                f"the path, or set overwrite_foreign: true in the config)")
         if kind == "link":
             problems.append(f"{described(t)}: is a symbolic link (to {os.path.realpath(out)!r}); "
                             f"give the real path of the output")

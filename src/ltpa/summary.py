@@ -120,3 +120,32 @@ def format_summary(notes, limit: int = 40) -> str:
         lines.append(f"    ... and {len(notes) - limit} more (`ltpa status --notes` lists all, "
                      f"the QC summary table has them as flags)")
     return "\n".join(lines)
+
+
+def format_failures(left_out: dict, failed, limit: int = 40) -> str:
+    """What did not get built: the scans left out before any job (``--keep-going``:
+    scan -> its problems) and the jobs that failed ((rule, output, log) triples); '' if none.
+    """
+    lines = []
+    if left_out:
+        lines.append(f"ltpa: {len(left_out)} scan{'s' if len(left_out) > 1 else ''} left out "
+                     f"(their inputs failed the checks before any job; nothing of them was "
+                     f"built):")
+        shown = 0
+        for scan, problems in left_out.items():
+            lines.append(f"  scan {scan}:")
+            for p in problems:
+                if shown < limit:
+                    lines.append(f"    - {p}")
+                shown += 1
+        if shown > limit:
+            lines.append(f"    ... and {shown - limit} more problems (`ltpa validate` lists all)")
+    failed = list(failed)
+    if failed:
+        lines.append(f"ltpa: {len(failed)} job{'s' if len(failed) > 1 else ''} failed (their "
+                     f"outputs were not written; each log says why):")
+        for rule, output, log in failed[:limit]:
+            lines.append(f"  {rule}: {output}" + (f" (log: {log})" if log else ""))
+        if len(failed) > limit:
+            lines.append(f"  ... and {len(failed) - limit} more")
+    return "\n".join(lines)

@@ -73,6 +73,37 @@ def remote_outputs():
     return out
 
 
+def _keep_going():
+    """Whether Snakemake runs with --keep-going: ExecutionSettings.keep_going
+    (snakemake.settings.types), read from workflow.execution_settings rather than sys.argv
+    so that the API, a profile's `keep-going: true` and the command line agree. Snakemake
+    sets it on the workflow after parsing the Snakefile (snakemake.api: the workflow is
+    parsed on first access, then given its settings), so it is read when the DAG is built."""
+    settings = getattr(workflow, "execution_settings", None)
+    return bool(getattr(settings, "keep_going", False))
+
+
+def _check_left_out():
+    """Scans left out by the checks: without --keep-going, and in a dry run, stop before any
+    job with every problem listed; with it, say which and build the others (the run then
+    ends non-zero: ltpa_left_out_scans)."""
+    if not STUDY.left_out:
+        return
+    if not _keep_going():
+        stop(STUDY.left_out_text)
+    if workflow.dryrun:  # nothing is built: the problems are the answer (exit 1)
+        stop(
+            f"{STUDY.left_out_text}\n(with --keep-going a run leaves these scans out and "
+            "builds the others)"
+        )
+    from ltpa.summary import format_failures
+
+    logger.warning(
+        format_failures(STUDY.left_out, ())
+        + "\nltpa: --keep-going: building every other scan; the run will end with an error"
+    )
+
+
 MAX_NOTES = 30  # notes printed before the jobs (all of them are in the end-of-run summary)
 
 
@@ -90,7 +121,10 @@ def _load_study():
         study = load_study(local_data, config, remote=True, only=remote_outputs())
         return study, study.targets, []
     try:
-        study = load_study(local_data, config)
+        # the scans with problems are left out here, and the run stopped with all of them
+        # listed unless Snakemake runs with --keep-going (_check_left_out): whether it does is
+        # known only once the Snakefile is parsed
+        study = load_study(local_data, config, keep_going=True)
     except LtpaError as exc:
         stop(str(exc))
     for text in study.warnings:
@@ -118,6 +152,8 @@ def _load_study():
 STUDY, TARGETS, STALE = _load_study()
 SCANS, ALL_TARGETS = STUDY.scans, STUDY.targets
 LOG_DIR = str(STUDY.log_dir)
+# the output of the job that fails a --keep-going run whose checks left scans out
+LEFT_OUT_FLAG = f"{STUDY.work_dir}/checks/left_out_scans.never_written"
 BY_OUTPUT = by_output(TARGETS)
 # outputs that are inputs of other targets (b0-mapped atlases): not ancient(), so that
 # Snakemake reruns what reads them when they are rebuilt
@@ -139,6 +175,7 @@ def _decide_rebuilds():
     if _REBUILDS_DECIDED or workflow.remote_exec:
         return
     _REBUILDS_DECIDED.append(True)
+    _check_left_out()
     _register_batches()
     from snakemake.settings.enums import RerunTrigger
 
@@ -158,8 +195,9 @@ _REBUILDS_DECIDED = []
 
 
 def all_outputs():
-    """Every output the JSON names whose inputs are present (or that must be built)."""
-    return [str(t.output) for t in TARGETS]
+    """Every output the JSON names whose inputs are present (or that must be built), and
+    with --keep-going, when scans were left out, the job that says so."""
+    return [str(t.output) for t in TARGETS] + left_out_outputs()
 
 
 def target_of(rule_name, wildcards):
@@ -225,6 +263,7 @@ def _path_constraints():
     work = STUDY.work_dir
     others |= {f"{work}/qc/{kind}/{s.scan_id}.tsv" for s in SCANS for kind in ("scans", "lengths")}
     others |= {f"{work}/maps/{m['name']}.nii.gz" for m in config["maps"]}
+    others.add(LEFT_OUT_FLAG)
     others -= set(produced)
     for name in check_templates(out, produced, others):
         out[name] = exact_paths_regex([str(t.output) for t in TARGETS if t.rule == name])
@@ -365,9 +404,48 @@ def resource_of(rule_name, formula):
 
 
 def print_summary():
-    """The end-of-run summary: everything that affects the results (ltpa.summary)."""
+    """The end-of-run summary: the scans left out and the jobs that failed, then everything
+    that affects the results of what was built (ltpa.summary)."""
     if workflow.remote_exec:
         return
-    from ltpa.summary import collect, format_summary
+    from ltpa.summary import collect, format_failures, format_summary
 
-    logger.info(format_summary(collect(STUDY)))
+    failures = format_failures(STUDY.left_out, _failed_jobs())
+    notes = collect(STUDY)
+    if failures:
+        logger.error(failures)
+        if notes:
+            logger.info(format_summary(notes))
+        return
+    logger.info(format_summary(notes))
+
+
+def _failed_jobs():
+    """(rule, output, log) of the jobs of this run that failed: the scheduler's set of
+    failed jobs (Snakemake 9: workflow.scheduler.failed; the left-out-scans job is said
+    separately)."""
+    failed = getattr(getattr(workflow, "scheduler", None), "failed", None) or ()
+    out = []
+    for job in failed:
+        if getattr(job, "rule", None) is None or job.rule.name == RULE_LEFT_OUT:
+            continue
+        log = ", ".join(map(str, job.log)) if getattr(job, "log", None) else ""
+        for f in job.output or ["(no output)"]:
+            out.append((job.rule.name, str(f), log))
+    return sorted(out)
+
+
+# --keep-going: the scans whose inputs failed the checks are left out (ltpa.study) and the
+# job of rules/left_out.smk, which always fails, makes the run end non-zero after every other
+# job ran (Snakemake calls onsuccess/onerror only when there are jobs; a job is also what a
+# dry run shows)
+RULE_LEFT_OUT = "ltpa_left_out_scans"
+
+
+def left_out_outputs():
+    return [LEFT_OUT_FLAG] if STUDY.left_out else []
+
+
+def left_out_inputs(wildcards):
+    _decide_rebuilds()  # the first input function of a run whose only job is this one
+    return []
