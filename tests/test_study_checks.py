@@ -175,6 +175,23 @@ def test_a_file_of_another_format_at_an_output_path_is_refused_unless_forced(stu
     assert str(foreign) in {str(t.output) for t in s.targets}
 
 
+def test_a_pattern_file_path_holding_another_format_is_refused(study):
+    """Termination-pattern targets (config patterns) are outputs like the others: a JSON at
+    their path is refused, an .npz (their own format, a zip) is replaced."""
+    config = {"patterns": {"radii": [1], "atlases": [
+        {"name": "Lausanne2008", "parameters": {"scale": 33}}]}}
+    s = load_study(study, config)
+    target = next(str(t.output) for t in s.targets if str(t.output).endswith(".npz"))
+    Path(target).write_text('{"not": "patterns"}\n')
+    text = problems_of(study, **config)
+    assert f"{target!r}: the existing file there is a JSON file" in text
+    assert Path(target).read_text() == '{"not": "patterns"}\n'
+    np.savez(target, x=np.arange(3))
+    s = load_study(study, config)
+    v = {str(t.output): v for t, v in zip(s.targets, s.verdicts)}[target]
+    assert v.status == "out of date" and "has no sidecar" in v.reason
+
+
 def test_an_output_of_its_own_format_without_sidecar_is_rebuilt_and_says_so(study):
     folder = study.parent
     np.save(folder / "s1" / "scale33.npy", np.arange(5))  # e.g. made by dsi2
