@@ -69,7 +69,7 @@ def _error_lines(spec: dict) -> list[str]:
                 hint = f"; did you mean {close[0]!r}?" if close else \
                     f"; known keys: {', '.join(known)}"
                 lines.append(f"{_key_path([*err.path, key])}: unknown key{hint}")
-        elif err.validator == "propertyNames":
+        elif "propertyNames" in err.schema_path:
             lines.append(f"{where}.{err.instance}: set by ltpa init itself, not by metadata")
         elif err.validator == "oneOf" and err.path and err.path[-1] == "tracks":
             lines.append(f"{where}: expected a template (a string) or a list of templates, "
@@ -500,7 +500,6 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
     """
     from .config import with_defaults
     from .io import atomic_path
-    from .localdata import problem_text
     from .study import load_study, study_work_dir
 
     out = Path(os.path.abspath(out))
@@ -563,6 +562,10 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
             study = load_study(tmp, config, check_inputs_of_jobs=check_headers)
         except LtpaError as exc:
             msg = str(exc).replace(str(tmp), str(out))
+            if result.gone:
+                msg += (f"\n(entries of {out.name} that no file matches any more, kept as "
+                        f"they are: {', '.join(result.gone)}; restore their files or remove "
+                        f"their entries)")
             raise LtpaError(f"the local_data.json ltpa init made does not pass ltpa "
                             f"validate; nothing was written:\n{msg}") from None
         result.warnings += [w.replace(str(tmp), str(out)) for w in study.warnings]
