@@ -249,13 +249,13 @@ class InitResult:
         return "\n".join(lines)
 
 
-def _written_path(path: Path, base: Path) -> str:
-    """``path`` as the JSON holds it: relative to the JSON's folder when inside it (the study
-    folder can then move as a whole), else absolute."""
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
+def _written_path(path, base: str) -> str:
+    """``path`` (absolute) as the JSON holds it: relative to the JSON's folder ``base`` when
+    inside it (the study folder can then move as a whole), else absolute. String operations:
+    pathlib costs seconds at 10,000 scans."""
+    path = str(path)
+    prefix = base.rstrip(os.sep) + os.sep
+    return path[len(prefix):] if path.startswith(prefix) else path
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -313,9 +313,9 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
     scan) for the tree ``root``. Each candidate's ``problems``
     name the file and the subject."""
     root = Path(os.path.abspath(root))
-    base = Path(os.path.abspath(json_path)).parent
+    base = os.path.dirname(os.path.abspath(json_path))
     outputs = Path(spec["outputs"])
-    outputs = Path(os.path.abspath(outputs if outputs.is_absolute() else base / outputs))
+    outputs = Path(os.path.abspath(outputs if outputs.is_absolute() else Path(base) / outputs))
     lines = _check_templates(spec)
     if _inside(Path(os.path.realpath(outputs)), Path(os.path.realpath(root))):
         lines.append(f"outputs: {str(outputs)!r} is inside ROOT {str(root)!r}; the outputs "
@@ -332,6 +332,7 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
                                          spec["group_column"], spec.get("space_column"))
     names, found = _match(root, spec["tracks"])
     regions_seen = {}
+    keys = [f"{_atlas_key(atlas)}.npy" for atlas in spec["atlases"]]
     candidates = []
     for values in sorted(found, key=lambda v: tuple(_natural(x) for x in v)):
         wc = dict(zip(names, values))
@@ -343,7 +344,8 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
             listed = " and ".join(f"{str(root / f)!r} (tracks[{i}])" for i, f in files)
             problems.append(f"scan {scan_id} (subject {subject_id}): two tracks files, "
                             f"{listed}; keep one, or narrow the templates")
-        trk = root / files[0][1]
+        root_s = str(root)
+        trk = os.path.join(root_s, files[0][1])
         entry = {"scan_id": scan_id, "subject_id": subject_id}
         space = spec["space"]
         if participants is not None:
@@ -378,15 +380,16 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
         entry["trk_space"] = space
         entry["trk_file"] = _written_path(trk, base)
         if spec.get("reference_volume"):
-            ref = root / fill(spec["reference_volume"], wc)
-            if not ref.exists():
+            ref = os.path.join(root_s, fill(spec["reference_volume"], wc))
+            if not os.path.exists(ref):
                 problems.append(f"scan {scan_id} (subject {subject_id}): reference_volume "
                                 f"{str(ref)!r} does not exist")
             entry["reference_volume"] = _written_path(ref, base)
-        out_dir = outputs / scan_id
-        entry["pkl_path"] = _written_path(out_dir / f"{scan_id}.pkl", base)
+        out_dir = os.path.join(str(outputs), scan_id)
+        entry["pkl_path"] = _written_path(os.path.join(out_dir, f"{scan_id}.pkl"), base)
         if spec["pkl_trk"]:
-            entry["pkl_trk_path"] = _written_path(out_dir / f"{scan_id}.pkl.trk", base)
+            entry["pkl_trk_path"] = _written_path(os.path.join(out_dir, f"{scan_id}.pkl.trk"),
+                                                  base)
         labels = []
         for j, atlas in enumerate(spec["atlases"]):
             label = {"name": atlas["name"]}
@@ -394,8 +397,8 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
                 label["parameters"] = atlas["parameters"]
             if atlas.get("notes") is not None:
                 label["notes"] = atlas["notes"]
-            vol = root / fill(atlas["volume"], wc)
-            if not vol.exists():
+            vol = os.path.join(root_s, fill(atlas["volume"], wc))
+            if not os.path.exists(vol):
                 problems.append(f"scan {scan_id} (subject {subject_id}): atlas "
                                 f"{atlas['name']} volume {str(vol)!r} (atlases[{j}].volume) "
                                 f"does not exist")
@@ -403,17 +406,17 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
             if atlas.get("regions"):
                 from .regions import is_graphml
 
-                reg = root / fill(atlas["regions"], wc)
+                reg = os.path.join(root_s, fill(atlas["regions"], wc))
                 exists = regions_seen.get(reg)
                 if exists is None:
-                    exists = regions_seen[reg] = reg.exists()
+                    exists = regions_seen[reg] = os.path.exists(reg)
                 if not exists:
                     problems.append(f"scan {scan_id} (subject {subject_id}): atlas "
                                     f"{atlas['name']} region list {str(reg)!r} "
                                     f"(atlases[{j}].regions) does not exist")
                 fld = "graphml_path" if is_graphml(reg) else "labels_path"
                 label[fld] = _written_path(reg, base)
-            label["numpy_path"] = _written_path(out_dir / f"{_atlas_key(atlas)}.npy", base)
+            label["numpy_path"] = _written_path(os.path.join(out_dir, keys[j]), base)
             labels.append(label)
         if labels:
             entry["track_labels"] = labels
@@ -508,15 +511,15 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
     result = InitResult(out)
     old = existing or []
     old_ids = {e.get("scan_id") for e in old if isinstance(e, dict)}
-    base = out.parent
+    base = str(out.parent)
     old_trks = set()
     for e in old:
         if isinstance(e, dict) and isinstance(e.get("trk_file"), str):
-            old_trks.add(os.path.normpath(base / e["trk_file"]))
+            old_trks.add(os.path.normpath(os.path.join(base, e["trk_file"])))
     new, problems = [], []
     matched_ids = set()
     for c in candidates:
-        trk = os.path.normpath(base / c.entry["trk_file"])
+        trk = os.path.normpath(os.path.join(base, c.entry["trk_file"]))
         if c.scan_id in old_ids or trk in old_trks:
             matched_ids.add(c.scan_id)
             result.unchanged.append(c.scan_id)
@@ -530,12 +533,12 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
             continue
         new.append(c.entry)
         result.added.append(c.scan_id)
-    all_trks = {os.path.normpath(base / c.entry["trk_file"]) for c in candidates}
+    all_trks = {os.path.normpath(os.path.join(base, c.entry["trk_file"])) for c in candidates}
     for e in old:
         if not isinstance(e, dict):
             continue
         trk = e.get("trk_file")
-        trk = os.path.normpath(base / trk) if isinstance(trk, str) else None
+        trk = os.path.normpath(os.path.join(base, trk)) if isinstance(trk, str) else None
         if e.get("scan_id") not in matched_ids and trk not in all_trks:
             result.gone.append(str(e.get("scan_id")))
     if orphans:
