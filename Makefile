@@ -7,14 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ltpa-installed
 CORES ?= all
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint docs clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $(STAMP)
 
 # demo/ is generated (make clean removes it); an older demo without TRUTH.md is replaced
@@ -66,5 +66,9 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/python tools/snakemake_lint.py
 
+# make docs: the documentation site (docs/, mkdocs.yml) built with --strict into site/
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf demo logs .snakemake
+	rm -rf demo logs .snakemake site
