@@ -108,3 +108,22 @@ def test_site_builds_strict(tmp_path):
         import warnings
 
         warnings.warn(f"docs pages of other branches not here yet, stubbed: {missing}")
+
+
+def test_the_spec_table_lists_every_key_of_the_init_schema_with_its_default():
+    from ltpa.init import schema
+
+    rows = {}
+    for line in (REPO / "docs" / "start.md").read_text().splitlines():
+        m = re.match(r"\|\s*`([a-z_]+)`\s*\|([^|]*)\|", line)
+        if m:
+            rows[m.group(1)] = m.group(2).strip()
+    props = schema()["properties"]
+    assert set(props) <= set(rows), set(props) - set(rows)
+    for key, prop in props.items():
+        if "default" in prop:
+            assert rows[key] == f"`{json.dumps(prop['default']).strip(chr(34))}`", key
+        elif key in schema()["required"]:
+            assert rows[key] == "required", key
+        else:
+            assert rows[key] == "none", key
