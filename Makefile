@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # the optional extras installed (pyproject.toml): EXTRAS=test,slurm adds the SLURM executor
 # (docs/slurm.md); without it no snakemake command loads anything of SLURM
-EXTRAS ?= test
+EXTRAS ?= test,docs
 comma := ,
 STAMP := $(VENV)/.ltpa-installed-$(subst $(comma),-,$(EXTRAS))
 CORES ?= all
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint docs clean
 
 install: $(STAMP)
 
@@ -43,11 +43,13 @@ test: $(STAMP)
 # against plain pickle.load of each pkl (options: READER_BENCH_ARGS="--repeat 3");
 # benchmarks/study_scale.py: the dry run and ltpa status of generated 1,000 / 3,000 / 10,000-scan
 # studies against a plain Snakefile with the same jobs (STUDY_BENCH_ARGS="--sizes 1000,3000");
-# benchmarks/job_cost.py: the fixed cost per job of a 100-small-scan study (JOB_BENCH_ARGS).
+# benchmarks/job_cost.py: the fixed cost per job of a 100-small-scan study (JOB_BENCH_ARGS);
+# benchmarks/init_bench.py: ltpa init over a 10,000-scan x 3-atlas BIDS tree (INIT_BENCH_ARGS).
 # The whole make bench takes about 30 minutes on 2 cores.
 READER_BENCH_ARGS ?=
 STUDY_BENCH_ARGS ?= --sizes 1000,3000,10000
 JOB_BENCH_ARGS ?=
+INIT_BENCH_ARGS ?=
 BENCH_VENV := benchmarks/out/venv
 BENCH_ARGS ?=
 
@@ -62,6 +64,7 @@ bench: $(STAMP) $(BENCH_VENV)/.ok
 	$(BIN)/python benchmarks/reader_bench.py $(READER_BENCH_ARGS)
 	$(BIN)/python benchmarks/study_scale.py $(STUDY_BENCH_ARGS)
 	$(BIN)/python benchmarks/job_cost.py $(JOB_BENCH_ARGS)
+	$(BIN)/python benchmarks/init_bench.py $(INIT_BENCH_ARGS)
 
 # make lint: ruff (rules and line length in pyproject.toml), snakefmt --check of the workflow,
 # and snakemake --lint, which fails on every lint but its request for a conda env or container
@@ -71,5 +74,9 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/python tools/snakemake_lint.py
 
+# make docs: the documentation site (docs/, mkdocs.yml) built with --strict into site/
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf demo logs .snakemake
+	rm -rf demo logs .snakemake site

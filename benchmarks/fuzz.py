@@ -1986,13 +1986,16 @@ def table_ref(data: bytes):
     or \\r; blank lines and lines starting with '#' are skipped; the first column ends at the
     first comma, tab or space and may be quoted; a line whose first column is not an integer
     is a header row if no index came before it and it is one of the first 5 lines, else an
-    error; negative or > 2^63-1 indices are errors; 0 is left out; no index is an error.
+    error; a header row with a cell ``index`` (any case; cells split at tabs, else commas,
+    else white space, as BIDS dseg.tsv columns come in any order) makes that column the
+    index from then on; negative or > 2^63-1 indices are errors; 0 is left out; no index is
+    an error.
     Returns (sorted ids | None for an error, ambiguous: bool).
     """
     text = data.decode("utf-8", errors="replace")
     if text.startswith("\ufeff"):
         text = text[1:]
-    ids, ambiguous = [], False
+    ids, ambiguous, index_col = [], False, 0
     lines = re.split(r"\r\n|\r|\n", text)
     if lines and lines[-1] == "":
         lines.pop()
@@ -2006,11 +2009,18 @@ def table_ref(data: bytes):
         if any(ch.isspace() for ch in m.group(0)):
             ambiguous = True  # other whitespace in the first column (Python's strip removes it)
         token = m.group(0).strip('"')
+        if index_col:
+            cells = _table_cells(s)
+            token = cells[index_col] if index_col < len(cells) else ""
+            ambiguous = True  # a rare header: not compared cell by cell
         v = strict_int(token)
         if v == "ambiguous":
             ambiguous, v = True, None
         if v is None:
             if not ids and lineno <= 5:
+                header = [c.lower() for c in _table_cells(s)]
+                if "index" in header:
+                    index_col = header.index("index")
                 continue
             return None, ambiguous
         if v < 0 or v > MAX_LABEL:
@@ -2018,6 +2028,14 @@ def table_ref(data: bytes):
         if v:
             ids.append(v)
     return (sorted(set(ids)) or None), ambiguous
+
+
+def _table_cells(line: str) -> list:
+    if "\t" in line:
+        return [c.strip().strip('"') for c in line.split("\t")]
+    if "," in line:
+        return [c.strip().strip('"') for c in line.split(",")]
+    return line.split()
 
 
 class LabelsFormat:
@@ -2041,6 +2059,10 @@ class LabelsFormat:
                 + "".join(f"{i:<4}{n:<31}{i % 255:<4}{(3 * i) % 255:<4}20  0\n" for i, n in rows))),
             dict(name="mrtrix_lut", raw=_enc("# MRtrix LUT\n" + "".join(
                 f"{i}    {n}    200 100 50 255\n" for i, n in rows))),
+            dict(name="bids_dseg", raw=_enc("index\tname\tabbreviation\tcolor\n" + "".join(
+                f"{i}\t{n}\tR{i}\t#a0b0c0\n" for i, n in rows))),
+            dict(name="bids_dseg_name_first", raw=_enc("name\tindex\n" + "".join(
+                f"{n}\t{i}\n" for i, n in rows))),
             dict(name="big_ids",
                  raw=_enc("index,name\n1,a\n9223372036854775807,max\n4294967296,b\n")),
         ]

@@ -1,4 +1,4 @@
-"""The config schema is the one place the defaults live; config/README.md states each of them."""
+"""The config schema is the one place the defaults live; docs/config.md states each of them."""
 
 import json
 import re
@@ -12,9 +12,9 @@ from ltpa.errors import LtpaError
 
 
 def readme_rows():
-    """option -> (type, default) cells of config/README.md's table."""
+    """option -> (type, default) cells of docs/config.md's table."""
     rows = {}
-    text = (REPO / "config" / "README.md").read_text().split("## Fields of a map", 1)[0]
+    text = (REPO / "docs" / "config.md").read_text().split("## Fields of a map", 1)[0]
     for line in text.splitlines():
         m = re.match(r"\|\s*`([a-z_0-9]+)`\s*\|([^|]*)\|([^|]*)\|", line)
         if m:
@@ -29,7 +29,7 @@ def as_yaml(value) -> str:
 def test_readme_documents_every_option_with_the_schemas_default():
     props = schema()["properties"]
     rows = readme_rows()
-    assert set(rows) == set(props), "config/README.md's table and the schema list other options"
+    assert set(rows) == set(props), "docs/config.md's table and the schema list other options"
     for key, prop in props.items():
         default_cell = rows[key][1]
         if "default" in prop:
@@ -97,8 +97,8 @@ def test_no_default_outside_the_schema(path):
 
 
 def map_field_rows():
-    """field -> (type, default) cells of config/README.md's table of map fields."""
-    text = (REPO / "config" / "README.md").read_text()
+    """field -> (type, default) cells of docs/config.md's table of map fields."""
+    text = (REPO / "docs" / "config.md").read_text()
     part = text.split("## Fields of a map", 1)[1]
     rows = {}
     for line in part.splitlines():

@@ -81,6 +81,21 @@ def _validate(args):
     print(f"{args.local_data}: {len(study.scans)} scans, {n_labels} atlas labelings: valid")
 
 
+def _init(args):
+    from .config import read_config
+    from .init import init_study, merged_spec
+
+    spec = merged_spec(args.spec, tracks=args.tracks, participants=args.participants,
+                       group_column=args.group_column, space=args.space,
+                       outputs=args.outputs)
+    config = read_config(args.configfile) if args.configfile else None
+    result = init_study(args.root, spec, args.output, allow_missing=args.allow_missing,
+                        config=config, check_headers=not args.no_header_checks)
+    for text in result.warnings:
+        print(f"warning: {text}", file=sys.stderr)
+    print(result.report())
+
+
 def _status(args):
     from .status import NEEDS_WORK, format_status, study_status
     from .study import load_study
@@ -241,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graphml", metavar="GRAPHML",
                    help="region list: the graphml's node ids (default: the atlas's own labels)")
     p.add_argument("--labels", metavar="TABLE",
-                   help="region list: a label table (TSV/CSV index,name or a LUT) (default: "
+                   help="region list: a label table (TSV/CSV index,name, a BIDS dseg.tsv, or a "
+                        "LUT) (default: "
                         "the atlas's own labels)")
     p.add_argument("--start-at", type=int, choices=[0, 1],
                    default=default("connection_ids_start_at"),
@@ -277,6 +293,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the tiny cube-region demo instead (3 scans of ~100 "
                         "streamlines; what many tests use)")
     p.set_defaults(func=_demo)
+
+    p = _subparser(sub, "init", "write (or extend) a local_data.json from a lab's folders "
+                                "(BIDS derivatives, DSI Studio), as a spec says",
+                   description="Write a local_data.json for the streamline files under ROOT "
+                               "that match the spec's tracks templates (Snakemake wildcards: "
+                               "sub-{subject}/ses-{session}/...), one scan per file, with "
+                               "groups and attributes from participants.tsv and outputs "
+                               "outside ROOT. Run again on the same JSON to add new scans: "
+                               "existing entries are kept as they are (previous file: "
+                               "OUT.bak). The spec's keys: docs/start.md.")
+    p.add_argument("root", help="the folder the spec's paths are relative to (e.g. BIDS "
+                                "derivatives)")
+    p.add_argument("--spec", metavar="INIT.yaml", default=None,
+                   help="the spec (default: none, the options below say it all)")
+    p.add_argument("-o", "--output", metavar="LOCAL_DATA.json", required=True,
+                   help="the JSON to write or extend (required)")
+    p.add_argument("--tracks", metavar="TEMPLATE", action="append", default=None,
+                   help="a template of the streamline files, relative to ROOT (repeat for "
+                        "more) (default: the spec's tracks)")
+    p.add_argument("--participants", metavar="TSV", default=None,
+                   help="BIDS participants.tsv, relative to ROOT (default: the spec's, else "
+                        "none)")
+    p.add_argument("--group-column", metavar="COLUMN", default=None,
+                   help="participants column that gives scan_group (default: the spec's, "
+                        "else group)")
+    p.add_argument("--space", choices=["qsdr", "mni", "native"], default=None,
+                   help="trk_space of every scan (default: the spec's, else qsdr)")
+    p.add_argument("--outputs", metavar="FOLDER", default=None,
+                   help="folder of the outputs, relative to the JSON's folder (default: the "
+                        "spec's, else prepared)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="leave scans with a problem out (with a warning) instead of stopping")
+    p.add_argument("--no-header-checks", action="store_true",
+                   help="check the JSON and its paths only, not the inputs' headers (grids, "
+                        "region lists); ltpa validate and the dry run check them later")
+    p.add_argument("--configfile", metavar="CONFIG.yaml", default=None,
+                   help=CONFIG_HELP.replace("to use", "to validate with"))
+    p.set_defaults(func=_init)
 
     p = _subparser(sub, "validate", "check a local_data.json and report every problem")
     _study_arguments(p)

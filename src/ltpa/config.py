@@ -1,6 +1,6 @@
 """The workflow's configuration: its schema, the one place where the defaults live.
 
-``schemas/config.schema.yaml`` describes every option with its default (config/README.md
+``schemas/config.schema.yaml`` describes every option with its default (docs/config.md
 documents them, and a test checks that it states each one). The Snakefile validates its
 config against that file (``snakemake.utils.validate``, which fills in the defaults), and
 ``ltpa status``, ``ltpa query`` and ``TrackDataSource`` read a config through
@@ -53,7 +53,7 @@ def with_defaults(config: dict | None) -> dict:
     errors = sorted(validator.iter_errors(out), key=lambda e: list(e.path))
     if errors:
         lines = [f"{'.'.join(map(str, e.path)) or 'config'}: {e.message}" for e in errors]
-        raise LtpaError("invalid config (options: config/README.md):\n  " + "\n  ".join(lines))
+        raise LtpaError("invalid config (options: docs/config.md):\n  " + "\n  ".join(lines))
     return out
 
 

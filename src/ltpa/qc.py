@@ -132,7 +132,7 @@ class AtlasCounts:
         self.purpose = purpose
         self.left_out = []
         self.starts = set()
-        self._graphmls = {}
+        self._lists = {}  # region lists the labelings read: path text -> (path, kind)
 
     def __iter__(self):
         for scan_id, group, npy in self.items:
@@ -152,33 +152,39 @@ class AtlasCounts:
                 self.left_out.append(scan_id)
                 continue
             self.starts.add(start)
-            graphml = graphml_of(side, npy)
-            if graphml is not None:
-                self._graphmls.setdefault(str(graphml), graphml)
+            found = region_list_of(side, npy)
+            if found is not None:
+                self._lists.setdefault(str(found[0]), found)
             yield scan_id, group, tuple(int(r) for r in regions), counts, int(ids.shape[0])
 
     def names(self, regions) -> dict:
-        """{region id: name} from the graphmls read so far (ids they do not name are missing)."""
+        """{region id: name} from the region lists (graphml, label table, BIDS dseg.tsv) read
+        so far (ids they do not name are missing)."""
         from .regions import region_names
 
         names = {}
-        for graphml in self._graphmls.values():  # one graphml per atlas, or a few copies
-            for rid, name in region_names(graphml).items():
+        for path, kind in self._lists.values():  # one list per atlas, or a few copies
+            for rid, name in region_names(path, kind).items():
                 names.setdefault(rid, name)
             if all(int(r) in names for r in regions):
                 break
         return names
 
 
-def graphml_of(side: dict, npy):
-    """The graphml a labeling read (from its sidecar ``side``), or None."""
-    rec = (side.get("inputs") or {}).get("graphml_path")
-    if not rec:
-        return None
-    path = Path(rec["path"])
-    if not path.exists() and rec.get("relpath"):
-        path = Path(npy).parent / rec["relpath"]
-    return path if path.exists() else None
+def region_list_of(side: dict, npy):
+    """(path, kind) of the region list a labeling read (from its sidecar ``side``): kind
+    ``"graphml"`` (``graphml_path``) or ``"table"`` (``labels_path``); None without one."""
+    inputs = side.get("inputs") or {}
+    for fld, kind in (("graphml_path", "graphml"), ("labels_path", "table")):
+        rec = inputs.get(fld)
+        if not isinstance(rec, dict) or not rec.get("path"):
+            continue
+        path = Path(rec["path"])
+        if not path.exists() and rec.get("relpath"):
+            path = Path(npy).parent / rec["relpath"]
+        if path.exists():
+            return path, kind
+    return None
 
 
 def regions_reached(ids: np.ndarray, region_ids, start: int = 1) -> np.ndarray:

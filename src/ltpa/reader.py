@@ -675,7 +675,8 @@ class TrackDataSource:
         return a, b
 
     def region_names(self) -> dict:
-        """Region id -> name (graphml dn_name / name, else the id) of the selected atlas."""
+        """Region id -> name of the selected atlas: the graphml's dn_name / name, or the label
+        table's name column, else the id."""
         labels = self._require_atlas()
         regions, _ = self._decoding(0, labels[0])
         return dict(zip(regions.tolist(), _region_names(labels[0], regions)))
@@ -734,11 +735,16 @@ def _entries(labels) -> str:
 
 
 def _region_names(lab, regions) -> list:
-    """Names of ``regions`` from the entry's graphml (``ltpa.regions.region_names``), else
-    the ids."""
+    """Names of ``regions`` from the entry's region list, a graphml or a label table (BIDS
+    dseg.tsv included; ``ltpa.regions.region_names``), else the ids."""
     from .regions import region_names
 
-    names = region_names(lab.graphml_path) if lab.graphml_path is not None else {}
+    if lab.graphml_path is not None:
+        names = region_names(lab.graphml_path, "graphml")
+    elif lab.labels_path is not None:
+        names = region_names(lab.labels_path, "table")
+    else:
+        names = {}
     return [names.get(int(r), str(int(r))) for r in regions]
 
 

@@ -1,4 +1,5 @@
-"""Region lists: from a graphml, from a label table (TSV/CSV or an MRtrix/FreeSurfer LUT)."""
+"""Region lists: from a graphml, from a label table (TSV/CSV, a BIDS ``*_dseg.tsv`` or an
+MRtrix/FreeSurfer LUT), each with its region names."""
 
 from __future__ import annotations
 
@@ -19,15 +20,37 @@ NAME_ATTRIBUTES = ("dn_name", "name", "label", "dn_fsname")  # dn_*: the Connect
 def regions_from_table(path) -> np.ndarray:
     """Sorted positive region indices from a label table.
 
-    Accepted: TSV/CSV with ``index,name`` columns (a header row is skipped), and
-    MRtrix / FreeSurfer colour LUTs (``index name R G B A``). Lines starting with
-    ``#`` are comments; index 0 (Unknown / background) is left out. A UTF-8 byte order
+    Accepted: TSV/CSV with ``index,name`` columns (a header row is skipped), a BIDS
+    ``*_dseg.tsv`` (tab-separated, a header row naming an ``index`` and a ``name`` column, in
+    any order), and MRtrix / FreeSurfer colour LUTs (``index name R G B A``). Lines starting
+    with ``#`` are comments; index 0 (Unknown / background) is left out. A UTF-8 byte order
     mark (Excel's "CSV UTF-8") is not content.
     """
+    return _read_table(path)[0]
+
+
+def table_names(path) -> dict:
+    """{region id: name} of a label table read as :func:`regions_from_table` reads it: the
+    ``name`` column of a table with a header, else the second column (a LUT's name)."""
+    return _read_table(path)[1]
+
+
+def _cells(text: str) -> list:
+    """A table line's cells: tab-separated (TSV, BIDS), else comma-separated (CSV), else
+    separated by white space (MRtrix / FreeSurfer LUTs)."""
+    if "\t" in text:
+        return [c.strip().strip('"') for c in text.split("\t")]
+    if "," in text:
+        return [c.strip().strip('"') for c in text.split(",")]
+    return text.split()
+
+
+def _read_table(path):
     path = Path(path)
     if not path.exists():
         raise LtpaError(f"label table {str(path)!r} does not exist")
-    ids = []
+    ids, names = [], {}
+    index_col, name_col = 0, 1
     with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
             text = line.strip()
@@ -35,21 +58,33 @@ def regions_from_table(path) -> np.ndarray:
                 continue
             first = re.split(r"[,\t ]+", text, maxsplit=1)[0].strip().strip('"')
             where = f"label table {str(path)!r} line {lineno}"
+            cells = None
+            if index_col:
+                cells = _cells(text)
+                first = cells[index_col] if index_col < len(cells) else ""
             value = _index(first, where, "label index")
             if value is None:
                 if not ids and lineno <= 5:
-                    continue  # a header row ("index,name")
-                raise LtpaError(f"{where}: first column {_short(first)} is not an integer "
-                                f"region index")
+                    # a header row ("index,name"); BIDS dseg.tsv columns come in any order
+                    header = [c.lower() for c in _cells(text)]
+                    if "index" in header:
+                        index_col = header.index("index")
+                        name_col = header.index("name") if "name" in header else None
+                    continue
+                raise LtpaError(f"{where}: {'column index' if index_col else 'first column'} "
+                                f"{_short(first)} is not an integer region index")
             if value < 0:
                 raise LtpaError(f"{where}: negative index {_short(value)}")
             if value > MAX_LABEL:
                 raise LtpaError(f"{where}: index {_short(value)} is larger than 2^63 - 1")
             if value:
                 ids.append(value)
+                cells = cells if cells is not None else _cells(text)
+                if name_col is not None and name_col < len(cells) and cells[name_col]:
+                    names.setdefault(value, cells[name_col])
     if not ids:
         raise LtpaError(f"label table {str(path)!r} lists no region indices")
-    return np.unique(np.asarray(ids, dtype=np.int64))
+    return np.unique(np.asarray(ids, dtype=np.int64)), names
 
 
 _DECIMAL = re.compile(r"[+-]?[0-9]+")
@@ -127,13 +162,30 @@ def _graphml_nodes(path, data=False):
         return None, exc
 
 
-def region_names(graphml) -> dict:
-    """{region id: name} from a graphml's node attribute (the first of ``NAME_ATTRIBUTES``
-    that some node has), read by networkx as :func:`regions_from_graphml` reads the ids;
-    {} when it names none or cannot be read (plots and tables then show ids)."""
-    nodes, exc = _graphml_nodes(graphml, data=True)
+def is_graphml(path) -> bool:
+    """Whether a region list is a graphml (by its name), rather than a label table."""
+    return str(path).lower().endswith((".graphml", ".graphml.xml", ".xml"))
+
+
+def region_names(path, kind: str | None = None) -> dict:
+    """{region id: name} from any region list: a graphml's node attribute (the first of
+    ``NAME_ATTRIBUTES`` that some node has), or a label table's names (:func:`table_names`);
+    {} when it names none or cannot be read (plots and tables then show ids).
+
+    ``kind`` is ``"graphml"`` or ``"table"`` (the field that named the list: ``graphml_path``
+    or ``labels_path``); None: a graphml if the name says so (:func:`is_graphml`).
+    """
+    if kind is None:
+        kind = "graphml" if is_graphml(path) else "table"
+    if kind != "graphml":
+        try:
+            return table_names(path)
+        except LtpaError as exc:
+            log.warning("%s: region names not read (%s); region ids are shown instead", path, exc)
+            return {}
+    nodes, exc = _graphml_nodes(path, data=True)
     if exc is not None:
-        log.warning("%s: region names not read (%s); region ids are shown instead", graphml, exc)
+        log.warning("%s: region names not read (%s); region ids are shown instead", path, exc)
         return {}
     for attr in NAME_ATTRIBUTES:
         names = {}
