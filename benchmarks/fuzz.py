@@ -631,8 +631,8 @@ def run_streamlines(ctx: Ctx, path: Path, space: str, kind: str, reference) -> s
     """
     from ltpa import load_track_dataset
     from ltpa.errors import LtpaError
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.pipeline import index_scan, label_scan
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.jobs.pipeline import index_scan, label_scan
 
     ctx.clean_out()
     out_pkl, out_npy = ctx.out / "out.pkl", ctx.out / "out.npy"
@@ -821,7 +821,7 @@ SPECIAL_ROWS = [[NAN, NAN, NAN], [NAN, 1.0, 2.0], [1.0, NAN, 2.0], [INF, INF, IN
 
 def qsdr_ras_streamlines(rng, n, allow_empty=True, max_len=12):
     """Streamlines in RAS mm for the QSDR grid: voxel centres +-0.45, a few on faces or outside."""
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
     out = []
     for i in range(n):
@@ -1080,7 +1080,7 @@ class TckFormat:
         return Payload("input.tck", data, {}), "; ".join(descs) or "reserialized"
 
     def run(self, ctx, path, meta):
-        from ltpa.grids import QSDR_AFFINE
+        from ltpa.formats.grids import QSDR_AFFINE
 
         def ref():
             import nibabel as nib
@@ -1115,7 +1115,7 @@ TRX_UINTS = {"uint32": "<u4", "uint64": "<u8", "uint16": "<u2", "int64": "<i8", 
 
 
 def trx_members(sls, pos="float32", off="uint32", final=True, extra=()):
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
     lengths = [len(s) for s in sls]
     nv, ns = int(sum(lengths)), len(sls)
@@ -1158,7 +1158,7 @@ class TrxFormat:
         import nibabel as nib
         from trx.trx_file_memmap import TrxFile, save
 
-        from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+        from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
         rng = ctx.rng_seeds
         self.seeds = []
@@ -1354,7 +1354,7 @@ class TrxFormat:
         return Payload("input.trx", raw, {}), "; ".join(descs) or "repacked"
 
     def run(self, ctx, path, meta):
-        from ltpa.grids import QSDR_AFFINE
+        from ltpa.formats.grids import QSDR_AFFINE
 
         def ref():
             from trx.trx_file_memmap import load
@@ -1401,8 +1401,8 @@ class TrxFormat:
 
 def write_walks_trk(path, rng, n=30):
     """Random walks through the QSDR grid (voxmm), so random atlases give many ids."""
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.trkwrite import write_trk
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
 
     dim = np.array(QSDR_DIM) * 2.0
     sls = []
@@ -1415,7 +1415,7 @@ def write_walks_trk(path, rng, n=30):
 
 
 def make_study(ctx, n_scans=1) -> Path:
-    from ltpa.demo import make_demo
+    from ltpa.demo.study import make_demo
 
     study = ctx.work / "study"
     make_demo(study, n_scans=n_scans, n_per_side=8, n_background=4)
@@ -1453,8 +1453,8 @@ class NiftiFormat:
         import networkx as nx
         import nibabel as nib
 
-        from ltpa.demo import atlas_volume
-        from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+        from ltpa.demo.study import atlas_volume
+        from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
         rng = ctx.rng_seeds
         study = make_study(ctx)
@@ -1632,8 +1632,8 @@ class NiftiFormat:
         import nibabel as nib
 
         from ltpa.errors import LtpaError
-        from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-        from ltpa.pipeline import label_scan
+        from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+        from ltpa.jobs.pipeline import label_scan
 
         ctx.clean_out()
         trk = self.trks[meta["trk"]]
@@ -1887,7 +1887,7 @@ class GraphmlFormat:
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
-        from ltpa.regions import regions_from_graphml
+        from ltpa.formats.regions import regions_from_graphml
 
         try:
             got = regions_from_graphml(path)
@@ -2075,7 +2075,7 @@ class LabelsFormat:
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
-        from ltpa.regions import regions_from_table
+        from ltpa.formats.regions import regions_from_table
 
         try:
             got = [int(v) for v in regions_from_table(path)]
@@ -2105,7 +2105,7 @@ class LabelsFormat:
     def _why(self, ctx, data, got, want):
         """A WrongAnswer named by its cause, when a known one explains the difference."""
         from ltpa.errors import LtpaError
-        from ltpa.regions import regions_from_table
+        from ltpa.formats.regions import regions_from_table
 
         side = ctx.work / "ref" / "unbommed.tsv"
         if data.startswith(b"\xef\xbb\xbf"):
@@ -2140,9 +2140,9 @@ class SidecarFormat:
            "metadata_sha256", "connection_ids_start_at", "legacy_dsi2_mni_offset", "stats", "build")
 
     def setup(self, ctx):
-        from ltpa import staleness
-        from ltpa.pipeline import index_scan, label_scan
-        from ltpa.spec import JobSpec
+        from ltpa.jobs.pipeline import index_scan, label_scan
+        from ltpa.study import staleness
+        from ltpa.study.spec import JobSpec
 
         def _abs(p):
             return os.path.abspath(str(p))
@@ -2215,7 +2215,7 @@ class SidecarFormat:
         return seed["side"]
 
     def run(self, ctx, path, meta):
-        from ltpa import sidecar, staleness
+        from ltpa.study import sidecar, staleness
 
         seed = next(s for s in self.seeds if s["name"] == meta["target"])
         spec = self.specs[meta["target"]]
@@ -2304,7 +2304,7 @@ class LocalDataFormat:
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
-        from ltpa.study import load_study
+        from ltpa.study.study import load_study
 
         try:
             study = load_study(path)

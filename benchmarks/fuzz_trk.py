@@ -68,7 +68,7 @@ def _with_scalars(path, sls, dim, vs, order, affine, n_scalars, n_props, rng, bi
     """A .trk with per-point scalars and per-streamline properties, byte by byte."""
     from nibabel.streamlines.trk import header_2_dtype
 
-    from ltpa.trkwrite import make_header
+    from ltpa.formats.trkwrite import make_header
 
     hdr = make_header(dim, vs, order, affine, len(sls))
     hdr["nb_scalars_per_point"] = n_scalars
@@ -86,8 +86,8 @@ def _with_scalars(path, sls, dim, vs, order, affine, n_scalars, n_props, rng, bi
 
 def make_seeds(folder: Path, rng) -> list[dict]:
     """Small valid inputs: (path, space, byte order, stride, n_props)."""
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.trkwrite import write_trk
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
 
     seeds = []
     dim, vs = (10, 12, 8), (2.0, 2.0, 2.0)
@@ -270,8 +270,8 @@ def atlas_affine(header) -> np.ndarray:
 
 def check_against_reference(data, trk_path, space, ds, ids, atlas):
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from ltpa.grids import key_map_for
-    from ltpa.trk import TrkFile
+    from ltpa.formats.grids import key_map_for
+    from ltpa.formats.trk import TrkFile
     from reference import hash_slow, label_slow
 
     with TrkFile(trk_path) as trk:
@@ -303,8 +303,8 @@ def run_one(data: bytes, seed, work: Path, atlas_cache: dict, rng) -> str:
 
     from ltpa import load_track_dataset
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import index_scan, label_scan
-    from ltpa.trk import TrkFile
+    from ltpa.formats.trk import TrkFile
+    from ltpa.jobs.pipeline import index_scan, label_scan
 
     trk_path = work / "input.trk"
     trk_path.write_bytes(data)

@@ -71,9 +71,9 @@ def child(step: str, n: int, folder: str) -> None:
 
     sys.path.insert(0, str(REPO / "src"))
     t_import = time.perf_counter()
-    from ltpa import report
-    from ltpa.groupdiff import write_group_differences
-    from ltpa.qc import write_summary
+    from ltpa.qc import report
+    from ltpa.qc.groupdiff import write_group_differences
+    from ltpa.qc.tables import write_summary
 
     report._plt()  # matplotlib imported before the clock starts
     t_import = time.perf_counter() - t_import

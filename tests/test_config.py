@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from ltpa.config import SCHEMA_PATH, default_config, read_config, schema, with_defaults
 from ltpa.errors import LtpaError
+from ltpa.study.config import SCHEMA_PATH, default_config, read_config, schema, with_defaults
 
 
 def readme_rows():

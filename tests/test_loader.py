@@ -19,8 +19,8 @@ import pytest
 from conftest import BIN, REPO
 from ltpa import LtpaError, load_track_dataset
 from ltpa.dataset import FORMAT_VERSION, save_track_dataset
-from ltpa.grids import MNI_DIM
-from ltpa.pipeline import index_scan
+from ltpa.formats.grids import MNI_DIM
+from ltpa.jobs.pipeline import index_scan
 from reference import hash_slow, read_trk_slow
 
 DATA = Path(__file__).parent / "data"
@@ -94,9 +94,9 @@ def test_format_1_round_trip_plain_pickle_and_in_place_arrays(tmp_path):
 
 
 def test_big_arrays_are_aligned_and_read_in_place(tmp_path, rng):
-    from ltpa.demo import make_streamlines
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.trkwrite import write_trk
+    from ltpa.demo.study import make_streamlines
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
 
     sls, _ = make_streamlines(rng, 3000, 300)
     trk = tmp_path / "big.trk"

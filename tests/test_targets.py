@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ltpa.localdata import LabelRecord, ScanRecord
-from ltpa.targets import (
+from ltpa.study.localdata import LabelRecord, ScanRecord
+from ltpa.study.targets import (
     RULE_EXPORT,
     RULE_INDEX,
     RULE_LABEL,

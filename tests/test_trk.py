@@ -6,9 +6,9 @@ import pytest
 from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
 
 from ltpa.errors import LtpaError
-from ltpa.grids import QSDR_AFFINE
-from ltpa.trk import open_trk, read_trk
-from ltpa.trkwrite import write_trk
+from ltpa.formats.grids import QSDR_AFFINE
+from ltpa.formats.trk import open_trk, read_trk
+from ltpa.formats.trkwrite import write_trk
 from reference import read_trk_slow
 
 
@@ -135,7 +135,7 @@ def test_walk_in_small_ranges_without_n_count(tmp_path, rng, monkeypatch):
     """The compiled walk, resumed across range boundaries and growing its count array."""
     from nibabel.streamlines.trk import header_2_dtype
 
-    import ltpa.trk as trkmod
+    import ltpa.formats.trk as trkmod
 
     sls = random_streamlines(rng, 300)
     sls[0] = np.zeros((0, 3), np.float32)

@@ -10,7 +10,7 @@ __all__ = ["TrackDataset", "VoxelIndex", "load_track_dataset", "TrackDataSource"
 # the heavy parts (numpy, nibabel) load on first use, so that `ltpa-job` (ltpa.client)
 # starts in milliseconds
 _LAZY = {"TrackDataset": "dataset", "VoxelIndex": "dataset", "load_track_dataset": "dataset",
-         "TrackDataSource": "reader"}
+         "TrackDataSource": "analysis.reader"}
 
 
 def __getattr__(name):

@@ -10,8 +10,8 @@ from .errors import LtpaError
 
 
 def _index(args):
-    from .jobs import job
-    from .pipeline import index_only, index_scan
+    from .jobs.job import job
+    from .jobs.pipeline import index_only, index_scan
 
     with job(args.log, f"index {args.trk}"):
         if args.no_write:
@@ -25,8 +25,8 @@ def _index(args):
 
 
 def _label(args):
-    from .jobs import job
-    from .pipeline import label_scan
+    from .jobs.job import job
+    from .jobs.pipeline import label_scan
 
     with job(args.log, f"label {args.trk} {args.atlas}"):
         label_scan(args.trk, args.atlas, args.out, graphml_path=args.graphml,
@@ -35,7 +35,7 @@ def _label(args):
 
 
 def _demo(args):
-    from .demo import make_demo, make_study_demo
+    from .demo.study import make_demo, make_study_demo
 
     if args.small:
         path = make_demo(args.folder, n_scans=args.scans or 3, seed=args.seed)
@@ -51,7 +51,7 @@ def _demo(args):
 def _config(args) -> dict:
     """The workflow's config (``--configfile``, else this checkout's config/config.yaml) with
     the schema's defaults (``ltpa.config``), and the options given on the command line."""
-    from .config import default_config, read_config
+    from .study.config import default_config, read_config
 
     config = read_config(args.configfile) if getattr(args, "configfile", None) else default_config()
     if args.data_root is not None:
@@ -64,7 +64,7 @@ def _config(args) -> dict:
 
 
 def _validate(args):
-    from .study import load_study
+    from .study.study import load_study
 
     study = load_study(args.local_data, _config(args))
     for text in study.warnings:
@@ -76,8 +76,8 @@ def _validate(args):
 
 
 def _status(args):
-    from .status import NEEDS_WORK, format_status, study_status
-    from .study import load_study
+    from .study.status import NEEDS_WORK, format_status, study_status
+    from .study.study import load_study
 
     config = _config(args)
     study = load_study(args.local_data, config, strict=False)
@@ -85,7 +85,7 @@ def _status(args):
         print(f"warning: {text}", file=sys.stderr)
     entries = study_status(study)
     print(format_status(entries, tsv=args.tsv))
-    from .summary import collect, format_summary
+    from .qc.summary import collect, format_summary
 
     print(format_summary(collect(study), limit=10**9 if args.notes else 40), file=sys.stderr)
     for text in study.problems:
@@ -98,7 +98,7 @@ def _query(args):
     import warnings
     from pathlib import Path
 
-    from .reader import TrackDataSource, parse_ijk, parse_param, query_table
+    from .analysis.reader import TrackDataSource, parse_ijk, parse_param, query_table
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed below, one line each
@@ -151,7 +151,7 @@ def _study_arguments(p, local_data_help="the study's local_data.json", config_he
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import default
+    from .study.config import default
 
     parser = argparse.ArgumentParser(prog="ltpa", description=__doc__,
                                      formatter_class=HelpFormatter)

@@ -18,12 +18,12 @@ except ImportError:  # a plain checkout: the package next to the workflow
     sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 try:
     import ltpa
-    from ltpa.config import SCHEMA_PATH
+    from ltpa.study.config import SCHEMA_PATH
     from ltpa.errors import LtpaError
-    from ltpa.resources import mem_mb, runtime_min
-    from ltpa.staleness import KEPT, OUT_OF_DATE
-    from ltpa.study import ARCHIVED_NOTE, load_study
-    from ltpa.targets import (
+    from ltpa.study.resources import mem_mb, runtime_min
+    from ltpa.study.staleness import KEPT, OUT_OF_DATE
+    from ltpa.study.study import ARCHIVED_NOTE, load_study
+    from ltpa.study.targets import (
         KEYED_RULES,
         RULE_EXPORT,
         RULE_INDEX,
@@ -315,7 +315,7 @@ def _job_command():
         return shlex.quote(str(script))
     return (
         f"PYTHONPATH={shlex.quote(src)}${{PYTHONPATH:+:$PYTHONPATH}} "
-        f"{shlex.quote(sys.executable)} -m ltpa.client"
+        f"{shlex.quote(sys.executable)} -m ltpa.jobs.client"
     )
 
 
@@ -358,6 +358,6 @@ def print_summary():
     """The end-of-run summary: everything that affects the results (ltpa.summary)."""
     if workflow.remote_exec:
         return
-    from ltpa.summary import collect, format_summary
+    from ltpa.qc.summary import collect, format_summary
 
     logger.info(format_summary(collect(STUDY)))

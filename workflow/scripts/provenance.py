@@ -8,8 +8,8 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from ltpa.jobs import job
-from ltpa.provenance import write_provenance
+from ltpa.jobs.job import job
+from ltpa.study.provenance import write_provenance
 
 p = snakemake.params
 with job(snakemake.log[0], "provenance"):

@@ -8,8 +8,8 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from ltpa.jobs import job
-from ltpa.qc import write_summary
+from ltpa.jobs.job import job
+from ltpa.qc.tables import write_summary
 
 with job(snakemake.log[0], "qc_summary"):
     write_summary(list(snakemake.input.tsv), snakemake.output.tsv, snakemake.params.scans)

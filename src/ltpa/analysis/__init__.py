@@ -1,0 +1,1 @@
+"""The prepared data in use: queries over a study's scans."""

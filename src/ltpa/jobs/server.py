@@ -1,0 +1,334 @@
+"""Run jobs in processes forked from a warm server: the per-job start-up cost, removed.
+
+Every workflow job is a fresh process, and a fresh Python spends ~0.6 s importing numpy,
+nibabel and numba and loading the compiled kernels before it does any work: for a study of
+small scans that is most of the run. So the job command (``ltpa-job``, ``ltpa.client``) is
+a small client: it asks a server that has all of that loaded (this module) to fork a child
+for the job, hands it its stdin/stdout/stderr (SCM_RIGHTS), its working directory and its
+environment, and waits for the child's exit status, which becomes its own. Each job is
+still its own process (its own memory, killed alone; an error or a crash in one job is that
+job's), it just starts warm.
+
+- The server is started by the first client that finds none, in a new session (so killing
+  a job's process group leaves it), and exits after ``IDLE_SECONDS`` without a job.
+- One server per (user, Python, ltpa install and version, SLURM job): a job of one SLURM
+  allocation never forks from another allocation's server (its memory, its limits), and an
+  upgrade starts a new server. The socket is in a folder only the user can read
+  (``$XDG_RUNTIME_DIR/ltpa`` or ``/tmp/ltpa-<uid>``), and the server checks the peer's uid.
+- A client killed by a signal it can catch (Snakemake stopping a job) passes it on to the
+  child; a client killed outright (SIGKILL) closes its socket, which the child watches: it
+  stops then too. A job never outlives its command for long.
+- ``LTPA_JOB_SERVER=0`` runs every job in the client's own process (no server); any problem
+  reaching a server does the same, so a job never fails because of this shortcut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+IDLE_SECONDS = 120
+MAX_MESSAGE = 16 << 20
+PROTOCOL = 1
+
+
+# --------------------------------------------------------------------------- where
+
+
+def socket_path() -> Path:
+    """The server socket for this user, Python, ltpa install and SLURM job."""
+    import ltpa
+
+    here = Path(ltpa.__file__).resolve().parent
+    # the code's version: a changed module (an upgrade, an edit) gets a new server
+    stamp = sorted(f"{e.name}:{e.stat().st_mtime_ns}" for e in os.scandir(here)
+                   if e.name.endswith(".py"))
+    key = "|".join([sys.executable, str(here), ltpa.__version__, *stamp,
+                    os.environ.get("SLURM_JOB_ID", "")])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(base) / "ltpa" if base and os.path.isdir(base) else \
+        Path("/tmp") / f"ltpa-{os.getuid()}"
+    return folder / f"jobs-{digest}.sock"
+
+
+def _private_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    import stat as _stat
+
+    return (_stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and (st.st_mode & 0o077) == 0)
+
+
+# --------------------------------------------------------------------------- framing
+
+
+def send_message(sock, obj) -> None:
+    data = json.dumps(obj).encode()
+    sock.sendall(struct.pack("!I", len(data)) + data)
+
+
+def recv_message(sock):
+    head = _recv_exact(sock, 4)
+    if head is None:
+        return None
+    (n,) = struct.unpack("!I", head)
+    if n > MAX_MESSAGE:
+        raise ValueError("message too large")
+    data = _recv_exact(sock, n)
+    return None if data is None else json.loads(data.decode())
+
+
+def _recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def _warm() -> None:
+    """Import everything a job needs and run each step once on a tiny scan.
+
+    Imports, numba's compiled kernels (for the argument types real jobs use), nibabel's
+    readers and the first-use costs of the libraries are then paid here, once, not in
+    every forked job.
+    """
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from ..formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ..formats.trkwrite import write_trk
+    from .pipeline import export_key_trk, index_scan, label_scan
+
+    folder = tempfile.mkdtemp(prefix="ltpa-warm-")
+    try:
+        import networkx  # noqa: F401 - region lists from a graphml are read with networkx
+        import nibabel as nib
+
+        sls = [np.array([[50.0, 60.0, 40.0], [52.0, 61.0, 41.0], [54.0, 62.0, 43.0]],
+                        np.float32)] * 3
+        trk = f"{folder}/w.trk"
+        write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+        atlas = np.zeros(QSDR_DIM, np.int16)
+        atlas[25:28, 30, 20] = [1, 2, 3]
+        nib.Nifti1Image(atlas, QSDR_AFFINE).to_filename(f"{folder}/a.nii.gz")
+        with open(f"{folder}/g.graphml", "w") as fh:
+            fh.write('<?xml version="1.0"?><graphml xmlns="http://graphml.graphdrawing.org/'
+                     'xmlns"><graph edgedefault="undirected"><node id="1"/><node id="2"/>'
+                     '<node id="3"/></graph></graphml>')
+        index_scan(trk, f"{folder}/w.pkl", scan_id="warm")
+        export_key_trk(trk, f"{folder}/w.key.trk")
+        label_scan(trk, f"{folder}/a.nii.gz", f"{folder}/w.npy",
+                   graphml_path=f"{folder}/g.graphml")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def serve(path: Path) -> None:
+    """Listen on ``path`` and fork a child per job, until idle for ``IDLE_SECONDS``."""
+    _warm()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = path.with_name(path.name + f".{os.getpid()}")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    listener.bind(str(tmp))
+    os.chmod(tmp, 0o600)
+    listener.listen(64)
+    os.replace(tmp, path)  # clients see the socket only once it accepts
+    mine = os.stat(path).st_ino
+    children = {}  # pid -> connection
+    last = time.monotonic()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    try:
+        while True:
+            try:
+                ready, _, _ = select.select([listener, wake_r], [], [], 5.0)
+            except InterruptedError:
+                ready = []
+            if wake_r in ready:
+                os.read(wake_r, 4096)
+            _reap(children)
+            if listener in ready:
+                conn, _ = listener.accept()
+                last = time.monotonic()
+                pid = _start(conn)
+                if pid:
+                    children[pid] = conn
+            if not children and time.monotonic() - last > IDLE_SECONDS:
+                break
+            try:
+                if os.stat(path).st_ino != mine:
+                    break  # another server took the socket's name: leave
+            except OSError:
+                break
+    finally:
+        try:
+            if os.stat(path).st_ino == mine:
+                path.unlink()
+        except (OSError, UnboundLocalError):
+            pass
+        listener.close()
+
+
+def _reap(children) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        try:
+            send_message(conn, {"exit": code})
+        except OSError:
+            pass
+        conn.close()
+
+
+def _start(conn) -> int | None:
+    """Read a job request from ``conn`` and fork its child; returns the child's pid."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        if uid != os.getuid():
+            conn.close()
+            return None
+        msg, fds = _recv_request(conn)
+    except (OSError, ValueError):
+        conn.close()
+        return None
+    pid = os.fork()
+    if pid:
+        for fd in fds:
+            os.close(fd)
+        try:
+            send_message(conn, {"pid": pid})
+        except OSError:
+            pass
+        return pid
+    # the child: the job
+    code = 1
+    try:
+        code = _child(conn, msg, fds)
+    finally:
+        os._exit(code)
+
+
+def _recv_request(conn):
+    """A request: its length, then the JSON with the client's three fds (SCM_RIGHTS)."""
+    fds = []
+    buf = bytearray()
+    need = None
+    while need is None or len(buf) < need:
+        data, ancdata, _, _ = conn.recvmsg(1 << 16, socket.CMSG_LEN(3 * 4))
+        if not data:
+            raise ValueError("connection closed")
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                k = len(payload) // 4
+                fds += list(struct.unpack(f"{k}i", payload[:4 * k]))
+        buf += data
+        if need is None and len(buf) >= 4:
+            (need,) = struct.unpack("!I", bytes(buf[:4]))
+            need += 4
+            if need > MAX_MESSAGE:
+                raise ValueError("request too large")
+    return json.loads(bytes(buf[4:need]).decode()), fds
+
+
+def _child(conn, msg, fds) -> int:
+    """In the forked child: become the job (fds, folder, environment) and run it."""
+    import threading
+
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    if len(fds) != 3:
+        return 70
+    for target, fd in zip((0, 1, 2), fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    os.environ.clear()
+    os.environ.update(msg.get("env") or {})
+    try:
+        os.chdir(msg["cwd"])
+    except OSError as exc:
+        print(f"ltpa-job: cannot enter {msg.get('cwd')!r}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    def watch():  # the client went away (killed): so does the job
+        try:
+            while conn.recv(1):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+    from .client import run_here
+
+    code = run_here(msg["argv"])
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        send_message(conn, {"exit": code})
+    except OSError:
+        pass
+    return code
+
+
+def build_parser():
+    import argparse
+
+    from ..cli import HelpFormatter
+
+    ap = argparse.ArgumentParser(prog="python -m ltpa.jobs.server", formatter_class=HelpFormatter,
+                                 description="The warm job server (started by ltpa-job).")
+    ap.add_argument("--socket", required=True,
+                    help="the Unix socket to serve on, in a private folder (required)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    path = Path(args.socket)
+    if not _private_folder(path.parent):
+        return 1
+    serve(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
