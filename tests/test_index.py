@@ -166,7 +166,7 @@ def test_hashing_in_small_ranges_matches_reference(tmp_path, rng, monkeypatch, s
 
 
 def test_pkl_loads_with_plain_pickle_and_keeps_the_trk_body(tmp_path, rng):
-    from ltpa.formats.trk import read_trk
+    from ltpa.formats.convert import read_trk
 
     sls = boundary_streamlines(rng, 200, QSDR_DIM)
     trk = tmp_path / "q.trk"

@@ -6,8 +6,9 @@ import pytest
 from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
 
 from ltpa.errors import LtpaError
+from ltpa.formats.convert import read_trk
 from ltpa.formats.grids import QSDR_AFFINE
-from ltpa.formats.trk import open_trk, read_trk
+from ltpa.formats.trk import open_trk
 from ltpa.formats.trkwrite import write_trk
 from reference import read_trk_slow
 

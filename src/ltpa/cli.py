@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import __version__
+from .clihelp import HelpFormatter
 from .errors import LtpaError
 
 
@@ -113,19 +114,6 @@ def _query(args):
     if args.save_trk is not None:
         for q in results:
             q.save(Path(args.save_trk) / f"{q.scan_id}.trk")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's help ends with its default: argparse's "(default: ...)", "(default:
-    off)" for a flag, nothing when the help already says the default or that it is required."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or "required" in text:
-            return text
-        if action.option_strings and action.nargs == 0 and action.const is True:
-            return f"{text} (default: {'on' if action.default else 'off'})"
-        return super()._get_help_string(action)
 
 
 SPACE_HELP = ("grid of the streamlines' keys (local_data.json's trk_space): qsdr, mni, or "

@@ -4,10 +4,7 @@ Everything downstream reads a TrackVis body in voxmm (``ltpa.trk``), so the othe
 are converted once, chunk by chunk, into a temporary .trk in ``$TMPDIR`` and the same
 reader and kernels run on it:
 
-- ``.trk.gz``: decompressed as is (the stored voxmm values are kept exactly). The output is
-  bounded before it is written: by the header's ``n_count`` (decompression stops after that
-  many records, and more data is an error), else by ``GZ_MAX_RATIO`` times the file's size,
-  and always by the free space in ``$TMPDIR``.
+- ``.trk.gz``: decompressed as is (``ltpa.formats.gz``).
 - ``.tck`` / ``.trx`` carry RAS mm, not a grid. The grid is given by ``ltpa.grids.grid_for``
   (QSDR 2 mm, MNI152 2 mm, or the scan's ``reference_volume``). A RAS point's voxel is the
   one whose centre is nearest: ``ijk = floor(inv(affine) @ ras + 0.5)``. It is stored as
@@ -28,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -36,13 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LtpaError
+from .gz import check_space, gunzip, gunzip_to_temp, tmp_folder
+from .trk import MAX_STREAMLINE_POINTS, Trk, TrkFile, record_starts
 from .trkwrite import make_header
 
 CHUNK_POINTS = 1 << 20
 SUFFIXES = (".trk", ".trk.gz", ".tck", ".trx")
-GZ_MAX_RATIO = 20  # a .trk.gz without n_count may expand to at most this many times its size
-MAX_STREAMLINE_POINTS = 5_500_000  # as ltpa.trk.MAX_RECORD_BYTES: only a corrupt file has more
-TMP_MARGIN = 64 << 20
 
 
 def kind_of(path) -> str:
@@ -52,19 +47,6 @@ def kind_of(path) -> str:
             return suffix
     raise LtpaError(f"file {str(path)!r}: unknown streamline format; expected one of "
                     f"{', '.join(SUFFIXES)}")
-
-
-def _tmp_folder() -> Path:
-    return Path(tempfile.mkdtemp(prefix="ltpa-"))
-
-
-def _check_space(folder: Path, need: int, source) -> None:
-    free = shutil.disk_usage(folder).free
-    if need + TMP_MARGIN > free:
-        raise LtpaError(
-            f"file {str(source)!r}: converting it needs {need / 2**20:.0f} MB in the temporary "
-            f"folder {str(folder.parent)!r}, which has {free / 2**20:.0f} MB free; set TMPDIR to "
-            f"a folder with more space")
 
 
 @contextlib.contextmanager
@@ -78,17 +60,17 @@ def as_trk(path, grid=None):
     if kind == ".trk":
         yield path
         return
-    folder = _tmp_folder()
+    folder = tmp_folder()
     tmp = folder / (path.name + ".trk")
     try:
         if kind == ".trk.gz":
-            _gunzip(path, tmp)
+            gunzip(path, tmp)
         else:
             if grid is None:
                 raise LtpaError(f"file {str(path)!r}: a {kind} carries RAS mm; a grid is needed")
             reader = TckReader(path) if kind == ".tck" else TrxReader(path)
             with reader:
-                _check_space(folder, 1000 + 4 * reader.n_streamlines + 12 * reader.n_points_hint,
+                check_space(folder, 1000 + 4 * reader.n_streamlines + 12 * reader.n_points_hint,
                              path)
                 _write_voxmm_trk(tmp, reader.chunks(), reader.n_streamlines, grid)
         yield tmp
@@ -96,84 +78,23 @@ def as_trk(path, grid=None):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def gunzip_to_temp(path):
-    folder = _tmp_folder()
-    tmp = folder / (Path(path).name[:-3] or "x.trk")
-    try:
-        _gunzip(Path(path), tmp)
-        yield tmp
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- .trk.gz
-
-
-def _gunzip(src: Path, dst: Path) -> None:
-    """Decompress a .trk.gz, bounded by its header's n_count (else a ratio) and free space."""
-    import gzip
-
-    from ..kernels import WALK_NEGATIVE, walk_range
-    from .trk import HEADER_SIZE, check_header, read_header
-
-    try:
-        size = os.path.getsize(src)
-    except OSError as exc:
-        raise LtpaError(f"file {str(src)!r} could not be read: {exc.strerror}") from None
-    free = shutil.disk_usage(dst.parent).free - TMP_MARGIN
-    try:
-        with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
-            head = fin.read(HEADER_SIZE)
-            header, order = read_header(head, src)
-            n_scalars, n_props = check_header(header, src, 0)
-            stride = 3 + n_scalars
-            n_count = int(header["nb_streamlines"])
-            limit = GZ_MAX_RATIO * max(size, 1 << 20) if n_count <= 0 else None
-            fout.write(head)
-            written = HEADER_SIZE
-            carry = b""
-            n = 0
-            starts = ends = np.empty(0, np.int64)
-            while True:
-                chunk = fin.read(4 << 20)
-                if not chunk:
-                    break
-                data = carry + chunk
-                n_words = len(data) // 4
-                ints = np.frombuffer(data[:4 * n_words], dtype=order + "i4").astype(np.int32)
-                cap = n_words // (1 + n_props) + 1
-                if starts.shape[0] < cap:
-                    starts, ends = np.empty(cap, np.int64), np.empty(cap, np.int64)
-                w, m, status = walk_range(ints, 0, n_words, stride, n_props, starts, ends, 0)
-                if status == WALK_NEGATIVE:
-                    raise LtpaError(f"file {str(src)!r}: streamline {n + m} has a negative "
-                                    f"point count ({int(ints[w])})")
-                n += m
-                if n_count > 0 and n > n_count:
-                    raise LtpaError(
-                        f"file {str(src)!r}: header n_count says {n_count} streamlines but "
-                        f"the file holds more; the file is corrupt or its header is wrong")
-                keep = 4 * w
-                written += keep
-                if (limit is not None and written > limit) or written > free:
-                    why = (f"more than {GZ_MAX_RATIO} times its size and its header gives no "
-                           f"n_count" if limit is not None and written > limit
-                           else f"more than the {free >> 20} MB free in the temporary folder")
-                    raise LtpaError(f"file {str(src)!r}: decompresses to {why}; refusing it")
-                fout.write(data[:keep])
-                carry = data[keep:]
-                if len(carry) > MAX_STREAMLINE_POINTS * 12:
-                    raise LtpaError(f"file {str(src)!r}: streamline {n} claims more than "
-                                    f"{MAX_STREAMLINE_POINTS} points: the file is corrupt")
-                if n_count > 0 and n == n_count and (carry or fin.peek(1)):
-                    raise LtpaError(
-                        f"file {str(src)!r}: header n_count says {n_count} streamlines but the "
-                        f"file holds more data after them; the file is corrupt")
-            if carry:
-                fout.write(carry)  # an incomplete last record: the reader names it
-    except (OSError, EOFError, zlib.error) as exc:
-        raise LtpaError(f"file {str(src)!r}: not a readable gzip file ({exc})") from exc
+def read_trk(path) -> Trk:
+    """Read a whole .trk (or .trk.gz) into memory, with the reader's checks."""
+    path = Path(path)
+    if kind_of(path) == ".trk.gz":
+        with gunzip_to_temp(path) as tmp:
+            trk = read_trk(tmp)
+            trk.path = path
+            return trk
+    with TrkFile(path) as f:
+        walked = f.walk(keep_counts=True)
+        words = np.empty(f.total_words, dtype=np.float32)
+        if f.total_words:
+            f.read_words(0, words)
+        counts = walked.counts.astype(np.int64)
+        starts = record_starts(counts, f.stride, f.n_properties)
+        words.flags.writeable = False
+        return Trk(path, f.header, words, starts, counts, f.n_scalars, f.n_properties)
 
 
 # --------------------------------------------------------------------------- .tck

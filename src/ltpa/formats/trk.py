@@ -32,6 +32,7 @@ from ..errors import LtpaError, opening
 HEADER_SIZE = 1000
 BUFFER_WORDS = 1 << 20  # 4 MB: a range stays in cache between the walk and the action
 MAX_RECORD_BYTES = 64 << 20  # one streamline of 5.6 M points: only a corrupt file has one
+MAX_STREAMLINE_POINTS = 5_500_000  # the same bound for files read other than by records
 _GROW = 1 << 16
 
 Identity = namedtuple("Identity", "dev ino size mtime_ns")
@@ -377,27 +378,6 @@ class Trk(_HeaderGrid):
             s0 = s1
 
 
-def read_trk(path) -> Trk:
-    """Read a whole .trk (or .trk.gz) into memory, with the reader's checks."""
-    path = Path(path)
-    if path.name.lower().endswith(".gz"):
-        from .convert import gunzip_to_temp
-
-        with gunzip_to_temp(path) as tmp:
-            trk = read_trk(tmp)
-            trk.path = path
-            return trk
-    with TrkFile(path) as f:
-        walked = f.walk(keep_counts=True)
-        words = np.empty(f.total_words, dtype=np.float32)
-        if f.total_words:
-            f.read_words(0, words)
-        counts = walked.counts.astype(np.int64)
-        starts = record_starts(counts, f.stride, f.n_properties)
-        words.flags.writeable = False
-        return Trk(path, f.header, words, starts, counts, f.n_scalars, f.n_properties)
-
-
 def record_starts(counts: np.ndarray, stride: int, n_properties: int) -> np.ndarray:
     """int64 word of each streamline's first point, from the counts (the body's layout)."""
     counts = np.asarray(counts, dtype=np.int64)
@@ -406,3 +386,10 @@ def record_starts(counts: np.ndarray, stride: int, n_properties: int) -> np.ndar
         starts[1:] += np.cumsum(counts[:-1]) * stride
     return starts
 
+
+def not_finite(path, s: int) -> LtpaError:
+    """The error for streamline ``s`` of ``path`` having a NaN or infinite coordinate."""
+    return LtpaError(
+        f"file {str(path)!r}: streamline {s} has a NaN or infinite coordinate; "
+        f"expected finite voxmm coordinates"
+    )

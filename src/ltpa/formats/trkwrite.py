@@ -25,7 +25,7 @@ def write_key_trk(trk, key_map: KeyMap, path, before_rename=None) -> int:
     The header's n_count is written last, once the count is known. Returns the count.
     """
     from ..kernels import KeyShift, export_range
-    from ..prepared.index import not_finite
+    from .trk import not_finite
 
     shift = KeyShift(key_map.mm_sign.astype(np.float32), key_map.mm_shift.astype(np.float32))
     state = {"buf": np.empty(0, dtype=np.float32)}

@@ -17,6 +17,9 @@ import subprocess
 import sys
 import time
 
+from ..clihelp import HelpFormatter
+from .wire import private_folder, recv_message, send_request, socket_path
+
 START_TIMEOUT = 120  # the first server of an install also compiles the kernels
 
 
@@ -26,8 +29,6 @@ class _NoServer(Exception):
 
 def build_parser():
     import argparse
-
-    from ..cli import HelpFormatter
 
     ap = argparse.ArgumentParser(
         prog="ltpa-job", formatter_class=HelpFormatter,
@@ -70,9 +71,7 @@ def _server(path):
     sock = _connect(path)
     if sock is not None:
         return sock
-    from .server import _private_folder
-
-    if not _private_folder(path.parent):
+    if not private_folder(path.parent):
         raise _NoServer(f"no private folder for the job server ({path.parent})")
     subprocess.Popen([sys.executable, "-m", "ltpa.jobs.server", "--socket", str(path)],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -87,19 +86,10 @@ def _server(path):
 
 
 def run_via_server(argv) -> int:
-    import json
-    import struct
-
-    from .server import recv_message, socket_path
-
     sock = _server(socket_path())
     with sock:
-        data = json.dumps({"argv": list(argv), "cwd": os.getcwd(),
-                           "env": dict(os.environ)}).encode()
         try:
-            sock.sendmsg([struct.pack("!I", len(data)) + data],
-                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                           struct.pack("3i", 0, 1, 2))])
+            send_request(sock, {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ)})
             first = recv_message(sock)
         except (OSError, ValueError) as exc:
             raise _NoServer(str(exc)) from None

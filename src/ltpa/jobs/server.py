@@ -24,8 +24,7 @@ job's), it just starts warm.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import argparse
 import os
 import select
 import signal
@@ -35,70 +34,10 @@ import sys
 import time
 from pathlib import Path
 
+from ..clihelp import HelpFormatter
+from .wire import private_folder, recv_request, send_message
+
 IDLE_SECONDS = 120
-MAX_MESSAGE = 16 << 20
-PROTOCOL = 1
-
-
-# --------------------------------------------------------------------------- where
-
-
-def socket_path() -> Path:
-    """The server socket for this user, Python, ltpa install and SLURM job."""
-    import ltpa
-
-    here = Path(ltpa.__file__).resolve().parent
-    # the code's version: a changed module (an upgrade, an edit) gets a new server
-    stamp = sorted(f"{e.name}:{e.stat().st_mtime_ns}" for e in os.scandir(here)
-                   if e.name.endswith(".py"))
-    key = "|".join([sys.executable, str(here), ltpa.__version__, *stamp,
-                    os.environ.get("SLURM_JOB_ID", "")])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(base) / "ltpa" if base and os.path.isdir(base) else \
-        Path("/tmp") / f"ltpa-{os.getuid()}"
-    return folder / f"jobs-{digest}.sock"
-
-
-def _private_folder(folder: Path) -> bool:
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(folder)
-    except OSError:
-        return False
-    import stat as _stat
-
-    return (_stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
-            and (st.st_mode & 0o077) == 0)
-
-
-# --------------------------------------------------------------------------- framing
-
-
-def send_message(sock, obj) -> None:
-    data = json.dumps(obj).encode()
-    sock.sendall(struct.pack("!I", len(data)) + data)
-
-
-def recv_message(sock):
-    head = _recv_exact(sock, 4)
-    if head is None:
-        return None
-    (n,) = struct.unpack("!I", head)
-    if n > MAX_MESSAGE:
-        raise ValueError("message too large")
-    data = _recv_exact(sock, n)
-    return None if data is None else json.loads(data.decode())
-
-
-def _recv_exact(sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 # --------------------------------------------------------------------------- the server
@@ -223,7 +162,7 @@ def _start(conn) -> int | None:
         if uid != os.getuid():
             conn.close()
             return None
-        msg, fds = _recv_request(conn)
+        msg, fds = recv_request(conn)
     except (OSError, ValueError):
         conn.close()
         return None
@@ -242,28 +181,6 @@ def _start(conn) -> int | None:
         code = _child(conn, msg, fds)
     finally:
         os._exit(code)
-
-
-def _recv_request(conn):
-    """A request: its length, then the JSON with the client's three fds (SCM_RIGHTS)."""
-    fds = []
-    buf = bytearray()
-    need = None
-    while need is None or len(buf) < need:
-        data, ancdata, _, _ = conn.recvmsg(1 << 16, socket.CMSG_LEN(3 * 4))
-        if not data:
-            raise ValueError("connection closed")
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                k = len(payload) // 4
-                fds += list(struct.unpack(f"{k}i", payload[:4 * k]))
-        buf += data
-        if need is None and len(buf) >= 4:
-            (need,) = struct.unpack("!I", bytes(buf[:4]))
-            need += 4
-            if need > MAX_MESSAGE:
-                raise ValueError("request too large")
-    return json.loads(bytes(buf[4:need]).decode()), fds
 
 
 def _child(conn, msg, fds) -> int:
@@ -310,10 +227,6 @@ def _child(conn, msg, fds) -> int:
 
 
 def build_parser():
-    import argparse
-
-    from ..cli import HelpFormatter
-
     ap = argparse.ArgumentParser(prog="python -m ltpa.jobs.server", formatter_class=HelpFormatter,
                                  description="The warm job server (started by ltpa-job).")
     ap.add_argument("--socket", required=True,
@@ -324,7 +237,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.socket)
-    if not _private_folder(path.parent):
+    if not private_folder(path.parent):
         return 1
     serve(path)
     return 0

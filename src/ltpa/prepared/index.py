@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import LtpaError
 from ..formats.grids import KeyMap
-from ..formats.trk import TrkFile
+from ..formats.trk import TrkFile, not_finite
 
 
 @dataclass
@@ -97,10 +97,3 @@ def build_index(trk: TrkFile, key_map: KeyMap, progress=None) -> VoxelCSR:
     hash_fill(keys, per_streamline, pos, ids)
     return VoxelCSR(dim, nonempty.astype(np.int64), indptr, ids, int(state["outside"]),
                     walked.n_streamlines, walked.n_points, walked.counts)
-
-
-def not_finite(path, s: int) -> LtpaError:
-    return LtpaError(
-        f"file {str(path)!r}: streamline {s} has a NaN or infinite coordinate; "
-        f"expected finite voxmm coordinates"
-    )

@@ -158,8 +158,8 @@ def label_trk(trk, atlas: Atlas, regions=None, start: int = 1, progress=None) ->
     the atlas grid); the label is looked up from the front until the first nonzero one
     and from the back until the last, so no per-point arrays exist.
     """
+    from ..formats.trk import not_finite
     from ..kernels import label_range
-    from .index import not_finite
 
     tables, regions, unknown = labeling_tables(atlas, regions, start, trk.voxel_size)
     n_max = trk.total_words // (1 + trk.n_properties) + 1

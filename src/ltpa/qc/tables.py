@@ -192,8 +192,8 @@ def regions_reached(ids: np.ndarray, region_ids, start: int = 1) -> np.ndarray:
 
 def streamline_lengths(trk, progress=None) -> np.ndarray:
     """Length in mm (sum of point distances) of every streamline of an open ``TrkFile``."""
+    from ..formats.trk import not_finite
     from ..kernels import length_range
-    from ..prepared.index import not_finite
 
     parts = []
 

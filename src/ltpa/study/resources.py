@@ -82,7 +82,8 @@ def _stamp(path):
 
 @functools.lru_cache(maxsize=65536)
 def _size_of(path, size, mtime_ns) -> tuple[int, int]:
-    from ..formats.convert import GZ_MAX_RATIO, kind_of
+    from ..formats.convert import kind_of
+    from ..formats.gz import GZ_MAX_RATIO
 
     kind = kind_of(path)
     try:
