@@ -1415,7 +1415,7 @@ def write_walks_trk(path, rng, n=30):
 
 
 def make_study(ctx, n_scans=1) -> Path:
-    from ltpa.demo.study import make_demo
+    from ltpa.demo.small import make_demo
 
     study = ctx.work / "study"
     make_demo(study, n_scans=n_scans, n_per_side=8, n_background=4)
@@ -1453,7 +1453,7 @@ class NiftiFormat:
         import networkx as nx
         import nibabel as nib
 
-        from ltpa.demo.study import atlas_volume
+        from ltpa.demo.small import atlas_volume
         from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
         rng = ctx.rng_seeds

@@ -11,7 +11,7 @@ _BUILT = {}
 def built_study(tmp_path_factory):
     """(workdir, local_data.json, study folder) after a full run; made once per session."""
     if "study" not in _BUILT:
-        from ltpa.demo.study import make_demo
+        from ltpa.demo.small import make_demo
 
         root = tmp_path_factory.mktemp("qc_study")
         local_data = make_demo(root / "study", n_scans=3, seed=1, n_per_side=15, n_background=10)

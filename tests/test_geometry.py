@@ -15,7 +15,7 @@ import pytest
 from nibabel.testing import data_path as NIB_DATA
 
 from conftest import BIN, planned_jobs, run_snakemake, study_folder
-from ltpa.demo.study import make_demo
+from ltpa.demo.small import make_demo
 from ltpa.formats.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE
 from reference import label_slow, read_trk_slow
 

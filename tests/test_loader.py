@@ -94,7 +94,7 @@ def test_format_1_round_trip_plain_pickle_and_in_place_arrays(tmp_path):
 
 
 def test_big_arrays_are_aligned_and_read_in_place(tmp_path, rng):
-    from ltpa.demo.study import make_streamlines
+    from ltpa.demo.small import make_streamlines
     from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
     from ltpa.formats.trkwrite import write_trk
 

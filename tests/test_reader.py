@@ -25,7 +25,7 @@ def qsdr_key(v):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The demo study (3 scans, 2 atlases) with every output made by the workflow's steps."""
-    from ltpa.demo.study import make_demo
+    from ltpa.demo.small import make_demo
     from ltpa.jobs.pipeline import run
     from ltpa.study.config import default_config
     from ltpa.study.study import load_study
@@ -95,9 +95,9 @@ def test_scans_table(study):
 
 @pytest.mark.parametrize("max_runs", [0, 256, 10**9])  # both ways of gathering id ranges
 def test_query_ijk_equals_brute_force_on_random_rois(study, reference, max_runs, monkeypatch):
-    import ltpa.analysis.reader
+    import ltpa.analysis.lookup
 
-    monkeypatch.setattr(ltpa.analysis.reader, "_MAX_RUNS", max_runs)
+    monkeypatch.setattr(ltpa.analysis.lookup, "_MAX_RUNS", max_runs)
     source = source_of(study)
     rng = np.random.default_rng(2024)
     keys = {sid: np.array(sorted(t)) for sid, t in reference.items()}
@@ -177,9 +177,9 @@ def test_mask_query(study, reference, tmp_path):
     with pytest.raises(LtpaError, match="does not exist"):
         source.query_ijk(tmp_path / "none.nii.gz")
     # a key grid whose header has no affine (an old native trk): shape and voxel size
-    from ltpa.analysis.reader import KeyGrid, _Roi
+    from ltpa.analysis.roi import KeyGrid, Roi
 
-    roi = _Roi.from_input(path)
+    roi = Roi.from_input(path)
     assert roi.check(KeyGrid(MNI_DIM, (2.0, 2.0, 2.0), None)) is None
     assert "no affine: shape and voxel size compared" in \
         roi.check(KeyGrid(MNI_DIM, (1.0, 1.0, 1.0), None))

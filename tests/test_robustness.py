@@ -21,7 +21,7 @@ import pytest
 
 from conftest import BIN, SNAKEFILE, SNAKEMAKE, run_snakemake, study_folder
 from ltpa import load_track_dataset
-from ltpa.demo.study import make_demo, make_streamlines
+from ltpa.demo.small import make_demo, make_streamlines
 from ltpa.formats.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
 from ltpa.formats.trkwrite import write_trk
 from reference import hash_slow, label_slow, read_trk_slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import BIN, planned_jobs, run_snakemake
-from ltpa.demo.study import make_streamlines
+from ltpa.demo.small import make_streamlines
 from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 from ltpa.formats.trkwrite import write_trk
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
 from ltpa import load_track_dataset
-from ltpa.demo.study import make_demo, make_streamlines
+from ltpa.demo.small import make_demo, make_streamlines
 from ltpa.formats.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
 from ltpa.formats.trkwrite import write_trk
 from reference import hash_slow
@@ -555,7 +555,7 @@ def test_huge_atlas_labels_and_node_ids_label_correctly(tmp_path):
     sls, _ = make_streamlines(rng, 20, 5)
     trk = tmp_path / "s.trk"
     write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
-    from ltpa.demo.study import atlas_volume
+    from ltpa.demo.small import atlas_volume
 
     small = atlas_volume("scale33").astype(np.int64)
     big_labels = {83: 2**40 + 7, 51: 2**31, 10: 2**62 + 1}

@@ -36,7 +36,8 @@ def _label(args):
 
 
 def _demo(args):
-    from .demo.study import make_demo, make_study_demo
+    from .demo.small import make_demo
+    from .demo.study import make_study_demo
 
     if args.small:
         path = make_demo(args.folder, n_scans=args.scans or 3, seed=args.seed)
@@ -99,7 +100,8 @@ def _query(args):
     import warnings
     from pathlib import Path
 
-    from .analysis.reader import TrackDataSource, parse_ijk, parse_param, query_table
+    from .analysis.querytext import parse_ijk, parse_param, query_table
+    from .analysis.reader import TrackDataSource
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed below, one line each

@@ -1,4 +1,4 @@
-"""Synthetic studies in DSI Studio's QSDR grid: the demo study and the tests' small fixture.
+"""The demo study in DSI Studio's QSDR grid (the tests' small fixture is ``ltpa.demo.small``).
 
 ``make_study_demo`` (``ltpa demo``, ``make demo``) writes a study that looks like one: a
 brain-shaped mask, two Lausanne-like parcellations, 20 scans in two groups with ~2x10^4
@@ -6,14 +6,8 @@ streamlines each, one scan with b0-space atlases and a .fib.gz, one .tck, and a 
 group effect that the workflow's outputs must give back (see the section below and the
 TRUTH.md it writes).
 
-``make_demo`` (``ltpa demo --small``, and the fixture of many tests) is the tiny one,
-modelled on dsi2's own test data: cube regions for the brainstem (83) and the
-left/right precentral gyrus, at two atlas scales ("scale33": precentral 51/10;
-"scale60": each precentral cube split in two along y, 80/81 and 16/17), and
-streamlines running from the brainstem to a precentral cube, plus streamlines
-that stay in white matter (connection id 0). The connection id each streamline
-must get is written to ``expected/<scan>.<atlas>.npy`` from the region pairs the
-streamlines were drawn between, so a run can be checked against it.
+``make_demo`` (``ltpa demo --small``, and the fixture of many tests) is the tiny one, in
+``ltpa.demo.small``; the files are written by ``ltpa.demo.files``.
 """
 
 from __future__ import annotations
@@ -23,160 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formats.grids import QSDR_AFFINE, QSDR_DIM, QSDR_VOXEL_SIZE
-from ..formats.trkwrite import write_trk
-from ..prepared.labels import pair_index
+from ..formats.grids import QSDR_AFFINE, QSDR_DIM
+from .files import (
+    nifti_gz_bytes,
+    write_bytes,
+    write_study_graphml,
+    write_study_lut,
+    write_tck_flat,
+    write_trk_flat,
+)
+from .small import expected_id
 
-BRAINSTEM = 83
-CUBES = {  # name: (imin, imax, jmin, jmax, kmin, kmax), inclusive voxel bounds (dsi2's)
-    "brainstem": (36, 40, 46, 50, 14, 20),
-    "lh.precentral": (50, 58, 40, 51, 45, 50),
-    "rh.precentral": (20, 28, 40, 51, 45, 50),
-}
-SCALE33 = {"brainstem": BRAINSTEM, "lh.precentral": 51, "rh.precentral": 10}
-# scale60: precentral split at the middle of y; (lower half, upper half)
-SCALE60_SPLIT = {"lh.precentral": (80, 81), "rh.precentral": (16, 17)}
-N_REGIONS = {"scale33": 83, "scale60": 129}
-
-
-def _cube_voxels(bounds):
-    i0, i1, j0, j1, k0, k1 = bounds
-    g = np.mgrid[i0:i1 + 1, j0:j1 + 1, k0:k1 + 1]
-    return g.reshape(3, -1).T
-
-
-def atlas_volume(scale: str) -> np.ndarray:
-    data = np.zeros(QSDR_DIM, dtype=np.int16)
-    for name, bounds in CUBES.items():
-        i0, i1, j0, j1, k0, k1 = bounds
-        if scale == "scale33" or name == "brainstem":
-            data[i0:i1 + 1, j0:j1 + 1, k0:k1 + 1] = SCALE33[name]
-        else:
-            mid = (j0 + j1) // 2
-            lo, hi = SCALE60_SPLIT[name]
-            data[i0:i1 + 1, j0:mid + 1, k0:k1 + 1] = lo
-            data[i0:i1 + 1, mid + 1:j1 + 1, k0:k1 + 1] = hi
-    return data
-
-
-_CACHE = {}
-
-
-def atlas_volume_cache(scale):
-    if scale not in _CACHE:
-        _CACHE[scale] = atlas_volume(scale)
-    return _CACHE[scale]
-
-
-def expected_id(a: int, b: int, n_regions: int, start: int = 1) -> int:
-    """Connection id of labels a, b with region list 1..n_regions."""
-    lo, hi = sorted((a, b))
-    return int(pair_index(np.array([lo - 1]), np.array([hi - 1]), n_regions)[0]) + start
-
-
-def make_streamlines(rng, n_per_side: int, n_background: int):
-    """Streamlines in QSDR voxmm; returns (streamlines, endpoint voxel pairs or None)."""
-    bs = _cube_voxels(CUBES["brainstem"])
-    streamlines, ends = [], []
-    for side in ("lh.precentral", "rh.precentral"):
-        pc = _cube_voxels(CUBES[side])
-        a = bs[rng.integers(0, len(bs), n_per_side)]
-        b = pc[rng.integers(0, len(pc), n_per_side)]
-        for va, vb in zip(a, b):
-            # from inside the start voxel to inside the end voxel, ~1 mm steps, a gentle bend
-            pa = (va + rng.uniform(0.2, 0.8, 3)) * 2.0
-            pb = (vb + rng.uniform(0.2, 0.8, 3)) * 2.0
-            n = max(int(np.linalg.norm(pb - pa)), 2)
-            t = np.linspace(0.0, 1.0, n)[:, None]
-            pts = pa + t * (pb - pa)
-            bend = np.sin(np.pi * t) * rng.uniform(-3, 3, 3)
-            bend[[0, -1]] = 0.0
-            pts = pts + bend
-            if rng.random() < 0.5:
-                pts = pts[::-1]
-                va, vb = vb, va
-            streamlines.append(pts.astype(np.float32))
-            ends.append((tuple(va), tuple(vb)))
-    # white-matter streamlines that touch no region: id 0
-    for _ in range(n_background):
-        # y <= 80 mm and 40 <= z < 90 mm: clear of every cube (j >= 46 with k <= 20, or k >= 45)
-        pa = np.array([rng.uniform(60, 100), rng.uniform(60, 70), rng.uniform(50, 70)])
-        pb = pa + rng.uniform(-10, 10, 3)
-        n = max(int(np.linalg.norm(pb - pa)), 2)
-        pts = pa + np.linspace(0, 1, n)[:, None] * (pb - pa)
-        streamlines.append(pts.astype(np.float32))
-        ends.append(None)
-    order = rng.permutation(len(streamlines))
-    return [streamlines[i] for i in order], [ends[i] for i in order]
-
-
-def write_graphml(path: Path, n_regions: int) -> None:
-    import networkx as nx
-
-    g = nx.Graph()
-    for r in range(1, n_regions + 1):
-        g.add_node(str(r), dn_name=f"region_{r}")
-    g.nodes[str(BRAINSTEM)]["dn_name"] = "Brain-Stem"
-    nx.write_graphml(g, str(path))
-
-
-def make_demo(folder, n_scans: int = 3, seed: int = 0, n_per_side: int = 60,
-              n_background: int = 40) -> Path:
-    """Write the demo study into ``folder``; returns the path of its local_data.json."""
-    import nibabel as nib
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "atlases").mkdir(exist_ok=True)
-    (folder / "expected").mkdir(exist_ok=True)
-    for scale, n in N_REGIONS.items():
-        write_graphml(folder / "atlases" / f"{scale}.graphml", n)
-    rng = np.random.default_rng(seed)
-    groups = ["control", "patient"]
-    scans = []
-    for s in range(n_scans):
-        scan_id = f"s{s + 1}"
-        sdir = folder / scan_id
-        sdir.mkdir(exist_ok=True)
-        streamlines, ends = make_streamlines(rng, n_per_side + 10 * s, n_background)
-        write_trk(sdir / f"{scan_id}.trk", streamlines, QSDR_DIM, QSDR_VOXEL_SIZE, "LPS",
-                  QSDR_AFFINE)
-        labels = []
-        for scale, n_regions in N_REGIONS.items():
-            vol = atlas_volume_cache(scale)
-            nib.Nifti1Image(vol, QSDR_AFFINE).to_filename(sdir / f"{scan_id}.{scale}.QSDR.nii.gz")
-            expected = np.array([
-                0 if e is None else expected_id(int(vol[e[0]]), int(vol[e[1]]), n_regions)
-                for e in ends], dtype=np.int64)
-            np.save(folder / "expected" / f"{scan_id}.{scale}.npy", expected)
-            labels.append({
-                "name": "Lausanne2008",
-                "parameters": {"scale": int(scale[5:]), "thick": 1},
-                "notes": "synthetic cube regions (ltpa demo)",
-                "graphml_path": f"atlases/{scale}.graphml",
-                "numpy_path": f"{scan_id}/{scale}.npy",
-                "volume_path": f"{scan_id}/{scan_id}.{scale}.QSDR.nii.gz",
-            })
-        scans.append({
-            "scan_id": scan_id,
-            "subject_id": f"subj{s + 1}",
-            "scan_group": groups[s % 2],
-            "study": "ltpa-demo",
-            "software": "DSI Studio",
-            "reconstruction": "qsdr",
-            "trk_space": "qsdr",
-            "attributes": {"age": 30 + s, "sex": "F" if s % 2 else "M"},
-            "trk_file": f"{scan_id}/{scan_id}.trk",
-            "pkl_path": f"{scan_id}/{scan_id}.pkl",
-            "pkl_trk_path": f"{scan_id}/{scan_id}.pkl.trk",
-            "track_labels": labels,
-        })
-    out = folder / "local_data.json"
-    out.write_text(json.dumps(scans, indent=2) + "\n")
-    return out
-
-
-# =====================================================================================
 # The demo study (``ltpa demo``): a small, plausible study with a known effect.
 #
 # A brain-shaped mask in the QSDR grid (an ellipsoid with a midline fissure and a brain
@@ -535,42 +386,6 @@ def study_streamlines(rng, a_ids, b_ids, step_mm: float = STEP_MM):
     return pts[np.repeat(keep, counts)], counts[keep], keep
 
 
-def write_trk_flat(path, points, counts) -> None:
-    """A QSDR .trk (LPS, as DSI Studio writes) from one flat (P, 3) voxmm array + counts."""
-    from ..formats.trkwrite import make_header
-    from ..io import atomic_open
-
-    n = counts.shape[0]
-    body = np.empty(n + 3 * int(counts.sum()), dtype="<f4")
-    rec = np.arange(n) + 3 * (np.cumsum(counts) - counts)  # word of each record's count
-    body.view("<i4")[rec] = counts.astype("<i4")
-    is_point = np.ones(body.shape[0], dtype=bool)
-    is_point[rec] = False
-    body[is_point] = points.reshape(-1)
-    hdr = make_header(QSDR_DIM, QSDR_VOXEL_SIZE, "LPS", QSDR_AFFINE, n)
-    with atomic_open(path, "wb") as fh:
-        fh.write(hdr.tobytes())
-        fh.write(body.tobytes())
-
-
-def write_tck_flat(path, points_ras, counts) -> None:
-    """An MRtrix .tck (Float32LE, RAS mm) from one flat (P, 3) array + counts."""
-    from ..io import atomic_open
-
-    n = counts.shape[0]
-    rows = np.full((int(counts.sum()) + n + 1, 3), np.nan, dtype="<f4")
-    pos = np.arange(points_ras.shape[0]) + np.repeat(np.arange(n), counts)
-    rows[pos] = points_ras
-    rows[-1] = np.inf
-    head = f"mrtrix tracks\ncount: {n}\ndatatype: Float32LE\n"
-    offset = 0
-    while len(text := f"{head}file: . {offset}\nEND\n".encode()) > offset:
-        offset = len(text)  # until the offset's own digits fit before it
-    with atomic_open(path, "wb") as fh:
-        fh.write(text + b"\0" * (offset - len(text)))
-        fh.write(rows.tobytes())
-
-
 # the b0 scan: its subject's native grid (LAS, as dcm2niix writes) and where the template
 # brain lies in it (a small rotation about x, a scaling and a shift)
 B0_DIM = (96, 110, 66)
@@ -608,57 +423,6 @@ def b0_study_files():
     return vols, tuple(m.astype(np.int32) for m in (mx, my, mz))
 
 
-def write_study_graphml(path, rows, centroids) -> None:
-    """A region list as the Lausanne 2008 graphml files have it (node attributes dn_name,
-    dn_fsname, dn_hemisphere, dn_region, dn_correspondence_id, dn_fs_aseg_val and the
-    region's centre dn_position_x/y/z in MNI mm), written by networkx as ``write_graphml``."""
-    import networkx as nx
-
-    from ..io import atomic_open
-
-    g = nx.Graph()
-    for row, c in zip(rows, centroids):
-        attrs = {"dn_region": row["region"], "dn_fsname": row["fsname"],
-                 "dn_hemisphere": row["hemisphere"], "dn_correspondence_id": int(row["id"]),
-                 "dn_name": row["name"],
-                 "dn_fs_aseg_val": None if row["aseg"] is None else str(row["aseg"]),
-                 **{f"dn_position_{a}": round(float(x), 2) for a, x in zip("xyz", c)}}
-        g.add_node(str(row["id"]), **{k: v for k, v in attrs.items() if v is not None})
-    with atomic_open(path, "wb") as fh:
-        nx.write_graphml(g, fh)
-
-
-def write_study_lut(path, rows) -> None:
-    """A FreeSurfer-style colour table (``index name R G B A``), as Lausanne's *_LUT.txt."""
-    from ..io import atomic_open
-
-    rng = np.random.default_rng(60)
-    colours = rng.integers(0, 256, (len(rows), 3))
-    lines = ["#No. Label Name:                            R   G   B   A", "",
-             f"{0:<4} {'Unknown':<40} {0:>3} {0:>3} {0:>3} {0:>3}"]
-    lines += [f"{r['id']:<4} {r['name']:<40} {c[0]:>3} {c[1]:>3} {c[2]:>3} {0:>3}"
-              for r, c in zip(rows, colours)]
-    with atomic_open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-
-
-def _nifti_gz_bytes(data, affine) -> bytes:
-    import gzip
-
-    import nibabel as nib
-
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm")
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
-
-
-def _write_bytes(path, data: bytes) -> None:
-    from ..io import atomic_open
-
-    with atomic_open(path, "wb") as fh:
-        fh.write(data)
-
-
 def study_pair_id(names, scale="scale33") -> int:
     """Connection id (numbering from 1) of a pair of region names in the study's atlas."""
     rows = study_regions()[scale]
@@ -690,9 +454,9 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
         write_study_graphml(folder / "atlases" / f"{scale}.graphml", rows,
                             _region_centroids(atlas[scale], len(rows)))
     write_study_lut(folder / "atlases" / "scale60_LUT.txt", regions["scale60"])
-    _write_bytes(folder / "atlases" / "mask.nii.gz",
-                 _nifti_gz_bytes(atlas["mask"].astype(np.uint8), QSDR_AFFINE))
-    qsdr_atlas = {s: _nifti_gz_bytes(atlas[s], QSDR_AFFINE) for s in STUDY_SCALES}
+    write_bytes(folder / "atlases" / "mask.nii.gz",
+                 nifti_gz_bytes(atlas["mask"].astype(np.uint8), QSDR_AFFINE))
+    qsdr_atlas = {s: nifti_gz_bytes(atlas[s], QSDR_AFFINE) for s in STUDY_SCALES}
     share = study_connectome(seed)
     rows33 = regions["scale33"]
     iu = np.nonzero(share)
@@ -750,7 +514,7 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
             mat = io.BytesIO()
             savemat(mat, {"dimension": np.array(QSDR_DIM, np.int32).reshape(1, 3),
                           "mx": mx, "my": my, "mz": mz}, format="4")
-            _write_bytes(folder / fib, gzip.compress(mat.getvalue(), compresslevel=6, mtime=0))
+            write_bytes(folder / fib, gzip.compress(mat.getvalue(), compresslevel=6, mtime=0))
             record["fib_file"] = fib
         labels = []
         for scale, n_regions in STUDY_SCALES.items():
@@ -764,10 +528,10 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
             entry["volume_path"] = f"{scan_id}/{scan_id}.{scale}.QSDR.nii.gz"
             if s == b0_scan:
                 entry["b0_volume_path"] = f"{scan_id}/{scan_id}.{scale}.b0.nii.gz"
-                _write_bytes(folder / entry["b0_volume_path"],
-                             _nifti_gz_bytes(vols[scale], B0_AFFINE))
+                write_bytes(folder / entry["b0_volume_path"],
+                             nifti_gz_bytes(vols[scale], B0_AFFINE))
             else:
-                _write_bytes(folder / entry["volume_path"], qsdr_atlas[scale])
+                write_bytes(folder / entry["volume_path"], qsdr_atlas[scale])
             labels.append(entry)
         record["track_labels"] = labels
         scans.append(record)
@@ -780,7 +544,7 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
     _write_study_truth(folder, seed, n_streamlines, step_mm, scans, truth_scans,
                        *(scans[i]["scan_id"] for i in (b0_scan, tck_scan, table_scan)))
     out = folder / "local_data.json"
-    _write_bytes(out, (json.dumps(scans, indent=2) + "\n").encode())
+    write_bytes(out, (json.dumps(scans, indent=2) + "\n").encode())
     return out
 
 
@@ -806,7 +570,7 @@ def _write_study_truth(folder, seed, n_streamlines, step_mm, scans, truth_scans,
         "b0_scan": b0_id, "tck_scan": tck_id, "label_table_scan": table_id,
         "scans": truth_scans,
     }
-    _write_bytes(folder / "truth.json", (json.dumps(truth, indent=2) + "\n").encode())
+    write_bytes(folder / "truth.json", (json.dumps(truth, indent=2) + "\n").encode())
     groups = {g: [s["scan_id"] for s in scans if s["scan_group"] == g]
               for g in ("control", "patient")}
     a, b = PLANTED
@@ -846,4 +610,4 @@ def _write_study_truth(folder, seed, n_streamlines, step_mm, scans, truth_scans,
         f"Controls: {', '.join(groups['control'])}.\nPatients: {', '.join(groups['patient'])}.",
     ]
     text = "\n\n".join(paragraphs) + "\n"
-    _write_bytes(folder / "TRUTH.md", text.encode())
+    write_bytes(folder / "TRUTH.md", text.encode())

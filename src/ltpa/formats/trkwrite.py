@@ -1,4 +1,5 @@
-"""Writing a .trk in the key grid (chunked, straight from the mapped input)."""
+"""Writing .trk files: headers, record bodies, and the key-grid .trk (chunked, straight from the
+mapped input)."""
 
 from __future__ import annotations
 
@@ -75,3 +76,29 @@ def write_trk(path, streamlines, dim, voxel_size, voxel_order, vox_to_ras) -> No
             pts = np.asarray(sl, dtype="<f4").reshape(-1, 3)
             fh.write(np.int32(pts.shape[0]).astype("<i4").tobytes())
             fh.write(pts.tobytes())
+
+
+def records(points, counts) -> np.ndarray:
+    """The TrackVis body (little-endian float32 words) of streamlines given as one flat (P, 3)
+    array of points and their counts: per streamline its int32 count, then x y z per point."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n = counts.shape[0]
+    body = np.empty(n + 3 * int(counts.sum()), dtype="<f4")
+    rec = np.arange(n, dtype=np.int64) + 3 * (np.cumsum(counts) - counts)  # each count's word
+    body.view("<i4")[rec] = counts.astype("<i4")
+    is_point = np.ones(body.shape[0], dtype=bool)
+    is_point[rec] = False
+    body[is_point] = np.asarray(points, dtype=np.float32).reshape(-1)
+    return body
+
+
+def subset_header(header, n_count: int) -> np.ndarray:
+    """A copy of a TrackVis header for ``n_count`` streamlines without scalars or properties."""
+    hdr = np.asarray(header).astype(header_2_dtype.newbyteorder("<")).copy()
+    hdr["nb_streamlines"] = n_count
+    hdr["nb_scalars_per_point"] = 0
+    hdr["nb_properties_per_streamline"] = 0
+    hdr["scalar_name"] = b""
+    hdr["property_name"] = b""
+    hdr["hdr_size"] = 1000
+    return hdr

@@ -1,0 +1,152 @@
+"""The voxels of a query: a list of (i, j, k) or a mask (file, image or array), checked against
+the scan's key grid."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import LtpaError
+
+
+@dataclass(frozen=True)
+class KeyGrid:
+    """A scan's key grid: shape, voxel size and (when the header has one) affine."""
+
+    dim: tuple
+    voxel_size: tuple
+    affine: np.ndarray | None  # voxel centre -> RAS mm, None when the header has none
+
+    def text(self) -> str:
+        vs = "x".join(f"{v:g}" for v in self.voxel_size)
+        aff = "no affine" if self.affine is None else "affine [" + ", ".join(
+            "[" + ", ".join(f"{v:.6g}" for v in row) + "]" for row in self.affine[:3]) + "]"
+        return f"{'x'.join(map(str, self.dim))}, voxel {vs} mm, {aff}"
+
+
+def key_grid(ds) -> KeyGrid:
+    """The key grid of a ``TrackDataset``, from its header."""
+    hdr = ds.header
+    aff = np.asarray(hdr["voxel_to_rasmm"], dtype=np.float64).reshape(4, 4)
+    return KeyGrid(tuple(int(d) for d in ds.tracks_at_ijk.dim),
+                   tuple(float(v) for v in np.asarray(hdr["voxel_sizes"]).reshape(3)),
+                   None if not aff[:3, :3].any() else aff)
+
+
+class Roi:
+    """The voxels of a query, from a list of voxels or a mask (with its grid, to check)."""
+
+    def __init__(self, voxels, mask_source=None, shape=None, affine=None, zooms=None):
+        self.voxels = voxels  # (N, 3) int64
+        self.mask_source = mask_source
+        self.shape = shape
+        self.affine = affine
+        self.zooms = zooms
+
+    @classmethod
+    def from_input(cls, ijks):
+        if isinstance(ijks, (str, os.PathLike)):
+            return cls._from_image(os.fspath(ijks), os.fspath(ijks))
+        if hasattr(ijks, "dataobj") and hasattr(ijks, "affine"):
+            return cls._from_image(ijks, "the mask image")
+        if isinstance(ijks, np.ndarray) and ijks.ndim == 3:
+            return cls(_mask_voxels(ijks, "the mask array"), "the mask array", ijks.shape)
+        return cls(_voxel_array(ijks))
+
+    @classmethod
+    def _from_image(cls, img, what):
+        if isinstance(img, str):
+            if not os.path.exists(img):
+                raise LtpaError(f"mask file {img!r} does not exist")
+            try:
+                img = nib.load(img)
+            except Exception as exc:  # nibabel raises many types for a bad file
+                raise LtpaError(f"mask file {what!r} could not be read as an image ({exc})") \
+                    from None
+            label = f"mask file {what!r}"
+        else:
+            label = what
+        try:
+            data = np.asanyarray(img.dataobj)
+        except Exception as exc:
+            raise LtpaError(f"{label} could not be read ({exc})") from None
+        if data.ndim != 3:
+            raise LtpaError(f"{label} has {data.ndim} dimensions {data.shape}; expected a 3-D "
+                            f"mask in the key grid")
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        return cls(_mask_voxels(data, label), label, tuple(data.shape),
+                   np.asarray(img.affine, dtype=np.float64), zooms)
+
+    def check(self, grid: KeyGrid) -> str | None:
+        """Why the ROI does not fit ``grid`` (a message), or None."""
+        if self.mask_source is not None:
+            if self.affine is None:
+                mine = f"shape {'x'.join(map(str, self.shape))}"
+            else:
+                mine = "grid " + KeyGrid(tuple(self.shape), self.zooms, self.affine).text()
+            differs = f"{self.mask_source} is in {mine}; the key grid is {grid.text()}"
+            if tuple(self.shape) != grid.dim:
+                return differs + ": resample the mask to the key grid"
+            if self.affine is not None:
+                if grid.affine is not None:
+                    if not np.allclose(self.affine, grid.affine, atol=1e-3):
+                        return differs + ": resample the mask to the key grid"
+                elif not np.allclose(self.zooms, grid.voxel_size, atol=1e-4):
+                    return differs + (" (the pkl's header gives no affine: shape and voxel "
+                                      "size compared)")
+            return None
+        v = self.voxels
+        if v.shape[0] == 0:
+            return None
+        bad = np.flatnonzero(((v < 0) | (v >= np.asarray(grid.dim))).any(axis=1))
+        if bad.size:
+            shown = ", ".join(str(tuple(int(x) for x in v[i])) for i in bad[:3])
+            more = f" and {bad.size - 3} more" if bad.size > 3 else ""
+            return (f"voxel{'s' if bad.size > 1 else ''} {shown}{more} outside the key grid of "
+                    f"shape {'x'.join(map(str, grid.dim))}")
+        return None
+
+    def linear(self, dim) -> np.ndarray:
+        """Sorted unique linear voxel numbers (C order, as the pkl's index)."""
+        if self.voxels.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        lin = np.ravel_multi_index(tuple(self.voxels.T), dim).astype(np.int64)
+        return np.unique(lin)
+
+
+def _voxel_array(ijks) -> np.ndarray:
+    try:
+        arr = np.asarray(ijks)
+    except (ValueError, TypeError) as exc:
+        raise LtpaError(f"query voxels must be (i, j, k) triples of integers ({exc})") from None
+    if arr.size == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    if arr.ndim == 1 and arr.shape[0] == 3:
+        arr = arr.reshape(1, 3)  # one voxel
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise LtpaError(f"query voxels must be (i, j, k) triples of integers; got an array of "
+                        f"shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            row = arr[np.flatnonzero(bad.any(axis=1))[0]]
+            raise LtpaError(f"query voxel {tuple(row.tolist())} is not three integers")
+        if np.abs(arr).max() > 2**40:
+            raise LtpaError("query voxels far outside any key grid")
+        return arr.astype(np.int64)
+    raise LtpaError(f"query voxels must be (i, j, k) triples of integers; got {arr.dtype} "
+                    f"values")
+
+
+def _mask_voxels(data, label) -> np.ndarray:
+    if data.dtype.kind not in "biuf":
+        raise LtpaError(f"{label} has data type {data.dtype}; expected a numeric mask")
+    nonzero = data != 0
+    if data.dtype.kind == "f":
+        nonzero &= np.isfinite(data)
+    return np.argwhere(nonzero).astype(np.int64)
