@@ -33,6 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import LtpaError
+from ..prepared.connections import (
+    connection_id,
+    decode_regions,
+    pair_counts,
+    pairs_to_matrix,
+    region_list,
+)
 from .lookup import ids_at, release_pages
 from .results import ConnectionMatrices, QueryResults, ScanQuery, ScanTable, scan_table
 from .roi import Roi, key_grid
@@ -272,7 +279,6 @@ class TrackDataSource:
 
     def _decoding(self, pos, lab):
         """(sorted region ids, numbering base) of a scan's npy: its sidecar, else its lists."""
-        from ..formats.regions import regions_from_graphml, regions_from_table
         from ..study import sidecar
 
         key = str(lab.numpy_path)
@@ -286,11 +292,8 @@ class TrackDataSource:
             start = int(body["connection_ids_start_at"])
         else:
             try:
-                if lab.graphml_path is not None:
-                    regions = regions_from_graphml(lab.graphml_path)
-                elif lab.labels_path is not None:
-                    regions = regions_from_table(lab.labels_path)
-                else:
+                regions, _ = region_list(lab.graphml_path, lab.labels_path)
+                if regions is None:
                     raise LtpaError(
                         f"file {key!r} has no sidecar and the entry gives no graphml_path or "
                         f"labels_path: its connection ids cannot be decoded into regions")
@@ -340,8 +343,6 @@ class TrackDataSource:
     def connection_id(self, region_a, region_b) -> int:
         """The connection id of a pair of regions (atlas labels) under the selected atlas."""
         labels = self._require_atlas()
-        from ..prepared.labels import pair_index
-
         found = {self._decoding(pos, lab)[1] for pos, lab in enumerate(labels)}
         regions, start = self._decoding(0, labels[0])
         for pos, lab in enumerate(labels):
@@ -361,8 +362,7 @@ class TrackDataSource:
                                 f"({regions.shape[0]} regions, {int(regions[0])}.."
                                 f"{int(regions[-1])})")
             idx.append(k)
-        lo, hi = sorted(idx)
-        return int(pair_index(np.array([lo]), np.array([hi]), regions.shape[0])[0]) + start
+        return connection_id(idx[0], idx[1], regions.shape[0], start)
 
     def connection_matrices(self) -> ConnectionMatrices:
         """A (scans x R x R) int32 array of streamline counts per region pair (selected atlas).
@@ -371,8 +371,6 @@ class TrackDataSource:
         With ``connection_ids_start_at: 0`` id 0 is both the first region's self-connection
         and "unlabeled" (dsi2's numbering); it is left out of the matrix, as unlabeled.
         """
-        from ..qc.tables import pair_counts, pairs_to_matrix
-
         labels = self._require_atlas()
         regions0 = None
         mats = None
@@ -417,15 +415,7 @@ class TrackDataSource:
         labels = self._require_atlas()
         pos = self._position(scan)
         regions, start = self._decoding(pos, labels[pos])
-        ids = np.asarray(connection_ids, dtype=np.int64)
-        n_reg = regions.shape[0]
-        iu = np.triu_indices(n_reg)
-        k = ids - start
-        ok = (k >= 0) & (k < iu[0].shape[0]) & (ids != 0)  # 0: unlabeled (as in the matrices)
-        kk = np.where(ok, k, 0)
-        a = np.where(ok, regions[iu[0][kk]], -1)
-        b = np.where(ok, regions[iu[1][kk]], -1)
-        return a, b
+        return decode_regions(connection_ids, regions, start)
 
     def region_names(self) -> dict:
         """Region id -> name (graphml dn_name / name, else the id) of the selected atlas."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..formats.grids import QSDR_AFFINE, QSDR_DIM, QSDR_VOXEL_SIZE
 from ..formats.trkwrite import write_trk
-from ..prepared.labels import pair_index
+from ..prepared.connections import connection_id
 
 BRAINSTEM = 83
 CUBES = {  # name: (imin, imax, jmin, jmax, kmin, kmax), inclusive voxel bounds (dsi2's)
@@ -61,8 +61,7 @@ def atlas_volume_cache(scale):
 
 def expected_id(a: int, b: int, n_regions: int, start: int = 1) -> int:
     """Connection id of labels a, b with region list 1..n_regions."""
-    lo, hi = sorted((a, b))
-    return int(pair_index(np.array([lo - 1]), np.array([hi - 1]), n_regions)[0]) + start
+    return connection_id(a - 1, b - 1, n_regions, start)
 
 
 def make_streamlines(rng, n_per_side: int, n_background: int):

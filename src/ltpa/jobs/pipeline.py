@@ -282,7 +282,7 @@ def step_export(spec: JobSpec, watch: InputWatch) -> dict:
 
 def step_label(spec: JobSpec, watch: InputWatch) -> dict:
     from ..formats.grids import streamline_grid
-    from ..formats.regions import regions_from_graphml, regions_from_table
+    from ..prepared.connections import region_list
     from ..prepared.labels import label_trk, load_atlas
 
     t0 = time.perf_counter()
@@ -295,13 +295,9 @@ def step_label(spec: JobSpec, watch: InputWatch) -> dict:
         atlas = load_atlas(spec.inputs["volume_path"], grid)
         if atlas.note:
             log.warning("atlas %s: %s", spec.inputs["volume_path"], atlas.note)
-        if spec.inputs.get("graphml_path"):
-            regions = regions_from_graphml(spec.inputs["graphml_path"])
-            source = "graphml"
-        elif spec.inputs.get("labels_path"):
-            regions = regions_from_table(spec.inputs["labels_path"])
-            source = "labels_path"
-        else:
+        regions, source = region_list(spec.inputs.get("graphml_path"),
+                                      spec.inputs.get("labels_path"))
+        if regions is None:
             regions = atlas.labels
             source = "atlas"
             log.warning("no graphml_path: the region list is this atlas's own labels (%d); "

@@ -115,12 +115,6 @@ class LabelResult:
     n_points: int = 0
 
 
-def pair_index(lo: np.ndarray, hi: np.ndarray, n_regions: int) -> np.ndarray:
-    """Position of (lo, hi), lo <= hi, in the enumeration of np.triu_indices(n_regions)."""
-    lo = lo.astype(np.int64)
-    return lo * n_regions - (lo * (lo - 1)) // 2 + (hi.astype(np.int64) - lo)
-
-
 def labeling_tables(atlas: Atlas, regions, start: int, voxel_size):
     """What the labeling kernel needs (``kernels.LabelTables``) and the atlas labels it ignores.
 

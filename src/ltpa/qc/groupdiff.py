@@ -38,7 +38,8 @@ import logging
 
 import numpy as np
 
-from .tables import AtlasCounts, pairs_on_union, region_union, write_tsv
+from ..prepared.connections import pairs_on_union, region_union
+from .tables import AtlasCounts, write_tsv
 
 log = logging.getLogger("ltpa")
 

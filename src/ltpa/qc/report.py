@@ -7,14 +7,12 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..prepared.connections import pairs_on_union, pairs_to_matrix, region_union
 from .tables import (
     AtlasCounts,
     number_or_none,
-    pairs_on_union,
-    pairs_to_matrix,
     read_length_histogram,
     read_tsv,
-    region_union,
     unlabeled_outliers,
 )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_open
+from ..prepared.connections import pair_counts, regions_reached
 from ..study.sidecar import read as _read_sidecar
 
 log = logging.getLogger("ltpa")
@@ -38,80 +39,6 @@ def _sidecar_or_empty(output) -> dict:
     if body is None and why != "it has no sidecar":
         log.warning("%s: %s; its QC values from the sidecar are left empty", output, why)
     return body
-
-
-def decode_pairs(ids: np.ndarray, n_regions: int, start: int = 1):
-    """(a, b) positions in the region list of every labeled streamline's connection id.
-
-    Ids below ``start`` (and id 0, which is "fewer than two labeled points" when
-    ``start`` is 1, and ambiguous when it is 0) are left out.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    labeled = ids[(ids >= start) & (ids != 0)]
-    pos = labeled - start
-    n_pairs = n_regions * (n_regions + 1) // 2
-    if pos.size and int(pos.max()) >= n_pairs:
-        raise ValueError(f"connection id {int(pos.max()) + start} is beyond the {n_pairs} pairs of "
-                         f"{n_regions} regions")
-    rows, cols = np.triu_indices(n_regions)
-    return rows[pos], cols[pos]
-
-
-def pair_counts(ids: np.ndarray, n_regions: int, start: int = 1) -> np.ndarray:
-    """Streamlines per region pair, in the order of ``np.triu_indices(n_regions)`` (int64).
-
-    The same ids as :func:`decode_pairs` count (id 0 and ids below ``start`` are left
-    out), with one ``np.bincount`` instead of decoding every id: the report sums this
-    over thousands of scans.
-    """
-    ids = np.asarray(ids)
-    n_pairs = n_regions * (n_regions + 1) // 2
-    if ids.size == 0:
-        return np.zeros(n_pairs, dtype=np.int64)
-    if ids.dtype.kind not in "iu":
-        ids = ids.astype(np.int64)
-    if int(ids.min()) < 0:
-        raise ValueError(f"negative connection id {int(ids.min())}")
-    counts = np.bincount(ids, minlength=start + n_pairs)
-    if counts.shape[0] > start + n_pairs:
-        raise ValueError(f"connection id {counts.shape[0] - 1} is beyond the {n_pairs} pairs of "
-                         f"{n_regions} regions")
-    counts = counts[start:].astype(np.int64, copy=True)
-    if start == 0 and n_pairs:
-        counts[0] = 0  # id 0 is "fewer than two labeled points" as well (see decode_pairs)
-    return counts
-
-
-def pairs_to_matrix(counts: np.ndarray, n_regions: int) -> np.ndarray:
-    """Symmetric (R, R) matrix of per-pair values given in ``np.triu_indices`` order."""
-    counts = np.asarray(counts)
-    m = np.zeros((n_regions, n_regions), dtype=counts.dtype)
-    rows, cols = np.triu_indices(n_regions)
-    m[rows, cols] = counts
-    m[cols, rows] = counts
-    return m
-
-
-def connection_matrix(ids: np.ndarray, n_regions: int, start: int = 1) -> np.ndarray:
-    """Symmetric (R, R) int64 streamline counts per region pair (diagonal: both ends alike)."""
-    return pairs_to_matrix(pair_counts(ids, n_regions, start), n_regions)
-
-
-def region_union(keys) -> np.ndarray:
-    """Sorted int64 union of region lists (tuples of region ids)."""
-    keys = list(keys)
-    if not keys:
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(np.concatenate([np.asarray(k, dtype=np.int64) for k in keys]))
-
-
-def pairs_on_union(regions, union: np.ndarray) -> np.ndarray:
-    """Where each pair of ``regions`` (in ``np.triu_indices`` order) stands among the pairs
-    of ``union`` (a sorted superset), as positions in ``union``'s ``np.triu_indices`` order."""
-    pos = np.searchsorted(union, np.asarray(regions, dtype=np.int64))
-    rows, cols = np.triu_indices(len(regions))
-    a, b = pos[rows], pos[cols]  # a <= b: both lists are sorted
-    return a * union.size - a * (a - 1) // 2 + (b - a)
 
 
 class AtlasCounts:
@@ -179,13 +106,6 @@ def graphml_of(side: dict, npy):
     if not path.exists() and rec.get("relpath"):
         path = Path(npy).parent / rec["relpath"]
     return path if path.exists() else None
-
-
-def regions_reached(ids: np.ndarray, region_ids, start: int = 1) -> np.ndarray:
-    """Region ids that at least one streamline's connection reaches."""
-    region_ids = np.asarray(region_ids, dtype=np.int64)
-    a, b = decode_pairs(ids, region_ids.shape[0], start)
-    return region_ids[np.unique(np.concatenate([a, b]))]
 
 
 # ---------------------------------------------------------------- lengths
