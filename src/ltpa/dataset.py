@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LtpaError
+from .formats.grids import SPACES
+from .formats.trk import HEADER_SIZE, record_starts
 from .io import atomic_path
+from .prepared.safepickle import Refused, finished, load_mapped
 
 PICKLE_PROTOCOL = 5
 
@@ -215,8 +218,6 @@ class TrackDataset:
     def _layout(self):
         """Each streamline's first word, from the counts (checked once against the body)."""
         if self._starts is None:
-            from .formats.trk import record_starts
-
             starts = record_starts(self._counts, self._stride, self._n_properties)
             _check_streamlines(self._words, starts, self._counts, self._stride)
             self._starts = starts
@@ -308,8 +309,6 @@ def _json_like(value, source, field):
 
 
 def _array(state, key, kind, source, ndim=1):
-    from .prepared.safepickle import finished
-
     value = finished(state.get(key))
     if not isinstance(value, np.ndarray) or value.dtype.kind != kind[0] \
             or value.dtype.itemsize != int(kind[1]) or value.ndim != ndim:
@@ -344,7 +343,6 @@ def _from_state(state, source) -> "TrackDataset":
     """The dataset of a format-1 state, after checking every field's type and the arrays' sizes."""
     from nibabel.streamlines.trk import header_2_dtype
 
-    from .formats.grids import SPACES
 
     if type(state) is not dict:
         _fail(source, f"the state is a {type(state).__name__}, not a dict")
@@ -420,8 +418,6 @@ _V0_INDEX = {"dim", "voxels", "indptr", "ids"}
 
 def _state_from_v0(state, source, index_state=None) -> dict:
     """The format-1 state of a first-release dataset (its pickled instance __dict__)."""
-    from .prepared.safepickle import finished
-
     if type(state) is not dict or set(state) != _V0_DATASET:
         _fail(source, "a format-0 dataset state with unexpected fields")
     index = finished(state["_index"])
@@ -452,9 +448,6 @@ def _state_from_v0(state, source, index_state=None) -> dict:
 
 def _v0_layout(state, source):
     """(int32 counts, n_properties) of a format-0 state, whose starts must follow from them."""
-    from .formats.trk import record_starts
-    from .prepared.safepickle import finished
-
     starts = _array({"s": finished(state["_starts"])}, "s", "i8", source)
     counts = _array({"c": finished(state["_counts"])}, "c", "i8", source)
     stride = _int(state["_stride"], source, "stride", 3, MAX_STRIDE)
@@ -489,8 +482,6 @@ def save_track_dataset(dataset: TrackDataset, path, body_fd=None, before_rename=
     """
     body = None
     if body_fd is not None and dataset._words.nbytes:
-        from .formats.trk import HEADER_SIZE
-
         body = (dataset._words.__array_interface__["data"][0], dataset._words.nbytes, body_fd,
                 HEADER_SIZE)
     with atomic_path(path, before_rename=before_rename) as tmp:
@@ -605,8 +596,6 @@ _GLOBALS = {
 
 
 def _factories(source):
-    from .prepared.safepickle import Refused
-
     def restore(*args):
         if len(args) != 1:
             raise Refused("_restore takes one state")
@@ -633,8 +622,6 @@ def load_track_dataset(path) -> TrackDataset:
     of the state against its declared type) and maps the file, so the big arrays are read
     in place (read-only) rather than copied. Reads format 1 and the first release's files.
     """
-    from .prepared.safepickle import finished, load_mapped
-
     path = Path(path)
     source = f"file {str(path)!r}"
     obj = finished(load_mapped(path, _GLOBALS, _factories(source)))

@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..dataset import load_track_dataset
 from ..errors import LtpaError
+from ..formats.regions import region_names
 from ..prepared.connections import (
     connection_id,
     decode_regions,
@@ -40,6 +42,12 @@ from ..prepared.connections import (
     pairs_to_matrix,
     region_list,
 )
+from ..study import sidecar
+from ..study.config import default_config
+from ..study.localdata import problem_text
+from ..study.staleness import MISSING, OUT_OF_DATE
+from ..study.study import load_study
+from ..study.targets import RULE_INDEX, RULE_LABEL
 from .lookup import ids_at, release_pages
 from .results import ConnectionMatrices, QueryResults, ScanQuery, ScanTable, scan_table
 from .roi import Roi, key_grid
@@ -78,12 +86,6 @@ class TrackDataSource:
     """
 
     def __init__(self, json_source, *, config=None, data_root=None, max_open=8):
-        from ..study.config import default_config
-        from ..study.localdata import problem_text
-        from ..study.staleness import MISSING, OUT_OF_DATE
-        from ..study.study import load_study
-        from ..study.targets import RULE_INDEX, RULE_LABEL
-
         cfg = dict(default_config() if config is None else config)
         if data_root is not None:
             cfg["data_root"] = str(data_root)
@@ -153,8 +155,6 @@ class TrackDataSource:
 
     def dataset(self, scan):
         """The ``TrackDataset`` of a scan (position or scan_id), from its pkl."""
-        from ..dataset import load_track_dataset
-
         pos = self._position(scan)
         ds = self._open.get(pos)
         if ds is not None:
@@ -227,8 +227,6 @@ class TrackDataSource:
         equals its value in the entry's ``parameters``; every scan must have exactly one
         matching entry with a ``numpy_path`` that exists. Returns the selected npy paths.
         """
-        from ..study.localdata import problem_text
-
         query = {} if name is None else {"name": name}
         query.update(parameters)
         if not query:
@@ -279,8 +277,6 @@ class TrackDataSource:
 
     def _decoding(self, pos, lab):
         """(sorted region ids, numbering base) of a scan's npy: its sidecar, else its lists."""
-        from ..study import sidecar
-
         key = str(lab.numpy_path)
         if key in self._decode_cache:
             return self._decode_cache[key]
@@ -479,7 +475,5 @@ def _entries(labels) -> str:
 def _region_names(lab, regions) -> list:
     """Names of ``regions`` from the entry's graphml (``ltpa.regions.region_names``), else
     the ids."""
-    from ..formats.regions import region_names
-
     names = region_names(lab.graphml_path) if lab.graphml_path is not None else {}
     return [names.get(int(r), str(int(r))) for r in regions]

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LtpaError
-from ..kernels import WALK_NEGATIVE, walk_range
 from .trk import HEADER_SIZE, MAX_STREAMLINE_POINTS, check_header, read_header
 
 GZ_MAX_RATIO = 20  # a .trk.gz without n_count may expand to at most this many times its size
@@ -55,6 +54,10 @@ def gunzip_to_temp(path):
 
 def gunzip(src: Path, dst: Path) -> None:
     """Decompress a .trk.gz, bounded by its header's n_count (else a ratio) and free space."""
+    # numba (~0.45 s to import) only when a file is read: the dry run and
+    # `ltpa status` import this module without it
+    from ..kernels import WALK_NEGATIVE, walk_range
+
     try:
         size = os.path.getsize(src)
     except OSError as exc:

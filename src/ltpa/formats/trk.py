@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nibabel.streamlines.trk import header_2_dtype
 
 from ..errors import LtpaError, opening
+from .grids import normalize_order
 
 HEADER_SIZE = 1000
 BUFFER_WORDS = 1 << 20  # 4 MB: a range stays in cache between the walk and the action
@@ -36,6 +36,17 @@ MAX_STREAMLINE_POINTS = 5_500_000  # the same bound for files read other than by
 _GROW = 1 << 16
 
 Identity = namedtuple("Identity", "dev ino size mtime_ns")
+
+
+def header_dtype() -> np.dtype:
+    """The TrackVis v2 header's dtype (nibabel's ``header_2_dtype``).
+
+    Imported on first use: nibabel takes 70-300 ms to import, and the dry run and ``ltpa
+    status`` import this module without reading any header.
+    """
+    from nibabel.streamlines.trk import header_2_dtype
+
+    return header_2_dtype
 
 
 def identity_of(st: os.stat_result) -> Identity:
@@ -67,8 +78,6 @@ class _HeaderGrid:
 
     @property
     def voxel_order(self) -> str:
-        from .grids import normalize_order
-
         return normalize_order(self.header["voxel_order"].item())
 
     @property
@@ -89,15 +98,15 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
         raise LtpaError(
             f"file {str(path)!r}: not a TrackVis .trk file (magic {raw[:6]!r}, expected b'TRACK')"
         )
-    hdr = np.frombuffer(raw, dtype=header_2_dtype.newbyteorder("<"))[0]
+    hdr = np.frombuffer(raw, dtype=header_dtype().newbyteorder("<"))[0]
     order = "<"
     if int(hdr["hdr_size"]) != HEADER_SIZE:
-        hdr = np.frombuffer(raw, dtype=header_2_dtype.newbyteorder(">"))[0]
+        hdr = np.frombuffer(raw, dtype=header_dtype().newbyteorder(">"))[0]
         order = ">"
         if int(hdr["hdr_size"]) != HEADER_SIZE:
             raise LtpaError(f"file {str(path)!r}: header field hdr_size is not 1000 in either "
                             f"byte order")
-    record = np.array(hdr, dtype=header_2_dtype.newbyteorder("="))
+    record = np.array(hdr, dtype=header_dtype().newbyteorder("="))
     return record, order
 
 
@@ -250,6 +259,8 @@ class TrkFile(_HeaderGrid):
         of the file (truncated), a record over ``MAX_RECORD_BYTES``, more records than a
         nonzero header ``n_count`` says (as soon as it happens) or fewer (at the end).
         """
+        # numba (~0.45 s to import) only when a file is read: the dry run and
+        # `ltpa status` import this module without it
         from ..kernels import WALK_NEGATIVE, walk_range
 
         size = int(buffer_words or BUFFER_WORDS)

@@ -4,10 +4,10 @@ mapped input)."""
 from __future__ import annotations
 
 import numpy as np
-from nibabel.streamlines.trk import header_2_dtype
 
 from ..io import atomic_open
 from .grids import KeyMap
+from .trk import header_dtype, not_finite
 
 
 def key_grid_header(trk, key_map: KeyMap, n_count: int) -> np.ndarray:
@@ -25,8 +25,9 @@ def write_key_trk(trk, key_map: KeyMap, path, before_rename=None) -> int:
     (``[n, x y z ...]`` records, float32 ``v * sign + shift``) into one reused buffer.
     The header's n_count is written last, once the count is known. Returns the count.
     """
+    # numba (~0.45 s to import) only when a file is read: the dry run and
+    # `ltpa status` import this module without it
     from ..kernels import KeyShift, export_range
-    from .trk import not_finite
 
     shift = KeyShift(key_map.mm_sign.astype(np.float32), key_map.mm_shift.astype(np.float32))
     state = {"buf": np.empty(0, dtype=np.float32)}
@@ -55,7 +56,7 @@ def write_key_trk(trk, key_map: KeyMap, path, before_rename=None) -> int:
 
 def make_header(dim, voxel_size, voxel_order, vox_to_ras, n_count) -> np.ndarray:
     """A TrackVis v2 header (little-endian) for a grid."""
-    hdr = np.zeros((), dtype=header_2_dtype.newbyteorder("<"))
+    hdr = np.zeros((), dtype=header_dtype().newbyteorder("<"))
     hdr["magic_number"] = b"TRACK"
     hdr["dimensions"] = dim
     hdr["voxel_sizes"] = voxel_size
@@ -94,7 +95,7 @@ def records(points, counts) -> np.ndarray:
 
 def subset_header(header, n_count: int) -> np.ndarray:
     """A copy of a TrackVis header for ``n_count`` streamlines without scalars or properties."""
-    hdr = np.asarray(header).astype(header_2_dtype.newbyteorder("<")).copy()
+    hdr = np.asarray(header).astype(header_dtype().newbyteorder("<")).copy()
     hdr["nb_streamlines"] = n_count
     hdr["nb_scalars_per_point"] = 0
     hdr["nb_properties_per_streamline"] = 0

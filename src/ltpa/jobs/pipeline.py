@@ -18,9 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..dataset import TrackDataset, VoxelIndex, save_track_dataset
 from ..errors import LtpaError
-from ..formats.trk import describe_change, identity_of
+from ..formats.convert import as_trk, kind_of
+from ..formats.grids import grid_for, key_map_for, streamline_grid
+from ..formats.trk import TrkFile, describe_change, identity_of
+from ..formats.trkwrite import key_grid_header, write_key_trk
 from ..io import atomic_open, output_lock
+from ..prepared.b0map import map_b0_atlas
+from ..prepared.connections import region_list
+from ..prepared.index import INDEX_BYTES_PER_VOXEL, build_index
+from ..prepared.labels import label_trk, load_atlas
+from ..prepared.scalars import average_track_scalars
 from ..study import sidecar
 from ..study.spec import JobSpec
 
@@ -167,9 +176,6 @@ class _Streamlines:
     def __init__(self, spec: JobSpec):
         import contextlib
 
-        from ..formats.convert import as_trk, kind_of
-        from ..formats.grids import grid_for
-        from ..formats.trk import TrkFile
 
         self._stack = contextlib.ExitStack()
         path = spec.inputs["trk_file"]
@@ -192,8 +198,6 @@ class _Streamlines:
 
 
 def _key_map(trk, spec: JobSpec):
-    from ..formats.grids import key_map_for
-
     return key_map_for(spec.space, trk.dim, trk.voxel_size, trk.voxel_order,
                        legacy_dsi2_mni_offset=spec.legacy_dsi2_mni_offset,
                        where=f"file {str(spec.inputs['trk_file'])!r}", vox_to_ras=trk.vox_to_ras)
@@ -210,10 +214,6 @@ def _unchanged(trk, watch):
 
 
 def step_index(spec: JobSpec, watch: InputWatch) -> dict:
-    from ..dataset import TrackDataset, VoxelIndex, save_track_dataset
-    from ..formats.trkwrite import key_grid_header
-    from ..prepared.index import INDEX_BYTES_PER_VOXEL, build_index
-
     t0 = time.perf_counter()
     with _Streamlines(spec) as trk:
         key_map = _key_map(trk, spec)
@@ -271,8 +271,6 @@ def _check_index_fits(dim, bytes_per_voxel, spec) -> None:
 
 
 def step_export(spec: JobSpec, watch: InputWatch) -> dict:
-    from ..formats.trkwrite import write_key_trk
-
     with _Streamlines(spec) as trk:
         key_map = _key_map(trk, spec)
         n = write_key_trk(trk, key_map, spec.output, before_rename=_unchanged(trk, watch))
@@ -281,10 +279,6 @@ def step_export(spec: JobSpec, watch: InputWatch) -> dict:
 
 
 def step_label(spec: JobSpec, watch: InputWatch) -> dict:
-    from ..formats.grids import streamline_grid
-    from ..prepared.connections import region_list
-    from ..prepared.labels import label_trk, load_atlas
-
     t0 = time.perf_counter()
     if spec.start not in (0, 1):
         raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {spec.start!r}")
@@ -338,15 +332,11 @@ def step_label(spec: JobSpec, watch: InputWatch) -> dict:
 
 
 def step_map_b0(spec: JobSpec, watch: InputWatch) -> dict:
-    from ..prepared.b0map import map_b0_atlas
-
     return map_b0_atlas(spec.inputs["fib_file"], spec.inputs["b0_volume_path"], spec.output,
                         before_rename=watch.check)
 
 
 def step_scalars(spec: JobSpec, watch: InputWatch) -> dict:
-    from ..prepared.scalars import average_track_scalars
-
     with _Streamlines(spec) as trk:
         n = trk.walk().n_streamlines
         return average_track_scalars(spec.inputs["txt_path"], n, spec.output,
@@ -393,8 +383,6 @@ def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
 def index_only(trk_path, *, space="qsdr", legacy_dsi2_mni_offset=False,
                reference_volume=None) -> dict:
     """Read and hash without writing anything (``ltpa index --no-write``, for timing)."""
-    from ..prepared.index import build_index
-
     spec = JobSpec("index", "/dev/null", _inputs(trk_file=trk_path,
                                                   reference_volume=reference_volume),
                    space=space, legacy_dsi2_mni_offset=legacy_dsi2_mni_offset)

@@ -35,6 +35,10 @@ import time
 from pathlib import Path
 
 from ..clihelp import HelpFormatter
+from ..formats.grids import QSDR_AFFINE, QSDR_DIM
+from ..formats.trkwrite import write_trk
+from .client import run_here
+from .pipeline import export_key_trk, index_scan, label_scan
 from .wire import private_folder, recv_request, send_message
 
 IDLE_SECONDS = 120
@@ -55,9 +59,6 @@ def _warm() -> None:
 
     import numpy as np
 
-    from ..formats.grids import QSDR_AFFINE, QSDR_DIM
-    from ..formats.trkwrite import write_trk
-    from .pipeline import export_key_trk, index_scan, label_scan
 
     folder = tempfile.mkdtemp(prefix="ltpa-warm-")
     try:
@@ -214,8 +215,6 @@ def _child(conn, msg, fds) -> int:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True).start()
-    from .client import run_here
-
     code = run_here(msg["argv"])
     try:
         sys.stdout.flush()

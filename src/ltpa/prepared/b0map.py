@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import LtpaError
 from ..formats.grids import QSDR_AFFINE
 from ..io import atomic_path
+from .labels import read_volume
 
 log = logging.getLogger("ltpa")
 
@@ -65,7 +66,6 @@ def map_b0_atlas(fib_path, b0_path, out_path, before_rename=None) -> dict:
     """Write the QSDR-space atlas at ``out_path`` from a b0-space atlas and a fib mapping."""
     import nibabel as nib
 
-    from .labels import read_volume
 
     dim, (mx, my, mz) = read_fib_mapping(fib_path)
     data, affine = read_volume(b0_path, "b0 atlas")

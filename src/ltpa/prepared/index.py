@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import LtpaError
 from ..formats.grids import KeyMap
 from ..formats.trk import TrkFile, not_finite
+from ..kernels import HashTables, hash_fill, hash_range
 
 
 @dataclass
@@ -44,8 +45,6 @@ INDEX_BYTES_PER_VOXEL = 20
 
 def build_index(trk: TrkFile, key_map: KeyMap, progress=None) -> VoxelCSR:
     """Hash every point of ``trk`` to its key voxel, reading the file once."""
-    from ..kernels import HashTables, hash_fill, hash_range
-
     dim = tuple(int(d) for d in key_map.grid.dim)
     n_vox = int(np.prod(dim))
     # at most one pair per point, and a point takes at least 3 words: untouched pages of

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LtpaError
+from ..formats.grids import conform, conform_plan, describe_plan
+from ..formats.trk import not_finite
 
 log = logging.getLogger("ltpa")
 
@@ -89,8 +91,6 @@ def load_atlas(path, grid=None) -> Atlas:
     """A label volume in ``grid`` (an ``ltpa.grids.Grid``): the same grid up to axis flips
     and permutations is reoriented exactly by index (``Atlas.note`` says so); any other grid
     is an error naming both affines. Without ``grid``, the volume as stored."""
-    from ..formats.grids import conform, conform_plan, describe_plan
-
     path = Path(path)
     data, affine = read_label_image(path)
     note = None
@@ -122,6 +122,8 @@ def labeling_tables(atlas: Atlas, regions, start: int, voxel_size):
     through the atlas's distinct labels, not a table indexed by label value, so labels of
     any size up to 2^63 - 1 cost memory by their number, not their magnitude.
     """
+    # numba (~0.45 s to import) only when a file is read: the dry run and
+    # `ltpa status` import this module without it
     from ..kernels import LabelTables, upper_thresholds
 
     if start not in (0, 1):
@@ -152,7 +154,8 @@ def label_trk(trk, atlas: Atlas, regions=None, start: int = 1, progress=None) ->
     the atlas grid); the label is looked up from the front until the first nonzero one
     and from the back until the last, so no per-point arrays exist.
     """
-    from ..formats.trk import not_finite
+    # numba (~0.45 s to import) only when a file is read: the dry run and
+    # `ltpa status` import this module without it
     from ..kernels import label_range
 
     tables, regions, unknown = labeling_tables(atlas, regions, start, trk.voxel_size)

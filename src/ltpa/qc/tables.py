@@ -14,9 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import LtpaError
+from ..formats.regions import region_names
+from ..formats.trk import TrkFile, not_finite
 from ..io import atomic_open
+from ..jobs.pipeline import progress_logger
+from ..kernels import length_range
 from ..prepared.connections import pair_counts, regions_reached
 from ..study.sidecar import read as _read_sidecar
+from .summary import FLAGS, output_notes
 
 log = logging.getLogger("ltpa")
 
@@ -86,8 +92,6 @@ class AtlasCounts:
 
     def names(self, regions) -> dict:
         """{region id: name} from the graphmls read so far (ids they do not name are missing)."""
-        from ..formats.regions import region_names
-
         names = {}
         for graphml in self._graphmls.values():  # one graphml per atlas, or a few copies
             for rid, name in region_names(graphml).items():
@@ -112,9 +116,6 @@ def graphml_of(side: dict, npy):
 
 def streamline_lengths(trk, progress=None) -> np.ndarray:
     """Length in mm (sum of point distances) of every streamline of an open ``TrkFile``."""
-    from ..formats.trk import not_finite
-    from ..kernels import length_range
-
     parts = []
 
     def measure(r):
@@ -234,10 +235,6 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1, kept=
     region list and the labeling's statistics, the pkl's sidecar the points
     outside the key grid.
     """
-    from ..errors import LtpaError
-    from ..formats.trk import TrkFile
-    from ..jobs.pipeline import progress_logger
-
     lengths = None
     if trk_file and Path(trk_file).exists():
         try:
@@ -303,8 +300,6 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1, kept=
 def _flags(scan_id, atlas, npy, pkl_path, kept) -> list[str]:
     """What affects this row's results (ltpa.summary's flags): from the sidecars, and
     ``archived`` when the outputs were kept while their inputs are gone."""
-    from .summary import FLAGS, output_notes
-
     notes = output_notes(npy, scan_id, atlas)
     if pkl_path:
         notes += output_notes(pkl_path, scan_id)

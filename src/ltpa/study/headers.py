@@ -17,6 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LtpaError
+from ..formats.convert import TckReader, TrxReader, kind_of
+from ..formats.grids import normalize_order
+from ..formats.regions import regions_from_graphml, regions_from_table
+from ..formats.trk import HEADER_SIZE, check_header, read_header
+from ..io import atomic_open
+from ..prepared.labels import read_label_volume
 
 CACHE_VERSION = 1
 
@@ -39,8 +45,6 @@ class InputFacts:
         if self.cache_file is None or not self._dirty:
             return
         try:
-            from ..io import atomic_open
-
             with atomic_open(self.cache_file, "w") as fh:
                 json.dump({"version": CACHE_VERSION, "facts": self._facts}, fh)
             self._dirty = False
@@ -87,9 +91,6 @@ class InputFacts:
 
 
 def _streamline_header(path) -> dict:
-    from ..formats.convert import TckReader, TrxReader, kind_of
-    from ..formats.trk import HEADER_SIZE, check_header, read_header
-
     kind = kind_of(path)
     if kind == ".trk":
         with open(path, "rb") as fh:
@@ -97,8 +98,6 @@ def _streamline_header(path) -> dict:
             size = os.fstat(fh.fileno()).st_size
         header, _ = read_header(head, path)
         check_header(header, path, size - HEADER_SIZE)
-        from ..formats.grids import normalize_order
-
         return {"kind": kind, "dim": [int(d) for d in header["dimensions"]],
                 "voxel_size": [float(v) for v in header["voxel_sizes"]],
                 "voxel_order": normalize_order(header["voxel_order"].item()),
@@ -115,8 +114,6 @@ def _streamline_header(path) -> dict:
             raise LtpaError(f"file {str(path)!r}: not a readable gzip file ({exc})") from None
         header, _ = read_header(head, path)
         check_header(header, path, 0)
-        from ..formats.grids import normalize_order
-
         return {"kind": kind, "dim": [int(d) for d in header["dimensions"]],
                 "voxel_size": [float(v) for v in header["voxel_sizes"]],
                 "voxel_order": normalize_order(header["voxel_order"].item()),
@@ -140,20 +137,14 @@ def _nifti_header(path) -> dict:
 
 
 def _atlas_labels(path) -> list:
-    from ..prepared.labels import read_label_volume
-
     data = read_label_volume(path)
     labels = np.unique(data)
     return [int(v) for v in labels[labels != 0]]
 
 
 def _graphml(path) -> list:
-    from ..formats.regions import regions_from_graphml
-
     return [int(v) for v in regions_from_graphml(path)]
 
 
 def _table(path) -> list:
-    from ..formats.regions import regions_from_table
-
     return [int(v) for v in regions_from_table(path)]

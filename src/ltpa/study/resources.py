@@ -28,6 +28,11 @@ from __future__ import annotations
 import functools
 import os
 
+from ..formats.convert import TrxReader, kind_of
+from ..formats.grids import MNI_DIM
+from ..formats.gz import GZ_MAX_RATIO
+from ..formats.trk import BUFFER_WORDS, MAX_RECORD_BYTES, TrkFile
+
 BASE_MB = 250
 TABLE_BYTES = 16 << 20
 MIB = 1 << 20
@@ -38,8 +43,6 @@ def mem_mb(spec) -> int:
     step = spec.step
     extra = 0
     if step in ("index", "export", "label", "scalars"):
-        from ..formats.trk import BUFFER_WORDS, MAX_RECORD_BYTES
-
         body, n = _streamlines_size(spec.inputs.get("trk_file"))
         buffer = max(4 * BUFFER_WORDS, min(body, MAX_RECORD_BYTES))
         extra = TABLE_BYTES + buffer
@@ -82,14 +85,9 @@ def _stamp(path):
 
 @functools.lru_cache(maxsize=65536)
 def _size_of(path, size, mtime_ns) -> tuple[int, int]:
-    from ..formats.convert import kind_of
-    from ..formats.gz import GZ_MAX_RATIO
-
     kind = kind_of(path)
     try:
         if kind == ".trk":
-            from ..formats.trk import TrkFile
-
             with TrkFile(path) as f:
                 body = f.body_bytes
                 most = body // (4 * (1 + f.n_properties)) + 1
@@ -101,8 +99,6 @@ def _size_of(path, size, mtime_ns) -> tuple[int, int]:
             # the temporary .trk: 12 bytes per point (float32) and 4 per streamline
             points = (size // 12) if "Float32" in _tck_type(path) else size // 24
             return 12 * points, points
-        from ..formats.convert import TrxReader
-
         with TrxReader(path) as r:
             return 12 * r.n_vertices + 4 * r.n_streamlines, r.n_streamlines
     except Exception:  # noqa: BLE001 - an unreadable file fails its job with a clear error
@@ -119,14 +115,10 @@ def _tck_type(path) -> str:
 
 
 def _key_voxels(spec) -> int:
-    from ..formats.grids import MNI_DIM
-
     if spec.space in ("qsdr", "mni"):
         return MNI_DIM[0] * MNI_DIM[1] * MNI_DIM[2]
     path = spec.inputs.get("reference_volume") or spec.inputs.get("trk_file")
     if path is not None and str(path).endswith(".trk") and _exists(path):
-        from ..formats.trk import TrkFile
-
         try:
             with TrkFile(path) as f:
                 d = f.dim

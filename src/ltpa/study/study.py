@@ -34,8 +34,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LtpaError
+from ..formats.convert import kind_of
+from ..formats.grids import (
+    QSDR_GRID,
+    conform_plan,
+    describe_plan,
+    grid_for,
+    grid_of_affine,
+    key_map_for,
+    streamline_grid,
+)
+from ..io import atomic_open
 from .config import with_defaults
+from .headers import InputFacts
 from .localdata import problem_text, read_records
+from .staleness import KEPT, NEEDS_WORK, judge_all
 from .targets import RULE_LABEL, RULE_MAP_B0, build_targets
 
 ARCHIVED_NOTE = "inputs archived, output kept"
@@ -104,8 +117,6 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
     study already: no checks, and with ``only`` (the outputs the job makes) only the scans
     that make them.
     """
-    from .staleness import KEPT, NEEDS_WORK, judge_all
-
     config = with_defaults(config)
     path = Path(local_data).resolve()
     if remote:
@@ -166,8 +177,6 @@ class _ValidScans:
         if len(self.digests) == self._before:
             return
         try:
-            from ..io import atomic_open
-
             with atomic_open(self.path, "w") as fh:
                 json.dump(sorted(self.digests), fh)
         except (OSError, LtpaError):
@@ -193,8 +202,6 @@ def unbuildable(t, v) -> list[str]:
 
 def check_inputs(study: Study, targets) -> list[str]:
     """Header-level problems of the inputs of ``targets``; adds notes to ``study``."""
-    from .headers import InputFacts
-
     facts = InputFacts(study.work_dir / "cache" / "inputs.json")
     produced = {t.output: t for t in study.targets}
     problems = []
@@ -221,9 +228,6 @@ def check_inputs(study: Study, targets) -> list[str]:
 
 def _streamline_grid(t, facts, study):
     """The grid the scan's streamlines are labeled in (checked against the declared space)."""
-    from ..formats.convert import kind_of
-    from ..formats.grids import grid_of_affine, key_map_for, streamline_grid
-
     path = t.inputs["trk_file"]
     where = t.where("trk_file")
     try:
@@ -240,8 +244,6 @@ def _streamline_grid(t, facts, study):
         return streamline_grid(space, head["dim"], head["voxel_size"], head["voxel_order"],
                                head["vox_to_ras"])
     if space != "native":
-        from ..formats.grids import grid_for
-
         return grid_for(space)
     ref = t.scan.reference_volume
     if ref is None:
@@ -264,15 +266,12 @@ def _streamline_grid(t, facts, study):
 def _check_atlas(t, grid, facts, produced, study, max_unmatched):
     import numpy as np
 
-    from ..formats.grids import conform_plan, describe_plan
 
     vol = t.inputs.get("volume_path")
     atlas = t.atlas_key
     if vol is None:
         return
     if vol in produced:  # made by map_b0_atlas: on the QSDR grid by construction
-        from ..formats.grids import QSDR_GRID
-
         plan = conform_plan(QSDR_GRID.dim, QSDR_GRID.affine, grid)
         if isinstance(plan, str):
             raise LtpaError(f"{t.where('volume_path')}: the atlas mapped from b0 space is on the "
@@ -325,8 +324,6 @@ _PLANS = {}
 
 def _plan(shape, affine, grid):
     """conform_plan, once per distinct (atlas grid, streamline grid) of the study."""
-    from ..formats.grids import conform_plan
-
     key = (tuple(shape), tuple(map(tuple, affine)), tuple(grid.dim),
            tuple(map(tuple, grid.affine.tolist())))
     if key not in _PLANS:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .localdata import LabelRecord, ScanRecord
+from .spec import JobSpec
 
 RULE_INDEX = "index_streamlines"
 RULE_EXPORT = "export_key_trk"
@@ -54,8 +55,6 @@ class Target:
     def spec(self, config: dict):
         """The job that makes this target (``ltpa.spec.JobSpec``), under ``config`` (with the
         schema's defaults: ``ltpa.config``)."""
-        from .spec import JobSpec
-
         return JobSpec(
             STEP_OF_RULE[self.rule], str(self.output),
             {k: str(p) for k, p in self.inputs.items() if p is not None},
