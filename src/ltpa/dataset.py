@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LtpaError
+from .errors import DamagedFileError, LtpaError, RefusedPickleError, StaleOutputError
 from .formats.grids import SPACES
 from .formats.trk import HEADER_SIZE, record_starts
 from .io import atomic_path
@@ -253,19 +253,19 @@ class TrackDataset:
         idx = self._index
         v = idx.voxels
         if v.size and (v[0] < 0 or v[-1] >= int(np.prod(idx.dim)) or np.any(np.diff(v) <= 0)):
-            raise LtpaError("index voxels are not strictly increasing inside the key grid")
+            raise DamagedFileError("index voxels are not strictly increasing inside the key grid")
         if v.size and np.any(np.diff(idx.indptr) <= 0):
-            raise LtpaError("index has a voxel without streamlines or a backwards range")
+            raise DamagedFileError("index has a voxel without streamlines or a backwards range")
         n = self.get_ntracks()
         ids = idx.ids
         if ids.size and (ids.min() < 0 or ids.max() >= n):
-            raise LtpaError(f"index holds streamline ids outside 0..{n - 1}")
+            raise DamagedFileError(f"index holds streamline ids outside 0..{n - 1}")
         if ids.size > 1:
             step = np.diff(ids.astype(np.int64))
             inner = np.ones(step.shape[0], dtype=bool)
             inner[idx.indptr[1:-1] - 1] = False  # where one voxel's ids end, the next begin
             if np.any(step[inner] <= 0):
-                raise LtpaError("index ids are not sorted and unique within a voxel")
+                raise DamagedFileError("index ids are not sorted and unique within a voxel")
         self._starts = None
         self._layout()
 
@@ -274,7 +274,7 @@ class TrackDataset:
                 f"ntracks={self.get_ntracks()}, voxels={len(self._index)})")
 
 
-class _StateError(LtpaError):
+class _StateError(RefusedPickleError):
     pass
 
 
@@ -403,12 +403,12 @@ def _check_streamlines(words, starts, counts, stride):
     if counts.size == 0:
         return
     if counts.min() < 0 or starts.min() < 0:
-        raise LtpaError("track dataset: negative streamline count or start")
+        raise DamagedFileError("track dataset: negative streamline count or start")
     n_words = words.shape[0]
     if counts.max() > n_words or starts.max() > n_words:  # (keeps the sum below from overflowing)
-        raise LtpaError("track dataset: a streamline runs past the stored body")
+        raise DamagedFileError("track dataset: a streamline runs past the stored body")
     if int((starts + counts * stride).max()) > n_words:
-        raise LtpaError("track dataset: a streamline runs past the stored body")
+        raise DamagedFileError("track dataset: a streamline runs past the stored body")
 
 
 _V0_DATASET = {"scan_id", "properties", "header", "space", "build", "_index", "_words",
@@ -570,7 +570,7 @@ class _Writer:
         while done < n:
             k = os.preadv(fd, [memoryview(buf)[:min(len(buf), n - done)]], offset + done)
             if k <= 0:
-                raise LtpaError("the .trk ended while its body was copied into the pkl "
+                raise StaleOutputError("the .trk ended while its body was copied into the pkl "
                                 "(was it cut?); nothing was written")
             self._raw.write(memoryview(buf)[:k])
             done += k

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..dataset import load_track_dataset
-from ..errors import LtpaError
+from ..errors import DamagedFileError, InputError, LtpaError, StaleOutputError
 from ..formats.regions import region_names
 from ..prepared.connections import (
     connection_id,
@@ -230,7 +230,7 @@ class TrackDataSource:
         query = {} if name is None else {"name": name}
         query.update(parameters)
         if not query:
-            raise LtpaError("change_atlas: give an atlas name and/or parameters, e.g. "
+            raise InputError("change_atlas: give an atlas name and/or parameters, e.g. "
                             "change_atlas('Lausanne2008', scale=33)")
         chosen, problems = [], []
         any_match = False
@@ -248,7 +248,7 @@ class TrackDataSource:
             problems.append(f"{rec.where('track_labels')}: {what} {_describe(query)}; its "
                             f"entries: {_entries(rec.labels)}")
         if not any_match:
-            raise LtpaError(f"{str(self.json_source)!r}: change_atlas: no scan has an atlas "
+            raise InputError(f"{str(self.json_source)!r}: change_atlas: no scan has an atlas "
                             f"matching {_describe(query)}; the study's atlases: "
                             f"{self._atlas_choices()}")
         if problems:
@@ -270,7 +270,7 @@ class TrackDataSource:
 
     def _require_atlas(self):
         if self._atlas is None:
-            raise LtpaError(f"{str(self.json_source)!r}: no atlas selected: call "
+            raise InputError(f"{str(self.json_source)!r}: no atlas selected: call "
                             f"change_atlas(name, **parameters) first; the study's atlases: "
                             f"{self._atlas_choices()}")
         return self._atlas[1]
@@ -290,7 +290,7 @@ class TrackDataSource:
             try:
                 regions, _ = region_list(lab.graphml_path, lab.labels_path)
                 if regions is None:
-                    raise LtpaError(
+                    raise InputError(
                         f"file {key!r} has no sidecar and the entry gives no graphml_path or "
                         f"labels_path: its connection ids cannot be decoded into regions")
             except LtpaError as exc:
@@ -307,17 +307,18 @@ class TrackDataSource:
         try:
             conn = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
-            raise LtpaError(f"{where}: file {path!r} does not exist") from None
+            raise InputError(f"{where}: file {path!r} does not exist") from None
         except (OSError, ValueError) as exc:
-            raise LtpaError(f"{where}: file {path!r} is not a .npy array ({exc})") from None
+            raise DamagedFileError(f"{where}: file {path!r} is not a .npy array ({exc})") from None
         if conn.ndim != 1 or conn.dtype.kind not in "iu":
-            raise LtpaError(f"{where}: file {path!r} holds a {conn.dtype} array of shape "
+            raise DamagedFileError(f"{where}: file {path!r} holds a {conn.dtype} array of shape "
                             f"{conn.shape}; expected one integer connection id per streamline")
         n = self.dataset(pos).get_ntracks()
         if conn.shape[0] != n:
-            raise LtpaError(f"{where}: file {path!r} has {conn.shape[0]} connection ids but the "
-                            f"pkl {str(rec.pkl_path)!r} has {n} streamlines; one of them is out "
-                            f"of date (see `ltpa status`)")
+            raise StaleOutputError(
+                f"{where}: file {path!r} has {conn.shape[0]} connection ids but the "
+                f"pkl {str(rec.pkl_path)!r} has {n} streamlines; one of them is out "
+                f"of date (see `ltpa status`)")
         regions, start = self._decoding(pos, lab)
         return _Labels(conn, regions, start)
 
@@ -344,17 +345,17 @@ class TrackDataSource:
         for pos, lab in enumerate(labels):
             r, _ = self._decoding(pos, lab)
             if not np.array_equal(r, regions):
-                raise LtpaError(f"scans {self._scans[0].scan_id!r} and "
+                raise StaleOutputError(f"scans {self._scans[0].scan_id!r} and "
                                 f"{self._scans[pos].scan_id!r} have different region lists: "
                                 f"a connection id means a different pair in each")
         if len(found) > 1:
-            raise LtpaError("the scans' npys use different numbering bases "
+            raise StaleOutputError("the scans' npys use different numbering bases "
                             "(connection_ids_start_at); a pair has a different id in each")
         idx = []
         for r in (region_a, region_b):
             k = int(np.searchsorted(regions, int(r)))
             if k >= regions.shape[0] or regions[k] != int(r):
-                raise LtpaError(f"region {r!r} is not in the region list of the selected atlas "
+                raise InputError(f"region {r!r} is not in the region list of the selected atlas "
                                 f"({regions.shape[0]} regions, {int(regions[0])}.."
                                 f"{int(regions[-1])})")
             idx.append(k)
@@ -379,7 +380,7 @@ class TrackDataSource:
                 n_reg = regions.shape[0]
                 mats = np.zeros((len(self._scans), n_reg, n_reg), dtype=np.int32)
             elif not np.array_equal(regions, regions0):
-                raise LtpaError(
+                raise StaleOutputError(
                     f"{rec.where(_field(lab, 'numpy_path'))}: its region list "
                     f"({regions.shape[0]} regions) differs from that of scan "
                     f"{self._scans[0].scan_id!r} ({regions0.shape[0]} regions); connection "
@@ -390,7 +391,7 @@ class TrackDataSource:
                 lo, hi = int(conn.min()), int(conn.max())
                 if lo < 0 or hi >= start + n_pairs:
                     bad = lo if lo < 0 else hi
-                    raise LtpaError(
+                    raise StaleOutputError(
                         f"{rec.where(_field(lab, 'numpy_path'))}: file "
                         f"{str(lab.numpy_path)!r} has connection id {bad}, outside "
                         f"0..{start + n_pairs - 1} for {n_reg} regions numbered from {start}")
@@ -430,7 +431,7 @@ class TrackDataSource:
 def _every(every) -> int:
     every = int(every)
     if every < 0:
-        raise LtpaError(f"every must be >= 0, not {every}")
+        raise InputError(f"every must be >= 0, not {every}")
     return every
 
 

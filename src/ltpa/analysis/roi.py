@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,11 @@ class Roi:
     def _from_image(cls, img, what):
         if isinstance(img, str):
             if not os.path.exists(img):
-                raise LtpaError(f"mask file {img!r} does not exist")
+                raise InputError(f"mask file {img!r} does not exist")
             try:
                 img = nib.load(img)
             except Exception as exc:  # nibabel raises many types for a bad file
-                raise LtpaError(f"mask file {what!r} could not be read as an image ({exc})") \
+                raise InputError(f"mask file {what!r} could not be read as an image ({exc})") \
                     from None
             label = f"mask file {what!r}"
         else:
@@ -72,9 +72,9 @@ class Roi:
         try:
             data = np.asanyarray(img.dataobj)
         except Exception as exc:
-            raise LtpaError(f"{label} could not be read ({exc})") from None
+            raise InputError(f"{label} could not be read ({exc})") from None
         if data.ndim != 3:
-            raise LtpaError(f"{label} has {data.ndim} dimensions {data.shape}; expected a 3-D "
+            raise InputError(f"{label} has {data.ndim} dimensions {data.shape}; expected a 3-D "
                             f"mask in the key grid")
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
         return cls(_mask_voxels(data, label), label, tuple(data.shape),
@@ -121,13 +121,13 @@ def _voxel_array(ijks) -> np.ndarray:
     try:
         arr = np.asarray(ijks)
     except (ValueError, TypeError) as exc:
-        raise LtpaError(f"query voxels must be (i, j, k) triples of integers ({exc})") from None
+        raise InputError(f"query voxels must be (i, j, k) triples of integers ({exc})") from None
     if arr.size == 0:
         return np.zeros((0, 3), dtype=np.int64)
     if arr.ndim == 1 and arr.shape[0] == 3:
         arr = arr.reshape(1, 3)  # one voxel
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise LtpaError(f"query voxels must be (i, j, k) triples of integers; got an array of "
+        raise InputError(f"query voxels must be (i, j, k) triples of integers; got an array of "
                         f"shape {arr.shape}")
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64)
@@ -135,17 +135,17 @@ def _voxel_array(ijks) -> np.ndarray:
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             row = arr[np.flatnonzero(bad.any(axis=1))[0]]
-            raise LtpaError(f"query voxel {tuple(row.tolist())} is not three integers")
+            raise InputError(f"query voxel {tuple(row.tolist())} is not three integers")
         if np.abs(arr).max() > 2**40:
-            raise LtpaError("query voxels far outside any key grid")
+            raise InputError("query voxels far outside any key grid")
         return arr.astype(np.int64)
-    raise LtpaError(f"query voxels must be (i, j, k) triples of integers; got {arr.dtype} "
+    raise InputError(f"query voxels must be (i, j, k) triples of integers; got {arr.dtype} "
                     f"values")
 
 
 def _mask_voxels(data, label) -> np.ndarray:
     if data.dtype.kind not in "biuf":
-        raise LtpaError(f"{label} has data type {data.dtype}; expected a numeric mask")
+        raise InputError(f"{label} has data type {data.dtype}; expected a numeric mask")
     nonzero = data != 0
     if data.dtype.kind == "f":
         nonzero &= np.isfinite(data)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import DamagedFileError, InputError, LtpaError
 from .gz import check_space, gunzip, gunzip_to_temp, tmp_folder
 from .trk import MAX_STREAMLINE_POINTS, Trk, TrkFile, record_starts
 from .trkwrite import make_header
@@ -45,7 +45,7 @@ def kind_of(path) -> str:
     for suffix in (".trk.gz", ".trk", ".tck", ".trx"):
         if name.endswith(suffix):
             return suffix
-    raise LtpaError(f"file {str(path)!r}: unknown streamline format; expected one of "
+    raise InputError(f"file {str(path)!r}: unknown streamline format; expected one of "
                     f"{', '.join(SUFFIXES)}")
 
 
@@ -67,7 +67,7 @@ def as_trk(path, grid=None):
             gunzip(path, tmp)
         else:
             if grid is None:
-                raise LtpaError(f"file {str(path)!r}: a {kind} carries RAS mm; a grid is needed")
+                raise InputError(f"file {str(path)!r}: a {kind} carries RAS mm; a grid is needed")
             reader = TckReader(path) if kind == ".tck" else TrxReader(path)
             with reader:
                 check_space(folder, 1000 + 4 * reader.n_streamlines + 12 * reader.n_points_hint,
@@ -110,9 +110,9 @@ class TckReader:
         try:
             self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            raise LtpaError(f"file {str(self.path)!r} does not exist") from None
+            raise InputError(f"file {str(self.path)!r} does not exist") from None
         except OSError as exc:
-            raise LtpaError(f"file {str(self.path)!r} could not be opened: {exc.strerror}") \
+            raise InputError(f"file {str(self.path)!r} could not be opened: {exc.strerror}") \
                 from None
         try:
             self._read_header()
@@ -131,7 +131,7 @@ class TckReader:
             self.fd = None
 
     def _fail(self, what):
-        raise LtpaError(f"file {str(self.path)!r}: {what}")
+        raise DamagedFileError(f"file {str(self.path)!r}: {what}")
 
     def _read_header(self):
         self.size = os.fstat(self.fd).st_size
@@ -282,13 +282,14 @@ class TrxReader:
             raise
         except FileNotFoundError:
             self.close()
-            raise LtpaError(f"file {str(self.path)!r} does not exist") from None
+            raise InputError(f"file {str(self.path)!r} does not exist") from None
         except (OSError, zipfile.BadZipFile, zlib.error, ValueError, KeyError, EOFError,
                 NotImplementedError, RuntimeError) as exc:
             # zipfile: NotImplementedError for an unknown compression method, RuntimeError
             # for an encrypted member
             self.close()
-            raise LtpaError(f"file {str(self.path)!r}: not a readable .trx file ({exc})") from None
+            raise DamagedFileError(
+                f"file {str(self.path)!r}: not a readable .trx file ({exc})") from None
 
     def close(self):
         if self._zip is not None:
@@ -302,7 +303,7 @@ class TrxReader:
         self.close()
 
     def _fail(self, what):
-        raise LtpaError(f"file {str(self.path)!r}: {what}")
+        raise DamagedFileError(f"file {str(self.path)!r}: {what}")
 
     def _find(self, names):
         if "header.json" not in names:

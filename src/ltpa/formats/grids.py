@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import GeometryError, InputError, LtpaError
 
 SPACES = ("qsdr", "mni", "native")
 
@@ -115,12 +115,12 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
     prefix = f"{where}: " if where else ""
     if space == "native":
         if len(order) != 3:
-            raise LtpaError(
+            raise GeometryError(
                 f"{prefix}the trk header's voxel_order {order!r} is not three letters; "
                 f"expected e.g. 'LAS' or 'LPS'"
             )
         if sorted("LRAPIS".find(c) // 2 for c in order) != [0, 1, 2]:  # one L/R, A/P, I/S
-            raise LtpaError(
+            raise GeometryError(
                 f"{prefix}the trk header's voxel_order {order!r} is not a voxel order; "
                 f"expected one letter of L/R, one of A/P and one of I/S, e.g. 'LAS' or 'LPS'"
             )
@@ -133,7 +133,7 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
         expected = QSDR_GRID
         ok = dim == QSDR_DIM and np.allclose(voxel_size, QSDR_VOXEL_SIZE) and order == QSDR_ORDER
         if not ok:
-            raise LtpaError(
+            raise GeometryError(
                 f"{prefix}trk_space 'qsdr' expects DSI Studio's QSDR 2 mm grid "
                 f"({_describe(expected.dim, expected.voxel_size, expected.voxel_order)}) "
                 f"but the trk header has {_describe(dim, voxel_size, order)}"
@@ -144,7 +144,7 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
         ok = dim == MNI_DIM and np.allclose(voxel_size, MNI_VOXEL_SIZE) and len(order) == 3
         ok = ok and order[0] in "LR" and order[1] in "AP" and order[2] in "IS"
         if not ok:
-            raise LtpaError(
+            raise GeometryError(
                 f"{prefix}trk_space 'mni' expects the MNI152 2 mm grid "
                 f"({_describe(MNI_DIM, MNI_VOXEL_SIZE, 'LAS or a flip of it')}) "
                 f"but the trk header has {_describe(dim, voxel_size, order)}"
@@ -158,7 +158,7 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
                 sign.append(-1)
                 shift.append(MNI_DIM[ax] - 1)
         return KeyMap(tuple(sign), tuple(shift), MNI_GRID)
-    raise LtpaError(f"{prefix}unknown trk_space {space!r}; expected one of {', '.join(SPACES)}")
+    raise GeometryError(f"{prefix}unknown trk_space {space!r}; expected one of {', '.join(SPACES)}")
 
 
 def native_affine(dim, voxel_size, order) -> np.ndarray:
@@ -189,7 +189,7 @@ def grid_for(space: str, reference_volume=None) -> Grid:
     if space == "mni":
         return MNI_GRID
     if reference_volume is None:
-        raise LtpaError("field 'reference_volume' is required: a .tck/.trx in trk_space 'native' "
+        raise InputError("field 'reference_volume' is required: a .tck/.trx in trk_space 'native' "
                         "carries RAS mm and no grid; give a NIfTI that defines the grid")
     import nibabel as nib
 
@@ -197,7 +197,7 @@ def grid_for(space: str, reference_volume=None) -> Grid:
         img = nib.load(str(reference_volume))
         shape, affine = img.shape, img.affine
     except Exception as exc:  # nibabel raises many types for unreadable files
-        raise LtpaError(f"reference_volume {str(reference_volume)!r} could not be read "
+        raise InputError(f"reference_volume {str(reference_volume)!r} could not be read "
                         f"({exc})") from None
     return grid_of_affine(shape, affine)
 
@@ -251,7 +251,7 @@ def trk_affine(dim, voxel_size, order, vox_to_ras=None) -> np.ndarray:
         return native_affine(dim, voxel_size, order)
     v2r = np.asarray(vox_to_ras, dtype=np.float64)
     if not _has_orientation(v2r):
-        raise LtpaError(f"the trk header's vox_to_ras {_fmt_affine(v2r)} has a voxel axis that "
+        raise GeometryError(f"the trk header's vox_to_ras {_fmt_affine(v2r)} has a voxel axis that "
                         f"points along no RAS axis (nibabel's io_orientation finds none), so "
                         f"its voxel order is unknown; expected the voxel -> RAS mm affine of "
                         f"the trk's grid, or all zeros for none")

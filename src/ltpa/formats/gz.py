@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import DamagedFileError, InputError
 from .trk import HEADER_SIZE, MAX_STREAMLINE_POINTS, check_header, read_header
 
 GZ_MAX_RATIO = 20  # a .trk.gz without n_count may expand to at most this many times its size
@@ -34,7 +34,7 @@ def check_space(folder: Path, need: int, source) -> None:
     """Refuse a conversion that would leave less than ``TMP_MARGIN`` free in ``folder``."""
     free = shutil.disk_usage(folder).free
     if need + TMP_MARGIN > free:
-        raise LtpaError(
+        raise InputError(
             f"file {str(source)!r}: converting it needs {need / 2**20:.0f} MB in the temporary "
             f"folder {str(folder.parent)!r}, which has {free / 2**20:.0f} MB free; set TMPDIR to "
             f"a folder with more space")
@@ -61,7 +61,7 @@ def gunzip(src: Path, dst: Path) -> None:
     try:
         size = os.path.getsize(src)
     except OSError as exc:
-        raise LtpaError(f"file {str(src)!r} could not be read: {exc.strerror}") from None
+        raise InputError(f"file {str(src)!r} could not be read: {exc.strerror}") from None
     free = shutil.disk_usage(dst.parent).free - TMP_MARGIN
     try:
         with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
@@ -88,11 +88,11 @@ def gunzip(src: Path, dst: Path) -> None:
                     starts, ends = np.empty(cap, np.int64), np.empty(cap, np.int64)
                 w, m, status = walk_range(ints, 0, n_words, stride, n_props, starts, ends, 0)
                 if status == WALK_NEGATIVE:
-                    raise LtpaError(f"file {str(src)!r}: streamline {n + m} has a negative "
+                    raise DamagedFileError(f"file {str(src)!r}: streamline {n + m} has a negative "
                                     f"point count ({int(ints[w])})")
                 n += m
                 if n_count > 0 and n > n_count:
-                    raise LtpaError(
+                    raise DamagedFileError(
                         f"file {str(src)!r}: header n_count says {n_count} streamlines but "
                         f"the file holds more; the file is corrupt or its header is wrong")
                 keep = 4 * w
@@ -101,17 +101,17 @@ def gunzip(src: Path, dst: Path) -> None:
                     why = (f"more than {GZ_MAX_RATIO} times its size and its header gives no "
                            f"n_count" if limit is not None and written > limit
                            else f"more than the {free >> 20} MB free in the temporary folder")
-                    raise LtpaError(f"file {str(src)!r}: decompresses to {why}; refusing it")
+                    raise DamagedFileError(f"file {str(src)!r}: decompresses to {why}; refusing it")
                 fout.write(data[:keep])
                 carry = data[keep:]
                 if len(carry) > MAX_STREAMLINE_POINTS * 12:
-                    raise LtpaError(f"file {str(src)!r}: streamline {n} claims more than "
+                    raise DamagedFileError(f"file {str(src)!r}: streamline {n} claims more than "
                                     f"{MAX_STREAMLINE_POINTS} points: the file is corrupt")
                 if n_count > 0 and n == n_count and (carry or fin.peek(1)):
-                    raise LtpaError(
+                    raise DamagedFileError(
                         f"file {str(src)!r}: header n_count says {n_count} streamlines but the "
                         f"file holds more data after them; the file is corrupt")
             if carry:
                 fout.write(carry)  # an incomplete last record: the reader names it
     except (OSError, EOFError, zlib.error) as exc:
-        raise LtpaError(f"file {str(src)!r}: not a readable gzip file ({exc})") from exc
+        raise DamagedFileError(f"file {str(src)!r}: not a readable gzip file ({exc})") from exc

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import InputError
 
 log = logging.getLogger("ltpa")
 
@@ -26,7 +26,7 @@ def regions_from_table(path) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise LtpaError(f"label table {str(path)!r} does not exist")
+        raise InputError(f"label table {str(path)!r} does not exist")
     ids = []
     with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -39,16 +39,16 @@ def regions_from_table(path) -> np.ndarray:
             if value is None:
                 if not ids and lineno <= 5:
                     continue  # a header row ("index,name")
-                raise LtpaError(f"{where}: first column {_short(first)} is not an integer "
+                raise InputError(f"{where}: first column {_short(first)} is not an integer "
                                 f"region index")
             if value < 0:
-                raise LtpaError(f"{where}: negative index {_short(value)}")
+                raise InputError(f"{where}: negative index {_short(value)}")
             if value > MAX_LABEL:
-                raise LtpaError(f"{where}: index {_short(value)} is larger than 2^63 - 1")
+                raise InputError(f"{where}: index {_short(value)} is larger than 2^63 - 1")
             if value:
                 ids.append(value)
     if not ids:
-        raise LtpaError(f"label table {str(path)!r} lists no region indices")
+        raise InputError(f"label table {str(path)!r} lists no region indices")
     return np.unique(np.asarray(ids, dtype=np.int64))
 
 
@@ -64,7 +64,7 @@ def _index(text: str, where: str, what: str):
     except ValueError:
         core = text.strip()
         if _DECIMAL.fullmatch(core):
-            raise LtpaError(f"{where}: {what} too long ({len(core.lstrip('+-'))} digits); "
+            raise InputError(f"{where}: {what} too long ({len(core.lstrip('+-'))} digits); "
                             f"expected a region index from 1 to 2^63 - 1") from None
         return None
 
@@ -82,12 +82,12 @@ def regions_from_graphml(path) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise LtpaError(f"graphml file {str(path)!r} does not exist")
+        raise InputError(f"graphml file {str(path)!r} does not exist")
     nodes, exc = _graphml_nodes(path)
     if exc is not None:
         text = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, LookupError)) \
             else str(exc)
-        raise LtpaError(f"graphml file {str(path)!r} could not be read ({text[:300]}); "
+        raise InputError(f"graphml file {str(path)!r} could not be read ({text[:300]}); "
                         f"expected a GraphML file whose node ids are the atlas labels") from None
     where = f"graphml file {str(path)!r}"
     ids = []
@@ -98,17 +98,17 @@ def regions_from_graphml(path) -> np.ndarray:
             # source or target
             hint = " (a node without id, or an edge without source or target)" \
                 if str(node) == "None" else ""
-            raise LtpaError(f"{where} has node id {_short(node)}{hint}; expected integer node "
+            raise InputError(f"{where} has node id {_short(node)}{hint}; expected integer node "
                             f"ids (the atlas labels)")
         if value <= 0:
-            raise LtpaError(f"{where} has node id {_short(value)}; region ids must be positive "
+            raise InputError(f"{where} has node id {_short(value)}; region ids must be positive "
                             f"(0 is background)")
         if value > MAX_LABEL:
-            raise LtpaError(f"{where} has node id {_short(value)}, larger than 2^63 - 1; "
+            raise InputError(f"{where} has node id {_short(value)}, larger than 2^63 - 1; "
                             f"expected region labels that fit a 64-bit integer")
         ids.append(value)
     if not ids:
-        raise LtpaError(f"graphml file {str(path)!r} has no nodes")
+        raise InputError(f"graphml file {str(path)!r} has no nodes")
     return np.unique(np.asarray(ids, dtype=np.int64))
 
 

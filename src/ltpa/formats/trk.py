@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError, opening
+from ..errors import DamagedFileError, InputError, LtpaError, StaleOutputError, opening
 from .grids import normalize_order
 
 HEADER_SIZE = 1000
@@ -89,13 +89,13 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
     """Decode the 1000-byte header; returns (record in this machine's byte order, the file's
     byte order '<' or '>')."""
     if len(buf) < HEADER_SIZE:
-        raise LtpaError(
+        raise DamagedFileError(
             f"file {str(path)!r}: {len(buf)} bytes is shorter than a TrackVis header "
             f"({HEADER_SIZE} bytes); the file is truncated or not a .trk"
         )
     raw = bytes(buf[:HEADER_SIZE])
     if raw[:5] != b"TRACK":
-        raise LtpaError(
+        raise DamagedFileError(
             f"file {str(path)!r}: not a TrackVis .trk file (magic {raw[:6]!r}, expected b'TRACK')"
         )
     hdr = np.frombuffer(raw, dtype=header_dtype().newbyteorder("<"))[0]
@@ -104,8 +104,9 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
         hdr = np.frombuffer(raw, dtype=header_dtype().newbyteorder(">"))[0]
         order = ">"
         if int(hdr["hdr_size"]) != HEADER_SIZE:
-            raise LtpaError(f"file {str(path)!r}: header field hdr_size is not 1000 in either "
-                            f"byte order")
+            raise DamagedFileError(
+                f"file {str(path)!r}: header field hdr_size is not 1000 in either "
+                f"byte order")
     record = np.array(hdr, dtype=header_dtype().newbyteorder("="))
     return record, order
 
@@ -115,19 +116,21 @@ def check_header(header, path, body_bytes: int) -> tuple[int, int]:
     dim = header["dimensions"]
     vs = header["voxel_sizes"]
     if np.any(dim <= 0) or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise LtpaError(
+        raise DamagedFileError(
             f"file {str(path)!r}: header has dim {tuple(int(d) for d in dim)} and voxel size "
             f"{tuple(float(v) for v in vs)}; expected positive dimensions and voxel sizes"
         )
     n_scalars = int(header["nb_scalars_per_point"])
     n_properties = int(header["nb_properties_per_streamline"])
     if n_scalars < 0 or n_properties < 0:
-        raise LtpaError(f"file {str(path)!r}: negative scalar or property count in the header")
+        raise DamagedFileError(
+            f"file {str(path)!r}: negative scalar or property count in the header")
     if n_scalars > 10_000 or n_properties > 10_000:
-        raise LtpaError(f"file {str(path)!r}: header claims {n_scalars} scalars per point and "
-                        f"{n_properties} properties per streamline; expected at most 10,000")
+        raise DamagedFileError(
+            f"file {str(path)!r}: header claims {n_scalars} scalars per point and "
+            f"{n_properties} properties per streamline; expected at most 10,000")
     if body_bytes % 4:
-        raise LtpaError(
+        raise DamagedFileError(
             f"file {str(path)!r}: body of {body_bytes} bytes is not a whole number of 4-byte "
             f"values; the file is truncated"
         )
@@ -227,8 +230,9 @@ class TrkFile(_HeaderGrid):
     def check_unchanged(self, what="") -> None:
         change = self.changed()
         if change:
-            raise LtpaError(f"file {str(self.path)!r} {change} while {what or 'it was read'}; "
-                            f"nothing was written: run again once the file is stable")
+            raise StaleOutputError(
+                f"file {str(self.path)!r} {change} while {what or 'it was read'}; "
+                f"nothing was written: run again once the file is stable")
 
     # ------------------------------------------------------------------ reading
     def read_words(self, w0: int, out: np.ndarray) -> None:
@@ -241,10 +245,10 @@ class TrkFile(_HeaderGrid):
             try:
                 got = os.preadv(self.fd, [view[done:]], offset + done)
             except OSError as exc:
-                raise LtpaError(f"file {str(self.path)!r} could not be read: {exc.strerror}") \
+                raise InputError(f"file {str(self.path)!r} could not be read: {exc.strerror}") \
                     from None
             if got <= 0:
-                raise LtpaError(
+                raise DamagedFileError(
                     f"file {str(self.path)!r} ended {view.nbytes - done} bytes early while it "
                     f"was read: it {self.changed() or 'was cut'} (nothing was written)")
             done += got
@@ -281,24 +285,25 @@ class TrkFile(_HeaderGrid):
             ints = buf.view(np.int32)
             w, n, status = walk_range(ints, 0, k, stride, n_prop, starts, counts, 0)
             if status == WALK_NEGATIVE:
-                raise LtpaError(f"file {str(self.path)!r}: streamline {s + n} has a negative "
-                                f"point count ({int(ints[w])})")
+                raise DamagedFileError(
+                    f"file {str(self.path)!r}: streamline {s + n} has a negative "
+                    f"point count ({int(ints[w])})")
             if n == 0:  # the record at w_file does not fit in the buffer
                 c = int(ints[0])
                 need = 1 + c * stride + n_prop
                 if w_file + need > total:
-                    raise LtpaError(
+                    raise DamagedFileError(
                         f"file {str(self.path)!r}: streamline {s} needs {c} points but the file "
                         f"ends {(w_file + need - total) * 4} bytes early; the file is truncated")
                 if 4 * need > MAX_RECORD_BYTES:
-                    raise LtpaError(
+                    raise DamagedFileError(
                         f"file {str(self.path)!r}: streamline {s} claims {c} points "
                         f"({4 * need >> 20} MB); ltpa reads streamlines of up to "
                         f"{MAX_RECORD_BYTES >> 20} MB: the file is corrupt")
                 buf = np.empty(need, dtype=np.float32)
                 continue
             if n_count > 0 and s + n > n_count:
-                raise LtpaError(
+                raise DamagedFileError(
                     f"file {str(self.path)!r}: header n_count says {n_count} streamlines but "
                     f"the file holds more; the file is corrupt or its header is wrong")
             if action is not None:
@@ -313,7 +318,7 @@ class TrkFile(_HeaderGrid):
             if progress is not None:
                 progress(w_file, total)
         if n_count > 0 and s != n_count:
-            raise LtpaError(
+            raise DamagedFileError(
                 f"file {str(self.path)!r}: header n_count says {n_count} streamlines but the "
                 f"file holds {s}; the file is truncated or its header is wrong")
         return Walked(s, n_points, kept[:s].copy() if kept is not None else None)
@@ -383,7 +388,7 @@ class Trk(_HeaderGrid):
             if not np.isfinite(pts).all():
                 bad_point = int(np.flatnonzero(~np.isfinite(pts).all(axis=1))[0])
                 bad = int(np.searchsorted(offsets, offsets[s0] + bad_point, side="right")) - 1
-                raise LtpaError(f"file {str(self.path)!r}: streamline {bad} has a NaN or "
+                raise DamagedFileError(f"file {str(self.path)!r}: streamline {bad} has a NaN or "
                                 f"infinite coordinate; expected finite voxmm coordinates")
             yield s0, pts, self.counts[s0:s1]
             s0 = s1
@@ -400,7 +405,7 @@ def record_starts(counts: np.ndarray, stride: int, n_properties: int) -> np.ndar
 
 def not_finite(path, s: int) -> LtpaError:
     """The error for streamline ``s`` of ``path`` having a NaN or infinite coordinate."""
-    return LtpaError(
+    return DamagedFileError(
         f"file {str(path)!r}: streamline {s} has a NaN or infinite coordinate; "
         f"expected finite voxmm coordinates"
     )

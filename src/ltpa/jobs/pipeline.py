@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..dataset import TrackDataset, VoxelIndex, save_track_dataset
-from ..errors import LtpaError
+from ..errors import InputError, LtpaError, StaleOutputError
 from ..formats.convert import as_trk, kind_of
 from ..formats.grids import grid_for, key_map_for, streamline_grid
 from ..formats.trk import TrkFile, describe_change, identity_of
@@ -64,9 +64,9 @@ class InputWatch:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                raise LtpaError(f"file {str(path)!r} does not exist") from None
+                raise InputError(f"file {str(path)!r} does not exist") from None
             except OSError as exc:
-                raise LtpaError(f"file {str(path)!r} cannot be read: {exc.strerror}") from None
+                raise InputError(f"file {str(path)!r} cannot be read: {exc.strerror}") from None
             self.at_start[fld] = identity_of(st)
 
     def check(self) -> None:
@@ -77,7 +77,7 @@ class InputWatch:
             except OSError:
                 now = None
             if now != before:
-                raise LtpaError(
+                raise StaleOutputError(
                     f"file {str(path)!r} {describe_change(before, now)} while the job ran; "
                     f"nothing was written: run again once the file is stable")
 
@@ -107,16 +107,16 @@ def check_output_path(spec: JobSpec) -> None:
             continue
         rp = os.path.realpath(path)
         if rp == real:
-            raise LtpaError(f"output {out!r} is the job's input {fld} {path!r}; refusing to "
+            raise InputError(f"output {out!r} is the job's input {fld} {path!r}; refusing to "
                             f"overwrite an input")
         if spec.sidecar and rp == side:
-            raise LtpaError(f"the sidecar of output {out!r} would overwrite the job's input {fld} "
+            raise InputError(f"the sidecar of output {out!r} would overwrite the job's input {fld} "
                             f"{path!r}")
     if os.path.islink(out):
-        raise LtpaError(f"output {out!r} is a symbolic link; refusing to write through it "
+        raise InputError(f"output {out!r} is a symbolic link; refusing to write through it "
                         f"(give the real path)")
     if os.path.isdir(out):
-        raise LtpaError(f"output {out!r} is an existing folder, not a file")
+        raise InputError(f"output {out!r} is an existing folder, not a file")
 
 
 class _ScanPrefix(logging.Filter):
@@ -281,7 +281,7 @@ def step_export(spec: JobSpec, watch: InputWatch) -> dict:
 def step_label(spec: JobSpec, watch: InputWatch) -> dict:
     t0 = time.perf_counter()
     if spec.start not in (0, 1):
-        raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {spec.start!r}")
+        raise InputError(f"connection_ids_start_at must be 0 or 1, not {spec.start!r}")
     with _Streamlines(spec) as trk:
         _key_map(trk, spec)  # the header must be the grid of the declared space
         grid = streamline_grid(spec.space, trk.dim, trk.voxel_size, trk.voxel_order,

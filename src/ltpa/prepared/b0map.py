@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import DamagedFileError, GeometryError, InputError
 from ..formats.grids import QSDR_AFFINE
 from ..io import atomic_path
 from .labels import read_volume
@@ -32,21 +32,22 @@ def read_fib_mapping(path):
 
     path = Path(path)
     if not path.exists():
-        raise LtpaError(f"fib file {str(path)!r} does not exist")
+        raise InputError(f"fib file {str(path)!r} does not exist")
     try:
         with gzip.open(path, "rb") as fh:
             mat = loadmat(fh)
     except (OSError, EOFError, zlib.error, ValueError, TypeError) as exc:
-        raise LtpaError(f"fib file {str(path)!r} is not a gzipped MATLAB file ({exc})") from exc
+        raise DamagedFileError(
+            f"fib file {str(path)!r} is not a gzipped MATLAB file ({exc})") from exc
     missing = [k for k in ("dimension", "mx", "my", "mz") if k not in mat]
     if missing:
-        raise LtpaError(f"fib file {str(path)!r} has no {', '.join(missing)}; expected a "
+        raise DamagedFileError(f"fib file {str(path)!r} has no {', '.join(missing)}; expected a "
                         f"QSDR .fib.gz with the dimension, mx, my, mz mapping")
     dim = tuple(int(d) for d in np.asarray(mat["dimension"]).ravel())
     maps = [np.asarray(mat[k]).ravel() for k in ("mx", "my", "mz")]
     n = int(np.prod(dim)) if len(dim) == 3 else -1
     if n < 0 or any(m.shape[0] != n for m in maps):
-        raise LtpaError(f"fib file {str(path)!r}: dimension {dim} does not match the "
+        raise GeometryError(f"fib file {str(path)!r}: dimension {dim} does not match the "
                         f"length of mx/my/mz ({', '.join(str(m.shape[0]) for m in maps)})")
     return dim, [m.astype(np.int64) for m in maps]
 

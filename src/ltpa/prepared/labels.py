@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import GeometryError, InputError
 from ..formats.grids import conform, conform_plan, describe_plan
 from ..formats.trk import not_finite
 
@@ -40,15 +40,15 @@ def read_volume(path, what="atlas file") -> tuple[np.ndarray, np.ndarray]:
 
     path = Path(path)
     if not path.exists():
-        raise LtpaError(f"{what} {str(path)!r} does not exist")
+        raise InputError(f"{what} {str(path)!r} does not exist")
     try:
         img = nib.load(str(path))
         raw = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise LtpaError(f"{what} {str(path)!r} could not be read as an image ({exc})") from exc
+        raise InputError(f"{what} {str(path)!r} could not be read as an image ({exc})") from exc
     if raw.ndim != 3:
-        raise LtpaError(
+        raise InputError(
             f"{what} {str(path)!r} has {raw.ndim} dimensions {raw.shape}; "
             f"expected a 3-D label volume"
         )
@@ -60,23 +60,23 @@ def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
     raw, affine = read_volume(path)
     if raw.dtype.kind == "f":
         if not np.isfinite(raw).all():
-            raise LtpaError(f"atlas file {str(path)!r} contains NaN or infinite values; "
+            raise InputError(f"atlas file {str(path)!r} contains NaN or infinite values; "
                             f"expected integer labels")
         if not np.array_equal(raw, np.round(raw)):
             bad = raw[raw != np.round(raw)]
-            raise LtpaError(
+            raise InputError(
                 f"atlas file {str(path)!r} has non-integral values (e.g. {float(bad[0]):g}); "
                 f"expected integer labels"
             )
     elif raw.dtype.kind not in "iub":
-        raise LtpaError(f"atlas file {str(path)!r} has data type {raw.dtype}; expected integer "
+        raise InputError(f"atlas file {str(path)!r} has data type {raw.dtype}; expected integer "
                         f"labels")
     if raw.size and raw.dtype.kind in "uf" and raw.max() > MAX_LABEL:
-        raise LtpaError(f"atlas file {str(path)!r} has label {int(raw.max())}, larger than "
+        raise InputError(f"atlas file {str(path)!r} has label {int(raw.max())}, larger than "
                         f"2^63 - 1; expected region labels that fit a 64-bit integer")
     data = np.asarray(raw, dtype=np.int64)
     if data.size and data.min() < 0:
-        raise LtpaError(
+        raise InputError(
             f"atlas file {str(path)!r} has negative labels (min {int(data.min())}); "
             f"expected 0 for background and positive region labels"
         )
@@ -97,7 +97,7 @@ def load_atlas(path, grid=None) -> Atlas:
     if grid is not None:
         plan = conform_plan(data.shape, affine, grid)
         if isinstance(plan, str):
-            raise LtpaError(f"atlas file {str(path)!r} {plan}")
+            raise GeometryError(f"atlas file {str(path)!r} {plan}")
         if plan is not None:
             data = conform(data, plan)
             note = describe_plan(plan, affine, grid)
@@ -127,7 +127,7 @@ def labeling_tables(atlas: Atlas, regions, start: int, voxel_size):
     from ..kernels import LabelTables, upper_thresholds
 
     if start not in (0, 1):
-        raise LtpaError(f"connection_ids_start_at must be 0 or 1, not {start!r}")
+        raise InputError(f"connection_ids_start_at must be 0 or 1, not {start!r}")
     regions = atlas.labels if regions is None else np.unique(np.asarray(regions, dtype=np.int64))
     uniq = np.concatenate([[0], atlas.labels]).astype(np.int64)  # every value of the atlas
     pos = np.searchsorted(regions, uniq)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError, opening
+from ..errors import InputError, LtpaError, RefusedPickleError, opening
 
 # a payload this big is handed out as a view of the mapped file instead of a copy
 BIG = 1 << 16
@@ -260,16 +260,18 @@ class SafeUnpickler:
                     return self.stack.pop()
                 handler(self)
         except Refused as exc:
-            raise LtpaError(f"file {str(self._path)!r}: refusing to load: {exc}") from None
+            raise RefusedPickleError(f"file {str(self._path)!r}: refusing to load: {exc}") from None
         except LtpaError:
             raise
         except RecursionError:
-            raise LtpaError(f"file {str(self._path)!r}: refusing to load: nested too deeply") \
+            raise RefusedPickleError(
+                f"file {str(self._path)!r}: refusing to load: nested too deeply") \
                 from None
         except (ValueError, TypeError, OverflowError, MemoryError, KeyError, IndexError,
                 AttributeError, struct.error) as exc:
-            raise LtpaError(f"file {str(self._path)!r}: refusing to load: malformed content at "
-                            f"offset {self._pos} ({type(exc).__name__}: {str(exc)[:200]})") \
+            raise RefusedPickleError(
+                f"file {str(self._path)!r}: refusing to load: malformed content at "
+                f"offset {self._pos} ({type(exc).__name__}: {str(exc)[:200]})") \
                 from None
 
     def _call(self, kind, what, *args):
@@ -606,7 +608,7 @@ def finished(value):
     """``value`` with finished drafts replaced by what they built (errors for unfinished ones)."""
     if isinstance(value, _Draft):
         if value.value is None:
-            raise LtpaError(f"an object of kind {value.kind} was never given its state")
+            raise RefusedPickleError(f"an object of kind {value.kind} was never given its state")
         return value.value
     return value
 
@@ -621,11 +623,11 @@ def load_mapped(path, globals_: dict, factories: dict):
 
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
-            raise LtpaError(f"file {str(path)!r} is empty: not a pickle")
+            raise RefusedPickleError(f"file {str(path)!r} is empty: not a pickle")
         try:
             data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
-            raise LtpaError(f"file {str(path)!r} could not be mapped: {exc}") from None
+            raise InputError(f"file {str(path)!r} could not be mapped: {exc}") from None
     machine = SafeUnpickler(data, path, {**NUMPY_GLOBALS, **globals_},
                             {**NUMPY_FACTORIES, **factories})
     return machine.load()

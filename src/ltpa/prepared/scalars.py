@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import InputError
 from ..io import atomic_open
 
 log = logging.getLogger("ltpa")
@@ -22,7 +22,7 @@ def average_track_scalars(txt_path, n_streamlines: int, out_npy, trk_path=None,
     """
     txt_path = Path(txt_path)
     if not txt_path.exists():
-        raise LtpaError(f"scalar file {str(txt_path)!r} does not exist")
+        raise InputError(f"scalar file {str(txt_path)!r} does not exist")
     means = []
     with open(txt_path, "r", encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -33,12 +33,12 @@ def average_track_scalars(txt_path, n_streamlines: int, out_npy, trk_path=None,
             try:
                 values = np.array(text.split(), dtype=np.float64)
             except ValueError:
-                raise LtpaError(f"scalar file {str(txt_path)!r} line {lineno}: not a list of "
+                raise InputError(f"scalar file {str(txt_path)!r} line {lineno}: not a list of "
                                 f"numbers ({text[:40]!r})") from None
             means.append(values.mean())
     if len(means) != n_streamlines:
         trk = f" in {str(trk_path)!r}" if trk_path else ""
-        raise LtpaError(f"scalar file {str(txt_path)!r} has {len(means)} lines but there are "
+        raise InputError(f"scalar file {str(txt_path)!r} has {len(means)} lines but there are "
                         f"{n_streamlines} streamlines{trk}; expected one line per streamline")
     out = np.asarray(means, dtype=np.float64)
     with atomic_open(out_npy, "wb", before_rename=before_rename) as fh:

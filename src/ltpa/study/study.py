@@ -33,7 +33,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LtpaError
+from ..errors import GeometryError, InputError, LtpaError
 from ..formats.convert import kind_of
 from ..formats.grids import (
     QSDR_GRID,
@@ -233,32 +233,32 @@ def _streamline_grid(t, facts, study):
     try:
         head = facts.streamlines(path)
     except LtpaError as exc:
-        raise LtpaError(f"{where}: {exc}") from None
+        raise exc.in_context(where) from None
     space = t.scan.space
     if kind_of(path) in (".trk", ".trk.gz"):
         try:
             key_map_for(space, head["dim"], head["voxel_size"], head["voxel_order"],
                         where=f"file {str(path)!r}", vox_to_ras=head["vox_to_ras"])
         except LtpaError as exc:
-            raise LtpaError(f"{where}: {exc}") from None
+            raise exc.in_context(where) from None
         return streamline_grid(space, head["dim"], head["voxel_size"], head["voxel_order"],
                                head["vox_to_ras"])
     if space != "native":
         return grid_for(space)
     ref = t.scan.reference_volume
     if ref is None:
-        raise LtpaError(f"{t.where('reference_volume')}: is required: a .tck/.trx in trk_space "
+        raise InputError(f"{t.where('reference_volume')}: is required: a .tck/.trx in trk_space "
                         f"'native' carries RAS mm and no grid; give a NIfTI that defines the grid")
     try:
         img = facts.nifti(ref)
     except LtpaError as exc:
-        raise LtpaError(f"{t.where('reference_volume')}: {exc}") from None
+        raise exc.in_context(t.where('reference_volume')) from None
     shape = img["shape"]
     if len(shape) == 4:
         study.notes.append(Note(t.scan.scan_id, None, "4-D reference_volume: its grid (first "
                                 "three axes) is used", detail=str(ref)))
     elif len(shape) != 3:
-        raise LtpaError(f"{t.where('reference_volume')}: file {str(ref)!r} has "
+        raise InputError(f"{t.where('reference_volume')}: file {str(ref)!r} has "
                         f"{len(shape)} dimensions; expected a 3-D (or 4-D) image")
     return grid_of_affine(shape[:3], img["affine"])
 
@@ -274,20 +274,21 @@ def _check_atlas(t, grid, facts, produced, study, max_unmatched):
     if vol in produced:  # made by map_b0_atlas: on the QSDR grid by construction
         plan = conform_plan(QSDR_GRID.dim, QSDR_GRID.affine, grid)
         if isinstance(plan, str):
-            raise LtpaError(f"{t.where('volume_path')}: the atlas mapped from b0 space is on the "
-                            f"QSDR 2 mm grid, {plan[plan.index('but ') + 4:]}")
+            raise GeometryError(
+                f"{t.where('volume_path')}: the atlas mapped from b0 space is on the "
+                f"QSDR 2 mm grid, {plan[plan.index('but ') + 4:]}")
         return
     img = _volume_facts(t, "volume_path", "atlas file", facts)
     plan = _plan(img["shape"], img["affine"], grid)
     if isinstance(plan, str):
-        raise LtpaError(f"{t.where('volume_path')}: atlas file {str(vol)!r} {plan}")
+        raise GeometryError(f"{t.where('volume_path')}: atlas file {str(vol)!r} {plan}")
     if plan is not None:
         study.notes.append(Note(t.scan.scan_id, atlas, "atlas reoriented",
                                 detail=describe_plan(plan, np.asarray(img["affine"]), grid)))
     try:
         labels = facts.atlas_labels(vol)
     except LtpaError as exc:
-        raise LtpaError(f"{t.where('volume_path')}: {exc}") from None
+        raise exc.in_context(t.where('volume_path')) from None
     if t.inputs.get("graphml_path"):
         fld, kind = "graphml_path", "graphml"
     elif t.inputs.get("labels_path"):
@@ -300,12 +301,12 @@ def _check_atlas(t, grid, facts, produced, study, max_unmatched):
     try:
         regions = facts.regions(t.inputs[fld], kind)
     except LtpaError as exc:
-        raise LtpaError(f"{t.where(fld)}: {exc}") from None
+        raise exc.in_context(t.where(fld)) from None
     region_set = set(regions)
     unmatched = [v for v in labels if v not in region_set]
     absent = len(region_set - set(labels))
     if labels and len(unmatched) > max_unmatched * len(labels):
-        raise LtpaError(
+        raise InputError(
             f"{t.where(fld)}: {len(unmatched)} of the {len(labels)} labels of atlas "
             f"{str(vol)!r} are not in the region list {str(t.inputs[fld])!r} (e.g. "
             f"{', '.join(map(str, unmatched[:5]))}); more than {max_unmatched:.0%} "
@@ -342,9 +343,9 @@ def _volume_facts(t, fld, what, facts) -> dict:
     try:
         img = facts.nifti(vol)
     except LtpaError as exc:
-        raise LtpaError(f"{t.where(fld)}: {exc}") from None
+        raise exc.in_context(t.where(fld)) from None
     if len(img["shape"]) != 3:
-        raise LtpaError(f"{t.where(fld)}: {what} {str(vol)!r} has {len(img['shape'])} "
+        raise InputError(f"{t.where(fld)}: {what} {str(vol)!r} has {len(img['shape'])} "
                         f"dimensions {tuple(img['shape'])}; expected a 3-D label volume")
     return img
 
