@@ -62,12 +62,12 @@ machine. Inputs that take longer than 30 s are killed and count as crashes (hang
 - ``sidecar``: the real ``<output>.json`` of a pkl, a key .trk and two npys of the demo scan
   (made by ``index_scan``/``label_scan``), mutated as JSON (values of wrong types, huge ints,
   NaN, NUL and lone surrogates in paths, deep nesting, keys removed/added) and as text:
-  ``ltpa.staleness.judge_all([spec])`` (the ``JobSpec`` built as ``pipeline`` does),
-  ``ltpa.sidecar.read`` and ``sidecar.stats``. Any exception is a crash. Checked: a sidecar
+  ``ltpa.study.staleness.judge_all([spec])`` (the ``JobSpec`` built as ``pipeline`` does),
+  ``ltpa.study.sidecar.read`` and ``sidecar.stats``. Any exception is a crash. Checked: a sidecar
   equal to the original gives ``ok``; one that ``read`` refuses, or whose ``params`` differ
   from the job's, gives ``out of date``; other verdicts count as "accepted, no reference".
 - ``local_data``: the demo's local_data.json (and variants with .tck/native/reference_volume,
-  labels_path, track_scalars, b0 atlases) mutated as JSON and text: ``ltpa.study.load_study``;
+  labels_path, track_scalars, b0 atlases) mutated as JSON and text: ``ltpa.study.study.load_study``;
   a Study is checked against a schema-lite reading written here (a non-empty list of
   objects with unique, valid ``scan_id`` and string ``scan_group``, in order).
 - ``pkl``: ``fuzz_pkl.py``'s hand-built payloads and mutated real pkls, through its worker
@@ -130,7 +130,8 @@ STARTUP_TIMEOUT = 180.0
 FACE_TOL = 1e-3  # .tck/.trx: streamlines with a coordinate this close to a voxel face are skipped
 MAX_REF_POINTS = 50_000  # the slow references run on inputs up to this many points
 MAX_LABEL = 2**63 - 1
-# QSDR native voxel -> MNI key voxel (i + 6, 101 - j, k + 11), written out (not from ltpa.grids)
+# QSDR native voxel -> MNI key voxel (i + 6, 101 - j, k + 11), written out
+# (not from ltpa.formats.grids)
 MNI_DIM = (91, 109, 91)
 STUDY_TOKEN = "@STUDY@"
 
@@ -738,7 +739,7 @@ class TrkFormat:
                                self.reference_of(path.read_bytes()))
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.pipeline import index_scan; "
+        return (f"{sys.executable} -c \"from ltpa.jobs.pipeline import index_scan; "
                 f"index_scan('{path}', '/tmp/fuzz_repro.pkl', space='{meta['space']}')\"")
 
 
@@ -1104,7 +1105,7 @@ class TckFormat:
         return run_streamlines(ctx, path, "qsdr", ".tck", ref)
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.pipeline import index_scan; "
+        return (f"{sys.executable} -c \"from ltpa.jobs.pipeline import index_scan; "
                 f"index_scan('{path}', '/tmp/fuzz_repro.pkl', space='qsdr')\"")
 
 
@@ -1392,7 +1393,7 @@ class TrxFormat:
         return out
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.pipeline import index_scan; "
+        return (f"{sys.executable} -c \"from ltpa.jobs.pipeline import index_scan; "
                 f"index_scan('{path}', '/tmp/fuzz_repro.pkl', space='qsdr')\"")
 
 
@@ -1959,7 +1960,7 @@ class GraphmlFormat:
         return "equal" if accepted else "rejected"
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.regions import regions_from_graphml; "
+        return (f"{sys.executable} -c \"from ltpa.formats.regions import regions_from_graphml; "
                 f"print(regions_from_graphml('{path}'))\"")
 
 
@@ -2122,7 +2123,7 @@ class LabelsFormat:
                               f"give {str(want)[:60]} (int() refuses it: read as a header row)")
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.regions import regions_from_table; "
+        return (f"{sys.executable} -c \"from ltpa.formats.regions import regions_from_table; "
                 f"print(regions_from_table('{path}'))\"")
 
 
@@ -2338,7 +2339,7 @@ class LocalDataFormat:
         return "equal"
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.study import load_study; "
+        return (f"{sys.executable} -c \"from ltpa.study.study import load_study; "
                 f"load_study('{path}')\"")
 
 

@@ -2,15 +2,15 @@
 
     python benchmarks/fuzz_trk.py [--seconds 60] [--seed 0] [--mem-gb 4]
 
-Starts from small real .trk files (written with ``ltpa.trkwrite.write_trk``; with
+Starts from small real .trk files (written with ``ltpa.formats.trkwrite.write_trk``; with
 and without per-point scalars and per-streamline properties; little- and
 big-endian; QSDR and small native grids; zero- and one-point streamlines) and
 mutates their bytes: bit flips, random bytes, truncation, appended garbage, a
 streamline's count word set to huge / negative / zero, header fields (n_count,
 dim, voxel size, hdr_size, scalar/property counts, voxel order, magic) set to
 edge values, NaN/inf injected into coordinates, splices between seeds. Every
-input goes through ``ltpa.pipeline.index_scan`` (TrkFile + build_index + pickle
-write) and ``ltpa.pipeline.label_scan`` (an atlas on the trk's grid: its shape and the
+input goes through ``ltpa.jobs.pipeline.index_scan`` (TrkFile + build_index + pickle
+write) and ``ltpa.jobs.pipeline.label_scan`` (an atlas on the trk's grid: its shape and the
 affine nibabel derives from the header) into a temp
 folder; the pkl is read back with ``ltpa.load_track_dataset``. An accepted input
 is also checked against the slow references (dict-of-sets hashing and dsi2's
@@ -396,7 +396,7 @@ def save_crash(data: bytes, seed, how, text: str, sig: str) -> str:
     cid = hashlib.sha1(data).hexdigest()[:12]
     trk = OUT / f"{cid}.trk"
     trk.write_bytes(data)
-    repro = (f"{sys.executable} -c \"from ltpa.pipeline import index_scan, label_scan; "
+    repro = (f"{sys.executable} -c \"from ltpa.jobs.pipeline import index_scan, label_scan; "
              f"index_scan('{trk}', '/tmp/fuzz_repro.pkl', space='{seed['space']}')\"")
     (OUT / f"{cid}.txt").write_text(
         f"signature: {sig}\nseed: {seed['path'].name} (space {seed['space']})\n"

@@ -48,7 +48,7 @@ def write_synthetic_qc(folder, n_scans, *, atlases=SYNTHETIC_ATLASES, npy_atlase
                        high_every=53, low_every=0):
     """QC tables as the qc_scan rule writes them, for ``n_scans`` scans, without a workflow run.
 
-    Per scan: ``qc/scans/<scan>.tsv`` (one row per atlas, ``ltpa.qc.QC_COLUMNS``) and
+    Per scan: ``qc/scans/<scan>.tsv`` (one row per atlas, ``ltpa.qc.tables.QC_COLUMNS``) and
     ``qc/lengths/<scan>.tsv`` (2 mm length histogram of ``n_streamlines`` streamlines);
     for the atlases in ``npy_atlases`` also ``<scan>/<atlas>.npy`` (connection ids whose
     share of 0 is the row's ``share_unlabeled``) with its sidecar naming the graphml.

@@ -90,6 +90,6 @@ FALLBACK = re.compile(r"config\.get\(")
     + [p.relative_to(REPO) for p in (REPO / "src" / "ltpa").glob("*.py")]), ids=str)
 def test_no_default_outside_the_schema(path):
     """No `config.get(key, default)` (nor `or default`) in the workflow or the package: a config
-    is always filled from the schema first (ltpa.config, snakemake.utils.validate)."""
+    is always filled from the schema first (ltpa.study.config, snakemake.utils.validate)."""
     text = (REPO / path).read_text()
     assert not FALLBACK.search(text), f"{path}: config.get(...) (defaults live in the schema)"

@@ -1,4 +1,4 @@
-"""The group-difference table (ltpa.groupdiff) and its plot against direct computations on
+"""The group-difference table (ltpa.qc.groupdiff) and its plot against direct computations on
 small hand-made npys: Welch's t and p from scipy.stats.ttest_ind(equal_var=False), the
 q-values from scipy.stats.false_discovery_control, shares and pairs counted here."""
 

@@ -1,4 +1,5 @@
-"""ltpa.targets: atlas keys from file names, and the regexes of the rules' ``{path}`` wildcard."""
+"""ltpa.study.targets: atlas keys from file names, and the regexes of the rules' ``{path}``
+wildcard."""
 
 import re
 from pathlib import Path

@@ -494,7 +494,8 @@ def peak_rss_mb(cmd):
 
 @pytest.mark.slow
 def test_peak_memory_stays_within_the_rules_formula_for_any_shape(tmp_path):
-    """The resources each rule asks for (ltpa.resources.mem_mb) bound the job, degenerate or not."""
+    """The resources each rule asks for (ltpa.study.resources.mem_mb) bound the job, degenerate
+    or not."""
     from ltpa.study.resources import mem_mb
     from ltpa.study.spec import JobSpec
 
@@ -518,7 +519,7 @@ def test_peak_memory_stays_within_the_rules_formula_for_any_shape(tmp_path):
     demo = make_demo(tmp_path / "demo", n_scans=1, seed=1).parent
     shapes["demo"] = demo / "s1" / "s1.trk"
     atlas = demo / "s1" / "s1.scale33.QSDR.nii.gz"
-    export = ("from ltpa.pipeline import export_key_trk; import sys; "
+    export = ("from ltpa.jobs.pipeline import export_key_trk; import sys; "
               "export_key_trk(sys.argv[1], sys.argv[2])")
     for name, trk in shapes.items():
         jobs = {

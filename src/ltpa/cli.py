@@ -56,7 +56,7 @@ def _demo(args):
 
 def _config(args) -> dict:
     """The workflow's config (``--configfile``, else this checkout's config/config.yaml) with
-    the schema's defaults (``ltpa.config``), and the options given on the command line."""
+    the schema's defaults (``ltpa.study.config``), and the options given on the command line."""
     from .study.config import default_config, read_config
 
     config = read_config(args.configfile) if getattr(args, "configfile", None) else default_config()

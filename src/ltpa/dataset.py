@@ -617,7 +617,7 @@ def load_track_dataset(path) -> TrackDataset:
     """Load a pickled TrackDataset without running anything from the file.
 
     Plain ``pickle.load`` runs whatever code a pickle names. This loader reads the file
-    with ``ltpa.safepickle`` (a small machine that knows only the opcodes and the exact
+    with ``ltpa.prepared.safepickle`` (a small machine that knows only the opcodes and the exact
     names a track dataset uses, and checks every array against its bytes and every field
     of the state against its declared type) and maps the file, so the big arrays are read
     in place (read-only) rather than copied. Reads format 1 and the first release's files.

@@ -9,7 +9,7 @@ class LtpaError(Exception):
 
     The message names the offending scan, field and/or file and what was
     expected; the command line and the workflow print it as is. Readers name the
-    file; the job runner (``ltpa.pipeline.run``) adds the scan and the field once,
+    file; the job runner (``ltpa.jobs.pipeline.run``) adds the scan and the field once,
     with ``in_context``.
     """
 

@@ -113,7 +113,7 @@ def _load_study():
 
 # ALL_TARGETS: every output the JSON names, including those kept while their inputs are
 # archived; TARGETS: those the workflow builds or keeps up to date; STALE: out of date
-# (ltpa.staleness, including those whose input output needs work): forced
+# (ltpa.study.staleness, including those whose input output needs work): forced
 STUDY, TARGETS, STALE = _load_study()
 SCANS, ALL_TARGETS = STUDY.scans, STUDY.targets
 LOG_DIR = str(STUDY.log_dir)
@@ -124,13 +124,13 @@ PRODUCED = {t.output for t in TARGETS}
 
 
 def _decide_rebuilds():
-    """Make Snakemake's rebuild decisions ltpa.staleness's, from the study's files only.
+    """Make Snakemake's rebuild decisions ltpa.study.staleness's, from the study's files only.
 
     Snakemake's triggers other than mtime read its records in the working directory
     (.snakemake/metadata), so they would answer differently from another folder: they are
-    turned off; raw inputs are not declared to Snakemake (ltpa.staleness compares their
+    turned off; raw inputs are not declared to Snakemake (ltpa.study.staleness compares their
     sizes, mtimes and, for small files, contents with the sidecars); and the outputs
-    ltpa.staleness finds out of date are forced. Both settings are read when Snakemake decides which jobs must run,
+    ltpa.study.staleness finds out of date are forced. Both settings are read when Snakemake decides which jobs must run,
     after the Snakefile is parsed, so this runs from the first input function call, when
     the DAG exists. A forced output that is not part of the requested DAG is ignored, and
     a remote job (SLURM) runs exactly the jobs it was given.
@@ -186,8 +186,8 @@ def inputs_of(rule_name):
     """Input function: the target's inputs that another job makes (a b0-mapped atlas).
 
     Raw inputs (trk, atlases, graphml, ...) are not declared to Snakemake: whether they
-    changed is ltpa.staleness's decision (from the sidecars), their presence and headers are
-    checked before any job (ltpa.study), and the job reads them through its spec. Declaring
+    changed is ltpa.study.staleness's decision (from the sidecars), their presence and headers are
+    checked before any job (ltpa.study.study), and the job reads them through its spec. Declaring
     them would only add three or four files per job to Snakemake's DAG (a third of a large
     study's dry run) for checks that are already made.
     """
@@ -210,7 +210,7 @@ def param_of(rule_name, getter):
 
 
 def _path_constraints():
-    """Per rule, the regex of its outputs' ``{path}`` (ltpa.targets.path_templates): short
+    """Per rule, the regex of its outputs' ``{path}`` (ltpa.study.targets.path_templates): short
     templates, or the exact paths for a rule whose templates would also match another file
     the workflow asks Snakemake about (an input, a kept output, or a QC file)."""
     rules = (RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS)
@@ -300,7 +300,7 @@ def group_of(rule_name):
 
 
 def _job_command():
-    """The command of every data job: ltpa-job (ltpa.client, a client of the warm job server).
+    """The command of every data job: ltpa-job (ltpa.jobs.client, a client of the warm job server).
 
     Jobs run in the driver's environment (the rules name no conda env or container: the
     software is this package and its dependencies, pyproject.toml): the driver's own Python
@@ -326,7 +326,7 @@ _SPECS = getattr(STUDY, "specs", None) or {}  # made once, when the study was ju
 
 
 def job_spec(rule_name, wildcards):
-    """The target's job description (ltpa.spec.JobSpec), made once per target."""
+    """The target's job description (ltpa.study.spec.JobSpec), made once per target."""
     key = (rule_name, wildcards.path)
     spec = _SPECS.get(key)
     if spec is None:
@@ -345,7 +345,7 @@ def spec_of(rule_name):
 
 
 def resource_of(rule_name, formula):
-    """Resource function: ``formula(spec)`` (ltpa.resources) of the target, times the attempt."""
+    """Resource function: ``formula(spec)`` (ltpa.study.resources) of the target, times the attempt."""
 
     @_signature_known
     def resource(wildcards, attempt):
@@ -355,7 +355,7 @@ def resource_of(rule_name, formula):
 
 
 def print_summary():
-    """The end-of-run summary: everything that affects the results (ltpa.summary)."""
+    """The end-of-run summary: everything that affects the results (ltpa.qc.summary)."""
     if workflow.remote_exec:
         return
     from ltpa.qc.summary import collect, format_summary

@@ -69,7 +69,7 @@ def atlas_npys(atlas):
 
 
 def compared_atlases():
-    """The atlases with a group comparison: 2+ scan_groups of 2+ scans (ltpa.groupdiff)."""
+    """The atlases with a group comparison: 2+ scan_groups of 2+ scans (ltpa.qc.groupdiff)."""
     from collections import Counter
 
     from ltpa.qc.groupdiff import comparisons

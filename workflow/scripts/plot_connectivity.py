@@ -1,4 +1,4 @@
-"""Snakemake script: one atlas's npys -> connection-count matrices (see ltpa.report)."""
+"""Snakemake script: one atlas's npys -> connection-count matrices (see ltpa.qc.report)."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Snakemake script: one atlas's group-difference table -> its plot (see ltpa.report)."""
+"""Snakemake script: one atlas's group-difference table -> its plot (see ltpa.qc.report)."""
 
 import sys
 from pathlib import Path

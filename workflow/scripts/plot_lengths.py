@@ -1,4 +1,4 @@
-"""Snakemake script: per-scan length histograms -> one plot (see ltpa.report)."""
+"""Snakemake script: per-scan length histograms -> one plot (see ltpa.qc.report)."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Snakemake script: study summary -> share unlabeled per scan by group (see ltpa.report)."""
+"""Snakemake script: study summary -> share unlabeled per scan by group (see ltpa.qc.report)."""
 
 import sys
 from pathlib import Path

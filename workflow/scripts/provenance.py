@@ -1,4 +1,5 @@
-"""Snakemake script: resolved config, versions, local_data.json sha256 (see ltpa.provenance)."""
+"""Snakemake script: resolved config, versions, local_data.json sha256
+(see ltpa.study.provenance)."""
 
 import sys
 from pathlib import Path

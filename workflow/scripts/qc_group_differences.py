@@ -1,4 +1,4 @@
-"""Snakemake script: one atlas's npys -> the group-difference table (see ltpa.groupdiff)."""
+"""Snakemake script: one atlas's npys -> the group-difference table (see ltpa.qc.groupdiff)."""
 
 import sys
 from pathlib import Path

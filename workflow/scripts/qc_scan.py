@@ -1,4 +1,4 @@
-"""Snakemake script: a scan's outputs + sidecars (+ trk) -> its QC table (see ltpa.qc)."""
+"""Snakemake script: a scan's outputs + sidecars (+ trk) -> its QC table (see ltpa.qc.tables)."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Snakemake script: every scan's QC table -> the study summary (see ltpa.qc.write_summary)."""
+"""Snakemake script: every scan's QC table -> the study summary
+(see ltpa.qc.tables.write_summary)."""
 
 import sys
 from pathlib import Path

@@ -1,7 +1,7 @@
 """The prepared data in use: a whole study queried from Python (dsi2's ``TrackDataSource``).
 
 ``TrackDataSource(local_data.json)`` reads the study exactly as the workflow does
-(``ltpa.study.load_study``: the schema, path resolution, the same staleness verdicts as
+(``ltpa.study.study.load_study``: the schema, path resolution, the same staleness verdicts as
 ``ltpa status``) and opens each scan's pkl only when a query needs it, with
 ``ltpa.load_track_dataset`` (the big arrays are read in place from a memory map of the pkl,
 so opening one costs well under a millisecond and no array is copied).
@@ -19,8 +19,8 @@ Connection ids (``change_atlas``) are each scan's ``track_labels[].numpy_path``,
 job recorded in the npy's sidecar (``<numpy_path>.json``), else from the entry's
 ``graphml_path`` / ``labels_path`` and the config's ``connection_ids_start_at``: id
 ``start + k`` is the k-th pair ``(i, j)``, ``i <= j``, of ``np.triu_indices(R)`` over the sorted
-region list (``ltpa.labels``); id 0 (with ``start = 1``) is a streamline with fewer than two
-labeled points.
+region list (``ltpa.prepared.connections``); id 0 (with ``start = 1``) is a streamline with
+fewer than two labeled points.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class TrackDataSource:
 
     ``TrackDataSource("local_data.json")`` validates the JSON and resolves its paths as the
     workflow does (``config``: the workflow config, default ``config/config.yaml`` of this
-    checkout, with the schema's defaults (``ltpa.config``); ``data_root`` overrides where
+    checkout, with the schema's defaults (``ltpa.study.config``); ``data_root`` overrides where
     relative paths resolve). Every scan needs its pkl; a missing one is an error naming scan,
     field and file. Outputs that ``ltpa status`` would call out of date are listed in
     ``warnings`` (and warned about once).
@@ -474,7 +474,7 @@ def _entries(labels) -> str:
 
 
 def _region_names(lab, regions) -> list:
-    """Names of ``regions`` from the entry's graphml (``ltpa.regions.region_names``), else
+    """Names of ``regions`` from the entry's graphml (``ltpa.formats.regions.region_names``), else
     the ids."""
     names = region_names(lab.graphml_path) if lab.graphml_path is not None else {}
     return [names.get(int(r), str(int(r))) for r in regions]

@@ -1,11 +1,11 @@
 """Streamline files other than .trk: .trk.gz, MRtrix .tck, TRX .trx (checked, then converted).
 
-Everything downstream reads a TrackVis body in voxmm (``ltpa.trk``), so the other formats
+Everything downstream reads a TrackVis body in voxmm (``ltpa.formats.trk``), so the other formats
 are converted once, chunk by chunk, into a temporary .trk in ``$TMPDIR`` and the same
 reader and kernels run on it:
 
 - ``.trk.gz``: decompressed as is (``ltpa.formats.gz``).
-- ``.tck`` / ``.trx`` carry RAS mm, not a grid. The grid is given by ``ltpa.grids.grid_for``
+- ``.tck`` / ``.trx`` carry RAS mm, not a grid. The grid is given by ``ltpa.formats.grids.grid_for``
   (QSDR 2 mm, MNI152 2 mm, or the scan's ``reference_volume``). A RAS point's voxel is the
   one whose centre is nearest: ``ijk = floor(inv(affine) @ ras + 0.5)``. It is stored as
   TrackVis voxmm ``(ijk_continuous + 0.5) * voxel_size``, so the trk rule
@@ -53,7 +53,7 @@ def kind_of(path) -> str:
 def as_trk(path, grid=None):
     """Yield the path of a .trk holding the streamlines of ``path`` (itself for a .trk).
 
-    ``grid`` (a ``ltpa.grids.Grid``) is where .tck/.trx points are put; unused otherwise.
+    ``grid`` (a ``ltpa.formats.grids.Grid``) is where .tck/.trx points are put; unused otherwise.
     """
     path = Path(path)
     kind = kind_of(path)

@@ -1,8 +1,8 @@
 """``ltpa-job``: the command every workflow job runs (``ltpa-job --log LOG SPEC``).
 
-It runs the job described by SPEC (an ``ltpa.spec.JobSpec`` as JSON) through
-``ltpa.pipeline.run``, logging to LOG, and exits 0, or 1 with the error on stderr and in the
-log. It does so in a process forked from the warm job server (``ltpa.jobserver``: no import
+It runs the job described by SPEC (an ``ltpa.study.spec.JobSpec`` as JSON) through
+``ltpa.jobs.pipeline.run``, logging to LOG, and exits 0, or 1 with the error on stderr and in the
+log. It does so in a process forked from the warm job server (``ltpa.jobs.server``: no import
 or compile cost per job), or in its own process when no server can be reached or
 ``LTPA_JOB_SERVER=0``. This module imports nothing heavy, so the client starts in
 milliseconds.
@@ -36,7 +36,7 @@ def build_parser():
                     "the warm job server when one can be reached (LTPA_JOB_SERVER=0: in this "
                     "process).")
     ap.add_argument("--log", required=True, help="the job's log file (required)")
-    ap.add_argument("spec", help="the job (ltpa.spec.JobSpec as JSON)")
+    ap.add_argument("spec", help="the job (ltpa.study.spec.JobSpec as JSON)")
     return ap
 
 

@@ -3,7 +3,7 @@
 ``run(spec)`` holds the output's lock for the whole job, records each input's identity at the
 start, runs the step, and lets the output replace the old one only if every input is still
 the file it started from (``InputWatch.check``, called just before the rename); then it
-writes the output's sidecar (``ltpa.sidecar``). Errors get their scan/atlas/field context
+writes the output's sidecar (``ltpa.study.sidecar``). Errors get their scan/atlas/field context
 here, once. The command line, the workflow and the tests all call ``run`` (or the thin
 ``index_scan``/``label_scan``/... wrappers below, which build a spec).
 """

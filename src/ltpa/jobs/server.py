@@ -2,7 +2,7 @@
 
 Every workflow job is a fresh process, and a fresh Python spends ~0.6 s importing numpy,
 nibabel and numba and loading the compiled kernels before it does any work: for a study of
-small scans that is most of the run. So the job command (``ltpa-job``, ``ltpa.client``) is
+small scans that is most of the run. So the job command (``ltpa-job``, ``ltpa.jobs.client``) is
 a small client: it asks a server that has all of that loaded (this module) to fork a child
 for the job, hands it its stdin/stdout/stderr (SCM_RIGHTS), its working directory and its
 environment, and waits for the child's exit status, which becomes its own. Each job is

@@ -88,7 +88,7 @@ def read_label_volume(path) -> np.ndarray:
 
 
 def load_atlas(path, grid=None) -> Atlas:
-    """A label volume in ``grid`` (an ``ltpa.grids.Grid``): the same grid up to axis flips
+    """A label volume in ``grid`` (an ``ltpa.formats.grids.Grid``): the same grid up to axis flips
     and permutations is reoriented exactly by index (``Atlas.note`` says so); any other grid
     is an error naming both affines. Without ``grid``, the volume as stored."""
     path = Path(path)

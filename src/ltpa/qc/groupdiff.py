@@ -27,7 +27,7 @@ without a ``scan_group`` and groups of fewer than two scans take no part. With m
 two groups, each group is compared with one reference (config ``reference_group``, by
 default the first in sorted order): k - 1 comparisons rather than every pair of groups.
 
-One pass over the npys (:class:`ltpa.qc.AtlasCounts`): per group, running means and sums
+One pass over the npys (:class:`ltpa.qc.tables.AtlasCounts`): per group, running means and sums
 of squared deviations (Welford's update, merged over region lists with Chan's formula), so
 memory does not grow with the number of scans.
 """

@@ -78,7 +78,7 @@ def share_unlabeled_figure(rows):
 
     ``rows``: the study summary's rows. Per group a box (quartiles, whiskers at 1.5 IQR)
     and a strip of the scans (at most ``MAX_STRIP_POINTS`` per group, evenly spaced in
-    rank, plus every outlier); the outliers (``ltpa.qc.unlabeled_outliers``) are named,
+    rank, plus every outlier); the outliers (``ltpa.qc.tables.unlabeled_outliers``) are named,
     most extreme first, up to ``MAX_NAMED_OUTLIERS`` per group with "+N more".
     ``info``: {"named": {(atlas, group): [scan_id]}, "more": {(atlas, group): N},
     "shown": {(atlas, group): points drawn}, "outliers": {(atlas, group): [scan_id]}}.
@@ -165,7 +165,7 @@ def plot_share_unlabeled(summary_tsv, out_png) -> None:
 def length_summary(items) -> dict:
     """Per group, the spread over its scans of each scan's length distribution.
 
-    ``items``: [(scan_id, scan_group, lengths_tsv)] (histograms written by ``ltpa.qc``).
+    ``items``: [(scan_id, scan_group, lengths_tsv)] (histograms written by ``ltpa.qc.tables``).
     Each scan's histogram becomes its share of streamlines per bin; per group and bin,
     the 10th, 50th and 90th percentiles over the group's scans and the pooled share
     (all the group's streamlines together). Returns {"width", "edges", "groups":
@@ -235,7 +235,7 @@ def lengths_figure(items):
 def plot_lengths(items, out_png) -> None:
     """Streamline length per group (see :func:`lengths_figure`).
 
-    ``items``: [(scan_id, scan_group, lengths_tsv)] (bins written by ltpa.qc).
+    ``items``: [(scan_id, scan_group, lengths_tsv)] (bins written by ltpa.qc.tables).
     """
     fig, summary = lengths_figure(items)
     if summary["without"]:
@@ -270,7 +270,7 @@ def connectivity_panels(items, report_scan) -> dict:
 
     ``items``: [(scan_id, scan_group, numpy_path)]. The region lists come from the npys'
     sidecars (scans without one are left out); scans whose lists differ are placed on
-    the union of the region ids. One pass over the npys (``ltpa.qc.AtlasCounts``), summing
+    the union of the region ids. One pass over the npys (``ltpa.qc.tables.AtlasCounts``), summing
     per-pair counts per group, so memory does not grow with the number of scans. Returns
     {"panels": [(title, (U, U) matrix)], "regions": union of region ids, "names": {id:
     name}, "n_scans", "left_out": [scan_id]}.
@@ -383,7 +383,7 @@ MIN_T_SCALE = 4.0  # the colour scale reaches at least |t| 4: noise alone stays 
 
 
 def group_differences_figure(atlas, rows):
-    """(figure, info) of one atlas's group-difference table (``ltpa.groupdiff``): per
+    """(figure, info) of one atlas's group-difference table (``ltpa.qc.groupdiff``): per
     comparison, the matrix of Welch's t over the regions of the tested pairs (diverging
     colours, limits symmetric and shared by every comparison; untested pairs blank) with
     the ``MAX_MARKED`` top-ranked pairs outlined and numbered, and the ``MAX_RANKED``

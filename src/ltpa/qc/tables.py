@@ -298,7 +298,7 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1, kept=
 
 
 def _flags(scan_id, atlas, npy, pkl_path, kept) -> list[str]:
-    """What affects this row's results (ltpa.summary's flags): from the sidecars, and
+    """What affects this row's results (ltpa.qc.summary's flags): from the sidecars, and
     ``archived`` when the outputs were kept while their inputs are gone."""
     notes = output_notes(npy, scan_id, atlas)
     if pkl_path:

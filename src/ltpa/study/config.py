@@ -8,8 +8,8 @@ config against that file (``snakemake.utils.validate``, which fills in the defau
 the commands see the same values.
 
 A default of ``null`` means "computed from the study", in one place each: ``data_root``
-(the JSON's folder, ``ltpa.localdata.read_records``), ``results_dir`` (``<json stem>.ltpa``,
-``ltpa.study.study_work_dir``), ``log_dir`` and ``report_scan`` (``ltpa.study.Study``).
+(the JSON's folder, ``ltpa.study.localdata.read_records``), ``results_dir`` (``<json stem>.ltpa``,
+``ltpa.study.study.study_work_dir``), ``log_dir`` and ``report_scan`` (``ltpa.study.study.Study``).
 """
 
 from __future__ import annotations

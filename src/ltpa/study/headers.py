@@ -1,6 +1,6 @@
 """Facts read from input files before any job, cached by file identity.
 
-What the study check (``ltpa.study``) needs to know of each input -- a streamline file's
+What the study check (``ltpa.study.study``) needs to know of each input -- a streamline file's
 grid, a NIfTI's shape and affine, an atlas's label set, a region list -- is read once per
 file version: the cache is keyed by (device, inode, size, mtime_ns), kept in memory and in
 a JSON file in the study's work folder (``<json stem>.ltpa/cache/inputs.json``), so a

@@ -7,7 +7,7 @@ stays under it; ``make bench`` shows it against real data). Terms (bytes):
 
 - every job: ``BASE_MB`` (Python, numpy, numba and the compiled kernels: ~170 MB measured),
   the record tables of the read buffer (16 MB) and the buffer: 4 MB, grown to the largest
-  streamline when one is larger (at most ``ltpa.trk.MAX_RECORD_BYTES``, 64 MB, and at most
+  streamline when one is larger (at most ``ltpa.formats.trk.MAX_RECORD_BYTES``, 64 MB, and at most
   the body);
 - index: 20 per key-grid voxel (last id, count, slot), 8 per (voxel, streamline) pair --
   at most one per point, and a point takes at least 12 bytes of the trk -- and 16 per
@@ -39,7 +39,7 @@ MIB = 1 << 20
 
 
 def mem_mb(spec) -> int:
-    """Peak memory (MB) the job of ``spec`` (an ``ltpa.spec.JobSpec``) may need."""
+    """Peak memory (MB) the job of ``spec`` (an ``ltpa.study.spec.JobSpec``) may need."""
     step = spec.step
     extra = 0
     if step in ("index", "export", "label", "scalars"):

@@ -64,7 +64,7 @@ def fingerprint(path) -> str | None:
 
     Snakemake touches every output after its job, so an output's mtime is not what the
     sidecar saw; an output whose mtime moved by more than ``TOUCH_WINDOW_NS`` is compared by
-    this instead (see ``ltpa.staleness``).
+    this instead (see ``ltpa.study.staleness``).
     """
     try:
         with open(path, "rb") as fh:

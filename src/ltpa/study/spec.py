@@ -1,10 +1,10 @@
 """One description of a job: what to make, from which files, with which parameters.
 
 A ``JobSpec`` is built once per output (from a workflow target, or from the command line)
-and passed down whole: the runner (``ltpa.pipeline.run``), the steps, the sidecar and the
+and passed down whole: the runner (``ltpa.jobs.pipeline.run``), the steps, the sidecar and the
 staleness check all read the same fields, so a parameter exists in one place.
 ``params()`` is what, besides the input files, decides an output's content: the job
-records it in the sidecar and ``ltpa.staleness`` compares it with the study's now.
+records it in the sidecar and ``ltpa.study.staleness`` compares it with the study's now.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The workflow (``workflow/rules/common.smk``: which outputs Snakemake must rebuild) and
 ``ltpa status`` both call ``judge_all``. The answer depends only on the study's files: each
-output, its ``.json`` sidecar (``ltpa.sidecar``: what it was built from) and the inputs the
+output, its ``.json`` sidecar (``ltpa.study.sidecar``: what it was built from) and the inputs the
 JSON names now; never on Snakemake's records in the working directory, so it is the same
 from any folder, as a module, on a cluster, or after the study was moved.
 

@@ -1,7 +1,7 @@
 """What is missing? Every output of a local_data.json: ok, missing, out of date, or kept.
 
-The same targets as the workflow (``ltpa.targets``) and the same verdicts
-(``ltpa.staleness.judge_all``, which the workflow uses to decide what to rebuild), so
+The same targets as the workflow (``ltpa.study.targets``) and the same verdicts
+(``ltpa.study.staleness.judge_all``, which the workflow uses to decide what to rebuild), so
 ``ltpa status`` and ``snakemake -n`` agree; neither reads Snakemake's records.
 """
 
@@ -19,7 +19,7 @@ __all__ = ["Entry", "study_status", "format_status", "OK", "MISSING", "OUT_OF_DA
 
 @dataclass
 class Entry:
-    target: object  # ltpa.targets.Target
+    target: object  # ltpa.study.targets.Target
     status: str
     reason: str = ""
 
@@ -38,7 +38,7 @@ class Entry:
 
 
 def study_status(study) -> list[Entry]:
-    """One Entry per output the JSON names, in study order (a loaded ``ltpa.study.Study``)."""
+    """One Entry per output the JSON names, in study order (a loaded ``ltpa.study.study.Study``)."""
     return [Entry(t, v.status, v.reason) for t, v in zip(study.targets, study.verdicts)]
 
 

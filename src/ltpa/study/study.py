@@ -5,16 +5,16 @@ call, so they catch the same problems at the same time: before any job runs, and
 run. Every problem of the whole study is reported at once, each naming the scan, the field
 and the file. In order:
 
-1. the JSON: schema, records, field names close to known ones (``ltpa.localdata``);
+1. the JSON: schema, records, field names close to known ones (``ltpa.study.localdata``);
 2. paths (``check_paths``): every output and input of the whole study resolved (real paths,
    symlinked folders included); an output that is any input of any scan, the JSON itself,
    another output or another output's sidecar, an existing folder or a symbolic link is
    refused; outputs that differ only by letter case are warned about; a path that Snakemake
    would read as a wildcard (``{name}``) is refused;
-3. what must be (re)built (``ltpa.staleness``): an output whose inputs are missing is an
+3. what must be (re)built (``ltpa.study.staleness``): an output whose inputs are missing is an
    error when it must be built, a warning when it exists and is kept (archived inputs);
 4. the inputs of what must be built (``check_inputs``), from their headers, cached by file
-   identity (``ltpa.headers``): the streamline file's grid against its declared space; each
+   identity (``ltpa.study.headers``): the streamline file's grid against its declared space; each
    atlas's grid against the streamlines' (the same grid up to axis flips and permutations
    is reoriented by index, with a note; another grid is an error naming both affines);
    region lists that do not fit their atlas (labels not in the list, regions not in the
@@ -73,11 +73,11 @@ class Note:
 class Study:
     path: Path  # the JSON, resolved
     scans: list
-    targets: list  # every output the JSON names (ltpa.targets.Target)
+    targets: list  # every output the JSON names (ltpa.study.targets.Target)
     config: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
-    verdicts: list = field(default_factory=list)  # ltpa.staleness.Verdict per target
-    specs: dict = field(default_factory=dict)  # (rule, output) -> ltpa.spec.JobSpec
+    verdicts: list = field(default_factory=list)  # ltpa.study.staleness.Verdict per target
+    specs: dict = field(default_factory=dict)  # (rule, output) -> ltpa.study.spec.JobSpec
     notes: list = field(default_factory=list)  # Note
     problems: list = field(default_factory=list)  # what must be fixed before these jobs run
 

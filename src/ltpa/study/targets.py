@@ -53,8 +53,8 @@ class Target:
         return "numpy_path"
 
     def spec(self, config: dict):
-        """The job that makes this target (``ltpa.spec.JobSpec``), under ``config`` (with the
-        schema's defaults: ``ltpa.config``)."""
+        """The job that makes this target (``ltpa.study.spec.JobSpec``), under ``config`` (with the
+        schema's defaults: ``ltpa.study.config``)."""
         return JobSpec(
             STEP_OF_RULE[self.rule], str(self.output),
             {k: str(p) for k, p in self.inputs.items() if p is not None},
