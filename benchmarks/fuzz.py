@@ -63,20 +63,20 @@ machine. Inputs that take longer than 30 s are killed and count as crashes (hang
 - ``sidecar``: the real ``<output>.json`` of a pkl, a key .trk and two npys of the demo scan
   (made by ``index_scan``/``label_scan``), mutated as JSON (values of wrong types, huge ints,
   NaN, NUL and lone surrogates in paths, deep nesting, keys removed/added) and as text:
-  ``ltpa.staleness.judge_all([spec])`` (the ``JobSpec`` built as ``pipeline`` does),
-  ``ltpa.sidecar.read`` and ``sidecar.stats``. Any exception is a crash. Checked: a sidecar
+  ``ltpa.study.staleness.judge_all([spec])`` (the ``JobSpec`` built as ``pipeline`` does),
+  ``ltpa.study.sidecar.read`` and ``sidecar.stats``. Any exception is a crash. Checked: a sidecar
   equal to the original gives ``ok``; one that ``read`` refuses, or whose ``params`` differ
   from the job's, gives ``out of date``; other verdicts count as "accepted, no reference".
 - ``cache``: the study's header cache (``<stem>.ltpa/cache/inputs.json``) of a valid demo
   study, mutated as JSON and text (entries of wrong shapes, stale errors, garbage):
-  ``ltpa.study.load_study`` must find no problem, and leave a cache holding the same facts.
+  ``ltpa.study.study.load_study`` must find no problem, and leave a cache holding the same facts.
   The ``sidecar`` format also decodes ``region_ids`` (``sidecar.region_ids``): an edit is
   a clear error, never a silent decoding.
 - ``local_data``: the demo's local_data.json (and variants with .tck/native/reference_volume,
-  labels_path, track_scalars, b0 atlases) mutated as JSON and text: ``ltpa.study.load_study``;
+  labels_path, track_scalars, b0 atlases) mutated as JSON and text: ``ltpa.study.study.load_study``;
   a Study is checked against a schema-lite reading written here (a non-empty list of
   objects with unique, valid ``scan_id`` and string ``scan_group``, in order).
-- ``request``: what a job server child reads from a connection (``ltpa.jobserver``): the
+- ``request``: what a job server child reads from a connection (``ltpa.jobs.wire``): the
   client's real request (argv with a job spec, cwd, allowlisted env) mutated as JSON and text,
   nested up to 100,000 levels, framed with a length that is exact, short, long or 2^32-1 and
   0-4 descriptors, sent over a socketpair to ``_recv_request`` then ``parse_request``. An
@@ -143,7 +143,8 @@ STARTUP_TIMEOUT = 180.0
 FACE_TOL = 1e-3  # .tck/.trx: streamlines with a coordinate this close to a voxel face are skipped
 MAX_REF_POINTS = 50_000  # the slow references run on inputs up to this many points
 MAX_LABEL = 2**63 - 1
-# QSDR native voxel -> MNI key voxel (i + 6, 101 - j, k + 11), written out (not from ltpa.grids)
+# QSDR native voxel -> MNI key voxel (i + 6, 101 - j, k + 11), written out
+# (not from ltpa.formats.grids)
 MNI_DIM = (91, 109, 91)
 STUDY_TOKEN = "@STUDY@"
 
@@ -644,8 +645,8 @@ def run_streamlines(ctx: Ctx, path: Path, space: str, kind: str, reference) -> s
     """
     from ltpa import load_track_dataset
     from ltpa.errors import LtpaError
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.pipeline import index_scan, label_scan
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.jobs.pipeline import index_scan, label_scan
 
     ctx.clean_out()
     out_pkl, out_npy = ctx.out / "out.pkl", ctx.out / "out.npy"
@@ -751,7 +752,7 @@ class TrkFormat:
                                self.reference_of(path.read_bytes()))
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.pipeline import index_scan; "
+        return (f"{sys.executable} -c \"from ltpa.jobs.pipeline import index_scan; "
                 f"index_scan('{path}', '/tmp/fuzz_repro.pkl', space='{meta['space']}')\"")
 
 
@@ -834,7 +835,7 @@ SPECIAL_ROWS = [[NAN, NAN, NAN], [NAN, 1.0, 2.0], [1.0, NAN, 2.0], [INF, INF, IN
 
 def qsdr_ras_streamlines(rng, n, allow_empty=True, max_len=12):
     """Streamlines in RAS mm for the QSDR grid: voxel centres +-0.45, a few on faces or outside."""
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
     out = []
     for i in range(n):
@@ -1093,7 +1094,7 @@ class TckFormat:
         return Payload("input.tck", data, {}), "; ".join(descs) or "reserialized"
 
     def run(self, ctx, path, meta):
-        from ltpa.grids import QSDR_AFFINE
+        from ltpa.formats.grids import QSDR_AFFINE
 
         def ref():
             import nibabel as nib
@@ -1117,7 +1118,7 @@ class TckFormat:
         return run_streamlines(ctx, path, "qsdr", ".tck", ref)
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.pipeline import index_scan; "
+        return (f"{sys.executable} -c \"from ltpa.jobs.pipeline import index_scan; "
                 f"index_scan('{path}', '/tmp/fuzz_repro.pkl', space='qsdr')\"")
 
 
@@ -1128,7 +1129,7 @@ TRX_UINTS = {"uint32": "<u4", "uint64": "<u8", "uint16": "<u2", "int64": "<i8", 
 
 
 def trx_members(sls, pos="float32", off="uint32", final=True, extra=()):
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
     lengths = [len(s) for s in sls]
     nv, ns = int(sum(lengths)), len(sls)
@@ -1171,7 +1172,7 @@ class TrxFormat:
         import nibabel as nib
         from trx.trx_file_memmap import TrxFile, save
 
-        from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+        from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
         rng = ctx.rng_seeds
         self.seeds = []
@@ -1367,7 +1368,7 @@ class TrxFormat:
         return Payload("input.trx", raw, {}), "; ".join(descs) or "repacked"
 
     def run(self, ctx, path, meta):
-        from ltpa.grids import QSDR_AFFINE
+        from ltpa.formats.grids import QSDR_AFFINE
 
         def ref():
             from trx.trx_file_memmap import load
@@ -1405,7 +1406,7 @@ class TrxFormat:
         return out
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.pipeline import index_scan; "
+        return (f"{sys.executable} -c \"from ltpa.jobs.pipeline import index_scan; "
                 f"index_scan('{path}', '/tmp/fuzz_repro.pkl', space='qsdr')\"")
 
 
@@ -1414,8 +1415,8 @@ class TrxFormat:
 
 def write_walks_trk(path, rng, n=30):
     """Random walks through the QSDR grid (voxmm), so random atlases give many ids."""
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.trkwrite import write_trk
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
 
     dim = np.array(QSDR_DIM) * 2.0
     sls = []
@@ -1428,7 +1429,7 @@ def write_walks_trk(path, rng, n=30):
 
 
 def make_study(ctx, n_scans=1) -> Path:
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     study = ctx.work / "study"
     make_demo(study, n_scans=n_scans, n_per_side=8, n_background=4)
@@ -1466,8 +1467,8 @@ class NiftiFormat:
         import networkx as nx
         import nibabel as nib
 
-        from ltpa.demo import atlas_volume
-        from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+        from ltpa.demo.small import atlas_volume
+        from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
         rng = ctx.rng_seeds
         study = make_study(ctx)
@@ -1645,8 +1646,8 @@ class NiftiFormat:
         import nibabel as nib
 
         from ltpa.errors import LtpaError
-        from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-        from ltpa.pipeline import label_scan
+        from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+        from ltpa.jobs.pipeline import label_scan
 
         ctx.clean_out()
         trk = self.trks[meta["trk"]]
@@ -1900,7 +1901,7 @@ class GraphmlFormat:
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
-        from ltpa.regions import regions_from_graphml
+        from ltpa.formats.regions import regions_from_graphml
 
         try:
             got = regions_from_graphml(path)
@@ -1972,7 +1973,7 @@ class GraphmlFormat:
         return "equal" if accepted else "rejected"
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.regions import regions_from_graphml; "
+        return (f"{sys.executable} -c \"from ltpa.formats.regions import regions_from_graphml; "
                 f"print(regions_from_graphml('{path}'))\"")
 
 
@@ -2110,7 +2111,7 @@ class LabelsFormat:
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
-        from ltpa.regions import regions_from_table
+        from ltpa.formats.regions import regions_from_table
 
         try:
             got = [int(v) for v in regions_from_table(path)]
@@ -2140,7 +2141,7 @@ class LabelsFormat:
     def _why(self, ctx, data, got, want):
         """A WrongAnswer named by its cause, when a known one explains the difference."""
         from ltpa.errors import LtpaError
-        from ltpa.regions import regions_from_table
+        from ltpa.formats.regions import regions_from_table
 
         side = ctx.work / "ref" / "unbommed.tsv"
         if data.startswith(b"\xef\xbb\xbf"):
@@ -2157,7 +2158,7 @@ class LabelsFormat:
                               f"give {str(want)[:60]} (int() refuses it: read as a header row)")
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.regions import regions_from_table; "
+        return (f"{sys.executable} -c \"from ltpa.formats.regions import regions_from_table; "
                 f"print(regions_from_table('{path}'))\"")
 
 
@@ -2175,9 +2176,9 @@ class SidecarFormat:
            "metadata_sha256", "connection_ids_start_at", "legacy_dsi2_mni_offset", "stats", "build")
 
     def setup(self, ctx):
-        from ltpa import staleness
-        from ltpa.pipeline import index_scan, label_scan
-        from ltpa.spec import JobSpec
+        from ltpa.jobs.pipeline import index_scan, label_scan
+        from ltpa.study import staleness
+        from ltpa.study.spec import JobSpec
 
         def _abs(p):
             return os.path.abspath(str(p))
@@ -2250,7 +2251,7 @@ class SidecarFormat:
         return seed["side"]
 
     def run(self, ctx, path, meta):
-        from ltpa import sidecar, staleness
+        from ltpa.study import sidecar, staleness
 
         seed = next(s for s in self.seeds if s["name"] == meta["target"])
         spec = self.specs[meta["target"]]
@@ -2351,7 +2352,7 @@ class LocalDataFormat:
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
-        from ltpa.study import load_study
+        from ltpa.study.study import load_study
 
         try:
             study = load_study(path)
@@ -2385,7 +2386,7 @@ class LocalDataFormat:
         return "equal"
 
     def direct(self, path, meta):
-        return (f"{sys.executable} -c \"from ltpa.study import load_study; "
+        return (f"{sys.executable} -c \"from ltpa.study.study import load_study; "
                 f"load_study('{path}')\"")
 
 
@@ -2402,14 +2403,14 @@ def _json_depth_slow(v) -> int:
 
 class RequestFormat:
     """What a job server child reads from a connection: the framed JSON request and the
-    client's descriptors (``jobserver._recv_request`` over a socketpair, then
+    client's descriptors (``wire.recv_request`` over a socketpair, then
     ``parse_request``)."""
 
     name = "request"
     HOT = ("argv", "cwd", "env", "PATH", "HOME", "LANG", "TMPDIR", "LTPA_JOB_SERVER")
 
     def setup(self, ctx):
-        from ltpa.jobserver import job_environment
+        from ltpa.jobs.wire import job_environment
 
         spec = json.dumps({"step": "index", "output": "/study/s1/s1.pkl",
                            "inputs": {"trk_file": "/study/s1/s1.trk"}, "scan_id": "s1"})
@@ -2447,7 +2448,7 @@ class RequestFormat:
         import socket
         import threading
 
-        from ltpa import jobserver
+        from ltpa.jobs import wire
 
         body = path.read_bytes()
         n = {"exact": len(body), "short": max(0, len(body) - 3), "long": len(body) + 5,
@@ -2474,9 +2475,9 @@ class RequestFormat:
         got_fds = []
         try:
             try:
-                data, got_fds = jobserver._recv_request(b, time.monotonic() + 5)
-                msg = jobserver.parse_request(data)
-            except jobserver.BadRequest:
+                data, got_fds = wire.recv_request(b, time.monotonic() + 5)
+                msg = wire.parse_request(data)
+            except wire.BadRequest:
                 msg = None
         finally:
             b.close()  # first: a sender still writing a refused request gets EPIPE
@@ -2496,10 +2497,10 @@ class RequestFormat:
             raise WrongAnswer("frame", f"accepted {meta} framing")
         want = json.loads(body.decode("utf-8"))
         ctx.phase("ltpa")
-        if _json_depth_slow(want) > jobserver.MAX_JSON_DEPTH:
+        if _json_depth_slow(want) > wire.MAX_JSON_DEPTH:
             raise WrongAnswer("depth", "accepted a request nested deeper than the bound")
         ok_env = {k: v for k, v in want["env"].items()
-                  if k in jobserver.ENV_NAMES or k.startswith(jobserver.ENV_PREFIXES)}
+                  if k in wire.ENV_NAMES or k.startswith(wire.ENV_PREFIXES)}
         if msg != {"argv": want["argv"], "cwd": want["cwd"], "env": ok_env}:
             raise WrongAnswer("request", "the parsed request is not the JSON's (env filtered)")
         if not (isinstance(msg["cwd"], str) and msg["cwd"].startswith("/")
@@ -2524,7 +2525,7 @@ class CacheFormat:
            "vox_to_ras", "n_count", "shape", "affine")
 
     def setup(self, ctx):
-        from ltpa.study import load_study
+        from ltpa.study.study import load_study
 
         self.study = make_study(ctx, n_scans=2)
         local_data = self.study / "local_data.json"
@@ -2555,8 +2556,8 @@ class CacheFormat:
 
     def run(self, ctx, path, meta):
         from ltpa.errors import LtpaError
-        from ltpa.headers import _well_formed
-        from ltpa.study import load_study
+        from ltpa.study.headers import _well_formed
+        from ltpa.study.study import load_study
 
         try:
             load_study(self.study / "local_data.json", {})

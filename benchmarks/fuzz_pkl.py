@@ -210,10 +210,10 @@ def handmade(marker: str) -> list[tuple[str, bytes]]:
 
 def real_seeds(folder: Path) -> list[bytes]:
     """Format-1 pkls (small, and one with big aligned arrays) and the committed format-0 file."""
-    from ltpa.demo import make_streamlines
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.pipeline import index_scan
-    from ltpa.trkwrite import write_trk
+    from ltpa.demo.small import make_streamlines
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
+    from ltpa.jobs.pipeline import index_scan
 
     seeds = []
     for n, m in ((3, 1), (400, 50)):

@@ -2,15 +2,15 @@
 
     python benchmarks/fuzz_trk.py [--seconds 60] [--seed 0] [--mem-gb 4]
 
-Starts from small real .trk files (written with ``ltpa.trkwrite.write_trk``; with
+Starts from small real .trk files (written with ``ltpa.formats.trkwrite.write_trk``; with
 and without per-point scalars and per-streamline properties; little- and
 big-endian; QSDR and small native grids; zero- and one-point streamlines) and
 mutates their bytes: bit flips, random bytes, truncation, appended garbage, a
 streamline's count word set to huge / negative / zero, header fields (n_count,
 dim, voxel size, hdr_size, scalar/property counts, voxel order, magic) set to
 edge values, NaN/inf injected into coordinates, splices between seeds. Every
-input goes through ``ltpa.pipeline.index_scan`` (TrkFile + build_index + pickle
-write) and ``ltpa.pipeline.label_scan`` (an atlas on the trk's grid: its shape and the
+input goes through ``ltpa.jobs.pipeline.index_scan`` (TrkFile + build_index + pickle
+write) and ``ltpa.jobs.pipeline.label_scan`` (an atlas on the trk's grid: its shape and the
 affine nibabel derives from the header) into a temp
 folder; the pkl is read back with ``ltpa.load_track_dataset``. An accepted input
 is also checked against the slow references (dict-of-sets hashing and dsi2's
@@ -68,7 +68,7 @@ def _with_scalars(path, sls, dim, vs, order, affine, n_scalars, n_props, rng, bi
     """A .trk with per-point scalars and per-streamline properties, byte by byte."""
     from nibabel.streamlines.trk import header_2_dtype
 
-    from ltpa.trkwrite import make_header
+    from ltpa.formats.trkwrite import make_header
 
     hdr = make_header(dim, vs, order, affine, len(sls))
     hdr["nb_scalars_per_point"] = n_scalars
@@ -86,8 +86,8 @@ def _with_scalars(path, sls, dim, vs, order, affine, n_scalars, n_props, rng, bi
 
 def make_seeds(folder: Path, rng) -> list[dict]:
     """Small valid inputs: (path, space, byte order, stride, n_props)."""
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.trkwrite import write_trk
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
 
     seeds = []
     dim, vs = (10, 12, 8), (2.0, 2.0, 2.0)
@@ -270,8 +270,8 @@ def atlas_affine(header) -> np.ndarray:
 
 def check_against_reference(data, trk_path, space, ds, ids, atlas):
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from ltpa.grids import key_map_for
-    from ltpa.trk import TrkFile
+    from ltpa.formats.grids import key_map_for
+    from ltpa.formats.trk import TrkFile
     from reference import hash_slow, label_slow
 
     with TrkFile(trk_path) as trk:
@@ -303,8 +303,8 @@ def run_one(data: bytes, seed, work: Path, atlas_cache: dict, rng) -> str:
 
     from ltpa import load_track_dataset
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import index_scan, label_scan
-    from ltpa.trk import TrkFile
+    from ltpa.formats.trk import TrkFile
+    from ltpa.jobs.pipeline import index_scan, label_scan
 
     trk_path = work / "input.trk"
     trk_path.write_bytes(data)
@@ -396,7 +396,7 @@ def save_crash(data: bytes, seed, how, text: str, sig: str) -> str:
     cid = hashlib.sha1(data).hexdigest()[:12]
     trk = OUT / f"{cid}.trk"
     trk.write_bytes(data)
-    repro = (f"{sys.executable} -c \"from ltpa.pipeline import index_scan, label_scan; "
+    repro = (f"{sys.executable} -c \"from ltpa.jobs.pipeline import index_scan, label_scan; "
              f"index_scan('{trk}', '/tmp/fuzz_repro.pkl', space='{seed['space']}')\"")
     (OUT / f"{cid}.txt").write_text(
         f"signature: {sig}\nseed: {seed['path'].name} (space {seed['space']})\n"

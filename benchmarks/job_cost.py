@@ -58,7 +58,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=1, help="runs per variant, min taken (default 1)")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     root = Path(tempfile.mkdtemp(prefix="ltpa-jobcost-"))
     try:

@@ -69,7 +69,7 @@ def roi_voxels(dim):
 def child(kind, json_path):
     import numpy as np
 
-    from ltpa.grids import MNI_DIM
+    from ltpa.formats.grids import MNI_DIM
 
     voxels = roi_voxels(MNI_DIM)
     t0 = time.perf_counter()
@@ -177,9 +177,9 @@ def base_files(n, data, out):
 
 def build_study(n_scans, n, data, out):
     """A study of ``n_scans`` scans whose pkl/npy are hard links to the base files."""
-    from ltpa import sidecar
-    from ltpa.config import default_config
-    from ltpa.study import load_study
+    from ltpa.study import sidecar
+    from ltpa.study.config import default_config
+    from ltpa.study.study import load_study
 
     trk, atlas, graphml, pkl, npy = base_files(n, data, out)
     folder = out / f"study_{n}_{n_scans}"

@@ -6,9 +6,9 @@
     .venv/bin/python benchmarks/report_scale.py --repeat 3           # min wall of 3 runs
 
 What is measured: the package functions the QC rules call, each in a fresh interpreter
-(``ltpa.qc.write_summary`` for qc_summary, ``ltpa.report.plot_share_unlabeled``,
+(``ltpa.qc.tables.write_summary`` for qc_summary, ``ltpa.qc.report.plot_share_unlabeled``,
 ``plot_lengths``, ``plot_connectivity`` for one atlas of 129 regions,
-``ltpa.groupdiff.write_group_differences`` and ``plot_group_differences`` for the same
+``ltpa.qc.groupdiff.write_group_differences`` and ``plot_group_differences`` for the same
 atlas), on the first N scans of one generated study: per scan the tables the qc_scan rule
 writes (``qc/scans/<scan>.tsv``, 2 atlases; ``qc/lengths/<scan>.tsv``, 2 mm bins) and one
 atlas's connection-id npy (int64, ``--streamlines`` per scan) with its sidecar and a
@@ -71,9 +71,9 @@ def child(step: str, n: int, folder: str) -> None:
 
     sys.path.insert(0, str(REPO / "src"))
     t_import = time.perf_counter()
-    from ltpa import report
-    from ltpa.groupdiff import write_group_differences
-    from ltpa.qc import write_summary
+    from ltpa.qc import report
+    from ltpa.qc.groupdiff import write_group_differences
+    from ltpa.qc.tables import write_summary
 
     report._plt()  # matplotlib imported before the clock starts
     t_import = time.perf_counter() - t_import

@@ -11,7 +11,7 @@ What is compared: the workflow (workflow/Snakefile, qc=False) against a plain Sn
 with the same jobs, both dry runs of the same generated study, measured in the same run.
 The workflow's rules have output patterns like ``{prefix}{scan}{suffix}`` whose wildcard
 constraints are regex alternations over every output of the study (common.smk
-``constraints()``, ltpa.targets ``pinned_alternation``), so each match costs O(outputs)
+``constraints()``, ltpa.study.targets ``pinned_alternation``), so each match costs O(outputs)
 and a dry run O(N^2); the plain Snakefile's patterns (``{scan}/{scan}.pkl``, ...) cost
 O(1) per match. Targets: workflow within 1.5x of the plain Snakefile at 1,000, 3,000 and
 10,000 scans (start-up subtracted from both), peak RSS <= 2 GB at 10,000 scans, and

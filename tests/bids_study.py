@@ -13,8 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ltpa.demo import make_study_demo
-from ltpa.regions import region_names
+from ltpa.demo.study import make_study_demo
+from ltpa.formats.regions import region_names
 
 # (subject, session) -> demo scan
 SESSIONS = {("01", "1"): "s01", ("01", "2"): "s04", ("02", "1"): "s03"}

@@ -58,7 +58,7 @@ def planned_jobs(proc_output):
 @pytest.fixture
 def demo_study(tmp_path):
     """A fresh copy of the built-in demo study (3 scans, 2 atlases) in a temp folder."""
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     path = make_demo(tmp_path / "study", n_scans=3, seed=1, n_per_side=15, n_background=10)
     return path

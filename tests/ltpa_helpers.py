@@ -16,10 +16,10 @@ def build_study(folder, n_scans=4, n_streamlines=1200, seed=0, extra_formats=Tru
     """The demo study (``make_study_demo``: .trk scans, a b0-space scan, a .tck) with every
     output made by the workflow's steps; with ``extra_formats`` two more scans: the first
     scan's streamlines as a .trk.gz and as a .trx (the same subject)."""
-    from ltpa.config import default_config
-    from ltpa.demo import make_study_demo
-    from ltpa.pipeline import run
-    from ltpa.study import load_study
+    from ltpa.demo.study import make_study_demo
+    from ltpa.jobs.pipeline import run
+    from ltpa.study.config import default_config
+    from ltpa.study.study import load_study
 
     path = make_study_demo(folder, n_scans=n_scans, n_streamlines=n_streamlines, seed=seed)
     scans = json.loads(path.read_text())

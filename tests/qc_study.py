@@ -11,7 +11,7 @@ _BUILT = {}
 def built_study(tmp_path_factory):
     """(workdir, local_data.json, study folder) after a full run; made once per session."""
     if "study" not in _BUILT:
-        from ltpa.demo import make_demo
+        from ltpa.demo.small import make_demo
 
         root = tmp_path_factory.mktemp("qc_study")
         local_data = make_demo(root / "study", n_scans=3, seed=1, n_per_side=15, n_background=10)
@@ -48,7 +48,7 @@ def write_synthetic_qc(folder, n_scans, *, atlases=SYNTHETIC_ATLASES, npy_atlase
                        high_every=53, low_every=0):
     """QC tables as the qc_scan rule writes them, for ``n_scans`` scans, without a workflow run.
 
-    Per scan: ``qc/scans/<scan>.tsv`` (one row per atlas, ``ltpa.qc.QC_COLUMNS``) and
+    Per scan: ``qc/scans/<scan>.tsv`` (one row per atlas, ``ltpa.qc.tables.QC_COLUMNS``) and
     ``qc/lengths/<scan>.tsv`` (2 mm length histogram of ``n_streamlines`` streamlines);
     for the atlases in ``npy_atlases`` also ``<scan>/<atlas>.npy`` (connection ids whose
     share of 0 is the row's ``share_unlabeled``) with its sidecar naming the graphml.
@@ -59,8 +59,8 @@ def write_synthetic_qc(folder, n_scans, *, atlases=SYNTHETIC_ATLASES, npy_atlase
     """
     import numpy as np
 
-    from ltpa import sidecar
-    from ltpa.qc import LENGTH_BIN_MM, QC_COLUMNS, write_tsv
+    from ltpa.qc.tables import LENGTH_BIN_MM, QC_COLUMNS, write_tsv
+    from ltpa.study import sidecar
 
     folder = Path(folder)
     rng = np.random.default_rng(seed)

@@ -65,7 +65,8 @@ def test_every_subcommand_documents_every_argument_and_its_default(name):
 
 
 def test_ltpa_job_and_job_server_help():
-    from ltpa import client, jobserver
+    from ltpa.jobs import client
+    from ltpa.jobs import server as jobserver
 
     _check(client.build_parser(), _help(str(BIN / "ltpa-job")))
-    _check(jobserver.build_parser(), _help(sys.executable, "-m", "ltpa.jobserver"))
+    _check(jobserver.build_parser(), _help(sys.executable, "-m", "ltpa.jobs.server"))

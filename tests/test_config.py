@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from ltpa.config import SCHEMA_PATH, default_config, read_config, schema, with_defaults
 from ltpa.errors import LtpaError
+from ltpa.study.config import SCHEMA_PATH, default_config, read_config, schema, with_defaults
 
 
 def readme_rows():
@@ -91,7 +91,7 @@ FALLBACK = re.compile(r"config\.get\(")
     + [p.relative_to(REPO) for p in (REPO / "src" / "ltpa").glob("*.py")]), ids=str)
 def test_no_default_outside_the_schema(path):
     """No `config.get(key, default)` (nor `or default`) in the workflow or the package: a config
-    is always filled from the schema first (ltpa.config, snakemake.utils.validate)."""
+    is always filled from the schema first (ltpa.study.config, snakemake.utils.validate)."""
     text = (REPO / path).read_text()
     assert not FALLBACK.search(text), f"{path}: config.get(...) (defaults live in the schema)"
 

@@ -23,8 +23,8 @@ import pytest
 from scipy.io import loadmat
 
 from conftest import run_snakemake, study_folder
-from ltpa.demo import PLANTED, make_study_demo, study_atlas, study_regions
-from ltpa.grids import QSDR_AFFINE, QSDR_DIM
+from ltpa.demo.study import PLANTED, make_study_demo, study_atlas, study_regions
+from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 
 GRAPHML_NS = "{http://graphml.graphdrawing.org/xmlns}"
 
@@ -85,8 +85,8 @@ def test_atlases_and_region_lists_agree(tmp_path):
         assert node["dn_name"].rsplit("_", 1)[0] == n33[int(parents[0])]
     assert {PLANTED[0], PLANTED[1]} <= set(n33.values())
     # what the study declares passes the workflow's checks before any job, with no notes
-    from ltpa.config import default_config
-    from ltpa.study import load_study
+    from ltpa.study.config import default_config
+    from ltpa.study.study import load_study
 
     study = load_study(local_data, default_config())
     assert study.warnings == [] and study.notes == [] and study.problems == []
@@ -263,7 +263,7 @@ def test_planted_effect_recovered_from_the_workflow_outputs(tmp_path):
     assert (folder / tck["pkl_path"]).exists() and (folder / tck["pkl_trk_path"]).exists()
 
     # the QC summary: one row per scan and atlas, with the groups and no flags
-    from ltpa.qc import read_tsv
+    from ltpa.qc.tables import read_tsv
 
     rows = read_tsv(study_folder(local_data) / "qc" / "summary.tsv")
     assert len(rows) == 2 * len(scans)
@@ -316,7 +316,7 @@ def test_repeats_make_a_subjects_scans_more_alike_than_two_subjects(tmp_path):
     attributes; the per-scan connection-count vectors (ids not 0) of a subject's two scans
     are more alike (cosine similarity) than those of two subjects, far beyond the spread of
     the between-subject pairs."""
-    from ltpa.pipeline import label_scan
+    from ltpa.jobs.pipeline import label_scan
 
     local_data = make_study_demo(tmp_path / "d", n_scans=12, n_streamlines=4000, seed=2,
                                  repeats=2)

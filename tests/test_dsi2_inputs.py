@@ -10,13 +10,13 @@ import pytest
 from scipy.io import savemat
 
 from conftest import planned_jobs, run_snakemake
-from ltpa.b0map import map_b0_atlas
 from ltpa.errors import LtpaError
-from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-from ltpa.pipeline import label_scan, scalars_scan
-from ltpa.regions import regions_from_table
-from ltpa.sidecar import read as _sidecar_read
-from ltpa.trkwrite import write_trk
+from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+from ltpa.formats.regions import regions_from_table
+from ltpa.formats.trkwrite import write_trk
+from ltpa.jobs.pipeline import label_scan, scalars_scan
+from ltpa.prepared.b0map import map_b0_atlas
+from ltpa.study.sidecar import read as _sidecar_read
 
 
 def read_sidecar(path):

@@ -10,10 +10,10 @@ from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
 
 from ltpa import load_track_dataset
 from ltpa.errors import LtpaError
-from ltpa.formats import as_trk
-from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-from ltpa.pipeline import index_scan, label_scan
-from ltpa.trkwrite import write_trk
+from ltpa.formats.convert import as_trk
+from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+from ltpa.formats.trkwrite import write_trk
+from ltpa.jobs.pipeline import index_scan, label_scan
 
 QSDR_HDR = {"dimensions": np.array(QSDR_DIM), "voxel_sizes": np.array([2.0, 2, 2]),
             "voxel_order": b"LPS", "voxel_to_rasmm": QSDR_AFFINE}

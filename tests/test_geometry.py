@@ -20,9 +20,9 @@ from nibabel.testing import data_path as NIB_DATA
 
 from conftest import BIN, run_snakemake, study_folder
 from ltpa import cli
-from ltpa.demo import make_demo
-from ltpa.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE
-from ltpa.pipeline import label_scan
+from ltpa.demo.small import make_demo
+from ltpa.formats.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE
+from ltpa.jobs.pipeline import label_scan
 from reference import label_slow, read_trk_slow
 
 LTPA = str(BIN / "ltpa")

@@ -1,4 +1,4 @@
-"""The group-difference table (ltpa.groupdiff) and its plot against direct computations on
+"""The group-difference table (ltpa.qc.groupdiff) and its plot against direct computations on
 small hand-made npys: Welch's t and p from scipy.stats.ttest_ind(equal_var=False), the
 q-values from scipy.stats.false_discovery_control, shares and pairs counted here."""
 
@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ltpa import sidecar
-from ltpa.groupdiff import (
+from ltpa.qc.groupdiff import (
     COLUMNS,
     MIN_MEAN_COUNT,
     bh_q,
@@ -17,7 +16,8 @@ from ltpa.groupdiff import (
     welch_t,
     write_group_differences,
 )
-from ltpa.qc import read_tsv
+from ltpa.qc.tables import read_tsv
+from ltpa.study import sidecar
 from qc_study import write_graphml_with_names
 
 
@@ -192,7 +192,7 @@ def _counts(truth, group, pair):
 
 
 def test_one_region_list_gives_connection_ids_and_the_plot_ranks_the_table(tmp_path):
-    from ltpa.report import MAX_RANKED, group_differences_figure
+    from ltpa.qc.report import MAX_RANKED, group_differences_figure
 
     graphml = tmp_path / "atlas.graphml"
     names = write_graphml_with_names(graphml, N_REGIONS)

@@ -7,9 +7,9 @@ import pytest
 
 from ltpa import TrackDataset, load_track_dataset
 from ltpa.errors import LtpaError
-from ltpa.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE, QSDR_DIM, key_map_for
-from ltpa.pipeline import index_scan
-from ltpa.trkwrite import write_trk
+from ltpa.formats.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE, QSDR_DIM, key_map_for
+from ltpa.formats.trkwrite import write_trk
+from ltpa.jobs.pipeline import index_scan
 from reference import hash_slow, read_trk_slow
 
 
@@ -146,7 +146,7 @@ def test_wrong_space_header_is_an_error(tmp_path, rng):
 @pytest.mark.parametrize("space,dim,order", [("qsdr", QSDR_DIM, "LPS"), ("mni", MNI_DIM, "RPI")])
 def test_hashing_in_small_ranges_matches_reference(tmp_path, rng, monkeypatch, space, dim, order):
     """The compiled counting sort, fed a few streamlines at a time (pages released between)."""
-    import ltpa.trk as trkmod
+    import ltpa.formats.trk as trkmod
 
     sls = boundary_streamlines(rng, 400, dim, spread=0.3)
     # revisit voxels non-consecutively within a streamline: a, b, a
@@ -166,7 +166,7 @@ def test_hashing_in_small_ranges_matches_reference(tmp_path, rng, monkeypatch, s
 
 
 def test_pkl_loads_with_plain_pickle_and_keeps_the_trk_body(tmp_path, rng):
-    from ltpa.trk import read_trk
+    from ltpa.formats.convert import read_trk
 
     sls = boundary_streamlines(rng, 200, QSDR_DIM)
     trk = tmp_path / "q.trk"
@@ -207,7 +207,7 @@ def test_key_trk_export_is_exact(tmp_path, rng, monkeypatch):
     import nibabel as nib
     from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
 
-    import ltpa.trk as trkmod
+    import ltpa.formats.trk as trkmod
 
     sls = [s for s in boundary_streamlines(rng, 60, QSDR_DIM) if len(s)]
     hdr = {"dimensions": np.array(QSDR_DIM), "voxel_sizes": np.array([2.0, 2, 2]),

@@ -22,8 +22,8 @@ from bids_study import (
 )
 from conftest import BIN, run_snakemake
 from ltpa.errors import LtpaError
+from ltpa.formats.regions import region_names, regions_from_graphml, regions_from_table
 from ltpa.init import check_spec, init_study, merged_spec, scan_id_of
-from ltpa.regions import region_names, regions_from_graphml, regions_from_table
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_init_gives_a_study_that_validates_and_builds_the_demos_npys(tree, demo)
     # the demo's own entries for the same scans, labeled by the package function the
     # workflow's jobs call
     from bids_study import SESSIONS
-    from ltpa.pipeline import label_scan
+    from ltpa.jobs.pipeline import label_scan
 
     demo_records = {r["scan_id"]: r for r in json.loads((demo / "local_data.json").read_text())}
     for (subject, session), scan in SESSIONS.items():

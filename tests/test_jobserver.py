@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import BIN
-from ltpa import jobserver
+from ltpa.jobs import wire
 
 LTPA_JOB = str(BIN / "ltpa-job")
 
@@ -32,8 +32,8 @@ LTPA_JOB = str(BIN / "ltpa-job")
 
 
 def write_tiny_trk(path):
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.trkwrite import write_trk
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
 
     sls = [np.array([[50.0, 60.0, 40.0], [52.0, 61.0, 41.0], [54.0, 62.0, 43.0]],
                     np.float32)] * 3
@@ -54,7 +54,7 @@ def runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
     env = dict(os.environ, XDG_RUNTIME_DIR=str(run), LTPA_JOB_SERVER_IDLE="20")
     env.pop("LTPA_JOB_SERVER", None)
-    return env, jobserver.socket_path()
+    return env, wire.socket_path()
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def server(runtime):
     """A real job server on the test's socket: (its Popen, the socket path, the client env)."""
     env, path = runtime
     path.parent.mkdir(mode=0o700)
-    proc = subprocess.Popen([sys.executable, "-m", "ltpa.jobserver", "--socket", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "ltpa.jobs.server", "--socket", str(path)],
                             env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not path.exists():
@@ -100,7 +100,7 @@ def raw_request(path, payload: bytes, fds=(0, 1, 2)):
             if fds else []
         sock.sendmsg([struct.pack("!I", len(payload)) + payload], anc)
         try:
-            return jobserver.recv_message(sock)
+            return wire.recv_message(sock)
         except OSError:
             return None
 
@@ -160,7 +160,7 @@ class FakeServer:
                     json.dump(rec, fh)
                 os.rename(bind_dir / "record.json.tmp", bind_dir / "record.json")
                 for msg in answer:
-                    jobserver.send_message(conn, msg)
+                    wire.send_message(conn, msg)
                     time.sleep(0.05)
                 time.sleep(2)
             except BaseException:
@@ -234,27 +234,27 @@ def test_every_job_error_reaches_the_log(tmp_path, runtime, via):
 
 def test_folder_checks(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # as in a SLURM job
-    assert jobserver.socket_path().parent == Path("/tmp") / f"ltpa-{os.getuid()}"
+    assert wire.socket_path().parent == Path("/tmp") / f"ltpa-{os.getuid()}"
     good = tmp_path / "good"
-    assert jobserver.folder_problem(good) is None  # made, 0700, ours
+    assert wire.folder_problem(good) is None  # made, 0700, ours
     assert stat.S_IMODE(os.lstat(good).st_mode) == 0o700
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)
-    assert "mode 0777; expected uid" in jobserver.folder_problem(shared)
+    assert "mode 0777; expected uid" in wire.folder_problem(shared)
     os.chmod(shared, 0o750)
-    assert "mode 0750" in jobserver.folder_problem(shared)
+    assert "mode 0750" in wire.folder_problem(shared)
     link = tmp_path / "link"
     link.symlink_to(good)
-    assert "is a symlink" in jobserver.folder_problem(link)
+    assert "is a symlink" in wire.folder_problem(link)
     plain = tmp_path / "file"
     plain.write_text("")
-    assert "is not a folder" in jobserver.folder_problem(plain)
+    assert "is not a folder" in wire.folder_problem(plain)
     if os.getuid() == 0 and NOBODY is not None:
         theirs = tmp_path / "theirs"
         theirs.mkdir(mode=0o700)
         os.chown(theirs, NOBODY, NOBODY)
-        assert f"belongs to uid {NOBODY} with mode 0700" in jobserver.folder_problem(theirs)
+        assert f"belongs to uid {NOBODY} with mode 0700" in wire.folder_problem(theirs)
 
 
 def test_the_environment_sent_is_an_allowlist():
@@ -262,7 +262,7 @@ def test_the_environment_sent_is_an_allowlist():
            "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "LTPA_JOB_SERVER": "1",
            "SLURM_JOB_ID": "7", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "GITHUB_TOKEN": "t0k3n",
            "SSH_AUTH_SOCK": "/tmp/agent", "LD_PRELOAD": "/x.so", "PYTHONPATH": "/evil"}
-    sent = jobserver.job_environment(env)
+    sent = wire.job_environment(env)
     assert set(sent) == {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS",
                          "NUMBA_NUM_THREADS", "LTPA_JOB_SERVER", "SLURM_JOB_ID"}
     assert all(sent[k] == env[k] for k in sent)
@@ -278,7 +278,7 @@ def _takeover_setup(tmp_path, monkeypatch, folder_mode, owner):
                LTPA_JOB_SERVER_TIMEOUT="5")
     env.pop("LTPA_JOB_SERVER", None)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    path = jobserver.socket_path()
+    path = wire.socket_path()
     path.parent.mkdir(mode=0o700)
     os.chmod(path.parent, folder_mode)
     if owner is not None:
@@ -327,7 +327,7 @@ def test_a_server_of_ours_gets_only_the_allowlist_and_success_needs_the_output(
         fake.stop()
     assert rec is not None and rec["request"] is not None, rec
     sent = rec["request"]["env"]
-    assert "SECRET_TOKEN" not in sent and set(sent) == set(jobserver.job_environment(env))
+    assert "SECRET_TOKEN" not in sent and set(sent) == set(wire.job_environment(env))
     assert proc.returncode == 1 and not out.exists()
     assert f"reported success but the output {str(out)!r} does not exist" in proc.stderr
 
@@ -349,12 +349,12 @@ def test_a_silent_connection_stalls_no_job(tmp_path, server):
         assert job.returncode == 0 and out.exists(), job.stderr
         assert "warning" not in job.stderr
         # the silent connection's child gives up after REQUEST_TIMEOUT
-        deadline = t0 + jobserver.REQUEST_TIMEOUT + 30
+        deadline = t0 + wire.REQUEST_TIMEOUT + 30
         while children_of(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not children_of(proc.pid)
         silent.settimeout(10)  # its connection was ended, never given a job
-        assert jobserver.recv_message(silent) == {"exit": 65}
+        assert wire.recv_message(silent) == {"exit": 65}
     finally:
         silent.close()
 
@@ -437,22 +437,22 @@ def test_bad_requests_leak_nothing_and_the_server_survives(tmp_path, server):
 def test_request_parser_refuses_deep_large_and_wrong_requests():
     deep = b"[" * 1_000_000 + b"]" * 1_000_000
     for payload, message in [
-            (deep[:2 * jobserver.MAX_JSON_DEPTH + 10], "nested more than 64"),
-            (b"x" * (jobserver.MAX_REQUEST + 1), "at most"),
+            (deep[:2 * wire.MAX_JSON_DEPTH + 10], "nested more than 64"),
+            (b"x" * (wire.MAX_REQUEST + 1), "at most"),
             (b'{"argv": [], "cwd": "/"}', "argv, cwd and env"),
             (b'{"argv": [1], "cwd": "/", "env": {}}', "list of strings"),
             (b'{"argv": [], "cwd": "/", "env": {"A": 1}}', "names to strings"),
             (b'{"argv": [], "cwd": "/", "env": {"A=B": "1"}}', "NUL"),
             (b"\xff", "not UTF-8"), (b"{", "not JSON")]:
-        with pytest.raises(jobserver.BadRequest, match=message):
-            jobserver.parse_request(payload)
+        with pytest.raises(wire.BadRequest, match=message):
+            wire.parse_request(payload)
     # nesting inside a string is text, not depth
     ok = json.dumps({"argv": ["[" * 1000], "cwd": "/", "env": {"LANG": "C", "SECRET": "x"}})
-    assert jobserver.parse_request(ok.encode()) == {"argv": ["[" * 1000], "cwd": "/",
+    assert wire.parse_request(ok.encode()) == {"argv": ["[" * 1000], "cwd": "/",
                                                     "env": {"LANG": "C"}}
     t0 = time.perf_counter()
-    with pytest.raises(jobserver.BadRequest):
-        jobserver.parse_request(deep[:jobserver.MAX_REQUEST])
+    with pytest.raises(wire.BadRequest):
+        wire.parse_request(deep[:wire.MAX_REQUEST])
     assert time.perf_counter() - t0 < 5
 
 
@@ -476,7 +476,7 @@ def test_json_depth_matches_a_recursive_reference():
     for _ in range(300):
         v = make(int(rng.integers(0, 8)))
         v = v.item() if hasattr(v, "item") else v
-        assert jobserver.json_depth(json.dumps(v)) == slow(v), v
+        assert wire.json_depth(json.dumps(v)) == slow(v), v
 
 
 

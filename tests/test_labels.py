@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from ltpa.errors import LtpaError
-from ltpa.grids import QSDR_AFFINE, QSDR_DIM, Grid
-from ltpa.labels import load_atlas
-from ltpa.pipeline import label_scan
-from ltpa.regions import regions_from_graphml
-from ltpa.sidecar import read as read_sidecar_pair
-from ltpa.trkwrite import write_trk
+from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM, Grid
+from ltpa.formats.regions import regions_from_graphml
+from ltpa.formats.trkwrite import write_trk
+from ltpa.jobs.pipeline import label_scan
+from ltpa.prepared.labels import load_atlas
+from ltpa.study.sidecar import read as read_sidecar_pair
 from reference import label_slow, read_trk_slow, region_pair_dict
 
 DIM = (20, 24, 18)
@@ -225,7 +225,7 @@ def test_grid_edges_and_outside_count_exact(tmp_path, rng, monkeypatch, vs):
     coordinate against per-axis thresholds instead of dividing; this pins it to
     floor(float64(x) / voxel_size) at every face, and the count of outside points.
     """
-    import ltpa.trk as trkmod
+    import ltpa.formats.trk as trkmod
 
     atlas = rng.integers(0, 6, DIM).astype(np.int16)
     edges = []
@@ -291,7 +291,7 @@ def test_graphml_region_list_is_networkx_node_ids(tmp_path):
 
 def test_labeling_in_any_buffer_size_matches_the_reference(tmp_path, rng, monkeypatch):
     """One read path for every file: records split across buffers, grown buffers, errors."""
-    import ltpa.trk as trkmod
+    import ltpa.formats.trk as trkmod
 
     seen = set()
     for it in range(40):
@@ -326,7 +326,7 @@ def test_labeling_in_any_buffer_size_matches_the_reference(tmp_path, rng, monkey
 @pytest.mark.parametrize("n_regions", [1, 2, 7, 40])
 def test_pair_index_is_the_position_in_triu_indices(n_regions):
     """The one connection-id rule the demo and the reader use: (lo, hi) -> triu position."""
-    from ltpa.labels import pair_index
+    from ltpa.prepared.connections import pair_index
 
     rows, cols = np.triu_indices(n_regions)
     got = pair_index(rows, cols, n_regions)

@@ -19,8 +19,8 @@ import pytest
 from conftest import BIN, REPO
 from ltpa import LtpaError, load_track_dataset
 from ltpa.dataset import FORMAT_VERSION, save_track_dataset
-from ltpa.grids import MNI_DIM
-from ltpa.pipeline import index_scan
+from ltpa.formats.grids import MNI_DIM
+from ltpa.jobs.pipeline import index_scan
 from reference import hash_slow, read_trk_slow
 
 DATA = Path(__file__).parent / "data"
@@ -94,9 +94,9 @@ def test_format_1_round_trip_plain_pickle_and_in_place_arrays(tmp_path):
 
 
 def test_big_arrays_are_aligned_and_read_in_place(tmp_path, rng):
-    from ltpa.demo import make_streamlines
-    from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-    from ltpa.trkwrite import write_trk
+    from ltpa.demo.small import make_streamlines
+    from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
 
     sls, _ = make_streamlines(rng, 3000, 300)
     trk = tmp_path / "big.trk"
@@ -222,7 +222,6 @@ def test_index_contents_are_checked_on_load_naming_the_file(tmp_path, case):
     """ids of streamlines that do not exist (>= n gave a raw IndexError in a query, -1
     silently meant streamline n-1), backwards pointers, unsorted or out-of-grid voxels."""
     from ltpa.dataset import _restore
-    from ltpa.reader import TrackDataSource  # noqa: F401 - the query path must see the same
 
     good = load_track_dataset(V0)
     n = good.get_ntracks()
@@ -243,7 +242,7 @@ def _bounded_load(payload, tmp_path, seconds=60):
     bad.write_bytes(payload)
     code = ("import resource, sys, ltpa\n"
             "from ltpa.errors import LtpaError\n"
-            "from ltpa.safepickle import _dtype_table\n"
+            "from ltpa.prepared.safepickle import _dtype_table\n"
             "_dtype_table()\n"  # imports what a load imports, before the baseline
             "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -277,7 +276,7 @@ def test_a_dtype_state_of_shared_nodes_is_refused_at_once(tmp_path):
 @pytest.mark.parametrize("what", ["marks", "memo", "put"])
 def test_marks_and_memo_entries_count_against_the_object_bound(tmp_path, what):
     """30 MB of MARK reached 2.1 GB: marks and memo entries are bounded like objects."""
-    from ltpa.safepickle import MAX_OBJECTS
+    from ltpa.prepared.safepickle import MAX_OBJECTS
 
     payload = {"marks": b"\x80\x05" + b"(" * (30 << 20) + b".",
                "memo": b"\x80\x05N" + b"\x94" * (MAX_OBJECTS + 10) + b".",

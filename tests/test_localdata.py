@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ltpa.errors import LtpaError
-from ltpa.localdata import load_local_data
+from ltpa.study.localdata import load_local_data
 
 
 def write(tmp_path, data, name="local_data.json"):
@@ -16,7 +16,7 @@ def write(tmp_path, data, name="local_data.json"):
 
 def problems(tmp_path, data):
     """Every problem of a study, as the workflow, validate and status report them."""
-    from ltpa.study import load_study
+    from ltpa.study.study import load_study
 
     with pytest.raises(LtpaError) as err:
         load_study(write(tmp_path, data))

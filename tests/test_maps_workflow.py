@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 
 from conftest import run_snakemake, study_folder
-from ltpa import sidecar
-from ltpa.config import with_defaults
 from ltpa.errors import LtpaError
 from ltpa.maps_workflow import (
     build_map,
@@ -27,8 +25,10 @@ from ltpa.maps_workflow import (
     top_table_rows,
     write_top_table,
 )
-from ltpa.staleness import OK, OUT_OF_DATE
-from ltpa.study import load_study
+from ltpa.study import sidecar
+from ltpa.study.config import with_defaults
+from ltpa.study.staleness import OK, OUT_OF_DATE
+from ltpa.study.study import load_study
 
 ATLAS = {"name": "Lausanne2008", "parameters": {"scale": 33}}
 PLANTED = ["lh.superiorfrontal", "lh.precuneus"]
@@ -37,8 +37,8 @@ PLANTED = ["lh.superiorfrontal", "lh.precuneus"]
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A 6-scan demo study (3 controls, 3 patients) with its pkls and npys made."""
-    from ltpa.demo import make_study_demo
-    from ltpa.pipeline import run
+    from ltpa.demo.study import make_study_demo
+    from ltpa.jobs.pipeline import run
 
     path = make_study_demo(tmp_path_factory.mktemp("maps") / "study", n_scans=6,
                            n_streamlines=1500, seed=4)
@@ -106,7 +106,7 @@ def test_coverage_map_file_sidecar_and_top_centers(study):
     assert len(top) == 10
     assert [t["value"] for t in top] == sorted((t["value"] for t in top), reverse=True)
     assert top[0]["value"] == np.nanmax(vol) == 6  # every scan covers the busiest centers
-    from ltpa.demo import study_regions
+    from ltpa.demo.study import study_regions
 
     names = {r["id"]: r["name"] for r in study_regions()["scale33"]}
     iu = np.triu_indices(83)
@@ -124,7 +124,7 @@ def test_coverage_map_file_sidecar_and_top_centers(study):
     rows = top_table_rows(body)
     assert [r["rank"] for r in rows] == list(range(1, 11))
     assert rows[0]["connections"].startswith(top[0]["drivers"][0]["name"])
-    # a fresh map is up to date; the verdict is the workflow's (ltpa.staleness)
+    # a fresh map is up to date; the verdict is the workflow's (ltpa.study.staleness)
     study_ = load_study(study, config)
     assert [v.status for v in map_verdicts([job], study_.specs.values())] == [OK]
 
@@ -142,7 +142,7 @@ def test_group_difference_map_with_permutations(study, tmp_path):
     vol = np.asarray(nib.load(job.output).dataobj)
     scans = json.loads(study.read_text())
     patient = np.array([s["scan_group"] == "patient" for s in scans])
-    from ltpa.demo import study_pair_id
+    from ltpa.demo.study import study_pair_id
 
     cid = study_pair_id(PLANTED)
     for t in body["top_centers"][:3]:
@@ -220,7 +220,7 @@ def test_bad_map_items_are_reported_together_before_any_job(study):
 
 
 def test_mosaic_figure(study, tmp_path):
-    from ltpa.report import map_mosaic_figure, mosaic_slices, plot_map
+    from ltpa.qc.report import map_mosaic_figure, mosaic_slices, plot_map
 
     item = {"name": "cov0", "atlas": ATLAS, "radius": 0, "stat": "coverage"}
     job, _ = make(study, item)

@@ -20,9 +20,9 @@ from ltpa.analysis.patterns import (
     sphere_offsets,
     write_patterns_file,
 )
-from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-from ltpa.pipeline import index_scan, label_scan, write_patterns
-from ltpa.trkwrite import write_trk
+from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+from ltpa.formats.trkwrite import write_trk
+from ltpa.jobs.pipeline import index_scan, label_scan, write_patterns
 from ltpa_helpers import brute_patterns, build_study, source_of, sphere_voxels
 
 DATA = Path(__file__).parent / "data"
@@ -272,7 +272,7 @@ def test_workflow_builds_patterns_and_rebuilds_only_when_inputs_change(tmp_path)
     import yaml
 
     from conftest import planned_jobs, run_snakemake
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     study = make_demo(tmp_path / "study", n_scans=2, seed=2, n_per_side=10, n_background=5)
     cfg = tmp_path / "patterns.yaml"

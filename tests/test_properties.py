@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ltpa import load_track_dataset
-from ltpa.pipeline import index_scan, label_scan
-from ltpa.trkwrite import write_trk
+from ltpa.formats.trkwrite import write_trk
+from ltpa.jobs.pipeline import index_scan, label_scan
 from reference import hash_slow, label_slow, read_trk_slow
 
 # 40 examples by default (a few seconds); LTPA_HYPOTHESIS_EXAMPLES=1000 for a longer search

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from conftest import study_folder
-from ltpa.qc import connection_matrix, decode_pairs, pair_counts, read_tsv, streamline_lengths
-from ltpa.trk import open_trk
+from ltpa.formats.trk import open_trk
+from ltpa.prepared.connections import connection_matrix, decode_pairs, pair_counts
+from ltpa.qc.tables import read_tsv, streamline_lengths
 from qc_study import built_study
 from reference import read_trk_slow
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import BIN
 from ltpa import LtpaError, TrackDataSource
-from ltpa.grids import MNI_AFFINE, MNI_DIM
+from ltpa.formats.grids import MNI_AFFINE, MNI_DIM
 from reference import hash_slow, read_trk_slow, region_pair_dict
 
 DATA = Path(__file__).parent / "data"
@@ -25,10 +25,10 @@ def qsdr_key(v):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The demo study (3 scans, 2 atlases) with every output made by the workflow's steps."""
-    from ltpa.config import default_config
-    from ltpa.demo import make_demo
-    from ltpa.pipeline import run
-    from ltpa.study import load_study
+    from ltpa.demo.small import make_demo
+    from ltpa.jobs.pipeline import run
+    from ltpa.study.config import default_config
+    from ltpa.study.study import load_study
 
     path = make_demo(tmp_path_factory.mktemp("reader") / "study", n_scans=3, seed=3,
                      n_per_side=20, n_background=15)
@@ -95,9 +95,9 @@ def test_scans_table(study):
 
 @pytest.mark.parametrize("max_runs", [0, 256, 10**9])  # both ways of gathering id ranges
 def test_query_ijk_equals_brute_force_on_random_rois(study, reference, max_runs, monkeypatch):
-    import ltpa.reader
+    import ltpa.analysis.lookup
 
-    monkeypatch.setattr(ltpa.reader, "_MAX_RUNS", max_runs)
+    monkeypatch.setattr(ltpa.analysis.lookup, "_MAX_RUNS", max_runs)
     source = source_of(study)
     rng = np.random.default_rng(2024)
     keys = {sid: np.array(sorted(t)) for sid, t in reference.items()}
@@ -177,9 +177,9 @@ def test_mask_query(study, reference, tmp_path):
     with pytest.raises(LtpaError, match="does not exist"):
         source.query_ijk(tmp_path / "none.nii.gz")
     # a key grid whose header has no affine (an old native trk): shape and voxel size
-    from ltpa.reader import KeyGrid, _Roi
+    from ltpa.analysis.roi import KeyGrid, Roi
 
-    roi = _Roi.from_input(path)
+    roi = Roi.from_input(path)
     assert roi.check(KeyGrid(MNI_DIM, (2.0, 2.0, 2.0), None)) is None
     assert "no affine: shape and voxel size compared" in \
         roi.check(KeyGrid(MNI_DIM, (1.0, 1.0, 1.0), None))

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import BIN
-from ltpa.groupdiff import group_differences
-from ltpa.pipeline import index_scan, label_scan
-from ltpa.reader import TrackDataSource
-from ltpa.regions import regions_from_graphml
-from ltpa.report import connectivity_figure
+from ltpa.analysis.reader import TrackDataSource
+from ltpa.formats.regions import regions_from_graphml
+from ltpa.jobs.pipeline import index_scan, label_scan
+from ltpa.qc.groupdiff import group_differences
+from ltpa.qc.report import connectivity_figure
 
 KINDS = ("graphml", "lut", "dseg")
 
@@ -23,7 +23,7 @@ KINDS = ("graphml", "lut", "dseg")
 def study(tmp_path_factory):
     """The 4-scan cube demo with its pkls, and per kind of region list a local_data.json
     whose scale33 labeling reads that list, its npys made, and the names that list gives."""
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     root = tmp_path_factory.mktemp("names")
     local_data = make_demo(root / "study", n_scans=4, seed=2)
@@ -31,7 +31,7 @@ def study(tmp_path_factory):
     records = json.loads(local_data.read_text())
     graphml = folder / records[0]["track_labels"][0]["graphml_path"]
     ids = regions_from_graphml(graphml).tolist()
-    from ltpa.regions import region_names
+    from ltpa.formats.regions import region_names
 
     lists = {
         "graphml": (graphml, "graphml_path", region_names(graphml, "graphml")),

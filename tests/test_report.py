@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import run_snakemake, study_folder
-from ltpa import sidecar
-from ltpa.qc import write_summary
-from ltpa.regions import region_names
-from ltpa.report import (
+from ltpa.formats.regions import region_names
+from ltpa.qc.report import (
     MAX_NAMED_OUTLIERS,
     MAX_STRIP_POINTS,
     MAX_TICK_LABELS,
@@ -25,6 +23,8 @@ from ltpa.report import (
     lengths_figure,
     share_unlabeled_figure,
 )
+from ltpa.qc.tables import write_summary
+from ltpa.study import sidecar
 from qc_study import built_study, write_graphml_with_names, write_synthetic_qc
 from tools.browser import find_chromium, open_report, rendered_part
 

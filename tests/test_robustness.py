@@ -23,9 +23,9 @@ import pytest
 
 from conftest import BIN, SNAKEFILE, SNAKEMAKE, run_snakemake, study_folder
 from ltpa import load_track_dataset
-from ltpa.demo import make_demo, make_streamlines
-from ltpa.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
-from ltpa.trkwrite import write_trk
+from ltpa.demo.small import make_demo, make_streamlines
+from ltpa.formats.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
+from ltpa.formats.trkwrite import write_trk
 from reference import hash_slow, label_slow, read_trk_slow
 
 LTPA = str(BIN / "ltpa")
@@ -464,7 +464,7 @@ def test_second_snakemake_on_the_same_study_is_locked_out(tmp_path):
     assert "--unlock" in second.output
     assert first.returncode == 0, output[-3000:]
     # the first run's outputs are whole and right
-    from ltpa.pipeline import index_scan, label_scan
+    from ltpa.jobs.pipeline import index_scan, label_scan
 
     ref = tmp_path / "ref"
     index_scan(study / "s1" / "s1.trk", ref / "s1.pkl", space="qsdr")
@@ -500,7 +500,7 @@ def small_native_trk(path, **header):
 
 def test_garbage_voxel_order_is_an_error_in_native_space(tmp_path):
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import index_scan
+    from ltpa.jobs.pipeline import index_scan
 
     trk = small_native_trk(tmp_path / "order.trk", voxel_order=b"\x03\xf4<)")
     with pytest.raises(LtpaError, match=r"order.trk': the trk header's voxel_order '.*' is not "
@@ -511,7 +511,7 @@ def test_garbage_voxel_order_is_an_error_in_native_space(tmp_path):
 
 def test_header_grid_too_big_for_memory_is_a_clear_error(tmp_path):
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import index_scan
+    from ltpa.jobs.pipeline import index_scan
 
     trk = small_native_trk(tmp_path / "huge.trk", dimensions=[32767, 32767, 32767])
     with pytest.raises(LtpaError, match=r"huge.trk'?: the key grid 32767x32767x32767 "
@@ -578,7 +578,7 @@ def test_trx_header_json_nested_too_deep_is_an_ltpa_error(tmp_path):
     import zipfile
 
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import index_scan
+    from ltpa.jobs.pipeline import index_scan
 
     trx = tmp_path / "deep.trx"
     deep = "[" * 100_000 + "]" * 100_000
@@ -600,7 +600,7 @@ def test_trx_header_json_nested_too_deep_is_an_ltpa_error(tmp_path):
 def test_trx_member_compressed_unknown_way_or_encrypted_is_an_ltpa_error(tmp_path, rng):
     """Finding 2 (NotImplementedError / RuntimeError from zipfile): clear errors naming the file."""
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import index_scan
+    from ltpa.jobs.pipeline import index_scan
 
     good = small_trx(tmp_path, rng)
     index_scan(good, tmp_path / "good.pkl", space="qsdr")  # the unpatched file is fine
@@ -627,7 +627,7 @@ def write_text_bytes(path, data: bytes):
 def test_graphml_with_an_unknown_encoding_is_an_ltpa_error(good, tmp_path):
     """Finding 3 (LookupError from the XML parser)."""
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import label_scan
+    from ltpa.jobs.pipeline import label_scan
 
     head, rest = good["graphml"].read_bytes().split(b"?>", 1)
     gml = write_text_bytes(tmp_path / "bogus.graphml",
@@ -644,7 +644,7 @@ def test_graphml_with_an_unknown_encoding_is_an_ltpa_error(good, tmp_path):
 def test_graphml_node_ids_below_one_are_an_ltpa_error(tmp_path, node_id):
     """Finding 4 (OverflowError for a node id < -2^63): ids are checked before any conversion."""
     from ltpa.errors import LtpaError
-    from ltpa.regions import regions_from_graphml
+    from ltpa.formats.regions import regions_from_graphml
 
     g = nx.Graph()
     g.add_nodes_from(["4", node_id, "9"])
@@ -663,7 +663,7 @@ def test_graphml_region_list_is_what_networkx_reads(good, tmp_path, case):
     """Findings 5/6: the region list is networkx's node ids (a node only an edge names counts;
     a node inside a node, or in a graph nested in a node, does not unless networkx reads it),
     checked through label_scan's sidecar against networkx itself."""
-    from ltpa.pipeline import label_scan
+    from ltpa.jobs.pipeline import label_scan
 
     ids = sorted(int(n) for n in nx.read_graphml(str(good["graphml"])).nodes)
     nodes = "".join(f'<node id="{i}"/>' for i in ids[1:])
@@ -688,7 +688,7 @@ def test_graphml_region_list_is_what_networkx_reads(good, tmp_path, case):
 
 def test_label_table_with_a_utf8_bom_reads_its_first_row(good, tmp_path):
     """Finding 7: a BOM (Excel's "CSV UTF-8") is not content, so row 1 is not a header."""
-    from ltpa.pipeline import label_scan
+    from ltpa.jobs.pipeline import label_scan
 
     rows = [(1, "a"), (4, "b"), (9, "c"), (23, "d")]
     plain = "".join(f"{i}\t{n}\r\n" for i, n in rows)
@@ -698,7 +698,7 @@ def test_label_table_with_a_utf8_bom_reads_its_first_row(good, tmp_path):
     assert side["region_ids"] == [i for i, _ in rows]
     # with a header row too
     table.write_bytes(b"\xef\xbb\xbfindex,name\n" + plain.replace("\t", ",").encode())
-    from ltpa.regions import regions_from_table
+    from ltpa.formats.regions import regions_from_table
 
     assert regions_from_table(table).tolist() == [i for i, _ in rows]
 
@@ -706,7 +706,7 @@ def test_label_table_with_a_utf8_bom_reads_its_first_row(good, tmp_path):
 def test_label_table_index_of_more_digits_than_int_reads_is_an_ltpa_error(tmp_path):
     """Finding 8 (int()'s 4300-digit limit read it as a header row): a clear error instead."""
     from ltpa.errors import LtpaError
-    from ltpa.regions import regions_from_table
+    from ltpa.formats.regions import regions_from_table
 
     for k, first in enumerate([False, True]):
         table = tmp_path / f"long{k}.tsv"
@@ -755,7 +755,7 @@ def test_local_data_scan_ids_and_unusable_paths_are_listed(tmp_path):
 def label_spec(good, out):
     """The JobSpec of ``ltpa label TRK ATLAS OUT --graphml G`` (as pipeline.label_scan builds
     it)."""
-    from ltpa.spec import JobSpec
+    from ltpa.study.spec import JobSpec
 
     return JobSpec("label", os.path.abspath(out),
                    {"trk_file": str(good["trk"]), "volume_path": str(good["atlas"]),
@@ -765,7 +765,7 @@ def label_spec(good, out):
 def test_sidecar_with_nul_or_surrogate_paths_makes_only_its_output_out_of_date(good, tmp_path):
     """Finding 12: such a sidecar is 'not an ltpa sidecar' (sidecar._check); staleness never
     hands such a path to the file system (_same_path treats ValueError as different)."""
-    from ltpa import sidecar, staleness
+    from ltpa.study import sidecar, staleness
 
     out = fresh_out(good, tmp_path, 0) / "s1.npy"
     spec = label_spec(good, out)
@@ -796,7 +796,7 @@ def test_sidecar_with_nul_or_surrogate_paths_makes_only_its_output_out_of_date(g
 
 def test_sidecar_null_input_record_for_a_field_the_job_does_not_have(good, tmp_path):
     """Finding 13 (TypeError: None['path']): a null record is no input, like an absent one."""
-    from ltpa import staleness
+    from ltpa.study import staleness
 
     out = fresh_out(good, tmp_path, 0) / "s1.npy"
     spec = label_spec(good, out)
@@ -814,8 +814,8 @@ def test_sidecar_null_input_record_for_a_field_the_job_does_not_have(good, tmp_p
 
 def test_staleness_paths_no_file_system_takes_are_missing_files(good, tmp_path):
     """Finding 16 (ValueError / UnicodeEncodeError from os.stat): missing, not a crash."""
-    from ltpa import staleness
-    from ltpa.spec import JobSpec
+    from ltpa.study import staleness
+    from ltpa.study.spec import JobSpec
 
     ok = label_spec(good, fresh_out(good, tmp_path, 0) / "s1.npy")
     bad_out = JobSpec("label", str(tmp_path / "o\x00.npy"), dict(ok.inputs), space="qsdr")
@@ -836,7 +836,7 @@ def test_trk_vox_to_ras_with_no_voxel_order_is_an_ltpa_error(tmp_path):
     from nibabel.orientations import io_orientation
 
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import index_scan
+    from ltpa.jobs.pipeline import index_scan
 
     assert np.isnan(io_orientation(np.array(SHEARED))).any()  # what makes it unusable
     trk = small_native_trk(tmp_path / "sheared.trk", voxel_to_rasmm=SHEARED)
@@ -857,7 +857,7 @@ def test_trk_voxel_order_that_is_no_orientation_is_an_ltpa_error(tmp_path, order
     """Found beside 14/15 (the same ValueError in trk_affine): three letters that are no
     voxel order."""
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import index_scan
+    from ltpa.jobs.pipeline import index_scan
 
     trk = small_native_trk(tmp_path / "order.trk", voxel_order=order)
     with pytest.raises(LtpaError, match=rf"order\.trk': the trk header's voxel_order "
@@ -870,7 +870,7 @@ def test_atlas_affine_with_no_voxel_order_is_refused_not_a_crash(good, tmp_path)
     """Finding 15 (ValueError in conform_plan): an atlas whose affine nibabel cannot orient is
     'not the streamlines' grid', naming the atlas."""
     from ltpa.errors import LtpaError
-    from ltpa.pipeline import label_scan
+    from ltpa.jobs.pipeline import label_scan
 
     img = nib.load(str(good["atlas"]))
     affine = QSDR_AFFINE.copy()

@@ -181,7 +181,7 @@ def test_our_cluster_is_known_by_marker_pid_name_and_state(tmp_path, monkeypatch
 
 
 def make_study(folder):
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     # the same arguments as conftest's demo_study fixture: identical inputs
     return make_demo(folder, n_scans=3, seed=1, n_per_side=15, n_background=10)
@@ -332,7 +332,7 @@ def test_slurm_run_equals_local_run(tmp_path):
 def test_a_100_scan_study_is_5_slurm_jobs_of_20_scans(tmp_path):
     """scans_per_job (default 20): a 100-scan study, 700 data jobs, is 5 SLURM jobs + 1."""
     require_cluster()
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     study = make_demo(tmp_path / "study", n_scans=100, seed=2, n_per_side=2, n_background=1)
     output, elapsed = run_on_cluster(tmp_path / "work", study)

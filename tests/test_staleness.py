@@ -1,6 +1,6 @@
 """In-place edits that keep a file's size (a lab fixing labels in its atlas, a corrected trk
 coordinate) make the outputs built from it out of date; a touch that keeps the content does
-not. In-process: ltpa.staleness is the one function the workflow and `ltpa status` call."""
+not. In-process: ltpa.study.staleness is the one function the workflow and `ltpa status` call."""
 
 import os
 
@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ltpa import sidecar, staleness
-from ltpa.pipeline import label_scan
-from ltpa.spec import JobSpec
-from ltpa.trkwrite import write_trk
+from ltpa.formats.trkwrite import write_trk
+from ltpa.jobs.pipeline import label_scan
+from ltpa.study import sidecar, staleness
+from ltpa.study.spec import JobSpec
 
 AFFINE = np.diag([2.0, 2, 2, 1])
 

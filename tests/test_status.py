@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import BIN, planned_jobs, run_snakemake
-from ltpa.demo import make_streamlines
-from ltpa.grids import QSDR_AFFINE, QSDR_DIM
-from ltpa.trkwrite import write_trk
+from ltpa.demo.small import make_streamlines
+from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+from ltpa.formats.trkwrite import write_trk
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Checks before any job (#19): one listing of every problem, outputs that may not overwrite,
 the header cache, sidecars and caches that are special files or tampered with, names.
 
-In process: each test calls ``ltpa.study.load_study`` (what the workflow, ``ltpa validate``
+In process: each test calls ``ltpa.study.study.load_study`` (what the workflow, ``ltpa validate``
 and ``ltpa status`` call) on a real demo study.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltpa.config import with_defaults
-from ltpa.demo import make_demo
+from ltpa.demo.small import make_demo
 from ltpa.errors import LtpaError
-from ltpa.study import load_study
+from ltpa.study.config import with_defaults
+from ltpa.study.study import load_study
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_output_names_too_long_for_the_temp_and_sidecar_files_are_refused(study)
     edit(study, lambda d: d[2]["track_labels"][1].update(numpy_path=f"s3/{ok}"))
     load_study(study, {})
     from ltpa.io import atomic_path
-    from ltpa.sidecar import path_of
+    from ltpa.study.sidecar import path_of
 
     with atomic_path(path_of(study.parent / "s3" / ok)) as tmp:  # the longest temp name
         tmp.write_text("{}")
@@ -252,7 +252,7 @@ def test_a_read_error_is_not_cached(study):
 
 def test_a_failed_read_is_not_cached_whoever_runs_the_test(study, tmp_path):
     """The chmod test above as root: a read that fails once (an NFS hiccup), then works."""
-    from ltpa.headers import InputFacts, _nifti_header
+    from ltpa.study.headers import InputFacts, _nifti_header
 
     atlas = study.parent / "s2" / "s2.scale33.QSDR.nii.gz"
     calls = []
@@ -344,7 +344,7 @@ def test_fifos_at_the_cache_and_sidecar_paths_neither_hang_nor_fail(study):
 
 
 def test_dev_zero_at_a_sidecar_path_is_refused_without_reading_it(study):
-    from ltpa import sidecar
+    from ltpa.study import sidecar
 
     out = study.parent / "s1" / "scale33.npy"
     np.save(out, np.arange(3))
@@ -354,7 +354,7 @@ def test_dev_zero_at_a_sidecar_path_is_refused_without_reading_it(study):
 
 
 def test_sidecar_region_ids_beyond_int64_make_the_sidecar_invalid(tmp_path):
-    from ltpa import sidecar
+    from ltpa.study import sidecar
 
     out = tmp_path / "x.npy"
     np.save(out, np.arange(3))
@@ -378,7 +378,7 @@ def test_config_defaults_know_overwrite_foreign():
 @pytest.fixture
 def built(study):
     """The demo study with every output built in process (the jobs' own function)."""
-    from ltpa.pipeline import run
+    from ltpa.jobs.pipeline import run
 
     s = load_study(study, {})
     for spec in s.specs.values():
@@ -411,8 +411,8 @@ def test_an_in_place_edit_of_an_output_with_a_fresh_mtime_is_out_of_date(built):
 
 
 def test_sidecar_region_ids_edited_in_range_are_an_error_when_read(built):
-    from ltpa import sidecar
-    from ltpa.reader import TrackDataSource
+    from ltpa.analysis.reader import TrackDataSource
+    from ltpa.study import sidecar
 
     npy = built.parent / "s1" / "scale33.npy"
     src = TrackDataSource(built)
@@ -447,10 +447,10 @@ def test_sidecar_region_ids_edited_in_range_are_an_error_when_read(built):
 def mixed_orders(tmp_path):
     """Two scans of the same streamlines in native space: one trk in RAS voxel order, one in
     LPS (x and y axes flipped), with their pkls; and the RAS grid's affine."""
-    from ltpa.demo import make_streamlines
-    from ltpa.grids import QSDR_DIM
-    from ltpa.pipeline import run
-    from ltpa.trkwrite import write_trk
+    from ltpa.demo.small import make_streamlines
+    from ltpa.formats.grids import QSDR_DIM
+    from ltpa.formats.trkwrite import write_trk
+    from ltpa.jobs.pipeline import run
 
     rng = np.random.default_rng(7)
     streamlines, _ = make_streamlines(rng, 20, 10)
@@ -482,8 +482,8 @@ def test_a_mask_in_any_voxel_order_selects_the_same_streamlines_in_every_scan(mi
                                                                               tmp_path):
     import nibabel as nib
 
-    from ltpa.grids import QSDR_DIM
-    from ltpa.reader import TrackDataSource
+    from ltpa.analysis.reader import TrackDataSource
+    from ltpa.formats.grids import QSDR_DIM
 
     local_data, ras, streamlines = mixed_orders
     mask = np.zeros(QSDR_DIM, np.uint8)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
-from ltpa.sidecar import HASH_MAX_BYTES
+from ltpa.study.sidecar import HASH_MAX_BYTES
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,7 @@ def test_run_from_the_study_folder_and_as_a_module(tmp_path, demo_study):
 
 
 def test_two_studies_run_from_one_folder_keep_their_own_results(tmp_path):
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     a = make_demo(tmp_path / "a", n_scans=2, seed=3, n_per_side=10, n_background=5)
     b = make_demo(tmp_path / "b", n_scans=2, seed=4, n_per_side=10, n_background=5)

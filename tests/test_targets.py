@@ -1,12 +1,13 @@
-"""ltpa.targets: atlas keys from file names, and the regexes of the rules' ``{path}`` wildcard."""
+"""ltpa.study.targets: atlas keys from file names, and the regexes of the rules' ``{path}``
+wildcard."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-from ltpa.localdata import LabelRecord, ScanRecord
-from ltpa.targets import (
+from ltpa.study.localdata import LabelRecord, ScanRecord
+from ltpa.study.targets import (
     RULE_EXPORT,
     RULE_INDEX,
     RULE_LABEL,

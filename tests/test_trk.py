@@ -6,9 +6,10 @@ import pytest
 from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
 
 from ltpa.errors import LtpaError
-from ltpa.grids import QSDR_AFFINE
-from ltpa.trk import open_trk, read_trk
-from ltpa.trkwrite import write_trk
+from ltpa.formats.convert import read_trk
+from ltpa.formats.grids import QSDR_AFFINE
+from ltpa.formats.trk import open_trk
+from ltpa.formats.trkwrite import write_trk
 from reference import read_trk_slow
 
 
@@ -135,7 +136,7 @@ def test_walk_in_small_ranges_without_n_count(tmp_path, rng, monkeypatch):
     """The compiled walk, resumed across range boundaries and growing its count array."""
     from nibabel.streamlines.trk import header_2_dtype
 
-    import ltpa.trk as trkmod
+    import ltpa.formats.trk as trkmod
 
     sls = random_streamlines(rng, 300)
     sls[0] = np.zeros((0, 3), np.float32)
@@ -203,7 +204,7 @@ def test_kernels_work_without_a_writable_numba_cache(monkeypatch):
 
 def test_streamline_lengths_match_a_per_point_loop(tmp_path, rng):
     """Fast: the length kernel on its own file (tests/test_qc.py checks it on a workflow run)."""
-    from ltpa.qc import streamline_lengths
+    from ltpa.qc.tables import streamline_lengths
 
     sls = [rng.uniform(0, 150, (int(rng.integers(1, 12)), 3)).astype(np.float32)
            for _ in range(80)]

@@ -18,9 +18,9 @@ import pytest
 
 from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
 from ltpa import load_track_dataset
-from ltpa.demo import make_demo, make_streamlines
-from ltpa.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
-from ltpa.trkwrite import write_trk
+from ltpa.demo.small import make_demo, make_streamlines
+from ltpa.formats.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
+from ltpa.formats.trkwrite import write_trk
 from reference import hash_slow
 
 LTPA = str(BIN / "ltpa")
@@ -339,7 +339,7 @@ def test_bad_sidecars_make_their_output_out_of_date_and_nothing_else(tmp_path, s
     assert f"{folder}/s2/scale60.npy.json' is not an ltpa sidecar" in proc.output
     summary = (study_folder(study) / "qc" / "summary.tsv").read_text()
     assert summary.count("\ns2\t") == 2 and summary.count("\ns1\t") == 2
-    from ltpa.qc import read_tsv
+    from ltpa.qc.tables import read_tsv
 
     rows = read_tsv(study_folder(study) / "qc" / "summary.tsv")
     assert all("archived" in r["flags"] for r in rows if r["scan_id"] == "s2")
@@ -450,7 +450,7 @@ def test_damaged_tck_and_trx_are_refused_naming_the_users_file(tmp_path, tck_and
 
 
 def raw_trk(path, body_words, n_count):
-    from ltpa.trkwrite import make_header
+    from ltpa.formats.trkwrite import make_header
 
     hdr = make_header(QSDR_DIM, (2.0, 2.0, 2.0), "LPS", QSDR_AFFINE, n_count)
     with open(path, "wb") as fh:
@@ -472,7 +472,7 @@ def gz_of_zeros(path, header, n_bytes):
 
 @pytest.mark.parametrize("n_count", [10, 0])
 def test_a_gzip_bomb_is_refused_without_filling_tmpdir(tmp_path, n_count):
-    from ltpa.trkwrite import make_header
+    from ltpa.formats.trkwrite import make_header
 
     header = make_header(QSDR_DIM, (2.0, 2.0, 2.0), "LPS", QSDR_AFFINE, n_count).tobytes()
     bomb = tmp_path / "bomb.trk.gz"
@@ -507,9 +507,10 @@ def peak_rss_mb(cmd):
 
 @pytest.mark.slow
 def test_peak_memory_stays_within_the_rules_formula_for_any_shape(tmp_path):
-    """The resources each rule asks for (ltpa.resources.mem_mb) bound the job, degenerate or not."""
-    from ltpa.resources import mem_mb
-    from ltpa.spec import JobSpec
+    """The resources each rule asks for (ltpa.study.resources.mem_mb) bound the job, degenerate
+    or not."""
+    from ltpa.study.resources import mem_mb
+    from ltpa.study.spec import JobSpec
 
     rng = np.random.default_rng(0)
     shapes = {}
@@ -531,7 +532,7 @@ def test_peak_memory_stays_within_the_rules_formula_for_any_shape(tmp_path):
     demo = make_demo(tmp_path / "demo", n_scans=1, seed=1).parent
     shapes["demo"] = demo / "s1" / "s1.trk"
     atlas = demo / "s1" / "s1.scale33.QSDR.nii.gz"
-    export = ("from ltpa.pipeline import export_key_trk; import sys; "
+    export = ("from ltpa.jobs.pipeline import export_key_trk; import sys; "
               "export_key_trk(sys.argv[1], sys.argv[2])")
     for name, trk in shapes.items():
         jobs = {
@@ -568,7 +569,7 @@ def test_huge_atlas_labels_and_node_ids_label_correctly(tmp_path):
     sls, _ = make_streamlines(rng, 20, 5)
     trk = tmp_path / "s.trk"
     write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
-    from ltpa.demo import atlas_volume
+    from ltpa.demo.small import atlas_volume
 
     small = atlas_volume("scale33").astype(np.int64)
     big_labels = {83: 2**40 + 7, 51: 2**31, 10: 2**62 + 1}

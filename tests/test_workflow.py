@@ -13,9 +13,9 @@ import pytest
 
 from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
 from ltpa import load_track_dataset
-from ltpa.demo import make_streamlines
-from ltpa.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
-from ltpa.trkwrite import write_trk
+from ltpa.demo.small import make_streamlines
+from ltpa.formats.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
+from ltpa.formats.trkwrite import write_trk
 from reference import hash_slow, read_trk_slow
 
 pytestmark = pytest.mark.slow

@@ -43,7 +43,7 @@ def lints(text: str) -> list[tuple[str, str]]:
 
 def run_lint(argv) -> subprocess.CompletedProcess:
     """``snakemake --lint`` of this repository's workflow on a small demo study."""
-    from ltpa.demo import make_demo
+    from ltpa.demo.small import make_demo
 
     repo = Path(__file__).resolve().parents[1]
     snakemake = Path(sys.executable).parent / "snakemake"

@@ -7,11 +7,11 @@ from .errors import LtpaError  # noqa: E402
 __all__ = ["TrackDataset", "VoxelIndex", "load_track_dataset", "TrackDataSource", "LtpaError",
            "run_ltpa", "LtpaResult", "PatternMatrix", "__version__"]
 
-# the heavy parts (numpy, nibabel) load on first use, so that `ltpa-job` (ltpa.client)
+# the heavy parts (numpy, nibabel) load on first use, so that `ltpa-job` (ltpa.jobs.client)
 # starts in milliseconds
 _LAZY = {"TrackDataset": "dataset", "VoxelIndex": "dataset", "load_track_dataset": "dataset",
-         "TrackDataSource": "reader", "run_ltpa": "analysis.run", "LtpaResult": "analysis.run",
-         "PatternMatrix": "analysis.matrix"}
+         "TrackDataSource": "analysis.reader", "run_ltpa": "analysis.run",
+         "LtpaResult": "analysis.run", "PatternMatrix": "analysis.matrix"}
 
 
 def __getattr__(name):

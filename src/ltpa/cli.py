@@ -6,12 +6,17 @@ import argparse
 import sys
 
 from . import __version__
+from .clihelp import HelpFormatter
 from .errors import LtpaError
+
+# Each command imports what it runs, inside its function: importing every command's modules
+# here would load numba, nibabel and networkx (~0.6 s measured) for `ltpa --help` and
+# `ltpa status`, which need none of them.
 
 
 def _index(args):
-    from .jobs import job
-    from .pipeline import index_only, index_scan
+    from .jobs.job import job
+    from .jobs.pipeline import index_only, index_scan
 
     with job(args.log, f"index {args.trk}"):
         if args.no_write:
@@ -25,8 +30,8 @@ def _index(args):
 
 
 def _label(args):
-    from .jobs import job
-    from .pipeline import label_scan
+    from .jobs.job import job
+    from .jobs.pipeline import label_scan
 
     with job(args.log, f"label {args.trk} {args.atlas}"):
         label_scan(args.trk, args.atlas, args.out, graphml_path=args.graphml,
@@ -35,7 +40,8 @@ def _label(args):
 
 
 def _demo(args):
-    from .demo import make_demo, make_study_demo
+    from .demo.small import make_demo
+    from .demo.study import make_study_demo
 
     if args.small:
         path = make_demo(args.folder, n_scans=args.scans or 3, seed=args.seed)
@@ -56,8 +62,8 @@ def _demo(args):
 
 def _config(args) -> dict:
     """The workflow's config (``--configfile``, else this checkout's config/config.yaml) with
-    the schema's defaults (``ltpa.config``), and the options given on the command line."""
-    from .config import default_config, read_config
+    the schema's defaults (``ltpa.study.config``), and the options given on the command line."""
+    from .study.config import default_config, read_config
 
     config = read_config(args.configfile) if getattr(args, "configfile", None) else default_config()
     if args.data_root is not None:
@@ -70,7 +76,7 @@ def _config(args) -> dict:
 
 
 def _validate(args):
-    from .study import load_study
+    from .study.study import load_study
 
     study = load_study(args.local_data, _config(args))
     for text in study.warnings:
@@ -82,8 +88,8 @@ def _validate(args):
 
 
 def _init(args):
-    from .config import read_config
     from .init import init_study, merged_spec
+    from .study.config import read_config
 
     spec = merged_spec(args.spec, tracks=args.tracks, participants=args.participants,
                        group_column=args.group_column, space=args.space,
@@ -97,8 +103,8 @@ def _init(args):
 
 
 def _status(args):
-    from .status import NEEDS_WORK, format_status, study_status
-    from .study import load_study
+    from .study.status import NEEDS_WORK, format_status, study_status
+    from .study.study import load_study
 
     config = _config(args)
     study = load_study(args.local_data, config, strict=False)
@@ -106,7 +112,7 @@ def _status(args):
         print(f"warning: {text}", file=sys.stderr)
     entries = study_status(study)
     print(format_status(entries, tsv=args.tsv))
-    from .summary import collect, format_summary
+    from .qc.summary import collect, format_summary
 
     print(format_summary(collect(study), limit=10**9 if args.notes else 40), file=sys.stderr)
     for text in study.problems:
@@ -119,7 +125,8 @@ def _query(args):
     import warnings
     from pathlib import Path
 
-    from .reader import TrackDataSource, parse_ijk, parse_mm, parse_param, query_table
+    from .analysis.querytext import parse_ijk, parse_mm, parse_param, query_table
+    from .analysis.reader import TrackDataSource
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed below, one line each
@@ -140,8 +147,8 @@ def _query(args):
 
 
 def _patterns(args):
-    from .jobs import job
-    from .pipeline import write_patterns
+    from .jobs.job import job
+    from .jobs.pipeline import write_patterns
 
     with job(args.log, f"patterns {args.pkl} {args.npy}"):
         write_patterns(args.pkl, args.npy, args.out, args.radius, scan_id=args.scan_id)
@@ -158,7 +165,7 @@ def _map(args):
     import warnings
 
     from .analysis.maps import write_map
-    from .reader import parse_param
+    from .analysis.querytext import parse_param
 
     atlas = {"name": args.atlas, **dict(parse_param(p) for p in args.param)}
     options = {}
@@ -185,19 +192,6 @@ def _map(args):
         print(f"{name}\t{path}")
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's help ends with its default: argparse's "(default: ...)", "(default:
-    off)" for a flag, nothing when the help already says the default or that it is required."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or "required" in text:
-            return text
-        if action.option_strings and action.nargs == 0 and action.const is True:
-            return f"{text} (default: {'on' if action.default else 'off'})"
-        return super()._get_help_string(action)
-
-
 SPACE_HELP = ("grid of the streamlines' keys (local_data.json's trk_space): qsdr, mni, or "
               "native (the trk's own grid)")
 REFERENCE_HELP = ("NIfTI whose grid a .tck/.trx in native space is in (reference_volume) "
@@ -221,7 +215,7 @@ def _study_arguments(p, local_data_help="the study's local_data.json", config_he
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import default
+    from .study.config import default
 
     parser = argparse.ArgumentParser(prog="ltpa", description=__doc__,
                                      formatter_class=HelpFormatter)

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LtpaError
+from .errors import DamagedFileError, LtpaError, RefusedPickleError, StaleOutputError
+from .formats.grids import SPACES
+from .formats.trk import HEADER_SIZE, record_starts
 from .io import atomic_path
+from .prepared.safepickle import Refused, finished, load_mapped
 
 PICKLE_PROTOCOL = 5
 
@@ -116,6 +119,19 @@ class Streamlines:
     def lengths(self) -> np.ndarray:
         return self._counts
 
+    def take(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Streamlines ``ids`` at once: their points as one (P, 3) float32 array, in order, and
+        the point count of each (int64), gathered without a loop over streamlines."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        n = np.asarray(self._counts[ids], dtype=np.int64)
+        first = np.asarray(self._starts[ids], dtype=np.int64)
+        before = np.cumsum(n) - n  # points of the selection before each streamline
+        within = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(before, n)
+        word = np.repeat(first, n) + within * self._stride
+        with np.errstate(over="ignore", invalid="ignore"):  # the values as stored, inf included
+            points = self._words[word[:, None] + np.arange(3)].astype(np.float32)
+            return points * self._sign + self._shift, n
+
 
 FORMAT = "ltpa.TrackDataset"
 # 1: an explicit state dict (``TrackDataset.__reduce__``), the header as 1000 raw bytes and
@@ -202,8 +218,6 @@ class TrackDataset:
     def _layout(self):
         """Each streamline's first word, from the counts (checked once against the body)."""
         if self._starts is None:
-            from .trk import record_starts
-
             starts = record_starts(self._counts, self._stride, self._n_properties)
             _check_streamlines(self._words, starts, self._counts, self._stride)
             self._starts = starts
@@ -239,19 +253,19 @@ class TrackDataset:
         idx = self._index
         v = idx.voxels
         if v.size and (v[0] < 0 or v[-1] >= int(np.prod(idx.dim)) or np.any(np.diff(v) <= 0)):
-            raise LtpaError("index voxels are not strictly increasing inside the key grid")
+            raise DamagedFileError("index voxels are not strictly increasing inside the key grid")
         if v.size and np.any(np.diff(idx.indptr) <= 0):
-            raise LtpaError("index has a voxel without streamlines or a backwards range")
+            raise DamagedFileError("index has a voxel without streamlines or a backwards range")
         n = self.get_ntracks()
         ids = idx.ids
         if ids.size and (ids.min() < 0 or ids.max() >= n):
-            raise LtpaError(f"index holds streamline ids outside 0..{n - 1}")
+            raise DamagedFileError(f"index holds streamline ids outside 0..{n - 1}")
         if ids.size > 1:
             step = np.diff(ids.astype(np.int64))
             inner = np.ones(step.shape[0], dtype=bool)
             inner[idx.indptr[1:-1] - 1] = False  # where one voxel's ids end, the next begin
             if np.any(step[inner] <= 0):
-                raise LtpaError("index ids are not sorted and unique within a voxel")
+                raise DamagedFileError("index ids are not sorted and unique within a voxel")
         self._starts = None
         self._layout()
 
@@ -260,7 +274,7 @@ class TrackDataset:
                 f"ntracks={self.get_ntracks()}, voxels={len(self._index)})")
 
 
-class _StateError(LtpaError):
+class _StateError(RefusedPickleError):
     pass
 
 
@@ -295,8 +309,6 @@ def _json_like(value, source, field):
 
 
 def _array(state, key, kind, source, ndim=1):
-    from .safepickle import finished
-
     value = finished(state.get(key))
     if not isinstance(value, np.ndarray) or value.dtype.kind != kind[0] \
             or value.dtype.itemsize != int(kind[1]) or value.ndim != ndim:
@@ -331,7 +343,6 @@ def _from_state(state, source) -> "TrackDataset":
     """The dataset of a format-1 state, after checking every field's type and the arrays' sizes."""
     from nibabel.streamlines.trk import header_2_dtype
 
-    from .grids import SPACES
 
     if type(state) is not dict:
         _fail(source, f"the state is a {type(state).__name__}, not a dict")
@@ -422,12 +433,12 @@ def _check_streamlines(words, starts, counts, stride):
     if counts.size == 0:
         return
     if counts.min() < 0 or starts.min() < 0:
-        raise LtpaError("track dataset: negative streamline count or start")
+        raise DamagedFileError("track dataset: negative streamline count or start")
     n_words = words.shape[0]
     if counts.max() > n_words or starts.max() > n_words:  # (keeps the sum below from overflowing)
-        raise LtpaError("track dataset: a streamline runs past the stored body")
+        raise DamagedFileError("track dataset: a streamline runs past the stored body")
     if int((starts + counts * stride).max()) > n_words:
-        raise LtpaError("track dataset: a streamline runs past the stored body")
+        raise DamagedFileError("track dataset: a streamline runs past the stored body")
 
 
 _V0_DATASET = {"scan_id", "properties", "header", "space", "build", "_index", "_words",
@@ -437,8 +448,6 @@ _V0_INDEX = {"dim", "voxels", "indptr", "ids"}
 
 def _state_from_v0(state, source, index_state=None) -> dict:
     """The format-1 state of a first-release dataset (its pickled instance __dict__)."""
-    from .safepickle import finished
-
     if type(state) is not dict or set(state) != _V0_DATASET:
         _fail(source, "a format-0 dataset state with unexpected fields")
     index = finished(state["_index"])
@@ -469,9 +478,6 @@ def _state_from_v0(state, source, index_state=None) -> dict:
 
 def _v0_layout(state, source):
     """(int32 counts, n_properties) of a format-0 state, whose starts must follow from them."""
-    from .safepickle import finished
-    from .trk import record_starts
-
     starts = _array({"s": finished(state["_starts"])}, "s", "i8", source)
     counts = _array({"c": finished(state["_counts"])}, "c", "i8", source)
     stride = _int(state["_stride"], source, "stride", 3, MAX_STRIDE)
@@ -506,8 +512,6 @@ def save_track_dataset(dataset: TrackDataset, path, body_fd=None, before_rename=
     """
     body = None
     if body_fd is not None and dataset._words.nbytes:
-        from .trk import HEADER_SIZE
-
         body = (dataset._words.__array_interface__["data"][0], dataset._words.nbytes, body_fd,
                 HEADER_SIZE)
     with atomic_path(path, before_rename=before_rename) as tmp:
@@ -596,7 +600,7 @@ class _Writer:
         while done < n:
             k = os.preadv(fd, [memoryview(buf)[:min(len(buf), n - done)]], offset + done)
             if k <= 0:
-                raise LtpaError("the .trk ended while its body was copied into the pkl "
+                raise StaleOutputError("the .trk ended while its body was copied into the pkl "
                                 "(was it cut?); nothing was written")
             self._raw.write(memoryview(buf)[:k])
             done += k
@@ -622,8 +626,6 @@ _GLOBALS = {
 
 
 def _factories(source):
-    from .safepickle import Refused
-
     def restore(*args):
         if len(args) != 1:
             raise Refused("_restore takes one state")
@@ -645,13 +647,11 @@ def load_track_dataset(path) -> TrackDataset:
     """Load a pickled TrackDataset without running anything from the file.
 
     Plain ``pickle.load`` runs whatever code a pickle names. This loader reads the file
-    with ``ltpa.safepickle`` (a small machine that knows only the opcodes and the exact
+    with ``ltpa.prepared.safepickle`` (a small machine that knows only the opcodes and the exact
     names a track dataset uses, and checks every array against its bytes and every field
     of the state against its declared type) and maps the file, so the big arrays are read
     in place (read-only) rather than copied. Reads format 1 and the first release's files.
     """
-    from .safepickle import finished, load_mapped
-
     path = Path(path)
     source = f"file {str(path)!r}"
     obj = finished(load_mapped(path, _GLOBALS, _factories(source)))

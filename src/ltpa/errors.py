@@ -1,4 +1,5 @@
-"""The one error type the package raises for bad input: it always says what and where."""
+"""The errors the package raises: ``LtpaError`` and, for the kinds a caller handles
+differently, its subclasses. Every one says what and where (scan, field, file)."""
 
 import contextlib
 
@@ -8,7 +9,7 @@ class LtpaError(Exception):
 
     The message names the offending scan, field and/or file and what was
     expected; the command line and the workflow print it as is. Readers name the
-    file; the job runner (``ltpa.pipeline.run``) adds the scan and the field once,
+    file; the job runner (``ltpa.jobs.pipeline.run``) adds the scan and the field once,
     with ``in_context``.
     """
 
@@ -17,9 +18,33 @@ class LtpaError(Exception):
         text = str(self)
         if not prefix or text.startswith(prefix):
             return self
-        err = LtpaError(f"{prefix}: {text}")
+        err = type(self)(f"{prefix}: {text}")
         err.__cause__ = self.__cause__
         return err
+
+
+class InputError(LtpaError):
+    """The user's input is wrong: a missing file, a bad value in local_data.json or the config,
+    a region list or label table that cannot be used, a query that makes no sense."""
+
+
+class GeometryError(LtpaError):
+    """Files that must share a grid do not: a header against its declared space, an atlas or
+    mask against the streamlines' grid, a mapping against its volume."""
+
+
+class DamagedFileError(LtpaError):
+    """A file that cannot be what it claims: truncated, corrupt, or contradicting its own
+    header."""
+
+
+class RefusedPickleError(DamagedFileError):
+    """The safe loader refused a pkl: an opcode, a name or a state a track dataset never has."""
+
+
+class StaleOutputError(LtpaError):
+    """Outputs that disagree with their inputs or each other (an npy and its pkl), or an input
+    that changed while a job read it: run the workflow again."""
 
 
 @contextlib.contextmanager
@@ -29,8 +54,8 @@ def opening(path, kind: str):
     try:
         yield
     except FileNotFoundError:
-        raise LtpaError(f"file {str(path)!r} does not exist") from None
+        raise InputError(f"file {str(path)!r} does not exist") from None
     except IsADirectoryError:
-        raise LtpaError(f"file {str(path)!r} is a folder, not {kind}") from None
+        raise InputError(f"file {str(path)!r} is a folder, not {kind}") from None
     except OSError as exc:
-        raise LtpaError(f"file {str(path)!r} could not be opened: {exc.strerror}") from None
+        raise InputError(f"file {str(path)!r} could not be opened: {exc.strerror}") from None

@@ -14,7 +14,7 @@ that matches a ``tracks`` template (Snakemake's own ``glob_wildcards``) is a sca
 Everything that would make a wrong study is reported at once before anything is written
 (a scan without an atlas volume, a tracks file without a participants row, two tracks files
 for one scan, a participant without a scan), and the result must pass the same checks as
-``ltpa validate`` (``ltpa.study.load_study``). Run again on the same JSON, it adds the scans
+``ltpa validate`` (``ltpa.study.study.load_study``). Run again on the same JSON, it adds the scans
 that are new and keeps every existing entry as it is (hand edits included); the previous file
 is kept as ``<json>.bak`` and the new one written atomically.
 """
@@ -404,7 +404,7 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
                                 f"does not exist")
             label["volume_path"] = _written_path(vol, base)
             if atlas.get("regions"):
-                from .regions import is_graphml
+                from .formats.regions import is_graphml
 
                 reg = os.path.join(root_s, fill(atlas["regions"], wc))
                 exists = regions_seen.get(reg)
@@ -462,7 +462,7 @@ def merged_spec(spec_path=None, *, tracks=None, participants=None, group_column=
 def _existing(path: Path) -> list | None:
     if not path.exists():
         return None
-    from .localdata import read_json
+    from .study.localdata import read_json
 
     data = read_json(path)
     if not isinstance(data, list):
@@ -487,7 +487,7 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
     allow_missing : bool
         Leave scans with a problem out, with a warning, instead of stopping.
     config : dict, optional
-        The workflow config the result is validated with (``ltpa.config``).
+        The workflow config the result is validated with (``ltpa.study.config``).
     check_headers : bool
         Also check the inputs' headers (grids, region lists), as ``ltpa validate`` does.
 
@@ -501,9 +501,9 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
     LtpaError
         Listing every problem, each naming the file and the subject; nothing is written.
     """
-    from .config import with_defaults
     from .io import atomic_path
-    from .study import load_study, study_work_dir
+    from .study.config import with_defaults
+    from .study.study import load_study, study_work_dir
 
     out = Path(os.path.abspath(out))
     existing = _existing(out)

@@ -6,7 +6,7 @@ element int64 sort (8 s and 2.2 GB at 10^6 streamlines). As loops they are one p
 (count) plus one scatter (fill): a counting sort by key voxel whose ids come out sorted
 because streamlines are visited in order.
 
-The .trk body is read into a small buffer a range at a time (``ltpa.trk.TrkFile.walk``):
+The .trk body is read into a small buffer a range at a time (``ltpa.formats.trk.TrkFile.walk``):
 ``walk_range`` finds the whole records in the buffer (``starts``/``counts`` relative to the
 buffer), then one action kernel per step reads them while they are in cache:
 ``hash_range`` (the pkl), ``label_range`` (the npy), ``export_range`` (the key-grid trk),

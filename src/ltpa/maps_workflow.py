@@ -6,8 +6,8 @@ becomes one ``MapJob``: the output ``<results_dir>/maps/<name>.nii.gz``, the fil
 decide its content. ``build_map`` runs it: ``ltpa.analysis.maps.write_map`` writes the map
 (and its extra maps: ``p_fwe``, ``within_subject`` / ``between_subject``), then this module
 adds the top centers (``top_centers``: ijk, mm, value, the connections that drive them,
-named) and writes ``<map>.json`` as an ``ltpa.sidecar`` of kind ``study_map``, so that
-``ltpa.staleness.judge`` decides whether a map is up to date as it does for every other
+named) and writes ``<map>.json`` as an ``ltpa.study.sidecar`` of kind ``study_map``, so that
+``ltpa.study.staleness.judge`` decides whether a map is up to date as it does for every other
 output: from the study's files only (inputs' sizes and times, the parameters).
 """
 
@@ -31,7 +31,7 @@ SIMILARITY_STATS = ("similarity", "within_subject", "between_subject")
 
 
 def item_schema() -> dict:
-    from .config import schema
+    from .study.config import schema
 
     return schema()["properties"]["maps"]["items"]
 
@@ -99,14 +99,14 @@ def map_output(work_dir, name) -> str:
 
 
 def map_jobs(study, patterns_of=None) -> list[MapJob]:
-    """The study's map jobs (``study``: ``ltpa.study.Study`` with its config).
+    """The study's map jobs (``study``: ``ltpa.study.study.Study`` with its config).
 
     ``patterns_of(label_record, radius)``: the pattern file the workflow builds for a scan's
     atlas at a radius, or None; such files are inputs of the map (read instead of computed).
     Every problem a map's items can show before any job (no or several atlases matching in
     a scan, unknown groups, a statistic's missing options) is one LtpaError listing them all.
     """
-    from .reader import _dictmatch, _entry_text
+    from .analysis.reader import _dictmatch, _entry_text
 
     items = map_items(study.config)
     jobs, problems = [], []
@@ -175,10 +175,10 @@ def _stat_problems(where, item, groups) -> list:
 
 
 def map_verdicts(jobs, specs=()) -> list:
-    """The staleness verdict on each map (``ltpa.staleness``): its sidecar against the
+    """The staleness verdict on each map (``ltpa.study.staleness``): its sidecar against the
     inputs and parameters now; ``specs``: the study's other job specs (a map whose pkl or
     npy needs work is out of date too)."""
-    from .staleness import judge
+    from .study.staleness import judge
 
     produced = {s.output: s for s in specs}
     produced.update({j.output: j for j in jobs})
@@ -200,10 +200,10 @@ def build_map(job: MapJob, config: dict) -> dict:
     import logging
     import warnings
 
-    from . import sidecar
     from .analysis.maps import extra_map_path
+    from .analysis.reader import TrackDataSource
     from .analysis.run import run_ltpa
-    from .reader import TrackDataSource
+    from .study import sidecar
 
     log = logging.getLogger("ltpa")
     folder = os.path.dirname(job.output)
@@ -365,8 +365,8 @@ def _fmt(v) -> str:
 
 def write_top_table(map_path, out_tsv) -> None:
     """The map's top centers (its sidecar's) as a TSV for the report."""
-    from . import sidecar
     from .io import atomic_open
+    from .study import sidecar
 
     body, why = sidecar.read(map_path)
     if body is None or body.get("kind") != "study_map":

@@ -18,12 +18,12 @@ except ImportError:  # a plain checkout: the package next to the workflow
     sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 try:
     import ltpa
-    from ltpa.config import SCHEMA_PATH
+    from ltpa.study.config import SCHEMA_PATH
     from ltpa.errors import LtpaError
-    from ltpa.resources import mem_mb, runtime_min
-    from ltpa.staleness import KEPT, OUT_OF_DATE
-    from ltpa.study import ARCHIVED_NOTE, load_study
-    from ltpa.targets import (
+    from ltpa.study.resources import mem_mb, runtime_min
+    from ltpa.study.staleness import KEPT, OUT_OF_DATE
+    from ltpa.study.study import ARCHIVED_NOTE, load_study
+    from ltpa.study.targets import (
         KEYED_RULES,
         RULE_EXPORT,
         RULE_INDEX,
@@ -96,7 +96,7 @@ def _check_left_out():
             f"{STUDY.left_out_text}\n(with --keep-going a run leaves these scans out and "
             "builds the others)"
         )
-    from ltpa.summary import format_failures
+    from ltpa.qc.summary import format_failures
 
     logger.warning(
         format_failures(STUDY.left_out, ())
@@ -148,7 +148,7 @@ def _load_study():
 
 # ALL_TARGETS: every output the JSON names, including those kept while their inputs are
 # archived; TARGETS: those the workflow builds or keeps up to date; STALE: out of date
-# (ltpa.staleness, including those whose input output needs work): forced
+# (ltpa.study.staleness, including those whose input output needs work): forced
 STUDY, TARGETS, STALE = _load_study()
 SCANS, ALL_TARGETS = STUDY.scans, STUDY.targets
 LOG_DIR = str(STUDY.log_dir)
@@ -161,13 +161,13 @@ PRODUCED = {t.output for t in TARGETS}
 
 
 def _decide_rebuilds():
-    """Make Snakemake's rebuild decisions ltpa.staleness's, from the study's files only.
+    """Make Snakemake's rebuild decisions ltpa.study.staleness's, from the study's files only.
 
     Snakemake's triggers other than mtime read its records in the working directory
     (.snakemake/metadata), so they would answer differently from another folder: they are
-    turned off; raw inputs are not declared to Snakemake (ltpa.staleness compares their
+    turned off; raw inputs are not declared to Snakemake (ltpa.study.staleness compares their
     sizes, mtimes and, for small files, contents with the sidecars); and the outputs
-    ltpa.staleness finds out of date are forced. Both settings are read when Snakemake decides which jobs must run,
+    ltpa.study.staleness finds out of date are forced. Both settings are read when Snakemake decides which jobs must run,
     after the Snakefile is parsed, so this runs from the first input function call, when
     the DAG exists. A forced output that is not part of the requested DAG is ignored, and
     a remote job (SLURM) runs exactly the jobs it was given.
@@ -225,8 +225,8 @@ def inputs_of(rule_name):
     """Input function: the target's inputs that another job makes (a b0-mapped atlas).
 
     Raw inputs (trk, atlases, graphml, ...) are not declared to Snakemake: whether they
-    changed is ltpa.staleness's decision (from the sidecars), their presence and headers are
-    checked before any job (ltpa.study), and the job reads them through its spec. Declaring
+    changed is ltpa.study.staleness's decision (from the sidecars), their presence and headers are
+    checked before any job (ltpa.study.study), and the job reads them through its spec. Declaring
     them would only add three or four files per job to Snakemake's DAG (a third of a large
     study's dry run) for checks that are already made.
     """
@@ -249,7 +249,7 @@ def param_of(rule_name, getter):
 
 
 def _path_constraints():
-    """Per rule, the regex of its outputs' ``{path}`` (ltpa.targets.path_templates): short
+    """Per rule, the regex of its outputs' ``{path}`` (ltpa.study.targets.path_templates): short
     templates, or the exact paths for a rule whose templates would also match another file
     the workflow asks Snakemake about (an input, a kept output, or a QC file)."""
     rules = (RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS, RULE_PATTERNS)
@@ -349,7 +349,7 @@ def group_of(rule_name):
 
 
 def _job_command():
-    """The command of every data job: ltpa-job (ltpa.client, a client of the warm job server).
+    """The command of every data job: ltpa-job (ltpa.jobs.client, a client of the warm job server).
 
     Jobs run in the driver's environment (the rules name no conda env or container: the
     software is this package and its dependencies, pyproject.toml): the driver's own Python
@@ -364,7 +364,7 @@ def _job_command():
         return shlex.quote(str(script))
     return (
         f"PYTHONPATH={shlex.quote(src)}${{PYTHONPATH:+:$PYTHONPATH}} "
-        f"{shlex.quote(sys.executable)} -m ltpa.client"
+        f"{shlex.quote(sys.executable)} -m ltpa.jobs.client"
     )
 
 
@@ -375,7 +375,7 @@ _SPECS = getattr(STUDY, "specs", None) or {}  # made once, when the study was ju
 
 
 def job_spec(rule_name, wildcards):
-    """The target's job description (ltpa.spec.JobSpec), made once per target."""
+    """The target's job description (ltpa.study.spec.JobSpec), made once per target."""
     key = (rule_name, wildcards.path)
     spec = _SPECS.get(key)
     if spec is None:
@@ -394,7 +394,7 @@ def spec_of(rule_name):
 
 
 def resource_of(rule_name, formula):
-    """Resource function: ``formula(spec)`` (ltpa.resources) of the target, times the attempt."""
+    """Resource function: ``formula(spec)`` (ltpa.study.resources) of the target, times the attempt."""
 
     @_signature_known
     def resource(wildcards, attempt):
@@ -405,10 +405,10 @@ def resource_of(rule_name, formula):
 
 def print_summary():
     """The end-of-run summary: the scans left out and the jobs that failed, then everything
-    that affects the results of what was built (ltpa.summary)."""
+    that affects the results of what was built (ltpa.qc.summary)."""
     if workflow.remote_exec:
         return
-    from ltpa.summary import collect, format_failures, format_summary
+    from ltpa.qc.summary import collect, format_failures, format_summary
 
     failures = format_failures(STUDY.left_out, _failed_jobs())
     notes = collect(STUDY)
@@ -435,7 +435,7 @@ def _failed_jobs():
     return sorted(out)
 
 
-# --keep-going: the scans whose inputs failed the checks are left out (ltpa.study) and the
+# --keep-going: the scans whose inputs failed the checks are left out (ltpa.study.study) and the
 # job of rules/left_out.smk, which always fails, makes the run end non-zero after every other
 # job ran (Snakemake calls onsuccess/onerror only when there are jobs; a job is also what a
 # dry run shows)

@@ -1,6 +1,6 @@
 # Streamline -> voxel hashing (the per-scan .pkl) and the key-grid .trk.
 #
-# Resources: ltpa.resources.mem_mb / runtime_min of the job's spec, from its inputs'
+# Resources: ltpa.study.resources.mem_mb / runtime_min of the job's spec, from its inputs'
 # headers (bounds on what the step allocates for inputs of that shape, tested with
 # degenerate inputs in tests/test_trust.py), times the attempt: a retried job asks for more.
 

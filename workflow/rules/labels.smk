@@ -1,6 +1,6 @@
 # Endpoint labeling: one connection id per streamline, per scan and atlas.
 #
-# Resources: ltpa.resources (see rules/index.smk).
+# Resources: ltpa.study.resources (see rules/index.smk).
 
 
 rule label_streamlines:

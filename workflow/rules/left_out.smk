@@ -1,5 +1,5 @@
 # --keep-going with scans left out by the checks before any job (rules/common.smk,
-# ltpa.study.load_study): this job fails once every other job has run, so the run ends
+# ltpa.study.study.load_study): this job fails once every other job has run, so the run ends
 # non-zero; the end-of-run summary names each scan left out with its problems.
 
 

@@ -1,7 +1,7 @@
 # Study maps (config `maps`, ltpa.maps_workflow): <results_dir>/maps/<name>.nii.gz with its
 # .json sidecar (what was computed, the top centers), from every scan's pkl and npy of the
 # map's atlas (and its pattern file when the workflow builds it: config `patterns`).
-# A map is rebuilt when an input is newer, or when ltpa.staleness finds it out of date: its
+# A map is rebuilt when an input is newer, or when ltpa.study.staleness finds it out of date: its
 # sidecar against the inputs' sizes and times and the map's parameters now (a changed
 # option, scan list or scan_group), so the answer lives with the study.
 # Resources: one map holds one block of centers of every scan's patterns at a time

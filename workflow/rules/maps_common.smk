@@ -23,7 +23,7 @@ _MAPS_JUDGED = []
 
 
 def _force_stale_maps():
-    """Force the maps that ltpa.staleness finds out of date (see _decide_rebuilds)."""
+    """Force the maps that ltpa.study.staleness finds out of date (see _decide_rebuilds)."""
     if _MAPS_JUDGED or workflow.remote_exec or not MAP_JOBS:
         return
     _MAPS_JUDGED.append(True)

@@ -1,9 +1,9 @@
 # Termination patterns (LTPA): per scan x atlas x radius, from the scan's pkl and npy
 # (config `patterns`; the files sit beside the npy, docs/ltpa.md). Both inputs are outputs
 # of this workflow, so they are declared (inputs_of) and a rebuilt pkl or npy reruns the
-# job; ltpa.staleness compares them with the sidecar like any other output's.
+# job; ltpa.study.staleness compares them with the sidecar like any other output's.
 #
-# Resources: ltpa.resources (see rules/index.smk).
+# Resources: ltpa.study.resources (see rules/index.smk).
 
 
 rule termination_patterns:

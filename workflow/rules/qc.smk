@@ -6,7 +6,7 @@
 # The summary and plots read only the small per-scan tables (and plot_connectivity each npy
 # once, summing per group): at 3,000 scans under 10 s each and ~100 MB RSS, whatever the
 # number of scans (benchmarks/report_scale.py). qc_group_differences also reads each npy
-# once, keeping per group running means and variances (ltpa.groupdiff).
+# once, keeping per group running means and variances (ltpa.qc.groupdiff).
 
 
 rule qc_scan:
@@ -126,7 +126,7 @@ rule plot_connectivity:
         "../scripts/plot_connectivity.py"
 
 
-# per atlas with 2+ scan_groups of 2+ scans: Welch's t per region pair (ltpa.groupdiff)
+# per atlas with 2+ scan_groups of 2+ scans: Welch's t per region pair (ltpa.qc.groupdiff)
 rule qc_group_differences:
     input:
         npy=lambda wc: [p for _, _, p in atlas_npys(wc.atlas)],

@@ -5,7 +5,7 @@ import os
 
 import snakemake as _snakemake
 
-from ltpa.provenance import sha256_of
+from ltpa.study.provenance import sha256_of
 
 # the study's own folder (<json stem>.ltpa beside local_data.json), unless results_dir says
 RESULTS = str(STUDY.work_dir)
@@ -30,7 +30,7 @@ for _t in ALL_TARGETS:
 
 def kept_outputs(scan_id):
     """The scan's outputs kept while their inputs are archived (flagged in the QC table)."""
-    from ltpa.staleness import judge_all
+    from ltpa.study.staleness import judge_all
 
     mine = [t for rule in (RULE_INDEX, RULE_LABEL) for t in scan_targets(scan_id, rule)]
     verdicts = judge_all([t.spec(config) for t in mine])
@@ -69,10 +69,10 @@ def atlas_npys(atlas):
 
 
 def compared_atlases():
-    """The atlases with a group comparison: 2+ scan_groups of 2+ scans (ltpa.groupdiff)."""
+    """The atlases with a group comparison: 2+ scan_groups of 2+ scans (ltpa.qc.groupdiff)."""
     from collections import Counter
 
-    from ltpa.groupdiff import comparisons
+    from ltpa.qc.groupdiff import comparisons
 
     return [a for a in ATLAS_KEYS if comparisons(Counter(group for _, group, _ in atlas_npys(a)))]
 

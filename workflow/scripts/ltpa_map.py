@@ -8,7 +8,7 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from ltpa.jobs import job
+from ltpa.jobs.job import job
 from ltpa.maps_workflow import MapJob, build_map
 
 with job(snakemake.log[0], f"ltpa_map name={snakemake.wildcards.name}"):

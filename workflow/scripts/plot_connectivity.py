@@ -1,4 +1,4 @@
-"""Snakemake script: one atlas's npys -> connection-count matrices (see ltpa.report)."""
+"""Snakemake script: one atlas's npys -> connection-count matrices (see ltpa.qc.report)."""
 
 import sys
 from pathlib import Path
@@ -8,8 +8,8 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from ltpa.jobs import job
-from ltpa.report import plot_connectivity
+from ltpa.jobs.job import job
+from ltpa.qc.report import plot_connectivity
 
 p = snakemake.params
 with job(snakemake.log[0], f"plot_connectivity atlas={snakemake.wildcards.atlas}"):

@@ -1,4 +1,4 @@
-"""Snakemake script: a study map -> its slice mosaic and table of top centers (ltpa.report)."""
+"""Snakemake script: a study map -> its slice mosaic and table of top centers (ltpa.qc.report)."""
 
 import sys
 from pathlib import Path
@@ -8,9 +8,9 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from ltpa.jobs import job
+from ltpa.jobs.job import job
 from ltpa.maps_workflow import write_top_table
-from ltpa.report import plot_map
+from ltpa.qc.report import plot_map
 
 with job(snakemake.log[0], f"plot_map name={snakemake.wildcards.name}"):
     plot_map(snakemake.input.nii, snakemake.output.png)

@@ -1,4 +1,5 @@
-"""Snakemake script: resolved config, versions, local_data.json sha256 (see ltpa.provenance)."""
+"""Snakemake script: resolved config, versions, local_data.json sha256
+(see ltpa.study.provenance)."""
 
 import sys
 from pathlib import Path
@@ -8,8 +9,8 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from ltpa.jobs import job
-from ltpa.provenance import write_provenance
+from ltpa.jobs.job import job
+from ltpa.study.provenance import write_provenance
 
 p = snakemake.params
 with job(snakemake.log[0], "provenance"):

@@ -1,4 +1,4 @@
-"""Snakemake script: a scan's outputs + sidecars (+ trk) -> its QC table (see ltpa.qc)."""
+"""Snakemake script: a scan's outputs + sidecars (+ trk) -> its QC table (see ltpa.qc.tables)."""
 
 import sys
 from pathlib import Path
@@ -8,8 +8,8 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from ltpa.jobs import job
-from ltpa.qc import write_scan_qc
+from ltpa.jobs.job import job
+from ltpa.qc.tables import write_scan_qc
 
 p = snakemake.params
 with job(snakemake.log[0], f"qc_scan scan={p.scan_id}"):

@@ -1,4 +1,5 @@
-"""Snakemake script: every scan's QC table -> the study summary (see ltpa.qc.write_summary)."""
+"""Snakemake script: every scan's QC table -> the study summary
+(see ltpa.qc.tables.write_summary)."""
 
 import sys
 from pathlib import Path
@@ -8,8 +9,8 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
-from ltpa.jobs import job
-from ltpa.qc import write_summary
+from ltpa.jobs.job import job
+from ltpa.qc.tables import write_summary
 
 with job(snakemake.log[0], "qc_summary"):
     write_summary(list(snakemake.input.tsv), snakemake.output.tsv, snakemake.params.scans)

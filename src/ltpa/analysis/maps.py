@@ -54,7 +54,7 @@ def write_map(local_data, out_path, *, atlas, radius=0, stat, config=None, data_
     """
     import warnings
 
-    from ..reader import TrackDataSource
+    from .reader import TrackDataSource
     from .run import _check_name, run_ltpa
 
     out_path = Path(out_path)

@@ -115,18 +115,18 @@ def resolve_centers(sp: StudyPatterns, centers) -> np.ndarray:
     """Linear key-grid numbers of the centers: None = every center of any scan (sorted);
     an (N, 3) array (in its order); or a mask (NIfTI path, nibabel image, or 3-D array) in
     the key grid (its nonzero voxels, sorted)."""
-    from ..reader import KeyGrid, _Roi
+    from .roi import KeyGrid, Roi, linear
 
     if centers is None:
         return sp.centers()
     grid = KeyGrid(sp.dim, sp.voxel_size, sp.affine)
-    roi = _Roi.from_input(centers)
-    problem = roi.check(grid)
+    roi = Roi.from_input(centers)
+    voxels, problem = roi.voxels_on(grid)
     if problem:
         raise LtpaError(f"centers: {problem}")
     if roi.mask_source is not None:
-        return roi.linear(sp.dim)
-    return np.ravel_multi_index(tuple(roi.voxels.T), sp.dim).astype(np.int64)
+        return linear(voxels, sp.dim)
+    return np.ravel_multi_index(tuple(voxels.T), sp.dim).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- progress

@@ -1,0 +1,74 @@
+"""Text in and out of ``ltpa query``: its ``--param`` and ``--ijk`` values, its TSV."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..errors import LtpaError
+
+
+def parse_param(text: str):
+    """``name=value`` of ``ltpa query --param``: the value as JSON if it is one (33), else text."""
+    if "=" not in text:
+        raise LtpaError(f"--param {text!r}: expected NAME=VALUE, e.g. scale=33")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise LtpaError(f"--param {text!r}: the name is empty")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    if isinstance(parsed, (dict, list)):
+        parsed = value
+    return key, parsed
+
+
+def parse_mm(text: str) -> tuple:
+    parts = text.replace(" ", "").split(",")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        out = tuple(float(p) for p in parts)
+        if not all(np.isfinite(out)):
+            raise ValueError
+        return out
+    except ValueError:
+        raise LtpaError(f"--mm {text!r}: expected three numbers X,Y,Z (RAS mm)") from None
+
+
+def parse_ijk(text: str) -> tuple:
+    parts = text.replace(" ", "").split(",")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise LtpaError(f"--ijk {text!r}: expected three integers I,J,K") from None
+
+
+def query_table(source, results, top=5) -> str:
+    """The TSV of ``ltpa query``: one row per scan."""
+    atlas = source.atlas is not None
+    header = ["scan_id", "scan_group", "n_streamlines"]
+    if atlas:
+        header += ["n_labeled", "top_connections"]
+        names = source.region_names()
+    lines = ["\t".join(header)]
+    for pos, q in enumerate(results):
+        row = [q.scan_id, str(q.scan_group), str(len(q))]
+        if atlas:
+            conn = q.connections
+            ids, counts = np.unique(conn, return_counts=True)
+            a, b = source.decode(ids, pos)
+            keep = a >= 0
+            ids, counts, a, b = ids[keep], counts[keep], a[keep], b[keep]
+            order = np.lexsort((ids, -counts))[:max(int(top), 0)]
+            row.append(str(int(counts.sum())))
+            row.append("; ".join(
+                f"{names.get(int(a[k]), a[k])} -- {names.get(int(b[k]), b[k])}: {int(counts[k])}"
+                for k in order))
+        lines.append("\t".join(row))
+    return "\n".join(lines)

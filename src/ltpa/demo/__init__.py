@@ -1,0 +1,1 @@
+"""Synthetic studies: the demo study and the tests' small fixture."""

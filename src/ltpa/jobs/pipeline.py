@@ -1,0 +1,473 @@
+"""The steps, end to end, and the one runner that every job goes through.
+
+``run(spec)`` holds the output's lock for the whole job, records each input's identity at the
+start, runs the step, and lets the output replace the old one only if every input is still
+the file it started from (``InputWatch.check``, called just before the rename); then it
+writes the output's sidecar (``ltpa.study.sidecar``). Errors get their scan/atlas/field context
+here, once. The command line, the workflow and the tests all call ``run`` (or the thin
+``index_scan``/``label_scan``/... wrappers below, which build a spec).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..dataset import TrackDataset, VoxelIndex, save_track_dataset
+from ..errors import InputError, LtpaError, StaleOutputError
+from ..formats.convert import as_trk, kind_of
+from ..formats.grids import grid_for, key_map_for, streamline_grid
+from ..formats.trk import TrkFile, describe_change, identity_of
+from ..formats.trkwrite import key_grid_header, write_key_trk
+from ..io import atomic_open, output_lock
+from ..prepared.b0map import map_b0_atlas
+from ..prepared.connections import region_list
+from ..prepared.index import INDEX_BYTES_PER_VOXEL, build_index
+from ..prepared.labels import label_trk, load_atlas
+from ..prepared.scalars import average_track_scalars
+from ..study import sidecar
+from ..study.spec import JobSpec
+
+log = logging.getLogger("ltpa")
+
+
+def progress_logger(what):
+    """A ``progress(done, total)`` callback that logs at most every 5 s."""
+    last = [0.0]
+
+    def report(done, total):
+        now = time.monotonic()
+        if now - last[0] > 5 or done == total:
+            last[0] = now
+            log.info("%s: %.0f%%", what, 100.0 * done / max(total, 1))
+    return report
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+class InputWatch:
+    """The identity of every input file at the start of a job, checked again before a rename."""
+
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
+        self.at_start = {}
+        self.data = {}
+        for fld, path in spec.inputs.items():
+            if path is None:
+                continue
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                raise InputError(f"file {str(path)!r} does not exist") from None
+            except OSError as exc:
+                raise InputError(f"file {str(path)!r} cannot be read: {exc.strerror}") from None
+            self.at_start[fld] = identity_of(st)
+
+    def check(self) -> None:
+        for fld, before in self.at_start.items():
+            path = self.spec.inputs[fld]
+            try:
+                now = identity_of(os.stat(path))
+            except OSError:
+                now = None
+            if now != before:
+                raise StaleOutputError(
+                    f"file {str(path)!r} {describe_change(before, now)} while the job ran; "
+                    f"nothing was written: run again once the file is stable")
+
+    def records(self, output) -> dict:
+        """The sidecar's record of each input, as it was at the start (content hash if small)."""
+        folder = os.path.dirname(os.path.abspath(output))
+        out = {}
+        for fld, ident in self.at_start.items():
+            path = os.path.abspath(self.spec.inputs[fld])
+            rec = {"path": path, "relpath": os.path.relpath(path, folder), "size": ident.size,
+                   "mtime_ns": ident.mtime_ns}
+            if ident.size <= sidecar.HASH_MAX_BYTES:
+                digest = sidecar.sha256_of(path)
+                if digest is not None:
+                    rec["sha256"] = digest
+            out[fld] = rec
+        return out
+
+
+def check_output_path(spec: JobSpec) -> None:
+    """Refuse an output that is one of the job's inputs, a folder or a symlink."""
+    out = spec.output
+    real = os.path.realpath(out)
+    side = os.path.realpath(str(sidecar.path_of(out)))
+    for fld, path in spec.inputs.items():
+        if path is None:
+            continue
+        rp = os.path.realpath(path)
+        if rp == real:
+            raise InputError(f"output {out!r} is the job's input {fld} {path!r}; refusing to "
+                            f"overwrite an input")
+        if spec.sidecar and rp == side:
+            raise InputError(f"the sidecar of output {out!r} would overwrite the job's input {fld} "
+                            f"{path!r}")
+    if os.path.islink(out):
+        raise InputError(f"output {out!r} is a symbolic link; refusing to write through it "
+                        f"(give the real path)")
+    if os.path.isdir(out):
+        raise InputError(f"output {out!r} is an existing folder, not a file")
+
+
+class _ScanPrefix(logging.Filter):
+    """Warnings logged during a job start with the job's scan (and atlas)."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        if record.levelno >= logging.WARNING and self.prefix and \
+                not str(record.msg).startswith(self.prefix):
+            record.msg = f"{self.prefix}: {record.msg}"
+        return True
+
+
+def run(spec: JobSpec) -> dict:
+    """Make ``spec.output`` (and its sidecar); returns the step's statistics."""
+    t0 = time.perf_counter()
+    prefix = _ScanPrefix(spec.where())
+    log.addFilter(prefix)
+    try:
+        return _run(spec, t0)
+    finally:
+        log.removeFilter(prefix)
+
+
+def _run(spec: JobSpec, t0) -> dict:
+    try:
+        check_output_path(spec)
+        with output_lock(spec.output):
+            watch = InputWatch(spec)
+            try:
+                stats = STEPS[spec.step](spec, watch)
+            except LtpaError:
+                watch.check()  # an input that changed explains a failure better than its symptom
+                raise
+            if spec.sidecar:
+                extra = stats.pop("_sidecar", {})
+                sidecar.write(spec.output, spec.kind, inputs=watch.records(spec.output),
+                              params=spec.params(), scan_id=spec.scan_id, atlas=spec.atlas,
+                              stats=stats, **extra)
+            else:
+                stats.pop("_sidecar", None)
+    except LtpaError as exc:
+        raise exc.in_context(spec.where(str(exc))) from exc.__cause__
+    log.info("wrote %s in %.2f s", spec.output, time.perf_counter() - t0)
+    return stats
+
+
+# --------------------------------------------------------------------------- opening streamlines
+
+
+class _Streamlines:
+    """The job's streamline file as an open ``TrkFile`` (converted first if not a .trk)."""
+
+    def __init__(self, spec: JobSpec):
+        import contextlib
+
+
+        self._stack = contextlib.ExitStack()
+        path = spec.inputs["trk_file"]
+        grid = None
+        if kind_of(path) in (".tck", ".trx"):
+            grid = grid_for(spec.space, spec.inputs.get("reference_volume"))
+        try:
+            self.path = self._stack.enter_context(as_trk(path, grid))
+            self.trk = self._stack.enter_context(TrkFile(self.path))
+        except BaseException:
+            self._stack.close()
+            raise
+        self.source = path
+
+    def __enter__(self):
+        return self.trk
+
+    def __exit__(self, *exc):
+        self._stack.close()
+
+
+def _key_map(trk, spec: JobSpec):
+    return key_map_for(spec.space, trk.dim, trk.voxel_size, trk.voxel_order,
+                       legacy_dsi2_mni_offset=spec.legacy_dsi2_mni_offset,
+                       where=f"file {str(spec.inputs['trk_file'])!r}", vox_to_ras=trk.vox_to_ras)
+
+
+def _unchanged(trk, watch):
+    def check():
+        trk.check_unchanged("the job ran")
+        watch.check()
+    return check
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def step_index(spec: JobSpec, watch: InputWatch) -> dict:
+    t0 = time.perf_counter()
+    with _Streamlines(spec) as trk:
+        key_map = _key_map(trk, spec)
+        _check_index_fits(key_map.grid.dim, INDEX_BYTES_PER_VOXEL, spec)
+        try:
+            csr = build_index(trk, key_map, progress=progress_logger("hashing"))
+        except MemoryError:
+            raise LtpaError(f"file {str(spec.inputs['trk_file'])!r}: not enough memory to index "
+                            f"it in the {'x'.join(map(str, key_map.grid.dim))} key grid") from None
+        log.info("%s: %d streamlines, %d points, grid %s %s", spec.inputs["trk_file"],
+                 csr.n_streamlines, csr.n_points, "x".join(map(str, trk.dim)), trk.voxel_order)
+        if csr.n_outside:
+            log.warning("%d of %d points fall outside the %s key grid and are left out of the "
+                        "index", csr.n_outside, csr.n_points,
+                        "x".join(map(str, key_map.grid.dim)))
+        stats = {
+            "n_streamlines": csr.n_streamlines,
+            "n_points": csr.n_points,
+            "n_voxels": int(csr.voxels.shape[0]),
+            "n_points_outside_grid": int(csr.n_outside),
+            "seconds_read_and_index": round(time.perf_counter() - t0, 3),
+        }
+        build = {"ltpa_version": __version__, "space": spec.space,
+                 "legacy_dsi2_mni_offset": bool(spec.legacy_dsi2_mni_offset),
+                 "trk_file": str(Path(spec.inputs["trk_file"]).resolve()),
+                 "key_map": {"sign": list(key_map.sign), "shift": list(key_map.shift)}, **stats}
+        dataset = TrackDataset(
+            scan_id=spec.scan_id, properties=dict(spec.properties or {}),
+            header=key_grid_header(trk, key_map, csr.n_streamlines),
+            index=VoxelIndex(csr.dim, csr.voxels, csr.indptr, csr.ids),
+            words=trk.body_array(), counts=csr.counts, stride=trk.stride,
+            n_properties=trk.n_properties, mm_sign=key_map.mm_sign, mm_shift=key_map.mm_shift,
+            space=spec.space, build=build)
+        save_track_dataset(dataset, spec.output, body_fd=trk.fd,
+                           before_rename=_unchanged(trk, watch))
+    stats["_sidecar"] = {"build": build}
+    return stats
+
+
+def _check_index_fits(dim, bytes_per_voxel, spec) -> None:
+    """A header grid whose per-voxel arrays exceed this machine's memory: a clear error, not OOM."""
+    n_vox = 1
+    for d in dim:
+        n_vox *= int(d)
+    need = bytes_per_voxel * n_vox
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise LtpaError(
+            f"file {str(spec.inputs['trk_file'])!r}: the key grid {'x'.join(map(str, dim))} "
+            f"({n_vox} voxels) needs {need / 2**30:.1f} GiB for the index, more than this "
+            f"machine's {have / 2**30:.1f} GiB; is the header's dim right?")
+
+
+def step_export(spec: JobSpec, watch: InputWatch) -> dict:
+    with _Streamlines(spec) as trk:
+        key_map = _key_map(trk, spec)
+        n = write_key_trk(trk, key_map, spec.output, before_rename=_unchanged(trk, watch))
+    log.info("%d streamlines in the %s key grid", n, spec.space)
+    return {"n_streamlines": n}
+
+
+def step_label(spec: JobSpec, watch: InputWatch) -> dict:
+    t0 = time.perf_counter()
+    if spec.start not in (0, 1):
+        raise InputError(f"connection_ids_start_at must be 0 or 1, not {spec.start!r}")
+    with _Streamlines(spec) as trk:
+        _key_map(trk, spec)  # the header must be the grid of the declared space
+        grid = streamline_grid(spec.space, trk.dim, trk.voxel_size, trk.voxel_order,
+                               trk.vox_to_ras)
+        atlas = load_atlas(spec.inputs["volume_path"], grid)
+        if atlas.note:
+            log.warning("atlas %s: %s", spec.inputs["volume_path"], atlas.note)
+        regions, source = region_list(spec.inputs.get("graphml_path"),
+                                      spec.inputs.get("labels_path"))
+        if regions is None:
+            regions = atlas.labels
+            source = "atlas"
+            log.warning("no graphml_path: the region list is this atlas's own labels (%d); "
+                        "connection ids are comparable across scans only if every scan's atlas "
+                        "has the same labels", regions.shape[0])
+        result = label_trk(trk, atlas, regions, start=spec.start,
+                           progress=progress_logger("labeling"))
+        if result.unknown_labels.size:
+            log.warning("atlas labels not in the region list, treated as background: %s",
+                        ", ".join(str(int(v)) for v in result.unknown_labels))
+        with atomic_open(spec.output, "wb", before_rename=_unchanged(trk, watch)) as fh:
+            np.save(fh, result.ids)
+    n = int(result.ids.shape[0])
+    unlabeled = int(np.count_nonzero(result.ids == 0))
+    share = unlabeled / n if n else 0.0
+    log.info("%d of %d streamlines (%.1f%%) have connection id 0 (fewer than two labeled points)",
+             unlabeled, n, 100.0 * share)
+    regions = result.regions
+    return {
+        "n_streamlines": n,
+        "n_unlabeled": unlabeled,
+        "share_unlabeled": round(share, 6),
+        "n_regions": int(regions.shape[0]),
+        "region_source": source,
+        "labels_not_in_region_list": [int(v) for v in result.unknown_labels],
+        "regions_not_in_atlas": int(np.setdiff1d(regions, atlas.labels).shape[0]),
+        "atlas_reoriented": atlas.note,
+        "n_points_outside_grid": int(result.n_points_outside),
+        "n_points": int(result.n_points),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "_sidecar": {
+            "region_ids": [int(v) for v in regions],
+            "connection_ids_start_at": int(spec.start),
+            "numbering": "position of (min(a,b), max(a,b)) in np.triu_indices(len(region_ids)) "
+                         "+ connection_ids_start_at; 0 = fewer than two labeled points",
+        },
+    }
+
+
+def step_map_b0(spec: JobSpec, watch: InputWatch) -> dict:
+    return map_b0_atlas(spec.inputs["fib_file"], spec.inputs["b0_volume_path"], spec.output,
+                        before_rename=watch.check)
+
+
+def step_scalars(spec: JobSpec, watch: InputWatch) -> dict:
+    with _Streamlines(spec) as trk:
+        n = trk.walk().n_streamlines
+        return average_track_scalars(spec.inputs["txt_path"], n, spec.output,
+                                     trk_path=spec.inputs["trk_file"],
+                                     before_rename=_unchanged(trk, watch))
+
+
+def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
+    """A scan's termination patterns at ``spec.radius`` (``ltpa.analysis.patterns``)."""
+    from ..analysis.patterns import dataset_meta, write_patterns_file
+    from ..dataset import load_track_dataset
+
+    t0 = time.perf_counter()
+    pkl, npy = spec.inputs["pkl_path"], spec.inputs["numpy_path"]
+    ds = load_track_dataset(pkl)
+    try:
+        conn = np.load(npy, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise LtpaError(f"file {npy!r} is not a .npy array ({exc})") from None
+    body, _ = sidecar.read(npy)
+    regions = start = None
+    if body is not None and isinstance(body.get("region_ids"), list):
+        regions, start = body["region_ids"], body.get("connection_ids_start_at")
+    inputs = {fld: {"path": os.path.abspath(spec.inputs[fld]), "size": ident.size,
+                    "mtime_ns": ident.mtime_ns} for fld, ident in watch.at_start.items()}
+    meta = dataset_meta(ds, region_ids=regions, start=start, inputs=inputs)
+    written = write_patterns_file(ds.tracks_at_ijk, conn, spec.radius, spec.output,
+                                  n_streamlines=ds.get_ntracks(), meta=meta,
+                                  where=f"files {pkl!r} and {npy!r}",
+                                  before_rename=watch.check)
+    return {"radius": int(spec.radius), "n_streamlines": int(ds.get_ntracks()), **written,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+STEPS = {"index": step_index, "export": step_export, "label": step_label,
+         "map_b0": step_map_b0, "scalars": step_scalars, "patterns": step_patterns}
+
+
+# --------------------------------------------------------------------------- thin wrappers
+
+
+def _abs(path):
+    return None if path is None else os.path.abspath(str(path))
+
+
+def _inputs(**kw):
+    return {k: _abs(v) for k, v in kw.items() if v is not None}
+
+
+def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False, scan_id=None,
+               properties=None, trk_out=None, sidecar=True, reference_volume=None) -> dict:
+    """Hash ``trk_path`` into a TrackDataset pickled at ``out_pkl`` (and a key-grid .trk)."""
+    inputs = _inputs(trk_file=trk_path, reference_volume=reference_volume)
+    specs = []
+    if out_pkl is not None:
+        specs.append(JobSpec("index", _abs(out_pkl), inputs, scan_id=scan_id, space=space,
+                             legacy_dsi2_mni_offset=legacy_dsi2_mni_offset,
+                             properties=dict(properties or {}), sidecar=sidecar))
+    if trk_out is not None:
+        specs.append(JobSpec("export", _abs(trk_out), inputs, scan_id=scan_id, space=space,
+                             legacy_dsi2_mni_offset=legacy_dsi2_mni_offset, sidecar=sidecar))
+    for spec in specs:  # both outputs checked before either is written
+        try:
+            check_output_path(spec)
+        except LtpaError as exc:
+            raise exc.in_context(spec.where(str(exc))) from None
+    stats = [run(spec) for spec in specs]
+    return stats[0] if out_pkl is not None else {}
+
+
+def index_only(trk_path, *, space="qsdr", legacy_dsi2_mni_offset=False,
+               reference_volume=None) -> dict:
+    """Read and hash without writing anything (``ltpa index --no-write``, for timing)."""
+    spec = JobSpec("index", "/dev/null", _inputs(trk_file=trk_path,
+                                                  reference_volume=reference_volume),
+                   space=space, legacy_dsi2_mni_offset=legacy_dsi2_mni_offset)
+    try:
+        with _Streamlines(spec) as trk:
+            csr = build_index(trk, _key_map(trk, spec))
+    except LtpaError as exc:
+        raise exc.in_context(spec.where(str(exc))) from None
+    return {"n_streamlines": csr.n_streamlines, "n_voxels": int(csr.voxels.shape[0])}
+
+
+def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=False,
+                   scan_id=None, reference_volume=None) -> dict:
+    return run(JobSpec("export", _abs(out_trk), _inputs(trk_file=trk_path,
+                                                        reference_volume=reference_volume),
+                       scan_id=scan_id, space=space,
+                       legacy_dsi2_mni_offset=legacy_dsi2_mni_offset))
+
+
+def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=None, start=1,
+               scan_id=None, atlas_key=None, sidecar=True, space="qsdr",
+               reference_volume=None) -> dict:
+    """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``."""
+    return run(JobSpec("label", _abs(out_npy),
+                       _inputs(trk_file=trk_path, volume_path=atlas_path,
+                               graphml_path=graphml_path, labels_path=labels_path,
+                               reference_volume=reference_volume),
+                       scan_id=scan_id, atlas=atlas_key, space=space, start=start,
+                       sidecar=sidecar))
+
+
+def scalars_scan(txt_path, trk_path, out_npy, *, scan_id=None, space="qsdr",
+                 reference_volume=None) -> dict:
+    return run(JobSpec("scalars", _abs(out_npy),
+                       _inputs(txt_path=txt_path, trk_file=trk_path,
+                               reference_volume=reference_volume),
+                       scan_id=scan_id, space=space))
+
+
+def map_b0_scan(fib_path, b0_path, out_path, *, scan_id=None) -> dict:
+    return run(JobSpec("map_b0", _abs(out_path), _inputs(fib_file=fib_path,
+                                                         b0_volume_path=b0_path),
+                       scan_id=scan_id))
+
+
+
+def write_patterns(pkl_path, npy_path, out_path, radius, *, scan_id=None, atlas_key=None,
+                   sidecar=True) -> dict:
+    """Build one scan's termination patterns at ``radius`` from its pkl and npy and write
+    them to ``out_path`` (with the sidecar).
+
+    What ``ltpa patterns`` and the workflow's per-scan jobs run (the ``patterns`` step of
+    ``run``): atomic, the output's lock held, the inputs checked unchanged before the
+    rename. Returns the job's statistics.
+    """
+    from ..analysis.patterns import check_radius
+
+    return run(JobSpec("patterns", _abs(out_path), _inputs(pkl_path=pkl_path,
+                                                           numpy_path=npy_path),
+                       scan_id=scan_id, atlas=atlas_key, radius=check_radius(radius),
+                       sidecar=sidecar))

@@ -1,0 +1,60 @@
+"""What a run was made with: resolved config, software versions, the study JSON's checksum."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from .. import __version__
+from ..io import atomic_open
+
+log = logging.getLogger("ltpa")
+
+PACKAGES = ("ltpa-prep", "snakemake", "numpy", "nibabel", "networkx", "jsonschema", "scipy",
+            "matplotlib")
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict:
+    out = {"ltpa": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_provenance(out_config, out_provenance, *, config: dict, local_data,
+                     snakemake_version=None) -> dict:
+    """Write the resolved config (YAML) and versions + the JSON's sha256 (YAML)."""
+    local_data = Path(local_data).resolve()
+    body = {
+        "local_data": str(local_data),
+        "local_data_sha256": sha256_of(local_data),
+        "versions": versions(),
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+    }
+    if snakemake_version:
+        body["versions"]["snakemake"] = snakemake_version
+    for path, content in ((out_config, dict(config)), (out_provenance, body)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path, "w") as fh:
+            yaml.safe_dump(content, fh, sort_keys=False, default_flow_style=False)
+    log.info("wrote %s and %s (local_data sha256 %s)", out_config, out_provenance,
+             body["local_data_sha256"])
+    return body

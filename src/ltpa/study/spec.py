@@ -1,0 +1,99 @@
+"""One description of a job: what to make, from which files, with which parameters.
+
+A ``JobSpec`` is built once per output (from a workflow target, or from the command line)
+and passed down whole: the runner (``ltpa.jobs.pipeline.run``), the steps, the sidecar and the
+staleness check all read the same fields, so a parameter exists in one place.
+``params()`` is what, besides the input files, decides an output's content: the job
+records it in the sidecar and ``ltpa.study.staleness`` compares it with the study's now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+
+STEPS = ("index", "export", "label", "map_b0", "scalars", "patterns")
+# the sidecar kind each step writes
+KIND = {"index": "track_dataset", "export": "key_trk", "label": "connection_ids",
+        "map_b0": "qsdr_atlas", "scalars": "track_scalars",
+        "patterns": "termination_patterns"}
+# input fields that are optional (absent: not an input)
+OPTIONAL = ("graphml_path", "labels_path", "reference_volume")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    step: str
+    output: str  # absolute path
+    inputs: dict = field(default_factory=dict)  # field name -> absolute path (str)
+    scan_id: str | None = None
+    atlas: str | None = None  # the npy's atlas key (label) or the scalar's name
+    space: str = "qsdr"
+    legacy_dsi2_mni_offset: bool = False
+    start: int = 1  # connection_ids_start_at
+    properties: dict | None = None  # the scan's metadata, carried in the pkl
+    radius: int = 0  # patterns: the sphere's radius (voxels)
+    sidecar: bool = True
+
+    def __post_init__(self):
+        if self.step not in STEPS:
+            raise ValueError(f"unknown step {self.step!r}")
+
+    @property
+    def kind(self) -> str:
+        return KIND[self.step]
+
+    def params(self) -> dict:
+        """Everything besides the input files that decides the output's content."""
+        out = {"scan_id": self.scan_id}
+        if self.step in ("index", "export", "label", "scalars"):
+            out["space"] = self.space
+        if self.step in ("index", "export"):
+            out["legacy_dsi2_mni_offset"] = bool(self.legacy_dsi2_mni_offset)
+        if self.step == "index":
+            out["metadata_sha256"] = metadata_hash(self.properties or {})
+        if self.step == "label":
+            out["connection_ids_start_at"] = int(self.start)
+            out["atlas"] = self.atlas
+        if self.step == "patterns":
+            out["radius"] = int(self.radius)
+            out["atlas"] = self.atlas
+        return out
+
+    def field_of(self, text: str) -> str | None:
+        """The input field whose file ``text`` (an error message) names, if any."""
+        best = None
+        for fld, path in self.inputs.items():
+            if path and repr(str(path)) in text and (best is None
+                                                     or len(path) > len(self.inputs[best])):
+                best = fld
+        return best
+
+    def where(self, text: str = "") -> str:
+        """'scan 's1', field 'trk_file'' for an error about this job (the field when known)."""
+        parts = []
+        if self.scan_id is not None:
+            parts.append(f"scan {self.scan_id!r}")
+        if self.atlas is not None and self.step in ("label", "patterns"):
+            parts.append(f"atlas {self.atlas!r}")
+        fld = self.field_of(text)
+        if fld:
+            parts.append(f"field {fld!r}")
+        return ", ".join(parts)
+
+    def to_json(self) -> str:
+        # the fields as they are (asdict() deep-copies: slow for a study's thousands of jobs)
+        return json.dumps({f: getattr(self, f) for f in _FIELDS}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobSpec":
+        return cls(**json.loads(text))
+
+
+_FIELDS = tuple(f.name for f in fields(JobSpec))
+
+
+def metadata_hash(properties: dict) -> str:
+    text = json.dumps(properties, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
