@@ -178,6 +178,8 @@ class TrkFile(_HeaderGrid):
             self.body_bytes = st.st_size - HEADER_SIZE
             self.n_scalars, self.n_properties = check_header(self.header, path, self.body_bytes)
         except BaseException:
+            # __del__ must not close the number again: by then another file may hold it
+            self.fd = None
             os.close(fd)
             raise
         self.total_words = self.body_bytes // 4
