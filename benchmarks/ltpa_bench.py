@@ -104,7 +104,7 @@ def child_demo(local_data, sample) -> dict:
     import numpy as np
 
     import ltpa
-    from ltpa.analysis.patterns import sphere_offsets
+    from ltpa.prepared.patterns import sphere_offsets
 
     warnings.simplefilter("error")  # the pattern files must be the workflow's, up to date
     source = ltpa.TrackDataSource(local_data)
@@ -144,7 +144,7 @@ def child_demo(local_data, sample) -> dict:
 def big_study(n, n_scans, data, out) -> Path:
     from reader_bench import base_files, build_study
 
-    from ltpa.analysis.patterns import patterns_path
+    from ltpa.prepared.patterns import patterns_path
 
     _, _, _, pkl, npy = base_files(n, data, out)
     base_pat = out / f"patterns_{n}_r1.npz"

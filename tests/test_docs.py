@@ -14,7 +14,7 @@ import yaml
 
 from bids_study import make_bids_tree, make_demo_source
 from conftest import BIN, REPO
-from ltpa.init import init_study, merged_spec
+from ltpa.study.init import init_study, merged_spec
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 # pages other branches write (merged by the integrator): stubbed for the build until they exist
@@ -111,7 +111,7 @@ def test_site_builds_strict(tmp_path):
 
 
 def test_the_spec_table_lists_every_key_of_the_init_schema_with_its_default():
-    from ltpa.init import schema
+    from ltpa.study.init import schema
 
     rows = {}
     for line in (REPO / "docs" / "start.md").read_text().splitlines():

@@ -23,7 +23,7 @@ from bids_study import (
 from conftest import BIN, run_snakemake
 from ltpa.errors import LtpaError
 from ltpa.formats.regions import region_names, regions_from_graphml, regions_from_table
-from ltpa.init import check_spec, init_study, merged_spec, scan_id_of
+from ltpa.study.init import check_spec, init_study, merged_spec, scan_id_of
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from scipy import stats as sps
 from conftest import BIN
 from ltpa import LtpaError, LtpaResult, run_ltpa
 from ltpa.analysis.maps import extra_map_path, write_map
-from ltpa.analysis.patterns import patterns_path, read_patterns, save_patterns
+from ltpa.prepared.patterns import patterns_path, read_patterns, save_patterns
 from ltpa_helpers import brute_patterns, build_study, source_of
 
 SCALE33 = {"name": "Lausanne2008", "scale": 33}

@@ -1,4 +1,4 @@
-"""Study maps in the workflow (config `maps`, ltpa.maps_workflow) and the report's maps.
+"""Study maps in the workflow (config `maps`, ltpa.analysis.maps_workflow) and the report's maps.
 
 The references here read the pkl (voxel -> streamline ids) and npy (streamline -> id)
 directly: the sphere's voxels, the union of their id lists per scan, the ids' labels
@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import run_snakemake, study_folder
-from ltpa.errors import LtpaError
-from ltpa.maps_workflow import (
+from ltpa.analysis.maps_workflow import (
     build_map,
     map_items,
     map_jobs,
@@ -25,6 +24,7 @@ from ltpa.maps_workflow import (
     top_table_rows,
     write_top_table,
 )
+from ltpa.errors import LtpaError
 from ltpa.study import sidecar
 from ltpa.study.config import with_defaults
 from ltpa.study.staleness import OK, OUT_OF_DATE

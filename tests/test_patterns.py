@@ -11,7 +11,10 @@ import pytest
 
 from conftest import BIN
 from ltpa import LtpaError, load_track_dataset
-from ltpa.analysis.patterns import (
+from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
+from ltpa.formats.trkwrite import write_trk
+from ltpa.jobs.pipeline import index_scan, label_scan, write_patterns
+from ltpa.prepared.patterns import (
     VERSION,
     build_patterns,
     patterns_path,
@@ -20,9 +23,6 @@ from ltpa.analysis.patterns import (
     sphere_offsets,
     write_patterns_file,
 )
-from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
-from ltpa.formats.trkwrite import write_trk
-from ltpa.jobs.pipeline import index_scan, label_scan, write_patterns
 from ltpa_helpers import brute_patterns, build_study, source_of, sphere_voxels
 
 DATA = Path(__file__).parent / "data"

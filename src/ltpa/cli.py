@@ -88,8 +88,8 @@ def _validate(args):
 
 
 def _init(args):
-    from .init import init_study, merged_spec
     from .study.config import read_config
+    from .study.init import init_study, merged_spec
 
     spec = merged_spec(args.spec, tracks=args.tracks, participants=args.participants,
                        group_column=args.group_column, space=args.space,

@@ -1,4 +1,4 @@
-# Study maps (config `maps`, ltpa.maps_workflow): <results_dir>/maps/<name>.nii.gz with its
+# Study maps (config `maps`, ltpa.analysis.maps_workflow): <results_dir>/maps/<name>.nii.gz with its
 # .json sidecar (what was computed, the top centers), from every scan's pkl and npy of the
 # map's atlas (and its pattern file when the workflow builds it: config `patterns`).
 # A map is rebuilt when an input is newer, or when ltpa.study.staleness finds it out of date: its

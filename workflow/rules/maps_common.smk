@@ -1,7 +1,7 @@
 # Targets and inputs of the study-map rules (rules/maps.smk; config `maps`).
 
-from ltpa.analysis.patterns import patterns_path
-from ltpa.maps_workflow import map_jobs, map_verdicts
+from ltpa.prepared.patterns import patterns_path
+from ltpa.analysis.maps_workflow import map_jobs, map_verdicts
 
 
 def _map_jobs():

@@ -8,8 +8,8 @@ try:
 except ImportError:  # plain checkout
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
+from ltpa.analysis.maps_workflow import write_top_table
 from ltpa.jobs.job import job
-from ltpa.maps_workflow import write_top_table
 from ltpa.qc.report import plot_map
 
 with job(snakemake.log[0], f"plot_map name={snakemake.wildcards.name}"):

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import LtpaError
-from .patterns import ScanPatterns, check_radius
+from ..prepared.patterns import (
+    ScanPatterns,
+    check_radius,
+    patterns_of_dataset,
+    patterns_path,
+    read_patterns,
+)
 
 ACROSS = ("union", "intersection")
 
@@ -207,7 +213,6 @@ def study_patterns(source, radius=0, *, min_tracks=1, across="union") -> StudyPa
     records them); otherwise the scan's patterns are computed in memory (not written), with
     one warning naming the scans (the workflow builds the files: config ``patterns``).
     """
-    from .patterns import patterns_of_dataset, patterns_path, read_patterns
 
     r = check_radius(radius)
     check_min_tracks(min_tracks)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LtpaError
+from ..prepared.patterns import check_radius
 from .matrix import StudyPatterns, check_across, check_min_tracks
-from .patterns import check_radius
 
 BLOCK_SIZE = 1 << 14  # centers per block: ~50 scans x 16k centers x ~10 ids x 24 bytes < 200 MB
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..dataset import TrackDataset, VoxelIndex, save_track_dataset
+from ..dataset import TrackDataset, VoxelIndex, load_track_dataset, save_track_dataset
 from ..errors import InputError, LtpaError, StaleOutputError
 from ..formats.convert import as_trk, kind_of
 from ..formats.grids import grid_for, key_map_for, streamline_grid
@@ -29,6 +29,7 @@ from ..prepared.b0map import map_b0_atlas
 from ..prepared.connections import region_list
 from ..prepared.index import INDEX_BYTES_PER_VOXEL, build_index
 from ..prepared.labels import label_trk, load_atlas
+from ..prepared.patterns import check_radius, dataset_meta, write_patterns_file
 from ..prepared.scalars import average_track_scalars
 from ..study import sidecar
 from ..study.spec import JobSpec
@@ -345,10 +346,7 @@ def step_scalars(spec: JobSpec, watch: InputWatch) -> dict:
 
 
 def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
-    """A scan's termination patterns at ``spec.radius`` (``ltpa.analysis.patterns``)."""
-    from ..analysis.patterns import dataset_meta, write_patterns_file
-    from ..dataset import load_track_dataset
-
+    """A scan's termination patterns at ``spec.radius`` (``ltpa.prepared.patterns``)."""
     t0 = time.perf_counter()
     pkl, npy = spec.inputs["pkl_path"], spec.inputs["numpy_path"]
     ds = load_track_dataset(pkl)
@@ -465,8 +463,6 @@ def write_patterns(pkl_path, npy_path, out_path, radius, *, scan_id=None, atlas_
     ``run``): atomic, the output's lock held, the inputs checked unchanged before the
     rename. Returns the job's statistics.
     """
-    from ..analysis.patterns import check_radius
-
     return run(JobSpec("patterns", _abs(out_path), _inputs(pkl_path=pkl_path,
                                                            numpy_path=npy_path),
                        scan_id=scan_id, atlas=atlas_key, radius=check_radius(radius),

@@ -32,6 +32,7 @@ from ..formats.convert import TrxReader, kind_of
 from ..formats.grids import MNI_DIM
 from ..formats.gz import GZ_MAX_RATIO
 from ..formats.trk import BUFFER_WORDS, MAX_RECORD_BYTES, TrkFile
+from ..prepared.patterns import sphere_offsets
 
 BASE_MB = 250
 TABLE_BYTES = 16 << 20
@@ -85,8 +86,6 @@ def runtime_min(spec) -> int:
     """Minutes the job may take: 5, plus 1 per 250 MB of streamlines (~10x what is measured);
     termination patterns: 5, plus 1 per 250 MB of pkl per sphere voxel."""
     if spec.step == "patterns":
-        from ..analysis.patterns import sphere_offsets
-
         return int(5 + _file_size(spec.inputs.get("pkl_path")) *
                    sphere_offsets(spec.radius).shape[0] / (250 * MIB))
     body, _ = _streamlines_size(spec.inputs.get("trk_file"))

@@ -4,7 +4,7 @@ Every output the workflow makes gets a sidecar, written after the output is in p
 
     {"sidecar_version": 2, "ltpa_version": ..., "kind": "track_dataset" | "key_trk" |
      "connection_ids" | "qsdr_atlas" | "track_scalars" | "termination_patterns" |
-     "study_map" (ltpa.maps_workflow: a study map, with its top centers),
+     "study_map" (ltpa.analysis.maps_workflow: a study map, with its top centers),
      "scan_id": ..., "atlas": ...,
      "output": {"path", "size", "mtime_ns", "fingerprint", "sha256"?},  # the file it describes
      "inputs": {field: {"path", "relpath", "size", "mtime_ns", "sha256"?}},

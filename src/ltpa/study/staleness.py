@@ -182,7 +182,7 @@ def _judge(spec, produced, verdicts, hashes=None) -> Verdict:
     if body is None:
         if missing:
             return Verdict(KEPT, f"{why}; its inputs are missing")
-        if why == sidecar.NO_SIDECAR:  # e.g. made by dsi2: of the output's format (ltpa.sniff)
+        if why == sidecar.NO_SIDECAR:  # e.g. made by dsi2 (ltpa.study.sniff: its format)
             why += " (made by another tool?): it will be rebuilt, replacing it"
         return Verdict(OUT_OF_DATE, f"{why}")
     if not _same_output(body["output"], spec.output, out_st, hashes):

@@ -49,6 +49,7 @@ from ..io import atomic_open, read_regular
 from .config import with_defaults
 from .headers import InputFacts
 from .localdata import problem_scan, problem_text, read_records, with_hints
+from .sniff import foreign_kind
 from .staleness import KEPT, NEEDS_WORK, OutputHashes, judge_all
 from .targets import RULE_LABEL, RULE_MAP_B0, RULE_PATTERNS, build_targets
 
@@ -497,8 +498,6 @@ def check_paths(local_data: Path, targets, managed=(), overwrite_foreign=False) 
     """(problems, warnings) of the study's outputs against every input, each other, the JSON,
     the study's own folders (``managed``: results, caches, logs) and the files already at
     the output paths (one of another format is refused unless ``overwrite_foreign``)."""
-    from ..sniff import foreign_kind
-
     real = _RealPaths()
     managed = [os.path.realpath(m) for m in managed]
     problems, warnings = [], []

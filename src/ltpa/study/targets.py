@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..prepared.patterns import patterns_path
 from .localdata import LabelRecord, ScanRecord
 from .spec import JobSpec
 
@@ -131,8 +132,6 @@ def _atlas_matches(lab: LabelRecord, atlases: list) -> bool:
 def build_targets(scans: list[ScanRecord], config: dict | None = None) -> list[Target]:
     """Every output the JSON names, as a Target; with ``config``, also the termination
     patterns its ``patterns`` option asks for (beside each selected npy, per radius)."""
-    from ..analysis.patterns import patterns_path
-
     radii, atlases = pattern_selection(config)
     out = []
     for rec in scans:

@@ -31,9 +31,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import LtpaError
+from ..errors import LtpaError
+from ..formats.regions import is_graphml
+from ..io import atomic_path
+from .config import with_defaults
+from .localdata import read_json
+from .study import load_study, study_work_dir
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "init.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "init.schema.yaml"
 # BIDS entity of a wildcard, for scan_id; any other wildcard is written as its own name
 ENTITIES = {"subject": "sub", "session": "ses", "acquisition": "acq", "run": "run"}
 MISSING_CELLS = ("", "n/a", "na", "nan")
@@ -404,8 +409,6 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
                                 f"does not exist")
             label["volume_path"] = _written_path(vol, base)
             if atlas.get("regions"):
-                from .formats.regions import is_graphml
-
                 reg = os.path.join(root_s, fill(atlas["regions"], wc))
                 exists = regions_seen.get(reg)
                 if exists is None:
@@ -462,8 +465,6 @@ def merged_spec(spec_path=None, *, tracks=None, participants=None, group_column=
 def _existing(path: Path) -> list | None:
     if not path.exists():
         return None
-    from .study.localdata import read_json
-
     data = read_json(path)
     if not isinstance(data, list):
         raise LtpaError(f"{str(path)!r} exists and is not a JSON list of scans; ltpa init "
@@ -501,10 +502,6 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
     LtpaError
         Listing every problem, each naming the file and the subject; nothing is written.
     """
-    from .io import atomic_path
-    from .study.config import with_defaults
-    from .study.study import load_study, study_work_dir
-
     out = Path(os.path.abspath(out))
     existing = _existing(out)
     candidates, orphans = find_scans(root, spec, out)

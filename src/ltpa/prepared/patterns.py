@@ -136,7 +136,7 @@ class _Builder:
     int32 and the per-streamline / per-id work arrays (kept across chunks of centers)."""
 
     def __init__(self, index, connection_ids, radius, n_streamlines=None, where=""):
-        from .kernels import dilate
+        from .pattern_kernels import dilate
 
         self.radius = r = check_radius(radius)
         prefix = f"{where}: " if where else ""
@@ -180,7 +180,7 @@ class _Builder:
 
     def rows(self, lo, hi):
         """CSR rows of centers ``lo:hi`` (``indptr`` relative to the chunk)."""
-        from .kernels import sphere_patterns
+        from .pattern_kernels import sphere_patterns
 
         d = self.dim
         return sphere_patterns(self.centers[lo:hi], lo, d[0], d[1], d[2], self.offsets,

@@ -15,7 +15,7 @@ import re
 import stat
 import zlib
 
-from .study.targets import (
+from .targets import (
     RULE_EXPORT,
     RULE_INDEX,
     RULE_LABEL,

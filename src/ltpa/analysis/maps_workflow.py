@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import LtpaError
+from ..errors import LtpaError
+from ..io import atomic_open
+from ..study import sidecar
+from ..study.config import schema
+from ..study.staleness import judge
 
 STAT_GROUP_DIFFERENCE = "group_difference"
 # options of run_ltpa's built-in statistics that a map item passes on when set
@@ -31,8 +35,6 @@ SIMILARITY_STATS = ("similarity", "within_subject", "between_subject")
 
 
 def item_schema() -> dict:
-    from .study.config import schema
-
     return schema()["properties"]["maps"]["items"]
 
 
@@ -106,7 +108,9 @@ def map_jobs(study, patterns_of=None) -> list[MapJob]:
     Every problem a map's items can show before any job (no or several atlases matching in
     a scan, unknown groups, a statistic's missing options) is one LtpaError listing them all.
     """
-    from .analysis.reader import _dictmatch, _entry_text
+    # the reader (nibabel, numba: ~0.4 s) only when the config has maps: the workflow
+    # imports this module at every start
+    from .reader import _dictmatch, _entry_text
 
     items = map_items(study.config)
     jobs, problems = [], []
@@ -178,8 +182,6 @@ def map_verdicts(jobs, specs=()) -> list:
     """The staleness verdict on each map (``ltpa.study.staleness``): its sidecar against the
     inputs and parameters now; ``specs``: the study's other job specs (a map whose pkl or
     npy needs work is out of date too)."""
-    from .study.staleness import judge
-
     produced = {s.output: s for s in specs}
     produced.update({j.output: j for j in jobs})
     verdicts: dict = {}
@@ -200,10 +202,11 @@ def build_map(job: MapJob, config: dict) -> dict:
     import logging
     import warnings
 
-    from .analysis.maps import extra_map_path
-    from .analysis.reader import TrackDataSource
-    from .analysis.run import run_ltpa
-    from .study import sidecar
+    # the map's modules (nibabel, numba: ~0.4 s) only in the map's job, not at every start
+    # of the workflow, which imports this module
+    from .maps import extra_map_path
+    from .reader import TrackDataSource
+    from .run import run_ltpa
 
     log = logging.getLogger("ltpa")
     folder = os.path.dirname(job.output)
@@ -365,9 +368,6 @@ def _fmt(v) -> str:
 
 def write_top_table(map_path, out_tsv) -> None:
     """The map's top centers (its sidecar's) as a TSV for the report."""
-    from .io import atomic_open
-    from .study import sidecar
-
     body, why = sidecar.read(map_path)
     if body is None or body.get("kind") != "study_map":
         raise LtpaError(f"map {str(map_path)!r}: {why or 'its sidecar is not a study map'}")
