@@ -1,6 +1,7 @@
 """The kinds of error a caller can tell apart, raised by real files (each still an LtpaError
 whose message names the file)."""
 
+import json
 import pickle
 
 import numpy as np
@@ -18,6 +19,9 @@ from ltpa.formats.convert import read_trk
 from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 from ltpa.formats.trkwrite import write_trk
 from ltpa.jobs.pipeline import index_scan, label_scan
+from ltpa.prepared.patterns import check_radius, patterns_of_dataset, read_patterns
+from ltpa.study import sidecar
+from ltpa.study.init import merged_spec
 from ltpa.study.localdata import load_local_data
 
 KINDS = (InputError, GeometryError, DamagedFileError, StaleOutputError)
@@ -87,3 +91,56 @@ def test_npy_of_another_trk_is_stale_output(demo_study):
 def test_in_context_keeps_the_kind():
     err = GeometryError("file 'a.trk': grid").in_context("scan 's1'")
     assert type(err) is GeometryError and str(err) == "scan 's1': file 'a.trk': grid"
+
+
+def test_termination_pattern_errors_by_kind(demo_study, tmp_path):
+    rec = load_local_data(demo_study)[0]
+    lab = rec.labels[0]
+    index_scan(rec.trk_file, rec.pkl_path, scan_id=rec.scan_id)
+    label_scan(rec.trk_file, lab.volume_path, lab.numpy_path, graphml_path=lab.graphml_path)
+    with pytest.raises(InputError, match="radius 'x'") as info:
+        check_radius("x")
+    _only(info.value, InputError)
+    with pytest.raises(InputError, match="does not exist") as info:
+        read_patterns(tmp_path / "none.npz")
+    _only(info.value, InputError)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file at all")
+    with pytest.raises(DamagedFileError, match="junk.npz") as info:
+        read_patterns(junk)
+    _only(info.value, DamagedFileError)
+    ds = load_track_dataset(rec.pkl_path)
+    conn = np.load(lab.numpy_path)
+    with pytest.raises(StaleOutputError, match="must be of the same scan") as info:
+        patterns_of_dataset(ds, conn[:-1], 1)  # an npy of another scan
+    _only(info.value, StaleOutputError)
+
+
+@pytest.mark.filterwarnings("ignore:.*is out of date")
+def test_edited_sidecar_region_ids_are_a_damaged_file(demo_study):
+    from ltpa import TrackDataSource
+
+    scans = load_local_data(demo_study)
+    for rec in scans:
+        index_scan(rec.trk_file, rec.pkl_path, scan_id=rec.scan_id)
+        lab = rec.labels[0]
+        label_scan(rec.trk_file, lab.volume_path, lab.numpy_path, graphml_path=lab.graphml_path)
+    lab = scans[0].labels[0]
+    side = sidecar.path_of(lab.numpy_path)
+    body = json.loads(side.read_text())
+    body["region_ids"] = body["region_ids"][::-1]  # no longer increasing
+    side.write_text(json.dumps(body))
+    source = TrackDataSource(demo_study)
+    source.change_atlas(lab.name, **lab.parameters)
+    with pytest.raises(DamagedFileError, match="region_ids are not strictly increasing") as info:
+        source.connection_id(1, 2)
+    _only(info.value, DamagedFileError)
+    assert scans[0].scan_id in str(info.value)
+
+
+def test_init_spec_not_yaml_is_input_error(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("tracks: [\n")
+    with pytest.raises(InputError, match="is not valid YAML") as info:
+        merged_spec(spec)
+    _only(info.value, InputError)

@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import LtpaError
+from ..errors import InputError
 
 MAP_FORMAT = "ltpa-map"
 MAP_VERSION = 1
@@ -59,13 +59,13 @@ def write_map(local_data, out_path, *, atlas, radius=0, stat, config=None, data_
 
     out_path = Path(out_path)
     if not (out_path.name.endswith(".nii.gz") or out_path.name.endswith(".nii")):
-        raise LtpaError(f"output {str(out_path)!r}: expected a .nii.gz or .nii file name")
+        raise InputError(f"output {str(out_path)!r}: expected a .nii.gz or .nii file name")
     if not isinstance(stat, str):
-        raise LtpaError(f"stat {stat!r}: expected a built-in statistic's name")
+        raise InputError(f"stat {stat!r}: expected a built-in statistic's name")
     _check_name(stat, stat_options)
     if not isinstance(atlas, dict) or not atlas:
-        raise LtpaError(f"atlas {atlas!r}: expected a dict of the track_labels name and "
-                        f"parameters, e.g. {{'name': 'Lausanne2008', 'scale': 33}}")
+        raise InputError(f"atlas {atlas!r}: expected a dict of the track_labels name and "
+                         f"parameters, e.g. {{'name': 'Lausanne2008', 'scale': 33}}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source = TrackDataSource(local_data, config=config, data_root=data_root)

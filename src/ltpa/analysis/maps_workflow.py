@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import InputError, LtpaError
 from ..io import atomic_open
 from ..study import sidecar
 from ..study.config import schema
@@ -48,8 +48,8 @@ def map_items(config: dict) -> list[dict]:
         full["atlas"] = {"name": item["atlas"]["name"],
                          "parameters": dict(item["atlas"].get("parameters") or {})}
         if full["name"] in seen:
-            raise LtpaError(f"config maps[{pos}].name {full['name']!r}: another map has this "
-                            f"name (each map is the file maps/<name>.nii.gz)")
+            raise InputError(f"config maps[{pos}].name {full['name']!r}: another map has this "
+                             f"name (each map is the file maps/<name>.nii.gz)")
         seen.add(full["name"])
         out.append(full)
     return out
@@ -146,7 +146,7 @@ def map_jobs(study, patterns_of=None) -> list[MapJob]:
                            tuple(s.scan_id for s in study.scans), tuple(groups),
                            tuple(subjects)))
     if problems:
-        raise LtpaError("the config's maps cannot be made:\n  " + "\n  ".join(problems))
+        raise InputError("the config's maps cannot be made:\n  " + "\n  ".join(problems))
     return jobs
 
 
@@ -220,7 +220,7 @@ def build_map(job: MapJob, config: dict) -> dict:
         try:
             records[fld] = sidecar.file_record(path, folder)
         except FileNotFoundError:
-            raise LtpaError(f"{job.where()}: input {fld} {path!r} does not exist") from None
+            raise InputError(f"{job.where()}: input {fld} {path!r} does not exist") from None
     item = job.item
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

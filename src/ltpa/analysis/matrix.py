@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import GeometryError, InputError, LtpaError, StaleOutputError
 from ..prepared.patterns import (
     ScanPatterns,
     check_radius,
@@ -33,13 +33,13 @@ ACROSS = ("union", "intersection")
 def check_min_tracks(min_tracks) -> int:
     ok = isinstance(min_tracks, (int, np.integer)) and not isinstance(min_tracks, bool)
     if not ok or int(min_tracks) < 1:
-        raise LtpaError(f"min_tracks {min_tracks!r}: expected an integer >= 1")
+        raise InputError(f"min_tracks {min_tracks!r}: expected an integer >= 1")
     return int(min_tracks)
 
 
 def check_across(across) -> str:
     if across not in ACROSS:
-        raise LtpaError(f"across {across!r}: expected 'union' or 'intersection'")
+        raise InputError(f"across {across!r}: expected 'union' or 'intersection'")
     return across
 
 
@@ -194,10 +194,10 @@ class StudyPatterns:
         """The ``PatternMatrix`` at key-grid voxel ``ijk`` = (i, j, k)."""
         v = np.asarray(ijk).reshape(-1)
         if v.shape[0] != 3 or v.dtype.kind not in "iu":
-            raise LtpaError(f"ijk {ijk!r}: expected three integers (i, j, k)")
+            raise InputError(f"ijk {ijk!r}: expected three integers (i, j, k)")
         if ((v < 0) | (v >= np.asarray(self.dim))).any():
-            raise LtpaError(f"voxel {tuple(int(x) for x in v)} is outside the key grid of "
-                            f"shape {'x'.join(map(str, self.dim))}")
+            raise InputError(f"voxel {tuple(int(x) for x in v)} is outside the key grid of "
+                             f"shape {'x'.join(map(str, self.dim))}")
         _, scan, conn, count = self.block(self.linear(v))
         return self.matrix_from_entries(scan, conn, count, tuple(v), min_tracks, across)
 
@@ -293,19 +293,19 @@ def _check_same(source, labels, scans) -> None:
         sid = source._scans[pos].scan_id
         if p.dim != first.dim or (p.affine is None) != (first.affine is None) or \
                 (p.affine is not None and not np.allclose(p.affine, first.affine, atol=1e-3)):
-            raise LtpaError(f"scans {sid0!r} and {sid!r} have different key grids (shape "
-                            f"{'x'.join(map(str, first.dim))} vs {'x'.join(map(str, p.dim))}, "
-                            f"or another affine): a center would be a different place in "
-                            f"each")
+            raise GeometryError(f"scans {sid0!r} and {sid!r} have different key grids (shape "
+                                f"{'x'.join(map(str, first.dim))} vs {'x'.join(map(str, p.dim))}, "
+                                f"or another affine): a center would be a different place in "
+                                f"each")
     regions0, start0 = source._decoding(0, labels[0])
     for pos, lab in enumerate(labels[1:], start=1):
         regions, start = source._decoding(pos, lab)
         sid = source._scans[pos].scan_id
         if not np.array_equal(regions, regions0):
-            raise LtpaError(f"scans {sid0!r} and {sid!r} have different region lists "
-                            f"({regions0.shape[0]} and {regions.shape[0]} regions; file "
-                            f"{str(lab.numpy_path)!r}): a connection id means a different "
-                            f"pair in each")
+            raise StaleOutputError(f"scans {sid0!r} and {sid!r} have different region lists "
+                                   f"({regions0.shape[0]} and {regions.shape[0]} regions; file "
+                                   f"{str(lab.numpy_path)!r}): a connection id means a different "
+                                   f"pair in each")
         if start != start0:
-            raise LtpaError(f"scans {sid0!r} and {sid!r} number connection ids from "
-                            f"{start0} and {start} (file {str(lab.numpy_path)!r})")
+            raise StaleOutputError(f"scans {sid0!r} and {sid!r} number connection ids from "
+                                   f"{start0} and {start} (file {str(lab.numpy_path)!r})")

@@ -6,17 +6,17 @@ import json
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import InputError
 
 
 def parse_param(text: str):
     """``name=value`` of ``ltpa query --param``: the value as JSON if it is one (33), else text."""
     if "=" not in text:
-        raise LtpaError(f"--param {text!r}: expected NAME=VALUE, e.g. scale=33")
+        raise InputError(f"--param {text!r}: expected NAME=VALUE, e.g. scale=33")
     key, value = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise LtpaError(f"--param {text!r}: the name is empty")
+        raise InputError(f"--param {text!r}: the name is empty")
     try:
         parsed = json.loads(value)
     except ValueError:
@@ -36,7 +36,7 @@ def parse_mm(text: str) -> tuple:
             raise ValueError
         return out
     except ValueError:
-        raise LtpaError(f"--mm {text!r}: expected three numbers X,Y,Z (RAS mm)") from None
+        raise InputError(f"--mm {text!r}: expected three numbers X,Y,Z (RAS mm)") from None
 
 
 def parse_ijk(text: str) -> tuple:
@@ -46,7 +46,7 @@ def parse_ijk(text: str) -> tuple:
             raise ValueError
         return tuple(int(p) for p in parts)
     except ValueError:
-        raise LtpaError(f"--ijk {text!r}: expected three integers I,J,K") from None
+        raise InputError(f"--ijk {text!r}: expected three integers I,J,K") from None
 
 
 def query_table(source, results, top=5) -> str:

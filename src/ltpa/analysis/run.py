@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import InputError, LtpaError
 from ..prepared.patterns import check_radius
 from .matrix import StudyPatterns, check_across, check_min_tracks
 
@@ -65,17 +65,17 @@ class LtpaResult:
         """The map as a float32 array of the key grid's shape (NaN where not computed)."""
         name = self.stat if name is None else name
         if name not in self.maps:
-            raise LtpaError(f"no map {name!r}; this result has {', '.join(self.maps)}")
+            raise InputError(f"no map {name!r}; this result has {', '.join(self.maps)}")
         values = self.maps[name]
         try:
             values = np.asarray(values, dtype=np.float32)
         except (TypeError, ValueError):
-            raise LtpaError(f"map {name!r} holds values that are not numbers (a function "
-                            f"returned {type(values[0]).__name__}s): it cannot be a volume") \
+            raise InputError(f"map {name!r} holds values that are not numbers (a function "
+                             f"returned {type(values[0]).__name__}s): it cannot be a volume") \
                 from None
         if values.ndim != 1:
-            raise LtpaError(f"map {name!r} has {values.ndim}-D values per center; a volume "
-                            f"needs one number per center")
+            raise InputError(f"map {name!r} has {values.ndim}-D values per center; a volume "
+                             f"needs one number per center")
         vol = np.full(self.dim, np.nan, dtype=np.float32)
         if len(self):
             vol[tuple(self.centers.T)] = values
@@ -101,7 +101,7 @@ class LtpaResult:
         path = Path(path)
         suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
         if suffix not in (".nii", ".nii.gz"):
-            raise LtpaError(f"output {str(path)!r}: expected a .nii or .nii.gz file name")
+            raise InputError(f"output {str(path)!r}: expected a .nii or .nii.gz file name")
         img = self.to_nifti(name)
         with atomic_path(path, suffix=suffix) as tmp:
             img.to_filename(str(tmp))
@@ -203,17 +203,17 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
     if isinstance(source, StudyPatterns):
         sp = source
         if sp.radius != int(radius):
-            raise LtpaError(f"radius {radius} given, but the patterns passed are of radius "
-                            f"{sp.radius}")
+            raise InputError(f"radius {radius} given, but the patterns passed are of radius "
+                             f"{sp.radius}")
     else:
         if callable(function) and not isinstance(function, str) and stat:
-            raise LtpaError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
-                            f"statistics, not for a function")
+            raise InputError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
+                             f"statistics, not for a function")
         if isinstance(function, str):
             _check_name(function, stat)
         sp = source.termination_patterns(radius)
     if not isinstance(n_jobs, (int, np.integer)) or isinstance(n_jobs, bool) or n_jobs < 1:
-        raise LtpaError(f"n_jobs {n_jobs!r}: expected an integer >= 1")
+        raise InputError(f"n_jobs {n_jobs!r}: expected an integer >= 1")
     lin = resolve_centers(sp, centers)
     meta = {"radius": sp.radius, "atlas": sp.atlas, "min_tracks": min_tracks,
             "scan_ids": sp.scan_ids, "patterns": sp.sources}
@@ -229,8 +229,8 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
         name = function
     elif callable(function):
         if stat:
-            raise LtpaError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
-                            f"statistics, not for a function")
+            raise InputError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
+                             f"statistics, not for a function")
         values = _run_callable(function, sp, lin, int(n_jobs), block_size,
                                progress is None or bool(progress), min_tracks,
                                check_across(across))
@@ -238,8 +238,8 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
         maps = {name: values}
         meta.update({"stat": name, "across": across})
     else:
-        raise LtpaError(f"function {function!r}: expected a built-in statistic's name or a "
-                        f"callable taking a PatternMatrix")
+        raise InputError(f"function {function!r}: expected a built-in statistic's name or a "
+                         f"callable taking a PatternMatrix")
     return LtpaResult(sp.ijk(lin), maps[name], stat=name, radius=sp.radius, dim=sp.dim,
                       affine=sp.affine, voxel_size=sp.voxel_size, maps=maps, meta=meta)
 
@@ -249,13 +249,13 @@ def _check_name(name, options=()):
     from .stats import STATS
 
     if name not in STATS:
-        raise LtpaError(f"unknown statistic {name!r}; the built-in ones: {', '.join(STATS)} "
-                        f"(or pass a function of a PatternMatrix)")
+        raise InputError(f"unknown statistic {name!r}; the built-in ones: {', '.join(STATS)} "
+                         f"(or pass a function of a PatternMatrix)")
     allowed = STATS[name].options
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise LtpaError(f"statistic {name!r} takes no option {', '.join(map(repr, unknown))} "
-                        f"(its options: {', '.join(allowed) if allowed else 'none'})")
+        raise InputError(f"statistic {name!r} takes no option {', '.join(map(repr, unknown))} "
+                         f"(its options: {', '.join(allowed) if allowed else 'none'})")
 
 
 def connection_of(source, sp: StudyPatterns, connection) -> int:
@@ -265,23 +265,23 @@ def connection_of(source, sp: StudyPatterns, connection) -> int:
         connection = tuple(p.strip() for p in connection.split(","))
     if isinstance(connection, (tuple, list)):
         if len(connection) != 2:
-            raise LtpaError(f"connection {connection!r}: expected an id or a pair of regions")
+            raise InputError(f"connection {connection!r}: expected an id or a pair of regions")
         if isinstance(source, StudyPatterns):
-            raise LtpaError("a connection given as a pair of regions needs the "
-                            "TrackDataSource (pass it instead of its patterns)")
+            raise InputError("a connection given as a pair of regions needs the "
+                             "TrackDataSource (pass it instead of its patterns)")
         return source.connection_id(*connection)
     try:
         cid = int(connection)
         if isinstance(connection, bool) or cid != connection and str(cid) != str(connection):
             raise ValueError
     except (TypeError, ValueError):
-        raise LtpaError(f"connection {connection!r}: expected a connection id or a pair of "
-                        f"region names or numbers") from None
+        raise InputError(f"connection {connection!r}: expected a connection id or a pair of "
+                         f"region names or numbers") from None
     if sp.regions is not None and sp.start is not None:
         n_pairs = sp.regions.shape[0] * (sp.regions.shape[0] + 1) // 2
         if not (cid == 0 or sp.start <= cid < sp.start + n_pairs):
-            raise LtpaError(f"connection {cid} is not in the atlas ({sp.regions.shape[0]} "
-                            f"regions: ids {sp.start}..{sp.start + n_pairs - 1})")
+            raise InputError(f"connection {cid} is not in the atlas ({sp.regions.shape[0]} "
+                             f"regions: ids {sp.start}..{sp.start + n_pairs - 1})")
     return cid
 
 
@@ -351,7 +351,7 @@ def _run_callable(function, sp, lin, n_jobs, block_size, progress, min_tracks, a
         from concurrent.futures import ProcessPoolExecutor
 
         if "fork" not in mp.get_all_start_methods():
-            raise LtpaError("n_jobs > 1 needs the 'fork' start method (Linux, macOS)")
+            raise InputError("n_jobs > 1 needs the 'fork' start method (Linux, macOS)")
         _WORKER.update(function=function, sp=sp, lin=lin, min_tracks=min_tracks,
                        across=across)
         try:

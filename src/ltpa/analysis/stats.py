@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import InputError
 from .matrix import StudyPatterns
 
 PERMUTATION_ELEMENTS = 1 << 22  # tested centers x permutations per matrix product
@@ -117,8 +117,8 @@ class Similarity(Stat):
         self.subject, self.n_subjects, self.repeats = _subject_codes(sp.subject_ids)
         self.only = only
         if only is not None and not self.repeats:
-            raise LtpaError(f"stat {only!r} needs repeat scans: no two scans share a "
-                            f"subject_id")
+            raise InputError(f"stat {only!r} needs repeat scans: no two scans share a "
+                             f"subject_id")
 
     @property
     def maps(self):
@@ -184,27 +184,27 @@ class GroupDifference(Stat):
                  n_permutations=0, seed=0, connection_id=None):
         super().__init__(sp, min_tracks)
         if connection_id is None:
-            raise LtpaError("stat 'group_difference' needs connection= (an id, or a pair of "
-                            "region names or numbers)")
+            raise InputError("stat 'group_difference' needs connection= (an id, or a pair of "
+                             "region names or numbers)")
         self.connection = int(connection_id)
         self.connection_given = connection
         if groups is None or isinstance(groups, str) or len(groups) != 2:
-            raise LtpaError(f"stat 'group_difference' needs groups=(A, B), two scan_group "
-                            f"values; got {groups!r}")
+            raise InputError(f"stat 'group_difference' needs groups=(A, B), two scan_group "
+                             f"values; got {groups!r}")
         found = {}
         for g in sp.scan_groups:
             found[g] = found.get(g, 0) + 1
         listed = ", ".join(f"{g!r} ({n} scans)" for g, n in found.items())
         a, b = groups
         if a == b:
-            raise LtpaError(f"groups ({a!r}, {b!r}): the two groups must differ")
+            raise InputError(f"groups ({a!r}, {b!r}): the two groups must differ")
         for g in (a, b):
             if g not in found:
-                raise LtpaError(f"group {g!r} is not a scan_group of the study; its groups: "
-                                f"{listed}")
+                raise InputError(f"group {g!r} is not a scan_group of the study; its groups: "
+                                 f"{listed}")
             if found[g] < 2:
-                raise LtpaError(f"group {g!r} has {found[g]} scan; Welch's t needs at least 2 "
-                                f"per group (groups: {listed})")
+                raise InputError(f"group {g!r} has {found[g]} scan; Welch's t needs at least 2 "
+                                 f"per group (groups: {listed})")
         self.groups = (a, b)
         labels = np.asarray([1 if g == a else 2 if g == b else 0 for g in sp.scan_groups])
         self.members = np.flatnonzero(labels > 0)  # scans in A or B, JSON order
@@ -216,13 +216,13 @@ class GroupDifference(Stat):
             min_scans = math.ceil(n_ab / 2)
         if not isinstance(min_scans, (int, np.integer)) or isinstance(min_scans, bool) or \
                 not 1 <= int(min_scans) <= n_ab:
-            raise LtpaError(f"min_scans {min_scans!r}: expected an integer in 1..{n_ab} (the "
-                            f"scans of the two groups)")
+            raise InputError(f"min_scans {min_scans!r}: expected an integer in 1..{n_ab} (the "
+                             f"scans of the two groups)")
         self.min_scans = int(min_scans)
         if not isinstance(n_permutations, (int, np.integer)) or isinstance(n_permutations,
                                                                            bool) \
                 or int(n_permutations) < 0:
-            raise LtpaError(f"n_permutations {n_permutations!r}: expected an integer >= 0")
+            raise InputError(f"n_permutations {n_permutations!r}: expected an integer >= 0")
         self.n_permutations = int(n_permutations)
         self.seed = seed
         self.perm = None
@@ -308,13 +308,13 @@ def make_stat(name, sp: StudyPatterns, min_tracks, options: dict, connection_id=
     """The statistic ``name`` with its options; LtpaError for an unknown name or option."""
     cls = STATS.get(name)
     if cls is None:
-        raise LtpaError(f"unknown statistic {name!r}; the built-in ones: "
-                        f"{', '.join(STATS)} (or pass a function of a PatternMatrix)")
+        raise InputError(f"unknown statistic {name!r}; the built-in ones: "
+                         f"{', '.join(STATS)} (or pass a function of a PatternMatrix)")
     unknown = sorted(set(options) - set(cls.options))
     if unknown:
         allowed = ", ".join(cls.options) if cls.options else "none"
-        raise LtpaError(f"statistic {name!r} takes no option {', '.join(map(repr, unknown))} "
-                        f"(its options: {allowed})")
+        raise InputError(f"statistic {name!r} takes no option {', '.join(map(repr, unknown))} "
+                         f"(its options: {allowed})")
     if cls is Similarity:
         return Similarity(sp, min_tracks, only=None if name == "similarity" else name)
     if cls is GroupDifference:

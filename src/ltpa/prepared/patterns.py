@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LtpaError
+from ..errors import DamagedFileError, InputError, LtpaError, StaleOutputError
 
 FORMAT = "ltpa-termination-patterns"
 VERSION = 1
@@ -56,8 +56,8 @@ def check_radius(radius) -> int:
         except ValueError:
             ok = False
     if not ok or not 0 <= int(radius) <= MAX_RADIUS:
-        raise LtpaError(f"radius {radius!r}: expected an integer number of voxels in "
-                        f"0..{MAX_RADIUS}")
+        raise InputError(f"radius {radius!r}: expected an integer number of voxels in "
+                         f"0..{MAX_RADIUS}")
     return int(radius)
 
 
@@ -142,20 +142,20 @@ class _Builder:
         prefix = f"{where}: " if where else ""
         conn = np.asarray(connection_ids)
         if conn.ndim != 1 or conn.dtype.kind not in "iu":
-            raise LtpaError(f"{prefix}connection ids must be one integer per streamline; got "
-                            f"a {conn.dtype} array of shape {conn.shape}")
+            raise DamagedFileError(f"{prefix}connection ids must be one integer per streamline; "
+                                   f"got a {conn.dtype} array of shape {conn.shape}")
         n = int(conn.shape[0]) if n_streamlines is None else int(n_streamlines)
         if conn.shape[0] != n:
-            raise LtpaError(f"{prefix}{conn.shape[0]} connection ids for {n} streamlines; the "
-                            f"pkl and the npy must be of the same scan (one may be out of "
-                            f"date)")
+            raise StaleOutputError(f"{prefix}{conn.shape[0]} connection ids for {n} streamlines; "
+                                   f"the pkl and the npy must be of the same scan (one may be out "
+                                   f"of date)")
         n_labels = 1
         if n:
             lo, hi = int(conn.min()), int(conn.max())
             if lo < 0:
-                raise LtpaError(f"{prefix}connection id {lo} is negative")
+                raise DamagedFileError(f"{prefix}connection id {lo} is negative")
             if hi >= 2**31 - 1:
-                raise LtpaError(f"{prefix}connection id {hi} is too large")
+                raise DamagedFileError(f"{prefix}connection id {hi} is too large")
             n_labels = hi + 1
         self.n = n
         self.conn = conn.astype(np.int32, copy=False)
@@ -318,12 +318,13 @@ def _member_arrays(path: str) -> dict:
         for info in zf.infolist():
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             if info.compress_type != zipfile.ZIP_STORED:
-                raise LtpaError(f"member {info.filename!r} is compressed; termination-pattern "
-                                f"files are stored uncompressed (write them with ltpa)")
+                raise DamagedFileError(f"member {info.filename!r} is compressed; termination-"
+                                       f"pattern files are stored uncompressed (write them with "
+                                       f"ltpa)")
             fh.seek(info.header_offset)
             head = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
             if head[0] != b"PK\x03\x04":
-                raise LtpaError(f"member {info.filename!r}: bad zip header")
+                raise DamagedFileError(f"member {info.filename!r}: bad zip header")
             fh.seek(info.header_offset + _LOCAL_HEADER.size + head[9] + head[10])
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
@@ -331,7 +332,7 @@ def _member_arrays(path: str) -> dict:
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             if dtype.hasobject or fortran or len(shape) != 1:
-                raise LtpaError(f"member {info.filename!r} is not a flat numeric array")
+                raise DamagedFileError(f"member {info.filename!r} is not a flat numeric array")
             offset = fh.tell()
             if shape[0] == 0:
                 out[name] = np.zeros(0, dtype=dtype)
@@ -348,30 +349,32 @@ def read_patterns(path) -> ScanPatterns:
     try:
         arrays = _member_arrays(path)
     except FileNotFoundError:
-        raise LtpaError(f"{source} does not exist") from None
+        raise InputError(f"{source} does not exist") from None
     except LtpaError as exc:
         raise exc.in_context(source) from None
     except (OSError, ValueError, zipfile.BadZipFile, struct.error) as exc:
-        raise LtpaError(f"{source} is not a termination-pattern file ({exc})") from None
+        raise DamagedFileError(f"{source} is not a termination-pattern file ({exc})") from None
     missing = [m for m in MEMBERS if m not in arrays]
     if missing:
-        raise LtpaError(f"{source} is not a termination-pattern file (no {', '.join(missing)})")
+        raise DamagedFileError(f"{source} is not a termination-pattern file (no "
+                               f"{', '.join(missing)})")
     try:
         meta = json.loads(bytes(np.asarray(arrays["meta"])).decode())
     except ValueError as exc:
-        raise LtpaError(f"{source}: its meta is not JSON ({exc})") from None
+        raise DamagedFileError(f"{source}: its meta is not JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise LtpaError(f"{source} is not a termination-pattern file (format "
-                        f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise DamagedFileError(f"{source} is not a termination-pattern file (format "
+                               f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != VERSION:
-        raise LtpaError(f"{source} has format version {meta.get('version')!r}; this ltpa reads "
-                        f"version {VERSION}: rebuild it (ltpa patterns, or the workflow)")
+        raise StaleOutputError(f"{source} has format version {meta.get('version')!r}; this ltpa "
+                               f"reads version {VERSION}: rebuild it (ltpa patterns, or the "
+                               f"workflow)")
     p = ScanPatterns(arrays["centers"], arrays["indptr"], arrays["connection_ids"],
                      arrays["counts"], meta, path)
     n_c = p.centers.shape[0]
     if p.indptr.shape[0] != n_c + 1 or p.connection_ids.shape != p.counts.shape or \
             (n_c and int(p.indptr[-1]) != p.counts.shape[0]):
-        raise LtpaError(f"{source}: its arrays do not fit together (a damaged file?)")
+        raise DamagedFileError(f"{source}: its arrays do not fit together (a damaged file?)")
     return p
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import LtpaError
+from ..errors import InputError, LtpaError
 from ..formats.regions import is_graphml
 from ..io import atomic_path
 from .config import with_defaults
@@ -87,12 +87,12 @@ def _error_lines(spec: dict) -> list[str]:
 def check_spec(spec, source="spec") -> dict:
     """The spec with the schema's defaults filled in; LtpaError naming every bad key."""
     if not isinstance(spec, dict):
-        raise LtpaError(f"{source}: expected a mapping of keys (tracks, atlases, ...), not "
-                        f"{type(spec).__name__}")
+        raise InputError(f"{source}: expected a mapping of keys (tracks, atlases, ...), not "
+                         f"{type(spec).__name__}")
     lines = _error_lines(spec)
     if lines:
-        raise LtpaError(f"{source} is not a valid ltpa init spec (keys: docs/start.md):\n  "
-                        + "\n  ".join(lines))
+        raise InputError(f"{source} is not a valid ltpa init spec (keys: docs/start.md):\n  "
+                         + "\n  ".join(lines))
     out = dict(spec)
     for key, prop in schema()["properties"].items():
         if "default" in prop:
@@ -112,9 +112,9 @@ def read_spec(path) -> dict:
         with open(path, encoding="utf-8") as fh:
             spec = yaml.safe_load(fh)
     except OSError as exc:
-        raise LtpaError(f"spec file {str(path)!r} could not be read: {exc.strerror}") from None
+        raise InputError(f"spec file {str(path)!r} could not be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise LtpaError(f"spec file {str(path)!r} is not valid YAML ({exc})") from None
+        raise InputError(f"spec file {str(path)!r} is not valid YAML ({exc})") from None
     return spec if spec is not None else {}
 
 
@@ -186,16 +186,16 @@ def read_participants(path: Path, id_column: str, group_column: str, space_colum
         with open(path, encoding="utf-8-sig", newline="") as fh:
             rows = list(csv.reader(fh, delimiter="\t"))
     except OSError as exc:
-        raise LtpaError(f"participants: file {str(path)!r} could not be read: "
-                        f"{exc.strerror}") from None
+        raise InputError(f"participants: file {str(path)!r} could not be read: "
+                         f"{exc.strerror}") from None
     if not rows:
-        raise LtpaError(f"participants: file {str(path)!r} is empty; expected a header row")
+        raise InputError(f"participants: file {str(path)!r} is empty; expected a header row")
     header = [c.strip() for c in rows[0]]
     for key, column in (("participant_column", id_column), ("group_column", group_column),
                         ("space_column", space_column)):
         if column is not None and column not in header:
-            raise LtpaError(f"{key}: column {column!r} is not in participants file "
-                            f"{str(path)!r} (its columns: {', '.join(header)})")
+            raise InputError(f"{key}: column {column!r} is not in participants file "
+                             f"{str(path)!r} (its columns: {', '.join(header)})")
     out = {}
     for lineno, cells in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in cells):
@@ -203,12 +203,12 @@ def read_participants(path: Path, id_column: str, group_column: str, space_colum
         row = dict(zip(header, (c.strip() for c in cells)))
         pid = row.get(id_column, "")
         if not pid:
-            raise LtpaError(f"participants file {str(path)!r} line {lineno}: no "
-                            f"{id_column}")
+            raise InputError(f"participants file {str(path)!r} line {lineno}: no "
+                             f"{id_column}")
         pid = _label("subject", pid)
         if pid in out:
-            raise LtpaError(f"participants file {str(path)!r} line {lineno}: {pid} is also "
-                            f"on line {out[pid][0]}")
+            raise InputError(f"participants file {str(path)!r} line {lineno}: {pid} is also "
+                             f"on line {out[pid][0]}")
         out[pid] = (lineno, row)
     return out
 
@@ -329,7 +329,7 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
         lines.append(f"ROOT {str(root)!r} has a brace in its path, which Snakemake's "
                      f"wildcard matching reads as a wildcard; rename the folder")
     if lines:
-        raise LtpaError("the ltpa init spec cannot be used:\n  " + "\n  ".join(lines))
+        raise InputError("the ltpa init spec cannot be used:\n  " + "\n  ".join(lines))
     participants = None
     if spec.get("participants"):
         ppath = root / spec["participants"]
@@ -456,9 +456,9 @@ def merged_spec(spec_path=None, *, tracks=None, participants=None, group_column=
         if value is not None:
             spec[key] = value
     if "tracks" not in spec:
-        raise LtpaError(f"{source}: no tracks; give --tracks TEMPLATE or a spec with "
-                        f"tracks: (e.g. sub-{{subject}}/ses-{{session}}/dwi/"
-                        f"sub-{{subject}}_ses-{{session}}_streamlines.tck)")
+        raise InputError(f"{source}: no tracks; give --tracks TEMPLATE or a spec with "
+                         f"tracks: (e.g. sub-{{subject}}/ses-{{session}}/dwi/"
+                         f"sub-{{subject}}_ses-{{session}}_streamlines.tck)")
     return check_spec(spec, source)
 
 
@@ -467,8 +467,8 @@ def _existing(path: Path) -> list | None:
         return None
     data = read_json(path)
     if not isinstance(data, list):
-        raise LtpaError(f"{str(path)!r} exists and is not a JSON list of scans; ltpa init "
-                        f"adds to a local_data.json, give another -o to start a new one")
+        raise InputError(f"{str(path)!r} exists and is not a JSON list of scans; ltpa init "
+                         f"adds to a local_data.json, give another -o to start a new one")
     return data
 
 
@@ -544,13 +544,13 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
         else:
             problems += orphans
     if problems:
-        raise LtpaError(f"ltpa init {root}: {len(problems)} problem(s); nothing was written "
-                        f"(--allow-missing leaves such scans out):\n  " + "\n  ".join(problems))
+        raise InputError(f"ltpa init {root}: {len(problems)} problem(s); nothing was written "
+                         f"(--allow-missing leaves such scans out):\n  " + "\n  ".join(problems))
     entries = old + new
     result.n_scans = len(entries)
     if not entries:
-        raise LtpaError(f"ltpa init {root}: no file matches {' or '.join(spec['tracks'])}; "
-                        f"nothing was written")
+        raise InputError(f"ltpa init {root}: no file matches {' or '.join(spec['tracks'])}; "
+                         f"nothing was written")
     if existing is not None and not new:
         return result
     config = dict(with_defaults(config))

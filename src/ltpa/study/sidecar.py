@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import LtpaError
+from ..errors import DamagedFileError
 from ..formats.regions import regions_from_graphml, regions_from_table
 from ..io import atomic_open, read_regular
 from ..prepared.labels import read_label_volume
@@ -251,13 +251,13 @@ def region_ids(body: dict, output) -> np.ndarray:
     They must be strictly increasing 64-bit integers, and when the region list they came
     from (the sidecar's graphml_path or labels_path input, else its atlas, for the atlas's
     own labels) is still the file the sidecar records, they must be the ones that file gives:
-    an edited sidecar would change every decoded region silently. LtpaError otherwise.
+    an edited sidecar would change every decoded region silently. DamagedFileError otherwise.
     """
     where = f"sidecar {str(path_of(output))!r}"
     ids = np.asarray(body.get("region_ids"), dtype=np.int64)
     if ids.ndim != 1 or (ids.size > 1 and not (np.diff(ids) > 0).all()):
-        raise LtpaError(f"{where}: region_ids are not strictly increasing integers; the "
-                        f"sidecar was edited: rebuild {str(output)!r}")
+        raise DamagedFileError(f"{where}: region_ids are not strictly increasing integers; the "
+                               f"sidecar was edited: rebuild {str(output)!r}")
     inputs = body.get("inputs") or {}
     for fld in ("graphml_path", "labels_path", "volume_path"):
         rec = inputs.get(fld)
@@ -267,9 +267,10 @@ def region_ids(body: dict, output) -> np.ndarray:
             return ids  # the list changed since: the sidecar's copy is the one it was built with
         expected = _regions_of(fld, rec["path"])
         if not np.array_equal(expected, ids):
-            raise LtpaError(f"{where}: region_ids ({ids.size}) differ from the region list "
-                            f"{fld} {rec['path']!r} it was built from ({expected.size}); the "
-                            f"sidecar was edited: rebuild {str(output)!r}")
+            raise DamagedFileError(f"{where}: region_ids ({ids.size}) differ from the region "
+                                   f"list {fld} {rec['path']!r} it was built from "
+                                   f"({expected.size}); the sidecar was edited: rebuild "
+                                   f"{str(output)!r}")
         return ids
     return ids
 
