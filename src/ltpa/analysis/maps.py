@@ -19,6 +19,9 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import atomic_open
+from .reader import TrackDataSource
+from .run import _check_name, run_ltpa
 
 MAP_FORMAT = "ltpa-map"
 MAP_VERSION = 1
@@ -54,9 +57,6 @@ def write_map(local_data, out_path, *, atlas, radius=0, stat, config=None, data_
     """
     import warnings
 
-    from .reader import TrackDataSource
-    from .run import _check_name, run_ltpa
-
     out_path = Path(out_path)
     if not (out_path.name.endswith(".nii.gz") or out_path.name.endswith(".nii")):
         raise InputError(f"output {str(out_path)!r}: expected a .nii.gz or .nii file name")
@@ -78,8 +78,6 @@ def write_map(local_data, out_path, *, atlas, radius=0, stat, config=None, data_
     for name in result.maps:
         if name != result.stat:
             written[name] = result.save(extra_map_path(out_path, name), name)
-    from ..io import atomic_open
-
     body = {"format": MAP_FORMAT, "version": MAP_VERSION, "local_data": str(source.json_source),
             "map": out_path.name, "extra_maps": {k: Path(v).name for k, v in written.items()
                                                  if k != "map"},

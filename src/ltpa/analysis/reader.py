@@ -49,6 +49,7 @@ from ..study.staleness import MISSING, OUT_OF_DATE
 from ..study.study import load_study
 from ..study.targets import RULE_INDEX, RULE_LABEL
 from .lookup import ids_at, release_pages
+from .matrix import study_patterns
 from .results import ConnectionMatrices, QueryResults, ScanQuery, ScanTable, scan_table
 from .roi import Roi, key_grid, linear
 
@@ -371,8 +372,6 @@ class TrackDataSource:
         ``<npy stem>.patterns-r<R>.npz``); computes the missing or out-of-date ones in
         memory, with a warning naming the scans.
         """
-        from .matrix import study_patterns
-
         return study_patterns(self, radius, min_tracks=min_tracks, across=across)
 
     def connection_id(self, region_a, region_b) -> int:

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, LtpaError
+from ..io import atomic_path
 from ..prepared.patterns import check_radius
 from .matrix import StudyPatterns, check_across, check_min_tracks
+from .roi import KeyGrid, Roi, linear
+from .stats import STATS, Block, make_stat
 
 BLOCK_SIZE = 1 << 14  # centers per block: ~50 scans x 16k centers x ~10 ids x 24 bytes < 200 MB
 
@@ -96,8 +99,6 @@ class LtpaResult:
     def save(self, path, name=None) -> Path:
         """Write the map (``name``, default the statistic's) to ``path`` (.nii or .nii.gz),
         atomically."""
-        from ..io import atomic_path
-
         path = Path(path)
         suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
         if suffix not in (".nii", ".nii.gz"):
@@ -115,8 +116,6 @@ def resolve_centers(sp: StudyPatterns, centers) -> np.ndarray:
     """Linear key-grid numbers of the centers: None = every center of any scan (sorted);
     an (N, 3) array (in its order); or a mask (NIfTI path, nibabel image, or 3-D array) in
     the key grid (its nonzero voxels, sorted)."""
-    from .roi import KeyGrid, Roi, linear
-
     if centers is None:
         return sp.centers()
     grid = KeyGrid(sp.dim, sp.voxel_size, sp.affine)
@@ -221,8 +220,6 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
         conn_id = None
         if function == "group_difference" and stat.get("connection") is not None:
             conn_id = connection_of(source, sp, stat["connection"])
-        from .stats import make_stat
-
         st = make_stat(function, sp, min_tracks, stat, connection_id=conn_id)
         maps = _run_stat(st, sp, lin, block_size, bool(progress))
         meta.update({"stat": function, "options": st.describe()})
@@ -246,8 +243,6 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
 
 def _check_name(name, options=()):
     """An unknown statistic or option is an error before any pattern is read."""
-    from .stats import STATS
-
     if name not in STATS:
         raise InputError(f"unknown statistic {name!r}; the built-in ones: {', '.join(STATS)} "
                          f"(or pass a function of a PatternMatrix)")
@@ -291,8 +286,6 @@ def _blocks(n, size):
 
 
 def _run_stat(st, sp, lin, block_size, progress) -> dict:
-    from .stats import Block
-
     n = lin.shape[0]
     maps = {m: np.full(n, np.nan) for m in st.maps}
     bar = Progress(st.maps[0], n, enabled=progress)

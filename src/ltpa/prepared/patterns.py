@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DamagedFileError, InputError, LtpaError, StaleOutputError
+from ..io import atomic_path
 
 FORMAT = "ltpa-termination-patterns"
 VERSION = 1
@@ -220,8 +221,6 @@ def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=No
     import shutil
     import tempfile
 
-    from ..io import atomic_path
-
     b = _Builder(index, connection_ids, radius, n_streamlines, where)
     n_c = b.centers.shape[0]
     indptr = np.zeros(n_c + 1, dtype=np.int64)
@@ -293,8 +292,6 @@ def patterns_of_dataset(ds, connection_ids, radius, *, region_ids=None, start=No
 
 def save_patterns(patterns: ScanPatterns, path, before_rename=None) -> Path:
     """Write ``patterns`` to ``path`` (.npz, stored) atomically."""
-    from ..io import atomic_path
-
     meta = np.frombuffer(json.dumps(patterns.meta, sort_keys=True).encode(), dtype=np.uint8)
     arrays = {"centers": np.ascontiguousarray(patterns.centers, dtype=np.int64),
               "indptr": np.ascontiguousarray(patterns.indptr, dtype=np.int64),

@@ -7,7 +7,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..errors import LtpaError
 from ..prepared.connections import pairs_on_union, pairs_to_matrix, region_union
+from ..study import sidecar
 from .tables import (
     AtlasCounts,
     number_or_none,
@@ -584,9 +586,6 @@ def plot_map(map_path, out_png) -> None:
     import os
 
     import nibabel as nib
-
-    from ..errors import LtpaError
-    from ..study import sidecar
 
     body, why = sidecar.read(map_path)
     if body is None or body.get("kind") != "study_map":

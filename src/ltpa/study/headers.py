@@ -24,7 +24,7 @@ from ..formats.convert import TckReader, TrxReader, kind_of
 from ..formats.grids import normalize_order
 from ..formats.regions import regions_from_graphml, regions_from_table
 from ..formats.trk import HEADER_SIZE, check_header, read_header
-from ..io import atomic_open
+from ..io import atomic_open, read_regular
 from ..prepared.labels import read_label_volume
 
 CACHE_VERSION = 1
@@ -36,8 +36,6 @@ class InputFacts:
         self._facts = {}
         self._dirty = False
         if self.cache_file is not None:
-            from ..io import read_regular
-
             try:
                 body = json.loads(read_regular(self.cache_file, MAX_CACHE_BYTES))
             except (OSError, ValueError, RecursionError):

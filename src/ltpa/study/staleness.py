@@ -24,9 +24,11 @@ An output is
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
+from ..io import atomic_open, read_regular
 from . import sidecar
 
 OK = "ok"
@@ -77,10 +79,6 @@ class OutputHashes:
     MAX_BYTES = 64 << 20
 
     def __init__(self, cache_file=None):
-        import json
-
-        from ..io import read_regular
-
         self.cache_file = cache_file
         self._known = {}
         self._used = {}
@@ -110,13 +108,9 @@ class OutputHashes:
 
     def save(self) -> None:
         """Keep the identities of this judgement's outputs (best effort)."""
-        import json
-
         if self.cache_file is None or self._used == self._known:
             return
         try:
-            from ..io import atomic_open
-
             with atomic_open(self.cache_file, "w") as fh:
                 json.dump({"version": 1, "sha256": self._used}, fh)
         except (OSError, ValueError):

@@ -46,6 +46,7 @@ from ..formats.grids import (
     streamline_grid,
 )
 from ..io import atomic_open, read_regular
+from ..prepared.b0map import _image_suffix
 from .config import with_defaults
 from .headers import InputFacts
 from .localdata import problem_scan, problem_text, read_records, with_hints
@@ -486,8 +487,6 @@ _SIDECAR_TEMP_EXTRA = len(".") + len(".json") + len(".ltpa-tmp-") + 8
 def _derived_extra(t) -> int:
     """Bytes the longest file name derived from ``t``'s output adds to its name."""
     if t.rule == RULE_MAP_B0:
-        from ..prepared.b0map import _image_suffix
-
         return max(_SIDECAR_TEMP_EXTRA,
                    len(".") + len(".ltpa-tmp-") + 8 + len(_image_suffix(t.output)))
     return _SIDECAR_TEMP_EXTRA
