@@ -32,14 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 # module -> the fast tests that cover it (pytest node ids or files, `-m "not slow"` applies)
 TESTS = {
     "kernels.py": ["tests/test_index.py", "tests/test_labels.py", "tests/test_trk.py"],
-    "staleness.py": ["tests/test_staleness.py", "tests/test_robustness.py::"
+    "study/staleness.py": ["tests/test_staleness.py", "tests/test_robustness.py::"
                      "test_sidecar_with_nul_or_surrogate_paths_makes_only_its_output_out_of_date",
                      "tests/test_robustness.py::test_staleness_paths_no_file_system_takes_are"
                      "_missing_files", "tests/test_robustness.py::test_sidecar_null_input_record"
                      "_for_a_field_the_job_does_not_have"],
-    "groupdiff.py": ["tests/test_groupdiff.py"],
-    "labels.py": ["tests/test_labels.py", "tests/test_dsi2_inputs.py"],
-    "index.py": ["tests/test_index.py"],
+    "qc/groupdiff.py": ["tests/test_groupdiff.py"],
+    "prepared/labels.py": ["tests/test_labels.py", "tests/test_dsi2_inputs.py"],
+    "prepared/index.py": ["tests/test_index.py"],
 }
 
 SWAP = {

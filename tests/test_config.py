@@ -88,7 +88,7 @@ FALLBACK = re.compile(r"config\.get\(")
 @pytest.mark.parametrize("path", sorted(
     [p.relative_to(REPO) for p in (REPO / "workflow").rglob("*.smk")]
     + [p.relative_to(REPO) for p in (REPO / "workflow").glob("Snakefile")]
-    + [p.relative_to(REPO) for p in (REPO / "src" / "ltpa").glob("*.py")]), ids=str)
+    + [p.relative_to(REPO) for p in (REPO / "src" / "ltpa").rglob("*.py")]), ids=str)
 def test_no_default_outside_the_schema(path):
     """No `config.get(key, default)` (nor `or default`) in the workflow or the package: a config
     is always filled from the schema first (ltpa.study.config, snakemake.utils.validate)."""
