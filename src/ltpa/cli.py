@@ -144,7 +144,8 @@ def _patterns(args):
     from .pipeline import write_patterns
 
     with job(args.log, f"patterns {args.pkl} {args.npy}"):
-        write_patterns(args.pkl, args.npy, args.out, args.radius, scan_id=args.scan_id)
+        write_patterns(args.pkl, args.npy, args.out, args.radius, scan_id=args.scan_id,
+                       threads=args.threads)
 
 
 def _pair(text, what):
@@ -388,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=int, required=True,
                    help="sphere radius in voxels, 0..10 (required)")
     p.add_argument("--scan-id", help="scan_id recorded in the file (default: the pkl's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="kernel threads; the file does not depend on it (default 1)")
     p.add_argument("--log", help="log file (default: stderr)")
     p.set_defaults(func=_patterns)
 
