@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LtpaError
+from ..io import release_pages
 
 FORMAT = "ltpa-termination-patterns"
 VERSION = 1
@@ -123,6 +124,15 @@ class ScanPatterns:
         take += np.arange(take.shape[0], dtype=np.int64)
         row = np.repeat(which.astype(np.int64), size)
         return row, np.asarray(self.connection_ids[take]), np.asarray(self.counts[take])
+
+    @property
+    def n_entries(self) -> int:
+        return int(self.indptr[-1]) if self.indptr.shape[0] else 0
+
+    def release(self) -> None:
+        """Drop the pages of the mapped file this process has read (``ltpa.io``): a pass
+        over every center of a big study keeps its resident memory to one block's."""
+        release_pages(self.centers, self.indptr, self.connection_ids, self.counts)
 
     def dense(self):
         """Every row as ``(center of each entry, connection_ids, counts)`` (flat arrays)."""
