@@ -97,7 +97,7 @@ def _init(args):
 
 
 def _status(args):
-    from .status import NEEDS_WORK, format_status, study_status
+    from .status import NEEDS_WORK, format_status, map_status, study_status
     from .study import load_study
 
     config = _config(args)
@@ -105,13 +105,14 @@ def _status(args):
     for text in study.warnings:
         print(f"warning: {text}", file=sys.stderr)
     entries = study_status(study)
-    print(format_status(entries, tsv=args.tsv))
+    maps = map_status(study)
+    print(format_status(entries, maps, tsv=args.tsv))
     from .summary import collect, format_summary
 
     print(format_summary(collect(study), limit=10**9 if args.notes else 40), file=sys.stderr)
     for text in study.problems:
         print(f"problem: {text}", file=sys.stderr)
-    if study.problems or any(e.status in NEEDS_WORK for e in entries):
+    if study.problems or any(e.status in NEEDS_WORK for e in [*entries, *maps]):
         raise SystemExit(1)
 
 

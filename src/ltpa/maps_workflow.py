@@ -146,6 +146,20 @@ def map_jobs(study, patterns_of=None) -> list[MapJob]:
     return jobs
 
 
+def study_map_jobs(study) -> list[MapJob]:
+    """``map_jobs`` with the pattern files the study's own targets build as inputs: what
+    the workflow runs and ``ltpa status`` judges."""
+    from .analysis.patterns import patterns_path
+
+    produced = {str(t.output) for t in study.targets}
+
+    def patterns_of(label, radius):
+        path = str(patterns_path(label.numpy_path, radius))
+        return path if path in produced else None
+
+    return map_jobs(study, patterns_of)
+
+
 def _query_text(query: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in query.items())
 
