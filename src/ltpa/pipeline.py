@@ -372,7 +372,9 @@ def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
     body, _ = sidecar.read(npy)
     regions = start = None
     if body is not None and isinstance(body.get("region_ids"), list):
-        regions, start = body["region_ids"], body.get("connection_ids_start_at")
+        # checked against the region list it came from: an edited sidecar is an error
+        regions = sidecar.region_ids(body, npy).tolist()
+        start = body.get("connection_ids_start_at")
     inputs = {fld: {"path": os.path.abspath(spec.inputs[fld]), "size": ident.size,
                     "mtime_ns": ident.mtime_ns} for fld, ident in watch.at_start.items()}
     meta = dataset_meta(ds, region_ids=regions, start=start, inputs=inputs)
