@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "groups and attributes from participants.tsv and outputs "
                                "outside ROOT. Run again on the same JSON to add new scans: "
                                "existing entries are kept as they are (previous file: "
-                               "OUT.bak). The spec's keys: docs/start.md.")
+                               "OUT.<UTC time>.bak). The spec's keys: docs/start.md.")
     p.add_argument("root", help="the folder the spec's paths are relative to (e.g. BIDS "
                                 "derivatives)")
     p.add_argument("--spec", metavar="INIT.yaml", default=None,
