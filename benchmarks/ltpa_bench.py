@@ -68,15 +68,19 @@ def ltpa(*args):
 # --------------------------------------------------------------------------- 1. per scan
 
 
-def per_scan(n, data, out) -> dict:
+def per_scan(n, data, out, threads) -> dict:
+    """ltpa label once, then ltpa patterns at r = 0 and 1 with one thread and with
+    ``threads`` (what the workflow's rule gives a patterns job)."""
     from reader_bench import base_files
 
     trk, atlas, graphml, pkl, npy = base_files(n, data, out)
     lab = measured(ltpa("label", trk, atlas, out / f"label_{n}.npy", "--graphml", graphml))
     res = {"label": lab}
     for r in (0, 1):
-        res[f"patterns_r{r}"] = measured(ltpa("patterns", pkl, npy,
-                                              out / f"patterns_{n}_r{r}.npz", "--radius", r))
+        for t in sorted({1, threads}):
+            res[f"patterns_r{r}_t{t}"] = measured(ltpa(
+                "patterns", pkl, npy, out / f"patterns_{n}_r{r}.npz", "--radius", r,
+                "--threads", t))
     return res
 
 
@@ -254,6 +258,8 @@ def main(argv=None):
                     help="centers per block of the big study's maps (3); 0: run_ltpa's default")
     ap.add_argument("--max-rss-mb", type=float, default=4096,
                     help="kill a map (3) whose RSS passes this (protects a shared machine)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="ltpa patterns --threads besides 1 (default 2: the workflow rule's)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: scan,demo,big")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -267,12 +273,13 @@ def main(argv=None):
                "n": args.n, "scans": args.scans}
     lines = []
     if "scan" not in skip:
-        r = results["per_scan"] = per_scan(args.n, data, out)
+        r = results["per_scan"] = per_scan(args.n, data, out, args.threads)
         lab = r["label"]["wall"]
-        for rad, target in ((0, 1.0), (1, 3.0)):
-            p = r[f"patterns_r{rad}"]
-            lines.append(f"per scan, {args.n:,} streamlines: ltpa patterns r={rad} "
-                         f"{p['wall']:.1f} s = {p['wall'] / lab:.2f}x ltpa label ({lab:.1f} s)"
+        for (rad, target), t in ((rt, t) for rt in ((0, 1.0), (1, 3.0))
+                                 for t in sorted({1, args.threads})):
+            p = r[f"patterns_r{rad}_t{t}"]
+            lines.append(f"per scan, {args.n:,} streamlines: ltpa patterns r={rad} --threads "
+                         f"{t} {p['wall']:.1f} s = {p['wall'] / lab:.2f}x ltpa label ({lab:.1f} s)"
                          f" [target <= {target}x: {verdict(p['wall'] / lab <= target)}]; "
                          f"peak RSS {p['rss_mb']:.0f} MB [<= 1200: "
                          f"{verdict(p['rss_mb'] <= 1200)}]")

@@ -3,6 +3,7 @@ builds the same npys as the demo's own JSON, grows by exactly the new scans, and
 with --allow-missing, leaves out) scans with a problem, naming the file and the subject."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -118,6 +119,14 @@ def test_rerun_adds_exactly_the_new_subject_and_keeps_hand_edits(tree, demo):
     assert grown.written and grown.added == ["sub-03_ses-1"] and grown.gone == []
     assert len(grown.unchanged) == 3
     assert grown.backup.read_bytes() == edited
+    assert re.fullmatch(r"local_data\.json\.\d{8}T\d{6}Z(-\d+)?\.bak", grown.backup.name)
+    # a file already at the backup's name is never replaced: the next one gets another
+    taken = grown.backup
+    add_session(root, demo, "04", "1", "s01")
+    write_participants(root, PARTICIPANTS + [("sub-03", "patient", "60", "M"),
+                                             ("sub-04", "control", "41", "F")])
+    third = init(root, spec, out)
+    assert third.written and third.backup != taken and taken.read_bytes() == edited
     now = json.loads(out.read_text())
     assert now[:3] == entries  # every existing entry as it was
     assert now[3]["scan_id"] == "sub-03_ses-1" and now[3]["scan_group"] == "patient"

@@ -388,3 +388,26 @@ def test_result_repr_and_save_checks(source, tmp_path):
     with pytest.raises(LtpaError, match="no map 'p_fwe'"):
         res.volume("p_fwe")
     assert res.p_fwe is None
+
+
+def test_blocks_sized_by_entries_give_the_same_maps(source, monkeypatch):
+    """A study with many entries per center gets blocks of fewer centers (BLOCK_ENTRIES);
+    the maps, permutation p included, do not depend on the blocks."""
+    from ltpa.analysis import run as run_module
+
+    sp = source.termination_patterns(RADIUS)
+    per_center = sp.entries_per_center()
+    want = sum(p.n_entries / p.n_centers for p in sp.scans)
+    assert per_center == pytest.approx(want) and per_center > 6
+    options = dict(connection=PLANTED, groups=("control", "patient"), n_permutations=20,
+                   seed=1)
+    whole = run("group_difference", source, None, **options)
+    sim = run("similarity", source, None)
+    monkeypatch.setattr(run_module, "BLOCK_ENTRIES", math.ceil(per_center * 37))
+    assert run_module._centers_per_block(sp, run_module.BLOCK_SIZE) == 37
+    small = run("group_difference", source, None, **options)
+    np.testing.assert_array_equal(small.centers, whole.centers)
+    np.testing.assert_allclose(small.values, whole.values, equal_nan=True)
+    np.testing.assert_allclose(small.p_fwe, whole.p_fwe, equal_nan=True)
+    np.testing.assert_allclose(run("similarity", source, None).values, sim.values,
+                               equal_nan=True)

@@ -292,3 +292,44 @@ def test_similarity_top_centers_are_reached_by_half_the_scans(study):
     values = [t["value"] for t in top]
     assert values == sorted(values, reverse=True)
     assert np.nanmax(vol) >= values[0]
+
+
+def test_ltpa_status_lists_the_maps_as_the_workflow_judges_them(study, tmp_path, capsys):
+    """ltpa status: a configured map is missing, ok once built, out of date after one of
+    its npys is rewritten (the exit status says whether anything needs work)."""
+    import shutil
+
+    import yaml
+
+    from ltpa.cli import main
+
+    folder = tmp_path / "copy"
+    shutil.copytree(study.parent, folder, symlinks=True)
+    path = folder / study.name
+    item = {"name": "cov0", "atlas": ATLAS, "radius": 0, "stat": "coverage"}
+    config = config_with(path, item)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"maps": config["maps"]}))
+    out = str(study_folder(path) / "maps" / "cov0.nii.gz")
+
+    def status():
+        try:
+            code = main(["status", str(path), "--configfile", str(cfg), "--tsv"])
+        except SystemExit as ended:  # needs work
+            code = ended.code
+        rows = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()[1:]]
+        got = [r for r in rows if r[1] == "ltpa_map"]
+        others = [r for r in rows if r[1] != "ltpa_map"]
+        return code, got, others
+
+    code, got, others = status()
+    assert got == [["missing", "ltpa_map", "", out, got[0][4]]] and code == 1
+    assert all(r[0] == "ok" for r in others)  # the maps alone need work
+    make(path, item)
+    code, got, _ = status()
+    assert [r[:4] for r in got] == [["ok", "ltpa_map", "", out]] and code == 0
+    scans = json.loads(path.read_text())
+    npy = folder / scans[1]["track_labels"][0]["numpy_path"]
+    np.save(npy, np.load(npy)[::-1])
+    code, got, _ = status()
+    assert got[0][0] == "out of date" and scans[1]["scan_id"] in got[0][4] and code == 1

@@ -16,6 +16,7 @@ from ltpa.formats.trkwrite import write_trk
 from ltpa.jobs.pipeline import index_scan, label_scan, write_patterns
 from ltpa.prepared.patterns import (
     VERSION,
+    _Builder,
     build_patterns,
     patterns_path,
     read_patterns,
@@ -175,18 +176,34 @@ def test_file_is_memory_mapped_versioned_and_checked(tmp_path, rng):
         read_patterns(tmp_path / "t.npz")
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 1000])
-def test_file_written_in_chunks_equals_patterns_in_memory(tmp_path, chunk):
+@pytest.mark.parametrize("chunk, threads", [(1, 1), (7, 1), (1000, 1), (7, 3), (1000, 2)])
+def test_file_written_in_chunks_equals_patterns_in_memory(tmp_path, chunk, threads):
+    """Chunks of centers, and threads sharing each chunk, give the one-call patterns."""
     ds = load_track_dataset(DATA / "track_dataset_v0.pkl")
     conn = (np.arange(ds.get_ntracks()) * 7) % 5
     whole = build_patterns(ds.tracks_at_ijk, conn, 2)
-    got = write_patterns_file(ds.tracks_at_ijk, conn, 2, tmp_path / "c.npz", chunk=chunk)
+    got = write_patterns_file(ds.tracks_at_ijk, conn, 2, tmp_path / "c.npz", chunk=chunk,
+                              threads=threads)
     p = read_patterns(tmp_path / "c.npz")
     assert got == {"n_centers": whole.n_centers, "n_entries": int(whole.counts.shape[0])}
     assert whole.n_centers > 1000
     for name in ("centers", "indptr", "connection_ids", "counts"):
         np.testing.assert_array_equal(getattr(p, name), getattr(whole, name))
     assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]  # no work files left
+
+
+def test_centers_built_again_by_one_builder_are_counted_afresh():
+    """A builder asked again for centers it has done (its stamps already carry those
+    numbers) gives the same rows, not rows with those streamlines deduplicated away."""
+    ds = load_track_dataset(DATA / "track_dataset_v0.pkl")
+    conn = (np.arange(ds.get_ntracks()) * 7) % 5
+    b = _Builder(ds.tracks_at_ijk, conn, 1)
+    n = b.centers.shape[0]
+    first = b.rows(0, n, 2)
+    again = b.rows(0, n // 3)
+    for x, y in zip(again, b.rows(0, n // 3, 1)):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(again[1], first[1][:first[0][n // 3]])
 
 
 def test_committed_version_1_file_reads(tmp_path):

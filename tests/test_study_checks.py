@@ -525,3 +525,27 @@ def test_the_query_command_takes_mm_and_refuses_ijk_on_mixed_orders(mixed_orders
     rows = [r.split("\t") for r in capsys.readouterr().out.splitlines()]
     assert [r[0] for r in rows[1:]] == ["ras", "lps"] and rows[1][1:] == rows[2][1:]
     assert int(rows[1][rows[0].index("n_streamlines")]) > 0, rows
+
+
+def test_an_edited_region_list_in_an_npy_sidecar_stops_its_patterns(built, tmp_path):
+    """The patterns job records the npy's region ids in its file: an edited sidecar is the
+    same clear error there as in the reader, not a silently wrong decoding later."""
+    from ltpa.jobs.pipeline import write_patterns
+    from ltpa.study import sidecar
+
+    npy = built.parent / "s1" / "scale33.npy"
+    pkl = built.parent / "s1" / "s1.pkl"
+    body = json.loads(sidecar.path_of(npy).read_text())
+    ids = body["region_ids"]
+    body["region_ids"] = ids[:-1] + [ids[-1] + 1]
+    sidecar.path_of(npy).write_text(json.dumps(body))
+    out = tmp_path / "p.npz"
+    with pytest.raises(LtpaError, match="differ from the region list graphml_path"):
+        write_patterns(pkl, npy, out, 1)
+    assert not out.exists()
+    body["region_ids"] = ids
+    sidecar.path_of(npy).write_text(json.dumps(body))
+    write_patterns(pkl, npy, out, 1)
+    from ltpa.prepared.patterns import read_patterns
+
+    assert read_patterns(out).meta["region_ids"] == ids

@@ -103,6 +103,7 @@ def _init(args):
 
 
 def _status(args):
+    from .analysis.maps_workflow import map_status
     from .study.status import NEEDS_WORK, format_status, study_status
     from .study.study import load_study
 
@@ -111,13 +112,14 @@ def _status(args):
     for text in study.warnings:
         print(f"warning: {text}", file=sys.stderr)
     entries = study_status(study)
-    print(format_status(entries, tsv=args.tsv))
+    maps = map_status(study)
+    print(format_status(entries, maps, tsv=args.tsv))
     from .qc.summary import collect, format_summary
 
     print(format_summary(collect(study), limit=10**9 if args.notes else 40), file=sys.stderr)
     for text in study.problems:
         print(f"problem: {text}", file=sys.stderr)
-    if study.problems or any(e.status in NEEDS_WORK for e in entries):
+    if study.problems or any(e.status in NEEDS_WORK for e in [*entries, *maps]):
         raise SystemExit(1)
 
 
@@ -151,7 +153,8 @@ def _patterns(args):
     from .jobs.pipeline import write_patterns
 
     with job(args.log, f"patterns {args.pkl} {args.npy}"):
-        write_patterns(args.pkl, args.npy, args.out, args.radius, scan_id=args.scan_id)
+        write_patterns(args.pkl, args.npy, args.out, args.radius, scan_id=args.scan_id,
+                       threads=args.threads)
 
 
 def _pair(text, what):
@@ -296,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "groups and attributes from participants.tsv and outputs "
                                "outside ROOT. Run again on the same JSON to add new scans: "
                                "existing entries are kept as they are (previous file: "
-                               "OUT.bak). The spec's keys: docs/start.md.")
+                               "OUT.<UTC time>.bak). The spec's keys: docs/start.md.")
     p.add_argument("root", help="the folder the spec's paths are relative to (e.g. BIDS "
                                 "derivatives)")
     p.add_argument("--spec", metavar="INIT.yaml", default=None,
@@ -382,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=int, required=True,
                    help="sphere radius in voxels, 0..10 (required)")
     p.add_argument("--scan-id", help="scan_id recorded in the file (default: the pkl's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="kernel threads; the file does not depend on it (default 1)")
     p.add_argument("--log", help="log file (default: stderr)")
     p.set_defaults(func=_patterns)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import mmap
 import os
 import struct
 import tempfile
@@ -240,3 +241,36 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --------------------------------------------------------------------------- mapped pages
+
+
+def mapping_of(array):
+    """The ``mmap`` an array reads from (through its base chain), or None."""
+    x = array
+    for _ in range(8):
+        if isinstance(x, mmap.mmap):
+            return x
+        # an array's .base (np.memmap -> mmap), a memoryview's .obj
+        x = x.obj if isinstance(x, memoryview) else getattr(x, "base", None)
+        if x is None:
+            return None
+    return None
+
+
+def release_pages(*arrays) -> None:
+    """Unmap the pages of the read-only file mappings behind ``arrays`` that this process
+    touched (they stay in the page cache: the next access maps them again from it), so a
+    long pass over big memory-mapped files keeps its resident memory flat."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None:
+        return
+    for array in arrays:
+        mm = mapping_of(array)
+        if mm is None:
+            continue
+        try:
+            mm.madvise(advice)
+        except (OSError, ValueError):
+            pass  # closed, or a platform without it: only memory is at stake

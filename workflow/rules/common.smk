@@ -1,6 +1,7 @@
 # Load and validate local_data.json once; build the targets, their inputs and
 # the wildcard constraints. Rules never parse the JSON themselves.
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -389,6 +390,17 @@ def spec_of(rule_name):
     @_signature_known
     def spec(wildcards):
         return job_spec(rule_name, wildcards).to_json()
+
+    return spec
+
+
+def threaded_spec_of(rule_name):
+    """``spec_of`` for a rule whose kernel runs in threads: the job's description with the
+    threads Snakemake gives the job (capped by --cores), which decide nothing of its output."""
+
+    @_signature_known
+    def spec(wildcards, threads):
+        return dataclasses.replace(job_spec(rule_name, wildcards), threads=threads).to_json()
 
     return spec
 

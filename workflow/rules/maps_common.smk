@@ -1,18 +1,11 @@
 # Targets and inputs of the study-map rules (rules/maps.smk; config `maps`).
 
-from ltpa.prepared.patterns import patterns_path
-from ltpa.analysis.maps_workflow import map_jobs, map_verdicts
+from ltpa.analysis.maps_workflow import map_verdicts, study_map_jobs
 
 
 def _map_jobs():
-    produced = {str(t.output) for t in ALL_TARGETS}
-
-    def patterns_of(label, radius):
-        path = str(patterns_path(label.numpy_path, radius))
-        return path if path in produced else None
-
     try:
-        return {j.name: j for j in map_jobs(STUDY, patterns_of)}
+        return {j.name: j for j in study_map_jobs(STUDY)}
     except LtpaError as exc:
         stop(str(exc))
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import mmap
-
 import numpy as np
+
+from .. import io
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int32)
 _MAX_RUNS = 256  # id ranges gathered as slices (a Python list of at most this many) below it
@@ -52,32 +52,7 @@ def ids_at(index, lin: np.ndarray, n_tracks: int) -> np.ndarray:
     return np.unique(got).astype(np.int32, copy=False)
 
 
-def _mapping_of(array):
-    """The ``mmap`` an array reads from (through its base chain), or None."""
-    x = array
-    for _ in range(8):
-        if isinstance(x, mmap.mmap):
-            return x
-        if isinstance(x, np.ndarray):
-            x = x.base
-        elif isinstance(x, memoryview):
-            x = x.obj
-        else:
-            return None
-    return None
-
-
 def release_pages(ds) -> None:
-    """Unmap the pages of a dataset's pkl that this process touched (they stay in the page cache).
-
-    A read-only shared file mapping: the next access maps them again from the cache, so
-    nothing changes but this process's resident memory.
-    """
-    mm = _mapping_of(ds.tracks_at_ijk.ids)
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if mm is None or advice is None:
-        return
-    try:
-        mm.madvise(advice)
-    except (OSError, ValueError):
-        pass  # closed, or a platform without it: only memory is at stake
+    """Unmap the pages of a dataset's pkl that this process touched (they stay in the page
+    cache; ``ltpa.io.release_pages``)."""
+    io.release_pages(ds.tracks_at_ijk.ids)

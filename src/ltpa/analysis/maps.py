@@ -53,7 +53,15 @@ def write_map(local_data, out_path, *, atlas, radius=0, stat, config=None, data_
     config : dict, optional
         The workflow config (default: this checkout's, with the schema's defaults).
 
-    Returns ``{"map": out_path, <extra map name>: path, ..., "json": path}``.
+    Returns
+    -------
+    dict
+        ``{"map": out_path, <extra map name>: path, ..., "json": path}``.
+
+    Raises
+    ------
+    LtpaError
+        A bad output name, statistic, atlas, option or study (nothing is written).
     """
     import warnings
 

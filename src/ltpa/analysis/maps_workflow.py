@@ -21,9 +21,11 @@ import numpy as np
 
 from ..errors import InputError, LtpaError
 from ..io import atomic_open
+from ..prepared.patterns import patterns_path
 from ..study import sidecar
 from ..study.config import schema
 from ..study.staleness import judge
+from ..study.status import MapEntry
 
 STAT_GROUP_DIFFERENCE = "group_difference"
 # options of run_ltpa's built-in statistics that a map item passes on when set
@@ -148,6 +150,26 @@ def map_jobs(study, patterns_of=None) -> list[MapJob]:
     if problems:
         raise InputError("the config's maps cannot be made:\n  " + "\n  ".join(problems))
     return jobs
+
+
+def study_map_jobs(study) -> list[MapJob]:
+    """``map_jobs`` with the pattern files the study's own targets build as inputs: what
+    the workflow runs and ``ltpa status`` judges."""
+    produced = {str(t.output) for t in study.targets}
+
+    def patterns_of(label, radius):
+        path = str(patterns_path(label.numpy_path, radius))
+        return path if path in produced else None
+
+    return map_jobs(study, patterns_of)
+
+
+def map_status(study) -> list[MapEntry]:
+    """One ``ltpa.study.status.MapEntry`` per map of the study's config, judged as the
+    workflow judges it (the map's sidecar against its inputs and fields now)."""
+    jobs = study_map_jobs(study)
+    verdicts = map_verdicts(jobs, study.specs.values())
+    return [MapEntry(j.name, j.output, v.status, v.reason) for j, v in zip(jobs, verdicts)]
 
 
 def _query_text(query: dict) -> str:

@@ -151,6 +151,15 @@ class StudyPatterns:
         return out
 
     # ------------------------------------------------------------------ blocks
+    def entries_per_center(self) -> float:
+        """Mean entries per center summed over the scans: what one center of a block costs."""
+        return sum(p.n_entries / max(1, p.n_centers) for p in self.scans)
+
+    def release(self) -> None:
+        """Drop the mapped pages every scan's file has had read (``ScanPatterns.release``)."""
+        for p in self.scans:
+            p.release()
+
     def block(self, lin):
         """The patterns of every scan at the centers ``lin``, as flat arrays.
 

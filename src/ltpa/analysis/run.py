@@ -24,7 +24,12 @@ from .matrix import StudyPatterns, check_across, check_min_tracks
 from .roi import KeyGrid, Roi, linear
 from .stats import STATS, Block, make_stat
 
-BLOCK_SIZE = 1 << 14  # centers per block: ~50 scans x 16k centers x ~10 ids x 24 bytes < 200 MB
+BLOCK_SIZE = 1 << 14  # centers per block at most
+# entries (scan x center x connection id) per block at most: a block holds four int64 arrays
+# of them (32 bytes an entry) and a statistic a few temporaries the same size, so ~0.5 GB.
+# 50 scans of 10^6 streamlines at r = 1 hold ~11,000 entries per center: 16k centers a
+# block would be 180 M entries (measured: past 12 GB); this budget gives ~360 centers.
+BLOCK_ENTRIES = 4 << 20
 
 
 class LtpaResult:
@@ -285,15 +290,24 @@ def _blocks(n, size):
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
 
+def _centers_per_block(sp, block_size) -> int:
+    """``block_size`` centers, fewer when the study's patterns would make a block of more
+    than ``BLOCK_ENTRIES`` entries (many scans, many streamlines, a large radius)."""
+    per_center = sp.entries_per_center()
+    by_memory = int(BLOCK_ENTRIES // per_center) if per_center > 0 else int(block_size)
+    return max(1, min(int(block_size), by_memory))
+
+
 def _run_stat(st, sp, lin, block_size, progress) -> dict:
     n = lin.shape[0]
     maps = {m: np.full(n, np.nan) for m in st.maps}
     bar = Progress(st.maps[0], n, enabled=progress)
-    for lo, hi in _blocks(n, block_size):
+    for lo, hi in _blocks(n, _centers_per_block(sp, block_size)):
         row, scan, conn, count = sp.block(lin[lo:hi])
         out = st.block(Block(hi - lo, row, scan, conn, count))
         for m, v in out.items():
             maps[m][lo:hi] = v
+        sp.release()
         bar.update(hi - lo)
     bar.close()
     maps.update(st.finish(maps))
@@ -332,12 +346,14 @@ def _run_callable(function, sp, lin, n_jobs, block_size, progress, min_tracks, a
     name = getattr(function, "__name__", "function")
     bar = Progress(name, n, enabled=progress)
     # a callable's blocks are small: the bar moves and the workers share the load
-    size = max(1, min(int(block_size), math.ceil(n / (8 * n_jobs)) if n else 1, 2048))
+    size = max(1, min(_centers_per_block(sp, block_size),
+                      math.ceil(n / (8 * n_jobs)) if n else 1, 2048))
     blocks = _blocks(n, size)
     results = [None] * n
     if n_jobs == 1 or len(blocks) <= 1:
         for lo, hi in blocks:
             results[lo:hi] = _apply(function, sp, lin[lo:hi], min_tracks, across)
+            sp.release()
             bar.update(hi - lo)
     else:
         import multiprocessing as mp

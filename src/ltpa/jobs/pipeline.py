@@ -357,14 +357,16 @@ def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
     body, _ = sidecar.read(npy)
     regions = start = None
     if body is not None and isinstance(body.get("region_ids"), list):
-        regions, start = body["region_ids"], body.get("connection_ids_start_at")
+        # checked against the region list it came from: an edited sidecar is an error
+        regions = sidecar.region_ids(body, npy).tolist()
+        start = body.get("connection_ids_start_at")
     inputs = {fld: {"path": os.path.abspath(spec.inputs[fld]), "size": ident.size,
                     "mtime_ns": ident.mtime_ns} for fld, ident in watch.at_start.items()}
     meta = dataset_meta(ds, region_ids=regions, start=start, inputs=inputs)
     written = write_patterns_file(ds.tracks_at_ijk, conn, spec.radius, spec.output,
                                   n_streamlines=ds.get_ntracks(), meta=meta,
                                   where=f"files {pkl!r} and {npy!r}",
-                                  before_rename=watch.check)
+                                  before_rename=watch.check, threads=spec.threads)
     return {"radius": int(spec.radius), "n_streamlines": int(ds.get_ntracks()), **written,
             "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -455,9 +457,9 @@ def map_b0_scan(fib_path, b0_path, out_path, *, scan_id=None) -> dict:
 
 
 def write_patterns(pkl_path, npy_path, out_path, radius, *, scan_id=None, atlas_key=None,
-                   sidecar=True) -> dict:
+                   sidecar=True, threads=1) -> dict:
     """Build one scan's termination patterns at ``radius`` from its pkl and npy and write
-    them to ``out_path`` (with the sidecar).
+    them to ``out_path`` (with the sidecar), the kernel in ``threads`` threads.
 
     What ``ltpa patterns`` and the workflow's per-scan jobs run (the ``patterns`` step of
     ``run``): atomic, the output's lock held, the inputs checked unchanged before the
@@ -466,4 +468,4 @@ def write_patterns(pkl_path, npy_path, out_path, radius, *, scan_id=None, atlas_
     return run(JobSpec("patterns", _abs(out_path), _inputs(pkl_path=pkl_path,
                                                            numpy_path=npy_path),
                        scan_id=scan_id, atlas=atlas_key, radius=check_radius(radius),
-                       sidecar=sidecar))
+                       sidecar=sidecar, threads=max(1, int(threads))))

@@ -80,6 +80,14 @@ def sphere_patterns(centers, base, d0, d1, d2, offsets, lut, indptr, ids, conn, 
             p = lut[(a * d1 + b) * d2 + c]
             if p < 0:
                 continue
+            if n_off == 1:  # one voxel: its ids are distinct already, no stamp needed
+                for q in range(indptr[p], indptr[p + 1]):
+                    lab = conn[ids[q]]
+                    if acc[lab] == 0:
+                        touched[nt] = lab
+                        nt += 1
+                    acc[lab] += 1
+                continue
             for q in range(indptr[p], indptr[p + 1]):
                 s = ids[q]
                 if stamp[s] != tag:

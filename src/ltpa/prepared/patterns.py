@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DamagedFileError, InputError, LtpaError, StaleOutputError
-from ..io import atomic_path
+from ..io import atomic_path, release_pages
 
 FORMAT = "ltpa-termination-patterns"
 VERSION = 1
@@ -125,6 +125,15 @@ class ScanPatterns:
         row = np.repeat(which.astype(np.int64), size)
         return row, np.asarray(self.connection_ids[take]), np.asarray(self.counts[take])
 
+    @property
+    def n_entries(self) -> int:
+        return int(self.indptr[-1]) if self.indptr.shape[0] else 0
+
+    def release(self) -> None:
+        """Drop the pages of the mapped file this process has read (``ltpa.io``): a pass
+        over every center of a big study keeps its resident memory to one block's."""
+        release_pages(self.centers, self.indptr, self.connection_ids, self.counts)
+
     def dense(self):
         """Every row as ``(center of each entry, connection_ids, counts)`` (flat arrays)."""
         size = np.diff(np.asarray(self.indptr, dtype=np.int64))
@@ -175,18 +184,52 @@ class _Builder:
         self.lut[voxels] = np.arange(voxels.shape[0], dtype=self.lut.dtype)
         self.indptr = np.asarray(index.indptr, dtype=np.int64)
         self.ids = np.asarray(index.ids)
-        self.stamp = np.full(n, -1, dtype=np.int32)  # center numbers < 2**31
-        self.acc = np.zeros(n_labels, dtype=np.int32)
-        self.touched = np.empty(n_labels, dtype=np.int32)
+        self.n_labels = n_labels
+        self.work = []  # per thread: (stamp, acc, touched), made on first use
+        self.done = []  # per thread: the end of the centers its stamps have seen
 
-    def rows(self, lo, hi):
-        """CSR rows of centers ``lo:hi`` (``indptr`` relative to the chunk)."""
+    def _work(self, t):
+        while len(self.work) <= t:
+            self.work.append((np.full(self.n, -1, dtype=np.int32),  # center numbers < 2**31
+                              np.zeros(self.n_labels, dtype=np.int32),
+                              np.empty(self.n_labels, dtype=np.int32)))
+            self.done.append(0)
+        return self.work[t]
+
+    def _part(self, t, lo, hi):
         from .pattern_kernels import sphere_patterns
 
         d = self.dim
+        stamp, acc, touched = self._work(t)
+        if lo < self.done[t]:  # centers again: stamps of those numbers would look fresh
+            stamp.fill(-1)
+        self.done[t] = hi
         return sphere_patterns(self.centers[lo:hi], lo, d[0], d[1], d[2], self.offsets,
-                               self.lut, self.indptr, self.ids, self.conn, self.stamp,
-                               self.acc, self.touched)
+                               self.lut, self.indptr, self.ids, self.conn, stamp, acc,
+                               touched)
+
+    def rows(self, lo, hi, threads=1):
+        """CSR rows of centers ``lo:hi`` (``indptr`` relative to the chunk).
+
+        With ``threads`` > 1 the chunk is cut into that many consecutive parts, each run by
+        the (GIL-free) kernel in its own thread with its own work arrays; a thread always
+        gets a later part than in the previous chunk, so its stamps only grow.
+        """
+        threads = max(1, min(int(threads), hi - lo))
+        if threads == 1:
+            return self._part(0, lo, hi)
+        from concurrent.futures import ThreadPoolExecutor
+
+        cuts = np.linspace(lo, hi, threads + 1).astype(np.int64)
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(lambda t: self._part(t, int(cuts[t]), int(cuts[t + 1])),
+                                  range(threads)))
+        ptrs, shift = [np.zeros(1, dtype=np.int64)], 0
+        for ptr, _, _ in parts:
+            ptrs.append(ptr[1:] + shift)
+            shift += int(ptr[-1])
+        return (np.concatenate(ptrs), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
 
     def meta(self, extra):
         info = {"format": FORMAT, "version": VERSION, "radius": self.radius,
@@ -197,12 +240,13 @@ class _Builder:
 
 
 def build_patterns(index, connection_ids, radius, *, n_streamlines=None, meta=None,
-                   where="") -> ScanPatterns:
+                   where="", threads=1) -> ScanPatterns:
     """A scan's patterns, in memory, from its voxel index (``VoxelIndex``: ``dim``,
     ``voxels`` (sorted linear numbers), ``indptr``, ``ids``) and connection ids (the npy:
-    one non-negative integer per streamline)."""
+    one non-negative integer per streamline). ``threads``: kernel threads (``_Builder.rows``;
+    the result does not depend on it)."""
     b = _Builder(index, connection_ids, radius, n_streamlines, where)
-    ptr, cids, counts = b.rows(0, b.centers.shape[0])
+    ptr, cids, counts = b.rows(0, b.centers.shape[0], threads)
     return ScanPatterns(b.centers, ptr, cids, counts, b.meta(meta))
 
 
@@ -211,11 +255,12 @@ CHUNK_CENTERS = 1 << 15  # centers per kernel call when writing: the output is s
 
 def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=None,
                         meta=None, where="", before_rename=None,
-                        chunk=CHUNK_CENTERS) -> dict:
+                        chunk=CHUNK_CENTERS, threads=1) -> dict:
     """Build a scan's patterns and write them to ``path`` chunk by chunk (atomically).
 
     Each chunk's entries go to two temporary files as they are made, and the .npz is then
-    assembled from them, so memory holds one chunk's entries, not the scan's. Returns
+    assembled from them, so memory holds one chunk's entries, not the scan's. ``threads``
+    kernel threads share each chunk (the file does not depend on it). Returns
     ``{"n_centers", "n_entries"}``.
     """
     import shutil
@@ -232,7 +277,7 @@ def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=No
             nnz = 0
             for lo in range(0, n_c, max(1, int(chunk))):
                 hi = min(lo + int(chunk), n_c)
-                ptr, cids, counts = b.rows(lo, hi)
+                ptr, cids, counts = b.rows(lo, hi, threads)
                 indptr[lo + 1:hi + 1] = ptr[1:] + nnz
                 nnz += int(ptr[-1])
                 files["connection_ids"].write(memoryview(np.ascontiguousarray(

@@ -16,7 +16,8 @@ Everything that would make a wrong study is reported at once before anything is 
 for one scan, a participant without a scan), and the result must pass the same checks as
 ``ltpa validate`` (``ltpa.study.study.load_study``). Run again on the same JSON, it adds the scans
 that are new and keeps every existing entry as it is (hand edits included); the previous file
-is kept as ``<json>.bak`` and the new one written atomically.
+is kept as ``<json>.<UTC time>.bak`` (a new name each time: no earlier backup, nor any
+other file, is replaced) and the new one written atomically.
 """
 
 from __future__ import annotations
@@ -472,6 +473,20 @@ def _existing(path: Path) -> list | None:
     return data
 
 
+def backup_path(out: Path) -> Path:
+    """A free name for the backup of ``out``: ``<name>.<UTC time of now>.bak``, with a
+    counter when that exists (two runs in one second), so a backup never replaces a file."""
+    import time
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    candidate = out.with_name(f"{out.name}.{stamp}.bak")
+    n = 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = out.with_name(f"{out.name}.{stamp}-{n}.bak")
+    return candidate
+
+
 def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
                check_headers=True, log=None) -> InitResult:
     """Write (or update) the local_data.json ``out`` for the tree ``root`` as ``spec`` says.
@@ -574,7 +589,7 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
         tmp.write_text(text, encoding="utf-8")
         validate(tmp)
         if existing is not None:
-            backup = out.with_name(out.name + ".bak")
+            backup = backup_path(out)
             with atomic_path(backup) as btmp:
                 shutil.copyfile(out, btmp)
             result.backup = backup

@@ -34,6 +34,7 @@ class JobSpec:
     start: int = 1  # connection_ids_start_at
     properties: dict | None = None  # the scan's metadata, carried in the pkl
     radius: int = 0  # patterns: the sphere's radius (voxels)
+    threads: int = 1  # patterns: kernel threads; decides nothing of the output (not a param)
     sidecar: bool = True
 
     def __post_init__(self):

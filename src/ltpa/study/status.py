@@ -13,8 +13,8 @@ from .staleness import KEPT, MISSING, NEEDS_WORK, OK, OUT_OF_DATE
 from .targets import RULE_EXPORT, RULE_INDEX, RULE_LABEL, RULE_PATTERNS
 
 KIND = {RULE_INDEX: "pkl", RULE_EXPORT: "pkl_trk", RULE_LABEL: "npy"}
-__all__ = ["Entry", "study_status", "format_status", "OK", "MISSING", "OUT_OF_DATE", "KEPT",
-           "NEEDS_WORK"]
+__all__ = ["Entry", "MapEntry", "study_status", "format_status", "OK",
+           "MISSING", "OUT_OF_DATE", "KEPT", "NEEDS_WORK"]
 
 
 @dataclass
@@ -39,20 +39,34 @@ class Entry:
         return f"{k} {self.target.atlas_key}" if self.target.atlas_key else k
 
 
+@dataclass
+class MapEntry:
+    """A study map of the config (``maps``): its output and verdict."""
+
+    name: str
+    output: str
+    status: str
+    reason: str = ""
+    rule: str = "ltpa_map"
+
+
 def study_status(study) -> list[Entry]:
     """One Entry per output the JSON names, in study order (a loaded ``ltpa.study.study.Study``)."""
     return [Entry(t, v.status, v.reason) for t, v in zip(study.targets, study.verdicts)]
 
 
-def format_status(entries, *, tsv=False) -> str:
-    """Per scan, each output's status; with ``tsv``: status, rule, scan, output, reason lines."""
+def format_status(entries, maps=(), *, tsv=False) -> str:
+    """Per scan, each output's status, then the study maps' (``maps``: MapEntry); with
+    ``tsv``: status, rule, scan, output, reason lines (a map's scan_id is empty)."""
     lines = []
     if tsv:
         lines.append("status\trule\tscan_id\toutput\treason")
         for e in entries:
             lines.append("\t".join([e.status, e.rule, e.target.scan.scan_id, e.output, e.reason]))
+        for m in maps:
+            lines.append("\t".join([m.status, m.rule, "", m.output, m.reason]))
         return "\n".join(lines)
-    width = max([len(e.status) for e in entries] + [2])
+    width = max([len(e.status) for e in [*entries, *maps]] + [2])
     kind_width = max([len(e.kind) for e in entries] + [3])
     scan = None
     for e in entries:
@@ -61,8 +75,14 @@ def format_status(entries, *, tsv=False) -> str:
             lines.append(f"{scan} ({e.target.scan.scan_group})")
         reason = f"  ({e.reason})" if e.reason else ""
         lines.append(f"  {e.status:<{width}}  {e.kind:<{kind_width}}  {e.output}{reason}")
-    counts = {s: sum(e.status == s for e in entries) for s in (OK, MISSING, OUT_OF_DATE, KEPT)}
+    if maps:
+        lines.append("study maps")
+    for m in maps:
+        reason = f"  ({m.reason})" if m.reason else ""
+        lines.append(f"  {m.status:<{width}}  {'map ' + m.name:<{kind_width}}  {m.output}{reason}")
+    everything = list(entries) + list(maps)
+    counts = {s: sum(e.status == s for e in everything) for s in (OK, MISSING, OUT_OF_DATE, KEPT)}
     n_scans = len({e.target.scan.scan_id for e in entries})
-    lines.append(f"{n_scans} scans, {len(entries)} outputs: "
+    lines.append(f"{n_scans} scans, {len(everything)} outputs: "
                  + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)
