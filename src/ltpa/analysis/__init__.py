@@ -1,13 +1,14 @@
 """The prepared data in use: queries over a study's scans, and Local Tract Population
-Analysis (termination patterns and the maps made of them).
+Analysis (the maps made of the scans' termination patterns).
 
 - ``reader``: ``TrackDataSource`` (dsi2's interface), with ``results``, ``roi``, ``lookup``
   and ``querytext`` (query results, the query's voxels, the CSR lookup, ``ltpa query``'s text);
-- ``patterns``: a scan's patterns (sphere, build, the versioned file;
-  ``ltpa.jobs.pipeline.write_patterns`` runs it as a job);
 - ``matrix``: ``PatternMatrix`` (one center, every scan) and ``StudyPatterns`` (a study's
-  patterns under one atlas and radius, what ``TrackDataSource.termination_patterns`` gives);
+  patterns under one atlas and radius, what ``TrackDataSource.termination_patterns`` gives),
+  read from the per-scan pattern files of ``ltpa.prepared.patterns``;
 - ``stats``: the built-in statistics, vectorized over blocks of centers;
 - ``run``: ``run_ltpa`` and ``LtpaResult``;
-- ``maps``: ``write_map`` (a study map to NIfTI, what ``ltpa map`` and the workflow run).
+- ``maps``: ``write_map`` (a study map to NIfTI, what ``ltpa map`` runs);
+- ``maps_workflow``: the workflow's study maps (config ``maps``): their jobs, staleness,
+  ``ltpa status``'s lines and the report's top table.
 """
