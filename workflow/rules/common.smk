@@ -395,8 +395,8 @@ def spec_of(rule_name):
 
 
 def threaded_spec_of(rule_name):
-    """``spec_of`` for a rule whose kernel runs in threads: the job's description with the
-    threads Snakemake gives the job (capped by --cores), which decide nothing of its output."""
+    """``spec_of`` for the rules whose kernel runs in threads (the job's description with the
+    threads Snakemake gives the job, capped by --cores; they decide nothing of its output)."""
 
     @_signature_known
     def spec(wildcards, threads):
