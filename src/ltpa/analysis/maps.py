@@ -35,6 +35,23 @@ def extra_map_path(out_path, name) -> Path:
     return Path(f"{text}.{name}.nii.gz")
 
 
+def save_maps(result, out_path, extra=None) -> dict:
+    """Write ``result``'s map at ``out_path`` and each other map it holds beside it
+    (``extra_map_path``, or the paths given in ``extra``), each atomically.
+
+    Returns
+    -------
+    dict
+        ``{"map": out_path, <extra map name>: path, ...}``.
+    """
+    written = {"map": result.save(out_path)}
+    for name in result.maps:
+        if name != result.stat:
+            path = extra[name] if extra else extra_map_path(out_path, name)
+            written[name] = result.save(path, name)
+    return written
+
+
 def write_map(local_data, out_path, *, atlas, radius=0, stat, config=None, data_root=None,
               centers=None, min_tracks=1, n_jobs=1, progress=False, **stat_options) -> dict:
     """Compute the map ``stat`` of a study and write it (and its extra maps) atomically.
@@ -82,10 +99,7 @@ def write_map(local_data, out_path, *, atlas, radius=0, stat, config=None, data_
                           n_jobs=n_jobs, progress=progress, **stat_options)
     for w in caught:
         warnings.warn(str(w.message), stacklevel=2)
-    written = {"map": result.save(out_path)}
-    for name in result.maps:
-        if name != result.stat:
-            written[name] = result.save(extra_map_path(out_path, name), name)
+    written = save_maps(result, out_path)
     body = {"format": MAP_FORMAT, "version": MAP_VERSION, "local_data": str(source.json_source),
             "map": out_path.name, "extra_maps": {k: Path(v).name for k, v in written.items()
                                                  if k != "map"},

@@ -226,7 +226,7 @@ def build_map(job: MapJob, config: dict) -> dict:
 
     # the map's modules (nibabel, numba: ~0.4 s) only in the map's job, not at every start
     # of the workflow, which imports this module
-    from .maps import extra_map_path
+    from .maps import extra_map_path, save_maps
     from .reader import TrackDataSource
     from .run import run_ltpa
 
@@ -275,9 +275,7 @@ def build_map(job: MapJob, config: dict) -> dict:
         assert np.array_equal(cov.centers, result.centers)
         eligible = np.asarray(cov.values) >= -(-len(sp.scan_ids) // 2)
     top = top_centers(result, sp, item, eligible=eligible)
-    written = {"map": result.save(job.output)}
-    for name, path in extra.items():
-        written[name] = result.save(path, name)
+    written = save_maps(result, job.output, extra)
     sidecar.write(job.output, "study_map", inputs=records, params=job.params(),
                   atlas=atlas_query(item), name=job.name, stat=result.stat,
                   radius=result.radius, n_centers=len(result), meta=result.meta,
