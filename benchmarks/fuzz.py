@@ -2298,7 +2298,28 @@ class SidecarFormat:
 # ----------------------------------------------------------------------------- local_data.json
 
 
-class LocalDataFormat:
+class _StudyJson:
+    """A JSON file of a demo study (``self.study``) mutated as JSON and text; saved inputs
+    name the study's folder by a token, so they replay in another one."""
+
+    def seed_name(self, seed):
+        return seed["name"]
+
+    def unmutated(self, seed, rng):
+        return Payload("input.json", seed["raw"], {})
+
+    def mutate(self, seed, rng):
+        data, d = mutate_json_or_text(seed["raw"], rng, self.HOT)
+        return Payload("input.json", data, {}), d
+
+    def to_saved(self, data: bytes) -> bytes:
+        return data.replace(_enc(str(self.study)), _enc(STUDY_TOKEN))
+
+    def from_saved(self, data: bytes) -> bytes:
+        return data.replace(_enc(STUDY_TOKEN), _enc(str(self.study)))
+
+
+class LocalDataFormat(_StudyJson):
     name = "local_data"
     HOT = ("scan_id", "scan_group", "trk_file", "pkl_path", "pkl_trk_path", "track_labels",
            "numpy_path", "volume_path", "graphml_path", "labels_path", "qsdr_volume_path",
@@ -2328,22 +2349,6 @@ class LocalDataFormat:
         v[0]["trk_file"] = str(study / "s1" / "s1.trk")
         v[1]["trk_space"] = "mni"
         self.seeds.append(dict(name="old_names_abs", raw=_enc(json.dumps(v, indent=2))))
-
-    def seed_name(self, seed):
-        return seed["name"]
-
-    def unmutated(self, seed, rng):
-        return Payload("input.json", seed["raw"], {})
-
-    def mutate(self, seed, rng):
-        data, d = mutate_json_or_text(seed["raw"], rng, self.HOT)
-        return Payload("input.json", data, {}), d
-
-    def to_saved(self, data: bytes) -> bytes:
-        return data.replace(_enc(str(self.study)), _enc(STUDY_TOKEN))
-
-    def from_saved(self, data: bytes) -> bytes:
-        return data.replace(_enc(STUDY_TOKEN), _enc(str(self.study)))
 
     def write(self, ctx, payload: Payload) -> Path:
         path = self.study / "fuzz_local_data.json"
@@ -2515,7 +2520,7 @@ class RequestFormat:
 # ----------------------------------------------------------------------------- input cache
 
 
-class CacheFormat:
+class CacheFormat(_StudyJson):
     """The study's header cache (``<stem>.ltpa/cache/inputs.json``) mutated as JSON and text:
     ``load_study`` must give the same answer as with no cache (the demo study is valid), and
     leave a cache that holds what the files hold (malformed entries dropped, read again)."""
@@ -2533,22 +2538,6 @@ class CacheFormat:
         load_study(local_data, {})
         self.raw = self.cache.read_bytes()
         self.seeds = [dict(name="inputs.json", raw=self.raw)]
-
-    def seed_name(self, seed):
-        return seed["name"]
-
-    def unmutated(self, seed, rng):
-        return Payload("input.json", seed["raw"], {})
-
-    def mutate(self, seed, rng):
-        data, d = mutate_json_or_text(seed["raw"], rng, self.HOT)
-        return Payload("input.json", data, {}), d
-
-    def to_saved(self, data: bytes) -> bytes:
-        return data.replace(_enc(str(self.study)), _enc(STUDY_TOKEN))
-
-    def from_saved(self, data: bytes) -> bytes:
-        return data.replace(_enc(STUDY_TOKEN), _enc(str(self.study)))
 
     def write(self, ctx, payload: Payload) -> Path:
         self.cache.write_bytes(payload.data)

@@ -276,7 +276,8 @@ def remount(path, mode):
 
 # --------------------------------------------------------------------------- full disk
 
-def test_full_disk_fails_cleanly_and_keeps_the_previous_output(good, tmp_path):
+def big_trk(tmp_path):
+    """A .trk of 4,800 streamlines (> 3 MB): its pkl cannot fit where 2 MB may be written."""
     rng = np.random.default_rng(2)
     sls = []
     for _ in range(12):
@@ -284,6 +285,11 @@ def test_full_disk_fails_cleanly_and_keeps_the_previous_output(good, tmp_path):
         sls += part
     big = tmp_path / "big.trk"
     write_trk(big, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    return big
+
+
+def test_full_disk_fails_cleanly_and_keeps_the_previous_output(good, tmp_path):
+    big = big_trk(tmp_path)
     assert big.stat().st_size > 3 << 20  # its pkl holds the streamlines: cannot fit in 2 MB
     with mounted_tmpfs(tmp_path / "full", "size=2m") as full:
         for p in run_all([[LTPA, "index", good["trk"], full / "s1.pkl"],
@@ -316,13 +322,7 @@ def _file_size_limit(limit):
 
 def test_a_write_cut_short_by_a_file_size_limit_keeps_the_previous_output(good, tmp_path):
     """The full-disk test without root or tmpfs: any machine runs it."""
-    rng = np.random.default_rng(2)
-    sls = []
-    for _ in range(12):
-        part, _ = make_streamlines(rng, 400, 0)
-        sls += part
-    big = tmp_path / "big.trk"
-    write_trk(big, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    big = big_trk(tmp_path)
     out = fresh_out(good, tmp_path, 0)
     before = snapshot(out)
     assert big.stat().st_size > 3 << 20 and max(len(b) for b in before.values()) < 2 << 20
