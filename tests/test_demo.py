@@ -301,6 +301,36 @@ def test_planted_effect_recovered_from_the_workflow_outputs(tmp_path):
     assert (study_folder(local_data) / "report" / "group_differences" / "scale33.png"
             ).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # LTPA on the same outputs: the planted pair's group-difference map (patients - controls)
+    # is negative along its bundle and family-wise significant; the three other pairs with
+    # the most streamlines (no effect planted) have no family-wise significant center
+    import warnings
+
+    from ltpa import TrackDataSource, run_ltpa
+
+    source = TrackDataSource(local_data)
+    source.change_atlas("Lausanne2008", scale=33)
+    total = counts[:, 1:].sum(axis=0)
+    total[planted - 1] = -1
+    nulls = [int(i) + 1 for i in np.argsort(total)[::-1][:3]]
+    results = {}
+    for cid in [planted] + nulls:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # patterns computed in memory (none built)
+            res = run_ltpa("group_difference", source, radius=1, connection=cid,
+                           groups=("control", "patient"), n_permutations=200, seed=0)
+        t, p = np.asarray(res.values), np.asarray(res.p_fwe)
+        tested = np.isfinite(t)
+        results[cid] = (t[tested], p[tested])
+    t, p = results[planted]
+    print(f"LTPA planted pair: {t.size} centers tested, median t {np.median(t):.2f}, min t "
+          f"{t.min():.2f}, {int((p <= 0.05).sum())} with p_fwe <= 0.05; null pairs: "
+          + ", ".join(f"{c}: min p_fwe {results[c][1].min():.3f}" for c in nulls))
+    assert t.size > 50 and np.median(t) < 0 and (p <= 0.05).any()
+    assert (t[p <= 0.05] < 0).all()
+    for cid in nulls:
+        assert results[cid][0].size > 50 and (results[cid][1] > 0.05).all(), cid
+
 
 # --------------------------------------------------------------------------- repeat scans
 
@@ -350,6 +380,43 @@ def test_repeats_make_a_subjects_scans_more_alike_than_two_subjects(tmp_path):
     assert within.size == 6 and between.size == 60
     assert within.mean() > between.mean() + 5 * between.std()
     assert within.min() > between.max()
+
+
+def test_repeats_show_in_the_ltpa_similarity_maps(tmp_path):
+    """The repeat demo's pkls and npys made by the workflow's own job runner, then LTPA's
+    similarity at r = 1: at the centers both maps cover, scans of one subject have more
+    alike termination patterns than scans of two subjects, as Cieslak & Grafton report."""
+    import warnings
+
+    from ltpa import TrackDataSource, run_ltpa
+    from ltpa.jobs.pipeline import run
+    from ltpa.study.config import with_defaults
+    from ltpa.study.study import load_study
+    from ltpa.study.targets import RULE_MAP_B0
+
+    local_data = make_study_demo(tmp_path / "d", n_scans=8, n_streamlines=4000, seed=3,
+                                 repeats=2)
+    config = with_defaults({"local_data": str(local_data)})
+    study = load_study(local_data, config)
+    for t in sorted(study.targets, key=lambda t: t.rule != RULE_MAP_B0):  # b0 atlases first
+        run(t.spec(config))
+    source = TrackDataSource(local_data)
+    source.change_atlas("Lausanne2008", scale=33)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # patterns computed in memory (none built)
+        res = run_ltpa("similarity", source, radius=1)
+        # where every scan has a pattern to speak of (a sphere with one streamline per scan
+        # has similarity 0 or 1 whatever the subject)
+        cov = run_ltpa("coverage", source, radius=1, min_tracks=10)
+    assert np.array_equal(cov.centers, res.centers)
+    within, between = np.asarray(res.within_subject), np.asarray(res.between_subject)
+    both = np.isfinite(within) & np.isfinite(between) & (np.asarray(cov.values) == len(source))
+    print(f"similarity at {int(both.sum())} centers: within subjects "
+          f"{within[both].mean():.3f}, between {between[both].mean():.3f}; within > between "
+          f"at {(within[both] > between[both]).mean():.0%}")
+    assert both.sum() > 1000
+    assert within[both].mean() > between[both].mean() + 0.03
+    assert (within[both] > between[both]).mean() > 0.6
 
 
 def test_without_repeats_no_subject_variation(tmp_path):
