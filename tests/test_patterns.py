@@ -283,6 +283,7 @@ def test_cli_patterns(study, tmp_path):
     assert not (tmp_path / "q.npz").exists()
 
 
+@pytest.mark.slow
 def test_workflow_builds_patterns_and_rebuilds_only_when_inputs_change(tmp_path):
     """One Snakemake run with config patterns: the files equal write_patterns'; a second dry
     run has nothing to do; a changed npy reruns its label and its patterns only."""
