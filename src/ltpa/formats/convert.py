@@ -41,6 +41,23 @@ SUFFIXES = (".trk", ".trk.gz", ".tck", ".trx")
 
 
 def kind_of(path) -> str:
+    """The streamline format of a file, from its name (case-insensitive).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file's path.
+
+    Returns
+    -------
+    str
+        One of ".trk.gz", ".trk", ".tck", ".trx".
+
+    Raises
+    ------
+    InputError
+        If the name ends in none of these suffixes.
+    """
     name = str(path).lower()
     for suffix in (".trk.gz", ".trk", ".tck", ".trx"):
         if name.endswith(suffix):
@@ -292,6 +309,7 @@ class TrxReader:
                 f"file {str(self.path)!r}: not a readable .trx file ({exc})") from None
 
     def close(self):
+        """Close the .trx archive; calling it again does nothing."""
         if self._zip is not None:
             self._zip.close()
             self._zip = None
@@ -371,6 +389,20 @@ class TrxReader:
             self._fail(f"a streamline has more than {MAX_STREAMLINE_POINTS} points")
 
     def chunks(self):
+        """Yield the streamlines' points in runs of whole streamlines.
+
+        Yields
+        ------
+        points : numpy.ndarray
+            (P, 3) float64 coordinates of the run's streamlines, one after another.
+        lengths : numpy.ndarray
+            Points per streamline of the run.
+
+        Raises
+        ------
+        DamagedFileError
+            If the positions end early, hold a NaN or infinite coordinate, or cannot be read.
+        """
         if self.n_streamlines == 0:
             return
         lengths = self.lengths

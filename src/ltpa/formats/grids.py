@@ -69,10 +69,12 @@ class KeyMap:
 
     @property
     def mm_sign(self):
+        """The per-axis sign (+1 or -1) as a float64 array."""
         return np.asarray(self.sign, dtype=np.float64)
 
     @property
     def mm_shift(self):
+        """The per-axis shift in voxmm (see the class docstring) as a float64 array."""
         vs = np.asarray(self.grid.voxel_size, dtype=np.float64)
         sign = np.asarray(self.sign)
         shift = np.asarray(self.shift, dtype=np.float64)
@@ -321,6 +323,22 @@ def conform(data: np.ndarray, plan) -> np.ndarray:
 
 
 def describe_plan(plan, affine, grid: Grid) -> str:
+    """Say in words how an image was reoriented by index onto ``grid``.
+
+    Parameters
+    ----------
+    plan : numpy.ndarray
+        The orientation plan that was applied (unused in the text).
+    affine : numpy.ndarray
+        The image's own 4x4 affine.
+    grid : Grid
+        The grid it was reoriented onto.
+
+    Returns
+    -------
+    str
+        The axis codes before and after, e.g. "reoriented by index from LAS to RAS ...".
+    """
     import nibabel as nib
 
     return (f"reoriented by index from {''.join(nib.aff2axcodes(affine))} to "

@@ -50,10 +50,37 @@ def header_dtype() -> np.dtype:
 
 
 def identity_of(st: os.stat_result) -> Identity:
+    """The identity (device, inode, size, mtime in ns) of a file from its ``stat`` result.
+
+    Parameters
+    ----------
+    st : os.stat_result
+        Result of ``os.stat`` or ``os.fstat``.
+
+    Returns
+    -------
+    Identity
+        The fields that tell whether a file on disk is still the same one.
+    """
     return Identity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def describe_change(before: Identity, after: Identity | None) -> str:
+    """Say in words how a file changed between two identities.
+
+    Parameters
+    ----------
+    before : Identity
+        The identity when the file was opened.
+    after : Identity or None
+        The identity now, or None when the file no longer exists.
+
+    Returns
+    -------
+    str
+        "was removed", "was replaced by another file", "changed size (a -> b bytes)" or
+        "was modified".
+    """
     if after is None:
         return "was removed"
     if (before.dev, before.ino) != (after.dev, after.ino):
@@ -152,6 +179,8 @@ class Range:
 
 @dataclass
 class Walked:
+    """What a walk over a .trk body found: streamline and point counts, and optionally the
+    number of points of each streamline."""
     n_streamlines: int
     n_points: int
     counts: np.ndarray | None  # int32 per streamline (when asked for)
@@ -186,6 +215,7 @@ class TrkFile(_HeaderGrid):
 
     # ------------------------------------------------------------------ lifetime
     def close(self):
+        """Close the file descriptor; calling it again does nothing."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -205,10 +235,12 @@ class TrkFile(_HeaderGrid):
     # ------------------------------------------------------------------ facts
     @property
     def stride(self) -> int:
+        """Words (float32) per point: x, y, z and the per-point scalars."""
         return 3 + self.n_scalars
 
     @property
     def n_hint(self) -> int:
+        """The header's ``nb_streamlines`` (0 in files whose writer did not fill it in)."""
         return int(self.header["nb_streamlines"])
 
     @property
@@ -230,6 +262,18 @@ class TrkFile(_HeaderGrid):
         return None
 
     def check_unchanged(self, what="") -> None:
+        """Raise if the file changed since it was opened (see ``changed``).
+
+        Parameters
+        ----------
+        what : str, optional
+            What was being done, for the message (default "it was read").
+
+        Raises
+        ------
+        StaleOutputError
+            If the file was removed, replaced or modified since it was opened.
+        """
         change = self.changed()
         if change:
             raise StaleOutputError(
@@ -360,17 +404,32 @@ class Trk(_HeaderGrid):
 
     @property
     def n_streamlines(self) -> int:
+        """Number of streamlines."""
         return int(self.counts.shape[0])
 
     @property
     def n_points(self) -> int:
+        """Total number of points over all streamlines."""
         return int(self.counts.sum())
 
     @property
     def stride(self) -> int:
+        """Words (float32) per point: x, y, z and the per-point scalars."""
         return 3 + self.n_scalars
 
     def streamline(self, s: int) -> np.ndarray:
+        """The points of one streamline.
+
+        Parameters
+        ----------
+        s : int
+            Streamline index.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, 3) float32 coordinates as stored in the file (scalars dropped).
+        """
         n = int(self.counts[s])
         start = int(self.starts[s])
         rows = self.words[start:start + n * self.stride].reshape(n, self.stride)
