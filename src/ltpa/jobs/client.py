@@ -36,6 +36,12 @@ class _NoServer(Exception):
 
 
 def build_parser():
+    """The command line of ``ltpa-job``: ``--log LOG SPEC``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     ap = argparse.ArgumentParser(
         prog="ltpa-job", formatter_class=HelpFormatter,
         description="The command every workflow job runs: the job described by SPEC, through "
@@ -152,6 +158,31 @@ def _output_of(argv):
 
 
 def run_via_server(argv) -> int:
+    """Run the job in a process forked by the warm job server, starting a server if none runs.
+
+    The request carries ``argv``, the working folder, the allowlisted environment
+    (``wire.job_environment``) and this process's stdin, stdout and stderr. Once the server
+    names the job's process, SIGTERM, SIGINT and SIGHUP received here are forwarded to it.
+
+    Parameters
+    ----------
+    argv : list of str
+        The ``ltpa-job`` arguments (``--log LOG SPEC``).
+
+    Returns
+    -------
+    int
+        The job's exit status (128 + N for a process ended by signal N); 1 when the job's
+        process ended without reporting one, or reported 0 but the output the spec names does
+        not exist.
+
+    Raises
+    ------
+    _NoServer
+        When the job could not be handed to a server (a spec that names no output, a socket
+        folder that is not private, a server of another user, one that did not start, or no
+        answer naming the job's process in time); ``main`` then runs the job here.
+    """
     output = _output_of(argv)
     if output is None:
         raise _NoServer("the job's description names no output")
@@ -192,6 +223,22 @@ def run_via_server(argv) -> int:
 
 
 def main(argv=None) -> int:
+    """Run ``ltpa-job``: through the job server when one can be used, else in this process.
+
+    The job runs here (``run_here``) when ``LTPA_JOB_SERVER=0``, without Unix sockets, for
+    ``-h``/``--help``, or when the server cannot take it; a socket folder that is not private
+    or a server of another user is also reported on stderr as a warning.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The job's exit status: 0 on success.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if os.environ.get("LTPA_JOB_SERVER", "1") == "0" or not hasattr(socket, "AF_UNIX"):
         return run_here(argv)

@@ -71,6 +71,14 @@ class InputWatch:
             self.at_start[fld] = identity_of(st)
 
     def check(self) -> None:
+        """Raise if an input file is not the one the job started from.
+
+        Raises
+        ------
+        StaleOutputError
+            If an input was removed, replaced or modified since the start (device, inode,
+            size or mtime_ns differ), naming the file and how it changed.
+        """
         for fld, before in self.at_start.items():
             path = self.spec.inputs[fld]
             try:
@@ -215,6 +223,33 @@ def _unchanged(trk, watch):
 
 
 def step_index(spec: JobSpec, watch: InputWatch) -> dict:
+    """Index a scan's streamlines by key-grid voxel and pickle the TrackDataset at ``spec.output``.
+
+    The streamline file (``spec.inputs["trk_file"]``, converted to .trk first when it is a
+    .tck or .trx) is read once; its body is copied into the pkl, which is written atomically
+    and replaces the old one only if the file and every input are unchanged.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        An "index" job: ``trk_file`` and optionally ``reference_volume`` among its inputs.
+    watch : InputWatch
+        The identities of the job's inputs at its start.
+
+    Returns
+    -------
+    dict
+        The statistics: n_streamlines, n_points, n_voxels, n_points_outside_grid,
+        seconds_read_and_index; and under "_sidecar" the ``build`` record for the sidecar.
+
+    Raises
+    ------
+    LtpaError
+        If the key grid's index needs more memory than the machine has, or memory runs
+        out while indexing; the readers' errors for a file that cannot be used.
+    StaleOutputError
+        If the streamline file or an input changed while the job ran (nothing is written).
+    """
     t0 = time.perf_counter()
     with _Streamlines(spec) as trk:
         key_map = _key_map(trk, spec)
@@ -272,6 +307,28 @@ def _check_index_fits(dim, bytes_per_voxel, spec) -> None:
 
 
 def step_export(spec: JobSpec, watch: InputWatch) -> dict:
+    """Write a scan's streamlines in the key grid's voxmm as a .trk at ``spec.output``.
+
+    Written atomically; the old output is replaced only if the streamline file and every
+    input are unchanged.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        An "export" job: ``trk_file`` and optionally ``reference_volume`` among its inputs.
+    watch : InputWatch
+        The identities of the job's inputs at its start.
+
+    Returns
+    -------
+    dict
+        ``{"n_streamlines": n}``, the number of streamlines written.
+
+    Raises
+    ------
+    StaleOutputError
+        If the streamline file or an input changed while the job ran (nothing is written).
+    """
     with _Streamlines(spec) as trk:
         key_map = _key_map(trk, spec)
         n = write_key_trk(trk, key_map, spec.output, before_rename=_unchanged(trk, watch))
@@ -280,6 +337,39 @@ def step_export(spec: JobSpec, watch: InputWatch) -> dict:
 
 
 def step_label(spec: JobSpec, watch: InputWatch) -> dict:
+    """Label each streamline with a connection id and save them as an int64 .npy at
+    ``spec.output``.
+
+    The atlas (``volume_path``) must be in the streamlines' grid up to axis flips and
+    permutations (then it is reoriented by index). The region list is ``graphml_path`` or
+    ``labels_path``; without either, the atlas's own labels (with a warning). Id 0 marks a
+    streamline with fewer than two labeled points. The .npy is written atomically and
+    replaces the old one only if the streamline file and every input are unchanged.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        A "label" job: ``trk_file`` and ``volume_path`` among its inputs, optionally
+        ``graphml_path`` or ``labels_path`` and ``reference_volume``.
+    watch : InputWatch
+        The identities of the job's inputs at its start.
+
+    Returns
+    -------
+    dict
+        The statistics (n_streamlines, n_unlabeled, share_unlabeled, n_regions,
+        region_source, ...); under "_sidecar", the region_ids, connection_ids_start_at and
+        numbering the sidecar records.
+
+    Raises
+    ------
+    InputError
+        If ``spec.start`` is not 0 or 1.
+    GeometryError
+        If the atlas's grid is not the streamlines' up to axis flips and permutations.
+    StaleOutputError
+        If the streamline file or an input changed while the job ran (nothing is written).
+    """
     t0 = time.perf_counter()
     if spec.start not in (0, 1):
         raise InputError(f"connection_ids_start_at must be 0 or 1, not {spec.start!r}")
@@ -333,11 +423,58 @@ def step_label(spec: JobSpec, watch: InputWatch) -> dict:
 
 
 def step_map_b0(spec: JobSpec, watch: InputWatch) -> dict:
+    """Write the QSDR-space atlas at ``spec.output`` from a b0-space atlas and a fib mapping.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        A "map_b0" job: ``fib_file`` and ``b0_volume_path`` among its inputs.
+    watch : InputWatch
+        The identities of the job's inputs at its start.
+
+    Returns
+    -------
+    dict
+        The statistics of ``ltpa.prepared.b0map.map_b0_atlas``: dimension, outside_b0,
+        n_labels.
+
+    Raises
+    ------
+    StaleOutputError
+        If an input changed while the job ran (nothing is written).
+    """
     return map_b0_atlas(spec.inputs["fib_file"], spec.inputs["b0_volume_path"], spec.output,
                         before_rename=watch.check)
 
 
 def step_scalars(spec: JobSpec, watch: InputWatch) -> dict:
+    """Save the mean of each streamline's values in ``txt_path`` as a float64 .npy at
+    ``spec.output``.
+
+    The text file must have one line per streamline of ``trk_file`` (an empty line gives
+    NaN); the streamline file is read to count them.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        A "scalars" job: ``txt_path`` and ``trk_file`` among its inputs, optionally
+        ``reference_volume``.
+    watch : InputWatch
+        The identities of the job's inputs at its start.
+
+    Returns
+    -------
+    dict
+        ``{"n_streamlines": n, "n_empty": k}``: streamlines, and those without values.
+
+    Raises
+    ------
+    InputError
+        If the text file does not exist, has a line that is not a list of numbers, or has
+        another number of lines than there are streamlines.
+    StaleOutputError
+        If the streamline file or an input changed while the job ran (nothing is written).
+    """
     with _Streamlines(spec) as trk:
         n = trk.walk().n_streamlines
         return average_track_scalars(spec.inputs["txt_path"], n, spec.output,
@@ -423,6 +560,34 @@ def index_only(trk_path, *, space="qsdr", legacy_dsi2_mni_offset=False,
 
 def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=False,
                    scan_id=None, reference_volume=None) -> dict:
+    """Write the streamlines of ``trk_path`` in the key grid's voxmm to ``out_trk`` (a .trk),
+    with its sidecar, through ``run``.
+
+    Parameters
+    ----------
+    trk_path : str or os.PathLike
+        The streamline file (.trk, .trk.gz, .tck or .trx).
+    out_trk : str or os.PathLike
+        The .trk to write.
+    space : str, optional
+        The streamlines' declared space: "qsdr" (default), "mni" or "native".
+    legacy_dsi2_mni_offset : bool, optional
+        Make qsdr keys with dsi2's j -> 102 - j instead of 101 - j.
+    scan_id : str, optional
+        The scan, for the sidecar and error messages.
+    reference_volume : str or os.PathLike, optional
+        The NIfTI whose grid a .tck or .trx in native space is put on.
+
+    Returns
+    -------
+    dict
+        ``{"n_streamlines": n}``.
+
+    Raises
+    ------
+    LtpaError
+        Any error of the job (``step_export``), with the scan and field it concerns.
+    """
     return run(JobSpec("export", _abs(out_trk), _inputs(trk_file=trk_path,
                                                         reference_volume=reference_volume),
                        scan_id=scan_id, space=space,
@@ -443,6 +608,37 @@ def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=
 
 def scalars_scan(txt_path, trk_path, out_npy, *, scan_id=None, space="qsdr",
                  reference_volume=None) -> dict:
+    """Save the mean of each streamline's values in ``txt_path`` to ``out_npy`` (float64),
+    with its sidecar, through ``run`` (``step_scalars``).
+
+    Parameters
+    ----------
+    txt_path : str or os.PathLike
+        One line of space-separated values per streamline.
+    trk_path : str or os.PathLike
+        The scan's streamline file, whose streamlines the lines must match one to one.
+    out_npy : str or os.PathLike
+        The .npy to write.
+    scan_id : str, optional
+        The scan, for the sidecar and error messages.
+    space : str, optional
+        The streamlines' declared space (default "qsdr").
+    reference_volume : str or os.PathLike, optional
+        The NIfTI whose grid a .tck or .trx in native space is put on.
+
+    Returns
+    -------
+    dict
+        ``{"n_streamlines": n, "n_empty": k}``.
+
+    Raises
+    ------
+    InputError
+        If the text file does not exist, has a line that is not numbers, or does not have
+        one line per streamline.
+    LtpaError
+        Any other error of the job, with the scan and field it concerns.
+    """
     return run(JobSpec("scalars", _abs(out_npy),
                        _inputs(txt_path=txt_path, trk_file=trk_path,
                                reference_volume=reference_volume),
@@ -450,6 +646,30 @@ def scalars_scan(txt_path, trk_path, out_npy, *, scan_id=None, space="qsdr",
 
 
 def map_b0_scan(fib_path, b0_path, out_path, *, scan_id=None) -> dict:
+    """Write the QSDR-space atlas ``out_path`` from the b0-space atlas ``b0_path`` and the
+    mapping in ``fib_path``, with its sidecar, through ``run`` (``step_map_b0``).
+
+    Parameters
+    ----------
+    fib_path : str or os.PathLike
+        The .fib.gz holding the QSDR mapping.
+    b0_path : str or os.PathLike
+        The atlas in b0 space.
+    out_path : str or os.PathLike
+        The NIfTI to write.
+    scan_id : str, optional
+        The scan, for the sidecar and error messages.
+
+    Returns
+    -------
+    dict
+        dimension, outside_b0 (QSDR voxels mapped outside the b0 volume, per axis), n_labels.
+
+    Raises
+    ------
+    LtpaError
+        Any error of the job, with the scan and field it concerns.
+    """
     return run(JobSpec("map_b0", _abs(out_path), _inputs(fib_file=fib_path,
                                                          b0_volume_path=b0_path),
                        scan_id=scan_id))

@@ -264,6 +264,12 @@ def _child(conn) -> int:
 
 
 def build_parser():
+    """The command line of ``python -m ltpa.jobs.server``: ``--socket PATH [--idle SECONDS]``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     ap = argparse.ArgumentParser(prog="python -m ltpa.jobs.server", formatter_class=HelpFormatter,
                                  description="The warm job server (started by ltpa-job).")
     ap.add_argument("--socket", required=True,
@@ -274,6 +280,22 @@ def build_parser():
 
 
 def main(argv=None) -> int:
+    """Serve jobs on ``--socket`` (``serve``): until no job came for ``--idle`` seconds and
+    none runs, or the socket's name was taken by another server or removed.
+
+    The socket's folder must be private to this user (``wire.folder_problem``); if it is
+    not, nothing is served.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``, as argparse reads them).
+
+    Returns
+    -------
+    int
+        0 once the server stops, 1 (with the reason on stderr) when the folder is not private.
+    """
     args = build_parser().parse_args(argv)
     path = Path(args.socket)
     problem = folder_problem(path.parent)

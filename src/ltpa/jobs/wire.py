@@ -107,11 +107,45 @@ def peer_uid(sock) -> int:
 
 
 def send_message(sock, obj) -> None:
+    """Send ``obj`` as one message: a 4-byte big-endian length, then its JSON (UTF-8).
+
+    Parameters
+    ----------
+    sock : socket.socket
+        A connected stream socket.
+    obj : object
+        Anything ``json.dumps`` takes.
+
+    Raises
+    ------
+    OSError
+        If the socket cannot send it.
+    """
     data = json.dumps(obj).encode()
     sock.sendall(struct.pack("!I", len(data)) + data)
 
 
 def recv_message(sock):
+    """Receive one message written by ``send_message``.
+
+    Parameters
+    ----------
+    sock : socket.socket
+        A connected stream socket (its timeout applies to each read).
+
+    Returns
+    -------
+    object or None
+        The decoded JSON value, or None when the other end closed the connection before
+        a whole message arrived.
+
+    Raises
+    ------
+    ValueError
+        If the announced length is over ``MAX_MESSAGE`` (16 MB) or the body is not UTF-8 JSON.
+    OSError
+        If a read fails or times out.
+    """
     head = _recv_exact(sock, 4)
     if head is None:
         return None
