@@ -26,6 +26,14 @@ CHECKOUT_CONFIG = Path(__file__).resolve().parents[3] / "config" / "config.yaml"
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
+    """The workflow config's JSON Schema, read once from ``schemas/config.schema.yaml``.
+
+    Returns
+    -------
+    dict
+        The parsed schema: every option under ``properties``, with its default. Cached: each
+        call returns the same dict, so callers must not change it.
+    """
     import yaml
 
     with open(SCHEMA_PATH) as fh:

@@ -31,6 +31,20 @@ CACHE_VERSION = 1
 
 
 class InputFacts:
+    """Facts read from input files (headers, label sets, region lists), cached by file identity.
+
+    A fact is kept under the file's (device, inode, size, mtime_ns), in memory and, with a
+    ``cache_file``, in that JSON file once ``save`` is called. Only facts are cached: a file
+    that cannot be read or is refused is read again at the next call.
+
+    Parameters
+    ----------
+    cache_file : str or os.PathLike, optional
+        The JSON cache (the study's ``cache/inputs.json``). Its entries are used if it is a
+        regular file of at most 256 MB with this cache version; any other file is ignored,
+        and an entry of the wrong shape is dropped. None (default): memory only.
+    """
+
     def __init__(self, cache_file: Path | None = None):
         self.cache_file = Path(cache_file) if cache_file else None
         self._facts = {}

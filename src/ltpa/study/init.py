@@ -47,6 +47,14 @@ MISSING_CELLS = ("", "n/a", "na", "nan")
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
+    """The JSON Schema of an ``ltpa init`` spec, read once from ``schemas/init.schema.yaml``.
+
+    Returns
+    -------
+    dict
+        The parsed schema: every key under ``properties``, with its default where it has
+        one. Cached: each call returns the same dict, so callers must not change it.
+    """
     import yaml
 
     with open(SCHEMA_PATH) as fh:
@@ -218,6 +226,22 @@ def read_participants(path: Path, id_column: str, group_column: str, space_colum
 
 @dataclass
 class Candidate:
+    """A scan found under the root: its entry for the local_data.json and what is wrong with it.
+
+    Attributes
+    ----------
+    scan_id : str
+        The scan's id, from its tracks file's wildcards (``sub-01_ses-1``).
+    subject_id : str
+        ``sub-<subject>``, or the scan_id when the templates have no ``{subject}``.
+    entry : dict
+        The scan's entry as it would be written (paths relative to the JSON's folder when
+        inside it).
+    problems : list of str
+        What keeps it out of the study (a missing atlas volume, no participants row, ...),
+        each naming the file and the subject; empty when there is none.
+    """
+
     scan_id: str
     subject_id: str
     entry: dict
@@ -226,6 +250,31 @@ class Candidate:
 
 @dataclass
 class InitResult:
+    """What ``init_study`` did to a local_data.json.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The local_data.json (absolute).
+    added : list of str
+        The scan_ids of the entries added.
+    unchanged : list of str
+        The scan_ids found that the file already had (by scan_id or tracks file).
+    gone : list of str
+        The scan_ids of entries of the file that no tracks file matches now (kept as they are).
+    left_out : list of str
+        The scan_ids of scans with problems that ``allow_missing`` left out.
+    warnings : list of str
+        The problems of the scans left out, participants without a scan (with
+        ``allow_missing``) and the study check's warnings.
+    written : bool
+        Whether the file was written.
+    backup : pathlib.Path or None
+        Where the previous file was kept, when there was one and the file was written.
+    n_scans : int
+        The number of entries in the file (kept and added).
+    """
+
     path: Path
     added: list = field(default_factory=list)  # scan_ids
     unchanged: list = field(default_factory=list)
@@ -237,6 +286,8 @@ class InitResult:
     n_scans: int = 0
 
     def report(self) -> str:
+        """The result in words: the counts, the scans added, gone and left out (the first 20
+        of each), and whether the file was written and where the backup is."""
         lines = [f"{self.path}: {len(self.added)} added, {len(self.unchanged)} unchanged, "
                  f"{len(self.gone)} gone" + (f", {len(self.left_out)} left out"
                                              if self.left_out else "")

@@ -24,6 +24,28 @@ LABEL_PATH_FIELDS = ("graphml_path", "numpy_path", "volume_path", "qsdr_volume_p
 
 @dataclass
 class LabelRecord:
+    """One ``track_labels`` entry of a scan, with its paths resolved (absolute).
+
+    Attributes
+    ----------
+    position : int
+        Its index in the scan's ``track_labels``.
+    name : str or None
+        The atlas's name.
+    parameters : dict or None
+        The atlas's parameters, as the JSON gives them.
+    numpy_path : pathlib.Path
+        The connection-ids .npy to make.
+    volume_path : pathlib.Path or None
+        The atlas volume (``volume_path``, or its old name ``qsdr_volume_path``).
+    graphml_path : pathlib.Path or None
+        The region list as graphml.
+    labels_path : pathlib.Path or None
+        The region list as a label table, instead of graphml.
+    b0_volume_path : pathlib.Path or None
+        The atlas in b0 space, from which ``volume_path`` is made.
+    """
+
     position: int  # index in the scan's track_labels
     name: str | None
     parameters: dict | None
@@ -36,6 +58,20 @@ class LabelRecord:
 
 @dataclass
 class ScalarRecord:
+    """One ``track_scalars`` entry of a scan, with its paths resolved (absolute).
+
+    Attributes
+    ----------
+    position : int
+        Its index in the scan's ``track_scalars``.
+    name : str or None
+        The scalar's name.
+    txt_path : pathlib.Path or None
+        The per-streamline values (one line per streamline).
+    numpy_path : pathlib.Path
+        The .npy of per-streamline means to make.
+    """
+
     position: int  # index in the scan's track_scalars
     name: str | None
     txt_path: Path | None
@@ -44,6 +80,37 @@ class ScalarRecord:
 
 @dataclass
 class ScanRecord:
+    """One scan of a local_data.json, with its paths resolved (absolute) and its entries.
+
+    Attributes
+    ----------
+    index : int
+        Its position in the JSON list.
+    scan_id : str
+        The scan's id.
+    scan_group : str
+        The scan's group, as the JSON gives it.
+    space : str
+        The streamlines' declared space (``trk_space``, default "qsdr").
+    trk_file : pathlib.Path or None
+        The streamline file.
+    pkl_path : pathlib.Path or None
+        The track dataset (pkl) to make.
+    pkl_trk_path : pathlib.Path or None
+        The key-grid .trk to make.
+    labels : list of LabelRecord
+        Its ``track_labels`` entries that name a ``numpy_path``.
+    metadata : dict
+        Every field of the entry except the paths, ``track_labels`` and ``track_scalars``:
+        what the pkl carries.
+    fib_file : pathlib.Path or None
+        The fib file (needed to map a b0-space atlas).
+    reference_volume : pathlib.Path or None
+        The NIfTI that gives a native-space .tck or .trx its grid.
+    scalars : list of ScalarRecord
+        Its ``track_scalars`` entries that name a ``numpy_path``.
+    """
+
     index: int  # position in the JSON list
     scan_id: str
     scan_group: str
@@ -58,11 +125,21 @@ class ScanRecord:
     scalars: list = field(default_factory=list)
 
     def where(self, fld=None) -> str:
+        """``scan #3 ('s1')``, with ``, field 'trk_file'`` when ``fld`` is given: where a
+        problem is, for its message."""
         text = f"scan #{self.index} ({self.scan_id!r})"
         return f"{text}, field {fld!r}" if fld else text
 
 
 def schema() -> dict:
+    """The JSON Schema of local_data.json (``schemas/local_data.schema.json``, read at each
+    call).
+
+    Returns
+    -------
+    dict
+        The parsed schema; one scan entry is ``$defs.scan``.
+    """
     with resources.files("ltpa").joinpath("schemas/local_data.schema.json").open() as fh:
         return json.load(fh)
 
@@ -94,6 +171,25 @@ def _scan_validator():
 
 
 def read_json(path) -> object:
+    """The JSON value in a local_data file, read as UTF-8 text.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    object
+        The parsed value; its shape (a list of scans) is not checked here (``validate``).
+
+    Raises
+    ------
+    LtpaError
+        If the file does not exist or cannot be read, is not UTF-8 or not valid JSON, holds
+        a number Python's int cannot take, or is nested more than ``MAX_DEPTH`` (64) levels
+        deep; the message names the file (and the nested value's path).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -488,6 +584,20 @@ def with_hints(problems, hints) -> list[str]:
 
 
 def problem_text(path, problems) -> str:
+    """The report of a local_data file's problems: a head line naming the file and the count,
+    then one ``  - problem`` line each.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The local_data file.
+    problems : list of str
+        The problem messages.
+
+    Returns
+    -------
+    str
+    """
     plural = "s" if len(problems) > 1 else ""
     head = f"local_data file {str(path)!r}: {len(problems)} problem{plural}:"
     return "\n".join([head] + [f"  - {p}" for p in problems])

@@ -21,6 +21,23 @@ PACKAGES = ("ltpa-prep", "snakemake", "numpy", "nibabel", "networkx", "jsonschem
 
 
 def sha256_of(path) -> str:
+    """The sha256 of a file's content, read in 1 MB blocks.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    str
+        The hex digest (64 characters).
+
+    Raises
+    ------
+    OSError
+        If the file cannot be opened or read.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -29,6 +46,14 @@ def sha256_of(path) -> str:
 
 
 def versions() -> dict:
+    """The versions of ltpa, Python and the packages in ``PACKAGES`` that are installed.
+
+    Returns
+    -------
+    dict
+        Name -> version string: "ltpa", "python", then each installed package of
+        ``PACKAGES`` (one that is not installed is left out).
+    """
     out = {"ltpa": __version__, "python": platform.python_version()}
     for name in PACKAGES:
         try:

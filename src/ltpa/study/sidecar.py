@@ -50,6 +50,7 @@ KINDS = ("track_dataset", "key_trk", "connection_ids", "qsdr_atlas", "track_scal
 
 
 def path_of(output) -> Path:
+    """The sidecar's path of ``output``: its path with ``.json`` appended."""
     return Path(str(output) + ".json")
 
 

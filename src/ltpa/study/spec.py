@@ -24,6 +24,43 @@ OPTIONAL = ("graphml_path", "labels_path", "reference_volume")
 
 @dataclass(frozen=True)
 class JobSpec:
+    """One job: the step that makes an output, its input files and its parameters (frozen).
+
+    Attributes
+    ----------
+    step : str
+        One of ``STEPS``: "index", "export", "label", "map_b0", "scalars", "patterns".
+    output : str
+        The output's absolute path.
+    inputs : dict
+        Input field name (e.g. "trk_file") -> absolute path (str).
+    scan_id : str or None
+        The scan the output belongs to.
+    atlas : str or None
+        The atlas key of a label or patterns job.
+    space : str
+        The streamlines' declared space (default "qsdr").
+    legacy_dsi2_mni_offset : bool
+        Make qsdr keys with dsi2's j -> 102 - j instead of 101 - j (config
+        ``legacy_dsi2_mni_offset``).
+    start : int
+        The number of the first connection id, 0 or 1 (config ``connection_ids_start_at``;
+        default 1).
+    properties : dict or None
+        The scan's metadata, carried in the pkl (index jobs).
+    radius : int
+        The sphere's radius in voxels (patterns jobs).
+    threads : int
+        Kernel threads of a patterns job; not a parameter (it does not change the output).
+    sidecar : bool
+        Whether the job writes the output's sidecar.
+
+    Raises
+    ------
+    ValueError
+        If ``step`` is not one of ``STEPS``.
+    """
+
     step: str
     output: str  # absolute path
     inputs: dict = field(default_factory=dict)  # field name -> absolute path (str)
@@ -43,6 +80,7 @@ class JobSpec:
 
     @property
     def kind(self) -> str:
+        """The sidecar kind this job's step writes (``KIND``), e.g. "track_dataset"."""
         return KIND[self.step]
 
     def params(self) -> dict:
@@ -84,11 +122,31 @@ class JobSpec:
         return ", ".join(parts)
 
     def to_json(self) -> str:
+        """The spec as compact JSON text: one key per field, values as they are."""
         # the fields as they are (asdict() deep-copies: slow for a study's thousands of jobs)
         return json.dumps({f: getattr(self, f) for f in _FIELDS}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "JobSpec":
+        """The spec that ``to_json`` wrote.
+
+        Parameters
+        ----------
+        text : str
+            JSON text of an object whose keys are JobSpec fields.
+
+        Returns
+        -------
+        JobSpec
+
+        Raises
+        ------
+        ValueError
+            If the text is not valid JSON or names an unknown step.
+        TypeError
+            If it is not an object of JobSpec fields (a key that is no field, or no step or
+            output).
+        """
         return cls(**json.loads(text))
 
 
@@ -96,5 +154,20 @@ _FIELDS = tuple(f.name for f in fields(JobSpec))
 
 
 def metadata_hash(properties: dict) -> str:
+    """The sha256 of a scan's metadata as canonical JSON (sorted keys, no spaces).
+
+    Values JSON cannot hold are written with ``str``. A pkl's sidecar records it, so a
+    change of the metadata a pkl carries makes the pkl out of date.
+
+    Parameters
+    ----------
+    properties : dict
+        The scan's metadata.
+
+    Returns
+    -------
+    str
+        The hex digest (64 characters).
+    """
     text = json.dumps(properties, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -40,6 +40,26 @@ NEEDS_WORK = (MISSING, OUT_OF_DATE)
 
 @dataclass
 class Verdict:
+    """The verdict on one output: its status and why.
+
+    Attributes
+    ----------
+    status : str
+        ``OK``, ``MISSING``, ``OUT_OF_DATE`` or ``KEPT``.
+    reason : str
+        Why, in words (empty when ok, or missing with nothing more to say).
+    own : bool
+        False when it needs work only because an input that is itself an output does.
+    buildable : bool
+        Whether every input is present or will be made.
+    missing : tuple
+        ``(field, path)`` of inputs that are not on disk and not made by the study, where
+        the verdict names them.
+    built_from : str or None
+        For an input path that changed to a file that does not exist: the path it was
+        built from.
+    """
+
     status: str
     reason: str = ""
     own: bool = True  # out of date by itself (not only because an input output needs work)
@@ -93,6 +113,24 @@ class OutputHashes:
                                if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
 
     def sha256(self, path, st) -> str | None:
+        """The sha256 of an output, from the cache when its identity is known, else read.
+
+        A digest read here is cached only if the file's size, mtime and ctime are still
+        those of ``st`` after the read.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The output.
+        st : os.stat_result
+            Its ``os.stat``, taken by the caller; its identity is the cache key.
+
+        Returns
+        -------
+        str or None
+            The hex digest, or None when the file is not a regular file, is larger than
+            ``sidecar.OUTPUT_HASH_MAX_BYTES`` or cannot be read.
+        """
         key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         digest = self._known.get(key)
         if digest is None:

@@ -19,20 +19,36 @@ __all__ = ["Entry", "MapEntry", "study_status", "format_status", "OK",
 
 @dataclass
 class Entry:
+    """One output of the study and its status (``ltpa status``).
+
+    Attributes
+    ----------
+    target : ltpa.study.targets.Target
+        The output's target.
+    status : str
+        ``OK``, ``MISSING``, ``OUT_OF_DATE`` or ``KEPT``.
+    reason : str
+        Why, in words (may be empty).
+    """
+
     target: object  # ltpa.study.targets.Target
     status: str
     reason: str = ""
 
     @property
     def rule(self):
+        """The rule that makes the output (e.g. "index_streamlines")."""
         return self.target.rule
 
     @property
     def output(self):
+        """The output's path, as a string."""
         return str(self.target.output)
 
     @property
     def kind(self):
+        """What the output is, for the listing: "pkl", "pkl_trk", "npy <atlas key>",
+        "patterns-r<radius> <atlas key>", or the rule's name (with its atlas key when keyed)."""
         k = KIND.get(self.target.rule, self.target.rule)
         if self.target.rule == RULE_PATTERNS:
             k = f"patterns-r{self.target.radius}"

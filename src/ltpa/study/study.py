@@ -59,6 +59,22 @@ ARCHIVED_NOTE = "inputs archived, output kept"
 
 @dataclass
 class Note:
+    """Something a check found that affects results without being an error.
+
+    Attributes
+    ----------
+    scan : str
+        The scan_id.
+    atlas : str or None
+        The atlas key it concerns, if any.
+    what : str
+        What was found (e.g. "atlas reoriented").
+    count : int or None
+        How many (labels, regions), when it is a count.
+    detail : str
+        More about it (e.g. how the atlas was reoriented, the first unmatched labels).
+    """
+
     scan: str
     atlas: str | None
     what: str
@@ -66,6 +82,8 @@ class Note:
     detail: str = ""
 
     def line(self) -> str:
+        """The note as one line: ``scan S, atlas A: what (count): detail`` (parts left out
+        when empty)."""
         atlas = f", atlas {self.atlas}" if self.atlas else ""
         count = f" ({self.count})" if self.count is not None else ""
         detail = f": {self.detail}" if self.detail else ""
@@ -74,6 +92,37 @@ class Note:
 
 @dataclass
 class Study:
+    """A loaded study (``load_study``): its scans, the outputs they name, and what the checks
+    found.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The local_data.json, resolved.
+    scans : list of ltpa.study.localdata.ScanRecord
+        The scans (with ``keep_going``, those not left out).
+    targets : list of ltpa.study.targets.Target
+        Every output the JSON names (and the termination patterns the config asks for).
+    config : dict
+        The config, with the schema's defaults.
+    warnings : list of str
+        What the checks warn about (e.g. existing outputs kept though their inputs are
+        missing, keys that look misspelt).
+    verdicts : list of ltpa.study.staleness.Verdict
+        The verdict on each target, in order (empty for a study loaded with ``remote``).
+    specs : dict
+        ``(rule, output path)`` -> the ``ltpa.study.spec.JobSpec`` that makes it.
+    notes : list of Note
+        What the checks found that affects results without being an error.
+    problems : list of str
+        With ``strict=False``: the problems found in the inputs, which must be fixed before
+        the jobs that use them run.
+    left_out : dict
+        With ``keep_going``: scan_id -> the problems that left the scan out.
+    left_out_text : str
+        With ``keep_going``: the listing ``load_study`` would otherwise have raised.
+    """
+
     path: Path  # the JSON, resolved
     scans: list
     targets: list  # every output the JSON names (ltpa.study.targets.Target)

@@ -35,6 +35,29 @@ STEP_OF_RULE = {RULE_INDEX: "index", RULE_EXPORT: "export", RULE_LABEL: "label",
 
 @dataclass
 class Target:
+    """One output the workflow must make: its rule, scan, path and inputs.
+
+    Attributes
+    ----------
+    rule : str
+        The rule that makes it (``RULE_INDEX``, ``RULE_EXPORT``, ``RULE_LABEL``,
+        ``RULE_MAP_B0``, ``RULE_SCALARS`` or ``RULE_PATTERNS``).
+    scan : ltpa.study.localdata.ScanRecord
+        The scan it belongs to.
+    output : pathlib.Path
+        The output's absolute path.
+    inputs : dict
+        Input field name -> pathlib.Path, or None for an optional input that is not given.
+    label : ltpa.study.localdata.LabelRecord or None
+        The ``track_labels`` entry it comes from (label, map_b0 and patterns targets).
+    scalar : ltpa.study.localdata.ScalarRecord or None
+        The ``track_scalars`` entry it comes from (scalars targets).
+    atlas_key : str or None
+        For keyed rules, the atlas's or scalar's name (``atlas_key_of``).
+    radius : int
+        For termination patterns, the sphere's radius (voxels).
+    """
+
     rule: str
     scan: ScanRecord
     output: Path
@@ -73,6 +96,20 @@ class Target:
         )
 
     def where(self, fld=None):
+        """Where a problem of this target is, for its message: the scan, and the field.
+
+        Parameters
+        ----------
+        fld : str, optional
+            A field of the scan (``trk_file``, ...), of the target's ``track_labels`` or
+            ``track_scalars`` entry (``numpy_path``, ...; named with the entry's position),
+            or "patterns".
+
+        Returns
+        -------
+        str
+            E.g. ``scan #0 ('s1'), field 'track_labels[1].volume_path'``.
+        """
         if fld in SCAN_FIELDS or not fld:
             return self.scan.where(fld)
         if fld == "patterns":  # not a JSON field: the patterns beside the entry's npy
