@@ -29,6 +29,28 @@ from ..kernels import HashTables, hash_fill, hash_range
 
 @dataclass
 class VoxelCSR:
+    """The voxel index of one scan as CSR arrays (``build_index``; see the module docstring).
+
+    Attributes
+    ----------
+    dim : tuple of int
+        The key grid's shape.
+    voxels : numpy.ndarray
+        int64 (V,): sorted C-order linear indices of the non-empty key voxels.
+    indptr : numpy.ndarray
+        int64 (V + 1,): voxel ``v``'s ids are ``ids[indptr[v]:indptr[v + 1]]``.
+    ids : numpy.ndarray
+        int32: the streamline ids of each voxel, sorted and unique within it.
+    n_outside : int
+        Points whose key voxel lies outside the key grid (left out of the index).
+    n_streamlines : int
+        Streamlines in the file.
+    n_points : int
+        Points in the file.
+    counts : numpy.ndarray
+        int32 (n_streamlines,): points per streamline.
+    """
+
     dim: tuple
     voxels: np.ndarray  # int64 (V,), sorted linear indices (C order) in the key grid
     indptr: np.ndarray  # int64 (V+1,)

@@ -27,6 +27,20 @@ MAX_LABEL = 2**63 - 1
 
 @dataclass
 class Atlas:
+    """A label volume as ``load_atlas`` returns it.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The atlas file.
+    data : numpy.ndarray
+        int64 labels (C-contiguous), in the streamlines' grid when one was given.
+    labels : numpy.ndarray
+        The sorted unique nonzero labels present.
+    note : str or None
+        How it was reoriented by index onto the grid, if it was.
+    """
+
     path: Path
     data: np.ndarray  # int64 labels, in the streamlines' grid
     labels: np.ndarray  # sorted unique nonzero labels present
@@ -84,6 +98,25 @@ def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_label_volume(path) -> np.ndarray:
+    """The labels of a 3-D label volume as stored (``read_label_image`` without the affine).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The atlas file (any image nibabel reads).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 labels, in the file's own voxel order.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist, cannot be read as an image, is not 3-D, or holds values
+        that are not labels (NaN or infinite, non-integral, negative, above 2^63 - 1, or of
+        a data type other than integer, boolean or float).
+    """
     return read_label_image(path)[0]
 
 
@@ -107,6 +140,25 @@ def load_atlas(path, grid=None) -> Atlas:
 
 @dataclass
 class LabelResult:
+    """What ``label_trk`` found: each streamline's connection id, and the counts QC reports.
+
+    Attributes
+    ----------
+    ids : numpy.ndarray
+        int64 (n_streamlines,): the connection id of each streamline (0: fewer than two
+        labeled points).
+    regions : numpy.ndarray
+        int64: the sorted region list the ids are numbered over.
+    start : int
+        The number of the first connection id (0 or 1).
+    unknown_labels : numpy.ndarray
+        Atlas labels not in the region list (treated as background).
+    n_points_outside : int
+        Points outside the atlas grid.
+    n_points : int
+        Points in the file.
+    """
+
     ids: np.ndarray  # int64 per streamline
     regions: np.ndarray
     start: int

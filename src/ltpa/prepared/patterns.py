@@ -86,19 +86,24 @@ class ScanPatterns:
 
     @property
     def radius(self) -> int:
+        """The sphere's radius in voxels (``meta["radius"]``)."""
         return int(self.meta["radius"])
 
     @property
     def dim(self) -> tuple:
+        """The key grid's shape (``meta["dim"]``)."""
         return tuple(int(d) for d in self.meta["dim"])
 
     @property
     def affine(self) -> np.ndarray | None:
+        """The key grid's 4x4 voxel-centre -> RAS mm affine (float64), or None when the file
+        has none."""
         aff = self.meta.get("affine")
         return None if aff is None else np.asarray(aff, dtype=np.float64)
 
     @property
     def n_centers(self) -> int:
+        """Number of centers (rows)."""
         return int(self.centers.shape[0])
 
     def rows(self, lin: np.ndarray):
@@ -127,6 +132,7 @@ class ScanPatterns:
 
     @property
     def n_entries(self) -> int:
+        """Number of entries over all rows (0 when ``indptr`` is empty)."""
         return int(self.indptr[-1]) if self.indptr.shape[0] else 0
 
     def release(self) -> None:

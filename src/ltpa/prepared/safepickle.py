@@ -269,6 +269,22 @@ class SafeUnpickler:
 
     # ------------------------------------------------------------------ the machine
     def load(self):
+        """Run the machine to the pickle's STOP and return the one object it built.
+
+        Returns
+        -------
+        object
+            The top object, made by the factories; large byte strings in it are read-only
+            views of ``data``.
+
+        Raises
+        ------
+        RefusedPickleError
+            If the pickle is truncated or malformed, uses an opcode or name a track dataset
+            does not, or exceeds a bound (objects, MARKs, strings, nesting).
+        LtpaError
+            One that a factory raises, unchanged.
+        """
         try:
             while True:
                 if self._pos >= self._end:
