@@ -180,8 +180,9 @@ def run_via_server(argv) -> int:
     ------
     _NoServer
         When the job could not be handed to a server (a spec that names no output, a socket
-        folder that is not private, a server of another user, one that did not start, or no
-        answer naming the job's process in time); ``main`` then runs the job here.
+        folder that is not private, a server of another user, one that did not start, or a
+        first answer that does not name the job's process: a refusal, a timeout, a broken
+        connection); ``main`` then runs the job here.
     """
     output = _output_of(argv)
     if output is None:
