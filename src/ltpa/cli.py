@@ -218,6 +218,16 @@ def _study_arguments(p, local_data_help="the study's local_data.json", config_he
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ltpa`` command line's parser.
+
+    One subcommand each for index, label, demo, init, validate, status, query, patterns
+    and map, with their options; each subcommand's ``func`` default is the function that
+    runs it.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     from .study.config import default
 
     parser = argparse.ArgumentParser(prog="ltpa", description=__doc__,
@@ -429,6 +439,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``ltpa`` command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 when the command ran (also when stdout's reader closed the pipe early); 1 after
+        an ``LtpaError``, printed on stderr as ``ltpa error: ...``.
+
+    Raises
+    ------
+    SystemExit
+        From argparse (``--help`` and ``--version``: 0; bad arguments: 2); ``ltpa
+        status`` (1 when the study has problems or an output is missing or out of date);
+        ``index``, ``label`` and ``patterns`` (1 after any error, which their log reports).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

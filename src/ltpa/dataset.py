@@ -62,6 +62,26 @@ class VoxelIndex(Mapping):
         return self._position(ijk) >= 0
 
     def get(self, ijk, default=None):
+        """The streamline ids at voxel ``ijk``, or ``default`` where there are none.
+
+        Unlike ``index[ijk]`` (an empty array there), a voxel that no streamline reaches,
+        one outside the grid, or an ``ijk`` that is not three values or has one that
+        ``int`` refuses with TypeError or ValueError (e.g. NaN) gives ``default``. Each
+        value goes through ``int``, so a float is truncated (an infinite one raises
+        OverflowError).
+
+        Parameters
+        ----------
+        ijk : sequence of int
+            (i, j, k) in the key grid.
+        default : optional
+            What to return without ids (default None).
+
+        Returns
+        -------
+        numpy.ndarray or default
+            The voxel's sorted unique ids (int32), a slice of the index's ids (not a copy).
+        """
         pos = self._position(ijk)
         if pos < 0:
             return default
@@ -117,6 +137,7 @@ class Streamlines:
 
     @property
     def lengths(self) -> np.ndarray:
+        """Points per streamline (int32): the dataset's own array, not a copy."""
         return self._counts
 
     def take(self, ids) -> tuple[np.ndarray, np.ndarray]:
@@ -213,6 +234,7 @@ class TrackDataset:
     # ------------------------------------------------------------------ access
     @property
     def tracks_at_ijk(self) -> VoxelIndex:
+        """The voxel index: (i, j, k) -> sorted unique streamline ids."""
         return self._index
 
     def _layout(self):
@@ -225,10 +247,25 @@ class TrackDataset:
 
     @property
     def tracks(self) -> Streamlines:
+        """The streamlines in the key grid's voxmm, as a read-only sequence.
+
+        The first access checks once that every streamline lies inside the stored body.
+
+        Returns
+        -------
+        Streamlines
+            A new view of the dataset's arrays at each access (nothing is copied).
+
+        Raises
+        ------
+        DamagedFileError
+            If a streamline's count or start is negative or it runs past the stored body.
+        """
         return Streamlines(self._words, self._layout(), self._counts, self._stride,
                            self._mm_sign, self._mm_shift)
 
     def get_ntracks(self) -> int:
+        """The number of streamlines (dsi2's name; also ``len(dataset)``)."""
         return int(self._counts.shape[0])
 
     def __len__(self):

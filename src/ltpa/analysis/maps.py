@@ -28,6 +28,21 @@ MAP_VERSION = 1
 
 
 def extra_map_path(out_path, name) -> Path:
+    """The file of the extra map ``name`` beside the map ``out_path``.
+
+    Parameters
+    ----------
+    out_path : str or os.PathLike
+        The main map's file.
+    name : str
+        The extra map's name (e.g. ``p_fwe``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<out>.<name>.nii.gz`` for ``<out>.nii.gz``, ``<out>.<name>.nii`` for ``<out>.nii``,
+        else ``out_path`` with ``.<name>.nii.gz`` appended.
+    """
     text = os.fspath(out_path)
     for ext in (".nii.gz", ".nii"):
         if text.endswith(ext):

@@ -37,6 +37,8 @@ SIMILARITY_STATS = ("similarity", "within_subject", "between_subject")
 
 
 def item_schema() -> dict:
+    """The config schema of one item of ``maps`` (its properties and their defaults), read
+    from the schema file at each call."""
     return schema()["properties"]["maps"]["items"]
 
 
@@ -82,9 +84,11 @@ class MapJob:
                 "subject_ids": list(self.subject_ids)}
 
     def where(self) -> str:
+        """How messages name the job: ``config map '<name>'``."""
         return f"config map {self.name!r}"
 
     def to_json(self) -> str:
+        """The job as compact JSON text (what the workflow hands the map script)."""
         return json.dumps({"name": self.name, "output": self.output,
                            "local_data": self.local_data, "item": self.item,
                            "inputs": self.inputs, "scan_ids": list(self.scan_ids),
@@ -93,12 +97,37 @@ class MapJob:
 
     @classmethod
     def from_json(cls, text: str) -> "MapJob":
+        """The job written by ``to_json``.
+
+        Parameters
+        ----------
+        text : str
+            ``to_json``'s text.
+
+        Returns
+        -------
+        MapJob
+        """
         d = json.loads(text)
         return cls(d["name"], d["output"], d["local_data"], d["item"], d["inputs"],
                    tuple(d["scan_ids"]), tuple(d["scan_groups"]), tuple(d["subject_ids"]))
 
 
 def map_output(work_dir, name) -> str:
+    """The output of the map ``name``.
+
+    Parameters
+    ----------
+    work_dir : str or os.PathLike
+        The study's results folder (``Study.work_dir``).
+    name : str
+        The map item's name.
+
+    Returns
+    -------
+    str
+        The absolute path ``<work_dir>/maps/<name>.nii.gz``.
+    """
     return os.path.join(os.path.abspath(work_dir), "maps", f"{name}.nii.gz")
 
 

@@ -31,6 +31,23 @@ ACROSS = ("union", "intersection")
 
 
 def check_min_tracks(min_tracks) -> int:
+    """Check a ``min_tracks`` option.
+
+    Parameters
+    ----------
+    min_tracks : int
+        The value given.
+
+    Returns
+    -------
+    int
+        ``min_tracks`` as a Python int.
+
+    Raises
+    ------
+    InputError
+        If it is not an integer (a bool is not one) or is below 1.
+    """
     ok = isinstance(min_tracks, (int, np.integer)) and not isinstance(min_tracks, bool)
     if not ok or int(min_tracks) < 1:
         raise InputError(f"min_tracks {min_tracks!r}: expected an integer >= 1")
@@ -38,6 +55,23 @@ def check_min_tracks(min_tracks) -> int:
 
 
 def check_across(across) -> str:
+    """Check an ``across`` option.
+
+    Parameters
+    ----------
+    across : str
+        The value given.
+
+    Returns
+    -------
+    str
+        ``across`` itself.
+
+    Raises
+    ------
+    InputError
+        If it is neither ``"union"`` nor ``"intersection"``.
+    """
     if across not in ACROSS:
         raise InputError(f"across {across!r}: expected 'union' or 'intersection'")
     return across
@@ -74,6 +108,7 @@ class PatternMatrix:
 
     @property
     def shape(self) -> tuple:
+        """``counts.shape``: (scans, connection ids)."""
         return self.counts.shape
 
     def __len__(self):
@@ -124,10 +159,44 @@ class StudyPatterns:
         return np.flatnonzero(mark).astype(np.int64)
 
     def linear(self, ijk) -> np.ndarray:
+        """Linear key-grid numbers (C order) of voxels.
+
+        Parameters
+        ----------
+        ijk : array_like
+            One voxel (i, j, k) or an (N, 3) array of them, integers.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N,) int64.
+
+        Raises
+        ------
+        ValueError
+            If a voxel is outside the key grid (numpy's ``ravel_multi_index``).
+        """
         ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
         return np.ravel_multi_index(tuple(ijk.T), self.dim).astype(np.int64)
 
     def ijk(self, lin) -> np.ndarray:
+        """Key-grid voxels of linear numbers, the inverse of ``linear``.
+
+        Parameters
+        ----------
+        lin : array_like
+            Linear key-grid numbers (C order), any shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 3) int64 voxels (i, j, k), one row per number in flattened order.
+
+        Raises
+        ------
+        ValueError
+            If a number is outside the key grid (numpy's ``unravel_index``).
+        """
         return np.stack(np.unravel_index(np.asarray(lin, dtype=np.int64).reshape(-1), self.dim),
                         axis=1).astype(np.int64)
 

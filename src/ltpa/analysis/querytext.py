@@ -27,6 +27,23 @@ def parse_param(text: str):
 
 
 def parse_mm(text: str) -> tuple:
+    """A point of ``ltpa query --mm``: ``X,Y,Z`` in RAS mm (spaces ignored).
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    tuple of float
+        (x, y, z).
+
+    Raises
+    ------
+    InputError
+        If the text is not three finite numbers separated by commas.
+    """
     parts = text.replace(" ", "").split(",")
     try:
         if len(parts) != 3:
@@ -40,6 +57,25 @@ def parse_mm(text: str) -> tuple:
 
 
 def parse_ijk(text: str) -> tuple:
+    """A voxel of ``ltpa query --ijk``: ``I,J,K`` of the key grid (spaces ignored).
+
+    The values are not checked against a grid here (the query does that per scan).
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    tuple of int
+        (i, j, k).
+
+    Raises
+    ------
+    InputError
+        If the text is not three integers separated by commas.
+    """
     parts = text.replace(" ", "").split(",")
     try:
         if len(parts) != 3:

@@ -131,10 +131,12 @@ class TrackDataSource:
 
     @property
     def scan_ids(self) -> list:
+        """The scans' scan_ids, in JSON order."""
         return [rec.scan_id for rec in self._scans]
 
     @property
     def scans(self) -> ScanTable:
+        """The scans' metadata as a ``ScanTable`` (made on first use, then kept)."""
         if self._table is None:
             self._table = scan_table(self._scans)
         return self._table

@@ -43,6 +43,11 @@ class ScanTable(list):
         return [row[name] for row in self]
 
     def to_tsv(self) -> str:
+        """The table as tab-separated text: the columns' line, then one line per scan.
+
+        None is an empty field; other values are written with ``str`` as they are; the
+        text has no final newline.
+        """
         lines = ["\t".join(self.columns)]
         for row in self:
             lines.append("\t".join("" if row[c] is None else str(row[c]) for c in self.columns))
@@ -113,6 +118,7 @@ class ScanQuery:
 
     @property
     def tracks(self) -> "SelectedStreamlines":
+        """The selected streamlines, read from the scan's pkl when indexed or iterated."""
         return SelectedStreamlines(self._source, self._position, self.ids)
 
     @property
@@ -165,6 +171,7 @@ class QueryResults(list):
 
     @property
     def scan_ids(self) -> list:
+        """The scan_id of each result, in order."""
         return [q.scan_id for q in self]
 
     @property

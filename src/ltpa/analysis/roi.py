@@ -28,9 +28,13 @@ class KeyGrid:
         return "".join(nib.aff2axcodes(self.affine))
 
     def affine_key(self):
+        """The affine as a hashable tuple of its 16 values rounded to 6 decimals, or None
+        without one (part of the key under which a ROI is placed once per grid)."""
         return None if self.affine is None else tuple(np.round(self.affine, 6).ravel().tolist())
 
     def text(self) -> str:
+        """The grid in words, for messages: shape, voxel size in mm and the affine's first
+        three rows (or "no affine")."""
         vs = "x".join(f"{v:g}" for v in self.voxel_size)
         aff = "no affine" if self.affine is None else "affine [" + ", ".join(
             "[" + ", ".join(f"{v:.6g}" for v in row) + "]" for row in self.affine[:3]) + "]"
@@ -63,12 +67,34 @@ class Roi:
 
     @property
     def kind(self) -> str:
+        """``"mm"`` (points), ``"mask"`` or ``"voxels"``: how the ROI was given."""
         if self.points is not None:
             return "mm"
         return "mask" if self.mask_source is not None else "voxels"
 
     @classmethod
     def from_input(cls, ijks):
+        """The ROI of a voxel query's input.
+
+        Parameters
+        ----------
+        ijks : str, os.PathLike, image, numpy.ndarray or array_like
+            A mask: a NIfTI file (path), an image (an object with ``dataobj`` and
+            ``affine``, e.g. nibabel's) or a 3-D numpy array in the key grid; its nonzero
+            (and, for floats, finite) voxels are the ROI. Else key-grid voxels: one (i, j, k)
+            or an (N, 3) array of integers (floats only when whole numbers).
+
+        Returns
+        -------
+        Roi
+            Not yet checked against any key grid (``voxels_on`` does that).
+
+        Raises
+        ------
+        InputError
+            If a mask file does not exist or cannot be read, a mask is not 3-D or not
+            numeric, or voxels are not (i, j, k) triples of integers.
+        """
         if isinstance(ijks, (str, os.PathLike)):
             return cls._from_image(os.fspath(ijks), os.fspath(ijks))
         if hasattr(ijks, "dataobj") and hasattr(ijks, "affine"):
@@ -79,6 +105,24 @@ class Roi:
 
     @classmethod
     def from_mm(cls, points):
+        """The ROI of points in RAS mm, each placed on a key grid at the voxel whose centre
+        is nearest (by the grid's affine, when the ROI is placed).
+
+        Parameters
+        ----------
+        points : array_like
+            One point (x, y, z) or an (N, 3) array of them, in mm.
+
+        Returns
+        -------
+        Roi
+            With ``points`` as an (N, 3) float64 array.
+
+        Raises
+        ------
+        InputError
+            If the points are not numbers, not (x, y, z) triples, or not finite.
+        """
         try:
             arr = np.asarray(points, dtype=np.float64)
         except (ValueError, TypeError) as exc:

@@ -146,6 +146,8 @@ class Progress:
         self.t0 = self.last = time.monotonic()
 
     def update(self, n):
+        """Count ``n`` more centers done; redraw the bar if enabled, 0.5 s or more since
+        the last drawing, and short of the total."""
         self.done += int(n)
         now = time.monotonic()
         if self.enabled and now - self.last >= 0.5 and self.done < self.total:
@@ -162,6 +164,7 @@ class Progress:
         self.stream.flush()
 
     def close(self):
+        """Draw the bar a last time and end its line (if enabled)."""
         if self.enabled:
             self._show(time.monotonic())
             self.stream.write("\n")

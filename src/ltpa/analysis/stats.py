@@ -56,9 +56,27 @@ class Stat:
 
     @property
     def maps(self) -> tuple:
+        """Names of the maps the statistic makes; in the base class its ``name`` alone."""
         return (self.name,)
 
     def block(self, b: Block) -> dict:
+        """The statistic's maps at one block of centers.
+
+        Parameters
+        ----------
+        b : Block
+            Every scan's entries at ``b.n`` centers.
+
+        Returns
+        -------
+        dict
+            Map name -> (b.n,) values, one per center of the block.
+
+        Raises
+        ------
+        NotImplementedError
+            Always, in the base class: each statistic defines its own.
+        """
         raise NotImplementedError
 
     def finish(self, values: dict) -> dict:
@@ -66,6 +84,7 @@ class Stat:
         return {}
 
     def describe(self) -> dict:
+        """The statistic's options, as a map's meta records them; none in the base class."""
         return {}
 
     # helpers
@@ -77,23 +96,74 @@ class Stat:
 
 
 class Coverage(Stat):
+    """``coverage``: the number of scans whose sphere holds >= ``min_tracks`` streamlines.
+
+    The streamlines of a scan are its distinct streamlines of any connection id (0
+    included) at the center.
+    """
+
     name = "coverage"
 
     def block(self, b):
+        """The number of such scans per center of the block.
+
+        Parameters
+        ----------
+        b : Block
+            Every scan's entries at ``b.n`` centers.
+
+        Returns
+        -------
+        dict
+            ``{"coverage": (b.n,) float64}``: whole numbers 0..S.
+        """
         return {self.name: (self.totals(b) >= self.min_tracks).sum(axis=1).astype(np.float64)}
 
 
 class Streamlines(Stat):
+    """``streamlines``: the mean over the S scans of the distinct streamlines of the sphere.
+
+    Every id counts (0 included) and ``min_tracks`` is not applied.
+    """
+
     name = "streamlines"
 
     def block(self, b):
+        """The mean streamlines per center of the block.
+
+        Parameters
+        ----------
+        b : Block
+            Every scan's entries at ``b.n`` centers.
+
+        Returns
+        -------
+        dict
+            ``{"streamlines": (b.n,) float64}``: total over the scans divided by S.
+        """
         return {self.name: self.totals(b).sum(axis=1) / self.n_scans}
 
 
 class Connections(Stat):
+    """``connections``: the mean over the S scans of the ids != 0 with >= ``min_tracks``
+    streamlines in the sphere."""
+
     name = "connections"
 
     def block(self, b):
+        """The mean number of such connection ids per center of the block.
+
+        Parameters
+        ----------
+        b : Block
+            Every scan's entries at ``b.n`` centers.
+
+        Returns
+        -------
+        dict
+            ``{"connections": (b.n,) float64}``: the kept (scan, id) entries of the center,
+            divided by S.
+        """
         kept = (b.conn != 0) & (b.count >= self.min_tracks)
         return {self.name: np.bincount(b.row[kept], minlength=b.n) / self.n_scans}
 
@@ -110,6 +180,30 @@ def _subject_codes(subject_ids) -> tuple:
 
 
 class Similarity(Stat):
+    """``similarity``: mean pairwise cosine similarity of the scans' pattern vectors.
+
+    A scan's vector holds its counts of the ids != 0 with >= ``min_tracks`` streamlines;
+    scans whose vector is empty are left out. When two or more scans share a
+    ``subject_id`` (a scan without one is a subject of its own), also ``within_subject``
+    and ``between_subject``: the mean over the pairs of one subject and of different
+    subjects.
+
+    Parameters
+    ----------
+    sp : StudyPatterns
+        The study's patterns (its scans and their ``subject_ids``).
+    min_tracks : int
+        Counts below it are left out of the vectors.
+    only : str or None
+        One map to make alone (``within_subject`` or ``between_subject``, as ``make_stat``
+        passes the name asked for); None: every map the study allows.
+
+    Raises
+    ------
+    InputError
+        If ``only`` is given and no two scans share a ``subject_id``.
+    """
+
     name = "similarity"
 
     def __init__(self, sp, min_tracks, only=None):
@@ -122,6 +216,8 @@ class Similarity(Stat):
 
     @property
     def maps(self):
+        """``(only,)``; else ``similarity``, with ``within_subject`` and ``between_subject``
+        when scans repeat."""
         if self.only is not None:
             return (self.only,)
         if self.repeats:
@@ -129,6 +225,21 @@ class Similarity(Stat):
         return ("similarity",)
 
     def block(self, b):
+        """The mean cosine similarities per center of the block.
+
+        Parameters
+        ----------
+        b : Block
+            Every scan's entries at ``b.n`` centers.
+
+        Returns
+        -------
+        dict
+            Map name -> (b.n,) float64, the maps of ``maps``. ``similarity`` is NaN where
+            fewer than 2 scans have a non-empty vector; ``within_subject`` where no two
+            such scans share a subject; ``between_subject`` where no two such scans are of
+            different subjects.
+        """
         s = self.n_scans
         keep = (b.conn != 0) & (b.count >= self.min_tracks)
         row, scan, conn = b.row[keep], b.scan[keep], b.conn[keep]
@@ -177,6 +288,44 @@ def _sum_sq_of_sums(key, weights, owner, n_owners) -> np.ndarray:
 
 
 class GroupDifference(Stat):
+    """``group_difference``: Welch's t of one connection's per-scan counts between two groups.
+
+    t = (mean_B - mean_A) / sqrt(var_A / n_A + var_B / n_B) over the scans of the two
+    groups, at the centers where at least ``min_scans`` of them have a count >=
+    ``min_tracks``. The counts themselves are used as they are: ``min_tracks`` only
+    chooses the centers tested. With ``n_permutations``, also the family-wise ``p_fwe``
+    (see the module docstring). The permutations are drawn here, once.
+
+    Parameters
+    ----------
+    sp : StudyPatterns
+        The study's patterns (its scans and their ``scan_groups``).
+    min_tracks : int
+        The count a scan needs at a center to count towards ``min_scans``.
+    connection : optional
+        The connection as given (an id or a pair of regions); kept, not read: the id
+        used is ``connection_id``.
+    groups : (A, B)
+        Two different ``scan_group`` values of the study, each with 2 or more scans.
+    min_scans : int, optional
+        Scans of the two groups that must reach ``min_tracks`` at a tested center,
+        1..n_A + n_B (default: half of them, rounded up).
+    n_permutations : int
+        Permutations of the group labels (sizes kept) for ``p_fwe``; 0: none.
+    seed : optional
+        Seed of ``numpy.random.default_rng`` for the permutations.
+    connection_id : int
+        The connection id tested (``run_ltpa`` resolves it from ``connection``).
+
+    Raises
+    ------
+    InputError
+        If ``connection_id`` is None; ``groups`` is not a pair of two different values;
+        a group is not a ``scan_group`` of the study or has fewer than 2 scans;
+        ``min_scans`` is not an integer in 1..n_A + n_B; ``n_permutations`` is not an
+        integer >= 0.
+    """
+
     name = "group_difference"
     options = ("connection", "groups", "min_scans", "n_permutations", "seed")
 
@@ -236,9 +385,19 @@ class GroupDifference(Stat):
 
     @property
     def maps(self):
+        """``group_difference``, and ``p_fwe`` with permutations."""
         return ("group_difference", "p_fwe") if self.n_permutations else ("group_difference",)
 
     def describe(self):
+        """The test's options, as a map's meta records them.
+
+        Returns
+        -------
+        dict
+            ``connection`` (the id), ``connection_regions`` (its two region names),
+            ``groups``, ``min_scans``, ``n_permutations``, ``seed`` and ``n_scans`` (per
+            group, keyed by the group as text).
+        """
         names = self.sp.pair_names([self.connection])[0]
         return {"connection": self.connection, "connection_regions": list(names),
                 "groups": list(self.groups), "min_scans": self.min_scans,
@@ -254,6 +413,22 @@ class GroupDifference(Stat):
         return x
 
     def block(self, b):
+        """Welch's t per center of the block.
+
+        With permutations, also updates each permutation's maximum |t| with the block's
+        tested centers (kept for ``finish``).
+
+        Parameters
+        ----------
+        b : Block
+            Every scan's entries at ``b.n`` centers.
+
+        Returns
+        -------
+        dict
+            ``{"group_difference": (b.n,) float64}``, NaN at the centers not tested and
+            where both groups' variances are 0.
+        """
         x = self.counts(b)
         tested = (x >= self.min_tracks).sum(axis=1) >= self.min_scans
         t = np.full(b.n, np.nan)
@@ -272,6 +447,19 @@ class GroupDifference(Stat):
         return {"group_difference": t}
 
     def finish(self, values):
+        """The family-wise p of every center, from the permutations' maxima.
+
+        Parameters
+        ----------
+        values : dict
+            The maps so far; ``values["group_difference"]`` holds t at every center.
+
+        Returns
+        -------
+        dict
+            ``{"p_fwe": (N,) float64}``: (1 + #{permutations whose maximum |t| >= |t|}) /
+            (1 + n_permutations), NaN where t is NaN; ``{}`` without permutations.
+        """
         if not self.n_permutations:
             return {}
         t = values["group_difference"]

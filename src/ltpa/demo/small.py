@@ -37,6 +37,19 @@ def _cube_voxels(bounds):
 
 
 def atlas_volume(scale: str) -> np.ndarray:
+    """The demo's atlas at one scale: the cube regions in the QSDR grid.
+
+    Parameters
+    ----------
+    scale : str
+        ``"scale33"``; any other value gives the scale60 atlas (each precentral cube split
+        in two along j).
+
+    Returns
+    -------
+    numpy.ndarray
+        int16 labels of shape ``QSDR_DIM``, 0 outside the cubes.
+    """
     data = np.zeros(QSDR_DIM, dtype=np.int16)
     for name, bounds in CUBES.items():
         i0, i1, j0, j1, k0, k1 = bounds
@@ -54,6 +67,8 @@ _CACHE = {}
 
 
 def atlas_volume_cache(scale):
+    """``atlas_volume(scale)``, made once per process; the same array is returned each time
+    (callers must not modify it)."""
     if scale not in _CACHE:
         _CACHE[scale] = atlas_volume(scale)
     return _CACHE[scale]
@@ -101,6 +116,23 @@ def make_streamlines(rng, n_per_side: int, n_background: int):
 
 
 def write_graphml(path: Path, n_regions: int) -> None:
+    """Write the region list of a demo atlas as a graphml.
+
+    Nodes ``"1"`` .. ``str(n_regions)``, each with ``dn_name`` ``region_<n>``, except
+    ``BRAINSTEM`` (83), named ``Brain-Stem``.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The .graphml to write.
+    n_regions : int
+        The number of regions, 83 or more.
+
+    Raises
+    ------
+    KeyError
+        If ``n_regions`` is below 83 (there is no brainstem node to name).
+    """
     import networkx as nx
 
     g = nx.Graph()

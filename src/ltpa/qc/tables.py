@@ -179,6 +179,22 @@ def iqr_fences(values, k: float = OUTLIER_IQR) -> tuple[float, float]:
 
 
 def number_or_none(value):
+    """A table cell as a float, or None when it is None, empty or NaN.
+
+    Parameters
+    ----------
+    value : str, number or None
+        The cell.
+
+    Returns
+    -------
+    float or None
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is text that is not a number.
+    """
     if value is None or value == "":
         return None
     value = float(value)
