@@ -193,7 +193,11 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
         None: every center of any scan; an (N, 3) array of key-grid voxels; a mask NIfTI
         (path or image) or 3-D array in the key grid.
     min_tracks : int
-        Counts below it are dropped (dsi2's aggregator option), >= 1.
+        >= 1. For a callable, counts below it are dropped from each ``PatternMatrix``
+        (dsi2's aggregator option). The built-ins: ``coverage`` and ``connections`` count
+        what reaches it, ``similarity`` leaves smaller counts out of the vectors,
+        ``group_difference`` tests only centers where enough scans reach it and then uses
+        the counts as they are, ``streamlines`` does not apply it.
     n_jobs : int
         Worker processes for a callable (built-ins run vectorized in this process).
     across : "union" or "intersection"

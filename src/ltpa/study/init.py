@@ -114,7 +114,8 @@ def check_spec(spec, source="spec") -> dict:
 
 
 def read_spec(path) -> dict:
-    """The spec in the YAML file ``path``, checked (:func:`check_spec`)."""
+    """The spec in the YAML file ``path`` as read ({} for an empty file); not yet checked:
+    :func:`merged_spec` checks it (:func:`check_spec`)."""
     import yaml
 
     try:

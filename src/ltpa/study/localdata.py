@@ -436,9 +436,9 @@ def field_name_problems(data, strict=False) -> list[str]:
 def read_records(path, data_root=None, strict_fields=False, valid_cache=None, only=None):
     """(scan records, problems, warnings) of a local_data.json (schema, records, field names).
 
-    Only an unreadable file, or a top level that is not a list of scans, raises: anything
-    else is returned as a problem, with as many records as could be made, so that the
-    caller can add the study-wide checks to one report.
+    Only an unreadable file, or a top level that is not a non-empty list of scans, raises:
+    anything else is returned as a problem, with as many records as could be made, so that
+    the caller can add the study-wide checks to one report.
     """
     path = Path(path).resolve()
     data = read_json(path)
