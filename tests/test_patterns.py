@@ -176,20 +176,60 @@ def test_file_is_memory_mapped_versioned_and_checked(tmp_path, rng):
         read_patterns(tmp_path / "t.npz")
 
 
-@pytest.mark.parametrize("chunk, threads", [(1, 1), (7, 1), (1000, 1), (7, 3), (1000, 2)])
-def test_file_written_in_chunks_equals_patterns_in_memory(tmp_path, chunk, threads):
-    """Chunks of centers, and threads sharing each chunk, give the one-call patterns."""
+@pytest.mark.parametrize("chunk, threads, memory", [
+    (1, 1, 0), (7, 1, 1 << 25), (1000, 1, 2000), (7, 3, 0), (1000, 2, 1 << 25)])
+def test_file_written_in_chunks_equals_patterns_in_memory(tmp_path, chunk, threads, memory):
+    """Chunks of centers, threads sharing each chunk, and entries kept in memory, written
+    to work files from the start, or from part way (``memory`` entries), give the one-call
+    patterns."""
     ds = load_track_dataset(DATA / "track_dataset_v0.pkl")
     conn = (np.arange(ds.get_ntracks()) * 7) % 5
     whole = build_patterns(ds.tracks_at_ijk, conn, 2)
     got = write_patterns_file(ds.tracks_at_ijk, conn, 2, tmp_path / "c.npz", chunk=chunk,
-                              threads=threads)
+                              threads=threads, memory_entries=memory)
     p = read_patterns(tmp_path / "c.npz")
     assert got == {"n_centers": whole.n_centers, "n_entries": int(whole.counts.shape[0])}
-    assert whole.n_centers > 1000
+    assert whole.n_centers > 1000 and 2000 < got["n_entries"] < 1 << 25
     for name in ("centers", "indptr", "connection_ids", "counts"):
         np.testing.assert_array_equal(getattr(p, name), getattr(whole, name))
     assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]  # no work files left
+
+
+@pytest.mark.parametrize("id_range", [5, 3_487, 1 << 20])
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_every_center_equals_numpy_for_narrow_and_wide_id_ranges(radius, id_range):
+    """Every row against np.unique of the sphere's distinct streamlines. The kernel emits a
+    center's ids through a bitmap of all ids or by sorting the ids it touched, by their
+    cost: 5 possible ids take the bitmap at nearly every center, a range of 2^20 the sort
+    at nearly every center (an atlas's 3,487, either), so both are checked everywhere."""
+    ds = load_track_dataset(DATA / "track_dataset_v0.pkl")
+    idx = ds.tracks_at_ijk
+    rng = np.random.default_rng(id_range + radius)
+    conn = rng.integers(0, id_range, ds.get_ntracks())
+    p = build_patterns(idx, conn, radius)
+    voxels = np.asarray(idx.voxels)
+    indptr, ids = np.asarray(idx.indptr), np.asarray(idx.ids)
+    lin_of = {int(v): n for n, v in enumerate(voxels)}
+    off = sphere_offsets(radius)
+    dim = np.asarray(idx.dim)
+    n_words = (int(conn.max()) + 64) // 64  # the bitmap's 64-bit words
+    by_bitmap = 0
+    for c, lin in enumerate(np.asarray(p.centers)):
+        ijk = np.array(np.unravel_index(lin, idx.dim))
+        near = ijk + off
+        near = near[np.all((near >= 0) & (near < dim), axis=1)]
+        pos = [lin_of[v] for v in np.ravel_multi_index(near.T, idx.dim).tolist() if v in lin_of]
+        gathered = np.concatenate([ids[indptr[q]:indptr[q + 1]] for q in pos])
+        by_bitmap += 4 * gathered.shape[0] >= n_words
+        streamlines = np.unique(gathered)
+        labels, counts = np.unique(conn[streamlines], return_counts=True)
+        a, b = p.indptr[c], p.indptr[c + 1]
+        np.testing.assert_array_equal(p.connection_ids[a:b], labels)
+        np.testing.assert_array_equal(p.counts[a:b], counts)
+    assert p.n_centers > 300
+    share = by_bitmap / p.n_centers  # the kernel's choice, by its rule
+    if id_range != 3_487:  # the atlas-sized range: whichever each center's size picks
+        assert share > 0.9 if id_range == 5 else share < 0.1
 
 
 def test_centers_built_again_by_one_builder_are_counted_afresh():

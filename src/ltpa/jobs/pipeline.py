@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -482,6 +483,15 @@ def step_scalars(spec: JobSpec, watch: InputWatch) -> dict:
                                      before_rename=_unchanged(trk, watch))
 
 
+def _npy_regions(npy):
+    """The region ids and first connection id an npy's sidecar decodes with, checked
+    against the region list it came from (an edited sidecar is an error), or (None, None)."""
+    body, _ = sidecar.read(npy)
+    if body is None or not isinstance(body.get("region_ids"), list):
+        return None, None
+    return sidecar.region_ids(body, npy).tolist(), body.get("connection_ids_start_at")
+
+
 def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
     """A scan's termination patterns at ``spec.radius`` (``ltpa.prepared.patterns``)."""
     t0 = time.perf_counter()
@@ -491,19 +501,21 @@ def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
         conn = np.load(npy, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise LtpaError(f"file {npy!r} is not a .npy array ({exc})") from None
-    body, _ = sidecar.read(npy)
-    regions = start = None
-    if body is not None and isinstance(body.get("region_ids"), list):
-        # checked against the region list it came from: an edited sidecar is an error
-        regions = sidecar.region_ids(body, npy).tolist()
-        start = body.get("connection_ids_start_at")
     inputs = {fld: {"path": os.path.abspath(spec.inputs[fld]), "size": ident.size,
                     "mtime_ns": ident.mtime_ns} for fld, ident in watch.at_start.items()}
-    meta = dataset_meta(ds, region_ids=regions, start=start, inputs=inputs)
-    written = write_patterns_file(ds.tracks_at_ijk, conn, spec.radius, spec.output,
-                                  n_streamlines=ds.get_ntracks(), meta=meta,
-                                  where=f"files {pkl!r} and {npy!r}",
-                                  before_rename=watch.check, threads=spec.threads)
+    # the region list's check (a graphml parsed in Python) runs while the kernel (GIL-free)
+    # does: the meta is asked for after the kernel
+    with ThreadPoolExecutor(1) as pool:
+        checking = pool.submit(_npy_regions, npy)
+
+        def meta():
+            regions, start = checking.result()
+            return dataset_meta(ds, region_ids=regions, start=start, inputs=inputs)
+
+        written = write_patterns_file(ds.tracks_at_ijk, conn, spec.radius, spec.output,
+                                      n_streamlines=ds.get_ntracks(), meta=meta,
+                                      where=f"files {pkl!r} and {npy!r}",
+                                      before_rename=watch.check, threads=spec.threads)
     return {"radius": int(spec.radius), "n_streamlines": int(ds.get_ntracks()), **written,
             "seconds": round(time.perf_counter() - t0, 3)}
 

@@ -174,7 +174,8 @@ class _Builder:
                 raise DamagedFileError(f"{prefix}connection id {hi} is too large")
             n_labels = hi + 1
         self.n = n
-        self.conn = conn.astype(np.int32, copy=False)
+        # the kernel's most frequent read: 2 bytes a streamline keep it in a core's cache
+        self.conn = conn.astype(np.uint16 if n_labels <= 1 << 16 else np.int32, copy=False)
         self.dim = dim = tuple(int(d) for d in index.dim)
         voxels = np.asarray(index.voxels, dtype=np.int64)
         self.offsets = sphere_offsets(r)
@@ -191,28 +192,42 @@ class _Builder:
         self.indptr = np.asarray(index.indptr, dtype=np.int64)
         self.ids = np.asarray(index.ids)
         self.n_labels = n_labels
-        self.work = []  # per thread: (stamp, acc, touched), made on first use
+        self.work = []  # per thread: pattern_kernels.work_arrays, made on first use
         self.done = []  # per thread: the end of the centers its stamps have seen
+        self.entries = self.rows_done = 0  # what the kernel made so far: a size guess
 
     def _work(self, t):
+        from .pattern_kernels import work_arrays
+
         while len(self.work) <= t:
-            self.work.append((np.full(self.n, -1, dtype=np.int32),  # center numbers < 2**31
-                              np.zeros(self.n_labels, dtype=np.int32),
-                              np.empty(self.n_labels, dtype=np.int32)))
+            self.work.append(work_arrays(self.n, self.n_labels))
             self.done.append(0)
         return self.work[t]
 
     def _part(self, t, lo, hi):
-        from .pattern_kernels import sphere_patterns
+        from .pattern_kernels import CTZ_TABLE, sphere_patterns
 
         d = self.dim
-        stamp, acc, touched = self._work(t)
+        stamp, acc, touched, bits = self._work(t)
         if lo < self.done[t]:  # centers again: stamps of those numbers would look fresh
             stamp.fill(-1)
         self.done[t] = hi
         return sphere_patterns(self.centers[lo:hi], lo, d[0], d[1], d[2], self.offsets,
                                self.lut, self.indptr, self.ids, self.conn, stamp, acc,
-                               touched)
+                               touched, bits, CTZ_TABLE, self._expected(lo, hi))
+
+    def _expected(self, lo, hi) -> int:
+        """Entries centers ``lo:hi`` will likely make (the kernel's first output size)."""
+        if self.radius == 0:  # a center is an indexed voxel: its row has <= its ids
+            return int(self.indptr[hi] - self.indptr[lo])
+        # as many entries a center as in the chunks so far (a guess of 32 before any)
+        per_center = self.entries / self.rows_done if self.rows_done else 32.0
+        return int((hi - lo) * 1.25 * per_center)
+
+    def _made(self, lo, hi, out):
+        self.entries += int(out[0][-1])
+        self.rows_done += hi - lo
+        return out
 
     def rows(self, lo, hi, threads=1):
         """CSR rows of centers ``lo:hi`` (``indptr`` relative to the chunk).
@@ -223,7 +238,7 @@ class _Builder:
         """
         threads = max(1, min(int(threads), hi - lo))
         if threads == 1:
-            return self._part(0, lo, hi)
+            return self._made(lo, hi, self._part(0, lo, hi))
         from concurrent.futures import ThreadPoolExecutor
 
         cuts = np.linspace(lo, hi, threads + 1).astype(np.int64)
@@ -234,8 +249,8 @@ class _Builder:
         for ptr, _, _ in parts:
             ptrs.append(ptr[1:] + shift)
             shift += int(ptr[-1])
-        return (np.concatenate(ptrs), np.concatenate([p[1] for p in parts]),
-                np.concatenate([p[2] for p in parts]))
+        return self._made(lo, hi, (np.concatenate(ptrs), np.concatenate([p[1] for p in parts]),
+                                   np.concatenate([p[2] for p in parts])))
 
     def meta(self, extra):
         info = {"format": FORMAT, "version": VERSION, "radius": self.radius,
@@ -257,19 +272,71 @@ def build_patterns(index, connection_ids, radius, *, n_streamlines=None, meta=No
 
 
 CHUNK_CENTERS = 1 << 15  # centers per kernel call when writing: the output is streamed
+# entries (8 bytes each) held in memory before the rest go to work files: 256 MiB, so that
+# a scan of 10^6 streamlines at r <= 1 is written once, and a bigger one in bounded memory
+MEMORY_ENTRIES = 1 << 25
+ENTRY_MEMBERS = ("connection_ids", "counts")
+
+
+class _Entries:
+    """A scan's entries as its chunks come: kept in memory up to ``limit``, then every
+    chunk so far and every later one appended to two work files in ``folder``."""
+
+    def __init__(self, folder, limit):
+        self.folder, self.limit = folder, int(limit)
+        self.parts = []  # (connection_ids, counts) of each chunk while in memory
+        self.files = None
+        self.n = 0
+
+    def add(self, cids, counts):
+        self.n += int(cids.shape[0])
+        pair = (np.ascontiguousarray(cids, dtype="<i4"), np.ascontiguousarray(counts, dtype="<i4"))
+        if self.files is None and self.n <= self.limit:
+            self.parts.append(pair)
+            return
+        if self.files is None:
+            self.files = [open(os.path.join(self.folder(), name), "w+b") for name in ENTRY_MEMBERS]
+            for held in self.parts:
+                self._spill(held)
+            self.parts = []
+        self._spill(pair)
+
+    def _spill(self, pair):
+        for fh, arr in zip(self.files, pair):
+            fh.write(memoryview(arr).cast("B"))
+
+    def write_members(self, zf):
+        """The two entry members, from memory or copied from the work files."""
+        import shutil
+
+        for m, name in enumerate(ENTRY_MEMBERS):
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array_header_2_0(
+                    out, {"descr": "<i4", "fortran_order": False, "shape": (self.n,)})
+                if self.files is None:
+                    for pair in self.parts:
+                        out.write(memoryview(pair[m]).cast("B"))
+                else:
+                    self.files[m].seek(0)
+                    shutil.copyfileobj(self.files[m], out, 1 << 22)
+
+    def close(self):
+        for fh in self.files or ():
+            fh.close()
 
 
 def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=None,
                         meta=None, where="", before_rename=None,
-                        chunk=CHUNK_CENTERS, threads=1) -> dict:
+                        chunk=CHUNK_CENTERS, threads=1, memory_entries=MEMORY_ENTRIES) -> dict:
     """Build a scan's patterns and write them to ``path`` chunk by chunk (atomically).
 
-    Each chunk's entries go to two temporary files as they are made, and the .npz is then
-    assembled from them, so memory holds one chunk's entries, not the scan's. ``threads``
-    kernel threads share each chunk (the file does not depend on it). Returns
-    ``{"n_centers", "n_entries"}``.
+    The entries of the chunks are kept in memory up to ``memory_entries`` (8 bytes each);
+    past that, they go to two temporary files as they are made and the .npz is assembled
+    from those, so memory holds at most that many entries plus one chunk's, not the
+    scan's. ``threads`` kernel threads share each chunk (the file depends on neither).
+    ``meta``: a dict, or a function that gives it, called once the kernel is done.
+    Returns ``{"n_centers", "n_entries"}``.
     """
-    import shutil
     import tempfile
 
     b = _Builder(index, connection_ids, radius, n_streamlines, where)
@@ -277,37 +344,25 @@ def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=No
     indptr = np.zeros(n_c + 1, dtype=np.int64)
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix=".ltpa-patterns-", dir=path.parent) as work:
-        files = {name: open(os.path.join(work, name), "w+b")
-                 for name in ("connection_ids", "counts")}
+        entries = _Entries(lambda: work, memory_entries)
         try:
-            nnz = 0
             for lo in range(0, n_c, max(1, int(chunk))):
                 hi = min(lo + int(chunk), n_c)
                 ptr, cids, counts = b.rows(lo, hi, threads)
-                indptr[lo + 1:hi + 1] = ptr[1:] + nnz
-                nnz += int(ptr[-1])
-                files["connection_ids"].write(memoryview(np.ascontiguousarray(
-                    cids, dtype="<i4")).cast("B"))
-                files["counts"].write(memoryview(np.ascontiguousarray(
-                    counts, dtype="<i4")).cast("B"))
-            info = b.meta(meta)
-            raw = json.dumps(info, sort_keys=True).encode()
+                indptr[lo + 1:hi + 1] = ptr[1:] + entries.n
+                entries.add(cids, counts)
+                del cids, counts
+            raw = json.dumps(b.meta(meta() if callable(meta) else meta),
+                             sort_keys=True).encode()
             with atomic_path(path, suffix=".npz", before_rename=before_rename) as tmp:
                 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                     _member(zf, "centers", np.ascontiguousarray(b.centers, dtype="<i8"))
                     _member(zf, "indptr", indptr.astype("<i8", copy=False))
-                    for name, fh in files.items():
-                        fh.seek(0)
-                        with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
-                            np.lib.format.write_array_header_2_0(
-                                out, {"descr": "<i4", "fortran_order": False,
-                                      "shape": (nnz,)})
-                            shutil.copyfileobj(fh, out, 1 << 22)
+                    entries.write_members(zf)
                     _member(zf, "meta", np.frombuffer(raw, dtype=np.uint8))
         finally:
-            for fh in files.values():
-                fh.close()
-    return {"n_centers": int(n_c), "n_entries": int(nnz)}
+            entries.close()
+    return {"n_centers": int(n_c), "n_entries": int(entries.n)}
 
 
 def _member(zf, name, array):
