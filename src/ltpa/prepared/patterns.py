@@ -295,7 +295,7 @@ class _Entries:
             self.parts.append(pair)
             return
         if self.files is None:
-            self.files = [open(os.path.join(self.folder(), name), "w+b") for name in ENTRY_MEMBERS]
+            self.files = [open(os.path.join(self.folder, name), "w+b") for name in ENTRY_MEMBERS]
             for held in self.parts:
                 self._spill(held)
             self.parts = []
@@ -344,7 +344,7 @@ def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=No
     indptr = np.zeros(n_c + 1, dtype=np.int64)
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix=".ltpa-patterns-", dir=path.parent) as work:
-        entries = _Entries(lambda: work, memory_entries)
+        entries = _Entries(work, memory_entries)
         try:
             for lo in range(0, n_c, max(1, int(chunk))):
                 hi = min(lo + int(chunk), n_c)
