@@ -162,6 +162,13 @@ def test_our_cluster_is_known_by_marker_pid_name_and_state(tmp_path, monkeypatch
     shutil.copy("/bin/sleep", fake_ctld)
     proc = subprocess.Popen([str(fake_ctld), "60"])
     try:
+        # Popen returns once exec closes its pipe, a moment before the kernel renames the
+        # child: until then /proc/<pid>/comm still says python (a CI run met this)
+        comm = Path(f"/proc/{proc.pid}/comm")
+        deadline = time.monotonic() + 10
+        while comm.read_text().strip() != "slurmctld" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert comm.read_text().strip() == "slurmctld", comm.read_text()
         (state / "pids" / "slurmctld.pid").write_text(str(proc.pid))
         # ours: the controller reports our cluster name and our state folder
         env, _ = _fake_slurm(tmp_path / "ours", "ltpa", str(state))
