@@ -161,11 +161,21 @@ def test_file_is_memory_mapped_versioned_and_checked(tmp_path, rng):
     side = json.loads(Path(f"{out}.json").read_text())
     assert side["kind"] == "termination_patterns" and side["params"]["radius"] == 1
     # a newer version, a pickle, a non-file: named errors
-    bad = tmp_path / "v2.npz"
-    p.meta["version"] = VERSION + 1
+    bad = tmp_path / "newer.npz"
     save_patterns(p, bad)
-    with pytest.raises(LtpaError, match=r"v2\.npz.*format version 2.*rebuild"):
+    raw = bad.read_bytes().replace(b'"version": 2', b'"version": 9')
+    assert raw != bad.read_bytes()
+    bad.write_bytes(raw)
+    with pytest.raises(LtpaError, match=r"newer\.npz.*format version 9.*reads versions 1, 2.*"
+                                        r"rebuild"):
         read_patterns(bad)
+    # an entry member of floats (a hand-made file): refused, not summed as counts
+    arrays = {m: np.asarray(getattr(p, m)) for m in ("centers", "indptr", "connection_ids")}
+    arrays["counts"] = np.asarray(p.counts, dtype=np.float64)
+    arrays["meta"] = np.frombuffer(json.dumps(p.meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "f.npz", **arrays)
+    with pytest.raises(LtpaError, match=r"f\.npz.*counts.*float64, not little-endian integers"):
+        read_patterns(tmp_path / "f.npz")
     np.savez_compressed(tmp_path / "z.npz", centers=np.zeros(3))
     with pytest.raises(LtpaError, match="z.npz.*compressed"):
         read_patterns(tmp_path / "z.npz")
@@ -192,7 +202,40 @@ def test_file_written_in_chunks_equals_patterns_in_memory(tmp_path, chunk, threa
     assert whole.n_centers > 1000 and 2000 < got["n_entries"] < 1 << 25
     for name in ("centers", "indptr", "connection_ids", "counts"):
         np.testing.assert_array_equal(getattr(p, name), getattr(whole, name))
+    # ids 0..4 and small counts: one byte each; the grid's 7.1 million voxels: int32
+    assert (p.connection_ids.dtype, p.counts.dtype, p.centers.dtype) == ("u1", "u1", "<i4")
+    assert int(np.asarray(whole.counts).max()) <= 255
     assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]  # no work files left
+
+
+@pytest.mark.parametrize("memory", [0, 1 << 25])
+@pytest.mark.parametrize("n_in_voxel, top_id, want", [
+    (255, 255, ("u1", "u1")), (256, 255, ("u1", "<u2")), (65_535, 256, ("<u2", "<u2")),
+    (65_536, 65_535, ("<u2", "<i4")), (40, 65_536, ("<i4", "u1"))])
+def test_entries_are_stored_in_the_narrowest_dtype_that_holds_them(tmp_path, memory,
+                                                                    n_in_voxel, top_id, want):
+    """One voxel with ``n_in_voxel`` streamlines, all of id 0 but one of ``top_id``; a
+    second voxel with three of them. The counts and ids read back are the values counted
+    here, in the narrowest dtype that holds the largest (uint8, uint16, int32)."""
+    from ltpa.dataset import VoxelIndex
+
+    n = n_in_voxel + 1  # streamline n_in_voxel is of id top_id, alone in the voxel
+    ids = np.r_[np.arange(n), 0, 1, n - 1].astype(np.int32)
+    idx = VoxelIndex((4, 5, 6), np.array([7, 100]), np.array([0, n, n + 3]), ids)
+    conn = np.zeros(n, dtype=np.int64)
+    conn[-1] = top_id
+    write_patterns_file(idx, conn, 0, tmp_path / "n.npz", memory_entries=memory, chunk=1)
+    p = read_patterns(tmp_path / "n.npz")
+    assert (p.connection_ids.dtype.str[-2:], p.counts.dtype.str[-2:]) == tuple(
+        w[-2:] for w in want)
+    np.testing.assert_array_equal(p.centers, [7, 100])
+    np.testing.assert_array_equal(p.indptr, [0, 2, 4])
+    np.testing.assert_array_equal(p.connection_ids, [0, top_id, 0, top_id])
+    np.testing.assert_array_equal(p.counts, [n_in_voxel, 1, 2, 1])
+    row, cid, cnt = p.rows(np.array([100, 7, 8, 2**40]))  # int64 out, any center order
+    assert cid.dtype == cnt.dtype == np.int64
+    np.testing.assert_array_equal(row, [0, 0, 1, 1])
+    np.testing.assert_array_equal(cnt, [2, 1, n_in_voxel, 1])
 
 
 @pytest.mark.parametrize("id_range", [5, 3_487, 1 << 20])

@@ -240,8 +240,8 @@ class StudyPatterns:
             r, c, n = p.rows(lin)
             rows.append(r)
             scans.append(np.full(r.shape[0], s, dtype=np.int64))
-            conns.append(c.astype(np.int64))
-            counts.append(n.astype(np.int64))
+            conns.append(c)  # rows gives int64
+            counts.append(n)
         if not rows:
             z = np.zeros(0, dtype=np.int64)
             return z, z, z, z

@@ -10,14 +10,21 @@ entry like any other. The sphere is every integer offset with ``a^2 + b^2 + c^2 
 The file (``FORMAT`` version ``VERSION``) is an uncompressed ``.npz`` (numpy's zip of
 ``.npy`` members, stored, not deflated) holding
 
-- ``centers`` int64 (n_centers,): sorted linear key-grid numbers of the centers;
+- ``centers`` (n_centers,): sorted linear key-grid numbers of the centers (int32 when
+  the grid has fewer than 2^31 voxels, else int64);
 - ``indptr`` int64 (n_centers + 1,): row ``c`` is ``indptr[c]:indptr[c + 1]``;
-- ``connection_ids`` int32 (nnz,): sorted within a row;
-- ``counts`` int32 (nnz,): distinct streamlines;
+- ``connection_ids`` (nnz,): sorted within a row;
+- ``counts`` (nnz,): distinct streamlines;
 - ``meta`` uint8: UTF-8 JSON: ``format``, ``version``, ``radius``, ``dim``, ``affine``
   (voxel centre -> RAS mm of the key grid, or null), ``voxel_size``, ``n_streamlines``,
   ``scan_id``, ``region_ids`` and ``connection_ids_start_at`` (from the npy's sidecar, or
   null), ``inputs`` (path, size, mtime_ns of the pkl and the npy it was built from).
+
+``connection_ids`` and ``counts`` are stored in the narrowest of uint8, uint16 and int32
+that holds the file's largest value (version 2; version 1, still read, stored int64
+centers and int32 entries): at r = 0 a scan of 10^6 streamlines writes half the bytes.
+Whoever reads the arrays directly casts before arithmetic; ``ScanPatterns.rows`` gives
+int64.
 
 ``read_patterns`` maps each member in place (``np.memmap`` at the member's offset in the
 zip), so opening costs no copy and a study's reduction reads only the rows it needs.
@@ -38,9 +45,51 @@ from ..errors import DamagedFileError, InputError, LtpaError, StaleOutputError
 from ..io import atomic_path, release_pages
 
 FORMAT = "ltpa-termination-patterns"
-VERSION = 1
+VERSION = 2
+READ_VERSIONS = (1, 2)  # 1: int64 centers, int32 entries (the dtypes are in each member)
 MAX_RADIUS = 10
 MEMBERS = ("centers", "indptr", "connection_ids", "counts", "meta")
+
+
+def narrow_dtype(largest) -> np.dtype:
+    """The dtype of an entry member (``connection_ids``, ``counts``) in a version-2 file.
+
+    Parameters
+    ----------
+    largest : int
+        The member's largest value.
+
+    Returns
+    -------
+    numpy.dtype
+        The narrowest of uint8, uint16 and int32 (little-endian) that holds ``0..largest``.
+
+    Raises
+    ------
+    ValueError
+        ``largest`` is negative or does not fit an int32.
+    """
+    largest = int(largest)
+    if largest < 0 or largest >= 2**31:
+        raise ValueError(f"{largest} does not fit an entry member")
+    return np.dtype("<u1" if largest <= 0xFF else "<u2" if largest <= 0xFFFF else "<i4")
+
+
+def centers_dtype(dim) -> np.dtype:
+    """The dtype of the ``centers`` member for a key grid.
+
+    Parameters
+    ----------
+    dim : sequence of int
+        The key grid's shape.
+
+    Returns
+    -------
+    numpy.dtype
+        int32 for a grid of fewer than 2^31 voxels, else int64 (little-endian).
+    """
+    n = int(np.prod([int(d) for d in dim], dtype=np.int64))
+    return np.dtype("<i4" if n < 2**31 else "<i8")
 
 
 # --------------------------------------------------------------------------- the sphere
@@ -109,16 +158,19 @@ class ScanPatterns:
     def rows(self, lin: np.ndarray):
         """The rows of the centers ``lin`` (linear numbers, any order) as flat arrays.
 
-        Returns ``(row, connection_ids, counts)``: ``row[e]`` is the position in ``lin`` of
-        entry ``e``; centers that are not this scan's give no entry. One ``searchsorted``
-        and one gather for all of them.
+        Returns ``(row, connection_ids, counts)``, all int64: ``row[e]`` is the position in
+        ``lin`` of entry ``e``; centers that are not this scan's give no entry. One
+        ``searchsorted`` and one gather for all of them.
         """
         lin = np.asarray(lin, dtype=np.int64)
         cen = self.centers
         if lin.shape[0] == 0 or cen.shape[0] == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return empty, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
-        pos = np.searchsorted(cen, lin)
+            return empty, empty.copy(), empty.copy()
+        key = lin
+        if cen.dtype != lin.dtype:  # search in the file's dtype: no int64 copy of centers
+            key = np.minimum(lin, np.iinfo(cen.dtype).max).astype(cen.dtype)
+        pos = np.searchsorted(cen, key)
         pos = np.minimum(pos, cen.shape[0] - 1)
         hit = np.asarray(cen[pos]) == lin
         which = np.flatnonzero(hit)
@@ -128,7 +180,8 @@ class ScanPatterns:
         take = np.repeat(lo - (np.cumsum(size) - size), size)
         take += np.arange(take.shape[0], dtype=np.int64)
         row = np.repeat(which.astype(np.int64), size)
-        return row, np.asarray(self.connection_ids[take]), np.asarray(self.counts[take])
+        return (row, np.asarray(self.connection_ids[take], dtype=np.int64),
+                np.asarray(self.counts[take], dtype=np.int64))
 
     @property
     def n_entries(self) -> int:
@@ -141,7 +194,8 @@ class ScanPatterns:
         release_pages(self.centers, self.indptr, self.connection_ids, self.counts)
 
     def dense(self):
-        """Every row as ``(center of each entry, connection_ids, counts)`` (flat arrays)."""
+        """Every row as ``(center of each entry, connection_ids, counts)`` (flat arrays, in
+        the file's dtypes)."""
         size = np.diff(np.asarray(self.indptr, dtype=np.int64))
         return (np.repeat(np.asarray(self.centers), size), np.asarray(self.connection_ids),
                 np.asarray(self.counts))
@@ -272,25 +326,31 @@ def build_patterns(index, connection_ids, radius, *, n_streamlines=None, meta=No
 
 
 CHUNK_CENTERS = 1 << 15  # centers per kernel call when writing: the output is streamed
-# entries (8 bytes each) held in memory before the rest go to work files: 256 MiB, so that
-# a scan of 10^6 streamlines at r <= 1 is written once, and a bigger one in bounded memory
+# entries (8 bytes each as the kernel makes them) held in memory before the rest go to work
+# files: 256 MiB, so that a scan of 10^6 streamlines at r <= 1 is written once, and a bigger
+# one in bounded memory
 MEMORY_ENTRIES = 1 << 25
 ENTRY_MEMBERS = ("connection_ids", "counts")
 
 
 class _Entries:
     """A scan's entries as its chunks come: kept in memory up to ``limit``, then every
-    chunk so far and every later one appended to two work files in ``folder``."""
+    chunk so far and every later one appended to two work files in ``folder``; written in
+    the narrowest dtypes that hold the largest id and count seen (``narrow_dtype``)."""
 
     def __init__(self, folder, limit):
         self.folder, self.limit = folder, int(limit)
         self.parts = []  # (connection_ids, counts) of each chunk while in memory
         self.files = None
         self.n = 0
+        self.largest = [0, 0]  # of the connection ids, of the counts
 
     def add(self, cids, counts):
         self.n += int(cids.shape[0])
         pair = (np.ascontiguousarray(cids, dtype="<i4"), np.ascontiguousarray(counts, dtype="<i4"))
+        for m, arr in enumerate(pair):
+            if arr.shape[0]:
+                self.largest[m] = max(self.largest[m], int(arr.max()))
         if self.files is None and self.n <= self.limit:
             self.parts.append(pair)
             return
@@ -305,24 +365,38 @@ class _Entries:
         for fh, arr in zip(self.files, pair):
             fh.write(memoryview(arr).cast("B"))
 
-    def write_members(self, zf):
-        """The two entry members, from memory or copied from the work files."""
-        import shutil
+    def dtypes(self):
+        """The entry members' dtypes: (connection_ids, counts)."""
+        return tuple(narrow_dtype(v) for v in self.largest)
 
-        for m, name in enumerate(ENTRY_MEMBERS):
+    def write_members(self, zf):
+        """The two entry members, from memory or read back from the work files, narrowed."""
+        for m, (name, dtype) in enumerate(zip(ENTRY_MEMBERS, self.dtypes())):
             with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
                 np.lib.format.write_array_header_2_0(
-                    out, {"descr": "<i4", "fortran_order": False, "shape": (self.n,)})
+                    out, {"descr": dtype.str, "fortran_order": False, "shape": (self.n,)})
                 if self.files is None:
-                    for pair in self.parts:
-                        out.write(memoryview(pair[m]).cast("B"))
+                    blocks = (pair[m] for pair in self.parts)
                 else:
-                    self.files[m].seek(0)
-                    shutil.copyfileobj(self.files[m], out, 1 << 22)
+                    blocks = _blocks_of(self.files[m])
+                for block in blocks:
+                    if block.shape[0]:
+                        out.write(memoryview(block.astype(dtype, copy=False)).cast("B"))
 
     def close(self):
+        """Close the work files (the folder that holds them is removed by the caller)."""
         for fh in self.files or ():
             fh.close()
+
+
+def _blocks_of(fh, size=1 << 22):
+    """The int32 values of work file ``fh`` from its start, ``size`` bytes at a time."""
+    fh.seek(0)
+    while True:
+        raw = fh.read(size)
+        if not raw:
+            return
+        yield np.frombuffer(raw, dtype="<i4")
 
 
 def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=None,
@@ -356,7 +430,7 @@ def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=No
                              sort_keys=True).encode()
             with atomic_path(path, suffix=".npz", before_rename=before_rename) as tmp:
                 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                    _member(zf, "centers", np.ascontiguousarray(b.centers, dtype="<i8"))
+                    _member(zf, "centers", b.centers.astype(centers_dtype(b.dim), copy=False))
                     _member(zf, "indptr", indptr.astype("<i8", copy=False))
                     entries.write_members(zf)
                     _member(zf, "meta", np.frombuffer(raw, dtype=np.uint8))
@@ -398,11 +472,17 @@ def patterns_of_dataset(ds, connection_ids, radius, *, region_ids=None, start=No
 
 def save_patterns(patterns: ScanPatterns, path, before_rename=None) -> Path:
     """Write ``patterns`` to ``path`` (.npz, stored) atomically."""
-    meta = np.frombuffer(json.dumps(patterns.meta, sort_keys=True).encode(), dtype=np.uint8)
-    arrays = {"centers": np.ascontiguousarray(patterns.centers, dtype=np.int64),
+    info = dict(patterns.meta, version=VERSION)
+    meta = np.frombuffer(json.dumps(info, sort_keys=True).encode(), dtype=np.uint8)
+
+    def entries(values):
+        values = np.asarray(values)
+        return values.astype(narrow_dtype(values.max() if values.shape[0] else 0))
+
+    arrays = {"centers": np.asarray(patterns.centers).astype(centers_dtype(patterns.dim)),
               "indptr": np.ascontiguousarray(patterns.indptr, dtype=np.int64),
-              "connection_ids": np.ascontiguousarray(patterns.connection_ids, dtype=np.int32),
-              "counts": np.ascontiguousarray(patterns.counts, dtype=np.int32),
+              "connection_ids": entries(patterns.connection_ids),
+              "counts": entries(patterns.counts),
               "meta": meta}
     path = Path(path)
     with atomic_path(path, suffix=".npz", before_rename=before_rename) as tmp:
@@ -436,6 +516,9 @@ def _member_arrays(path: str) -> dict:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             if dtype.hasobject or fortran or len(shape) != 1:
                 raise DamagedFileError(f"member {info.filename!r} is not a flat numeric array")
+            if dtype.kind not in "iu" or dtype.byteorder == ">":
+                raise DamagedFileError(f"member {info.filename!r} holds {dtype}, not "
+                                       f"little-endian integers")
             offset = fh.tell()
             if shape[0] == 0:
                 out[name] = np.zeros(0, dtype=dtype)
@@ -468,10 +551,10 @@ def read_patterns(path) -> ScanPatterns:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DamagedFileError(f"{source} is not a termination-pattern file (format "
                                f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READ_VERSIONS:
         raise StaleOutputError(f"{source} has format version {meta.get('version')!r}; this ltpa "
-                               f"reads version {VERSION}: rebuild it (ltpa patterns, or the "
-                               f"workflow)")
+                               f"reads versions {', '.join(map(str, READ_VERSIONS))}: rebuild "
+                               f"it (ltpa patterns, or the workflow)")
     p = ScanPatterns(arrays["centers"], arrays["indptr"], arrays["connection_ids"],
                      arrays["counts"], meta, path)
     n_c = p.centers.shape[0]
