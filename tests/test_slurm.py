@@ -9,6 +9,7 @@ starts its own cluster and sets LTPA_SLURM=1, which turns a skip into a failure.
 The dry runs with the cluster profile need no cluster and no SLURM at all.
 """
 
+import json
 import os
 import re
 import shutil
@@ -334,31 +335,76 @@ def test_slurm_run_equals_local_run(tmp_path):
         print("sacct: " + " | ".join(r))
 
 
+def group_members(output, study):
+    """{group job name: {rule: [scan ids of its jobs' outputs]}} of a dry run's listing."""
+    groups, current = {}, None
+    rule = None
+    for line in output.splitlines():
+        head = re.search(r"Group job (\S+) \(jobs", line)
+        if head:
+            current = groups.setdefault(head.group(1), {})
+        elif current is not None and not line.startswith("    ") and line.strip():
+            current = None
+        elif current is not None and re.match(r"\s+rule (\w+):", line):
+            rule = re.match(r"\s+rule (\w+):", line).group(1)
+        elif current is not None and re.match(r"\s+output: ", line):
+            path = line.split("output: ", 1)[1].split(",")[0].strip()
+            scan = re.match(r"(?:local_data\.ltpa/qc/\w+/)?(s\d+)\b",
+                            str(Path(path).relative_to(study)))
+            current.setdefault(rule, []).append(scan.group(1) if scan else path)
+    return groups
+
+
 @pytest.mark.slow
-@pytest.mark.slurm
-def test_a_100_scan_study_is_5_slurm_jobs_of_20_scans(tmp_path):
-    """scans_per_job (default 20): a 100-scan study, 700 data jobs, is 5 SLURM jobs + 1."""
-    require_cluster()
+def test_a_100_scan_study_is_planned_as_5_group_jobs_of_20_consecutive_scans(tmp_path):
+    """scans_per_job (default 20): the cluster profile's dry run of a 100-scan study (700
+    per-scan jobs) plans 5 group jobs, each of 20 consecutive scans of the JSON with all
+    their jobs, + 1 for the study's QC summary and plots (no SLURM needed to plan)."""
     from ltpa.demo.small import make_demo
 
     study = make_demo(tmp_path / "study", n_scans=100, seed=2, n_per_side=2, n_background=1)
+    proc = run_snakemake(tmp_path / "work", "-n", "--workflow-profile", str(PROFILE),
+                         local_data=study, qc=True)
+    groups = group_members(proc.output, study.parent)
+    assert sorted(groups) == [f"scans_{i:06d}" for i in range(5)] + ["study_report"], groups
+    order = [rec["scan_id"] for rec in json.loads(study.read_text())]
+    for i in range(5):
+        want = sorted(order[20 * i:20 * (i + 1)])
+        got = groups[f"scans_{i:06d}"]
+        assert sorted(got) == ["export_key_trk", "index_streamlines", "label_streamlines",
+                               "qc_scan"], got
+        for rule, scans in got.items():
+            per_scan = 2 if rule == "label_streamlines" else 1  # two atlases
+            assert sorted(scans) == sorted(want * per_scan), (i, rule, scans)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_40_scan_study_is_2_slurm_jobs_of_20_scans(tmp_path):
+    """scans_per_job (default 20) on the cluster: a 40-scan study, 280 per-scan jobs, is 2
+    SLURM jobs + 1 (the study's QC), each COMPLETED in sacct, and every output up to date.
+    (The planner's batches of a 100-scan study: the dry-run test above.)"""
+    require_cluster()
+    from ltpa.demo.small import make_demo
+
+    study = make_demo(tmp_path / "study", n_scans=40, seed=2, n_per_side=2, n_background=1)
     output, elapsed = run_on_cluster(tmp_path / "work", study)
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
     batches = sorted({re.search(r"/group_(scans_\d+)_", log).group(1)
                       for _, log in submitted if "/group_scans_" in log})
-    assert batches == [f"scans_{i:06d}" for i in range(5)], submitted
-    assert len(submitted) == 6, submitted  # 5 batches + the study's QC summary and plots
+    assert batches == ["scans_000000", "scans_000001"], submitted
+    assert len(submitted) == 3, submitted  # 2 batches + the study's QC summary and plots
     job_ids = [j for j, _ in submitted]
     deadline = time.monotonic() + 60
     while True:
         rows = sacct_rows(job_ids)
-        if len(rows) == 6 and all(r[2] == "COMPLETED" for r in rows):
+        if len(rows) == 3 and all(r[2] == "COMPLETED" for r in rows):
             break
         if time.monotonic() > deadline:
-            raise AssertionError(f"sacct does not list 6 COMPLETED jobs: {rows}")
+            raise AssertionError(f"sacct does not list 3 COMPLETED jobs: {rows}")
         time.sleep(1)
     status = subprocess.run([str(BIN / "ltpa"), "status", str(study), "--tsv"],
                             capture_output=True, text=True)
-    assert status.returncode == 0 and status.stdout.count("\nok\t") == 100 * 4
-    print(f"\n100 scans, {len(re.findall('rule ', output))} rule lines: {len(job_ids)} SLURM "
+    assert status.returncode == 0 and status.stdout.count("\nok\t") == 40 * 4
+    print(f"\n40 scans, {len(re.findall('rule ', output))} rule lines: {len(job_ids)} SLURM "
           f"jobs (sacct), {elapsed:.0f} s")
