@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -290,9 +291,11 @@ def main(argv=None):
         for (rad, target), t in ((rt, t) for rt in ((0, 1.0), (1, 3.0))
                                  for t in sorted({1, args.threads})):
             p = r[f"patterns_r{rad}_t{t}"]
+            median = statistics.median(p["walls"]) / statistics.median(r["label"]["walls"])
             lines.append(f"per scan, {args.n:,} streamlines: ltpa patterns r={rad} --threads "
                          f"{t} {p['wall']:.2f} s = {p['wall'] / lab:.2f}x ltpa label ({lab:.2f} s)"
-                         f" [target <= {target}x: {verdict(p['wall'] / lab <= target)}]; "
+                         f" [target <= {target}x: {verdict(p['wall'] / lab <= target)}; "
+                         f"medians: {median:.2f}x]; "
                          f"peak RSS {p['rss_mb']:.0f} MB [<= 1200: "
                          f"{verdict(p['rss_mb'] <= 1200)}]")
         lines.append(f"  (ltpa label peak RSS {r['label']['rss_mb']:.0f} MB; best of "

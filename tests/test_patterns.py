@@ -404,3 +404,18 @@ def test_workflow_builds_patterns_and_rebuilds_only_when_inputs_change(tmp_path)
     assert ("termination_patterns", str(patterns_path(npy, 1))) in jobs
     assert {r for r, _ in jobs} <= {"label_streamlines", "termination_patterns"}
     assert len([j for j in jobs if j[0] == "termination_patterns"]) == 1
+
+
+def test_entries_beyond_the_scans_bounds_are_an_error_not_a_wrapped_value(tmp_path):
+    """The entries are held in the dtypes of the scan's bounds (largest id, largest
+    possible count): a value past them (a kernel fault) is an error, never stored modulo
+    256 or 65536."""
+    from ltpa.prepared.patterns import _Entries
+
+    entries = _Entries(tmp_path, 1 << 20, (300, 255))
+    entries.add(np.array([3, 300], dtype=np.int32), np.array([255, 1], dtype=np.int32))
+    assert entries.held == (np.dtype("<u2"), np.dtype("u1"))
+    with pytest.raises(LtpaError, match="counts outside 0..255"):
+        entries.add(np.array([3], dtype=np.int32), np.array([256], dtype=np.int32))
+    with pytest.raises(LtpaError, match="connection_ids outside 0..300"):
+        entries.add(np.array([301], dtype=np.int32), np.array([1], dtype=np.int32))

@@ -79,7 +79,7 @@ def sphere_patterns(centers, base, d0, d1, d2, offsets, lut, indptr, ids, conn, 
     entries expected (the output grows past it, by doubling: a good guess saves the copies
     and the fresh pages). Returns
     ``(indptr, connection_ids, counts)``: CSR rows in the order of ``centers``, ids sorted
-    within a row.
+    within a row; the two entry arrays are views of the (larger) output buffers.
     """
     n_c = centers.shape[0]
     n_off = offsets.shape[0]
@@ -171,4 +171,4 @@ def sphere_patterns(centers, base, d0, d1, d2, offsets, lut, indptr, ids, conn, 
                 acc[lab] = 0
                 nnz += 1
         out_ptr[ci + 1] = nnz
-    return out_ptr, out_conn[:nnz].copy(), out_cnt[:nnz].copy()
+    return out_ptr, out_conn[:nnz], out_cnt[:nnz]  # views: the caller keeps or compacts

@@ -22,7 +22,7 @@ The file (``FORMAT`` version ``VERSION``) is an uncompressed ``.npz`` (numpy's z
 
 ``connection_ids`` and ``counts`` are stored in the narrowest of uint8, uint16 and int32
 that holds the file's largest value (version 2; version 1, still read, stored int64
-centers and int32 entries): at r = 0 a scan of 10^6 streamlines writes half the bytes.
+centers and int32 entries): at r = 0 a scan of 10^6 streamlines writes 40% of the bytes.
 Whoever reads the arrays directly casts before arithmetic; ``ScanPatterns.rows`` gives
 int64.
 
@@ -246,6 +246,9 @@ class _Builder:
         self.indptr = np.asarray(index.indptr, dtype=np.int64)
         self.ids = np.asarray(index.ids)
         self.n_labels = n_labels
+        # no count exceeds the streamlines of the sphere's voxels (nor the scan's)
+        per_voxel = int(np.diff(self.indptr).max()) if voxels.shape[0] else 0
+        self.count_bound = min(n, per_voxel * self.offsets.shape[0])
         self.work = []  # per thread: pattern_kernels.work_arrays, made on first use
         self.done = []  # per thread: the end of the centers its stamps have seen
         self.entries = self.rows_done = 0  # what the kernel made so far: a size guess
@@ -278,13 +281,10 @@ class _Builder:
         per_center = self.entries / self.rows_done if self.rows_done else 32.0
         return int((hi - lo) * 1.25 * per_center)
 
-    def _made(self, lo, hi, out):
-        self.entries += int(out[0][-1])
-        self.rows_done += hi - lo
-        return out
-
-    def rows(self, lo, hi, threads=1):
-        """CSR rows of centers ``lo:hi`` (``indptr`` relative to the chunk).
+    def parts(self, lo, hi, threads=1):
+        """The kernel's output for centers ``lo:hi``: one ``(indptr, connection_ids,
+        counts)`` per consecutive part, in order (``indptr`` relative to the part; the
+        entry arrays may be views of larger buffers: copy what is kept).
 
         With ``threads`` > 1 the chunk is cut into that many consecutive parts, each run by
         the (GIL-free) kernel in its own thread with its own work arrays; a thread always
@@ -292,19 +292,31 @@ class _Builder:
         """
         threads = max(1, min(int(threads), hi - lo))
         if threads == 1:
-            return self._made(lo, hi, self._part(0, lo, hi))
-        from concurrent.futures import ThreadPoolExecutor
+            out = [self._part(0, lo, hi)]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-        cuts = np.linspace(lo, hi, threads + 1).astype(np.int64)
-        with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(lambda t: self._part(t, int(cuts[t]), int(cuts[t + 1])),
-                                  range(threads)))
+            cuts = np.linspace(lo, hi, threads + 1).astype(np.int64)
+            with ThreadPoolExecutor(threads) as pool:
+                out = list(pool.map(lambda t: self._part(t, int(cuts[t]), int(cuts[t + 1])),
+                                    range(threads)))
+        self.entries += sum(int(ptr[-1]) for ptr, _, _ in out)
+        self.rows_done += hi - lo
+        return out
+
+    def rows(self, lo, hi, threads=1):
+        """CSR rows of centers ``lo:hi`` (``indptr`` relative to the chunk; compact arrays):
+        the ``parts`` joined."""
+        parts = self.parts(lo, hi, threads)
+        if len(parts) == 1:
+            ptr, cids, counts = parts[0]
+            return ptr, cids.copy(), counts.copy()
         ptrs, shift = [np.zeros(1, dtype=np.int64)], 0
         for ptr, _, _ in parts:
             ptrs.append(ptr[1:] + shift)
             shift += int(ptr[-1])
-        return self._made(lo, hi, (np.concatenate(ptrs), np.concatenate([p[1] for p in parts]),
-                                   np.concatenate([p[2] for p in parts])))
+        return (np.concatenate(ptrs), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
 
     def meta(self, extra):
         info = {"format": FORMAT, "version": VERSION, "radius": self.radius,
@@ -326,31 +338,41 @@ def build_patterns(index, connection_ids, radius, *, n_streamlines=None, meta=No
 
 
 CHUNK_CENTERS = 1 << 15  # centers per kernel call when writing: the output is streamed
-# entries (8 bytes each as the kernel makes them) held in memory before the rest go to work
-# files: 256 MiB, so that a scan of 10^6 streamlines at r <= 1 is written once, and a bigger
-# one in bounded memory
+# entries (2 to 8 bytes each, in the dtypes of the scan's bounds) held in memory before the
+# rest go to work files: at most 256 MiB, so that a scan of 10^6 streamlines at r <= 1 is
+# written once, and a bigger one in bounded memory
 MEMORY_ENTRIES = 1 << 25
 ENTRY_MEMBERS = ("connection_ids", "counts")
 
 
 class _Entries:
     """A scan's entries as its chunks come: kept in memory up to ``limit``, then every
-    chunk so far and every later one appended to two work files in ``folder``; written in
-    the narrowest dtypes that hold the largest id and count seen (``narrow_dtype``)."""
+    chunk so far and every later one appended to two work files in ``folder``. They are
+    held in the dtypes of the scan's bounds (``bounds``: the largest connection id and
+    count possible) and written in the narrowest dtypes that hold the largest id and count
+    seen (``narrow_dtype``)."""
 
-    def __init__(self, folder, limit):
+    def __init__(self, folder, limit, bounds):
         self.folder, self.limit = folder, int(limit)
+        self.bounds = tuple(int(v) for v in bounds)
+        self.held = tuple(narrow_dtype(v) for v in self.bounds)
         self.parts = []  # (connection_ids, counts) of each chunk while in memory
         self.files = None
         self.n = 0
         self.largest = [0, 0]  # of the connection ids, of the counts
 
     def add(self, cids, counts):
-        self.n += int(cids.shape[0])
-        pair = (np.ascontiguousarray(cids, dtype="<i4"), np.ascontiguousarray(counts, dtype="<i4"))
-        for m, arr in enumerate(pair):
+        """Keep one part's entries (copied, in the held dtypes)."""
+        pair = []
+        for m, arr in enumerate((cids, counts)):
             if arr.shape[0]:
-                self.largest[m] = max(self.largest[m], int(arr.max()))
+                top = int(arr.max())
+                if top > self.bounds[m]:  # never (a kernel fault): no value is wrapped
+                    raise LtpaError(f"internal error: {ENTRY_MEMBERS[m]} outside "
+                                    f"0..{self.bounds[m]}")
+                self.largest[m] = max(self.largest[m], top)
+            pair.append(arr.astype(self.held[m]))
+        self.n += int(cids.shape[0])
         if self.files is None and self.n <= self.limit:
             self.parts.append(pair)
             return
@@ -378,7 +400,7 @@ class _Entries:
                 if self.files is None:
                     blocks = (pair[m] for pair in self.parts)
                 else:
-                    blocks = _blocks_of(self.files[m])
+                    blocks = _blocks_of(self.files[m], self.held[m])
                 for block in blocks:
                     if block.shape[0]:
                         out.write(memoryview(block.astype(dtype, copy=False)).cast("B"))
@@ -389,14 +411,14 @@ class _Entries:
             fh.close()
 
 
-def _blocks_of(fh, size=1 << 22):
-    """The int32 values of work file ``fh`` from its start, ``size`` bytes at a time."""
+def _blocks_of(fh, dtype, size=1 << 22):
+    """The values (``dtype``) of work file ``fh`` from its start, ``size`` bytes at a time."""
     fh.seek(0)
     while True:
         raw = fh.read(size)
         if not raw:
             return
-        yield np.frombuffer(raw, dtype="<i4")
+        yield np.frombuffer(raw, dtype=dtype)
 
 
 def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=None,
@@ -404,9 +426,9 @@ def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=No
                         chunk=CHUNK_CENTERS, threads=1, memory_entries=MEMORY_ENTRIES) -> dict:
     """Build a scan's patterns and write them to ``path`` chunk by chunk (atomically).
 
-    The entries of the chunks are kept in memory up to ``memory_entries`` (8 bytes each);
-    past that, they go to two temporary files as they are made and the .npz is assembled
-    from those, so memory holds at most that many entries plus one chunk's, not the
+    The entries of the chunks are kept in memory up to ``memory_entries`` (2 to 8 bytes
+    each); past that, they go to two temporary files as they are made and the .npz is
+    assembled from those, so memory holds at most that many entries plus one chunk's, not the
     scan's. ``threads`` kernel threads share each chunk (the file depends on neither).
     ``meta``: a dict, or a function that gives it, called once the kernel is done.
     Returns ``{"n_centers", "n_entries"}``.
@@ -418,14 +440,15 @@ def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=No
     indptr = np.zeros(n_c + 1, dtype=np.int64)
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix=".ltpa-patterns-", dir=path.parent) as work:
-        entries = _Entries(work, memory_entries)
+        entries = _Entries(work, memory_entries, (b.n_labels - 1, b.count_bound))
         try:
             for lo in range(0, n_c, max(1, int(chunk))):
-                hi = min(lo + int(chunk), n_c)
-                ptr, cids, counts = b.rows(lo, hi, threads)
-                indptr[lo + 1:hi + 1] = ptr[1:] + entries.n
-                entries.add(cids, counts)
-                del cids, counts
+                at = lo
+                for ptr, cids, counts in b.parts(lo, min(lo + int(chunk), n_c), threads):
+                    m = ptr.shape[0] - 1
+                    indptr[at + 1:at + m + 1] = ptr[1:] + entries.n
+                    entries.add(cids, counts)
+                    at += m
             raw = json.dumps(b.meta(meta() if callable(meta) else meta),
                              sort_keys=True).encode()
             with atomic_path(path, suffix=".npz", before_rename=before_rename) as tmp:
