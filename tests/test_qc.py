@@ -136,3 +136,42 @@ def test_a_reference_group_the_study_lacks_is_an_error_before_any_job(tmp_path, 
     ok = run_snakemake(tmp_path / "work", "-n", local_data=demo_study, qc=True,
                        config=["reference_group=patient"])
     assert "rule qc_summary" in ok.output
+
+
+def test_the_scan_qc_job_runs_through_the_job_runner(built, tmp_path):
+    """qc_scan is a step of ltpa.jobs.pipeline (run by ltpa-job through the warm server, like
+    the data jobs): its spec survives JSON, it writes what write_scan_qc writes, and a
+    missing input is an error naming the scan and the file, with nothing written."""
+    from ltpa import LtpaError
+    from ltpa.jobs.pipeline import run
+    from ltpa.qc.tables import write_scan_qc
+    from ltpa.study.spec import JobSpec
+
+    _, local_data, study = built
+    atlases = [[a, str(study / "s2" / f"{a}.npy")] for a in ATLASES]
+    spec = JobSpec("qc_scan", str(tmp_path / "job.tsv"),
+                   inputs={"pkl_path": str(study / "s2" / "s2.pkl"),
+                           **{f"numpy_path:{a}": p for a, p in atlases}},
+                   scan_id="s2", sidecar=False,
+                   extra={"lengths": str(tmp_path / "job_lengths.tsv"), "atlases": atlases,
+                          "trk_file": str(study / "s2" / "s2.trk"), "kept": []})
+    assert JobSpec.from_json(spec.to_json()) == spec
+    assert run(JobSpec.from_json(spec.to_json())) == {"rows": 2}
+    write_scan_qc("s2", tmp_path / "direct.tsv", tmp_path / "direct_lengths.tsv",
+                  pkl_path=study / "s2" / "s2.pkl", atlases=[tuple(a) for a in atlases],
+                  trk_file=study / "s2" / "s2.trk")
+    assert (tmp_path / "job.tsv").read_text() == (tmp_path / "direct.tsv").read_text()
+    assert ((tmp_path / "job_lengths.tsv").read_text()
+            == (tmp_path / "direct_lengths.tsv").read_text())
+    # the workflow's own table of s2 is the same
+    assert (tmp_path / "job.tsv").read_text() == (
+        study_folder(local_data) / "qc" / "scans" / "s2.tsv").read_text()
+    # the workflow ran it through the runner (its log line), not a script of its own
+    log = (study_folder(local_data) / "logs" / "qc_scan" / "scan_s2.log").read_text()
+    assert "wrote " + str(study_folder(local_data) / "qc" / "scans" / "s2.tsv") in log
+    gone = JobSpec("qc_scan", str(tmp_path / "gone.tsv"),
+                   inputs={"pkl_path": str(tmp_path / "none.pkl")}, scan_id="s2",
+                   sidecar=False, extra={"lengths": str(tmp_path / "gone_lengths.tsv")})
+    with pytest.raises(LtpaError, match=r"scan 's2'.*none\.pkl.*does not exist"):
+        run(gone)
+    assert not (tmp_path / "gone.tsv").exists() and not (tmp_path / "gone_lengths.tsv").exists()

@@ -26,14 +26,10 @@ rule qc_scan:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 15 * attempt,
     params:
-        scan_id=lambda wc: qc_params(wc)["scan_id"],
-        pkl_path=lambda wc: qc_params(wc)["pkl_path"],
-        atlases=lambda wc: qc_params(wc)["atlases"],
-        trk_file=lambda wc: qc_params(wc)["trk_file"],
-        kept=lambda wc: qc_params(wc)["kept"],
-        start=config["connection_ids_start_at"],
-    script:
-        "../scripts/qc_scan.py"
+        job=JOB,
+        spec=qc_spec,
+    shell:
+        "{params.job} --log {log:q} {params.spec:q}"
 
 
 rule qc_summary:

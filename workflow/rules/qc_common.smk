@@ -6,6 +6,7 @@ import os
 import snakemake as _snakemake
 
 from ltpa.study.provenance import sha256_of
+from ltpa.study.spec import JobSpec
 
 # the study's own folder (<json stem>.ltpa beside local_data.json), unless results_dir says
 RESULTS = str(STUDY.work_dir)
@@ -48,16 +49,31 @@ def qc_inputs(wildcards):
     }
 
 
-def qc_params(wildcards):
+@_signature_known
+def qc_spec(wildcards):
+    """Param function: the scan's QC job (step "qc_scan" of ltpa.jobs.pipeline, run by
+    ltpa-job like the data jobs) as JSON. Its inputs are the pkl and npys it reads (watched
+    while it runs); the trk, read for the lengths when on disk, is not an input."""
     scan = SCAN_OF[wildcards.scan]
     pkl = scan_targets(wildcards.scan, RULE_INDEX)
-    return {
-        "scan_id": scan.scan_id,
-        "pkl_path": str(pkl[0].output) if pkl else None,
-        "atlases": [[t.atlas_key, str(t.output)] for t in scan_targets(wildcards.scan, RULE_LABEL)],
+    atlases = [[t.atlas_key, str(t.output)] for t in scan_targets(wildcards.scan, RULE_LABEL)]
+    inputs = {"pkl_path": str(pkl[0].output) if pkl else None}
+    inputs.update({f"numpy_path:{key}": npy for key, npy in atlases})
+    extra = {
+        "lengths": os.path.abspath(f"{RESULTS}/qc/lengths/{wildcards.scan}.tsv"),
+        "atlases": atlases,
         "trk_file": str(scan.trk_file) if scan.trk_file else None,
         "kept": kept_outputs(wildcards.scan),
     }
+    return JobSpec(
+        "qc_scan",
+        os.path.abspath(f"{RESULTS}/qc/scans/{wildcards.scan}.tsv"),
+        inputs=inputs,
+        scan_id=scan.scan_id,
+        start=config["connection_ids_start_at"],
+        sidecar=False,
+        extra=extra,
+    ).to_json()
 
 
 def atlas_npys(atlas):

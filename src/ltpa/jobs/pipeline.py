@@ -32,22 +32,12 @@ from ..prepared.index import INDEX_BYTES_PER_VOXEL, build_index
 from ..prepared.labels import label_trk, load_atlas
 from ..prepared.patterns import check_radius, dataset_meta, write_patterns_file
 from ..prepared.scalars import average_track_scalars
+from ..progress import progress_logger
+from ..qc.tables import write_scan_qc
 from ..study import sidecar
 from ..study.spec import JobSpec
 
 log = logging.getLogger("ltpa")
-
-
-def progress_logger(what):
-    """A ``progress(done, total)`` callback that logs at most every 5 s."""
-    last = [0.0]
-
-    def report(done, total):
-        now = time.monotonic()
-        if now - last[0] > 5 or done == total:
-            last[0] = now
-            log.info("%s: %.0f%%", what, 100.0 * done / max(total, 1))
-    return report
 
 
 # --------------------------------------------------------------------------- the runner
@@ -520,8 +510,21 @@ def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def step_qc_scan(spec: JobSpec, watch: InputWatch) -> dict:
+    """A scan's QC table (``spec.output``) and length histogram (``spec.extra["lengths"]``),
+    from its outputs, their sidecars and, when on disk, its trk (``ltpa.qc.tables``)."""
+    extra = spec.extra or {}
+    rows = write_scan_qc(spec.scan_id, spec.output, extra["lengths"],
+                         pkl_path=spec.inputs.get("pkl_path"),
+                         atlases=[tuple(a) for a in extra.get("atlases", ())],
+                         trk_file=extra.get("trk_file"), start=spec.start,
+                         kept=extra.get("kept", ()), before_rename=watch.check)
+    return {"rows": len(rows)}
+
+
 STEPS = {"index": step_index, "export": step_export, "label": step_label,
-         "map_b0": step_map_b0, "scalars": step_scalars, "patterns": step_patterns}
+         "map_b0": step_map_b0, "scalars": step_scalars, "patterns": step_patterns,
+         "qc_scan": step_qc_scan}
 
 
 # --------------------------------------------------------------------------- thin wrappers

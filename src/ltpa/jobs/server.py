@@ -52,8 +52,9 @@ import numpy as np
 from ..clihelp import HelpFormatter
 from ..formats.grids import QSDR_AFFINE, QSDR_DIM
 from ..formats.trkwrite import write_trk
+from ..study.spec import JobSpec
 from .client import run_here
-from .pipeline import export_key_trk, index_scan, label_scan, write_patterns
+from .pipeline import export_key_trk, index_scan, label_scan, run, write_patterns
 from .wire import (
     REQUEST_TIMEOUT,
     BadRequest,
@@ -97,6 +98,10 @@ def _warm() -> None:
         label_scan(trk, f"{folder}/a.nii.gz", f"{folder}/w.npy",
                    graphml_path=f"{folder}/g.graphml")
         write_patterns(f"{folder}/w.pkl", f"{folder}/w.npy", f"{folder}/w.patterns.npz", 1)
+        run(JobSpec("qc_scan", f"{folder}/q.tsv", inputs={"pkl_path": f"{folder}/w.pkl"},
+                    scan_id="warm", sidecar=False,
+                    extra={"lengths": f"{folder}/l.tsv", "atlases": [["a", f"{folder}/w.npy"]],
+                           "trk_file": trk, "kept": []}))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

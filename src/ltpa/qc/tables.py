@@ -18,9 +18,9 @@ from ..errors import LtpaError
 from ..formats.regions import region_names
 from ..formats.trk import TrkFile, not_finite
 from ..io import atomic_open
-from ..jobs.pipeline import progress_logger
 from ..kernels import length_range
 from ..prepared.connections import pair_counts, regions_reached
+from ..progress import progress_logger
 from ..study.sidecar import read as _read_sidecar
 from .summary import FLAGS, output_notes
 
@@ -234,10 +234,11 @@ def _fmt(value):
     return str(value)
 
 
-def write_tsv(path, rows: list[dict], columns: list[str]) -> None:
-    """Write ``rows`` (dicts) as a tab-separated table, atomically; missing values are empty."""
+def write_tsv(path, rows: list[dict], columns: list[str], before_rename=None) -> None:
+    """Write ``rows`` (dicts) as a tab-separated table, atomically; missing values are empty
+    (``before_rename``: see ``ltpa.io.atomic_path``)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "w") as fh:
+    with atomic_open(path, "w", before_rename=before_rename) as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(columns)
         for row in rows:
@@ -332,13 +333,15 @@ def _flags(scan_id, atlas, npy, pkl_path, kept) -> list[str]:
 
 
 def write_scan_qc(scan_id, out_tsv, out_lengths, *, pkl_path=None, atlases=(), trk_file=None,
-                  start=1, kept=()) -> list[dict]:
-    """Write the scan's QC table and its length histogram (TSV)."""
+                  start=1, kept=(), before_rename=None) -> list[dict]:
+    """Write the scan's QC table and its length histogram (TSV), each atomically;
+    ``before_rename`` (a callable, e.g. a job's input check) is called before each rename."""
     rows, lengths = scan_qc(scan_id, pkl_path=pkl_path, atlases=atlases, trk_file=trk_file,
                             start=start, kept=set(kept))
-    write_tsv(out_tsv, rows, QC_COLUMNS)
+    write_tsv(out_tsv, rows, QC_COLUMNS, before_rename=before_rename)
     hist = length_histogram(lengths) if lengths is not None else []
-    write_tsv(out_lengths, hist, ["length_mm_from", "length_mm_to", "count"])
+    write_tsv(out_lengths, hist, ["length_mm_from", "length_mm_to", "count"],
+              before_rename=before_rename)
     log.info("wrote %s (%d rows) and %s", out_tsv, len(rows), out_lengths)
     return rows
 

@@ -13,11 +13,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field, fields
 
-STEPS = ("index", "export", "label", "map_b0", "scalars", "patterns")
+STEPS = ("index", "export", "label", "map_b0", "scalars", "patterns", "qc_scan")
 # the sidecar kind each step writes
 KIND = {"index": "track_dataset", "export": "key_trk", "label": "connection_ids",
         "map_b0": "qsdr_atlas", "scalars": "track_scalars",
-        "patterns": "termination_patterns"}
+        "patterns": "termination_patterns", "qc_scan": None}  # qc_scan: no sidecar
 # input fields that are optional (absent: not an input)
 OPTIONAL = ("graphml_path", "labels_path", "reference_volume")
 
@@ -29,7 +29,8 @@ class JobSpec:
     Attributes
     ----------
     step : str
-        One of ``STEPS``: "index", "export", "label", "map_b0", "scalars", "patterns".
+        One of ``STEPS``: "index", "export", "label", "map_b0", "scalars", "patterns",
+        "qc_scan" (a scan's QC table and length histogram, ``ltpa.qc.tables``).
     output : str
         The output's absolute path.
     inputs : dict
@@ -54,6 +55,11 @@ class JobSpec:
         Kernel threads of a patterns job; not a parameter (it does not change the output).
     sidecar : bool
         Whether the job writes the output's sidecar.
+    extra : dict or None
+        What one step needs besides these fields: for "qc_scan", ``lengths`` (the length
+        histogram's path), ``atlases`` ([atlas key, npy path] pairs), ``trk_file`` (read
+        for the lengths when on disk, else None) and ``kept`` (outputs kept with their
+        inputs archived).
 
     Raises
     ------
@@ -73,6 +79,7 @@ class JobSpec:
     radius: int = 0  # patterns: the sphere's radius (voxels)
     threads: int = 1  # patterns: kernel threads; decides nothing of the output (not a param)
     sidecar: bool = True
+    extra: dict | None = None  # step-specific values (qc_scan)
 
     def __post_init__(self):
         if self.step not in STEPS:
@@ -80,7 +87,8 @@ class JobSpec:
 
     @property
     def kind(self) -> str:
-        """The sidecar kind this job's step writes (``KIND``), e.g. "track_dataset"."""
+        """The sidecar kind this job's step writes (``KIND``), e.g. "track_dataset" (None
+        for "qc_scan", which writes none)."""
         return KIND[self.step]
 
     def params(self) -> dict:
