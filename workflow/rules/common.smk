@@ -23,6 +23,7 @@ try:
     from ltpa.errors import LtpaError
     from ltpa.study.resources import mem_mb, runtime_min
     from ltpa.study.staleness import KEPT, OUT_OF_DATE
+    from ltpa.study.stamps import remove_other_stamps, stamp_path, write_stamp
     from ltpa.study.study import ARCHIVED_NOTE, load_study
     from ltpa.study.targets import (
         KEYED_RULES,
@@ -166,12 +167,13 @@ def _decide_rebuilds():
 
     Snakemake's triggers other than mtime read its records in the working directory
     (.snakemake/metadata), so they would answer differently from another folder: they are
-    turned off; raw inputs are not declared to Snakemake (ltpa.study.staleness compares their
-    sizes, mtimes and, for small files, contents with the sidecars); and the outputs
-    ltpa.study.staleness finds out of date are forced. Both settings are read when Snakemake decides which jobs must run,
-    after the Snakefile is parsed, so this runs from the first input function call, when
-    the DAG exists. A forced output that is not part of the requested DAG is ignored, and
-    a remote job (SLURM) runs exactly the jobs it was given.
+    turned off (the setting is read when Snakemake decides which jobs must run, after the
+    Snakefile is parsed, so this runs from the first input function call); raw inputs are
+    not declared to Snakemake (ltpa.study.staleness compares their sizes, mtimes and, for
+    small files, contents with the sidecars); and an output ltpa.study.staleness finds out
+    of date gets a rebuild stamp among its inputs (ltpa.study.stamps: a file later than the
+    output, so Snakemake's mtime rule reruns the job). A remote job (SLURM) runs exactly
+    the jobs it was given.
     """
     if _REBUILDS_DECIDED or workflow.remote_exec:
         return
@@ -181,18 +183,25 @@ def _decide_rebuilds():
     from snakemake.settings.enums import RerunTrigger
 
     workflow.dag_settings.rerun_triggers = frozenset({RerunTrigger.MTIME})
-    dag = getattr(workflow, "_dag", None)
-    if dag is None or not isinstance(getattr(dag, "forcefiles", None), set):
-        raise WorkflowError(
-            "ltpa: this Snakemake has no DAG.forcefiles set; ltpa decides rebuilds "
-            "through it (tested with Snakemake 9.x)"
-        )
     for t, v in STALE:
         logger.info(f"ltpa: {t.where()}: {str(t.output)!r} is out of date: {v.reason}")
-    dag.forcefiles.update(str(t.output) for t, _ in STALE)
+    remove_other_stamps(STUDY.work_dir, STAMPS.values())
 
 
 _REBUILDS_DECIDED = []
+# the rebuild stamp of each output out of date (written when Snakemake asks for its job)
+STAMPS = {str(t.output): stamp_path(STUDY.work_dir, t.rule, t.output) for t, _ in STALE}
+
+
+def stale_input(output):
+    """{"ltpa_stale": stamp} for an output out of date (its stamp written), else {}."""
+    stamp = STAMPS.get(str(output))
+    if stamp is None:
+        return {}
+    try:
+        return {"ltpa_stale": str(write_stamp(stamp, output))}
+    except LtpaError as exc:
+        stop(str(exc))
 
 
 def all_outputs():
@@ -236,7 +245,9 @@ def inputs_of(rule_name):
     def inputs(wildcards):
         _decide_rebuilds()
         t = target_of(rule_name, wildcards)
-        return {k: str(p) for k, p in t.inputs.items() if p is not None and p in PRODUCED}
+        out = {k: str(p) for k, p in t.inputs.items() if p is not None and p in PRODUCED}
+        out.update(stale_input(t.output))
+        return out
 
     return inputs
 

@@ -15,23 +15,26 @@ MAP_NAMES = list(MAP_JOBS)
 _MAPS_JUDGED = []
 
 
-def _force_stale_maps():
-    """Force the maps that ltpa.study.staleness finds out of date (see _decide_rebuilds)."""
+def _judge_maps():
+    """The maps that ltpa.study.staleness finds out of date get a rebuild stamp (see
+    _decide_rebuilds): their stamps join STAMPS before any is written or removed."""
     if _MAPS_JUDGED or workflow.remote_exec or not MAP_JOBS:
         return
     _MAPS_JUDGED.append(True)
-    _decide_rebuilds()
     jobs = list(MAP_JOBS.values())
     for j, v in zip(jobs, map_verdicts(jobs, STUDY.specs.values())):
         if v.status == OUT_OF_DATE:
             logger.info(f"ltpa: map {j.name!r}: {j.output!r} is out of date: {v.reason}")
-            workflow._dag.forcefiles.add(j.output)
+            STAMPS[str(j.output)] = stamp_path(STUDY.work_dir, "ltpa_map", j.output)
+    _decide_rebuilds()
 
 
 @_signature_known
 def map_inputs(wildcards):
-    _force_stale_maps()
-    return sorted({p for p in MAP_JOBS[wildcards.name].inputs.values() if p is not None})
+    _judge_maps()
+    job = MAP_JOBS[wildcards.name]
+    inputs = sorted({p for p in job.inputs.values() if p is not None})
+    return inputs + list(stale_input(job.output).values())
 
 
 def map_outputs():
