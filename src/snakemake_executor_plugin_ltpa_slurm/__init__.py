@@ -124,7 +124,44 @@ def _slurm_executor_class():
             # the job's own Snakemake runs the group's jobs with the local executor
             return "--executor local"
 
+        def get_job_exec_prefix(self, job):
+            # the job's Snakemake reads only the scans of what it makes (ltpa.jobs.remote)
+            prefix = super().get_job_exec_prefix(job)
+            outputs = data_outputs(job)
+            if outputs is None:
+                return prefix
+            from ltpa.jobs.remote import export_command
+
+            return f"{prefix} && {export_command(outputs)}" if prefix else \
+                export_command(outputs)
+
     return LtpaSlurmExecutor
+
+
+def data_outputs(job):
+    """The outputs of a (group) job made only of per-scan data jobs, or None.
+
+    A job with any other rule in it (the QC of a scan, the study's summary and plots)
+    needs the whole study: None. Imported here, when a SLURM job is submitted: the rule
+    names live with the study's targets (``ltpa.study.targets``).
+    """
+    from ltpa.study.targets import (
+        RULE_EXPORT,
+        RULE_INDEX,
+        RULE_LABEL,
+        RULE_MAP_B0,
+        RULE_PATTERNS,
+        RULE_SCALARS,
+    )
+
+    data = {RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS, RULE_PATTERNS}
+    jobs = list(job.jobs) if job.is_group() else [job]
+    outputs = []
+    for j in jobs:
+        if j.rule.name not in data:
+            return None
+        outputs.extend(str(p) for p in j.output)
+    return outputs
 
 
 class Executor(RemoteExecutor):

@@ -24,6 +24,7 @@ try:
     from ltpa.study.resources import mem_mb, runtime_min
     from ltpa.study.staleness import KEPT, OUT_OF_DATE
     from ltpa.study.stamps import remove_other_stamps, stamp_path, write_stamp
+    from ltpa.jobs.remote import outputs_from_environment
     from ltpa.study.study import ARCHIVED_NOTE, load_study
     from ltpa.study.targets import (
         KEYED_RULES,
@@ -60,19 +61,13 @@ def stop(message):
 
 
 def remote_outputs():
-    """In a cluster job (`--target-jobs rule:path=...`): the outputs it makes, or None when
-    it also runs a study-level job (QC), which needs the whole study."""
-    if "--target-jobs" not in sys.argv:
-        return None
-    out = set()
-    for arg in sys.argv[sys.argv.index("--target-jobs") + 1 :]:
-        if arg.startswith("-"):
-            break
-        rule_name, _, wildcards = arg.partition(":")
-        if not wildcards.startswith("path="):
-            return None
-        out.add(wildcards[len("path=") :])
-    return out
+    """In a cluster job: the outputs it makes, as the executor ltpa-slurm put them in its
+    environment (ltpa.jobs.remote), or None (a job with a study-level job in it, or another
+    executor): then the whole study is read."""
+    try:
+        return outputs_from_environment()
+    except ValueError as exc:
+        stop(f"ltpa: {exc}")
 
 
 def _keep_going():
