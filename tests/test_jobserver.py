@@ -58,11 +58,14 @@ def runtime(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def server(runtime):
-    """A real job server on the test's socket: (its Popen, the socket path, the client env)."""
+def server(runtime, request):
+    """A real job server on the test's socket: (its Popen, the socket path, the client env);
+    a test marked ``server_args(...)`` gives it those options."""
     env, path = runtime
     path.parent.mkdir(mode=0o700)
-    proc = subprocess.Popen([sys.executable, "-m", "ltpa.jobs.server", "--socket", str(path)],
+    mark = request.node.get_closest_marker("server_args")
+    proc = subprocess.Popen([sys.executable, "-m", "ltpa.jobs.server", "--socket", str(path),
+                             *(mark.args if mark else ())],
                             env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not path.exists():
@@ -335,6 +338,7 @@ def test_a_server_of_ours_gets_only_the_allowlist_and_success_needs_the_output(
 # --------------------------------------------------------------------------- item 10
 
 
+@pytest.mark.server_args("--request-timeout", "2")
 def test_a_silent_connection_stalls_no_job(tmp_path, server):
     proc, path, env = server
     silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -348,8 +352,8 @@ def test_a_silent_connection_stalls_no_job(tmp_path, server):
         job = ltpa_job(env, tmp_path / "s1.log", index_spec(trk, out), timeout=60)
         assert job.returncode == 0 and out.exists(), job.stderr
         assert "warning" not in job.stderr
-        # the silent connection's child gives up after REQUEST_TIMEOUT
-        deadline = t0 + wire.REQUEST_TIMEOUT + 30
+        # the silent connection's child gives up after the request timeout (2 s here)
+        deadline = t0 + 2 + 30
         while children_of(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not children_of(proc.pid)
@@ -480,6 +484,7 @@ def test_json_depth_matches_a_recursive_reference():
 
 
 
+@pytest.mark.slow  # a 6-second fuzz budget; the hand-made bad requests stay fast
 def test_bounded_fuzz_of_the_request_reader_finds_nothing():
     """benchmarks/fuzz.py --format request: mutated and deep requests, odd framing and
     descriptor counts through the server's own reader: no crash, hang, wrong answer or leak."""

@@ -358,6 +358,7 @@ def test_every_hand_built_payload_is_refused_in_a_fresh_process(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # an 8-second fuzz budget; the hand-built payloads above stay fast
 def test_bounded_fuzz_finds_no_crash_and_no_code_run():
     proc = subprocess.run([str(BIN / "python"), str(REPO / "benchmarks" / "fuzz_pkl.py"),
                            "--seconds", "8", "--seed", "3", "--json"], capture_output=True,

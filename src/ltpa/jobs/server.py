@@ -106,7 +106,8 @@ def _warm() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve(path: Path, idle: float = IDLE_SECONDS) -> None:
+def serve(path: Path, idle: float = IDLE_SECONDS,
+          request_timeout: float = REQUEST_TIMEOUT) -> None:
     """Listen on ``path`` and fork a child per connection, until idle for ``idle`` seconds."""
     _warm()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -138,7 +139,7 @@ def serve(path: Path, idle: float = IDLE_SECONDS) -> None:
             if listener in ready:
                 last = time.monotonic()
                 try:
-                    _accept(listener, children, (wake_r, wake_w))
+                    _accept(listener, children, (wake_r, wake_w), request_timeout)
                 except Exception:  # one connection's failure never ends the server
                     time.sleep(0.05)  # e.g. out of descriptors: let the children finish
             if not children and time.monotonic() - last > idle:
@@ -179,7 +180,7 @@ def _reap(children) -> None:
         conn.close()
 
 
-def _accept(listener, children, wake) -> None:
+def _accept(listener, children, wake, request_timeout=REQUEST_TIMEOUT) -> None:
     """Hand the next connection to a forked child at once: the accept loop never reads."""
     conn, _ = listener.accept()
     try:
@@ -206,7 +207,7 @@ def _accept(listener, children, wake) -> None:
         for other in children.values():
             other.close()
         children.clear()
-        code = _child(conn)
+        code = _child(conn, request_timeout)
     except BaseException:
         try:
             traceback.print_exc()  # the job's stderr once it has it, else the server's
@@ -216,15 +217,16 @@ def _accept(listener, children, wake) -> None:
         os._exit(code)
 
 
-def _child(conn) -> int:
-    """In the forked child: read and check the request, become the job and run it."""
+def _child(conn, request_timeout=REQUEST_TIMEOUT) -> int:
+    """In the forked child: read and check the request (within ``request_timeout`` s),
+    become the job and run it."""
     try:
-        data, fds = recv_request(conn, time.monotonic() + REQUEST_TIMEOUT)
+        data, fds = recv_request(conn, time.monotonic() + request_timeout)
     except (BadRequest, OSError):
         return 65
     try:
         msg = parse_request(data)
-        conn.settimeout(REQUEST_TIMEOUT)
+        conn.settimeout(request_timeout)
         send_message(conn, {"pid": os.getpid()})
         conn.settimeout(None)
     except (BadRequest, OSError):  # a bad request, or the client left: no job
@@ -281,6 +283,9 @@ def build_parser():
                     help="the Unix socket to serve on, in a private folder (required)")
     ap.add_argument("--idle", type=float, default=IDLE_SECONDS,
                     help="seconds without a job after which the server exits")
+    ap.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT,
+                    help="seconds a connection has to deliver its request (a silent one is "
+                         "then closed)")
     return ap
 
 
@@ -301,13 +306,16 @@ def main(argv=None) -> int:
     int
         0 once the server stops, 1 (with the reason on stderr) when the folder is not private.
     """
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not args.request_timeout > 0:
+        ap.error("--request-timeout must be a positive number of seconds")
     path = Path(args.socket)
     problem = folder_problem(path.parent)
     if problem:
         print(f"ltpa.jobs.server: not serving: {problem}", file=sys.stderr)
         return 1
-    serve(path, args.idle)
+    serve(path, args.idle, args.request_timeout)
     return 0
 
 
