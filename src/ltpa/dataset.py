@@ -91,7 +91,14 @@ class VoxelIndex(Mapping):
         return int(self.voxels.shape[0])
 
     def key_array(self) -> np.ndarray:
-        """(V, 3) int64 array of the non-empty voxels, in sorted order."""
+        """(V, 3) int64 array of the non-empty voxels, in sorted order.
+
+        Returns
+        -------
+        numpy.ndarray
+            (V, 3) int64 (i, j, k) of each non-empty voxel, in increasing C-order linear
+            index (the order of ``counts()`` and of iteration). A new array.
+        """
         return np.stack(np.unravel_index(self.voxels, self.dim), axis=1).astype(np.int64)
 
     def __iter__(self):
@@ -99,7 +106,13 @@ class VoxelIndex(Mapping):
             yield tuple(ijk)
 
     def counts(self) -> np.ndarray:
-        """Number of streamlines per non-empty voxel (aligned with key_array())."""
+        """Number of streamlines per non-empty voxel (aligned with key_array()).
+
+        Returns
+        -------
+        numpy.ndarray
+            (V,) int64 (the dtype of ``indptr``) number of ids of each non-empty voxel.
+        """
         return np.diff(self.indptr)
 
 
@@ -142,7 +155,22 @@ class Streamlines:
 
     def take(self, ids) -> tuple[np.ndarray, np.ndarray]:
         """Streamlines ``ids`` at once: their points as one (P, 3) float32 array, in order, and
-        the point count of each (int64), gathered without a loop over streamlines."""
+        the point count of each (int64), gathered without a loop over streamlines.
+
+        Parameters
+        ----------
+        ids : array_like
+            Streamline indices (flattened, cast to int64); repeats are taken again. Out of
+            range ids raise numpy's IndexError.
+
+        Returns
+        -------
+        points : numpy.ndarray
+            (P, 3) float32 points in the key grid's voxmm (``stored * sign + shift``), the
+            streamlines one after another in the order of ``ids``.
+        counts : numpy.ndarray
+            (len(ids),) int64 number of points of each streamline; they sum to P.
+        """
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         n = np.asarray(self._counts[ids], dtype=np.int64)
         first = np.asarray(self._starts[ids], dtype=np.int64)
@@ -265,14 +293,32 @@ class TrackDataset:
                            self._mm_sign, self._mm_shift)
 
     def get_ntracks(self) -> int:
-        """The number of streamlines (dsi2's name; also ``len(dataset)``)."""
+        """The number of streamlines (dsi2's name; also ``len(dataset)``).
+
+        Returns
+        -------
+        int
+            The number of streamlines in the dataset.
+        """
         return int(self._counts.shape[0])
 
     def __len__(self):
         return self.get_ntracks()
 
     def get_tracks_by_ijks(self, ijks) -> np.ndarray:
-        """Sorted unique ids of the streamlines through any of the voxels ``ijks``."""
+        """Sorted unique ids of the streamlines through any of the voxels ``ijks``.
+
+        Parameters
+        ----------
+        ijks : iterable of sequence of int
+            (i, j, k) voxels of the key grid; voxels outside the grid, or that no
+            streamline reaches, add nothing.
+
+        Returns
+        -------
+        numpy.ndarray
+            int32 streamline ids, sorted and unique; empty when no voxel has any.
+        """
         parts = [self._index[ijk] for ijk in ijks]
         parts = [p for p in parts if p.size]
         if not parts:
@@ -286,6 +332,13 @@ class TrackDataset:
         lengths and what a query relies on (voxels strictly increasing inside the grid,
         pointers non-decreasing, ids of existing streamlines); this also checks that no voxel
         is empty, that ids are sorted per voxel, and every streamline inside the stored body.
+
+        Raises
+        ------
+        DamagedFileError
+            If the index voxels are not strictly increasing inside the key grid, a voxel has
+            no streamlines (or a backwards range), an id is outside 0 .. n - 1, the ids of a
+            voxel are not sorted and unique, or a streamline lies outside the stored body.
         """
         idx = self._index
         v = idx.voxels
@@ -546,6 +599,26 @@ def save_track_dataset(dataset: TrackDataset, path, body_fd=None, before_rename=
     dataset's words map), the trk body (hundreds of MB) is copied file-to-file from that
     descriptor (``os.copy_file_range``, else ``pread``) instead of through this process's
     memory: the mapped pages are never touched.
+
+    Parameters
+    ----------
+    dataset : TrackDataset
+        The dataset to save.
+    path : str or os.PathLike
+        The .pkl to write (a temp file beside it is renamed onto it, ``ltpa.io.atomic_path``).
+    body_fd : int, optional
+        Descriptor of the open .trk whose body (after its 1000-byte header) the dataset's
+        words map; None: the words are written from memory.
+    before_rename : callable, optional
+        Called with no arguments after the data is on disk and before the rename; it raises
+        to keep the output from replacing ``path``.
+
+    Raises
+    ------
+    StaleOutputError
+        If the .trk behind ``body_fd`` ends before its body is copied (it was cut).
+    LtpaError
+        If the output cannot be written (``atomic_path``).
     """
     body = None
     if body_fd is not None and dataset._words.nbytes:
@@ -688,6 +761,28 @@ def load_track_dataset(path) -> TrackDataset:
     names a track dataset uses, and checks every array against its bytes and every field
     of the state against its declared type) and maps the file, so the big arrays are read
     in place (read-only) rather than copied. Reads format 1 and the first release's files.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .pkl file.
+
+    Returns
+    -------
+    TrackDataset
+        The dataset; its big arrays are read-only views of the mapped file.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist, is a folder, or cannot be opened or mapped.
+    RefusedPickleError
+        If the file is empty, truncated or malformed, uses an opcode or a name a track
+        dataset does not, or its state fails a check (a field's type, an array's dtype or
+        size, the index's values).
+    LtpaError
+        If it was written by a newer ltpa (a higher format version), or the pickle holds
+        something other than a TrackDataset.
     """
     path = Path(path)
     source = f"file {str(path)!r}"

@@ -14,7 +14,21 @@ class LtpaError(Exception):
     """
 
     def in_context(self, prefix: str) -> "LtpaError":
-        """The same error with ``prefix: `` in front (once)."""
+        """The same error with ``prefix: `` in front (once).
+
+        Parameters
+        ----------
+        prefix : str
+            Context to put in front of the message, e.g. the scan and the field. Empty: no
+            change.
+
+        Returns
+        -------
+        LtpaError
+            ``self`` when ``prefix`` is empty or the message already starts with it; otherwise
+            a new error of the same class whose message is ``"<prefix>: <message>"``, with the
+            same ``__cause__``.
+        """
         text = str(self)
         if not prefix or text.startswith(prefix):
             return self
@@ -50,7 +64,29 @@ class StaleOutputError(LtpaError):
 @contextlib.contextmanager
 def opening(path, kind: str):
     """Turn the OSError of opening the input ``path`` into an LtpaError naming the file: it
-    does not exist, is a folder (not ``kind``, e.g. "a .trk"), or could not be opened."""
+    does not exist, is a folder (not ``kind``, e.g. "a .trk"), or could not be opened.
+
+    A context manager: wrap the code that opens ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The input file being opened; named in the message.
+    kind : str
+        What the file should be, with its article, e.g. "a .trk"; used when it is a folder.
+
+    Yields
+    ------
+    None
+        Control to the body of the ``with`` block.
+
+    Raises
+    ------
+    InputError
+        When the body raises ``FileNotFoundError`` (the file does not exist),
+        ``IsADirectoryError`` (it is a folder) or any other ``OSError`` (it could not be
+        opened; the message gives the system's reason). The original exception is not chained.
+    """
     try:
         yield
     except FileNotFoundError:

@@ -58,6 +58,26 @@ def read_regular(path, limit: int) -> bytes:
     block a plain ``open``/``read`` for ever and ``/dev/zero`` would fill memory, so the
     file is opened without blocking, checked with ``fstat`` (the same file that is read) and
     read up to ``limit + 1`` bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to read.
+    limit : int
+        The most bytes accepted.
+
+    Returns
+    -------
+    bytes
+        The whole content of the file.
+
+    Raises
+    ------
+    NotARegularFile
+        If ``path`` is not a regular file (a FIFO, a device, a folder, a socket).
+    OSError
+        If the file cannot be opened or read, or holds more than ``limit`` bytes (by its
+        size, or by what was read).
     """
     import stat
 
@@ -168,6 +188,26 @@ def output_lock(dest):
     """Hold ``dest``'s lock (non-blocking: LtpaError naming the holder if another job has it).
 
     While held, temp files of earlier writers of ``dest`` are removed: they are dead.
+
+    A context manager; the output's folder is created if needed, and the lock is released
+    when the context exits.
+
+    Parameters
+    ----------
+    dest : str or os.PathLike
+        The output to lock (made absolute).
+
+    Yields
+    ------
+    None
+        Control to the body of the ``with`` block, with the lock held.
+
+    Raises
+    ------
+    LtpaError
+        If the output's folder cannot be created or written in (the lock file), this
+        process already holds the lock of ``dest``, or another process holds it (the
+        message names its pid when the system says).
     """
     dest = Path(os.path.abspath(dest))
     _make_folder(dest.parent)
@@ -200,6 +240,31 @@ def atomic_path(dest, suffix="", before_rename=None):
     extension, numpy.save appends .npy). ``before_rename()`` runs after the data is on
     disk and before the rename; it raises to stop the output from replacing ``dest``
     (e.g. an input changed while the job ran).
+
+    A context manager. The temp file (``.<name>.ltpa-tmp-*<suffix>``, created empty in the
+    folder of ``dest``, which is created if needed) is fsynced, given mode 0644 less the
+    umask, and renamed onto ``dest`` when the body succeeds; on any error it is removed.
+
+    Parameters
+    ----------
+    dest : str or os.PathLike
+        The output path.
+    suffix : str, optional
+        Ending of the temp file's name (e.g. ".nii.gz"); default none.
+    before_rename : callable, optional
+        Called with no arguments before the rename; an exception from it is raised and
+        ``dest`` is left as it was.
+
+    Yields
+    ------
+    pathlib.Path
+        The temp file to write.
+
+    Raises
+    ------
+    LtpaError
+        If the folder cannot be created or written in, or an OSError occurs in the body,
+        the fsync, the chmod, ``before_rename`` or the rename (the message names ``dest``).
     """
     dest = Path(dest)
     folder = dest.parent
@@ -231,7 +296,32 @@ def atomic_path(dest, suffix="", before_rename=None):
 
 @contextlib.contextmanager
 def atomic_open(dest, mode="wb", before_rename=None):
-    """Open a temp file beside ``dest`` for writing; rename it onto ``dest`` on success."""
+    """Open a temp file beside ``dest`` for writing; rename it onto ``dest`` on success.
+
+    A context manager over ``atomic_path``: the file is closed before it is made durable
+    and renamed.
+
+    Parameters
+    ----------
+    dest : str or os.PathLike
+        The output path.
+    mode : str, optional
+        Mode for ``open`` (default "wb").
+    before_rename : callable, optional
+        Called with no arguments before the rename; an exception from it is raised and
+        ``dest`` is left as it was.
+
+    Yields
+    ------
+    file object
+        The open temp file.
+
+    Raises
+    ------
+    LtpaError
+        As ``atomic_path``: the folder cannot be created or written in, or an OSError
+        occurs while writing, syncing or renaming.
+    """
     with atomic_path(dest, before_rename=before_rename) as tmp:
         with open(tmp, mode) as fh:
             yield fh
@@ -247,7 +337,19 @@ def _umask() -> int:
 
 
 def mapping_of(array):
-    """The ``mmap`` an array reads from (through its base chain), or None."""
+    """The ``mmap`` an array reads from (through its base chain), or None.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or memoryview or mmap.mmap
+        The object to follow (``.base`` of arrays, ``.obj`` of memoryviews), at most eight
+        steps deep.
+
+    Returns
+    -------
+    mmap.mmap or None
+        The mapping found, or None when the chain ends (or is longer) without one.
+    """
     x = array
     for _ in range(8):
         if isinstance(x, mmap.mmap):
@@ -262,7 +364,17 @@ def mapping_of(array):
 def release_pages(*arrays) -> None:
     """Unmap the pages of the read-only file mappings behind ``arrays`` that this process
     touched (they stay in the page cache: the next access maps them again from it), so a
-    long pass over big memory-mapped files keeps its resident memory flat."""
+    long pass over big memory-mapped files keeps its resident memory flat.
+
+    Uses ``madvise(MADV_DONTNEED)`` on the whole mapping of each array (see
+    ``mapping_of``); arrays without a mapping, closed mappings and platforms without it are
+    skipped silently.
+
+    Parameters
+    ----------
+    *arrays : numpy.ndarray
+        Arrays (or memoryviews) backed by read-only file mappings.
+    """
     advice = getattr(mmap, "MADV_DONTNEED", None)
     if advice is None:
         return

@@ -96,10 +96,41 @@ WALK_OK, WALK_NEGATIVE, WALK_PARTIAL = 0, 1, 2
 def walk_range(ints, w, w_end, stride, n_properties, starts, counts, n):
     """The whole records from word ``w`` up to ``w_end``: their starts and counts from ``n`` on.
 
-    A record is ``[count, count * stride words, n_properties words]``. Returns
+    A record is ``[count, count * stride words, n_properties words]``. The result is
     ``(w, n, status)``: WALK_OK when ``w_end`` (or the capacity of ``counts``) is reached;
     WALK_NEGATIVE when the count at ``w`` is negative; WALK_PARTIAL when the record at
     ``w`` runs past ``w_end`` (the caller reads on, or reports a truncated file).
+
+    Compiled (numba).
+
+    Parameters
+    ----------
+    ints : numpy.ndarray
+        int32 view of the buffer of body words.
+    w : int
+        Word of ``ints`` where a record starts.
+    w_end : int
+        End (exclusive) of the valid words of ``ints``.
+    stride : int
+        Words per point (3 plus the scalars per point).
+    n_properties : int
+        Property words at the end of each record.
+    starts : numpy.ndarray
+        int64 out: ``starts[i]`` is the word (in ``ints``) of record i's first point.
+    counts : numpy.ndarray
+        int64 out: points of record i; its length is the most records taken.
+    n : int
+        Index in ``starts``/``counts`` of the first record to write.
+
+    Returns
+    -------
+    w : int
+        Word after the last whole record taken (for WALK_NEGATIVE/WALK_PARTIAL: the word of
+        the offending record's count).
+    n : int
+        ``n`` plus the number of records taken.
+    status : int
+        WALK_OK, WALK_NEGATIVE or WALK_PARTIAL.
     """
     cap = counts.shape[0]
     while w < w_end and n < cap:
@@ -126,8 +157,40 @@ def hash_range(words, starts, counts, n, s_base, stride, t, nk):
     is new when ``last[key] != s`` (consecutive repeats are skipped before touching
     ``last``); new pairs append the key's linear index to ``keys[nk:]`` and bump
     ``vcount[key]``; ``per_streamline[s]`` = number of new pairs of ``s``.
-    Returns ``(nk, n_outside, bad)``; ``bad`` = first streamline (of the range) with a
+    The result is ``(nk, n_outside, bad)``; ``bad`` = first streamline (of the range) with a
     non-finite coordinate, or -1.
+
+    Compiled (numba); ``t.last``, ``t.vcount``, ``t.keys`` and ``t.per_streamline`` are
+    updated in place.
+
+    Parameters
+    ----------
+    words : numpy.ndarray
+        float32 buffer of body words (this machine's byte order).
+    starts : numpy.ndarray
+        int64 word (in ``words``) of each record's first point.
+    counts : numpy.ndarray
+        int64 points per record.
+    n : int
+        Number of records of the range.
+    s_base : int
+        File streamline number of the range's first record.
+    stride : int
+        Words per point (3 plus the scalars per point).
+    t : HashTables
+        The grid (``vs``, ``sign``, ``shift``, ``kdim``) and the counting sort's state.
+    nk : int
+        Pairs kept so far (the next free slot of ``t.keys``).
+
+    Returns
+    -------
+    nk : int
+        Pairs kept after this range.
+    n_outside : int
+        Points of the range whose key voxel lies outside ``kdim`` (up to ``bad``).
+    bad : int
+        Index within the range of the first streamline with a non-finite coordinate (its
+        processing stops there), or -1.
     """
     v0, v1, v2 = t.vs[0], t.vs[1], t.vs[2]
     g0, g1, g2 = t.sign[0], t.sign[1], t.sign[2]
@@ -175,7 +238,22 @@ def hash_range(words, starts, counts, n, s_base, stride, t, nk):
 
 @_jit
 def hash_fill(keys, per_streamline, pos, ids):
-    """Pass 2: scatter streamline ids into their voxels' slots (``pos`` = slot cursors)."""
+    """Pass 2: scatter streamline ids into their voxels' slots (``pos`` = slot cursors).
+
+    Compiled (numba); nothing is returned: ``ids`` is filled and ``pos`` advanced in place.
+
+    Parameters
+    ----------
+    keys : numpy.ndarray
+        int32/int64 linear key voxel of each kept pair, in streamline order (pass 1).
+    per_streamline : numpy.ndarray
+        int32 number of kept pairs of each streamline.
+    pos : numpy.ndarray
+        int64 per key voxel: the next slot of ``ids`` for that voxel (the CSR ``indptr``
+        start of each non-empty voxel).
+    ids : numpy.ndarray
+        int32 out, one slot per pair: the streamline ids by voxel.
+    """
     k = 0
     for s in range(per_streamline.shape[0]):
         sid = np.int32(s)
@@ -191,6 +269,18 @@ def upper_thresholds(dim, voxel_size) -> np.ndarray:
 
     Correctly rounded division is monotonic, so for a float32 coordinate ``x``:
     ``0 <= floor(x / vs) < dim``  <=>  ``0 <= x < t`` (``-0.0`` included, like floor).
+
+    Parameters
+    ----------
+    dim : sequence of int
+        The grid's shape (3 values).
+    voxel_size : sequence of float
+        Voxel sizes in mm (3 values, positive).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (3,): the threshold ``t`` of each axis.
     """
     out = np.empty(3, dtype=np.float32)
     for ax in range(3):
@@ -225,8 +315,35 @@ def label_range(words, starts, counts, n, stride, t, out):
     only from the front until the first nonzero label and from the back until the
     last one. With fewer than two labeled points the id is 0; otherwise, for ranks
     a, b of the first and last labels, the position of (min, max) in
-    ``np.triu_indices(n_regions)`` plus ``start``. Returns ``(n_outside, bad)`` with
+    ``np.triu_indices(n_regions)`` plus ``start``. The result is ``(n_outside, bad)`` with
     ``bad`` as in ``hash_range``.
+
+    Compiled (numba).
+
+    Parameters
+    ----------
+    words : numpy.ndarray
+        float32 buffer of body words (this machine's byte order).
+    starts : numpy.ndarray
+        int64 word (in ``words``) of each record's first point.
+    counts : numpy.ndarray
+        int64 points per record.
+    n : int
+        Number of records of the range.
+    stride : int
+        Words per point (3 plus the scalars per point).
+    t : LabelTables
+        The atlas grid and rank volume (``labels.labeling_tables``).
+    out : numpy.ndarray
+        int64 out, at least ``n`` entries: the connection id of each record.
+
+    Returns
+    -------
+    n_outside : int
+        Finite points of the range outside the atlas grid (up to ``bad``).
+    bad : int
+        Index within the range of the first streamline with a non-finite coordinate (its
+        id and those after it are not written), or -1.
     """
     t0 = t.upper[0]
     t1 = t.upper[1]
@@ -318,8 +435,35 @@ def export_range(words, starts, counts, n, stride, k, out_f, out_i):
     """Records ``[n, x y z ...]`` of the ``n`` streamlines of a range, moved to the key grid.
 
     ``out_f``/``out_i`` are float32/int32 views of one output buffer; coordinates are
-    ``v * sign + shift`` in float32 (as numpy computes ``pts * sign + shift``). Returns
+    ``v * sign + shift`` in float32 (as numpy computes ``pts * sign + shift``). The result is
     the number of words written, or ``-1 - r`` for a non-finite coordinate in ``r``.
+
+    Compiled (numba). Scalars and properties of the input are dropped.
+
+    Parameters
+    ----------
+    words : numpy.ndarray
+        float32 buffer of body words (this machine's byte order).
+    starts : numpy.ndarray
+        int64 word (in ``words``) of each record's first point.
+    counts : numpy.ndarray
+        int64 points per record.
+    n : int
+        Number of records of the range.
+    stride : int
+        Words per point (3 plus the scalars per point).
+    k : KeyShift
+        float32 per-axis ``sign`` and ``shift``.
+    out_f : numpy.ndarray
+        float32 output buffer of at least ``n + 3 * counts.sum()`` words.
+    out_i : numpy.ndarray
+        int32 view of the same buffer (for the count words).
+
+    Returns
+    -------
+    int
+        Words written (records ``[count, x y z ...]``), or ``-1 - r`` when record ``r`` of
+        the range has a non-finite coordinate.
     """
     g0, g1, g2 = k.sign[0], k.sign[1], k.sign[2]
     h0, h1, h2 = k.shift[0], k.shift[1], k.shift[2]
@@ -347,6 +491,30 @@ def length_range(words, starts, counts, n, stride, out):
     """Length in mm (sum of point distances, float64) of the ``n`` streamlines of a range.
 
     Returns -1, or the first streamline with a non-finite coordinate.
+
+    Compiled (numba). Distances are between the stored voxmm points (mm).
+
+    Parameters
+    ----------
+    words : numpy.ndarray
+        float32 buffer of body words (this machine's byte order).
+    starts : numpy.ndarray
+        int64 word (in ``words``) of each record's first point.
+    counts : numpy.ndarray
+        int64 points per record.
+    n : int
+        Number of records of the range.
+    stride : int
+        Words per point (3 plus the scalars per point).
+    out : numpy.ndarray
+        float64 out, at least ``n`` entries: the length of each record (0 for fewer than
+        two points).
+
+    Returns
+    -------
+    int
+        -1, or the index within the range of the first streamline with a non-finite
+        coordinate (its length and those after it are not written).
     """
     for r in range(n):
         o = starts[r]

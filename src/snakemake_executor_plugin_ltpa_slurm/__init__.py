@@ -93,7 +93,15 @@ class ExecutorSettings(ExecutorSettingsBase):
     pass_command_as_script: bool = _flag("pass the job's command to sbatch as a script")
 
     def given(self) -> dict:
-        """The settings set on the command line or in the profile (to pass on)."""
+        """The settings set on the command line or in the profile (to pass on).
+
+        Returns
+        -------
+        dict
+            Setting name (the field name, without the ``ltpa_slurm_`` prefix) -> value, for
+            every field that is neither None nor False; the keyword arguments of the slurm
+            plugin's ``ExecutorSettings``.
+        """
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -144,6 +152,18 @@ def data_outputs(job):
     A job with any other rule in it (the QC of a scan, the study's summary and plots)
     needs the whole study: None. Imported here, when a SLURM job is submitted: the rule
     names live with the study's targets (``ltpa.study.targets``).
+
+    Parameters
+    ----------
+    job : snakemake job
+        A Snakemake job or group job (anything with ``is_group()``, ``jobs`` for a group,
+        and ``rule.name`` and ``output`` per job).
+
+    Returns
+    -------
+    list of str or None
+        The output paths of all its jobs, in job order, when every job is one of the
+        per-scan data rules (index, export, label, b0 map, scalars, patterns); else None.
     """
     from ltpa.study.targets import (
         RULE_EXPORT,

@@ -71,6 +71,33 @@ def as_trk(path, grid=None):
     """Yield the path of a .trk holding the streamlines of ``path`` (itself for a .trk).
 
     ``grid`` (a ``ltpa.formats.grids.Grid``) is where .tck/.trx points are put; unused otherwise.
+
+    A context manager. A .trk.gz is decompressed as is and a .tck/.trx is checked and
+    converted to voxmm on ``grid``, into a new folder under $TMPDIR that is removed when the
+    context exits.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A .trk, .trk.gz, .tck or .trx file (format from the name's suffix).
+    grid : Grid, optional
+        The voxel grid for .tck/.trx points (``ltpa.formats.grids.grid_for``); required for
+        them.
+
+    Yields
+    ------
+    pathlib.Path
+        ``path`` itself for a .trk, else the temporary .trk.
+
+    Raises
+    ------
+    InputError
+        If the suffix is not a streamline format, ``grid`` is None for a .tck/.trx, a file
+        to convert does not exist or cannot be opened/read, or $TMPDIR lacks the space for
+        the conversion. A .trk is not opened here.
+    DamagedFileError
+        If the .trk.gz, .tck or .trx is damaged (see ``gunzip``, ``TckReader``,
+        ``TrxReader``).
     """
     path = Path(path)
     kind = kind_of(path)
@@ -96,7 +123,28 @@ def as_trk(path, grid=None):
 
 
 def read_trk(path) -> Trk:
-    """Read a whole .trk (or .trk.gz) into memory, with the reader's checks."""
+    """Read a whole .trk (or .trk.gz) into memory, with the reader's checks.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A .trk or .trk.gz file (a .trk.gz is decompressed to a temporary .trk first).
+
+    Returns
+    -------
+    Trk
+        The header, the whole body as a read-only float32 array in this machine's byte
+        order, and the int64 starts and counts of the streamlines; ``path`` is the file
+        given (the .trk.gz for one).
+
+    Raises
+    ------
+    InputError
+        If the name has no streamline suffix, or the file does not exist or cannot be
+        opened or read.
+    DamagedFileError
+        If the header or the body is damaged (see ``TrkFile.walk``, ``gunzip``).
+    """
     path = Path(path)
     if kind_of(path) == ".trk.gz":
         with gunzip_to_temp(path) as tmp:
@@ -240,7 +288,25 @@ class TckReader:
         self.n_points_hint = points
 
     def chunks(self):
-        """(points (P, 3) float64 RAS, lengths) of runs of whole streamlines."""
+        """(points (P, 3) float64 RAS, lengths) of runs of whole streamlines.
+
+        Reads the data again from the descriptor (about ``CHUNK_POINTS`` rows at a time) up
+        to the end-of-file marker; the structure was checked when the reader was made.
+
+        Yields
+        ------
+        points : numpy.ndarray
+            (P, 3) float64 RAS mm coordinates of the run's streamlines, one after another
+            (separators dropped).
+        lengths : numpy.ndarray
+            int64 points per streamline of the run.
+
+        Raises
+        ------
+        DamagedFileError
+            If the file ends early while it is read, or a streamline has an infinite or NaN
+            coordinate.
+        """
         carry = np.zeros((0, 3))
         for _, rows in self._rows():
             first = rows[:, 0]

@@ -81,7 +81,19 @@ class KeyMap:
         return np.where(sign > 0, shift * vs, (shift + 1) * vs)
 
     def apply(self, ijk: np.ndarray) -> np.ndarray:
-        """Map an (N, 3) integer array of trk voxels to key voxels (same dtype)."""
+        """Map an (N, 3) integer array of trk voxels to key voxels (same dtype).
+
+        Parameters
+        ----------
+        ijk : numpy.ndarray
+            (N, 3) integer trk voxel indices; not modified.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 3) key voxel indices, same dtype: per axis ``shift - ijk`` where ``sign`` is
+            negative, else ``ijk + shift``. A new array.
+        """
         out = ijk.copy()
         for ax in range(3):
             if self.sign[ax] < 0:
@@ -92,7 +104,19 @@ class KeyMap:
 
 
 def normalize_order(order) -> str:
-    """TrackVis voxel_order as an upper-case 3-letter string ('' -> 'LPS', TrackVis's default)."""
+    """TrackVis voxel_order as an upper-case 3-letter string ('' -> 'LPS', TrackVis's default).
+
+    Parameters
+    ----------
+    order : str or bytes
+        The header's ``voxel_order``; bytes are decoded as latin-1, NULs and spaces at either
+        end are stripped.
+
+    Returns
+    -------
+    str
+        The order in upper case, or "LPS" when it is empty. Not checked to be a valid order.
+    """
     if isinstance(order, bytes):
         order = order.decode("latin-1")
     order = str(order).strip("\x00 ").upper()
@@ -110,6 +134,41 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
 
     Raises LtpaError naming the space and the expected and found grid when the
     header does not match its declared space.
+
+    Parameters
+    ----------
+    space : str
+        The declared trk space: "qsdr", "mni" or "native".
+    dim : sequence of int
+        The trk header's dimensions (3 values).
+    voxel_size : sequence of float
+        The trk header's voxel sizes in mm (3 values).
+    voxel_order : str or bytes
+        The trk header's voxel order (normalized with ``normalize_order``).
+    legacy_dsi2_mni_offset : bool, optional
+        For "qsdr": use dsi2's QSDR -> MNI shift ``QSDR_TO_MNI_SHIFT_LEGACY`` (j -> 102 - j)
+        instead of ``QSDR_TO_MNI_SHIFT`` (j -> 101 - j). Default False.
+    where : str, optional
+        Context put in front of error messages (e.g. the scan and file); default none.
+    vox_to_ras : array_like, optional
+        The header's 4x4 ``vox_to_ras``, for "native" (see ``trk_affine``); None or an
+        unusable affine gives the diagonal grid of the voxel order.
+
+    Returns
+    -------
+    KeyMap
+        "native": the identity map into the trk's own grid (affine from ``trk_affine``);
+        "qsdr": signs (1, -1, 1) and the QSDR -> MNI shift into ``MNI_GRID``; "mni": per axis
+        the identity, or a flip ``90 - i`` / ``108 - j`` / ``90 - k`` where the order differs
+        from LAS, into ``MNI_GRID``.
+
+    Raises
+    ------
+    GeometryError
+        When ``space`` is unknown; for "native" when the voxel order is not three letters, one
+        of each of L/R, A/P and I/S, or ``vox_to_ras`` has an axis along no RAS axis; for
+        "qsdr" when the grid is not dim 79x95x69, voxel 2 mm, order LPS; for "mni" when it is
+        not dim 91x109x91, voxel 2 mm, order LAS or a flip of it.
     """
     dim = tuple(int(d) for d in dim)
     voxel_size = tuple(float(v) for v in voxel_size)
@@ -164,7 +223,24 @@ def key_map_for(space: str, dim, voxel_size, voxel_order, *, legacy_dsi2_mni_off
 
 
 def native_affine(dim, voxel_size, order) -> np.ndarray:
-    """A voxel -> RAS affine for a trk grid known only by its header (diagonal, by voxel order)."""
+    """A voxel -> RAS affine for a trk grid known only by its header (diagonal, by voxel order).
+
+    Parameters
+    ----------
+    dim : sequence of int
+        Grid dimensions (3 values).
+    voxel_size : sequence of float
+        Voxel sizes in mm (3 values).
+    order : str or bytes
+        Voxel order (normalized with ``normalize_order``); an axis whose letter is L, P or I
+        is flipped (its RAS coordinate decreases with the index).
+
+    Returns
+    -------
+    numpy.ndarray
+        (4, 4) float64 affine: per axis ``+voxel_size`` with offset 0, or for a flipped axis
+        ``-voxel_size`` with offset ``(dim - 1) * voxel_size``.
+    """
     aff = np.eye(4)
     for ax, letter in enumerate(normalize_order(order)):
         flip = letter in "LPI"  # index grows toward L/P/I: RAS coordinate decreases
@@ -175,7 +251,21 @@ def native_affine(dim, voxel_size, order) -> np.ndarray:
 
 def grid_of_affine(dim, affine) -> Grid:
     """The Grid of a NIfTI-style (dim, voxel -> RAS affine): voxel sizes and order from the
-    affine."""
+    affine.
+
+    Parameters
+    ----------
+    dim : sequence of int
+        The image shape; only its first three values are used.
+    affine : array_like
+        (4, 4) voxel -> RAS mm affine.
+
+    Returns
+    -------
+    Grid
+        Dimensions as ints, voxel sizes (the norms of the affine's 3x3 columns, mm), voxel
+        order from nibabel's ``aff2axcodes``, and the affine as float64.
+    """
     import nibabel as nib
 
     affine = np.asarray(affine, dtype=np.float64)
@@ -185,7 +275,27 @@ def grid_of_affine(dim, affine) -> Grid:
 
 
 def grid_for(space: str, reference_volume=None) -> Grid:
-    """The grid that RAS streamlines (.tck, .trx) are put on for ``space``."""
+    """The grid that RAS streamlines (.tck, .trx) are put on for ``space``.
+
+    Parameters
+    ----------
+    space : str
+        The trk space: "qsdr", "mni", or anything else for native.
+    reference_volume : str or os.PathLike, optional
+        A NIfTI (anything nibabel loads) that defines the grid; required for a native space,
+        ignored otherwise.
+
+    Returns
+    -------
+    Grid
+        ``QSDR_GRID`` for "qsdr", ``MNI_GRID`` for "mni", else the grid of the reference
+        volume's shape and affine (``grid_of_affine``).
+
+    Raises
+    ------
+    InputError
+        For a native space when ``reference_volume`` is None or cannot be read by nibabel.
+    """
     if space == "qsdr":
         return QSDR_GRID
     if space == "mni":
@@ -244,6 +354,28 @@ def trk_affine(dim, voxel_size, order, vox_to_ras=None) -> np.ndarray:
     the voxels are first flipped/permuted by index from ``voxel_order`` to that orientation.
     Without a usable ``vox_to_ras`` the grid is the diagonal one of the voxel order and
     sizes (``native_affine``).
+
+    Parameters
+    ----------
+    dim : sequence of int
+        The trk grid's dimensions (3 values).
+    voxel_size : sequence of float
+        Voxel sizes in mm (3 values).
+    order : str or bytes
+        The header's voxel order (normalized with ``normalize_order``).
+    vox_to_ras : array_like, optional
+        The header's 4x4 ``vox_to_ras``. None, all zeros, non-finite or singular: not used.
+
+    Returns
+    -------
+    numpy.ndarray
+        (4, 4) float64 affine from trk voxel indices (in ``order``) to RAS mm.
+
+    Raises
+    ------
+    GeometryError
+        When ``vox_to_ras`` is invertible but has a voxel axis that points along no RAS axis
+        (nibabel's ``io_orientation`` finds none).
     """
     import nibabel as nib
     from nibabel.orientations import axcodes2ornt, inv_ornt_aff, ornt_transform
@@ -267,6 +399,31 @@ def streamline_grid(space: str, dim, voxel_size, order, vox_to_ras=None) -> Grid
 
     qsdr: DSI Studio's QSDR 2 mm grid (the header was checked to be it); mni: MNI152 2 mm in
     the header's voxel order (LAS or a flip of it); native: ``trk_affine``.
+
+    Parameters
+    ----------
+    space : str
+        The trk space: "qsdr", "mni", or anything else for native.
+    dim : sequence of int
+        The trk header's dimensions (used for native only).
+    voxel_size : sequence of float
+        The trk header's voxel sizes in mm (used for native only).
+    order : str or bytes
+        The trk header's voxel order (normalized with ``normalize_order``); unused for qsdr.
+    vox_to_ras : array_like, optional
+        The header's 4x4 ``vox_to_ras`` (used for native only; see ``trk_affine``).
+
+    Returns
+    -------
+    Grid
+        ``QSDR_GRID``; or the MNI152 2 mm grid in ``order`` with ``MNI_AFFINE`` reoriented to
+        it; or the native grid (dims, voxel sizes, order, ``trk_affine``).
+
+    Raises
+    ------
+    GeometryError
+        From ``trk_affine``: for native when ``vox_to_ras`` has a voxel axis along no RAS
+        axis.
     """
     order = normalize_order(order)
     dim = tuple(int(d) for d in dim)
@@ -285,7 +442,28 @@ def _fmt_affine(a) -> str:
 
 def conform_plan(shape, affine, grid: Grid):
     """How an image (shape, affine) becomes ``grid`` by index: None (it is the grid already),
-    a nibabel orientation transform (axis flips/permutations), or an error text."""
+    a nibabel orientation transform (axis flips/permutations), or an error text.
+
+    Two affines agree when every entry of their 3x4 parts is within ``AFFINE_TOLERANCE``
+    (mm).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The image's shape; only its first three values are used.
+    affine : array_like
+        The image's (4, 4) voxel -> RAS mm affine.
+    grid : Grid
+        The target grid (the streamlines' grid).
+
+    Returns
+    -------
+    None or numpy.ndarray or str
+        None when the image is on ``grid`` already; a (3, 2) nibabel orientation transform
+        (for ``conform``) when flipping/permuting its axes by index puts it on ``grid``; else
+        a text saying why it does not fit (its shape and affine against the grid's), for the
+        caller's error message. Nothing is raised here.
+    """
     from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
 
     shape = tuple(int(d) for d in shape[:3])
@@ -314,7 +492,22 @@ def conform_plan(shape, affine, grid: Grid):
 
 
 def conform(data: np.ndarray, plan) -> np.ndarray:
-    """``data`` moved to the grid by ``conform_plan``'s transform (exactly, by index)."""
+    """``data`` moved to the grid by ``conform_plan``'s transform (exactly, by index).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The image's voxel array (3-D, or more with extra trailing axes).
+    plan : numpy.ndarray or None
+        ``conform_plan``'s result when it is not an error text: None or an orientation
+        transform.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``data`` itself when ``plan`` is None; else a new C-contiguous array with its axes
+        flipped/permuted by nibabel's ``apply_orientation`` (same dtype, no interpolation).
+    """
     from nibabel.orientations import apply_orientation
 
     if plan is None:

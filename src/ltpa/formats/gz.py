@@ -26,12 +26,34 @@ TMP_MARGIN = 64 << 20
 
 
 def tmp_folder() -> Path:
-    """A new private folder in $TMPDIR for one converted file."""
+    """A new private folder in $TMPDIR for one converted file.
+
+    Returns
+    -------
+    pathlib.Path
+        A new folder named ``ltpa-*`` created by ``tempfile.mkdtemp`` (mode 0700); the
+        caller removes it.
+    """
     return Path(tempfile.mkdtemp(prefix="ltpa-"))
 
 
 def check_space(folder: Path, need: int, source) -> None:
-    """Refuse a conversion that would leave less than ``TMP_MARGIN`` free in ``folder``."""
+    """Refuse a conversion that would leave less than ``TMP_MARGIN`` free in ``folder``.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The temporary folder the converted file goes to.
+    need : int
+        Bytes the converted file will take.
+    source : str or os.PathLike
+        The file being converted, named in the message.
+
+    Raises
+    ------
+    InputError
+        If ``need`` plus ``TMP_MARGIN`` (64 MB) is more than the free space in ``folder``.
+    """
     free = shutil.disk_usage(folder).free
     if need + TMP_MARGIN > free:
         raise InputError(
@@ -42,7 +64,28 @@ def check_space(folder: Path, need: int, source) -> None:
 
 @contextlib.contextmanager
 def gunzip_to_temp(path):
-    """Yield the path of a temporary .trk holding the decompressed ``path`` (a .trk.gz)."""
+    """Yield the path of a temporary .trk holding the decompressed ``path`` (a .trk.gz).
+
+    A context manager; the temporary folder is removed when it exits.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .trk.gz file.
+
+    Yields
+    ------
+    pathlib.Path
+        The decompressed .trk, in a new folder under $TMPDIR.
+
+    Raises
+    ------
+    InputError
+        If ``path`` cannot be read (see ``gunzip``).
+    DamagedFileError
+        If it is not a readable gzip of a valid .trk, or decompresses to too much (see
+        ``gunzip``).
+    """
     folder = tmp_folder()
     tmp = folder / (Path(path).name[:-3] or "x.trk")
     try:
@@ -53,7 +96,31 @@ def gunzip_to_temp(path):
 
 
 def gunzip(src: Path, dst: Path) -> None:
-    """Decompress a .trk.gz, bounded by its header's n_count (else a ratio) and free space."""
+    """Decompress a .trk.gz, bounded by its header's n_count (else a ratio) and free space.
+
+    The header is checked and the records are walked while decompressing; an incomplete last
+    record is written as is (the .trk reader names it).
+
+    Parameters
+    ----------
+    src : pathlib.Path
+        The .trk.gz file.
+    dst : pathlib.Path
+        The .trk to write (created or overwritten); its folder must exist.
+
+    Raises
+    ------
+    InputError
+        If the size of ``src`` cannot be read (it does not exist, ...).
+    DamagedFileError
+        If the decompressed header is not a valid TrackVis header; a streamline has a
+        negative point count or claims more than ``MAX_STREAMLINE_POINTS`` points; the file
+        holds more streamlines or data than a nonzero header ``n_count`` says; without
+        ``n_count`` it decompresses to more than ``GZ_MAX_RATIO`` times its size (at least
+        1 MB counted); it needs more than the free space in the folder of ``dst`` less
+        ``TMP_MARGIN``; or it is not a readable gzip file (any OSError, EOFError or zlib
+        error while reading or writing).
+    """
     # numba (~0.45 s to import) only when a file is read: the dry run and
     # `ltpa status` import this module without it
     from ..kernels import WALK_NEGATIVE, walk_range

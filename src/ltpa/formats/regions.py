@@ -25,13 +25,49 @@ def regions_from_table(path) -> np.ndarray:
     any order), and MRtrix / FreeSurfer colour LUTs (``index name R G B A``). Lines starting
     with ``#`` are comments; index 0 (Unknown / background) is left out. A UTF-8 byte order
     mark (Excel's "CSV UTF-8") is not content.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The label table.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 region indices, unique and sorted ascending, all positive.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist; a line's index (after an optional header row within
+        the first five lines) is not an integer, is negative, is larger than 2^63 - 1 or is
+        spelled with too many digits; or the table lists no positive index.
     """
     return _read_table(path)[0]
 
 
 def table_names(path) -> dict:
     """{region id: name} of a label table read as :func:`regions_from_table` reads it: the
-    ``name`` column of a table with a header, else the second column (a LUT's name)."""
+    ``name`` column of a table with a header, else the second column (a LUT's name).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The label table.
+
+    Returns
+    -------
+    dict
+        int region id -> str name, for the positive ids that have a non-empty name (the
+        first one when an id is listed twice); a header without a ``name`` column gives {}.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist; a line's index (after an optional header row within
+        the first five lines) is not an integer, is negative, is larger than 2^63 - 1 or is
+        spelled with too many digits; or the table lists no positive index.
+    """
     return _read_table(path)[1]
 
 
@@ -114,6 +150,22 @@ def regions_from_graphml(path) -> np.ndarray:
 
     networkx decides what the nodes are (also the ones that only edges name, and not the
     nodes of nested graphs), so a graphml means the same here as in any tool built on it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The graphml file.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 node ids, unique and sorted ascending, all positive.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist or networkx cannot read it; a node id is not an integer,
+        is not positive or is larger than 2^63 - 1; or the graph has no nodes.
     """
     path = Path(path)
     if not path.exists():
@@ -163,7 +215,18 @@ def _graphml_nodes(path, data=False):
 
 
 def is_graphml(path) -> bool:
-    """Whether a region list is a graphml (by its name), rather than a label table."""
+    """Whether a region list is a graphml (by its name), rather than a label table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The region list's path.
+
+    Returns
+    -------
+    bool
+        True when the name ends in ".graphml", ".graphml.xml" or ".xml" (any case).
+    """
     return str(path).lower().endswith((".graphml", ".graphml.xml", ".xml"))
 
 
@@ -174,6 +237,20 @@ def region_names(path, kind: str | None = None) -> dict:
 
     ``kind`` is ``"graphml"`` or ``"table"`` (the field that named the list: ``graphml_path``
     or ``labels_path``); None: a graphml if the name says so (:func:`is_graphml`).
+
+    Never raises for an unreadable list: it logs a warning (logger ``ltpa``) and returns {}.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The region list (graphml or label table).
+    kind : {"graphml", "table"}, optional
+        How to read it; any value other than "graphml" reads a table. None: by the name.
+
+    Returns
+    -------
+    dict
+        int region id -> str name; {} when the list names no region or cannot be read.
     """
     if kind is None:
         kind = "graphml" if is_graphml(path) else "table"

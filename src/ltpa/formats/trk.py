@@ -43,6 +43,12 @@ def header_dtype() -> np.dtype:
 
     Imported on first use: nibabel takes 70-300 ms to import, and the dry run and ``ltpa
     status`` import this module without reading any header.
+
+    Returns
+    -------
+    numpy.dtype
+        The structured dtype of the 1000-byte header, in native byte order as nibabel defines
+        it (callers use ``newbyteorder``).
     """
     from nibabel.streamlines.trk import header_2_dtype
 
@@ -114,7 +120,30 @@ class _HeaderGrid:
 
 def read_header(buf, path) -> tuple[np.ndarray, str]:
     """Decode the 1000-byte header; returns (record in this machine's byte order, the file's
-    byte order '<' or '>')."""
+    byte order '<' or '>').
+
+    The byte order is the one in which ``hdr_size`` reads 1000 (little-endian tried first).
+
+    Parameters
+    ----------
+    buf : bytes-like
+        The file's first bytes; only the first ``HEADER_SIZE`` (1000) are used.
+    path : str or os.PathLike
+        The file, named in error messages.
+
+    Returns
+    -------
+    record : numpy.ndarray
+        0-d structured array of ``header_dtype()`` in this machine's byte order (a copy).
+    order : str
+        The file's byte order: "<" or ">".
+
+    Raises
+    ------
+    DamagedFileError
+        If ``buf`` is shorter than 1000 bytes, does not start with b"TRACK", or its
+        ``hdr_size`` is not 1000 in either byte order.
+    """
     if len(buf) < HEADER_SIZE:
         raise DamagedFileError(
             f"file {str(path)!r}: {len(buf)} bytes is shorter than a TrackVis header "
@@ -139,7 +168,31 @@ def read_header(buf, path) -> tuple[np.ndarray, str]:
 
 
 def check_header(header, path, body_bytes: int) -> tuple[int, int]:
-    """(n_scalars, n_properties) after checking the header's grid and the body's size."""
+    """(n_scalars, n_properties) after checking the header's grid and the body's size.
+
+    Parameters
+    ----------
+    header : numpy.ndarray
+        The decoded header record (``read_header``).
+    path : str or os.PathLike
+        The file, named in error messages.
+    body_bytes : int
+        Size of the body (the file's size minus the 1000-byte header) in bytes.
+
+    Returns
+    -------
+    n_scalars : int
+        Scalars per point (``nb_scalars_per_point``).
+    n_properties : int
+        Properties per streamline (``nb_properties_per_streamline``).
+
+    Raises
+    ------
+    DamagedFileError
+        If a dimension is not positive or a voxel size is not positive and finite; if the
+        scalar or property count is negative or above 10,000; if ``body_bytes`` is not a
+        multiple of 4.
+    """
     dim = header["dimensions"]
     vs = header["voxel_sizes"]
     if np.any(dim <= 0) or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
@@ -249,7 +302,17 @@ class TrkFile(_HeaderGrid):
         return self.order == ("<" if np.little_endian else ">")
 
     def changed(self) -> str | None:
-        """How the file differs from when it was opened (descriptor or path), or None."""
+        """How the file differs from when it was opened (descriptor or path), or None.
+
+        The descriptor's identity is compared first, then that of the file now at ``path``.
+
+        Returns
+        -------
+        str or None
+            ``describe_change``'s text ("was removed", "was replaced by another file",
+            "changed size (a -> b bytes)", "was modified"), or None when both the descriptor
+            and the path still have the identity (device, inode, size, mtime) seen at open.
+        """
         now = identity_of(os.fstat(self.fd))
         if now != self.identity:
             return describe_change(self.identity, now)
@@ -283,7 +346,25 @@ class TrkFile(_HeaderGrid):
     # ------------------------------------------------------------------ reading
     def read_words(self, w0: int, out: np.ndarray) -> None:
         """Read body words [w0, w0 + len(out)) into ``out`` (float32), in this machine's byte
-        order."""
+        order.
+
+        Parameters
+        ----------
+        w0 : int
+            Index of the first body word to read (0 is the word right after the header).
+        out : numpy.ndarray
+            Contiguous 4-byte array (float32, or an int32 view) filled in place; its length is
+            the number of words read. Byte-swapped in place when the file's order is not
+            this machine's.
+
+        Raises
+        ------
+        InputError
+            If reading fails with an OSError.
+        DamagedFileError
+            If the file ends before ``out`` is filled (it was cut or changed; the message
+            says which).
+        """
         view = memoryview(out).cast("B")
         offset = HEADER_SIZE + 4 * w0
         done = 0
@@ -308,6 +389,36 @@ class TrkFile(_HeaderGrid):
         Errors (LtpaError naming the file): a negative count, a record running past the end
         of the file (truncated), a record over ``MAX_RECORD_BYTES``, more records than a
         nonzero header ``n_count`` says (as soon as it happens) or fewer (at the end).
+
+        Parameters
+        ----------
+        action : callable, optional
+            Called as ``action(Range)`` for each buffer of whole records, in file order. The
+            Range's arrays are views of reused buffers, valid only during the call. None:
+            only count.
+        keep_counts : bool, optional
+            Also keep the number of points of each streamline (``Walked.counts``). Default
+            False.
+        progress : callable, optional
+            Called as ``progress(words_done, total_words)`` after each buffer.
+        buffer_words : int, optional
+            Size of the read buffer in 4-byte words (default ``BUFFER_WORDS``, 4 MB); it is
+            grown for a single record that does not fit.
+
+        Returns
+        -------
+        Walked
+            The number of streamlines and points, and with ``keep_counts`` an int32 array of
+            points per streamline (else None).
+
+        Raises
+        ------
+        DamagedFileError
+            For a negative point count, a record running past the end of the file, a record
+            over ``MAX_RECORD_BYTES``, or a streamline count that disagrees with a nonzero
+            header ``n_count``; also from ``read_words`` when the file is cut while read.
+        InputError
+            From ``read_words``, when a read fails with an OSError.
         """
         # numba (~0.45 s to import) only when a file is read: the dry run and
         # `ltpa status` import this module without it
@@ -375,6 +486,13 @@ class TrkFile(_HeaderGrid):
 
         Only for writing the pkl: its writer copies these bytes file-to-file from ``fd``
         (``copy_file_range``, else ``pread``) and never touches the mapped pages.
+
+        Returns
+        -------
+        numpy.ndarray
+            Read-only 1-D float32 array of ``total_words`` words in the file's byte order
+            (``order + "f4"``), starting after the 1000-byte header; an empty array when the
+            body is empty.
         """
         if self.body_bytes == 0:
             return np.zeros(0, dtype=self.order + "f4")
@@ -386,7 +504,25 @@ class TrkFile(_HeaderGrid):
 
 
 def open_trk(path) -> TrkFile:
-    """Open a .trk: the descriptor and its checked header (the body is read by ``walk``)."""
+    """Open a .trk: the descriptor and its checked header (the body is read by ``walk``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .trk file.
+
+    Returns
+    -------
+    TrkFile
+        The open file; close it (or use it as a context manager).
+
+    Raises
+    ------
+    InputError
+        If the file does not exist, is a folder or cannot be opened.
+    DamagedFileError
+        If its header is not a valid TrackVis header (``read_header``, ``check_header``).
+    """
     return TrkFile(path)
 
 
@@ -436,7 +572,30 @@ class Trk(_HeaderGrid):
         return np.ascontiguousarray(rows[:, :3], dtype=np.float32)
 
     def iter_chunks(self, max_points: int = 4_000_000):
-        """Yield (first_streamline, points (P, 3) float32, lengths) for runs of streamlines."""
+        """Yield (first_streamline, points (P, 3) float32, lengths) for runs of streamlines.
+
+        Parameters
+        ----------
+        max_points : int, optional
+            Most points per run (default 4,000,000); a run always holds at least one
+            streamline, even a longer one.
+
+        Yields
+        ------
+        first_streamline : int
+            Index of the run's first streamline.
+        points : numpy.ndarray
+            (P, 3) float32 voxmm coordinates of the run's streamlines, one after another
+            (scalars dropped).
+        lengths : numpy.ndarray
+            int64 points per streamline of the run (a view of ``counts``).
+
+        Raises
+        ------
+        DamagedFileError
+            If a point of the run has a NaN or infinite coordinate (the message names the
+            streamline).
+        """
         n = self.n_streamlines
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(self.counts, out=offsets[1:])
@@ -456,7 +615,23 @@ class Trk(_HeaderGrid):
 
 
 def record_starts(counts: np.ndarray, stride: int, n_properties: int) -> np.ndarray:
-    """int64 word of each streamline's first point, from the counts (the body's layout)."""
+    """int64 word of each streamline's first point, from the counts (the body's layout).
+
+    Parameters
+    ----------
+    counts : array_like
+        Points per streamline.
+    stride : int
+        Words per point (3 plus the scalars per point).
+    n_properties : int
+        Property words at the end of each record.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 body word index of each streamline's first point (after its count word):
+        ``1 + s * (1 + n_properties) + stride * sum(counts[:s])``.
+    """
     counts = np.asarray(counts, dtype=np.int64)
     starts = np.arange(counts.shape[0], dtype=np.int64) * (1 + n_properties) + 1
     if counts.shape[0] > 1:
@@ -465,7 +640,20 @@ def record_starts(counts: np.ndarray, stride: int, n_properties: int) -> np.ndar
 
 
 def not_finite(path, s: int) -> LtpaError:
-    """The error for streamline ``s`` of ``path`` having a NaN or infinite coordinate."""
+    """The error for streamline ``s`` of ``path`` having a NaN or infinite coordinate.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, named in the message.
+    s : int
+        Index of the streamline.
+
+    Returns
+    -------
+    LtpaError
+        A ``DamagedFileError`` (returned, not raised) for the caller to raise.
+    """
     return DamagedFileError(
         f"file {str(path)!r}: streamline {s} has a NaN or infinite coordinate; "
         f"expected finite voxmm coordinates"

@@ -31,7 +31,32 @@ log = logging.getLogger("ltpa")
 
 
 def read_fib_mapping(path):
-    """(dimension, mx, my, mz) from a .fib.gz; raises LtpaError naming the file."""
+    """(dimension, mx, my, mz) from a .fib.gz; raises LtpaError naming the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The DSI Studio .fib.gz (or .map.fib.gz): a gzipped MATLAB v4 file.
+
+    Returns
+    -------
+    dimension : tuple of int
+        The QSDR grid's shape (3 values).
+    maps : list of numpy.ndarray
+        ``[mx, my, mz]``: flat int64 arrays of ``prod(dimension)`` b0 voxel indices, one per
+        QSDR voxel in Fortran order.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist.
+    DamagedFileError
+        If it is not a gzipped MATLAB file scipy can read, or lacks ``dimension``, ``mx``,
+        ``my`` or ``mz``.
+    GeometryError
+        If ``dimension`` is not three values or ``mx``/``my``/``mz`` do not each have
+        ``prod(dimension)`` entries.
+    """
     from scipy.io import loadmat
 
     path = Path(path)
@@ -57,7 +82,23 @@ def read_fib_mapping(path):
 
 
 def conform_b0(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Swap and flip the b0 volume to the orientation DSI Studio's mapping assumes."""
+    """Swap and flip the b0 volume to the orientation DSI Studio's mapping assumes.
+
+    The rule is the module docstring's: axes swapped where the affine's dominant column of
+    a world axis is another voxel axis, then flips by the signs of the diagonal.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The 3-D b0 volume as stored.
+    affine : numpy.ndarray
+        Its voxel -> RAS affine (4x4 or 3x3; only the 3x3 part is used; not modified).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``data`` with axes swapped and flipped (a view; same dtype).
+    """
     affine = np.array(affine, dtype=np.float64)[:3, :3]
     for i, j in ((0, 1), (0, 2), (1, 2)):
         # world axis i is reached mostly through voxel axis j: swap voxel axes i and j
@@ -75,7 +116,45 @@ def conform_b0(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def map_b0_atlas(fib_path, b0_path, out_path, before_rename=None) -> dict:
-    """Write the QSDR-space atlas at ``out_path`` from a b0-space atlas and a fib mapping."""
+    """Write the QSDR-space atlas at ``out_path`` from a b0-space atlas and a fib mapping.
+
+    Each QSDR voxel takes the label of the conformed b0 voxel ``(mx, my, mz)`` gives it; an
+    index outside the b0 volume on an axis is set to 0 on that axis (counted, logged). The
+    image (the b0 atlas's dtype, ``QSDR_AFFINE``) is written to a temp file beside
+    ``out_path`` and renamed onto it (``ltpa.io.atomic_path``); its format is chosen by the
+    suffix of ``out_path`` (.nii.gz when unknown).
+
+    Parameters
+    ----------
+    fib_path : str or os.PathLike
+        The DSI Studio .fib.gz with the QSDR mapping.
+    b0_path : str or os.PathLike
+        The atlas in b0 space (a 3-D image nibabel reads).
+    out_path : str or os.PathLike
+        The QSDR-space atlas to write.
+    before_rename : callable, optional
+        Called with no arguments after the data is on disk and before the rename; it raises
+        to keep the output from replacing ``out_path``.
+
+    Returns
+    -------
+    dict
+        ``"dimension"``: the QSDR shape (list of 3 ints); ``"outside_b0"``: per axis
+        ("x", "y", "z") the number of QSDR voxels whose index fell outside the b0 volume;
+        ``"n_labels"``: the number of distinct nonzero labels in the result.
+
+    Raises
+    ------
+    InputError
+        If the fib file or the b0 atlas does not exist, or the atlas is unreadable or not
+        3-D.
+    DamagedFileError
+        If the fib file is not a readable mapping (see ``read_fib_mapping``).
+    GeometryError
+        If the fib file's dimension and mapping lengths disagree.
+    LtpaError
+        If the output cannot be written (``atomic_path``).
+    """
     import nibabel as nib
 
 

@@ -66,7 +66,33 @@ INDEX_BYTES_PER_VOXEL = 20
 
 
 def build_index(trk: TrkFile, key_map: KeyMap, progress=None) -> VoxelCSR:
-    """Hash every point of ``trk`` to its key voxel, reading the file once."""
+    """Hash every point of ``trk`` to its key voxel, reading the file once.
+
+    Parameters
+    ----------
+    trk : TrkFile
+        The open .trk (read once, with ``walk``).
+    key_map : KeyMap
+        The trk voxel -> key map; its grid is the key grid.
+    progress : callable, optional
+        Called as ``progress(words_done, total_words)`` as the file is read.
+
+    Returns
+    -------
+    VoxelCSR
+        The key grid's shape, the CSR index (int64 ``voxels`` and ``indptr``, int32 ``ids``),
+        the number of points outside the key grid, the streamline and point counts, and the
+        int32 points per streamline.
+
+    Raises
+    ------
+    LtpaError
+        If the file may hold more streamlines than int32 ids can number (by its header's
+        ``n_count``, or its size when that is 0).
+    DamagedFileError
+        If a streamline has a NaN or infinite coordinate, or the body is damaged (see
+        ``TrkFile.walk``).
+    """
     dim = tuple(int(d) for d in key_map.grid.dim)
     n_vox = int(np.prod(dim))
     # at most one pair per point, and a point takes at least 3 words: untouched pages of

@@ -49,7 +49,28 @@ class Atlas:
 
 def read_volume(path, what="atlas file") -> tuple[np.ndarray, np.ndarray]:
     """(data as stored, affine) of a 3-D image; LtpaError naming ``what`` and the file when
-    it is missing, unreadable or not 3-D."""
+    it is missing, unreadable or not 3-D.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image (any format nibabel loads).
+    what : str, optional
+        What the file is, for messages; default "atlas file".
+
+    Returns
+    -------
+    data : numpy.ndarray
+        The 3-D voxel array as nibabel gives it (``np.asanyarray(img.dataobj)``: the file's
+        dtype, or float when the header scales the values).
+    affine : numpy.ndarray
+        (4, 4) float64 voxel -> RAS mm affine.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist, nibabel cannot read it, or the image is not 3-D.
+    """
     import nibabel as nib
 
     path = Path(path)
@@ -70,7 +91,27 @@ def read_volume(path, what="atlas file") -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
-    """(labels as int64, affine) of a 3-D label volume, checked: integral, >= 0, < 2^63."""
+    """(labels as int64, affine) of a 3-D label volume, checked: integral, >= 0, < 2^63.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The atlas file (any image nibabel reads).
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        3-D int64 labels, in the file's own voxel order.
+    affine : numpy.ndarray
+        (4, 4) float64 voxel -> RAS mm affine.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist, cannot be read as an image, is not 3-D, or holds values
+        that are not labels (NaN or infinite, non-integral, negative, above 2^63 - 1, or of
+        a data type other than integer, boolean or float).
+    """
     raw, affine = read_volume(path)
     if raw.dtype.kind == "f":
         if not np.isfinite(raw).all():
@@ -123,7 +164,29 @@ def read_label_volume(path) -> np.ndarray:
 def load_atlas(path, grid=None) -> Atlas:
     """A label volume in ``grid`` (an ``ltpa.formats.grids.Grid``): the same grid up to axis flips
     and permutations is reoriented exactly by index (``Atlas.note`` says so); any other grid
-    is an error naming both affines. Without ``grid``, the volume as stored."""
+    is an error naming both affines. Without ``grid``, the volume as stored.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The atlas file (any image nibabel reads).
+    grid : Grid, optional
+        The streamlines' grid the atlas must be on (see ``ltpa.formats.grids.conform_plan``).
+
+    Returns
+    -------
+    Atlas
+        The C-contiguous int64 labels (on ``grid`` when given), its sorted unique nonzero
+        labels, and a note when it was reoriented (else None).
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read as a label volume (see ``read_label_image``).
+    GeometryError
+        If ``grid`` is given and the atlas is not on it, even after axis flips and
+        permutations.
+    """
     path = Path(path)
     data, affine = read_label_image(path)
     note = None
@@ -173,6 +236,35 @@ def labeling_tables(atlas: Atlas, regions, start: int, voxel_size):
     The rank volume (0 = background, r + 1 = position in the sorted region list) is made
     through the atlas's distinct labels, not a table indexed by label value, so labels of
     any size up to 2^63 - 1 cost memory by their number, not their magnitude.
+
+    Parameters
+    ----------
+    atlas : Atlas
+        The label volume, on the streamlines' grid.
+    regions : array_like or None
+        The region list to number the ids over (made unique and sorted, int64); None: the
+        atlas's own nonzero labels.
+    start : int
+        The id of the first pair (``connection_ids_start_at``): 0 or 1.
+    voxel_size : sequence of float
+        The trk's voxel sizes in mm (3 values): a point's voxel is ``floor(voxmm / vs)``.
+
+    Returns
+    -------
+    tables : kernels.LabelTables
+        ``vs`` (float64), ``adim`` (int64 atlas shape), ``upper`` (float32 thresholds of
+        ``upper_thresholds``), ``rank`` (flat C-order int32 per voxel: 0 for background or
+        a label not in the list, else its position in the list + 1), ``n_regions``,
+        ``start``.
+    regions : numpy.ndarray
+        The int64 sorted region list used.
+    unknown : numpy.ndarray
+        int64 sorted nonzero atlas labels not in the region list (treated as background).
+
+    Raises
+    ------
+    InputError
+        If ``start`` is neither 0 nor 1.
     """
     # numba (~0.45 s to import) only when a file is read: the dry run and
     # `ltpa status` import this module without it
@@ -205,6 +297,33 @@ def label_trk(trk, atlas: Atlas, regions=None, start: int = 1, progress=None) ->
     ``kernels.label_range`` while it is in cache: every point is checked (finite, inside
     the atlas grid); the label is looked up from the front until the first nonzero one
     and from the back until the last, so no per-point arrays exist.
+
+    Parameters
+    ----------
+    trk : TrkFile
+        The open .trk (read once).
+    atlas : Atlas
+        The label volume, already on the trk's grid (``load_atlas`` with its grid).
+    regions : array_like, optional
+        The region list to number the ids over; None: the atlas's own nonzero labels.
+    start : int, optional
+        The id of the first pair (``connection_ids_start_at``): 0 or 1; default 1.
+    progress : callable, optional
+        Called as ``progress(words_done, total_words)`` as the file is read.
+
+    Returns
+    -------
+    LabelResult
+        The int64 id of each streamline, the region list, ``start``, the atlas labels not in
+        the list, and the number of points outside the atlas grid and in the file.
+
+    Raises
+    ------
+    InputError
+        If ``start`` is neither 0 nor 1.
+    DamagedFileError
+        If a streamline has a NaN or infinite coordinate, or the body is damaged (see
+        ``TrkFile.walk``).
     """
     # numba (~0.45 s to import) only when a file is read: the dry run and
     # `ltpa status` import this module without it

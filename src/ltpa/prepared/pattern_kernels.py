@@ -22,7 +22,22 @@ from ..kernels import _jit
 @_jit
 def dilate(voxels, d0, d1, d2, offsets, mark):
     """``mark[lin] = 1`` for every voxel within ``offsets`` of a voxel of ``voxels``
-    (linear C-order numbers of a d0 x d1 x d2 grid), clipped to the grid."""
+    (linear C-order numbers of a d0 x d1 x d2 grid), clipped to the grid.
+
+    Compiled (numba); nothing is returned, ``mark`` is filled in place (entries of voxels
+    reached by no offset are left as they are).
+
+    Parameters
+    ----------
+    voxels : numpy.ndarray
+        int64 linear C-order numbers of the grid's voxels to dilate (the indexed voxels).
+    d0, d1, d2 : int
+        The grid's shape.
+    offsets : numpy.ndarray
+        (K, 3) int64 voxel offsets (the sphere, ``patterns.sphere_offsets``).
+    mark : numpy.ndarray
+        Flat array of ``d0 * d1 * d2`` entries (e.g. uint8 zeros), set to 1 in place.
+    """
     n_off = offsets.shape[0]
     plane = d1 * d2
     for q in range(voxels.shape[0]):
@@ -59,7 +74,26 @@ del _bit
 def work_arrays(n_streamlines, n_labels):
     """A kernel thread's work arrays: per streamline its last center (``stamp``), per
     connection id its counter (``acc``), the ids a center touched (``touched``) and the
-    bitmap of the ids present (``bits``)."""
+    bitmap of the ids present (``bits``).
+
+    Parameters
+    ----------
+    n_streamlines : int
+        Streamlines of the scan.
+    n_labels : int
+        Number of connection ids (the largest id + 1).
+
+    Returns
+    -------
+    stamp : numpy.ndarray
+        int32 (n_streamlines,), all -1.
+    acc : numpy.ndarray
+        int32 (n_labels,), all 0.
+    touched : numpy.ndarray
+        int32 (n_labels,), uninitialized.
+    bits : numpy.ndarray
+        uint64 (ceil(n_labels / 64),), all 0.
+    """
     return (np.full(n_streamlines, -1, dtype=np.int32),  # center numbers < 2**31
             np.zeros(n_labels, dtype=np.int32),
             np.empty(n_labels, dtype=np.int32),
@@ -77,9 +111,52 @@ def sphere_patterns(centers, base, d0, d1, d2, offsets, lut, indptr, ids, conn, 
     ``acc`` and ``bits`` are zeros), so that the centers can come in chunks: center ``ci``
     of this call is number ``base + ci`` of the scan. ``ctz``: ``CTZ_TABLE``; ``cap``: the
     entries expected (the output grows past it, by doubling: a good guess saves the copies
-    and the fresh pages). Returns
-    ``(indptr, connection_ids, counts)``: CSR rows in the order of ``centers``, ids sorted
+    and the fresh pages). The result is CSR rows in the order of ``centers``, ids sorted
     within a row; the two entry arrays are views of the (larger) output buffers.
+
+    Compiled (numba). ``stamp``, ``acc``, ``touched`` and ``bits`` are updated in place and
+    left ready for the next chunk (``acc`` and ``bits`` zeros again).
+
+    Parameters
+    ----------
+    centers : numpy.ndarray
+        int64 linear C-order numbers of this chunk's center voxels.
+    base : int
+        Number of the chunk's first center in the scan (the stamp of center ``ci`` is
+        ``base + ci``).
+    d0, d1, d2 : int
+        The key grid's shape.
+    offsets : numpy.ndarray
+        (K, 3) int64 voxel offsets of the sphere (``patterns.sphere_offsets``).
+    lut : numpy.ndarray
+        Flat (d0 * d1 * d2,) int32/int64: position of each voxel in the index, -1 if empty.
+    indptr : numpy.ndarray
+        int64 CSR pointers of the voxel index.
+    ids : numpy.ndarray
+        int32 streamline ids of the voxel index.
+    conn : numpy.ndarray
+        Connection id of each streamline (uint16 or int32), each < ``n_labels``.
+    stamp : numpy.ndarray
+        int32 per streamline: number of the last center that counted it.
+    acc : numpy.ndarray
+        int32 per connection id: the counter (zeros on entry).
+    touched : numpy.ndarray
+        int32 per connection id: scratch for the ids a center touched.
+    bits : numpy.ndarray
+        uint64 bitmap of the connection ids (zeros on entry).
+    ctz : numpy.ndarray
+        ``CTZ_TABLE``: int64 (64,) count-trailing-zeros table for ``DE_BRUIJN``.
+    cap : int
+        Entries expected; the output buffers start at ``max(1024, cap)``.
+
+    Returns
+    -------
+    indptr : numpy.ndarray
+        int64 (len(centers) + 1,): row ``ci``'s entries are ``indptr[ci]:indptr[ci + 1]``.
+    connection_ids : numpy.ndarray
+        int32 connection ids of each row, sorted within it (a view of a larger buffer).
+    counts : numpy.ndarray
+        int32 distinct streamlines of the row's sphere with that id (a view likewise).
     """
     n_c = centers.shape[0]
     n_off = offsets.shape[0]

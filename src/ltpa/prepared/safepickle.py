@@ -651,7 +651,24 @@ NUMPY_FACTORIES = {
 
 
 def finished(value):
-    """``value`` with finished drafts replaced by what they built (errors for unfinished ones)."""
+    """``value`` with finished drafts replaced by what they built (errors for unfinished ones).
+
+    Parameters
+    ----------
+    value : object
+        Anything the machine built; only a draft itself is replaced (not drafts inside
+        containers).
+
+    Returns
+    -------
+    object
+        The object the draft built, or ``value`` itself when it is not a draft.
+
+    Raises
+    ------
+    RefusedPickleError
+        If ``value`` is a draft that was never given its state (BUILD).
+    """
     if isinstance(value, _Draft):
         if value.value is None:
             raise RefusedPickleError(f"an object of kind {value.kind} was never given its state")
@@ -660,7 +677,34 @@ def finished(value):
 
 
 def load_mapped(path, globals_: dict, factories: dict):
-    """Map ``path`` read-only and run the safe machine on it; returns the top object."""
+    """Map ``path`` read-only and run the safe machine on it; returns the top object.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The pickle file.
+    globals_ : dict
+        Exact ``(module, name)`` pairs the file may name -> token kinds, besides numpy's
+        (``NUMPY_GLOBALS``).
+    factories : dict
+        ``(opcode kind, token kind)`` -> function building the object, with kind "reduce"
+        or "build", besides numpy's (``NUMPY_FACTORIES``).
+
+    Returns
+    -------
+    object
+        The pickle's top object (possibly an unfinished draft: see ``finished``); large
+        byte strings in it are read-only views of the mapped file.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist, is a folder, or cannot be opened or mapped.
+    RefusedPickleError
+        If the file is empty, or the machine refuses it (see ``SafeUnpickler.load``).
+    LtpaError
+        One that a factory raises, unchanged.
+    """
     path = Path(path)
     with opening(path, "a pickle"):
         fh = open(path, "rb")

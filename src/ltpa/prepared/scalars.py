@@ -19,6 +19,37 @@ def average_track_scalars(txt_path, n_streamlines: int, out_npy, trk_path=None,
 
     An empty line gives NaN (a streamline without values). A line count other
     than ``n_streamlines`` is an error naming both.
+
+    The means are saved with ``np.save`` to a temp file beside ``out_npy`` and renamed onto
+    it (``ltpa.io.atomic_open``).
+
+    Parameters
+    ----------
+    txt_path : str or os.PathLike
+        DSI Studio's text export: one line of space-separated numbers per streamline.
+    n_streamlines : int
+        The number of streamlines the file must have lines for.
+    out_npy : str or os.PathLike
+        The .npy to write: a 1-D float64 array of ``n_streamlines`` means.
+    trk_path : str or os.PathLike, optional
+        The streamline file, named in the line-count error.
+    before_rename : callable, optional
+        Called with no arguments after the data is on disk and before the rename; it raises
+        to keep the output from replacing ``out_npy``.
+
+    Returns
+    -------
+    dict
+        ``{"n_streamlines": int, "n_empty": int}``: the number of means written and how many
+        of them are NaN (empty lines, or values whose mean is NaN).
+
+    Raises
+    ------
+    InputError
+        If ``txt_path`` does not exist, a line is not a list of numbers, or the number of
+        lines is not ``n_streamlines``.
+    LtpaError
+        If the output cannot be written (``atomic_open``).
     """
     txt_path = Path(txt_path)
     if not txt_path.exists():
