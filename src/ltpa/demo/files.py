@@ -15,7 +15,17 @@ from ..io import atomic_open
 
 
 def write_trk_flat(path, points, counts) -> None:
-    """A QSDR .trk (LPS, as DSI Studio writes) from one flat (P, 3) voxmm array + counts."""
+    """A QSDR .trk (LPS, as DSI Studio writes) from one flat (P, 3) voxmm array + counts.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .trk to write (atomically).
+    points : numpy.ndarray
+        (P, 3) points of every streamline, one after the other, in voxmm of the QSDR grid.
+    counts : numpy.ndarray
+        (N,) int points per streamline (summing to P); N is the header's n_count.
+    """
     hdr = make_header(QSDR_DIM, QSDR_VOXEL_SIZE, "LPS", QSDR_AFFINE, counts.shape[0])
     with atomic_open(path, "wb") as fh:
         fh.write(hdr.tobytes())
@@ -23,7 +33,19 @@ def write_trk_flat(path, points, counts) -> None:
 
 
 def write_tck_flat(path, points_ras, counts) -> None:
-    """An MRtrix .tck (Float32LE, RAS mm) from one flat (P, 3) array + counts."""
+    """An MRtrix .tck (Float32LE, RAS mm) from one flat (P, 3) array + counts.
+
+    Each streamline's points are followed by a NaN row, the file by an Inf row.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .tck to write (atomically).
+    points_ras : numpy.ndarray
+        (P, 3) points of every streamline, one after the other, in RAS mm.
+    counts : numpy.ndarray
+        (N,) int points per streamline (summing to P).
+    """
     n = counts.shape[0]
     rows = np.full((int(counts.sum()) + n + 1, 3), np.nan, dtype="<f4")
     pos = np.arange(points_ras.shape[0]) + np.repeat(np.arange(n), counts)
@@ -41,7 +63,19 @@ def write_tck_flat(path, points_ras, counts) -> None:
 def write_study_graphml(path, rows, centroids) -> None:
     """A region list as the Lausanne 2008 graphml files have it (node attributes dn_name,
     dn_fsname, dn_hemisphere, dn_region, dn_correspondence_id, dn_fs_aseg_val and the
-    region's centre dn_position_x/y/z in MNI mm), written by networkx as ``write_graphml``."""
+    region's centre dn_position_x/y/z in MNI mm), written by networkx as ``write_graphml``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .graphml to write (atomically).
+    rows : iterable of dict
+        One per region: "id" (the node's id), "name", "fsname", "hemisphere", "region" and
+        "aseg" (None: no dn_fs_aseg_val attribute).
+    centroids : iterable of sequence of float
+        Each region's centre (x, y, z) in MNI mm, rounded to 0.01 mm, in the order of
+        ``rows``.
+    """
     g = nx.Graph()
     for row, c in zip(rows, centroids):
         attrs = {"dn_region": row["region"], "dn_fsname": row["fsname"],
@@ -55,7 +89,18 @@ def write_study_graphml(path, rows, centroids) -> None:
 
 
 def write_study_lut(path, rows) -> None:
-    """A FreeSurfer-style colour table (``index name R G B A``), as Lausanne's *_LUT.txt."""
+    """A FreeSurfer-style colour table (``index name R G B A``), as Lausanne's *_LUT.txt.
+
+    A comment line, a blank line, ``0 Unknown`` and one line per region; the colours are
+    random but the same each time (seeded), A is 0.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The table to write (atomically).
+    rows : sequence of dict
+        One per region, with "id" and "name".
+    """
     rng = np.random.default_rng(60)
     colours = rng.integers(0, 256, (len(rows), 3))
     lines = ["#No. Label Name:                            R   G   B   A", "",
@@ -67,13 +112,34 @@ def write_study_lut(path, rows) -> None:
 
 
 def nifti_gz_bytes(data, affine) -> bytes:
-    """A gzipped NIfTI-1 image (mm units), the same bytes for the same data."""
+    """A gzipped NIfTI-1 image (mm units), the same bytes for the same data.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The image's voxels (their dtype is kept).
+    affine : numpy.ndarray
+        The 4x4 voxel-to-mm affine.
+
+    Returns
+    -------
+    bytes
+        The .nii.gz content (gzip level 6, no timestamp).
+    """
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
 
 
 def write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
+    """Write ``data`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+    data : bytes
+        Its content.
+    """
     with atomic_open(path, "wb") as fh:
         fh.write(data)

@@ -68,19 +68,70 @@ _CACHE = {}
 
 def atlas_volume_cache(scale):
     """``atlas_volume(scale)``, made once per process; the same array is returned each time
-    (callers must not modify it)."""
+    (callers must not modify it).
+
+    Parameters
+    ----------
+    scale : str
+        ``"scale33"``, or another value for the scale60 atlas (``atlas_volume``).
+
+    Returns
+    -------
+    numpy.ndarray
+        int16 labels of shape ``QSDR_DIM``, shared between calls.
+    """
     if scale not in _CACHE:
         _CACHE[scale] = atlas_volume(scale)
     return _CACHE[scale]
 
 
 def expected_id(a: int, b: int, n_regions: int, start: int = 1) -> int:
-    """Connection id of labels a, b with region list 1..n_regions."""
+    """Connection id of labels a, b with region list 1..n_regions.
+
+    Parameters
+    ----------
+    a : int
+        The first region's label, 1..n_regions.
+    b : int
+        The second region's label, 1..n_regions (either order).
+    n_regions : int
+        The number of regions in the list.
+    start : int, optional
+        The id of the first pair (``connection_ids_start_at``; default 1).
+
+    Returns
+    -------
+    int
+        The id ``ltpa.prepared.connections.connection_id`` gives the pair.
+    """
     return connection_id(a - 1, b - 1, n_regions, start)
 
 
 def make_streamlines(rng, n_per_side: int, n_background: int):
-    """Streamlines in QSDR voxmm; returns (streamlines, endpoint voxel pairs or None)."""
+    """Streamlines in QSDR voxmm; returns (streamlines, endpoint voxel pairs or None).
+
+    ``n_per_side`` streamlines from the brainstem to each precentral cube (bent gently,
+    ~1 mm steps, about half of them reversed), then ``n_background`` short ones in white matter
+    that touch no region, all shuffled.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random generator (its state advances).
+    n_per_side : int
+        Streamlines to each of the left and right precentral cubes.
+    n_background : int
+        Streamlines that touch no region (connection id 0).
+
+    Returns
+    -------
+    streamlines : list of numpy.ndarray
+        2 * n_per_side + n_background float32 (n, 3) arrays (n >= 2), in voxmm of the QSDR
+        grid (2 mm voxels).
+    ends : list of tuple or None
+        Per streamline, in the same order, ((i, j, k) of its first point's voxel, (i, j, k)
+        of its last point's), or None for a background streamline.
+    """
     bs = _cube_voxels(CUBES["brainstem"])
     streamlines, ends = [], []
     for side in ("lh.precentral", "rh.precentral"):
@@ -144,7 +195,33 @@ def write_graphml(path: Path, n_regions: int) -> None:
 
 def make_demo(folder, n_scans: int = 3, seed: int = 0, n_per_side: int = 60,
               n_background: int = 40) -> Path:
-    """Write the demo study into ``folder``; returns the path of its local_data.json."""
+    """Write the demo study into ``folder``; returns the path of its local_data.json.
+
+    ``folder`` gets the two scales' graphmls (``atlases/``), per scan ``s<n>/`` its .trk
+    and its atlas at each scale (``s<n>.<scale>.QSDR.nii.gz``), the expected connection
+    ids (``expected/<scan>.<scale>.npy``) and local_data.json naming them and the outputs
+    to make (pkl, pkl.trk, ``<scale>.npy``), with relative paths. Scans alternate between
+    the groups "control" and "patient".
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The study's folder, made if absent; files already there are overwritten.
+    n_scans : int, optional
+        The number of scans (default 3).
+    seed : int, optional
+        The random generator's seed: the same seed gives the same study (default 0).
+    n_per_side : int, optional
+        Streamlines per precentral cube in the first scan; each later scan has 10 more
+        (default 60).
+    n_background : int, optional
+        Streamlines per scan that touch no region (default 40).
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder / "local_data.json"``.
+    """
     import nibabel as nib
 
     folder = Path(folder)

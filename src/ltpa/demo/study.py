@@ -118,7 +118,18 @@ def _voxmm_to_ras(voxmm):
 def study_regions() -> dict:
     """Region tables of both scales: {scale: [dict(id, name, fsname, hemisphere, region,
     aseg, parent)]} in id order (Lausanne 2008 numbering: rh cortex, rh subcortical, lh
-    cortex, lh subcortical, brain stem)."""
+    cortex, lh subcortical, brain stem).
+
+    Returns
+    -------
+    dict
+        "scale33" (83 rows) and "scale60" (129 rows) -> list of dict, one per region: "id"
+        (1-based, int), "name" (e.g. "lh.superiorfrontal", "Left-Thalamus-Proper"),
+        "fsname", "hemisphere" ("right" or "left"; the brain stem "left"), "region"
+        ("cortical" or "subcortical"), "aseg" (FreeSurfer aseg value of a subcortical
+        region, None for cortex) and "parent" (the scale33 name it belongs to). A new
+        dict each call.
+    """
     out = {"scale33": [], "scale60": []}
     for scale in out:
         rows = out[scale]
@@ -161,7 +172,16 @@ def _qsdr_centres() -> np.ndarray:
 
 def study_atlas() -> dict:
     """The study's brain in the QSDR grid: ``mask`` (bool) and the ``scale33`` and
-    ``scale60`` label volumes (int16), and ``regions`` (``study_regions()``). Cached."""
+    ``scale60`` label volumes (int16), and ``regions`` (``study_regions()``). Cached.
+
+    Returns
+    -------
+    dict
+        "mask": bool array of shape ``QSDR_DIM`` (the brain); "scale33" and "scale60":
+        int16 label arrays of shape ``QSDR_DIM`` (0: white matter or outside the brain);
+        "regions": ``study_regions()``. The same dict (and arrays) each call: callers must
+        not modify them.
+    """
     if _STUDY_ATLAS:
         return _STUDY_ATLAS
     regions = study_regions()
@@ -235,7 +255,19 @@ def study_connectome(seed: int = 0) -> np.ndarray:
     triangle (a < b), summing to 1. Short-range pairs within a hemisphere, homotopic
     pairs, thalamo-cortical, striatal, limbic and brain-stem projections are likely; each
     pair's rate varies (log-normal, from ``seed``); the weakest are left out (a sparse
-    connectome); the planted pair gets ``PLANTED_SHARE``."""
+    connectome); the planted pair gets ``PLANTED_SHARE``.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Seed of the per-pair rate variation (default 0); the geometry does not depend on it.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (83, 83) shares, entry [a - 1, b - 1] for scale33 regions a < b; zero on
+        and below the diagonal and for unconnected pairs.
+    """
     atlas = study_atlas()
     rows = atlas["regions"]["scale33"]
     n = len(rows)
@@ -313,6 +345,27 @@ def study_streamlines(rng, a_ids, b_ids, step_mm: float = STEP_MM):
     corpus callosum for pairs across the midline), sampled every ~``step_mm``. Some stop
     in white matter at one or both ends (premature termination), some overshoot their
     start out of the brain (still inside the grid); half run backwards.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random generator (its state advances).
+    a_ids : numpy.ndarray
+        (S,) int scale33 region ids (1..83) of one end of each streamline.
+    b_ids : numpy.ndarray
+        (S,) int scale33 region ids of the other end.
+    step_mm : float, optional
+        The approximate distance between consecutive points, mm (default ``STEP_MM``).
+
+    Returns
+    -------
+    points : numpy.ndarray
+        float32 (P, 3) points of the kept streamlines, one after the other, in voxmm of
+        the QSDR grid.
+    counts : numpy.ndarray
+        int64 (K,) points per kept streamline (at least 2 each; summing to P).
+    keep : numpy.ndarray
+        bool (S,): which of the drawn streamlines were kept (K of them), in draw order.
     """
     atlas = study_atlas()
     order, starts = _parcel_index(atlas["scale33"])
@@ -404,7 +457,17 @@ def _template_to_b0_ras(ras):
 def b0_study_files():
     """(b0 label volumes {scale: int16 array in B0_DIM}, (mx, my, mz) int32 per QSDR voxel
     in Fortran order) for the b0 scan: DSI Studio's mapping of QSDR voxels to the b0
-    volume conformed by dsi2's rule (here: y flipped, as the affine's [1, 1] > 0)."""
+    volume conformed by dsi2's rule (here: y flipped, as the affine's [1, 1] > 0).
+
+    Returns
+    -------
+    vols : dict
+        "scale33" and "scale60" -> int16 label array of shape ``B0_DIM`` (affine
+        ``B0_AFFINE``): each b0 voxel's template label, 0 outside the QSDR grid.
+    mapping : tuple of numpy.ndarray
+        (mx, my, mz): int32 arrays with one entry per QSDR voxel in Fortran order, the b0
+        voxel index each maps to (clipped to the b0 grid; my counted from the flipped y).
+    """
     atlas = study_atlas()
     qsdr = np.stack(np.unravel_index(np.arange(int(np.prod(QSDR_DIM))), QSDR_DIM, order="F"), 1)
     ras = _affine(QSDR_AFFINE, qsdr)
@@ -426,7 +489,25 @@ def b0_study_files():
 
 
 def study_pair_id(names, scale="scale33") -> int:
-    """Connection id (numbering from 1) of a pair of region names in the study's atlas."""
+    """Connection id (numbering from 1) of a pair of region names in the study's atlas.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The two region names (e.g. ``PLANTED``), in either order.
+    scale : str, optional
+        "scale33" (default) or "scale60".
+
+    Returns
+    -------
+    int
+        The pair's connection id in that scale's region list (``expected_id``).
+
+    Raises
+    ------
+    StopIteration
+        If a name is not a region of that scale.
+    """
     rows = study_regions()[scale]
     ids = sorted(next(r["id"] for r in rows if r["name"] == n) for n in names)
     return expected_id(ids[0], ids[1], len(rows))
@@ -437,7 +518,26 @@ def subject_factors(seed: int, subject: int, n_pairs: int, planted: int,
     """One subject's own connectome: a log-normal factor (median 1, log-sd ``sd``) per
     connected region pair, drawn once per subject from (seed, subject), so that the scans
     of one subject share it. The planted pair keeps factor 1: its group effect stays as
-    strong as in a study without repeats."""
+    strong as in a study without repeats.
+
+    Parameters
+    ----------
+    seed : int
+        The study's seed.
+    subject : int
+        The subject's number (0-based).
+    n_pairs : int
+        The number of connected region pairs.
+    planted : int
+        The planted pair's position among them.
+    sd : float, optional
+        The factors' log-sd (default ``SUBJECT_SD``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (n_pairs,) factors, 1.0 at ``planted``.
+    """
     f = np.random.default_rng([seed, 4, subject]).lognormal(0.0, sd, n_pairs)
     f[planted] = 1.0
     return f
@@ -463,6 +563,33 @@ def make_study_demo(folder, seed: int = 0, n_scans: int = 20, n_streamlines: int
     scan draws its own Poisson counts and streamline geometry. So a subject's scans are
     more alike than two subjects' scans, as repeat scans of real subjects are.
     ``repeats=1`` writes the study without repeats (the default, byte for byte).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The study's folder, made if absent; files already there are overwritten.
+    seed : int, optional
+        The seed of everything random (default 0): the same seed gives the same study.
+    n_scans : int, optional
+        The number of scans (default 20); at least 4 subjects are needed.
+    n_streamlines : int, optional
+        About how many streamlines each scan draws (default 20,000), before those outside
+        the length thresholds are left out.
+    step_mm : float, optional
+        The approximate distance between consecutive points, mm (default ``STEP_MM``).
+    repeats : int, optional
+        Scans per subject (default 1); must divide ``n_scans``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder / "local_data.json"``.
+
+    Raises
+    ------
+    ValueError
+        If ``repeats`` is below 1 or does not divide ``n_scans``, or there are fewer than 4
+        subjects (``n_scans / repeats``).
     """
     if repeats < 1 or n_scans % repeats:
         raise ValueError(f"repeats {repeats}: must be >= 1 and divide the number of scans "

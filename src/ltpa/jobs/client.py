@@ -58,6 +58,17 @@ def run_here(argv) -> int:
     Every failure ends in the job's log (``ltpa.jobs.job``): an ``LtpaError`` as its
     message, any other exception with its traceback; what happens before the log is open
     (a spec that cannot be read, a log that cannot be written) goes to stderr.
+
+    Parameters
+    ----------
+    argv : list of str
+        The ``ltpa-job`` arguments (``--log LOG SPEC``).
+
+    Returns
+    -------
+    int
+        The job's exit status: 0 on success, 1 on any failure, or the status of a
+        ``SystemExit`` raised on the way (argparse's 2 for bad arguments, 0 for ``--help``).
     """
     try:
         args = build_parser().parse_args(argv)

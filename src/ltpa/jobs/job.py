@@ -28,6 +28,23 @@ def job(log_path=None, title=""):
     The process's stderr is sent to the log too, so warnings from libraries land
     there; the final error line is also written to the original stderr so that
     the Snakemake console shows it without opening the log.
+
+    Parameters
+    ----------
+    log_path : str or os.PathLike, optional
+        The log file, appended to (its folder is created); None or empty: log to stderr only.
+    title : str, optional
+        What the job does, logged in the first line after the package version.
+
+    Yields
+    ------
+    logging.Logger
+        The ``ltpa`` logger, for the step to log to.
+
+    Raises
+    ------
+    SystemExit
+        With status 1 when the step raises any exception (logged first).
     """
     console = os.fdopen(os.dup(2), "w", buffering=1)
     handlers = [logging.StreamHandler(console)]

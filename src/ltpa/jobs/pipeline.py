@@ -82,7 +82,20 @@ class InputWatch:
                     f"nothing was written: run again once the file is stable")
 
     def records(self, output) -> dict:
-        """The sidecar's record of each input, as it was at the start (content hash if small)."""
+        """The sidecar's record of each input, as it was at the start (content hash if small).
+
+        Parameters
+        ----------
+        output : str or os.PathLike
+            The job's output; each record's ``relpath`` is relative to its folder.
+
+        Returns
+        -------
+        dict
+            Input field -> {"path" (absolute), "relpath", "size" (bytes), "mtime_ns", and
+            "sha256" (hex) for a file of at most ``sidecar.HASH_MAX_BYTES`` that could be
+            read}, for every input the job has (fields whose path is None are left out).
+        """
         folder = os.path.dirname(os.path.abspath(output))
         out = {}
         for fld, ident in self.at_start.items():
@@ -98,7 +111,19 @@ class InputWatch:
 
 
 def check_output_path(spec: JobSpec) -> None:
-    """Refuse an output that is one of the job's inputs, a folder or a symlink."""
+    """Refuse an output that is one of the job's inputs, a folder or a symlink.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        The job; its ``output`` is checked against its ``inputs`` (paths resolved).
+
+    Raises
+    ------
+    InputError
+        If the output, or (when the job writes one) its sidecar, is one of the job's input
+        files, or the output is a symbolic link or an existing folder.
+    """
     out = spec.output
     real = os.path.realpath(out)
     side = os.path.realpath(str(sidecar.path_of(out)))
@@ -134,7 +159,31 @@ class _ScanPrefix(logging.Filter):
 
 
 def run(spec: JobSpec) -> dict:
-    """Make ``spec.output`` (and its sidecar); returns the step's statistics."""
+    """Make ``spec.output`` (and its sidecar); returns the step's statistics.
+
+    The output path is checked (``check_output_path``), the output's lock is held for the
+    whole job, the step (``STEPS[spec.step]``) runs, and the sidecar is written when
+    ``spec.sidecar``. Warnings logged meanwhile start with the job's scan (and atlas).
+
+    Parameters
+    ----------
+    spec : JobSpec
+        The job: its step, output, inputs and parameters.
+
+    Returns
+    -------
+    dict
+        The step's statistics (what the sidecar records under "stats"), without the
+        "_sidecar" entry.
+
+    Raises
+    ------
+    LtpaError
+        Any error of the job (``InputError``, ``GeometryError``, ``DamagedFileError``,
+        ``StaleOutputError``, ...), its message prefixed once with the scan, atlas and input
+        field it concerns (``JobSpec.where``). When the step raises an ``LtpaError``, an
+        input that changed meanwhile is reported instead (``StaleOutputError``).
+    """
     t0 = time.perf_counter()
     prefix = _ScanPrefix(spec.where())
     log.addFilter(prefix)
@@ -483,7 +532,34 @@ def _npy_regions(npy):
 
 
 def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
-    """A scan's termination patterns at ``spec.radius`` (``ltpa.prepared.patterns``)."""
+    """A scan's termination patterns at ``spec.radius`` (``ltpa.prepared.patterns``).
+
+    The pkl is loaded, the npy memory-mapped, and the patterns written to ``spec.output``
+    atomically, replacing the old file only if every input is unchanged; the region list in
+    the npy's sidecar (when it has one) is checked and recorded in the patterns' meta.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        A "patterns" job: ``pkl_path`` and ``numpy_path`` among its inputs, ``radius`` (in
+        voxels) and ``threads`` (the kernel's threads).
+    watch : InputWatch
+        The identities of the job's inputs at its start.
+
+    Returns
+    -------
+    dict
+        The statistics: radius, n_streamlines, n_centers, n_entries and seconds (wall
+        time of the step).
+
+    Raises
+    ------
+    LtpaError
+        If the npy cannot be read as a .npy array; the readers' errors for a pkl or an npy
+        sidecar that cannot be used.
+    StaleOutputError
+        If an input changed while the job ran (nothing is written).
+    """
     t0 = time.perf_counter()
     pkl, npy = spec.inputs["pkl_path"], spec.inputs["numpy_path"]
     ds = load_track_dataset(pkl)
@@ -512,7 +588,29 @@ def step_patterns(spec: JobSpec, watch: InputWatch) -> dict:
 
 def step_qc_scan(spec: JobSpec, watch: InputWatch) -> dict:
     """A scan's QC table (``spec.output``) and length histogram (``spec.extra["lengths"]``),
-    from its outputs, their sidecars and, when on disk, its trk (``ltpa.qc.tables``)."""
+    from its outputs, their sidecars and, when on disk, its trk (``ltpa.qc.tables``).
+
+    Both TSVs are written atomically, each replacing the old file only if every input is
+    unchanged.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        A "qc_scan" job: optionally ``pkl_path`` among its inputs; ``extra`` holds
+        ``lengths`` (required), and optionally ``atlases``, ``trk_file`` and ``kept``.
+    watch : InputWatch
+        The identities of the job's inputs at its start.
+
+    Returns
+    -------
+    dict
+        ``{"rows": n}``, the number of rows of the QC table.
+
+    Raises
+    ------
+    StaleOutputError
+        If an input changed while the job ran.
+    """
     extra = spec.extra or {}
     rows = write_scan_qc(spec.scan_id, spec.output, extra["lengths"],
                          pkl_path=spec.inputs.get("pkl_path"),
@@ -540,7 +638,46 @@ def _inputs(**kw):
 
 def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False, scan_id=None,
                properties=None, trk_out=None, sidecar=True, reference_volume=None) -> dict:
-    """Hash ``trk_path`` into a TrackDataset pickled at ``out_pkl`` (and a key-grid .trk)."""
+    """Hash ``trk_path`` into a TrackDataset pickled at ``out_pkl`` (and a key-grid .trk).
+
+    Each output is made by its own job through ``run`` ("index", then "export"); both
+    output paths are checked before either is written.
+
+    Parameters
+    ----------
+    trk_path : str or os.PathLike
+        The streamline file (.trk, .trk.gz, .tck or .trx).
+    out_pkl : str or os.PathLike or None
+        The pkl to write; None: write none (only ``trk_out``, if given).
+    space : str, optional
+        The streamlines' declared space: "qsdr" (default), "mni" or "native".
+    legacy_dsi2_mni_offset : bool, optional
+        Make qsdr keys with dsi2's j -> 102 - j instead of 101 - j.
+    scan_id : str, optional
+        The scan, stored in the pkl and used in the sidecar and error messages.
+    properties : dict, optional
+        The scan's metadata, carried in the pkl.
+    trk_out : str or os.PathLike, optional
+        Also write the streamlines in the key grid's voxmm to this .trk.
+    sidecar : bool, optional
+        Write each output's sidecar (default True).
+    reference_volume : str or os.PathLike, optional
+        The NIfTI whose grid a .tck or .trx in native space is put on.
+
+    Returns
+    -------
+    dict
+        The index job's statistics (``step_index``, without "_sidecar"); an empty dict when
+        ``out_pkl`` is None.
+
+    Raises
+    ------
+    InputError
+        If an output is an input, a symbolic link or a folder (``check_output_path``;
+        nothing is written).
+    LtpaError
+        Any other error of the jobs, with the scan and field it concerns.
+    """
     inputs = _inputs(trk_file=trk_path, reference_volume=reference_volume)
     specs = []
     if out_pkl is not None:
@@ -561,7 +698,31 @@ def index_scan(trk_path, out_pkl, *, space="qsdr", legacy_dsi2_mni_offset=False,
 
 def index_only(trk_path, *, space="qsdr", legacy_dsi2_mni_offset=False,
                reference_volume=None) -> dict:
-    """Read and hash without writing anything (``ltpa index --no-write``, for timing)."""
+    """Read and hash without writing anything (``ltpa index --no-write``, for timing).
+
+    Parameters
+    ----------
+    trk_path : str or os.PathLike
+        The streamline file (.trk, .trk.gz, .tck or .trx).
+    space : str, optional
+        The streamlines' declared space: "qsdr" (default), "mni" or "native".
+    legacy_dsi2_mni_offset : bool, optional
+        Make qsdr keys with dsi2's j -> 102 - j instead of 101 - j.
+    reference_volume : str or os.PathLike, optional
+        The NIfTI whose grid a .tck or .trx in native space is put on.
+
+    Returns
+    -------
+    dict
+        ``{"n_streamlines": n, "n_voxels": v}``: the streamlines read and the key-grid
+        voxels they pass through.
+
+    Raises
+    ------
+    LtpaError
+        If the streamline file cannot be read or its header is not the declared space's
+        grid, with the field it concerns.
+    """
     spec = JobSpec("index", "/dev/null", _inputs(trk_file=trk_path,
                                                   reference_volume=reference_volume),
                    space=space, legacy_dsi2_mni_offset=legacy_dsi2_mni_offset)
@@ -612,7 +773,51 @@ def export_key_trk(trk_path, out_trk, *, space="qsdr", legacy_dsi2_mni_offset=Fa
 def label_scan(trk_path, atlas_path, out_npy, *, graphml_path=None, labels_path=None, start=1,
                scan_id=None, atlas_key=None, sidecar=True, space="qsdr",
                reference_volume=None) -> dict:
-    """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``."""
+    """Label every streamline of ``trk_path`` with ``atlas_path``; save ids to ``out_npy``.
+
+    Runs a "label" job through ``run`` (``step_label``): the ids are an int64 .npy, 0 for a
+    streamline with fewer than two labeled points.
+
+    Parameters
+    ----------
+    trk_path : str or os.PathLike
+        The streamline file (.trk, .trk.gz, .tck or .trx).
+    atlas_path : str or os.PathLike
+        The atlas NIfTI, in the streamlines' grid up to axis flips and permutations.
+    out_npy : str or os.PathLike
+        The .npy to write.
+    graphml_path : str or os.PathLike, optional
+        The region list as a graphml (takes precedence over ``labels_path``).
+    labels_path : str or os.PathLike, optional
+        The region list as a label table.
+    start : int, optional
+        The number of the first connection id, 0 or 1 (default 1).
+    scan_id : str, optional
+        The scan, for the sidecar and error messages.
+    atlas_key : str, optional
+        The atlas's key in the study, recorded in the sidecar.
+    sidecar : bool, optional
+        Write the output's sidecar (default True).
+    space : str, optional
+        The streamlines' declared space (default "qsdr").
+    reference_volume : str or os.PathLike, optional
+        The NIfTI whose grid a .tck or .trx in native space is put on.
+
+    Returns
+    -------
+    dict
+        The job's statistics (``step_label``): n_streamlines, n_unlabeled,
+        share_unlabeled, n_regions, region_source, ...
+
+    Raises
+    ------
+    InputError
+        If ``start`` is not 0 or 1, or an output path cannot be written safely.
+    GeometryError
+        If the atlas's grid is not the streamlines' up to axis flips and permutations.
+    LtpaError
+        Any other error of the job, with the scan, atlas and field it concerns.
+    """
     return run(JobSpec("label", _abs(out_npy),
                        _inputs(trk_file=trk_path, volume_path=atlas_path,
                                graphml_path=graphml_path, labels_path=labels_path,
@@ -699,6 +904,39 @@ def write_patterns(pkl_path, npy_path, out_path, radius, *, scan_id=None, atlas_
     What ``ltpa patterns`` and the workflow's per-scan jobs run (the ``patterns`` step of
     ``run``): atomic, the output's lock held, the inputs checked unchanged before the
     rename. Returns the job's statistics.
+
+    Parameters
+    ----------
+    pkl_path : str or os.PathLike
+        The scan's TrackDataset pkl (``index_scan``).
+    npy_path : str or os.PathLike
+        The scan's connection ids for one atlas (``label_scan``).
+    out_path : str or os.PathLike
+        The patterns file to write.
+    radius : int
+        The sphere's radius in voxels, 0..``ltpa.prepared.patterns.MAX_RADIUS`` (an integral
+        float or string is accepted).
+    scan_id : str, optional
+        The scan, for the sidecar and error messages.
+    atlas_key : str, optional
+        The atlas the npy was labeled with, recorded in the sidecar.
+    sidecar : bool, optional
+        Write the output's sidecar (default True).
+    threads : int, optional
+        Threads of the kernel (at least 1; default 1); does not change the output.
+
+    Returns
+    -------
+    dict
+        The job's statistics (``step_patterns``): radius, n_streamlines, n_centers,
+        n_entries, seconds.
+
+    Raises
+    ------
+    InputError
+        If ``radius`` is not an integer in 0..``MAX_RADIUS``.
+    LtpaError
+        Any error of the job, with the scan, atlas and field it concerns.
     """
     return run(JobSpec("patterns", _abs(out_path), _inputs(pkl_path=pkl_path,
                                                            numpy_path=npy_path),

@@ -108,7 +108,26 @@ def _warm() -> None:
 
 def serve(path: Path, idle: float = IDLE_SECONDS,
           request_timeout: float = REQUEST_TIMEOUT) -> None:
-    """Listen on ``path`` and fork a child per connection, until idle for ``idle`` seconds."""
+    """Listen on ``path`` and fork a child per connection, until idle for ``idle`` seconds.
+
+    The server warms up first (imports and compiled kernels, one tiny job per step), then
+    binds a temporary socket (mode 0600) and moves it to ``path``, so clients see it only
+    once it accepts. It stops when no job came for ``idle`` seconds and none runs, or when
+    ``path`` was removed or taken by another server's socket; it removes ``path`` on the way
+    out only if it is still its own.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The socket, in a folder private to this user (checked by the caller,
+        ``wire.folder_problem``).
+    idle : float, optional
+        Seconds without a new connection (and with no job running) after which the server
+        exits (default ``IDLE_SECONDS``, 120).
+    request_timeout : float, optional
+        Seconds each connection's child gives the client to deliver its request (default
+        ``wire.REQUEST_TIMEOUT``, 10).
+    """
     _warm()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = path.with_name(path.name + f".{os.getpid()}")

@@ -48,7 +48,19 @@ ENV_PREFIXES = ("LC_", "LTPA_", "NUMBA_")
 
 
 def job_environment(env) -> dict:
-    """The variables of ``env`` a job needs (``ENV_NAMES``, ``ENV_PREFIXES``), as str -> str."""
+    """The variables of ``env`` a job needs (``ENV_NAMES``, ``ENV_PREFIXES``), as str -> str.
+
+    Parameters
+    ----------
+    env : mapping
+        An environment, e.g. ``os.environ`` or a request's ``env``.
+
+    Returns
+    -------
+    dict
+        Name -> value for the names in ``ENV_NAMES`` or starting with one of
+        ``ENV_PREFIXES``; entries whose name or value is not a str are left out.
+    """
     return {k: v for k, v in env.items()
             if isinstance(k, str) and isinstance(v, str)
             and (k in ENV_NAMES or k.startswith(ENV_PREFIXES))}
@@ -58,7 +70,18 @@ def job_environment(env) -> dict:
 
 
 def socket_path() -> Path:
-    """The server socket for this user, Python, ltpa install and SLURM job."""
+    """The server socket for this user, Python, ltpa install and SLURM job.
+
+    The socket's name holds a hash of the Python executable, the package's folder and
+    version, every module's mtime and ``SLURM_JOB_ID``, so a changed install gets a new
+    server. Nothing is created here (``folder_problem`` makes the folder).
+
+    Returns
+    -------
+    pathlib.Path
+        ``$XDG_RUNTIME_DIR/ltpa/jobs-<hash>.sock`` when ``XDG_RUNTIME_DIR`` is an existing
+        folder, else ``/tmp/ltpa-<uid>/jobs-<hash>.sock`` (hash: 16 hex digits).
+    """
     here = Path(ltpa.__file__).resolve().parent
     # the code's version: a changed module (an upgrade, an edit) gets a new server
     stamp = sorted(f"{p.relative_to(here)}:{p.stat().st_mtime_ns}" for p in here.rglob("*.py"))
@@ -77,6 +100,20 @@ def folder_problem(folder: Path, create: bool = True) -> str | None:
     Private: a real folder (lstat: not a symlink to one), owned by this uid, with no
     permission for group or others (0700). Anyone can create ``/tmp/ltpa-<uid>`` before
     this user does; a folder that fails this is never used (``create``: make it if absent).
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The socket's folder.
+    create : bool, optional
+        Make the folder (mode 0700) first when it does not exist (default True).
+
+    Returns
+    -------
+    str or None
+        None when the folder is private to this user; else what is wrong with it (it
+        cannot be stat'ed, is a symlink or not a folder, or has another owner or a mode
+        other than 0700), naming the folder.
     """
     if create:
         try:
@@ -97,7 +134,23 @@ def folder_problem(folder: Path, create: bool = True) -> str | None:
 
 
 def peer_uid(sock) -> int:
-    """The uid of the process at the other end of the Unix socket ``sock`` (SO_PEERCRED)."""
+    """The uid of the process at the other end of the Unix socket ``sock`` (SO_PEERCRED).
+
+    Parameters
+    ----------
+    sock : socket.socket
+        A connected Unix stream socket.
+
+    Returns
+    -------
+    int
+        The peer process's uid (as it was when the connection was made).
+
+    Raises
+    ------
+    OSError
+        If the socket's peer credentials cannot be read.
+    """
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid
@@ -167,7 +220,23 @@ def _recv_exact(sock, n):
 
 
 def send_request(sock, request: dict) -> None:
-    """Send a job request with this process's stdin, stdout and stderr (SCM_RIGHTS)."""
+    """Send a job request with this process's stdin, stdout and stderr (SCM_RIGHTS).
+
+    The request is framed as ``send_message`` frames it; file descriptors 0, 1 and 2 travel
+    with its first bytes.
+
+    Parameters
+    ----------
+    sock : socket.socket
+        A connected Unix stream socket to the job server.
+    request : dict
+        ``{"argv": [str], "cwd": str, "env": {str: str}}``.
+
+    Raises
+    ------
+    OSError
+        If the socket cannot send it (or times out).
+    """
     data = json.dumps(request).encode()
     frame = struct.pack("!I", len(data)) + data
     sent = sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
@@ -187,7 +256,18 @@ _BRACKET = re.compile(r"[\[\]{}]")
 
 
 def json_depth(text: str) -> int:
-    """How deeply the JSON ``text`` nests (no recursion: strings removed, brackets counted)."""
+    """How deeply the JSON ``text`` nests (no recursion: strings removed, brackets counted).
+
+    Parameters
+    ----------
+    text : str
+        JSON text (need not be valid).
+
+    Returns
+    -------
+    int
+        The greatest number of ``[``/``{`` open at once outside strings; 0 for a scalar.
+    """
     depth = peak = 0
     for m in _BRACKET.finditer(_STRING.sub("", text)):
         if m.group() in "[{":
@@ -204,6 +284,25 @@ def parse_request(data: bytes) -> dict:
     Raises ``BadRequest`` for anything else: too large, nested more than ``MAX_JSON_DEPTH``
     levels (checked before parsing, so no recursion limit is reached), not UTF-8, not JSON,
     missing or wrong-typed fields.
+
+    Parameters
+    ----------
+    data : bytes
+        The request's JSON, without the length prefix.
+
+    Returns
+    -------
+    dict
+        ``{"argv": [str], "cwd": str, "env": {str: str}}``, ``env`` cut down to the
+        variables a job gets (``job_environment``).
+
+    Raises
+    ------
+    BadRequest
+        If ``data`` is over ``MAX_REQUEST`` bytes, nests more than ``MAX_JSON_DEPTH``
+        levels, is not UTF-8 or not JSON, is not an object of exactly argv, cwd and env,
+        has a field of the wrong type, a cwd that is not absolute, or a NUL character (or,
+        in an env name, ``=``).
     """
     if len(data) > MAX_REQUEST:
         raise BadRequest(f"request of {len(data)} bytes; at most {MAX_REQUEST}")
@@ -236,6 +335,29 @@ def recv_request(conn, deadline: float):
     """A request: its length, then the JSON with the client's three fds (SCM_RIGHTS).
 
     Returns (bytes, fds); on any error the fds received so far are closed.
+
+    Parameters
+    ----------
+    conn : socket.socket
+        The accepted connection.
+    deadline : float
+        The ``time.monotonic()`` time by which the whole request must have arrived.
+
+    Returns
+    -------
+    tuple of (bytes, list of int)
+        The request's JSON bytes (without the length prefix) and the three file
+        descriptors received (the client's stdin, stdout and stderr), now owned by the
+        caller.
+
+    Raises
+    ------
+    BadRequest
+        If the request does not arrive by ``deadline``, the connection closes before it is
+        complete, it announces more than ``MAX_REQUEST`` bytes, more bytes follow it, or it
+        does not come with exactly three file descriptors.
+    OSError
+        If a read fails.
     """
     fds = []
     buf = bytearray()

@@ -58,6 +58,28 @@ def welch_t(mean_a, var_a, n_a, mean_b, var_b, n_b):
 
     ``var_*``: sample variances (ddof 1); ``n_*``: sample sizes (>= 2). Where both
     variances are 0, t and df are nan.
+
+    Parameters
+    ----------
+    mean_a : array_like
+        The first sample's means.
+    var_a : array_like
+        The first sample's variances (ddof 1).
+    n_a : array_like
+        The first sample's sizes (>= 2).
+    mean_b : array_like
+        The second sample's means.
+    var_b : array_like
+        The second sample's variances (ddof 1).
+    n_b : array_like
+        The second sample's sizes (>= 2).
+
+    Returns
+    -------
+    t : numpy.ndarray
+        Welch's t, float64, the arguments' broadcast shape; nan where both variances are 0.
+    df : numpy.ndarray
+        The Welch-Satterthwaite degrees of freedom, same shape; nan where t is.
     """
     va = np.asarray(var_a, dtype=np.float64) / n_a
     vb = np.asarray(var_b, dtype=np.float64) / n_b
@@ -71,14 +93,38 @@ def welch_t(mean_a, var_a, n_a, mean_b, var_b, n_b):
 
 def two_sided_p(t, df):
     """P(|T| >= |t|) for Student's T with ``df`` degrees of freedom (scipy.special's CDF:
-    the same values as scipy.stats.t, a quarter of its import time)."""
+    the same values as scipy.stats.t, a quarter of its import time).
+
+    Parameters
+    ----------
+    t : array_like
+        The t statistics.
+    df : array_like
+        Their degrees of freedom (broadcast with ``t``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The two-sided p-values, in [0, 1]; nan where ``t`` or ``df`` is.
+    """
     from scipy.special import stdtr
 
     return 2.0 * stdtr(df, -np.abs(t))
 
 
 def bh_q(p) -> np.ndarray:
-    """Benjamini-Hochberg q-values (adjusted p) of ``p``, in its order."""
+    """Benjamini-Hochberg q-values (adjusted p) of ``p``, in its order.
+
+    Parameters
+    ----------
+    p : array_like
+        The p-values, 1-D.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 q-values, one per p and in the same order, at most 1 (empty for empty ``p``).
+    """
     p = np.asarray(p, dtype=np.float64)
     if p.size == 0:
         return p.copy()
@@ -124,7 +170,20 @@ def comparisons(group_sizes: dict, reference: str | None = None) -> list[tuple[s
     """(group, reference) pairs: every group of 2+ scans against ``reference`` (config
     ``reference_group``), by default the first such group in sorted order; [] when fewer
     than two groups have 2+ scans, or the reference has fewer than 2. Scans without a group
-    (``""`` or None) take no part."""
+    (``""`` or None) take no part.
+
+    Parameters
+    ----------
+    group_sizes : dict
+        Group -> its number of scans.
+    reference : str, optional
+        The reference group; None: the first group of 2+ scans in sorted order.
+
+    Returns
+    -------
+    list of tuple of (str, str)
+        (group, reference) for every other group of 2+ scans, in sorted order.
+    """
     groups = sorted(g for g, n in group_sizes.items() if g and n >= 2)
     if reference is None:
         return [(g, groups[0]) for g in groups[1:]]
@@ -140,6 +199,30 @@ def group_differences(items, *, min_mean_count=MIN_MEAN_COUNT, fdr=FDR, referenc
     ``items``: [(scan_id, scan_group, numpy_path)]. Returns {"rows", "comparisons":
     [(group, reference)], "tested": {comparison: number of pairs tested}, "n_pairs",
     "n_scans", "left_out": [scan_id], "regions": union of the region ids}.
+
+    Parameters
+    ----------
+    items : iterable of tuple
+        (scan_id, scan_group, numpy_path) per scan of the atlas; scans without a group, or
+        whose npy has no usable sidecar, take no part.
+    min_mean_count : float, optional
+        Test only pairs with at least this many streamlines per scan on average over the
+        two groups' scans (default ``MIN_MEAN_COUNT``).
+    fdr : float, optional
+        Flag pairs with a q below it ("q<fdr" in the flag column; default ``FDR``).
+    reference : str, optional
+        The reference group (config ``reference_group``); None: the first group of 2+
+        scans in sorted order. A reference without 2+ scans: no comparison.
+
+    Returns
+    -------
+    dict
+        "rows": the table's rows (dicts over ``COLUMNS``; connection_id None unless every
+        scan has the same region list and first connection id; ratio nan where the
+        reference's mean share is 0); "comparisons": [(group, reference)]; "tested":
+        comparison -> pairs tested; "n_pairs": the region pairs of the union (U (U + 1) / 2);
+        "n_scans": group -> its number of scans; "left_out": scan ids left out; "regions":
+        the sorted int64 union of region ids.
     """
     scans = AtlasCounts(items, purpose="the group comparison")
     per_key = {}  # (group, region list) -> _Moments over that list's pairs
@@ -208,7 +291,23 @@ def group_differences(items, *, min_mean_count=MIN_MEAN_COUNT, fdr=FDR, referenc
 
 
 def write_group_differences(items, out_tsv, **kwargs) -> dict:
-    """Write :func:`group_differences` of one atlas's npys as a TSV (``COLUMNS``)."""
+    """Write :func:`group_differences` of one atlas's npys as a TSV (``COLUMNS``).
+
+    Parameters
+    ----------
+    items : iterable of tuple
+        (scan_id, scan_group, numpy_path) per scan of the atlas.
+    out_tsv : str or os.PathLike
+        The table to write (``qc/group_differences/<atlas>.tsv``); written with only its
+        header when there is no comparison.
+    **kwargs
+        ``min_mean_count``, ``fdr`` and ``reference``, passed to :func:`group_differences`.
+
+    Returns
+    -------
+    dict
+        :func:`group_differences`'s result.
+    """
     result = group_differences(items, **kwargs)
     write_tsv(out_tsv, result["rows"], COLUMNS)
     log.info("wrote %s: %d rows, %d comparisons", out_tsv, len(result["rows"]),

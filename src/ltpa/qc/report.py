@@ -84,6 +84,20 @@ def share_unlabeled_figure(rows):
     most extreme first, up to ``MAX_NAMED_OUTLIERS`` per group with "+N more".
     ``info``: {"named": {(atlas, group): [scan_id]}, "more": {(atlas, group): N},
     "shown": {(atlas, group): points drawn}, "outliers": {(atlas, group): [scan_id]}}.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The study summary's rows (``qc/summary.tsv`` as read by ``ltpa.qc.tables.read_tsv``);
+        rows without an atlas or a share_unlabeled are left out.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure, one panel per atlas (a single empty panel "no atlas" without rows).
+    info : dict
+        What was drawn: "named", "more", "shown" and "outliers", each keyed by
+        (atlas, group) as above; groups without scans of an atlas have no key.
     """
     plt = _plt()
     rows = [r for r in rows
@@ -154,7 +168,15 @@ def share_unlabeled_figure(rows):
 
 
 def plot_share_unlabeled(summary_tsv, out_png) -> None:
-    """Share of streamlines with connection id 0 per group (see :func:`share_unlabeled_figure`)."""
+    """Share of streamlines with connection id 0 per group (see :func:`share_unlabeled_figure`).
+
+    Parameters
+    ----------
+    summary_tsv : str or os.PathLike
+        The study summary (``qc/summary.tsv``).
+    out_png : str or os.PathLike
+        The PNG to write (100 dpi).
+    """
     fig, info = share_unlabeled_figure(read_tsv(summary_tsv))
     n = sum(len(v) for v in info["outliers"].values())
     log.info("share unlabeled: %d outlier rows (%d named on the plot)", n,
@@ -173,6 +195,27 @@ def length_summary(items) -> dict:
     (all the group's streamlines together). Returns {"width", "edges", "groups":
     {group: {"n_scans", "p10", "median", "p90", "pooled"}}, "without": [scan_id]}
     (``without``: no histogram, e.g. the trk was not on disk).
+
+    Parameters
+    ----------
+    items : iterable of tuple
+        (scan_id, scan_group, lengths_tsv) per scan; a histogram whose bin width differs
+        from the first one read is left out with a warning (its scan in ``without``).
+
+    Returns
+    -------
+    dict
+        "width": the bin width in mm (0.0 when no scan has a histogram); "edges": the
+        bins' edges in mm, float array of n_bins + 1 from 0; "groups": group -> {"n_scans":
+        int, and "p10", "median", "p90", "pooled": float arrays of n_bins shares}, in the
+        order groups first appear; "without": the scan ids left out.
+
+    Raises
+    ------
+    ValueError
+        If a histogram's bins are not of one width (``ltpa.qc.tables.read_length_histogram``).
+    OSError
+        If a histogram file cannot be read.
     """
     per_group = OrderedDict()
     width, without = None, []
@@ -207,7 +250,23 @@ def length_summary(items) -> dict:
 
 def lengths_figure(items):
     """(figure, :func:`length_summary`): per group the median share per length bin over its
-    scans, with the band from the 10th to the 90th percentile."""
+    scans, with the band from the 10th to the 90th percentile.
+
+    The x axis ends a little past the length below which 99.5 % of all streamlines lie;
+    without any histogram the panel says so.
+
+    Parameters
+    ----------
+    items : iterable of tuple
+        (scan_id, scan_group, lengths_tsv) per scan, as :func:`length_summary` takes.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure (one panel).
+    summary : dict
+        :func:`length_summary` of ``items``.
+    """
     plt = _plt()
     summary = length_summary(items)
     groups, edges = summary["groups"], summary["edges"]
@@ -238,6 +297,13 @@ def plot_lengths(items, out_png) -> None:
     """Streamline length per group (see :func:`lengths_figure`).
 
     ``items``: [(scan_id, scan_group, lengths_tsv)] (bins written by ltpa.qc.tables).
+
+    Parameters
+    ----------
+    items : iterable of tuple
+        (scan_id, scan_group, lengths_tsv) per scan.
+    out_png : str or os.PathLike
+        The PNG to write (100 dpi).
     """
     fig, summary = lengths_figure(items)
     if summary["without"]:
@@ -276,6 +342,23 @@ def connectivity_panels(items, report_scan) -> dict:
     per-pair counts per group, so memory does not grow with the number of scans. Returns
     {"panels": [(title, (U, U) matrix)], "regions": union of region ids, "names": {id:
     name}, "n_scans", "left_out": [scan_id]}.
+
+    Parameters
+    ----------
+    items : iterable of tuple
+        (scan_id, scan_group, numpy_path) per scan of the atlas.
+    report_scan : str or None
+        The scan shown alone in the first panel; None, or a scan not among those read: no
+        such panel.
+
+    Returns
+    -------
+    dict
+        "panels": [(title, float64 (U, U) symmetric matrix of streamlines per region pair)],
+        the chosen scan's counts first, then each group's mean per scan in the order
+        groups first appear; "regions": the sorted int64 union of the U region ids;
+        "names": {region id: name} from the region lists; "n_scans": the scans read;
+        "left_out": the scan ids left out.
     """
     sums = OrderedDict()  # group -> {region list: [summed pair counts, n scans]}
     chosen, n_scans = None, 0
@@ -315,6 +398,24 @@ def connectivity_figure(atlas, items, report_scan):
     empty cells are blank. Axes are named from the graphml (ids where it names none),
     every k-th region when there are more than ``MAX_TICK_LABELS``. ``info`` adds
     "keep" (the drawn region ids), "ticks" (positions) and "labels" to the panels'.
+
+    Parameters
+    ----------
+    atlas : str
+        The atlas key, for the title.
+    items : iterable of tuple
+        (scan_id, scan_group, numpy_path) per scan of the atlas.
+    report_scan : str or None
+        The scan shown alone in the first panel (None: none).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure: up to three panels per row, two rows of two for four panels.
+    info : dict
+        :func:`connectivity_panels`'s dict plus "keep" (int64 region ids drawn), "ticks"
+        (tick positions), "labels" (tick labels) and "norm" (the shared
+        ``matplotlib.colors.LogNorm``).
     """
     import math
 
@@ -371,7 +472,19 @@ def connectivity_figure(atlas, items, report_scan):
 
 def plot_connectivity(atlas, items, report_scan, out_png) -> None:
     """Connection-count matrices of one atlas: the chosen scan and each group's mean (see
-    :func:`connectivity_figure`). ``items``: [(scan_id, scan_group, numpy_path)]."""
+    :func:`connectivity_figure`). ``items``: [(scan_id, scan_group, numpy_path)].
+
+    Parameters
+    ----------
+    atlas : str
+        The atlas key, for the title.
+    items : iterable of tuple
+        (scan_id, scan_group, numpy_path) per scan of the atlas.
+    report_scan : str or None
+        The scan shown alone in the first panel (None: none).
+    out_png : str or os.PathLike
+        The PNG to write (110 dpi).
+    """
     fig, info = connectivity_figure(atlas, items, report_scan)
     log.info("%s: %d panels from %d scans", out_png, len(info["panels"]), info["n_scans"])
     _save(fig, out_png, dpi=110)
@@ -394,6 +507,25 @@ def group_differences_figure(atlas, rows):
     (strings). ``info``: {"comparisons": [(group, reference)], "ranked": {comparison:
     [(label, t, ratio, flag)]}, "regions": {comparison: region ids}, "limit": |t| of the
     colour scale}.
+
+    Parameters
+    ----------
+    atlas : str
+        The atlas key, for the title.
+    rows : list of dict
+        The rows of ``qc/group_differences/<atlas>.tsv`` as strings (``read_tsv``): group,
+        reference, rank, region_a, region_b, name_a, name_b, welch_t, ratio and flag are
+        read. No rows: one blank panel that says there is no comparison.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure: one row of two panels (matrix, ranked pairs) per comparison.
+    info : dict
+        "comparisons": the (group, reference) pairs in table order; "ranked": comparison
+        -> [("name_a -- name_b", t, ratio or None, flag)] of the pairs drawn; "regions":
+        comparison -> sorted int region ids of its matrix; "limit": the colour scale's
+        |t| (at least ``MIN_T_SCALE``).
     """
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
@@ -482,7 +614,17 @@ def group_differences_figure(atlas, rows):
 
 def plot_group_differences(atlas, table_tsv, out_png) -> None:
     """Group differences of one atlas (see :func:`group_differences_figure`) from its table
-    ``qc/group_differences/<atlas>.tsv``."""
+    ``qc/group_differences/<atlas>.tsv``.
+
+    Parameters
+    ----------
+    atlas : str
+        The atlas key, for the title.
+    table_tsv : str or os.PathLike
+        The atlas's group-difference table (``ltpa.qc.groupdiff.write_group_differences``).
+    out_png : str or os.PathLike
+        The PNG to write (100 dpi).
+    """
     fig, info = group_differences_figure(atlas, read_tsv(table_tsv))
     for comp, ranked in info["ranked"].items():
         if ranked:
@@ -498,7 +640,21 @@ MAX_MOSAIC_MARKS = 10  # top centers numbered on the mosaic (the table has the s
 
 
 def mosaic_slices(volume: np.ndarray, n: int = MOSAIC_SLICES) -> np.ndarray:
-    """Up to ``n`` axial (k) slices, evenly spaced over the slices that hold a value."""
+    """Up to ``n`` axial (k) slices, evenly spaced over the slices that hold a value.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        A 3-D map, NaN where it holds no value.
+    n : int, optional
+        The most slices to pick (default ``MOSAIC_SLICES``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted, distinct int64 indices along the third axis; the middle slice alone when
+        no value is finite.
+    """
     has = np.flatnonzero(np.isfinite(volume).any(axis=(0, 1)))
     if has.size == 0:
         return np.array([volume.shape[2] // 2])
@@ -511,7 +667,29 @@ def map_mosaic_figure(volume, affine, body: dict, extra: dict | None = None):
     light grey; a group difference in diverging colours symmetric about 0 with the centers
     of p_fwe <= 0.05 marked; every other statistic from its minimum to its maximum. The top
     centers of the sidecar's table (``body["top_centers"]``) are numbered on their slices.
-    ``info``: {"slices", "limits", "marked": [(rank, ijk)]}."""
+    ``info``: {"slices", "limits", "marked": [(rank, ijk)]}.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        The map, 3-D, NaN where no center holds a value.
+    affine : numpy.ndarray or None
+        The map's 4x4 voxel-to-mm affine, for each slice's z in mm (None: k only).
+    body : dict
+        The map's sidecar: "stat", "name", "radius", "n_centers", "params" and
+        "top_centers" (each with "ijk") are read.
+    extra : dict, optional
+        Further maps by name, each shaped like ``volume``; the centers where a "p_fwe" one is
+        at most 0.05 are marked with squares.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The mosaic (``MOSAIC_COLUMNS`` slices per row).
+    info : dict
+        "slices": the k indices drawn (list of int); "limits": (low, high) of the colour
+        scale; "marked": [(rank, (i, j, k))] of the top centers numbered.
+    """
     plt = _plt()
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
@@ -582,7 +760,24 @@ def map_mosaic_figure(volume, affine, body: dict, extra: dict | None = None):
 
 
 def plot_map(map_path, out_png) -> None:
-    """A study map's mosaic (see :func:`map_mosaic_figure`) from the NIfTI and its sidecar."""
+    """A study map's mosaic (see :func:`map_mosaic_figure`) from the NIfTI and its sidecar.
+
+    The extra maps the sidecar names (``extra_map_files``, e.g. p_fwe) are read from the
+    map's folder.
+
+    Parameters
+    ----------
+    map_path : str or os.PathLike
+        The study map (NIfTI) with its sidecar.
+    out_png : str or os.PathLike
+        The PNG to write (90 dpi).
+
+    Raises
+    ------
+    LtpaError
+        If the map has no sidecar that can be read, or its sidecar is not of kind
+        "study_map".
+    """
     import os
 
     import nibabel as nib

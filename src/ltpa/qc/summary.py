@@ -34,12 +34,45 @@ FLAGS = {
 
 
 def job_notes(target) -> list[Note]:
-    """What the job that made ``target`` found, from its sidecar (none if it has none)."""
+    """What the job that made ``target`` found, from its sidecar (none if it has none).
+
+    Parameters
+    ----------
+    target : ltpa.study.targets.Target
+        One output of the study.
+
+    Returns
+    -------
+    list of ltpa.study.study.Note
+        The notes :func:`output_notes` finds for the target's output, scan and atlas.
+    """
     return output_notes(target.output, target.scan.scan_id, target.atlas_key)
 
 
 def output_notes(output, scan, atlas=None) -> list[Note]:
-    """What the job that made ``output`` found, from its sidecar (none if it has none)."""
+    """What the job that made ``output`` found, from its sidecar (none if it has none).
+
+    Read from the sidecar's stats: for connection ids, labels outside the region list, the
+    atlas's own labels as the region list, regions not in the atlas, a reoriented atlas
+    and points outside the atlas grid; for a track dataset, points outside the key grid; for
+    a QSDR atlas, b0 indices outside the b0 volume. Points outside a grid are noted only
+    above ``OUTSIDE_SHARE`` of the points.
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The output file, whose sidecar is read.
+    scan : str
+        The scan_id the notes name.
+    atlas : str, optional
+        The atlas key the notes name (track datasets' notes name none).
+
+    Returns
+    -------
+    list of ltpa.study.study.Note
+        The notes; empty when the output has no sidecar that can be read, or of another
+        kind.
+    """
     body, _ = sidecar.read(output)
     if body is None:
         return []
@@ -80,7 +113,21 @@ def _outside(out, scan, atlas, what, n_out, n_points):
 
 
 def collect(study) -> list[Note]:
-    """Every note of the study: the jobs' (from sidecars) and the study check's."""
+    """Every note of the study: the jobs' (from sidecars) and the study check's.
+
+    A note of the study check is left out when a job's note has the same scan, atlas and
+    kind (the job ran since, so it has the fresher word).
+
+    Parameters
+    ----------
+    study : ltpa.study.study.Study
+        The study; its ``targets`` and ``notes`` are read.
+
+    Returns
+    -------
+    list of ltpa.study.study.Note
+        The jobs' notes in target order, then the study check's.
+    """
     notes = []
     seen = set()
     for t in study.targets:
@@ -94,7 +141,19 @@ def collect(study) -> list[Note]:
 
 
 def flags_by_scan_atlas(notes) -> dict:
-    """{(scan, atlas or None): sorted flag names} for the QC tables."""
+    """{(scan, atlas or None): sorted flag names} for the QC tables.
+
+    Parameters
+    ----------
+    notes : iterable of ltpa.study.study.Note
+        The notes (e.g. :func:`collect`'s).
+
+    Returns
+    -------
+    dict
+        (scan, atlas or None) -> sorted list of flag names (``FLAGS``; a kind of note
+        without one is its own flag).
+    """
     out = defaultdict(set)
     for n in notes:
         out[(n.scan, n.atlas)].add(FLAGS.get(n.what, n.what))
@@ -102,7 +161,22 @@ def flags_by_scan_atlas(notes) -> dict:
 
 
 def format_summary(notes, limit: int = 40) -> str:
-    """A short table: per kind of note, how many scans; then up to ``limit`` detail lines."""
+    """A short table: per kind of note, how many scans; then up to ``limit`` detail lines.
+
+    Parameters
+    ----------
+    notes : list of ltpa.study.study.Note
+        The notes to summarize.
+    limit : int, optional
+        The most detail lines (one per note; default 40); a last line counts the rest.
+
+    Returns
+    -------
+    str
+        The summary, several lines without a final newline: per kind of note (most
+        frequent first) its outputs and scans, then the details; one line saying there is
+        nothing to report when ``notes`` is empty.
+    """
     if not notes:
         return "ltpa summary: nothing that affects the results to report"
     by_what = defaultdict(list)
@@ -125,6 +199,22 @@ def format_summary(notes, limit: int = 40) -> str:
 def format_failures(left_out: dict, failed, limit: int = 40) -> str:
     """What did not get built: the scans left out before any job (``--keep-going``:
     scan -> its problems) and the jobs that failed ((rule, output, log) triples); '' if none.
+
+    Parameters
+    ----------
+    left_out : dict
+        scan_id -> list of its problems (str), for the scans left out before any job.
+    failed : iterable of tuple
+        (rule, output, log) per failed job; ``log`` may be empty or None.
+    limit : int, optional
+        The most problem lines, and the most failed jobs, listed (default 40); a last line
+        counts the rest.
+
+    Returns
+    -------
+    str
+        The report, several lines without a final newline; '' when nothing was left out
+        and no job failed.
     """
     lines = []
     if left_out:

@@ -41,7 +41,23 @@ def schema() -> dict:
 
 
 def default(key: str):
-    """The schema's default of option ``key``."""
+    """The schema's default of option ``key``.
+
+    Parameters
+    ----------
+    key : str
+        An option of the config schema (e.g. "connection_ids_start_at").
+
+    Returns
+    -------
+    object
+        Its default as the schema gives it (None for a default computed from the study).
+
+    Raises
+    ------
+    KeyError
+        If the schema has no such option, or the option has no default.
+    """
     return schema()["properties"][key]["default"]
 
 
@@ -50,6 +66,22 @@ def with_defaults(config: dict | None) -> dict:
 
     LtpaError naming every invalid option. ``local_data`` may be left out: the package's
     functions are given the study itself (the Snakefile's validation requires it).
+
+    Parameters
+    ----------
+    config : dict or None
+        The options given (None: none); not changed.
+
+    Returns
+    -------
+    dict
+        A shallow copy with the schema's default for every option left out.
+
+    Raises
+    ------
+    LtpaError
+        If an option is invalid under the schema: one message listing every invalid option
+        and why.
     """
     import jsonschema
 
@@ -66,7 +98,24 @@ def with_defaults(config: dict | None) -> dict:
 
 
 def read_config(path) -> dict:
-    """The config in the YAML file ``path``, with the schema's defaults."""
+    """The config in the YAML file ``path``, with the schema's defaults.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The YAML config file; an empty file is an empty config.
+
+    Returns
+    -------
+    dict
+        The options of the file, with the schema's default for every option left out.
+
+    Raises
+    ------
+    LtpaError
+        If the file cannot be read, is not valid YAML, is not a mapping of options, or has
+        an invalid option; the message names the file.
+    """
     import yaml
 
     try:
@@ -86,5 +135,17 @@ def read_config(path) -> dict:
 
 def default_config() -> dict:
     """The config of a workflow run without ``--configfile``: this checkout's
-    config/config.yaml (when the package runs from a checkout) with the schema's defaults."""
+    config/config.yaml (when the package runs from a checkout) with the schema's defaults.
+
+    Returns
+    -------
+    dict
+        The checkout's config with defaults (``read_config``), or the schema's defaults
+        alone when there is no checkout config.
+
+    Raises
+    ------
+    LtpaError
+        If the checkout's config file cannot be read or is invalid.
+    """
     return read_config(CHECKOUT_CONFIG) if CHECKOUT_CONFIG.exists() else with_defaults({})

@@ -126,7 +126,19 @@ class ScanRecord:
 
     def where(self, fld=None) -> str:
         """``scan #3 ('s1')``, with ``, field 'trk_file'`` when ``fld`` is given: where a
-        problem is, for its message."""
+        problem is, for its message.
+
+        Parameters
+        ----------
+        fld : str, optional
+            The field, as a JSON path within the scan entry (e.g.
+            ``track_labels[1].volume_path``); None or empty: the scan alone.
+
+        Returns
+        -------
+        str
+            E.g. ``scan #3 ('s1'), field 'trk_file'``.
+        """
         text = f"scan #{self.index} ({self.scan_id!r})"
         return f"{text}, field {fld!r}" if fld else text
 
@@ -267,6 +279,23 @@ def validate(data, source="local_data.json", cache=None) -> list[str]:
 
     ``cache``: a set of sha256 of scan entries already found valid (the study's cache), so
     a study of thousands of scans validates only the entries that changed.
+
+    Parameters
+    ----------
+    data : object
+        The parsed local_data JSON (``read_json``).
+    source : str, optional
+        What the messages call the file (default "local_data.json").
+    cache : set of str, optional
+        sha256 hex digests of scan entries (as canonical JSON) found valid before: they are
+        skipped, and the digests of entries found valid now are added (the set is updated
+        in place). None: the whole list is validated against the schema.
+
+    Returns
+    -------
+    list of str
+        The problems, sorted by where they are; empty when the data is valid. A top level
+        that is not a list, or an empty list, gives one problem.
     """
     from jsonschema import Draft202012Validator
 
@@ -382,7 +411,27 @@ def _resolve(value, root: Path) -> Path | None:
 
 
 def load_local_data(path, data_root=None) -> list[ScanRecord]:
-    """Read, validate and resolve local_data.json; raises LtpaError listing every problem."""
+    """Read, validate and resolve local_data.json; raises LtpaError listing every problem.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The local_data file.
+    data_root : str or os.PathLike, optional
+        The folder relative paths are resolved against (default: the file's folder).
+
+    Returns
+    -------
+    list of ScanRecord
+        One record per scan entry with a scan_id, in file order, paths absolute.
+
+    Raises
+    ------
+    LtpaError
+        If the file cannot be read or parsed (``read_json``), or has any problem
+        (``read_records``): one message listing every problem (``problem_text``), with the
+        did-you-mean hints for unknown field names.
+    """
     path = Path(path).resolve()
     scans, problems, hints = read_records(path, data_root)
     if problems:
@@ -391,7 +440,14 @@ def load_local_data(path, data_root=None) -> list[ScanRecord]:
 
 
 def known_fields() -> dict:
-    """The field names the schema knows: {"scan": [...], "track_labels": [...], ...}."""
+    """The field names the schema knows: {"scan": [...], "track_labels": [...], ...}.
+
+    Returns
+    -------
+    dict
+        "scan", "track_labels" and "track_scalars" -> list of the field names (str) the
+        schema defines for a scan entry, a track_labels entry and a track_scalars entry.
+    """
     defs = schema()["$defs"]
     return {"scan": list(defs["scan"]["properties"]),
             "track_labels": list(defs["track_label"]["properties"]),
@@ -404,6 +460,20 @@ def field_name_problems(data, strict=False) -> list[str]:
     ``trk_spce`` kept as metadata means the default space is used, silently; so a key close
     to a known field (difflib ratio >= 0.8) is named with its suggestion. With ``strict``,
     every unknown key is reported. Other unknown keys stay metadata (dsi2 compatibility).
+
+    Parameters
+    ----------
+    data : object
+        The parsed local_data JSON; what is not a list of scan objects (or, within a scan,
+        a list of entry objects) is skipped.
+    strict : bool, optional
+        Report every unknown key, not only those close to a known field (config
+        ``strict_fields``; default False).
+
+    Returns
+    -------
+    list of str
+        One message per key, naming the scan (and entry), the key and the suggestion.
     """
     import difflib
 
@@ -439,6 +509,38 @@ def read_records(path, data_root=None, strict_fields=False, valid_cache=None, on
     Only an unreadable file, or a top level that is not a non-empty list of scans, raises:
     anything else is returned as a problem, with as many records as could be made, so that
     the caller can add the study-wide checks to one report.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The local_data file.
+    data_root : str or os.PathLike, optional
+        The folder relative paths are resolved against (default: the file's folder); a
+        leading ``~`` is expanded.
+    strict_fields : bool, optional
+        Every unknown field is a problem (default False: a key close to a known field is a
+        warning, other unknown keys are metadata).
+    valid_cache : set of str, optional
+        Digests of scan entries known valid, passed to ``validate`` (and updated by it).
+    only : collection of str, optional
+        Output paths (absolute, as str): read only the scans that make one of them and skip
+        the schema check (a cluster job's outputs, ``ltpa.jobs.remote``). None: every scan.
+
+    Returns
+    -------
+    scans : list of ScanRecord
+        The records that could be made, in file order.
+    problems : list of str
+        Every problem found, each naming the scan, the field and what was expected.
+    warnings : list of str
+        The did-you-mean hints for unknown field names (empty with ``strict_fields``, where
+        they are problems).
+
+    Raises
+    ------
+    LtpaError
+        If the file cannot be read or parsed (``read_json``), or its top level is not a
+        non-empty list.
     """
     path = Path(path).resolve()
     data = read_json(path)
@@ -555,7 +657,18 @@ def _required_inputs(rec) -> list[str]:
 
 
 def problem_scan(text: str) -> int | None:
-    """The index of the scan a problem message names first (``scan #N (...)``), else None."""
+    """The index of the scan a problem message names first (``scan #N (...)``), else None.
+
+    Parameters
+    ----------
+    text : str
+        A problem message.
+
+    Returns
+    -------
+    int or None
+        N when the message starts with ``scan #N ``; else None.
+    """
     import re
 
     m = re.match(r"scan #(\d+) ", text)
@@ -569,6 +682,19 @@ def with_hints(problems, hints) -> list[str]:
     A misspelt key is often the cause of another problem (``trk_fiel``: trk_file is
     required; ``trk_spce``: the default space's grid does not fit), so once anything is
     wrong the hints belong in the same listing.
+
+    Parameters
+    ----------
+    problems : list of str
+        The problem messages.
+    hints : list of str
+        The did-you-mean messages (``field_name_problems``).
+
+    Returns
+    -------
+    list of str
+        A new list: the problems with the hints placed among them; empty when there are no
+        problems (the hints alone are not listed).
     """
     if not problems:
         return []

@@ -65,7 +65,35 @@ def versions() -> dict:
 
 def write_provenance(out_config, out_provenance, *, config: dict, local_data,
                      snakemake_version=None) -> dict:
-    """Write the resolved config (YAML) and versions + the JSON's sha256 (YAML)."""
+    """Write the resolved config (YAML) and versions + the JSON's sha256 (YAML).
+
+    Both files are written atomically (their folders made), keys in insertion order.
+
+    Parameters
+    ----------
+    out_config : str or os.PathLike
+        The YAML file for the resolved config.
+    out_provenance : str or os.PathLike
+        The YAML file for the provenance record.
+    config : dict
+        The resolved config (with defaults), written as it is.
+    local_data : str or os.PathLike
+        The study's local_data.json, whose content is hashed.
+    snakemake_version : str, optional
+        The running Snakemake's version; when given it replaces the installed one found
+        by ``versions``.
+
+    Returns
+    -------
+    dict
+        The provenance record written: "local_data" (absolute path), "local_data_sha256"
+        (hex), "versions" (``versions``), "python_executable" and "platform".
+
+    Raises
+    ------
+    OSError
+        If the local_data file cannot be read or an output cannot be written.
+    """
     local_data = Path(local_data).resolve()
     body = {
         "local_data": str(local_data),

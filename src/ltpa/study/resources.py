@@ -40,7 +40,22 @@ MIB = 1 << 20
 
 
 def mem_mb(spec) -> int:
-    """Peak memory (MB) the job of ``spec`` (an ``ltpa.study.spec.JobSpec``) may need."""
+    """Peak memory (MB) the job of ``spec`` (an ``ltpa.study.spec.JobSpec``) may need.
+
+    ``BASE_MB`` plus the step's terms (the module's docstring) from the inputs' headers
+    and sizes; an input that does not exist (yet) adds nothing.
+
+    Parameters
+    ----------
+    spec : ltpa.study.spec.JobSpec
+        The job; its step, space and inputs are read.
+
+    Returns
+    -------
+    int
+        The bound in MiB (1 MB = 2**20 bytes), rounded up; at least ``BASE_MB`` + 1 (the
+        whole of it for a "qc_scan" job).
+    """
     step = spec.step
     extra = 0
     if step in ("index", "export", "label", "scalars"):
@@ -69,7 +84,19 @@ def patterns_bytes(spec) -> int:
     ids as int32 and a last-seen stamp of 8 bytes per streamline, against the npy's 8) and
     ``PATTERNS_WORK_MB`` for the per-voxel tables (lookup, centers, indptr: 20 bytes per
     key voxel, 18 MB in the 2 mm MNI grid) and one chunk of output (32,768 centers; the
-    file is streamed chunk by chunk)."""
+    file is streamed chunk by chunk).
+
+    Parameters
+    ----------
+    spec : ltpa.study.spec.JobSpec
+        A "patterns" job; the sizes of its ``pkl_path`` and ``numpy_path`` inputs are read
+        (0 for one that does not exist yet).
+
+    Returns
+    -------
+    int
+        The bound in bytes: the pkl's size + 2 x the npy's + ``PATTERNS_WORK_MB`` MiB.
+    """
     pkl = _file_size(spec.inputs.get("pkl_path"))
     npy = _file_size(spec.inputs.get("numpy_path"))
     return pkl + 2 * npy + PATTERNS_WORK_MB * MIB
@@ -84,7 +111,25 @@ def _file_size(path) -> int:
 
 def runtime_min(spec) -> int:
     """Minutes the job may take: 5, plus 1 per 250 MB of streamlines (~10x what is measured);
-    termination patterns: 5, plus 1 per 250 MB of pkl per sphere voxel."""
+    termination patterns: 5, plus 1 per 250 MB of pkl per sphere voxel.
+
+    Parameters
+    ----------
+    spec : ltpa.study.spec.JobSpec
+        The job; its step, radius and the sizes of its ``trk_file`` (the body the job reads)
+        or, for patterns, ``pkl_path`` input are read (0 for one that does not exist).
+
+    Returns
+    -------
+    int
+        The limit in whole minutes, rounded down (MB: 2**20 bytes); at least 5.
+
+    Raises
+    ------
+    InputError
+        If a patterns job's radius is not an integer in 0..``MAX_RADIUS``
+        (``ltpa.prepared.patterns.sphere_offsets``).
+    """
     if spec.step == "patterns":
         return int(5 + _file_size(spec.inputs.get("pkl_path")) *
                    sphere_offsets(spec.radius).shape[0] / (250 * MIB))

@@ -50,13 +50,46 @@ KINDS = ("track_dataset", "key_trk", "connection_ids", "qsdr_atlas", "track_scal
 
 
 def path_of(output) -> Path:
-    """The sidecar's path of ``output``: its path with ``.json`` appended."""
+    """The sidecar's path of ``output``: its path with ``.json`` appended.
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The output file.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<output>.json`` (e.g. ``s1.pkl.json``), as relative or absolute as ``output``.
+    """
     return Path(str(output) + ".json")
 
 
 def file_record(path, output_folder=None, data: bytes | None = None) -> dict:
     """Identity of an input file: absolute path, path relative to the output's folder, size,
-    mtime_ns, and the sha256 of small files (of ``data`` when the caller has the bytes)."""
+    mtime_ns, and the sha256 of small files (of ``data`` when the caller has the bytes).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The input file.
+    output_folder : str or os.PathLike, optional
+        The output's folder, for "relpath"; None: no "relpath".
+    data : bytes, optional
+        The file's content, when the caller has read it: hashed instead of reading the
+        file again.
+
+    Returns
+    -------
+    dict
+        "path" (absolute, str), "size" (bytes), "mtime_ns", "relpath" (with
+        ``output_folder``) and "sha256" (hex; files of at most ``HASH_MAX_BYTES``).
+
+    Raises
+    ------
+    OSError
+        If the file cannot be stat'ed or (to hash it) read.
+    """
     path = Path(os.path.abspath(path))
     st = os.stat(path)
     rec = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -79,6 +112,18 @@ def fingerprint(path) -> str | None:
     Snakemake touches every output after its job, so an output's mtime is not what the
     sidecar saw; an output whose mtime moved by more than ``TOUCH_WINDOW_NS`` is compared by
     this instead (see ``ltpa.study.staleness``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output file.
+
+    Returns
+    -------
+    str or None
+        The hex sha256 of its first ``FINGERPRINT_BYTES`` (4096) bytes followed by its last
+        4096 bytes that are not among those (none for a file of at most 4096 bytes); None
+        when the file cannot be opened or read.
     """
     try:
         with open(path, "rb") as fh:
@@ -99,7 +144,21 @@ TOUCH_WINDOW_NS = 600 * 10**9
 
 def sha256_of(path, limit=HASH_MAX_BYTES) -> str | None:
     """sha256 of the regular file at ``path`` if it has at most ``limit`` bytes, else None
-    (read in 1 MB blocks: outputs are hashed up to ``OUTPUT_HASH_MAX_BYTES``)."""
+    (read in 1 MB blocks: outputs are hashed up to ``OUTPUT_HASH_MAX_BYTES``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    limit : int, optional
+        The largest size in bytes hashed (default ``HASH_MAX_BYTES``, 1 MB).
+
+    Returns
+    -------
+    str or None
+        The hex digest; None when the file is larger than ``limit``, is not a regular file
+        (opened without blocking, so a FIFO never stalls) or cannot be opened or read.
+    """
     h = hashlib.sha256()
     total = 0
     try:
@@ -127,7 +186,34 @@ def sha256_of(path, limit=HASH_MAX_BYTES) -> str | None:
 
 def write(output, kind: str, *, inputs: dict, params: dict, scan_id=None, atlas=None,
           **content) -> None:
-    """Write ``<output>.json`` atomically, describing ``output`` as it is on disk now."""
+    """Write ``<output>.json`` atomically, describing ``output`` as it is on disk now.
+
+    The output's record holds its absolute path, size, mtime_ns, ``fingerprint`` and, for an
+    output of at most ``OUTPUT_HASH_MAX_BYTES``, its sha256.
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The output, already in place.
+    kind : str
+        One of ``KINDS``.
+    inputs : dict
+        Input field -> its file record (``file_record``, ``InputWatch.records``).
+    params : dict
+        What besides the inputs decides the content (``JobSpec.params``).
+    scan_id : str, optional
+        The scan the output belongs to.
+    atlas : str, optional
+        The atlas key (label and patterns outputs).
+    **content
+        Further top-level entries (e.g. stats, build, region_ids); numpy values and paths
+        are written as JSON numbers, lists and strings.
+
+    Raises
+    ------
+    OSError
+        If the output cannot be stat'ed or the sidecar cannot be written.
+    """
     assert kind in KINDS, kind
     output = Path(os.path.abspath(output))
     st = os.stat(output)
@@ -165,7 +251,25 @@ NO_SIDECAR = "it has no sidecar"
 
 
 def read(output) -> tuple[dict | None, str | None]:
-    """``(sidecar, None)``, or ``(None, why)`` when it is missing, unreadable or malformed."""
+    """``(sidecar, None)``, or ``(None, why)`` when it is missing, unreadable or malformed.
+
+    Never raises on a bad sidecar: one that is not a regular file, is over ``MAX_BYTES``,
+    is not UTF-8 JSON, or is not an object of this ``SIDECAR_VERSION`` with the required
+    entries of the right types counts as malformed.
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The output whose sidecar (``path_of(output)``) is read.
+
+    Returns
+    -------
+    body : dict or None
+        The sidecar's content; None when it cannot be used.
+    why : str or None
+        None with a body; else why there is none: ``NO_SIDECAR`` when it does not exist,
+        otherwise a message naming the sidecar's path and the problem.
+    """
     path = path_of(output)
     try:
         data = read_regular(path, MAX_BYTES)
@@ -241,7 +345,18 @@ def _is_path(v) -> bool:
 
 
 def stats(output) -> dict:
-    """The ``stats`` of a valid sidecar, else {} (for QC and the report)."""
+    """The ``stats`` of a valid sidecar, else {} (for QC and the report).
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The output whose sidecar is read (``read``).
+
+    Returns
+    -------
+    dict
+        The sidecar's "stats"; {} when there is no valid sidecar or it has no stats.
+    """
     body, _ = read(output)
     return (body or {}).get("stats") or {}
 
@@ -253,6 +368,24 @@ def region_ids(body: dict, output) -> np.ndarray:
     from (the sidecar's graphml_path or labels_path input, else its atlas, for the atlas's
     own labels) is still the file the sidecar records, they must be the ones that file gives:
     an edited sidecar would change every decoded region silently. DamagedFileError otherwise.
+
+    Parameters
+    ----------
+    body : dict
+        A connection-ids sidecar, as ``read`` returns it.
+    output : str or os.PathLike
+        The npy it describes, for the messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The sidecar's region_ids, 1-D int64.
+
+    Raises
+    ------
+    DamagedFileError
+        If the ids are not strictly increasing, or differ from those of the unchanged
+        region list (or atlas) they were built from.
     """
     where = f"sidecar {str(path_of(output))!r}"
     ids = np.asarray(body.get("region_ids"), dtype=np.int64)

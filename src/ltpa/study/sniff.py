@@ -36,7 +36,20 @@ DESCRIPTION = {"pickle": "a pickle (.pkl)", "trk": "a TrackVis .trk", "npy": "a 
 
 
 def kind_of_bytes(head: bytes) -> str:
-    """The format of a file whose first bytes are ``head`` (see DESCRIPTION)."""
+    """The format of a file whose first bytes are ``head`` (see DESCRIPTION).
+
+    Parameters
+    ----------
+    head : bytes
+        The file's first bytes (``SNIFF_BYTES`` of them, or fewer for a short file; a
+        NIfTI is recognised only from 348 bytes on).
+
+    Returns
+    -------
+    str
+        A key of ``DESCRIPTION``: "npy", "pickle", "npz", "trk", "nifti", "gzip", "json",
+        "text" (valid UTF-8) or "unknown" (also for empty ``head``).
+    """
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -63,7 +76,23 @@ def kind_of_bytes(head: bytes) -> str:
 
 def kind_of_file(path) -> str | None:
     """The format of the regular file at ``path``, or None when there is none (or it is
-    empty: nothing to lose)."""
+    empty: nothing to lose).
+
+    The file is opened without blocking (a FIFO never stalls); a gzip file is judged by
+    its decompressed start (a .nii.gz is "nifti").
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The path to look at.
+
+    Returns
+    -------
+    str or None
+        A key of ``DESCRIPTION`` (``kind_of_bytes``; "gzip" for a gzip file whose content
+        is of no known format or cannot be decompressed); None when nothing is there, it is
+        not a regular file, it is empty, or it cannot be opened or read.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (OSError, ValueError):
@@ -90,7 +119,28 @@ def kind_of_file(path) -> str | None:
 
 def foreign_kind(path, rule: str) -> str | None:
     """The description of the file at ``path`` when it is not of ``rule``'s output format
-    (e.g. 'a JSON file'), else None (absent, empty, or of the right format)."""
+    (e.g. 'a JSON file'), else None (absent, empty, or of the right format).
+
+    For a rule that writes a NIfTI, a gzip file or a file of unknown format counts as the
+    right format (other image formats, e.g. .mgz).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An output path.
+    rule : str
+        The rule that makes it (a key of ``FORMAT_OF_RULE``).
+
+    Returns
+    -------
+    str or None
+        The file's description from ``DESCRIPTION``, or None.
+
+    Raises
+    ------
+    KeyError
+        If ``rule`` is not one of ``FORMAT_OF_RULE`` and a file is there.
+    """
     kind = kind_of_file(path)
     if kind is None:
         return None

@@ -92,7 +92,16 @@ class JobSpec:
         return KIND[self.step]
 
     def params(self) -> dict:
-        """Everything besides the input files that decides the output's content."""
+        """Everything besides the input files that decides the output's content.
+
+        Returns
+        -------
+        dict
+            "scan_id" always; "space" for index, export, label and scalars jobs;
+            "legacy_dsi2_mni_offset" (bool) for index and export; "metadata_sha256"
+            (``metadata_hash`` of the properties) for index; "connection_ids_start_at" and
+            "atlas" for label; "radius" and "atlas" for patterns. ``threads`` never.
+        """
         out = {"scan_id": self.scan_id}
         if self.step in ("index", "export", "label", "scalars"):
             out["space"] = self.space
@@ -109,7 +118,20 @@ class JobSpec:
         return out
 
     def field_of(self, text: str) -> str | None:
-        """The input field whose file ``text`` (an error message) names, if any."""
+        """The input field whose file ``text`` (an error message) names, if any.
+
+        Parameters
+        ----------
+        text : str
+            An error message; a file counts as named when its path's ``repr`` (quoted)
+            occurs in it.
+
+        Returns
+        -------
+        str or None
+            The field (e.g. "trk_file"); of several, the one with the longest path; None
+            when no input's path occurs.
+        """
         best = None
         for fld, path in self.inputs.items():
             if path and repr(str(path)) in text and (best is None
@@ -118,7 +140,19 @@ class JobSpec:
         return best
 
     def where(self, text: str = "") -> str:
-        """'scan 's1', field 'trk_file'' for an error about this job (the field when known)."""
+        """'scan 's1', field 'trk_file'' for an error about this job (the field when known).
+
+        Parameters
+        ----------
+        text : str, optional
+            The error's message, to find the input field it concerns (``field_of``).
+
+        Returns
+        -------
+        str
+            The scan (when known), the atlas (label and patterns jobs) and the field (when
+            ``text`` names an input's file), joined with ", "; '' when none is known.
+        """
         parts = []
         if self.scan_id is not None:
             parts.append(f"scan {self.scan_id!r}")
@@ -130,7 +164,14 @@ class JobSpec:
         return ", ".join(parts)
 
     def to_json(self) -> str:
-        """The spec as compact JSON text: one key per field, values as they are."""
+        """The spec as compact JSON text: one key per field, values as they are.
+
+        Returns
+        -------
+        str
+            A JSON object with every field of the spec (no spaces), which ``from_json``
+            reads back.
+        """
         # the fields as they are (asdict() deep-copies: slow for a study's thousands of jobs)
         return json.dumps({f: getattr(self, f) for f in _FIELDS}, separators=(",", ":"))
 

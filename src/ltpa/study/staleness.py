@@ -189,7 +189,29 @@ def _changed_file(fld, recorded: dict, path: str, st) -> str | None:
 
 
 def judge(spec, produced: dict, verdicts: dict, hashes=None) -> Verdict:
-    """The verdict on ``spec.output``; ``produced`` maps output paths to their specs."""
+    """The verdict on ``spec.output``; ``produced`` maps output paths to their specs.
+
+    An input that is itself an output of the study is judged first (recursively), and an
+    output is judged once: later calls return the verdict recorded in ``verdicts``.
+
+    Parameters
+    ----------
+    spec : ltpa.study.spec.JobSpec
+        The job that makes the output.
+    produced : dict
+        Output path (str) -> the JobSpec that makes it, for every output of the study: an
+        input among them counts as present and is judged too.
+    verdicts : dict
+        Output path -> Verdict of the outputs judged so far; updated in place.
+    hashes : OutputHashes, optional
+        The output hash cache (None: a fresh one, without a file).
+
+    Returns
+    -------
+    Verdict
+        ``MISSING``, ``OUT_OF_DATE``, ``KEPT`` or ``OK``, with the reason and which inputs
+        are missing.
+    """
     out = spec.output
     if out in verdicts:
         return verdicts[out]
@@ -268,7 +290,22 @@ def _param_change(key, was, now) -> str:
 
 def judge_all(specs, hashes: OutputHashes | None = None) -> list[Verdict]:
     """The verdict on each spec's output, in order (``hashes``: the study's output hash
-    cache, saved after)."""
+    cache, saved after).
+
+    Parameters
+    ----------
+    specs : list of ltpa.study.spec.JobSpec
+        The jobs of every output of the study (their inputs made by other specs are judged
+        through them).
+    hashes : OutputHashes, optional
+        The study's output hash cache, saved (best effort) once every output is judged;
+        None: a fresh one without a file.
+
+    Returns
+    -------
+    list of Verdict
+        One per spec, in the order of ``specs``.
+    """
     produced = {s.output: s for s in specs}
     verdicts: dict = {}
     hashes = hashes if hashes is not None else OutputHashes()

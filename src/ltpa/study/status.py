@@ -67,13 +67,43 @@ class MapEntry:
 
 
 def study_status(study) -> list[Entry]:
-    """One Entry per output the JSON names, in study order (a loaded ``ltpa.study.study.Study``)."""
+    """One Entry per output the JSON names, in study order (a loaded ``ltpa.study.study.Study``).
+
+    Parameters
+    ----------
+    study : ltpa.study.study.Study
+        The loaded study; its ``targets`` and their ``verdicts`` are paired in order.
+
+    Returns
+    -------
+    list of Entry
+        One per target with a verdict, with the verdict's status and reason (none when the
+        study was loaded without verdicts).
+    """
     return [Entry(t, v.status, v.reason) for t, v in zip(study.targets, study.verdicts)]
 
 
 def format_status(entries, maps=(), *, tsv=False) -> str:
     """Per scan, each output's status, then the study maps' (``maps``: MapEntry); with
-    ``tsv``: status, rule, scan, output, reason lines (a map's scan_id is empty)."""
+    ``tsv``: status, rule, scan, output, reason lines (a map's scan_id is empty).
+
+    Parameters
+    ----------
+    entries : list of Entry
+        The outputs (``study_status``), grouped by scan as they come.
+    maps : sequence of MapEntry, optional
+        The study maps, listed after the outputs (default none).
+    tsv : bool, optional
+        Write a tab-separated table with a header line instead of the listing.
+
+    Returns
+    -------
+    str
+        The text, without a final newline: per scan a line "scan_id (scan_group)" and one
+        line per output (status, kind, path, reason), then "study maps" with one line per
+        map, then a line counting the scans and the outputs per status. With ``tsv``: the
+        header and one line per output and map.
+    """
     lines = []
     if tsv:
         lines.append("status\trule\tscan_id\toutput\treason")

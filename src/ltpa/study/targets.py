@@ -82,7 +82,21 @@ class Target:
 
     def spec(self, config: dict):
         """The job that makes this target (``ltpa.study.spec.JobSpec``), under ``config`` (with the
-        schema's defaults: ``ltpa.study.config``)."""
+        schema's defaults: ``ltpa.study.config``).
+
+        Parameters
+        ----------
+        config : dict
+            The study's config with defaults; ``legacy_dsi2_mni_offset`` and
+            ``connection_ids_start_at`` are read.
+
+        Returns
+        -------
+        ltpa.study.spec.JobSpec
+            The job: the rule's step, the output and the given inputs as str, the scan's id
+            and space, the atlas key (label and patterns jobs), the scan's metadata (index
+            jobs) and the radius (patterns jobs); it writes a sidecar.
+        """
         return JobSpec(
             STEP_OF_RULE[self.rule], str(self.output),
             {k: str(p) for k, p in self.inputs.items() if p is not None},
@@ -128,6 +142,21 @@ def atlas_key_of(path: str, scan_id: str, known: str | None = None) -> str:
     ``known`` where it occurs in the file name (a b0-mapped atlas takes its labeling's key);
     else the part of the stem (without .npy) after the scan id, else the part before it
     (separators ``_-. `` around the scan id dropped), else the whole stem.
+
+    Parameters
+    ----------
+    path : str
+        The output's path ("/"-separated).
+    scan_id : str
+        The scan's id, looked for (last occurrence) in the file's stem.
+    known : str, optional
+        A key to take when it occurs in the file name.
+
+    Returns
+    -------
+    str
+        The key, e.g. "scale33" for ``s1/s1_scale33.npy``; the stem itself when the scan id
+        is not in it or is all of it.
     """
     base = path.rfind("/") + 1
     if known and path.rfind(known, base) >= 0:
@@ -145,7 +174,21 @@ def atlas_key_of(path: str, scan_id: str, known: str | None = None) -> str:
 
 
 def pattern_selection(config: dict | None) -> tuple[list, list]:
-    """(radii, atlases) of config ``patterns``; no config: none."""
+    """(radii, atlases) of config ``patterns``; no config: none.
+
+    Parameters
+    ----------
+    config : dict or None
+        The study's config with defaults (its ``patterns`` entry has ``radii`` and,
+        optionally, ``atlases``).
+
+    Returns
+    -------
+    radii : list
+        The radii (voxels) to make patterns at; empty: no patterns.
+    atlases : list of dict
+        The selected atlases ({"name", optionally "parameters"}); empty: every atlas.
+    """
     if config is None:
         return [], []
     chosen = config["patterns"]
@@ -168,7 +211,26 @@ def _atlas_matches(lab: LabelRecord, atlases: list) -> bool:
 
 def build_targets(scans: list[ScanRecord], config: dict | None = None) -> list[Target]:
     """Every output the JSON names, as a Target; with ``config``, also the termination
-    patterns its ``patterns`` option asks for (beside each selected npy, per radius)."""
+    patterns its ``patterns`` option asks for (beside each selected npy, per radius).
+
+    Patterns are made only for scans with a ``pkl_path``. A b0-space atlas is mapped once
+    per scan and volume path. Every target but the map_b0 ones gets the scan's
+    ``reference_volume`` among its inputs when the scan has one.
+
+    Parameters
+    ----------
+    scans : list of ltpa.study.localdata.ScanRecord
+        The study's scans.
+    config : dict, optional
+        The study's config with defaults; None: no termination patterns.
+
+    Returns
+    -------
+    list of Target
+        Per scan in order: its index and export targets, then per track_labels entry its
+        label target, its patterns targets and (once per volume) its map_b0 target, then
+        its scalars targets.
+    """
     radii, atlases = pattern_selection(config)
     out = []
     for rec in scans:
@@ -219,6 +281,19 @@ def path_templates(targets: list[Target], rule: str) -> str:
     O(outputs): Snakemake embeds constraints in every job's pattern, so an alternation of
     every output path made the dry run O(N^2). ``exact_paths_regex`` is the fallback when
     templates would also match another file of the study (``check_templates``).
+
+    Parameters
+    ----------
+    targets : list of Target
+        The study's targets (those of other rules are ignored).
+    rule : str
+        The rule whose outputs the regex describes.
+
+    Returns
+    -------
+    str
+        The templates' regexes joined with ``|`` (sorted, not anchored); ``(?!)``, which
+        matches nothing, when the rule has no targets.
     """
     mine = [t for t in targets if t.rule == rule]
     if not mine:
@@ -247,7 +322,19 @@ def path_templates(targets: list[Target], rule: str) -> str:
 
 
 def exact_paths_regex(paths) -> str:
-    """A regex matching exactly ``paths``, as a trie (each match costs O(path length))."""
+    """A regex matching exactly ``paths``, as a trie (each match costs O(path length)).
+
+    Parameters
+    ----------
+    paths : collection of str
+        The paths to match.
+
+    Returns
+    -------
+    str
+        The regex (not anchored: match it whole, e.g. with ``fullmatch`` or a ``$``);
+        ``(?!)``, which matches nothing, when ``paths`` is empty.
+    """
     trie: dict = {}
     for p in paths:
         node = trie
@@ -276,6 +363,21 @@ def check_templates(constraints: dict, produced: dict, other_paths) -> list[str]
 
     ``produced``: output path -> rule; ``other_paths``: every other path the workflow asks
     Snakemake about (inputs, QC files). Returns the rules that must use exact paths.
+
+    Parameters
+    ----------
+    constraints : dict
+        Rule -> its ``{path}`` regex (e.g. from :func:`path_templates`).
+    produced : dict
+        Output path -> the rule that makes it.
+    other_paths : iterable of str
+        Every other path the workflow asks Snakemake about.
+
+    Returns
+    -------
+    list of str
+        The rules, sorted, whose regex matches (from the start to the end) a path that
+        another rule makes or that no rule makes.
     """
     compiled = {r: re.compile(f"(?:{c})$") for r, c in constraints.items()}
     loose = set()
@@ -288,7 +390,19 @@ def check_templates(constraints: dict, produced: dict, other_paths) -> list[str]
 
 
 def ids_alternation(values) -> str:
-    """A regex matching exactly ``values`` (longest first; '' allowed if present; none: nothing)."""
+    """A regex matching exactly ``values`` (longest first; '' allowed if present; none: nothing).
+
+    Parameters
+    ----------
+    values : iterable of str
+        The values, e.g. scan ids.
+
+    Returns
+    -------
+    str
+        The escaped values joined with ``|`` (``(?:)`` for the empty value); ``(?!)``,
+        which matches nothing, when there are none.
+    """
     vals = set(values)
     if not vals:
         return "(?!)"
@@ -299,7 +413,18 @@ def ids_alternation(values) -> str:
 
 
 def by_output(targets: list[Target]) -> dict:
-    """(rule, output path) -> Target."""
+    """(rule, output path) -> Target.
+
+    Parameters
+    ----------
+    targets : list of Target
+        The study's targets.
+
+    Returns
+    -------
+    dict
+        (rule, str(output)) -> its Target (the last one, should two share a key).
+    """
     table = {}
     for t in targets:
         table[(t.rule, str(t.output))] = t
