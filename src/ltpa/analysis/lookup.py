@@ -19,6 +19,24 @@ def ids_at(index, lin: np.ndarray, n_tracks: int) -> np.ndarray:
     when there are at most ``_MAX_RUNS`` runs, or else through one index array made with
     ``repeat``/``arange`` (no loop over voxels either way); then a bitmap over the scan's
     streamlines (many ids) or ``np.unique`` (few) makes the sorted union.
+
+    Parameters
+    ----------
+    index : ltpa.dataset.VoxelIndex
+        The scan's CSR index (``TrackDataset.tracks_at_ijk``): its sorted linear voxel
+        numbers ``voxels``, its ``indptr`` and its ``ids``.
+    lin : numpy.ndarray
+        1-D sorted unique linear voxel numbers (C order over the index's grid, as
+        ``ltpa.analysis.roi.linear`` gives them); voxels not in the index (reached by no
+        streamline) add nothing.
+    n_tracks : int
+        The scan's number of streamlines: every id is below it (the size of the bitmap).
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D int32 array of the sorted unique ids of the streamlines through any voxel of
+        ``lin``; empty when ``lin`` or the index is empty or no voxel of ``lin`` is in it.
     """
     voxels = index.voxels
     if lin.shape[0] == 0 or voxels.shape[0] == 0:
@@ -54,5 +72,14 @@ def ids_at(index, lin: np.ndarray, n_tracks: int) -> np.ndarray:
 
 def release_pages(ds) -> None:
     """Unmap the pages of a dataset's pkl that this process touched (they stay in the page
-    cache; ``ltpa.io.release_pages``)."""
+    cache; ``ltpa.io.release_pages``).
+
+    The whole file mapping behind the index's ``ids`` is released; a dataset whose arrays
+    are not memory-mapped, or a platform without ``MADV_DONTNEED``, is left as it is.
+
+    Parameters
+    ----------
+    ds : ltpa.dataset.TrackDataset
+        A dataset opened from its pkl (``ltpa.load_track_dataset``).
+    """
     io.release_pages(ds.tracks_at_ijk.ids)

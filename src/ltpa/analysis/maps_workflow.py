@@ -38,12 +38,38 @@ SIMILARITY_STATS = ("similarity", "within_subject", "between_subject")
 
 def item_schema() -> dict:
     """The config schema of one item of ``maps`` (its properties and their defaults), read
-    from the schema file at each call."""
+    from the schema file (once: ``ltpa.study.config.schema`` caches it).
+
+    Returns
+    -------
+    dict
+        The JSON Schema of an item: its fields under ``properties``, each with its
+        ``default`` where it has one. Part of the cached schema: callers must not change it.
+    """
     return schema()["properties"]["maps"]["items"]
 
 
 def map_items(config: dict) -> list[dict]:
-    """The config's maps, each with the schema's defaults; LtpaError for a repeated name."""
+    """The config's maps, each with the schema's defaults; LtpaError for a repeated name.
+
+    Parameters
+    ----------
+    config : dict
+        The workflow config (valid under the schema); its ``maps`` list is read, not
+        changed.
+
+    Returns
+    -------
+    list of dict
+        One dict per item, in order: the schema's default for every field the item leaves
+        out, and ``atlas`` as ``{"name": ..., "parameters": dict}`` (``{}`` when it gives
+        none).
+
+    Raises
+    ------
+    InputError
+        If two items have the same ``name`` (the second one is named).
+    """
     props = item_schema()["properties"]
     out, seen = [], set()
     for pos, item in enumerate(config["maps"]):
@@ -60,7 +86,18 @@ def map_items(config: dict) -> list[dict]:
 
 
 def atlas_query(item: dict) -> dict:
-    """The track_labels selection of a map item, as ``TrackDataSource.change_atlas`` takes it."""
+    """The track_labels selection of a map item, as ``TrackDataSource.change_atlas`` takes it.
+
+    Parameters
+    ----------
+    item : dict
+        A map item as ``map_items`` gives it (``atlas`` with ``name`` and ``parameters``).
+
+    Returns
+    -------
+    dict
+        ``{"name": <atlas name>, **<atlas parameters>}``.
+    """
     return {"name": item["atlas"]["name"], **item["atlas"]["parameters"]}
 
 
@@ -78,17 +115,37 @@ class MapJob:
     subject_ids: tuple = ()
 
     def params(self) -> dict:
-        """Everything besides the input files that decides the map."""
+        """Everything besides the input files that decides the map.
+
+        Returns
+        -------
+        dict
+            ``{"map": <the item without its name>, "scan_ids": list, "scan_groups": list,
+            "subject_ids": list}``: the ``params`` of the map's sidecar.
+        """
         return {"map": {k: v for k, v in self.item.items() if k != "name"},
                 "scan_ids": list(self.scan_ids), "scan_groups": list(self.scan_groups),
                 "subject_ids": list(self.subject_ids)}
 
     def where(self) -> str:
-        """How messages name the job: ``config map '<name>'``."""
+        """How messages name the job: ``config map '<name>'``.
+
+        Returns
+        -------
+        str
+            ``config map`` and the map's name as a Python repr.
+        """
         return f"config map {self.name!r}"
 
     def to_json(self) -> str:
-        """The job as compact JSON text (what the workflow hands the map script)."""
+        """The job as compact JSON text (what the workflow hands the map script).
+
+        Returns
+        -------
+        str
+            A JSON object of every field (tuples as lists), without spaces; ``from_json``
+            reads it back.
+        """
         return json.dumps({"name": self.name, "output": self.output,
                            "local_data": self.local_data, "item": self.item,
                            "inputs": self.inputs, "scan_ids": list(self.scan_ids),
@@ -138,6 +195,31 @@ def map_jobs(study, patterns_of=None) -> list[MapJob]:
     atlas at a radius, or None; such files are inputs of the map (read instead of computed).
     Every problem a map's items can show before any job (no or several atlases matching in
     a scan, unknown groups, a statistic's missing options) is one LtpaError listing them all.
+
+    Parameters
+    ----------
+    study : ltpa.study.study.Study
+        The loaded study: its config's ``maps``, its scans, its path and ``work_dir``.
+    patterns_of : callable, optional
+        ``patterns_of(label_record, radius)`` -> path (str or os.PathLike) or None, as
+        above. None (default): no pattern file is an input.
+
+    Returns
+    -------
+    list of MapJob
+        One job per item of ``maps``, in order. Its ``inputs``: ``<scan_id>.pkl_path``,
+        ``<scan_id>.numpy_path`` (the matching atlas entry's npy) and, when
+        ``patterns_of`` gives one, ``<scan_id>.patterns`` for every scan; ``centers`` (the
+        absolute path) when the item gives a centers file.
+
+    Raises
+    ------
+    InputError
+        If two items have the same name (``map_items``); or, listing every problem of every
+        item: a scan with no or several ``track_labels`` entries matching the item's atlas,
+        a scan without ``pkl_path``, a centers file that does not exist, a
+        ``group_difference`` without ``connection`` or ``groups`` or with a group of fewer
+        than 2 scans, or an option of ``group_difference`` set for another statistic.
     """
     # the reader (nibabel, numba: ~0.4 s) only when the config has maps: the workflow
     # imports this module at every start
@@ -183,7 +265,24 @@ def map_jobs(study, patterns_of=None) -> list[MapJob]:
 
 def study_map_jobs(study) -> list[MapJob]:
     """``map_jobs`` with the pattern files the study's own targets build as inputs: what
-    the workflow runs and ``ltpa status`` judges."""
+    the workflow runs and ``ltpa status`` judges.
+
+    Parameters
+    ----------
+    study : ltpa.study.study.Study
+        The loaded study; a scan's pattern file (``patterns_path`` of its npy at the item's
+        radius) is an input when it is the output of one of ``study.targets``.
+
+    Returns
+    -------
+    list of MapJob
+        One job per item of the config's ``maps``, in order.
+
+    Raises
+    ------
+    InputError
+        As ``map_jobs``: every problem of the config's map items.
+    """
     produced = {str(t.output) for t in study.targets}
 
     def patterns_of(label, radius):
@@ -195,7 +294,23 @@ def study_map_jobs(study) -> list[MapJob]:
 
 def map_status(study) -> list[MapEntry]:
     """One ``ltpa.study.status.MapEntry`` per map of the study's config, judged as the
-    workflow judges it (the map's sidecar against its inputs and fields now)."""
+    workflow judges it (the map's sidecar against its inputs and fields now).
+
+    Parameters
+    ----------
+    study : ltpa.study.study.Study
+        The loaded study, with its ``specs`` (the jobs whose outputs a map reads).
+
+    Returns
+    -------
+    list of ltpa.study.status.MapEntry
+        Per item of ``maps``, in order: its name, output path, status and reason.
+
+    Raises
+    ------
+    InputError
+        As ``map_jobs``: every problem of the config's map items.
+    """
     jobs = study_map_jobs(study)
     verdicts = map_verdicts(jobs, study.specs.values())
     return [MapEntry(j.name, j.output, v.status, v.reason) for j, v in zip(jobs, verdicts)]
@@ -232,7 +347,20 @@ def _stat_problems(where, item, groups) -> list:
 def map_verdicts(jobs, specs=()) -> list:
     """The staleness verdict on each map (``ltpa.study.staleness``): its sidecar against the
     inputs and parameters now; ``specs``: the study's other job specs (a map whose pkl or
-    npy needs work is out of date too)."""
+    npy needs work is out of date too).
+
+    Parameters
+    ----------
+    jobs : list of MapJob
+        The maps to judge.
+    specs : iterable of ltpa.study.spec.JobSpec, optional
+        The study's other jobs (default none: every input is judged by its file only).
+
+    Returns
+    -------
+    list of ltpa.study.staleness.Verdict
+        One verdict per job, in order.
+    """
     produced = {s.output: s for s in specs}
     produced.update({j.output: j for j in jobs})
     verdicts: dict = {}
@@ -249,6 +377,29 @@ def build_map(job: MapJob, config: dict) -> dict:
     pattern files the workflow built, or (with a warning) patterns computed in memory.
     Each file is written atomically once everything is computed, the sidecar last.
     Returns ``{"map": path, <extra map>: path, ..., "json": sidecar path}``.
+
+    Parameters
+    ----------
+    job : MapJob
+        The map to make (``map_jobs``); its inputs are recorded in the sidecar as they are
+        before anything is read.
+    config : dict
+        The workflow config the study is read with (``TrackDataSource``).
+
+    Returns
+    -------
+    dict
+        ``"map"``: the map's path; one entry per extra map (e.g. ``"p_fwe"``): its path;
+        ``"json"``: the sidecar's path; each a ``pathlib.Path``.
+
+    Raises
+    ------
+    InputError
+        If an input file of the job does not exist.
+    LtpaError
+        If the study, its atlas or its patterns cannot be read, the item's ``connection``
+        is not a pair of the atlas (message prefixed with the job and the connection), the
+        statistic fails, or a file cannot be written.
     """
     import logging
     import warnings
@@ -330,7 +481,25 @@ def _summary(result) -> str:
 
 def ranked(values: np.ndarray, stat: str, n: int = N_TOP, eligible=None) -> np.ndarray:
     """Positions of the ``n`` top values (finite, and ``eligible`` when given): largest |t|
-    for a group difference, largest value otherwise; ties by position."""
+    for a group difference, largest value otherwise; ties by position.
+
+    Parameters
+    ----------
+    values : array_like
+        (N,) values of the map at its centers (cast to float64).
+    stat : str
+        The map's statistic; ``"group_difference"`` ranks by absolute value.
+    n : int, optional
+        How many positions at most (default ``N_TOP``).
+    eligible : array_like of bool, optional
+        (N,) which centers may be ranked; None (default): every center.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D integer array of at most ``n`` positions into ``values``, best first; fewer when
+        fewer values are finite and eligible.
+    """
     values = np.asarray(values, dtype=np.float64)
     keep = np.isfinite(values)
     if eligible is not None:
@@ -346,7 +515,32 @@ def top_centers(result, sp, item: dict, n: int = N_TOP, eligible=None) -> list[d
     grid's affine), value, the other maps' values there (p_fwe, ...), and the connections
     that drive each: for a group difference the tested connection with each group's mean
     count; otherwise the ``N_DRIVERS`` connections (ids not 0) with the most streamlines per
-    scan in the center's sphere."""
+    scan in the center's sphere.
+
+    Parameters
+    ----------
+    result : ltpa.analysis.run.LtpaResult
+        The map (``run_ltpa``): its centers, values, other maps, affine and, for a group
+        difference, ``meta["options"]["connection"]``.
+    sp : ltpa.analysis.matrix.StudyPatterns
+        The patterns the map was computed from (the drivers are read from them).
+    item : dict
+        The map item (``map_items``): its ``stat``, ``min_tracks`` and ``groups``.
+    n : int, optional
+        How many centers at most (default ``N_TOP``).
+    eligible : array_like of bool, optional
+        Which centers may be ranked (``ranked``); None (default): every center.
+
+    Returns
+    -------
+    list of dict
+        One dict per center, best first: ``"ijk"`` (3 ints), ``"mm"`` (3 floats rounded to
+        2 decimals, or None when the result has no affine), ``"value"`` (float), the value
+        of each other map under its name (float), and ``"drivers"``: a list of dicts with
+        ``"connection_id"``, ``"name"`` (``"a -- b"``) and either ``"mean_by_group"``
+        (group -> mean count, rounded to 3 decimals; group difference) or
+        ``"mean_streamlines"`` (mean streamlines per scan, rounded to 3 decimals).
+    """
     pos = ranked(result.values, item["stat"], n, eligible)
     affine = None if result.affine is None else np.asarray(result.affine, dtype=np.float64)
     groups = np.array([str(g) for g in sp.scan_groups])
@@ -388,7 +582,23 @@ def top_centers(result, sp, item: dict, n: int = N_TOP, eligible=None) -> list[d
 
 
 def top_table_rows(sidecar_body: dict) -> list[dict]:
-    """The rows of a map's table of top centers (report and TSV), from its sidecar."""
+    """The rows of a map's table of top centers (report and TSV), from its sidecar.
+
+    Parameters
+    ----------
+    sidecar_body : dict
+        A study map's sidecar (``ltpa.study.sidecar.read``); its ``top_centers`` (each with
+        its ``mm``: a key grid with an affine) and ``extra_map_files`` are read.
+
+    Returns
+    -------
+    list of dict
+        One dict per top center, in rank order: ``"rank"`` (from 1); ``"i"``, ``"j"``,
+        ``"k"``, ``"x_mm"``, ``"y_mm"``, ``"z_mm"`` as the sidecar gives them; ``"value"``
+        and each extra map's value (sorted by name) as text with 4 significant digits
+        (``"NaN"`` when missing or not finite); and ``"connections"``: the drivers in words,
+        joined by ``"; "``. Empty when the sidecar has no top centers.
+    """
     out = []
     extra = sorted(sidecar_body.get("extra_map_files") or {})
     for rank, row in enumerate(sidecar_body.get("top_centers") or [], start=1):
@@ -416,7 +626,24 @@ def _fmt(v) -> str:
 
 
 def write_top_table(map_path, out_tsv) -> None:
-    """The map's top centers (its sidecar's) as a TSV for the report."""
+    """The map's top centers (its sidecar's) as a TSV for the report.
+
+    The columns are those of ``top_table_rows`` (the base ones when there are no rows); the
+    header line and each row end with a newline. The file is written atomically.
+
+    Parameters
+    ----------
+    map_path : str or os.PathLike
+        The map (.nii.gz) whose sidecar is read.
+    out_tsv : str or os.PathLike
+        The TSV to write.
+
+    Raises
+    ------
+    LtpaError
+        If the map's sidecar is missing, unreadable or malformed, or is not that of a study
+        map; or if the TSV cannot be written.
+    """
     body, why = sidecar.read(map_path)
     if body is None or body.get("kind") != "study_map":
         raise LtpaError(f"map {str(map_path)!r}: {why or 'its sidecar is not a study map'}")

@@ -10,7 +10,27 @@ from ..errors import InputError
 
 
 def parse_param(text: str):
-    """``name=value`` of ``ltpa query --param``: the value as JSON if it is one (33), else text."""
+    """``name=value`` of ``ltpa query --param``: the value as JSON if it is one (33), else text.
+
+    Parameters
+    ----------
+    text : str
+        The option's value, ``NAME=VALUE``; it is split at the first ``=``.
+
+    Returns
+    -------
+    name : str
+        The text before the first ``=``, stripped of spaces.
+    value : int, float, bool, str or None
+        The text after it parsed as JSON when it is a JSON number, string, ``true``,
+        ``false`` or ``null``; otherwise (not JSON, or a JSON object or array) the text as
+        it is.
+
+    Raises
+    ------
+    InputError
+        If the text has no ``=`` or the name before it is empty.
+    """
     if "=" not in text:
         raise InputError(f"--param {text!r}: expected NAME=VALUE, e.g. scale=33")
     key, value = text.split("=", 1)
@@ -86,7 +106,34 @@ def parse_ijk(text: str) -> tuple:
 
 
 def query_table(source, results, top=5) -> str:
-    """The TSV of ``ltpa query``: one row per scan."""
+    """The TSV of ``ltpa query``: one row per scan.
+
+    Columns ``scan_id``, ``scan_group``, ``n_streamlines`` (the selected streamlines); when
+    ``source`` has an atlas selected, also ``n_labeled`` (those whose connection id decodes
+    to a region pair) and ``top_connections`` (``"<region a> -- <region b>: <count>"`` of
+    the ``top`` pairs with the most streamlines, ties by connection id, joined by ``"; "``).
+
+    Parameters
+    ----------
+    source : ltpa.analysis.reader.TrackDataSource
+        The study queried; its selected atlas (if any) decodes and names the connections.
+    results : ltpa.analysis.results.QueryResults
+        The query's result of every scan, in the source's scan order (a result's position
+        is the scan whose connection ids decode it).
+    top : int, optional
+        How many connections ``top_connections`` names per scan (default 5; below 0: none).
+
+    Returns
+    -------
+    str
+        The header line, then one line per result, tab-separated, without a final newline.
+
+    Raises
+    ------
+    LtpaError
+        With an atlas selected: if a result's query ran before any atlas was selected
+        (``ScanQuery.connections``), or a scan's connection ids cannot be read or decoded.
+    """
     atlas = source.atlas is not None
     header = ["scan_id", "scan_group", "n_streamlines"]
     if atlas:

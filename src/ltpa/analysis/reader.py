@@ -157,7 +157,32 @@ class TrackDataSource:
         return pos
 
     def dataset(self, scan):
-        """The ``TrackDataset`` of a scan (position or scan_id), from its pkl."""
+        """The ``TrackDataset`` of a scan (position or scan_id), from its pkl.
+
+        The dataset stays open for the next call; at most ``max_open`` stay open, the least
+        recently used let go first.
+
+        Parameters
+        ----------
+        scan : int or str
+            The scan's position in JSON order (negative: from the end) or its scan_id.
+
+        Returns
+        -------
+        ltpa.dataset.TrackDataset
+            The scan's dataset (``ltpa.load_track_dataset``: its big arrays read in place
+            from a memory map of the pkl).
+
+        Raises
+        ------
+        IndexError
+            If a position is outside the study's scans.
+        KeyError
+            If no scan has this scan_id.
+        LtpaError
+            If the pkl cannot be loaded (missing, damaged, not a track dataset); the message
+            names the scan and its ``pkl_path`` field.
+        """
         pos = self._position(scan)
         ds = self._open.get(pos)
         if ds is not None:
@@ -195,13 +220,57 @@ class TrackDataSource:
         refused when the scans' key grids have different voxel orders (native grids of RAS
         and LPS trks): the same (i, j, k) is another place in each; use a mask or
         ``query_mm``. ``every``: keep every n-th selected streamline (dsi2's, 0 = all).
+
+        Parameters
+        ----------
+        ijks : array_like, str, os.PathLike, image or numpy.ndarray
+            The voxels or the mask, as above (``Roi.from_input``).
+        every : int, optional
+            Keep every ``every``-th selected streamline (the ``every``-th, the
+            ``2 * every``-th, ...); 0 (default) or 1: all of them.
+
+        Returns
+        -------
+        QueryResults
+            One ``ScanQuery`` per scan, in JSON order: the sorted int32 ids of its selected
+            streamlines, with the atlas selected now (if any) for their ``connections``.
+
+        Raises
+        ------
+        InputError
+            If ``ijks`` is not a usable voxel list or mask, or ``every`` is negative.
+        LtpaError
+            If the ROI does not fit a scan's key grid (a voxel outside it, a mask on another
+            grid) or voxels are given and the scans' key grids have different voxel orders
+            (one message naming the scans), or a scan's pkl cannot be loaded.
         """
         return self._query(Roi.from_input(ijks), every)
 
     def query_mm(self, points, every=0) -> QueryResults:
         """Per scan, the streamlines through the voxels whose centres are nearest to
         ``points`` (RAS mm, an (N, 3) array or a list of (x, y, z)), placed on each scan's
-        key grid by its affine: the same places whatever the scans' voxel orders."""
+        key grid by its affine: the same places whatever the scans' voxel orders.
+
+        Parameters
+        ----------
+        points : array_like
+            One point (x, y, z) or an (N, 3) array of them, in RAS mm (``Roi.from_mm``).
+        every : int, optional
+            Keep every ``every``-th selected streamline; 0 (default) or 1: all of them.
+
+        Returns
+        -------
+        QueryResults
+            One ``ScanQuery`` per scan, in JSON order (as ``query_ijk``).
+
+        Raises
+        ------
+        InputError
+            If the points are not finite (x, y, z) triples, or ``every`` is negative.
+        LtpaError
+            If a scan's pkl header has no affine or a point falls outside a scan's key grid
+            (one message naming the scans), or a scan's pkl cannot be loaded.
+        """
         return self._query(Roi.from_mm(points), every)
 
     def _query(self, roi, every) -> QueryResults:
@@ -251,6 +320,29 @@ class TrackDataSource:
         An entry matches when its name equals ``name`` (if given) and each given parameter
         equals its value in the entry's ``parameters``; every scan must have exactly one
         matching entry with a ``numpy_path`` that exists. Returns the selected npy paths.
+
+        On an error the previous selection is kept.
+
+        Parameters
+        ----------
+        name : str, optional
+            The atlas's name (the entry's ``name``); None (default): any name.
+        **parameters
+            Values the entry's ``parameters`` must hold (e.g. ``scale=33``).
+
+        Returns
+        -------
+        list of pathlib.Path
+            The selected entry's ``numpy_path`` of each scan, in JSON order.
+
+        Raises
+        ------
+        InputError
+            If neither a name nor a parameter is given, or no scan has a matching entry (the
+            message lists the study's atlases).
+        LtpaError
+            If some scan has no or several matching entries, or its matching entry's npy
+            does not exist (one message listing every such scan).
         """
         query = {} if name is None else {"name": name}
         query.update(parameters)
@@ -351,7 +443,32 @@ class TrackDataSource:
         return _Labels(conn, regions, start)
 
     def query_connection_id(self, connection_id, every=0) -> QueryResults:
-        """Per scan, the streamlines whose connection id (selected atlas) is any of these."""
+        """Per scan, the streamlines whose connection id (selected atlas) is any of these.
+
+        Parameters
+        ----------
+        connection_id : int or array_like of int
+            One connection id or several (any shape; cast to int64).
+        every : int, optional
+            Keep every ``every``-th selected streamline; 0 (default) or 1: all of them.
+
+        Returns
+        -------
+        QueryResults
+            One ``ScanQuery`` per scan, in JSON order: the sorted int32 ids of its
+            streamlines whose id is one of ``connection_id``.
+
+        Raises
+        ------
+        InputError
+            If no atlas is selected, ``every`` is negative, a scan's npy does not exist, or
+            it has no sidecar and its entry's region list is missing or unusable.
+        DamagedFileError
+            If a scan's npy is not a 1-D integer array, or its sidecar's region list was
+            edited.
+        StaleOutputError
+            If a scan's npy has not one id per streamline of its pkl.
+        """
         labels = self._require_atlas()
         wanted = np.unique(np.asarray(connection_id, dtype=np.int64).reshape(-1))
         every = _every(every)
@@ -373,6 +490,28 @@ class TrackDataSource:
         options, also per call). Reads the files the workflow built (beside each npy,
         ``<npy stem>.patterns-r<R>.npz``); computes the missing or out-of-date ones in
         memory, with a warning naming the scans.
+
+        Parameters
+        ----------
+        radius : int, optional
+            The sphere's radius in voxels (default 0: the center voxel only).
+        min_tracks : int, optional
+            dsi2's aggregator option: the default of ``at_ijk`` (default 1).
+        across : str, optional
+            ``"union"`` (default) or ``"intersection"``: the default of ``at_ijk``.
+
+        Returns
+        -------
+        ltpa.analysis.matrix.StudyPatterns
+            The patterns of every scan, in JSON order.
+
+        Raises
+        ------
+        InputError
+            If no atlas is selected, or ``radius``, ``min_tracks`` or ``across`` is not a
+            valid value.
+        LtpaError
+            If a scan's pkl or npy cannot be read or do not agree.
         """
         return study_patterns(self, radius, min_tracks=min_tracks, across=across)
 
@@ -381,6 +520,28 @@ class TrackDataSource:
 
         A region is its number (atlas label; an int or a string of digits) or its name
         (``region_names()``: the graphml's dn_name / name).
+
+        Parameters
+        ----------
+        region_a, region_b : int or str
+            The two regions, in either order: a number (or a string of digits) or a name.
+
+        Returns
+        -------
+        int
+            The pair's connection id under the scans' region list and numbering base
+            (``ltpa.prepared.connections.connection_id``).
+
+        Raises
+        ------
+        InputError
+            If no atlas is selected, a region is not in the region list, or a name names no
+            region or several.
+        StaleOutputError
+            If the scans' npys use different region lists or numbering bases.
+        LtpaError
+            If a scan's region list cannot be had: its npy's sidecar is damaged, or it has
+            none and its entry's region list is missing or unusable.
         """
         labels = self._require_atlas()
         found = {self._decoding(pos, lab)[1] for pos, lab in enumerate(labels)}
@@ -430,6 +591,25 @@ class TrackDataSource:
         Every scan must use the same region list (they do when their graphml is the same).
         With ``connection_ids_start_at: 0`` id 0 is both the first region's self-connection
         and "unlabeled" (dsi2's numbering); it is left out of the matrix, as unlabeled.
+
+        Returns
+        -------
+        ConnectionMatrices
+            ``counts`` (scans, R, R) int32 in JSON order, ``regions`` the sorted (R,) region
+            ids, their ``names``, ``scan_ids``, ``groups`` (array of the scan_groups) and
+            the ``atlas`` selection.
+
+        Raises
+        ------
+        InputError
+            If no atlas is selected, a scan's npy does not exist, or it has no sidecar and
+            its entry's region list is missing or unusable.
+        DamagedFileError
+            If a scan's npy is not a 1-D integer array, or its sidecar's region list was
+            edited.
+        StaleOutputError
+            If a scan's region list differs from the first scan's, its npy has not one id
+            per streamline of its pkl, or it holds an id outside the numbering.
         """
         labels = self._require_atlas()
         regions0 = None
@@ -471,6 +651,34 @@ class TrackDataSource:
 
         Id 0 (unlabeled; with numbering base 0 also the first region's self-connection, left
         out as in ``connection_matrices``) and ids outside the numbering give -1.
+
+        Parameters
+        ----------
+        connection_ids : array_like of int
+            Connection ids (any shape; cast to int64).
+        scan : int or str, optional
+            The scan whose region list and numbering decode them: position or scan_id
+            (default 0, the first scan).
+
+        Returns
+        -------
+        region_a : numpy.ndarray
+            Region id (int64) of each pair's first (lower) region, shape of
+            ``connection_ids``; -1 where not decoded.
+        region_b : numpy.ndarray
+            Region id of each pair's second region, likewise.
+
+        Raises
+        ------
+        InputError
+            If no atlas is selected.
+        LtpaError
+            If the scan's region list cannot be had: its npy's sidecar is damaged, or it has
+            none and its entry's region list is missing or unusable.
+        IndexError
+            If a position is outside the study's scans.
+        KeyError
+            If no scan has this scan_id.
         """
         labels = self._require_atlas()
         pos = self._position(scan)
@@ -479,7 +687,21 @@ class TrackDataSource:
 
     def region_names(self) -> dict:
         """Region id -> name of the selected atlas: the graphml's dn_name / name, or the label
-        table's name column, else the id."""
+        table's name column, else the id.
+
+        Returns
+        -------
+        dict
+            int region id -> str name, for every region of the first scan's region list.
+
+        Raises
+        ------
+        InputError
+            If no atlas is selected.
+        LtpaError
+            If the first scan's region list cannot be had: its npy's sidecar is damaged, or
+            it has none and its entry's region list is missing or unusable.
+        """
         labels = self._require_atlas()
         regions, _ = self._decoding(0, labels[0])
         return dict(zip(regions.tolist(), _region_names(labels[0], regions)))

@@ -37,7 +37,23 @@ class ScanTable(list):
         self.columns = list(columns)
 
     def column(self, name) -> list:
-        """The values of one column, in scan order."""
+        """The values of one column, in scan order.
+
+        Parameters
+        ----------
+        name : str
+            The column's name, one of ``columns``.
+
+        Returns
+        -------
+        list
+            The value of each scan's row (None where the scan has none).
+
+        Raises
+        ------
+        KeyError
+            If ``name`` is not a column; the message lists the columns.
+        """
         if name not in self.columns:
             raise KeyError(f"no column {name!r}; columns: {', '.join(self.columns)}")
         return [row[name] for row in self]
@@ -47,6 +63,11 @@ class ScanTable(list):
 
         None is an empty field; other values are written with ``str`` as they are; the
         text has no final newline.
+
+        Returns
+        -------
+        str
+            The header line (``columns``), then one line per scan, tab-separated.
         """
         lines = ["\t".join(self.columns)]
         for row in self:
@@ -58,7 +79,20 @@ class ScanTable(list):
 
 
 def scan_table(scans) -> ScanTable:
-    """The ``ScanTable`` of a study's ``ScanRecord``s."""
+    """The ``ScanTable`` of a study's ``ScanRecord``s.
+
+    Parameters
+    ----------
+    scans : list of ltpa.study.localdata.ScanRecord
+        The scans, in JSON order; their ``scan_id``, ``scan_group`` and ``metadata`` (its
+        ``attributes`` and other keys flattened, ``ltpa.qc.tables.flatten``) fill the rows.
+
+    Returns
+    -------
+    ScanTable
+        One row per scan, in order; the columns as the class describes them (the keys in
+        order of first appearance across the scans).
+    """
     flat = []
     attr_keys, other_keys = [], []
     for rec in scans:
@@ -131,7 +165,25 @@ class ScanQuery:
         return np.asarray(conn[self.ids], dtype=np.int64)
 
     def save(self, path) -> Path:
-        """Write the selected streamlines to ``path`` as a .trk in the key grid; returns it."""
+        """Write the selected streamlines to ``path`` as a .trk in the key grid; returns it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The .trk to write (atomically; an existing file is replaced).
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+
+        Raises
+        ------
+        LtpaError
+            If the scan's pkl cannot be opened (``TrackDataSource.dataset``); or, with
+            ``scan '<scan_id>'`` in front of the message, if its body is damaged or the file
+            cannot be written (``write_subset_trk``).
+        """
         ds = self.dataset
         try:
             write_subset_trk(ds, self.ids, path)
@@ -207,6 +259,23 @@ def write_subset_trk(ds, ids, path) -> None:
 
     The header is the pkl's key-grid header with the new count (no scalars or properties);
     the points are those ``ds.tracks`` gives (key-grid voxmm, float32), gathered in blocks.
+
+    Parameters
+    ----------
+    ds : ltpa.dataset.TrackDataset
+        The scan's dataset (its pkl).
+    ids : array_like
+        Streamline ids (positions in the scan's trk and pkl; flattened, cast to int64);
+        written in the order given, a repeated id again.
+    path : str or os.PathLike
+        The .trk to write, atomically (``ltpa.io.atomic_open``).
+
+    Raises
+    ------
+    LtpaError
+        If an id is outside ``0 .. ds.get_ntracks() - 1``, or the file cannot be written.
+    DamagedFileError
+        If a streamline of the dataset runs past its stored body (``TrackDataset.tracks``).
     """
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     n_tracks = ds.get_ntracks()

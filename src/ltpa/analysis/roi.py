@@ -22,19 +22,40 @@ class KeyGrid:
     affine: np.ndarray | None  # voxel centre -> RAS mm, None when the header has none
 
     def order(self) -> str:
-        """The voxel order of the grid's axes (e.g. 'RAS', 'LPS'); '?' without an affine."""
+        """The voxel order of the grid's axes (e.g. 'RAS', 'LPS'); '?' without an affine.
+
+        Returns
+        -------
+        str
+            The axis codes of the affine (``nibabel.aff2axcodes``) joined, or ``"?"`` when
+            ``affine`` is None.
+        """
         if self.affine is None:
             return "?"
         return "".join(nib.aff2axcodes(self.affine))
 
     def affine_key(self):
         """The affine as a hashable tuple of its 16 values rounded to 6 decimals, or None
-        without one (part of the key under which a ROI is placed once per grid)."""
+        without one (part of the key under which a ROI is placed once per grid).
+
+        Returns
+        -------
+        tuple of float or None
+            The 16 values of the 4x4 affine in row order, rounded to 6 decimals; None when
+            ``affine`` is None.
+        """
         return None if self.affine is None else tuple(np.round(self.affine, 6).ravel().tolist())
 
     def text(self) -> str:
         """The grid in words, for messages: shape, voxel size in mm and the affine's first
-        three rows (or "no affine")."""
+        three rows (or "no affine").
+
+        Returns
+        -------
+        str
+            E.g. ``"91x109x91, voxel 2x2x2 mm, affine [[-2, 0, 0, 90], ...]"`` (values to 6
+            significant digits).
+        """
         vs = "x".join(f"{v:g}" for v in self.voxel_size)
         aff = "no affine" if self.affine is None else "affine [" + ", ".join(
             "[" + ", ".join(f"{v:.6g}" for v in row) + "]" for row in self.affine[:3]) + "]"
@@ -42,7 +63,21 @@ class KeyGrid:
 
 
 def key_grid(ds) -> KeyGrid:
-    """The key grid of a ``TrackDataset``, from its header."""
+    """The key grid of a ``TrackDataset``, from its header.
+
+    Parameters
+    ----------
+    ds : ltpa.dataset.TrackDataset
+        The scan's dataset: the shape is its index's ``dim``, the voxel size and affine its
+        header's ``voxel_sizes`` and ``voxel_to_rasmm``.
+
+    Returns
+    -------
+    KeyGrid
+        With ``dim`` and ``voxel_size`` as tuples of 3 ints / floats, and the affine as a
+        (4, 4) float64 array, or None when its 3x3 part is all zeros (no affine in the
+        header).
+    """
     hdr = ds.header
     aff = np.asarray(hdr["voxel_to_rasmm"], dtype=np.float64).reshape(4, 4)
     return KeyGrid(tuple(int(d) for d in ds.tracks_at_ijk.dim),
@@ -161,7 +196,27 @@ class Roi:
                    np.asarray(img.affine, dtype=np.float64), zooms, data=data)
 
     def voxels_on(self, grid: KeyGrid):
-        """(voxels of the ROI on ``grid``, None), or (None, why it does not fit)."""
+        """(voxels of the ROI on ``grid``, None), or (None, why it does not fit).
+
+        Voxels must lie inside the grid; points in mm are placed at the nearest voxel
+        centre by the grid's affine (none: they do not fit) and must then lie inside it; a
+        mask must be on the grid: with both affines, up to axis flips and permutations
+        (reoriented by index, ``ltpa.formats.grids.conform_plan``), else the same shape
+        (and, for an image, voxel size). The answer is kept per grid (shape, affine, voxel
+        size).
+
+        Parameters
+        ----------
+        grid : KeyGrid
+            A scan's key grid.
+
+        Returns
+        -------
+        voxels : numpy.ndarray or None
+            (N, 3) int64 key-grid voxels of the ROI (N may be 0); None when it does not fit.
+        problem : str or None
+            None when it fits; else why not, in words, for a message.
+        """
         key = (grid.dim, grid.affine_key(), grid.voxel_size)
         if key not in self._placed:
             self._placed[key] = self._place(grid)
@@ -198,7 +253,18 @@ class Roi:
         return self.voxels, None
 
     def check(self, grid: KeyGrid) -> str | None:
-        """Why the ROI does not fit ``grid`` (a message), or None."""
+        """Why the ROI does not fit ``grid`` (a message), or None.
+
+        Parameters
+        ----------
+        grid : KeyGrid
+            A scan's key grid.
+
+        Returns
+        -------
+        str or None
+            The problem ``voxels_on`` finds; None when the ROI fits.
+        """
         return self.voxels_on(grid)[1]
 
     @staticmethod
@@ -216,12 +282,39 @@ class Roi:
 
 
 def nib_apply(affine, points) -> np.ndarray:
-    """``affine`` applied to (N, 3) points."""
+    """``affine`` applied to (N, 3) points.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        A (4, 4) affine (its last row is not used).
+    points : numpy.ndarray
+        (N, 3) coordinates.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 3) float array: ``points @ affine[:3, :3].T + affine[:3, 3]``.
+    """
     return points @ affine[:3, :3].T + affine[:3, 3]
 
 
 def linear(voxels, dim) -> np.ndarray:
-    """Sorted unique linear voxel numbers (C order, as the pkl's index)."""
+    """Sorted unique linear voxel numbers (C order, as the pkl's index).
+
+    Parameters
+    ----------
+    voxels : numpy.ndarray
+        (N, 3) integer voxels (i, j, k), each inside ``dim``.
+    dim : tuple of int
+        The grid's shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D int64 array of the sorted unique ``(i * dim[1] + j) * dim[2] + k``; empty when
+        ``voxels`` is.
+    """
     if voxels.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     lin = np.ravel_multi_index(tuple(voxels.T), dim).astype(np.int64)
