@@ -89,6 +89,27 @@ def test_every_problem_of_every_stage_is_in_one_listing(study):
     assert head.endswith(f"{len(text.splitlines()) - 1} problems:")
 
 
+def test_a_field_problem_of_one_atlas_does_not_hide_its_scans_header_problems(study):
+    """A misspelt volume_path of one atlas and a truncated trk of the same scan: both in
+    the first listing (the trk is read for the scan's pkl and its other atlas); a problem
+    of the grid's own fields (trk_space) is not repeated as a header problem."""
+    folder = study.parent
+
+    def damage(d):
+        d[1]["track_labels"][0]["volum_path"] = d[1]["track_labels"][0].pop("volume_path")
+        d[1]["scan_group"] = 7  # a field that says nothing of the headers
+        d[2]["trk_space"] = "tal"
+
+    edit(study, damage)
+    truncate(folder / "s2" / "s2.trk", 3)
+    truncate(folder / "s3" / "s3.trk", 3)
+    text = problems_of(study)
+    assert "scan #1 ('s2'), field 'track_labels[0].volume_path': is required" in text
+    assert "scan #1 ('s2'), field 'trk_file'" in text and "s2.trk" in text
+    assert "scan #2 ('s3'), field 'trk_space'" in text
+    assert "scan #2 ('s3'), field 'trk_file'" not in text
+
+
 def test_hints_alone_stay_warnings(study):
     edit(study, lambda d: d[0].update(trk_spce="qsdr"))
     s = load_study(study, {})
@@ -239,14 +260,27 @@ def test_output_names_too_long_for_the_temp_and_sidecar_files_are_refused(study)
 # --------------------------------------------------------------------------- 6: input cache
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file")
 def test_a_read_error_is_not_cached(study):
+    """An atlas that cannot be read (chmod 000) is a problem; once readable again it is
+    read, not reported from the cache. Root reads any file: as root the first check runs
+    in a process without the capabilities that override file permissions (setpriv)."""
+    import subprocess
+
+    from conftest import BIN
+
     atlas = study.parent / "s2" / "s2.scale33.QSDR.nii.gz"
+    validate = [str(BIN / "ltpa"), "validate", str(study)]
+    if os.geteuid() == 0:
+        caps = "-dac_override,-dac_read_search"
+        validate = [shutil.which("setpriv") or "setpriv", f"--inh-caps={caps}",
+                    f"--bounding-set={caps}", *validate]
     os.chmod(atlas, 0)
     try:
-        assert "s2.scale33.QSDR.nii.gz" in problems_of(study)
+        proc = subprocess.run(validate, capture_output=True, text=True, timeout=300)
     finally:
         os.chmod(atlas, 0o644)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "s2.scale33.QSDR.nii.gz" in proc.stderr and "could not be read" in proc.stderr
     load_study(study, {})  # fixed: no stale error from the cache
 
 
@@ -549,3 +583,22 @@ def test_an_edited_region_list_in_an_npy_sidecar_stops_its_patterns(built, tmp_p
     from ltpa.prepared.patterns import read_patterns
 
     assert read_patterns(out).meta["region_ids"] == ids
+
+
+@pytest.mark.slow  # a 3-second fuzz budget per format; the hand-made cases above stay fast
+@pytest.mark.parametrize("fmt", ["cache", "sidecar"])
+def test_bounded_fuzz_of_the_input_cache_and_the_sidecars_finds_nothing(fmt):
+    """benchmarks/fuzz.py --format cache|sidecar (items 6 and 7): mutated header caches and
+    output sidecars, read by the study's own readers and judged: no crash, no wrong
+    verdict (a malformed cache entry kept, a changed sidecar judged up to date)."""
+    import subprocess
+
+    from conftest import BIN, REPO
+
+    proc = subprocess.run([str(BIN / "python"), str(REPO / "benchmarks" / "fuzz.py"),
+                           "--format", fmt, "--seconds", "3", "--seed", "5", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout[proc.stdout.index("{"):])["results"][0]
+    assert res["crash"] == 0 and res["wrong"] == 0, res["distinct"]
+    assert res["inputs"] > 50 and res["equal"] > 0, res

@@ -83,7 +83,14 @@ class Note:
 
     def line(self) -> str:
         """The note as one line: ``scan S, atlas A: what (count): detail`` (parts left out
-        when empty)."""
+        when empty).
+
+        Returns
+        -------
+        str
+            The line, without a newline; the atlas part is left out when ``atlas`` is empty,
+            the count when it is None, the detail when it is empty.
+        """
         atlas = f", atlas {self.atlas}" if self.atlas else ""
         count = f" ({self.count})" if self.count is not None else ""
         detail = f": {self.detail}" if self.detail else ""
@@ -154,7 +161,21 @@ class Study:
 
 
 def study_work_dir(local_data, config: dict) -> Path:
-    """Config ``results_dir``, by default ``<json stem>.ltpa`` beside the JSON."""
+    """Config ``results_dir``, by default ``<json stem>.ltpa`` beside the JSON.
+
+    Parameters
+    ----------
+    local_data : str or os.PathLike
+        The study's local_data.json.
+    config : dict
+        The workflow config; its ``results_dir`` (empty or None: the default) is read.
+
+    Returns
+    -------
+    pathlib.Path
+        ``results_dir`` made absolute (against the current folder), or
+        ``<json stem>.ltpa`` in the folder of the JSON's resolved path.
+    """
     if config["results_dir"]:
         return Path(os.path.abspath(config["results_dir"]))
     local_data = Path(local_data).resolve()
@@ -178,6 +199,42 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
     ``remote``: the Snakefile parsed again inside a cluster job, whose driver checked the
     study already: no checks, and with ``only`` (the outputs the job makes) only the scans
     that make them.
+
+    Parameters
+    ----------
+    local_data : str or os.PathLike
+        The study's local_data.json.
+    config : dict or None, optional
+        The workflow config (None, default: every option's default); completed with the
+        schema's defaults (``ltpa.study.config.with_defaults``), not changed.
+    check_inputs_of_jobs : bool, optional
+        Check the headers of the inputs of every output that must be (re)built
+        (``check_inputs``); default True.
+    strict : bool, optional
+        Raise for every problem (default True); False: as above.
+    remote : bool, optional
+        Read the scans and their targets only, as above (default False).
+    only : collection of str, optional
+        With ``remote``: the absolute output paths whose scans are read; None (default):
+        every scan.
+    keep_going : bool, optional
+        Leave out the scans whose inputs fail a check, as above (default False).
+
+    Returns
+    -------
+    Study
+        The study: its scans, targets, config, warnings, verdicts, job specs and notes
+        (with ``remote``: scans, targets and config only), ``problems`` (with
+        ``strict=False``) and ``left_out`` (with ``keep_going``).
+
+    Raises
+    ------
+    LtpaError
+        If the config has an invalid option, or the JSON cannot be read or is not a
+        non-empty list of scans; else one message listing every problem of the study: any
+        problem with ``strict``, a problem of the JSON's fields or paths in every case, and
+        with ``keep_going`` a problem that names no scan, or problems that leave out every
+        scan.
     """
     config = with_defaults(config)
     path = Path(local_data).resolve()
@@ -199,11 +256,11 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
     path_problems, warnings = check_paths(path, targets, managed=managed,
                                           overwrite_foreign=config["overwrite_foreign"])
     problems += path_problems
-    # the later stages run on the scans with no problem so far, so that a header problem is
-    # listed with a field problem of another scan (a scan's own field problem would only
-    # repeat itself as a header problem: trk_space "tal")
-    flawed = {problem_scan(p) for p in problems}
-    refused = {t.output for t in targets if t.scan.index in flawed
+    # the later stages run on every target that no problem so far concerns, so that a
+    # header problem is listed with the field problems (of its own scan too: a misspelt
+    # volume_path of one atlas does not hide a truncated trk); a target whose own fields
+    # have a problem is left to it (its header problem would only repeat it: trk_space "tal")
+    refused = {t.output for t in targets if _concerned(t, problems)
                or any(str(t.output) in p for p in path_problems)}
     study = Study(path, scans, targets, config, list(warnings))
     specs = [t.spec(config) for t in targets]
@@ -298,7 +355,22 @@ class _ValidScans:
 
 
 def unbuildable(t, v) -> list[str]:
-    """Messages for an output that must be (re)built but whose inputs are not there."""
+    """Messages for an output that must be (re)built but whose inputs are not there.
+
+    Parameters
+    ----------
+    t : ltpa.study.targets.Target
+        The output's target.
+    v : ltpa.study.staleness.Verdict
+        Its verdict: a status that needs work, and not buildable.
+
+    Returns
+    -------
+    list of str
+        One message, naming the field and the file, when an input's path changed to a file
+        that does not exist (the path the output was built from is named too); else one
+        per missing input; else (none named) one with the status and its reason.
+    """
     out = str(t.output)
     if v.built_from is not None:
         fld, p = v.missing[0]
@@ -314,8 +386,62 @@ def unbuildable(t, v) -> list[str]:
 # --------------------------------------------------------------------------- inputs
 
 
+# fields of a scan whose problems say nothing of its inputs' headers
+_HEADER_FREE_FIELDS = frozenset({"scan_id", "scan_group", "subject_id", "attributes"})
+_FIELD = re.compile(r"scan #\d+ \('.*?'\), field '([^']+)'")
+_ENTRY = re.compile(r"(track_labels|track_scalars)\[\d+\]")
+
+
+def _concerned(target, problems) -> bool:
+    """Whether one of ``problems`` (messages of the JSON's fields and paths) concerns
+    ``target``: a problem of its scan that names no field, or a field that decides how its
+    inputs are read (trk_file, trk_space, ...), or a field of its own track_labels or
+    track_scalars entry. Problems of another entry of the scan, or of fields such as
+    scan_group, leave its inputs to be checked."""
+    mine = [p for p in problems if problem_scan(p) == target.scan.index]
+    if not mine:
+        return False
+    where = _FIELD.match(target.where(target.output_field))
+    entry = _ENTRY.match(where.group(1)) if where else None
+    own = f"{entry.group(0)}." if entry else None
+    for p in mine:
+        m = _FIELD.match(p)
+        if m is None:
+            return True
+        fld = m.group(1)
+        if _ENTRY.match(fld):
+            if own is not None and fld.startswith(own):
+                return True
+            continue
+        if fld.split(".")[0].split("[")[0] not in _HEADER_FREE_FIELDS:
+            return True
+    return False
+
+
 def check_inputs(study: Study, targets) -> list[str]:
-    """Header-level problems of the inputs of ``targets``; adds notes to ``study``."""
+    """Header-level problems of the inputs of ``targets``; adds notes to ``study``.
+
+    For a b0 atlas to map, the b0 atlas is a 3-D volume; for every target with streamlines,
+    their grid fits their declared space (checked once per file, space and reference
+    volume); for a labeling, the atlas's grid against the streamlines' and its labels
+    against its region list. The header facts are cached by file identity in
+    ``<work_dir>/cache/inputs.json``.
+
+    Parameters
+    ----------
+    study : Study
+        The study: its ``work_dir``, its targets (an atlas one of them makes is on the QSDR
+        grid by construction) and its config's ``max_unmatched_labels``; its ``notes`` are
+        added to.
+    targets : iterable of ltpa.study.targets.Target
+        The targets whose inputs are checked (those that must be built).
+
+    Returns
+    -------
+    list of str
+        The message of each target whose check failed (an LtpaError's, naming the scan, the
+        field and the file), duplicates dropped, in order; empty when every check passed.
+    """
     facts = InputFacts(study.work_dir / "cache" / "inputs.json")
     produced = {t.output: t for t in study.targets}
     problems = []
@@ -545,7 +671,32 @@ def check_paths(local_data: Path, targets, managed=(), overwrite_foreign=False) 
         -> tuple[list[str], list[str]]:
     """(problems, warnings) of the study's outputs against every input, each other, the JSON,
     the study's own folders (``managed``: results, caches, logs) and the files already at
-    the output paths (one of another format is refused unless ``overwrite_foreign``)."""
+    the output paths (one of another format is refused unless ``overwrite_foreign``).
+
+    Paths are compared by their real paths (symlinked folders resolved).
+
+    Parameters
+    ----------
+    local_data : pathlib.Path
+        The study's local_data.json.
+    targets : list of ltpa.study.targets.Target
+        Every output of the study, with its inputs.
+    managed : iterable of str or os.PathLike, optional
+        The study's own folders, where no output may be (default none).
+    overwrite_foreign : bool, optional
+        Let an output replace an existing file of another format (default False).
+
+    Returns
+    -------
+    problems : list of str
+        Duplicates dropped: a path Snakemake would read as a wildcard (one per folder or
+        file name holding it); an output (or its sidecar) that two entries write, that is
+        the JSON, or that is an input; an output inside a ``managed`` folder, whose file
+        name is too long for the workflow's temp and sidecar files, that is a symbolic link
+        or a folder, or where a file of another format exists.
+    warnings : list of str
+        Outputs whose paths differ only by letter case.
+    """
     real = _RealPaths()
     managed = [os.path.realpath(m) for m in managed]
     problems, warnings = [], []
