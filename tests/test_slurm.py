@@ -222,6 +222,32 @@ def test_profiles_default_is_portable_and_slurm_takes_account_from_environment(m
     assert mine["default-resources"]["slurm_partition"] == "short"
 
 
+def test_the_ltpa_executor_runs_nothing_of_slurm_until_it_runs_jobs(tmp_path):
+    """Snakemake imports every executor plugin at every start-up: importing ltpa-slurm and
+    declaring its settings (what Snakemake does) imports no SLURM plugin and runs no SLURM
+    command (the slurm plugin's import runs `scontrol show config`, 10 s without a
+    controller). SLURM's commands are stand-ins here that record each call."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    for cmd in ("scontrol", "sinfo", "sacct", "squeue", "sbatch", "sacctmgr", "srun"):
+        script = bin_dir / cmd
+        script.write_text(f"#!/bin/sh\necho {cmd} \"$@\" >> {calls}\nexit 1\n")
+        script.chmod(0o755)
+    code = (
+        "import sys, dataclasses\n"
+        "import snakemake_executor_plugin_ltpa_slurm as p\n"
+        "names = [f.name for f in dataclasses.fields(p.ExecutorSettings)]\n"
+        "assert names and p.common_settings.non_local_exec\n"
+        "print(sorted(m for m in sys.modules if m.startswith('snakemake_executor_plugin_')))\n"
+    )
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}")
+    proc = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['snakemake_executor_plugin_ltpa_slurm']"
+    assert not calls.exists(), calls.read_text()
+
+
 @pytest.mark.slow
 def test_cluster_dry_run_plans_one_group_job_per_batch_of_scans(tmp_path, demo_study):
     # (no SLURM needed: the ltpa-slurm executor imports the slurm plugin only to run jobs)
