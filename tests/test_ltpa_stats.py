@@ -238,6 +238,91 @@ def test_callable_path_equals_builtins(source, rng):
     assert similarity_fn(sp.at_ijk(tuple(ijk[c]))) == one.values[c]
 
 
+def bundle_centers(sp, cid):
+    """Sorted linear numbers of the centers where any scan has connection ``cid``, read from
+    the patterns' CSR arrays one scan at a time."""
+    found = []
+    for p in sp.scans:
+        rows = np.repeat(np.arange(p.n_centers), np.diff(np.asarray(p.indptr)))
+        found.append(np.asarray(p.centers)[rows[np.asarray(p.connection_ids) == cid]])
+    return np.unique(np.concatenate(found))
+
+
+def streamlines_fn(pm):
+    return float(pm.totals.mean())
+
+
+def connections_fn(pm):
+    labeled = pm.connection_ids != 0
+    return float((pm.counts[:, labeled] > 0).sum() / pm.counts.shape[0])
+
+
+def cosines_by_subject(pm):
+    """(within, between) lists of the cosines of the scans' id != 0 vectors, empty ones left
+    out, from the PatternMatrix alone (its subject_ids)."""
+    v = pm.counts[:, pm.connection_ids != 0].astype(float)
+    keep = [s for s in range(v.shape[0]) if v[s].any()]
+    within, between = [], []
+    for a, b in itertools.combinations(keep, 2):
+        cos = float(v[a] @ v[b] / np.linalg.norm(v[a]) / np.linalg.norm(v[b]))
+        same = pm.subject_ids[a] is not None and pm.subject_ids[a] == pm.subject_ids[b]
+        (within if same else between).append(cos)
+    return within, between
+
+
+def within_subject_fn(pm):
+    return mean_or_nan(cosines_by_subject(pm)[0])
+
+
+def between_subject_fn(pm):
+    return mean_or_nan(cosines_by_subject(pm)[1])
+
+
+def welch_fn(cid, groups):
+    """Welch's t of id ``cid``'s counts, B - A, where half the two groups' scans have it."""
+
+    def group_difference_fn(pm):
+        col = np.flatnonzero(pm.connection_ids == cid)
+        x = pm.counts[:, col[0]].astype(float) if col.shape[0] else np.zeros(len(pm))
+        g = np.asarray(pm.scan_groups)
+        a, b = x[g == groups[0]], x[g == groups[1]]
+        if (np.concatenate([a, b]) >= 1).sum() < math.ceil((a.size + b.size) / 2):
+            return math.nan
+        se2 = a.var(ddof=1) / a.size + b.var(ddof=1) / b.size
+        return (b.mean() - a.mean()) / math.sqrt(se2) if se2 > 0 else math.nan
+
+    return group_difference_fn
+
+
+def test_every_builtin_equals_a_plain_function_of_the_pattern_matrix(source, rng):
+    """streamlines, connections (min_tracks 2), group_difference (t), within_subject and
+    between_subject: the built-in map equals the map of a Python function over each
+    center's PatternMatrix, at the same centers (random ones and the planted bundle's)."""
+    sp = source.termination_patterns(RADIUS)
+    cid = source.connection_id(*PLANTED)
+    bundle = bundle_centers(sp, cid)
+    lin = np.unique(np.concatenate([rng.choice(sp.centers(), 1000, replace=False),
+                                    rng.choice(bundle, min(500, bundle.shape[0]),
+                                               replace=False)]))
+    ijk = sp.ijk(lin)
+    groups = ("control", "patient")
+    cases = [("streamlines", streamlines_fn, {}, {}),
+             ("connections", connections_fn, {"min_tracks": 2}, {}),
+             ("within_subject", within_subject_fn, {}, {}),
+             ("between_subject", between_subject_fn, {}, {}),
+             ("group_difference", welch_fn(cid, groups), {},
+              {"connection": PLANTED, "groups": groups})]
+    for stat, fn, common, options in cases:
+        builtin = run(stat, source, ijk, **common, **options)
+        mine = run(fn, sp, ijk, progress=False, **common)
+        np.testing.assert_array_equal(builtin.centers, mine.centers)
+        np.testing.assert_allclose(mine.values, builtin.values, rtol=1e-9, atol=1e-12,
+                                   equal_nan=True, err_msg=stat)
+        finite = np.isfinite(builtin.values).sum()
+        assert finite >= (30 if stat == "group_difference" else 300), (stat, finite)
+        assert len(set(np.round(builtin.values[np.isfinite(builtin.values)], 9))) > 3, stat
+
+
 def test_pattern_matrix_options(source, sampled):
     ijk, ref = sampled
     sp = source.termination_patterns(RADIUS)
@@ -308,6 +393,155 @@ def test_cli_map(study, tmp_path):
                                equal_nan=True, rtol=1e-6)
 
 
+# --------------------------------------------------------------------------- masks, CLI, progress
+
+
+def mask_in_the_key_grid(sp, rng, path, cid):
+    """A mask NIfTI in the key grid: 300 centers of the planted bundle (connection ``cid``)
+    and 300 random centers of any scan; returns its voxels (sorted linear numbers)."""
+    bundle = bundle_centers(sp, cid)
+    lin = np.unique(np.concatenate([rng.choice(sp.centers(), 300, replace=False),
+                                    rng.choice(bundle, min(300, bundle.shape[0]),
+                                               replace=False)]))
+    mask = np.zeros(sp.dim, np.uint8)
+    mask[tuple(sp.ijk(lin).T)] = 1
+    nib.Nifti1Image(mask, sp.affine).to_filename(str(path))
+    return lin
+
+
+def test_mask_nifti_as_centers(source, rng, tmp_path):
+    sp = source.termination_patterns(RADIUS)
+    lin = mask_in_the_key_grid(sp, rng, tmp_path / "mask.nii.gz",
+                               source.connection_id(*PLANTED))
+    whole = run("similarity", sp, None)
+    masked = run("similarity", source, str(tmp_path / "mask.nii.gz"))
+    np.testing.assert_array_equal(masked.centers, sp.ijk(lin))  # its voxels, sorted
+    at = {tuple(v): x for v, x in zip(whole.centers.tolist(), whole.values)}
+    np.testing.assert_array_equal(masked.values, [at.get(tuple(v), np.nan)
+                                                  for v in masked.centers.tolist()])
+    assert np.isfinite(masked.values).sum() > 100
+    # the same mask as a nibabel image with its axes flipped (another voxel order of the
+    # same grid): the same centers and values
+    img = nib.load(str(tmp_path / "mask.nii.gz"))
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = sp.dim[0] - 1
+    flipped = nib.Nifti1Image(np.asarray(img.dataobj)[::-1], img.affine @ flip)
+    again = run("similarity", source, flipped)
+    np.testing.assert_array_equal(again.centers, masked.centers)
+    np.testing.assert_array_equal(again.values, masked.values)
+
+
+def test_empty_centers_are_an_error(source, tmp_path):
+    sp = source.termination_patterns(RADIUS)
+    nib.Nifti1Image(np.zeros(sp.dim, np.uint8), sp.affine).to_filename(
+        str(tmp_path / "zero.nii.gz"))
+    bad(source, r"centers: mask file '.*zero\.nii\.gz' has no nonzero voxel",
+        centers=str(tmp_path / "zero.nii.gz"))
+    bad(source, "centers: the array of voxels is empty", centers=np.zeros((0, 3), int))
+
+
+def test_cli_map_group_difference_with_every_option(study, rng, tmp_path):
+    """`ltpa map` with --connection, --groups, --permutations, --centers, --min-scans and
+    --seed writes what run_ltpa computes in Python with the same options."""
+    src = source_of(study, SCALE33)
+    sp = src.termination_patterns(RADIUS)
+    lin = mask_in_the_key_grid(sp, rng, tmp_path / "mask.nii.gz",
+                               src.connection_id(*PLANTED))
+    out = tmp_path / "gd.nii.gz"
+    proc = subprocess.run(
+        [str(BIN / "ltpa"), "map", str(study), "--atlas", "Lausanne2008", "--param",
+         "scale=33", "--radius", str(RADIUS), "--stat", "group_difference", "--connection",
+         ",".join(PLANTED), "--groups", "patient,control", "--permutations", "40",
+         "--centers", str(tmp_path / "mask.nii.gz"), "--min-scans", "2", "--min-tracks",
+         "2", "--seed", "5", "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    want = run("group_difference", src, str(tmp_path / "mask.nii.gz"), min_tracks=2,
+               connection=PLANTED, groups=("patient", "control"), n_permutations=40,
+               min_scans=2, seed=5)
+    np.testing.assert_array_equal(want.centers, sp.ijk(lin))
+    t = np.asarray(nib.load(str(out)).dataobj)
+    p = np.asarray(nib.load(str(extra_map_path(out, "p_fwe"))).dataobj)
+    np.testing.assert_array_equal(t, want.volume())  # float32 both, NaN outside
+    np.testing.assert_array_equal(p, want.volume("p_fwe"))
+    assert np.isfinite(t).sum() >= 10 and np.nanmax(t) > 0  # patient - control > 0: planted
+    assert np.isnan(t[np.asarray(nib.load(str(tmp_path / "mask.nii.gz")).dataobj) == 0]).all()
+    body = json.loads(out.with_name("gd.nii.gz.json").read_text())
+    assert body["options"]["groups"] == ["patient", "control"]
+    assert body["options"]["min_scans"] == 2 and body["options"]["seed"] == 5
+    assert body["options"]["n_permutations"] == 40 and body["n_centers"] == lin.shape[0]
+    # another seed, other permutations: the p map is not a copy of a default
+    other = run("group_difference", src, str(tmp_path / "mask.nii.gz"), min_tracks=2,
+                connection=PLANTED, groups=("patient", "control"), n_permutations=40,
+                min_scans=2, seed=6)
+    np.testing.assert_array_equal(other.values, want.values)
+    assert not np.array_equal(other.p_fwe, want.p_fwe, equal_nan=True)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_callable_progress_bar_on_stderr(source, capfd, n_jobs):
+    sp = source.termination_patterns(RADIUS)
+    capfd.readouterr()
+    ijk = sp.ijk(sp.centers()[:3000])
+    res = run_ltpa(coverage_fn, sp, radius=RADIUS, centers=ijk, n_jobs=n_jobs)
+    err = capfd.readouterr().err
+    assert "ltpa: coverage_fn [" in err and "100.0% (3000/3000 centers" in err
+    np.testing.assert_array_equal(res.values, run("coverage", sp, ijk).values)
+    run_ltpa(coverage_fn, sp, radius=RADIUS, centers=ijk, n_jobs=n_jobs, progress=False)
+    assert "ltpa: coverage_fn" not in capfd.readouterr().err
+
+
+# --------------------------------------------------------------------------- fail fast
+
+
+def test_study_checks_come_before_any_pattern_is_computed(study, tmp_path):
+    """With no pattern file built, a bad group, connection, option or mask is an error
+    before a scan's patterns are computed: no note of an on-the-fly computation."""
+    src = source_of(study, SCALE33)
+    nib.Nifti1Image(np.ones((10, 10, 10), np.uint8), np.eye(4)).to_filename(
+        str(tmp_path / "m.nii.gz"))
+    gd = dict(connection=PLANTED, groups=("control", "patient"))
+    cases = [
+        ("group 'nurse' is not a scan_group", "group_difference",
+         dict(connection=PLANTED, groups=("control", "nurse"))),
+        ("groups .*must differ", "group_difference",
+         dict(connection=PLANTED, groups=("control", "control"))),
+        ("connection 99999 is not in the atlas", "group_difference",
+         dict(connection=99999, groups=("control", "patient"))),
+        ("region 'lh.nowhere'", "group_difference",
+         dict(connection=("lh.nowhere", "lh.precuneus"), groups=("control", "patient"))),
+        ("min_scans 99", "group_difference", dict(min_scans=99, **gd)),
+        ("n_permutations -5", "group_difference", dict(n_permutations=-5, **gd)),
+        ("needs groups=", "group_difference", dict(connection=PLANTED)),
+        (r"m\.nii\.gz.*resample the mask", "coverage", dict(centers=str(tmp_path / "m.nii.gz"))),
+        ("outside the key grid", "coverage", dict(centers=np.array([[91, 0, 0]]))),
+        ("across 'intersection'", "coverage", dict(across="intersection")),
+        ("across 'all'", "coverage", dict(across="all")),
+        ("n_jobs 0", "coverage", dict(n_jobs=0)),
+    ]
+    for match, stat, kw in cases:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(LtpaError, match=match):
+                run_ltpa(stat, src, radius=2, **kw)
+        notes = [str(w.message) for w in caught if "on the fly" in str(w.message)]
+        assert notes == [], (match, notes)
+    # the same through `ltpa map`: the error, and nothing computed or written
+    out = tmp_path / "gd.nii.gz"
+    proc = subprocess.run(
+        [str(BIN / "ltpa"), "map", str(study), "--atlas", "Lausanne2008", "--param",
+         "scale=33", "--radius", "2", "--stat", "group_difference", "--connection",
+         ",".join(PLANTED), "--groups", "control,nurse", "-o", str(out)],
+        capture_output=True, text=True)
+    assert proc.returncode == 1 and "group 'nurse' is not a scan_group" in proc.stderr
+    assert "on the fly" not in proc.stderr and not out.exists()
+    # and the check does not stop a good map: the note comes, with the map
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_ltpa("coverage", src, radius=2, centers=np.array([[45, 47, 60]]))
+    assert any("computed on the fly" in str(w.message) for w in caught)
+    assert caught[-1].filename == __file__  # the warning points at the caller's line
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -363,21 +597,38 @@ def test_different_region_lists_or_grids_are_errors_nothing_written(study, tmp_p
             warnings.simplefilter("ignore")
             write_map(path, out, atlas=SCALE33, radius=0, stat="coverage")
     assert not out.exists() and not (tmp_path / "m.nii.gz.json").exists()
-    # a pattern file of another grid (what a scan hashed into another space would give)
-    src = source_of(study, SCALE33)
-    sp = src.termination_patterns(0)
-    scan = json.loads(study.read_text())[2]
-    npy = study.parent / scan["track_labels"][0]["numpy_path"]
-    p = sp.scans[2]
-    p.meta["dim"] = [91, 109, 92]
-    target = patterns_path(npy, 0)
-    save_patterns(p, target)
+    # a pattern file of another grid, which the workflow calls up to date (its sidecar
+    # rewritten for it): what the reader reads must still be in one grid
+    from ltpa.jobs.pipeline import run as run_job
+    from ltpa.study import sidecar
+    from ltpa.study.config import default_config
+    from ltpa.study.study import load_study
+
+    config = dict(default_config(), patterns={"radii": [0]})
+    target = next(t for t in load_study(study, config, check_inputs_of_jobs=False).targets
+                  if t.rule == "termination_patterns" and t.scan.scan_id == "s03"
+                  and t.output == patterns_path(t.label.numpy_path, 0)
+                  and t.label.parameters.get("scale") == 33)
+    out = target.output
+    run_job(target.spec(config))
     try:
-        assert read_patterns(target).dim == (91, 109, 92)
+        p = read_patterns(out)
+        body, _ = sidecar.read(out)
+        p.meta["dim"] = [91, 109, 92]
+        save_patterns(p, out)
+        sidecar.write(out, "termination_patterns", inputs=body["inputs"],
+                      params=body["params"], scan_id=body["scan_id"], atlas=body["atlas"])
+        st = load_study(study, config, check_inputs_of_jobs=False)
+        assert [v.status for t, v in zip(st.targets, st.verdicts) if t.output == out] == ["ok"]
+        assert read_patterns(out).dim == (91, 109, 92)
+        src = source_of(study, SCALE33)
         with pytest.raises(LtpaError, match=r"scans 's01' and 's03' have different key grids"):
-            run_ltpa("coverage", src, radius=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run_ltpa("coverage", src, radius=0)
     finally:
-        target.unlink()
+        out.unlink()
+        sidecar.path_of(out).unlink()
 
 
 def test_result_repr_and_save_checks(source, tmp_path):

@@ -301,13 +301,22 @@ def test_committed_version_1_file_reads(tmp_path):
     assert p.meta["version"] == 1 and p.radius == 1
 
 
-@pytest.mark.parametrize("radius", [-1, 11, 1.5, "x", True, None])
+@pytest.mark.parametrize("radius", [-1, 11, 1.5, "x", True, None, "2", 2.0, np.float64(1.0),
+                                    np.True_, np.int64(11)])
 def test_bad_radius(tmp_path, radius):
     with pytest.raises(LtpaError, match=r"radius .*expected an integer number of voxels in "
                                         r"0\.\.10"):
         write_patterns(DATA / "track_dataset_v0.pkl", tmp_path / "none.npy",
                        tmp_path / "o.npz", radius)
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_radius_is_an_int_or_a_numpy_integer():
+    from ltpa.prepared.patterns import check_radius
+
+    for value in (0, 10, np.int64(3), np.uint8(2), np.int32(1)):
+        got = check_radius(value)
+        assert got == int(value) and type(got) is int
 
 
 def test_npy_of_another_scan_is_an_error_nothing_written(study, tmp_path):
@@ -320,30 +329,191 @@ def test_npy_of_another_scan_is_an_error_nothing_written(study, tmp_path):
     assert not out.exists() and not Path(f"{out}.json").exists()
 
 
-def test_built_files_are_read_and_stale_ones_recomputed(study, tmp_path):
+# --------------------------------------------------------------------------- built files: the
+# reader and the workflow judge them by one rule (ltpa.study.staleness)
+
+
+def patterns_config(radius):
+    """The workflow config asking for the scale-33 pattern files at ``radius``."""
+    from ltpa.study.config import default_config
+
+    return dict(default_config(), patterns={"radii": [radius], "atlases": [
+        {"name": "Lausanne2008", "parameters": {"scale": 33}}]})
+
+
+def pattern_verdicts(study, radius):
+    """{scan_id: (verdict, target)} of every scale-33 pattern file at ``radius``, as the
+    workflow and ``ltpa status`` judge them (``load_study`` with config ``patterns``)."""
+    from ltpa.study.study import load_study
+
+    config = patterns_config(radius)
+    st = load_study(study, config, check_inputs_of_jobs=False, strict=False)
+    return {t.scan.scan_id: (v, t) for t, v in zip(st.targets, st.verdicts)
+            if t.rule == "termination_patterns"}
+
+
+def build_like_the_workflow(study, radius):
+    """Run the workflow's pattern jobs (the same specs) for every scan that needs one."""
+    from ltpa.jobs.pipeline import run
+
+    config = patterns_config(radius)
+    for v, t in pattern_verdicts(study, radius).values():
+        if v.status != "ok":
+            run(t.spec(config))
+
+
+@pytest.fixture(scope="module")
+def built(study, tmp_path_factory):
+    """A copy of the study (times kept) with every pattern file at r = 2 built by the
+    workflow's jobs."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("built") / "study"
+    shutil.copytree(study.parent, folder)
+    copy = folder / study.name
+    build_like_the_workflow(copy, 2)
+    return copy
+
+
+@pytest.fixture
+def fresh(built, tmp_path):
+    """A copy of ``built`` of this test's own (times kept: the files stay up to date)."""
+    import shutil
+
+    shutil.copytree(built.parent, tmp_path / "study")
+    return tmp_path / "study" / built.name
+
+
+def read_with_notes(study, radius):
+    """(StudyPatterns, [warning texts]) of a fresh source."""
+    import warnings
+
     src = source_of(study, SCALE33)
-    scans = json.loads(study.read_text())
-    first = scans[0]
-    npy = study.parent / first["track_labels"][0]["numpy_path"]
-    out = patterns_path(npy, 2)
-    assert out.name == npy.name[:-4] + ".patterns-r2.npz"
-    write_patterns(study.parent / first["pkl_path"], npy, out, 2)
-    with pytest.warns(UserWarning, match="computed on the fly for scans 's02'"):
-        sp = src.termination_patterns(2)
-    assert sp.sources[0] == str(out) and sp.sources[1] == "computed"
-    # the npy touched: the file no longer describes it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sp = src.termination_patterns(radius)
+    return src, sp, [str(w.message) for w in caught]
+
+
+def assert_equals_brute_force(src, sp, scan, rng, n=12):
+    """Scan ``scan``'s patterns in ``sp`` against query_ijk of the sphere at some of its
+    centers and a few anywhere."""
+    p = sp.scans[scan]
+    lin = np.asarray(p.centers)[rng.choice(p.n_centers, n, replace=False)]
+    for ijk in np.concatenate([sp.ijk(lin), rng.integers(0, sp.dim, size=(3, 3))]):
+        ref = brute_patterns(src, ijk, sp.radius, sp.dim)[scan]
+        pm = sp.at_ijk(tuple(ijk))
+        got = {int(c): int(k) for c, k in zip(pm.connection_ids, pm.counts[scan]) if k}
+        assert got == ref, tuple(ijk)
+
+
+def test_built_files_are_read_when_the_workflow_calls_them_up_to_date(fresh, rng):
+    verdicts = pattern_verdicts(fresh, 2)
+    assert len(verdicts) == 6 and {v.status for v, _ in verdicts.values()} == {"ok"}
+    src, sp, notes = read_with_notes(fresh, 2)
+    assert notes == []
+    assert sp.sources == [str(t.output) for _, t in verdicts.values()]
+    assert all(isinstance(p.counts, np.memmap) for p in sp.scans)
+    assert_equals_brute_force(src, sp, 0, rng)
+    # a file that is not built is computed, with a note naming the scan
+    out = Path(sp.sources[3])
+    out.unlink()
+    _, sp, notes = read_with_notes(fresh, 2)
+    assert sp.sources[3] == "computed" and sp.sources[2] == str(verdicts["s03"][1].output)
+    assert len(notes) == 1 and "computed on the fly for scan 's04' (not built)" in notes[0]
+
+
+def test_a_touched_npy_of_the_same_content_keeps_the_built_file(fresh):
     import os
 
+    v, t = pattern_verdicts(fresh, 2)["s02"]
+    npy = Path(t.inputs["numpy_path"])
     st = npy.stat()
-    os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    try:
-        with pytest.warns(UserWarning, match="out of date"):
-            sp = src.termination_patterns(2)
-        assert sp.sources[0] == "computed"
-    finally:
-        os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns))
-        out.unlink()
-        Path(f"{out}.json").unlink()
+    os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
+    assert npy.stat().st_mtime_ns != st.st_mtime_ns
+    assert pattern_verdicts(fresh, 2)["s02"][0].status == "ok"  # the workflow: up to date
+    _, sp, notes = read_with_notes(fresh, 2)
+    assert notes == [] and sp.sources[1] == str(t.output)
+
+
+def test_an_npy_of_new_content_is_computed_on_the_fly_with_a_note(fresh, rng):
+    v, t = pattern_verdicts(fresh, 2)["s02"]
+    npy = Path(t.inputs["numpy_path"])
+    ids = np.load(npy)
+    np.save(npy, ids[::-1].copy())  # same size, other ids
+    v = pattern_verdicts(fresh, 2)["s02"][0]
+    assert v.status == "out of date" and "numpy_path" in v.reason
+    src, sp, notes = read_with_notes(fresh, 2)
+    assert sp.sources[1] == "computed" and sp.sources[0] != "computed"
+    assert len(notes) == 1 and "computed on the fly for scan 's02'" in notes[0]
+    assert str(t.output) in notes[0] and "numpy_path" in notes[0]
+    assert_equals_brute_force(src, sp, 1, rng)  # the new ids, not the file's
+
+
+def test_a_rebuilt_pkl_makes_its_patterns_out_of_date(fresh, rng):
+    """The scan's metadata changed: the workflow rebuilds its pkl (carrying the metadata),
+    then its pattern file; the reader computes it meanwhile, with a note."""
+    from ltpa.jobs.pipeline import run
+    from ltpa.study.study import load_study
+
+    scans = json.loads(fresh.read_text())
+    scans[2]["attributes"]["age"] = 99
+    fresh.write_text(json.dumps(scans, indent=1))
+    config = patterns_config(2)
+    st = load_study(fresh, config, check_inputs_of_jobs=False)
+    todo = [t for t, v in zip(st.targets, st.verdicts) if v.status != "ok"]
+    assert [(t.rule, t.scan.scan_id) for t in todo] == [("index_streamlines", "s03"),
+                                                         ("termination_patterns", "s03")]
+    v = pattern_verdicts(fresh, 2)["s03"][0]
+    assert v.status == "out of date" and "pkl_path" in v.reason and not v.own
+    run(todo[0].spec(config))  # the pkl rebuilt: now the pattern file is out of date itself
+    v, t = pattern_verdicts(fresh, 2)["s03"]
+    assert v.status == "out of date" and v.own and "pkl_path" in v.reason, v.reason
+    src, sp, notes = read_with_notes(fresh, 2)
+    assert [s == "computed" for s in sp.sources] == [False, False, True, False, False, False]
+    assert len(notes) == 1 and "for scan 's03'" in notes[0] and "pkl_path" in notes[0]
+    assert_equals_brute_force(src, sp, 2, rng)
+    run(t.spec(config))  # the workflow's rebuild: read again
+    assert pattern_verdicts(fresh, 2)["s03"][0].status == "ok"
+    _, sp, notes = read_with_notes(fresh, 2)
+    assert notes == [] and sp.sources[2] == str(t.output)
+
+
+def test_a_file_of_another_radius_is_not_read(fresh, rng):
+    """At the radius-2 path, a radius-1 file: by its sidecar (what the workflow sees:
+    "radius was 1, now 2") and, with a sidecar claiming radius 2, by the file itself."""
+    from ltpa.study import sidecar
+
+    v, t = pattern_verdicts(fresh, 2)["s04"]
+    out, pkl, npy = t.output, t.inputs["pkl_path"], t.inputs["numpy_path"]
+    body, _ = sidecar.read(out)
+    write_patterns(pkl, npy, out, 1, scan_id="s04", atlas_key=t.atlas_key)
+    assert read_patterns(out).radius == 1
+    v = pattern_verdicts(fresh, 2)["s04"][0]
+    assert v.status == "out of date" and "radius was 1, now 2" in v.reason
+    src, sp, notes = read_with_notes(fresh, 2)
+    assert sp.sources[3] == "computed" and "radius was 1, now 2" in notes[0]
+    assert sp.scans[3].radius == 2
+    assert_equals_brute_force(src, sp, 3, rng)
+    # the sidecar of the radius-2 build over the radius-1 file: the workflow is fooled, the
+    # reader reads the file's own radius
+    sidecar.write(out, "termination_patterns", inputs=body["inputs"], params=body["params"],
+                  scan_id=body["scan_id"], atlas=body["atlas"])
+    assert pattern_verdicts(fresh, 2)["s04"][0].status == "ok"
+    _, sp, notes = read_with_notes(fresh, 2)
+    assert sp.sources[3] == "computed" and sp.scans[3].radius == 2
+    assert f"{str(out)!r} is out of date (it holds patterns of radius 1, not 2)" in notes[0]
+
+
+def test_a_file_built_outside_the_workflow_is_judged_as_the_workflow_does(fresh):
+    """`ltpa patterns` without the scan_id and atlas key the workflow records: the workflow
+    would rebuild it, so the reader does not read it."""
+    v, t = pattern_verdicts(fresh, 2)["s01"]
+    write_patterns(t.inputs["pkl_path"], t.inputs["numpy_path"], t.output, 2)
+    v = pattern_verdicts(fresh, 2)["s01"][0]
+    assert v.status == "out of date" and "atlas was None" in v.reason
+    _, sp, notes = read_with_notes(fresh, 2)
+    assert sp.sources[0] == "computed" and "atlas was None" in notes[0]
 
 
 def test_cli_patterns(study, tmp_path):

@@ -13,6 +13,7 @@ one scan has it >= min_tracks; "intersection": when every scan does).
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -286,31 +287,27 @@ class StudyPatterns:
 def study_patterns(source, radius=0, *, min_tracks=1, across="union") -> StudyPatterns:
     """The study's patterns under ``source``'s selected atlas (``TrackDataSource``).
 
-    Each scan's pattern file (``patterns_path`` beside its npy) is read when it exists and
-    was built from the pkl and npy on disk now (sizes and modification times, as its meta
-    records them); otherwise the scan's patterns are computed in memory (not written), with
-    one warning naming the scans (the workflow builds the files: config ``patterns``).
+    Each scan's pattern file (``patterns_path`` beside its npy) is read when the workflow
+    would call it up to date: ``ltpa.study.staleness.judge`` of the workflow's own job for it
+    (``pattern_jobs``: its sidecar against the pkl and npy on disk now, a touched input of
+    unchanged content included, and the radius, scan and atlas), the pkl and npy taken as
+    they are; and when the file itself holds this radius, scan and region list
+    (``_not_this``). Otherwise the scan's patterns are computed in memory (not written), with
+    one warning naming the scans and why (the workflow builds the files: config
+    ``patterns``).
     """
 
     r = check_radius(radius)
     check_min_tracks(min_tracks)
     check_across(across)
     labels = source._require_atlas()
+    jobs = pattern_jobs(source, r)
+    hashes = _output_hashes(source)
     scans, sources, computed = [], [], []
     for pos, lab in enumerate(labels):
         rec = source._scans[pos]
         path = patterns_path(lab.numpy_path, r)
-        p = None
-        why = "not built"
-        if path.exists():
-            try:
-                p = read_patterns(path)
-            except LtpaError as exc:
-                why = str(exc)
-            else:
-                why = _stale(p, rec.pkl_path, lab.numpy_path)
-                if why:
-                    p = None
+        p, why = _built(source, pos, lab, path, jobs.get(str(path)), r, hashes)
         if p is None:
             labs = source._labels_of(pos, lab)
             ds = source.dataset(pos)
@@ -334,7 +331,7 @@ def study_patterns(source, radius=0, *, min_tracks=1, across="union") -> StudyPa
         notes.append(f"termination patterns at radius {r} were computed on the fly for scan"
                      f"{'s' if len(computed) > 1 else ''} {shown}{more} ({'; '.join(reasons)}); "
                      f"the workflow builds them once (config: patterns: {{radii: [{r}]}})")
-        warnings.warn(notes[-1], stacklevel=3)
+        warnings.warn(notes[-1], stacklevel=_outside_ltpa())
     _check_same(source, labels, scans)
     regions, start = source._decoding(0, labels[0])
     names = source.region_names()
@@ -346,21 +343,101 @@ def study_patterns(source, radius=0, *, min_tracks=1, across="union") -> StudyPa
         across=across)
 
 
+def _outside_ltpa() -> int:
+    """The ``stacklevel`` of a warning raised by this module's caller that points at the
+    first frame outside the ltpa package (the user's call, through ``run_ltpa`` or not)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def pattern_jobs(source, radius) -> dict:
+    """The workflow's job for the pattern file at ``radius`` of every scan and atlas entry.
+
+    The targets are made by ``ltpa.study.targets.build_targets`` (the workflow's own function,
+    its config ``patterns`` set to this radius and every atlas) and turned into jobs under
+    the source's config, so the inputs, parameters (scan_id, atlas key, radius) and paths are
+    those the workflow would build and judge.
+
+    Returns
+    -------
+    dict
+        Output path (str) -> ``ltpa.study.spec.JobSpec``.
+    """
+    from ..study.targets import RULE_PATTERNS, build_targets
+
+    targets = build_targets(source._scans, {"patterns": {"radii": [int(radius)]}})
+    return {str(t.output): t.spec(source.config) for t in targets if t.rule == RULE_PATTERNS}
+
+
+def _output_hashes(source):
+    """The study's cache of output hashes (``staleness.OutputHashes``), read only here: a
+    judgement of a few pattern files must not replace what ``ltpa status`` keeps."""
+    from ..study.staleness import OutputHashes
+    from ..study.study import study_work_dir
+
+    try:
+        folder = study_work_dir(source.json_source, source.config)
+    except (TypeError, ValueError, OSError):
+        return OutputHashes()
+    return OutputHashes(folder / "cache" / "outputs.json")
+
+
+def _built(source, pos, lab, path, spec, r, hashes):
+    """``(ScanPatterns, None)`` for a built pattern file the workflow calls up to date and
+    that holds what is asked; else ``(None, why)``."""
+    from ..study.staleness import KEPT, MISSING, OK, judge
+
+    if spec is None or not path.exists():
+        return None, "not built"
+    verdict = judge(spec, {}, {}, hashes)  # the pkl and npy as they are (the reader reads them)
+    if verdict.status == MISSING:
+        return None, "not built"
+    if verdict.status not in (OK, KEPT):
+        return None, f"{str(path)!r} is {verdict.status} ({verdict.reason})"
+    try:
+        p = read_patterns(path)
+    except LtpaError as exc:
+        return None, str(exc)
+    why = _not_this(source, pos, lab, p, r)
+    if why:
+        p.release()
+        return None, f"{str(path)!r} is out of date ({why})"
+    return p, None
+
+
+def _not_this(source, pos, lab, p: ScanPatterns, r) -> str | None:
+    """Why a readable pattern file does not hold this scan's patterns at radius ``r`` under
+    this atlas entry (its own meta: radius, scan_id, region list and numbering), or None."""
+    try:
+        radius = p.radius
+    except (KeyError, TypeError, ValueError):
+        return "it records no radius"
+    if radius != r:
+        return f"it holds patterns of radius {radius}, not {r}"
+    scan_id = p.meta.get("scan_id")
+    if scan_id is not None:
+        mine = source._scans[pos].scan_id  # the JSON's (no pkl opened for a built file)
+        if scan_id != mine:
+            return f"it holds scan {scan_id!r}, not {mine!r}"
+    kept = p.meta.get("region_ids")
+    if kept is not None:
+        regions, start = source._decoding(pos, lab)
+        if regions is not None and not np.array_equal(np.asarray(kept, dtype=np.int64),
+                                                       regions):
+            return (f"it was built with a region list of {len(kept)} regions, the npy "
+                    f"decodes with {regions.shape[0]}")
+        was = p.meta.get("connection_ids_start_at")
+        if was is not None and start is not None and int(was) != int(start):
+            return f"it numbers connection ids from {was}, the npy from {start}"
+    return None
+
+
 def _identity(path) -> dict:
     st = os.stat(path)
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _stale(p: ScanPatterns, pkl, npy) -> str | None:
-    """Why a pattern file does not describe the pkl and npy on disk now, or None."""
-    inputs = p.meta.get("inputs") or {}
-    for fld, path in (("pkl_path", pkl), ("numpy_path", npy)):
-        rec = inputs.get(fld)
-        st = os.stat(path)
-        if not isinstance(rec, dict) or rec.get("size") != st.st_size or \
-                rec.get("mtime_ns") != st.st_mtime_ns:
-            return f"{p.path!r} is out of date ({fld} changed)"
-    return None
 
 
 def _check_same(source, labels, scans) -> None:

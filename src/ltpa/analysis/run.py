@@ -21,8 +21,8 @@ from ..errors import InputError, LtpaError
 from ..io import atomic_path
 from ..prepared.patterns import check_radius
 from .matrix import StudyPatterns, check_across, check_min_tracks
-from .roi import KeyGrid, Roi, linear
-from .stats import STATS, Block, make_stat
+from .roi import KeyGrid, Roi, key_grid, linear
+from .stats import STATS, Block, StudyFacts, make_stat
 
 BLOCK_SIZE = 1 << 14  # centers per block at most
 # entries (scan x center x connection id) per block at most: a block holds four int64 arrays
@@ -117,20 +117,44 @@ class LtpaResult:
 # --------------------------------------------------------------------------- centers
 
 
-def resolve_centers(sp: StudyPatterns, centers) -> np.ndarray:
+def resolve_centers(sp, centers) -> np.ndarray:
     """Linear key-grid numbers of the centers: None = every center of any scan (sorted);
     an (N, 3) array (in its order); or a mask (NIfTI path, nibabel image, or 3-D array) in
-    the key grid (its nonzero voxels, sorted)."""
+    the key grid (its nonzero voxels, sorted).
+
+    Parameters
+    ----------
+    sp : StudyPatterns or KeyGrid
+        The study's patterns, or (to check ``centers`` before any pattern is read) the key
+        grid they are in; a ``KeyGrid`` cannot give every center (``centers`` None).
+    centers : None, array_like, str, os.PathLike or image
+        As ``run_ltpa``'s.
+
+    Raises
+    ------
+    LtpaError
+        If a voxel is outside the key grid, a mask is in another grid, or given centers
+        (a mask with no nonzero voxel, an empty array) select no voxel.
+    """
     if centers is None:
         return sp.centers()
-    grid = KeyGrid(sp.dim, sp.voxel_size, sp.affine)
+    grid = sp if isinstance(sp, KeyGrid) else KeyGrid(sp.dim, sp.voxel_size, sp.affine)
     roi = Roi.from_input(centers)
     voxels, problem = roi.voxels_on(grid)
     if problem:
         raise LtpaError(f"centers: {problem}")
+    if voxels.shape[0] == 0:
+        what = f"{roi.mask_source} has no nonzero voxel" if roi.mask_source is not None \
+            else "the array of voxels is empty"
+        raise InputError(f"centers: {what}: no center to compute (give None for every center "
+                         f"of any scan)")
     if roi.mask_source is not None:
-        return linear(voxels, sp.dim)
-    return np.ravel_multi_index(tuple(voxels.T), sp.dim).astype(np.int64)
+        return linear(voxels, grid.dim)
+    return np.ravel_multi_index(tuple(voxels.T), grid.dim).astype(np.int64)
+
+
+def _grid_key(grid: KeyGrid) -> tuple:
+    return tuple(grid.dim), tuple(np.round(grid.voxel_size, 6)), grid.affine_key()
 
 
 # --------------------------------------------------------------------------- progress
@@ -191,7 +215,8 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
         Sphere radius in voxels, 0..10.
     centers : None, (N, 3) array, or mask
         None: every center of any scan; an (N, 3) array of key-grid voxels; a mask NIfTI
-        (path or image) or 3-D array in the key grid.
+        (path or image) or 3-D array in the key grid. Given centers that select no voxel
+        (an all-zero mask, an empty array) are an error.
     min_tracks : int
         >= 1. For a callable, counts below it are dropped from each ``PatternMatrix``
         (dsi2's aggregator option). The built-ins: ``coverage`` and ``connections`` count
@@ -201,54 +226,81 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
     n_jobs : int
         Worker processes for a callable (built-ins run vectorized in this process).
     across : "union" or "intersection"
-        The columns of each ``PatternMatrix`` handed to a callable.
+        The columns of each ``PatternMatrix`` handed to a callable; a built-in statistic
+        takes only "union" (it reads every scan's counts).
     progress : bool or None
         A progress bar on stderr (None: for a callable only).
     **stat
         The statistic's options: ``group_difference`` takes ``connection`` (an id or a pair
         of region names or numbers), ``groups=(A, B)``, ``min_scans``, ``n_permutations``,
         ``seed``.
+
+    Raises
+    ------
+    LtpaError
+        Bad input, named: the radius, ``min_tracks``, ``n_jobs``, ``across``, the statistic
+        and its options, the centers (outside the key grid, a mask in another grid, none
+        selected), the connection, the groups. Everything the study decides is checked
+        against it (``StudyFacts``: scans, groups, subjects, atlas; the first scan's key
+        grid) before any scan's patterns are read or computed.
     """
     check_radius(radius)
     min_tracks = check_min_tracks(min_tracks)
+    if not isinstance(n_jobs, (int, np.integer)) or isinstance(n_jobs, bool) or n_jobs < 1:
+        raise InputError(f"n_jobs {n_jobs!r}: expected an integer >= 1")
+    across = check_across(across)
+    named = isinstance(function, str)
+    if named:
+        _check_name(function, stat)
+        if across != "union":
+            raise InputError(f"across {across!r}: it chooses the columns of the PatternMatrix "
+                             f"handed to a function; the built-in statistic {function!r} "
+                             f"reads every scan's counts (leave across='union')")
+    elif not callable(function):
+        raise InputError(f"function {function!r}: expected a built-in statistic's name or a "
+                         f"callable taking a PatternMatrix")
+    elif stat:
+        raise InputError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
+                         f"statistics, not for a function")
+    # everything the study decides (centers, connection, groups, options) is checked
+    # before a scan's patterns are read or computed
     if isinstance(source, StudyPatterns):
-        sp = source
+        sp = facts = source
         if sp.radius != int(radius):
             raise InputError(f"radius {radius} given, but the patterns passed are of radius "
                              f"{sp.radius}")
+        grid = KeyGrid(sp.dim, sp.voxel_size, sp.affine)
     else:
-        if callable(function) and not isinstance(function, str) and stat:
-            raise InputError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
-                             f"statistics, not for a function")
-        if isinstance(function, str):
-            _check_name(function, stat)
-        sp = source.termination_patterns(radius)
-    if not isinstance(n_jobs, (int, np.integer)) or isinstance(n_jobs, bool) or n_jobs < 1:
-        raise InputError(f"n_jobs {n_jobs!r}: expected an integer >= 1")
-    lin = resolve_centers(sp, centers)
-    meta = {"radius": sp.radius, "atlas": sp.atlas, "min_tracks": min_tracks,
-            "scan_ids": sp.scan_ids, "patterns": sp.sources}
-    if isinstance(function, str):
+        sp = None
+        facts = StudyFacts.of_source(source)
+        grid = key_grid(source.dataset(0))
+    lin = None if centers is None else resolve_centers(grid, centers)
+    st = None
+    if named:
         conn_id = None
         if function == "group_difference" and stat.get("connection") is not None:
-            conn_id = connection_of(source, sp, stat["connection"])
-        st = make_stat(function, sp, min_tracks, stat, connection_id=conn_id)
+            conn_id = connection_of(source, facts, stat["connection"])
+        st = make_stat(function, facts, min_tracks, stat, connection_id=conn_id)
+    if sp is None:
+        sp = source.termination_patterns(radius)
+        if lin is not None and _grid_key(grid) != _grid_key(
+                KeyGrid(sp.dim, sp.voxel_size, sp.affine)):
+            lin = resolve_centers(sp, centers)
+    if lin is None:
+        lin = sp.centers()
+    meta = {"radius": sp.radius, "atlas": sp.atlas, "min_tracks": min_tracks,
+            "scan_ids": sp.scan_ids, "patterns": sp.sources}
+    if named:
+        st.bind(sp)
         maps = _run_stat(st, sp, lin, block_size, bool(progress))
         meta.update({"stat": function, "options": st.describe()})
         name = function
-    elif callable(function):
-        if stat:
-            raise InputError(f"options {', '.join(map(repr, sorted(stat)))} are for built-in "
-                             f"statistics, not for a function")
+    else:
         values = _run_callable(function, sp, lin, int(n_jobs), block_size,
-                               progress is None or bool(progress), min_tracks,
-                               check_across(across))
+                               progress is None or bool(progress), min_tracks, across)
         name = getattr(function, "__name__", "function")
         maps = {name: values}
         meta.update({"stat": name, "across": across})
-    else:
-        raise InputError(f"function {function!r}: expected a built-in statistic's name or a "
-                         f"callable taking a PatternMatrix")
     return LtpaResult(sp.ijk(lin), maps[name], stat=name, radius=sp.radius, dim=sp.dim,
                       affine=sp.affine, voxel_size=sp.voxel_size, maps=maps, meta=meta)
 
@@ -265,9 +317,10 @@ def _check_name(name, options=()):
                          f"(its options: {', '.join(allowed) if allowed else 'none'})")
 
 
-def connection_of(source, sp: StudyPatterns, connection) -> int:
+def connection_of(source, sp, connection) -> int:
     """A connection id from an id or a pair of region names / numbers, checked against the
-    atlas's numbering."""
+    atlas's numbering (``sp``: the ``StudyPatterns`` or ``StudyFacts``, for ``regions`` and
+    ``start``)."""
     if isinstance(connection, str) and "," in connection:
         connection = tuple(p.strip() for p in connection.split(","))
     if isinstance(connection, (tuple, list)):

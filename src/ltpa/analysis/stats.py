@@ -43,16 +43,66 @@ class Block:
         self.row, self.scan, self.conn, self.count = row, scan, conn, count
 
 
+class StudyFacts:
+    """What a statistic's options are checked against before any pattern is read.
+
+    The scans' ``scan_ids``, ``scan_groups`` and ``subject_ids`` (JSON order) and the atlas's
+    ``regions`` (sorted region ids, or None) and ``start`` (the first connection id, or
+    None): what ``run_ltpa`` knows of a ``TrackDataSource`` without its patterns, so that a
+    bad group, connection or option is an error before a scan's patterns are computed.
+    A ``StudyPatterns`` has the same attributes.
+    """
+
+    def __init__(self, scan_ids, scan_groups, subject_ids, regions=None, start=None):
+        self.scan_ids = list(scan_ids)
+        self.scan_groups = list(scan_groups)
+        self.subject_ids = list(subject_ids)
+        self.regions = regions
+        self.start = start
+
+    @classmethod
+    def of_source(cls, source) -> StudyFacts:
+        """The facts of a ``TrackDataSource`` with its atlas selected (no pattern read).
+
+        Raises
+        ------
+        LtpaError
+            If no atlas is selected, or the first scan's npy cannot be decoded.
+        """
+        labels = source._require_atlas()
+        regions, start = source._decoding(0, labels[0])
+        return cls(source.scan_ids, [rec.scan_group for rec in source._scans],
+                   source.scans.column("subject_id"), regions, start)
+
+
 class Stat:
-    """A statistic: ``maps`` it makes, ``block(b)`` -> {map: (b.n,) values}, ``finish``."""
+    """A statistic: ``maps`` it makes, ``block(b)`` -> {map: (b.n,) values}, ``finish``.
+
+    Made from a ``StudyPatterns``, or from the ``StudyFacts`` of the study before its
+    patterns are read (then ``bind`` them before the first block).
+    """
 
     name = ""
     options = ()
 
-    def __init__(self, sp: StudyPatterns, min_tracks: int):
+    def __init__(self, sp: StudyPatterns | StudyFacts, min_tracks: int):
         self.sp = sp
         self.min_tracks = int(min_tracks)
-        self.n_scans = len(sp.scans)
+        self.n_scans = len(sp.scan_ids)
+
+    def bind(self, sp: StudyPatterns) -> None:
+        """Use the study's patterns ``sp`` (of the scans the statistic was made for).
+
+        Raises
+        ------
+        InputError
+            If ``sp`` holds other scans than those the statistic was made for.
+        """
+        if list(sp.scan_ids) != list(self.sp.scan_ids):
+            raise InputError(f"statistic {self.name!r} was set up for scans "
+                             f"{self.sp.scan_ids[:5]}..., the patterns are of "
+                             f"{list(sp.scan_ids)[:5]}...")
+        self.sp = sp
 
     @property
     def maps(self) -> tuple:
@@ -190,8 +240,8 @@ class Similarity(Stat):
 
     Parameters
     ----------
-    sp : StudyPatterns
-        The study's patterns (its scans and their ``subject_ids``).
+    sp : StudyPatterns or StudyFacts
+        The study's patterns, or its facts (its scans and their ``subject_ids``).
     min_tracks : int
         Counts below it are left out of the vectors.
     only : str or None
@@ -298,8 +348,8 @@ class GroupDifference(Stat):
 
     Parameters
     ----------
-    sp : StudyPatterns
-        The study's patterns (its scans and their ``scan_groups``).
+    sp : StudyPatterns or StudyFacts
+        The study's patterns, or its facts (its scans and their ``scan_groups``).
     min_tracks : int
         The count a scan needs at a center to count towards ``min_scans``.
     connection : optional
@@ -492,8 +542,13 @@ STATS = {"coverage": Coverage, "streamlines": Streamlines, "connections": Connec
          "between_subject": Similarity, "group_difference": GroupDifference}
 
 
-def make_stat(name, sp: StudyPatterns, min_tracks, options: dict, connection_id=None) -> Stat:
-    """The statistic ``name`` with its options; LtpaError for an unknown name or option."""
+def make_stat(name, sp: StudyPatterns | StudyFacts, min_tracks, options: dict,
+              connection_id=None) -> Stat:
+    """The statistic ``name`` with its options; LtpaError for an unknown name or option.
+
+    ``sp``: the study's patterns, or its ``StudyFacts`` (every option is checked against them
+    alone; ``Stat.bind`` the patterns before the first block).
+    """
     cls = STATS.get(name)
     if cls is None:
         raise InputError(f"unknown statistic {name!r}; the built-in ones: "

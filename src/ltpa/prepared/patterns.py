@@ -96,15 +96,11 @@ def centers_dtype(dim) -> np.dtype:
 
 
 def check_radius(radius) -> int:
-    """``radius`` as an int in 0..MAX_RADIUS, or an LtpaError naming the value."""
-    ok = isinstance(radius, (int, np.integer)) and not isinstance(radius, bool)
-    if not ok and isinstance(radius, (float, np.floating, str)):
-        try:
-            as_float = float(radius)
-            ok = as_float.is_integer()
-            radius = int(as_float) if ok else radius
-        except ValueError:
-            ok = False
+    """``radius`` as an int in 0..MAX_RADIUS, or an LtpaError naming the value.
+
+    Only a Python or numpy integer is one (not a bool, a float, even a whole one, or a
+    string: the command line and the config parse theirs as integers)."""
+    ok = isinstance(radius, (int, np.integer)) and not isinstance(radius, (bool, np.bool_))
     if not ok or not 0 <= int(radius) <= MAX_RADIUS:
         raise InputError(f"radius {radius!r}: expected an integer number of voxels in "
                          f"0..{MAX_RADIUS}")
