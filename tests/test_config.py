@@ -59,6 +59,19 @@ def test_default_config_is_the_checkouts_config_with_the_schemas_defaults():
         k: p["default"] for k, p in props.items() if "default" in p}
 
 
+@pytest.mark.parametrize("given, where", [
+    ({"patterns": {"radii": [1.0]}}, "patterns.radii.0: 1.0"),
+    ({"scans_per_job": 20.0}, "scans_per_job: 20.0"),
+    ({"scans_per_job": True}, "scans_per_job: True"),
+])
+def test_an_integer_option_written_as_a_float_or_bool_is_refused_by_name(given, where):
+    """JSON Schema counts 1.0 as an integer; a radius or count must be an int (the jobs take
+    ints only): the config check refuses it, naming the option."""
+    with pytest.raises(LtpaError, match=re.escape(where) + " is not of type 'integer'"):
+        with_defaults(given)
+    assert with_defaults({"patterns": {"radii": [1]}, "scans_per_job": 20})["scans_per_job"] == 20
+
+
 def test_with_defaults_keeps_given_values_and_names_invalid_ones(tmp_path):
     config = with_defaults({"connection_ids_start_at": 0, "report_scan": "s2"})
     assert config["connection_ids_start_at"] == 0 and config["report_scan"] == "s2"

@@ -89,7 +89,12 @@ def with_defaults(config: dict | None) -> dict:
     for key, prop in schema()["properties"].items():
         if "default" in prop:
             out.setdefault(key, prop["default"])
-    validator = jsonschema.Draft202012Validator({**schema(), "required": []})
+    # an "integer" is an int here: JSON Schema counts 1.0 as one, but a radius or a count
+    # written 1.0 would reach code that takes ints only (a clear error now, not in a job)
+    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict)
+    validator = cls({**schema(), "required": []})
     errors = sorted(validator.iter_errors(out), key=lambda e: list(e.path))
     if errors:
         lines = [f"{'.'.join(map(str, e.path)) or 'config'}: {e.message}" for e in errors]
