@@ -124,6 +124,9 @@ def test_coverage_map_file_sidecar_and_top_centers(study):
     rows = top_table_rows(body)
     assert [r["rank"] for r in rows] == list(range(1, 11))
     assert rows[0]["connections"].startswith(top[0]["drivers"][0]["name"])
+    assert [rows[0][k] for k in ("x_mm", "y_mm", "z_mm")] == top[0]["mm"]
+    no_mm = {**body, "top_centers": [{**t, "mm": None} for t in body["top_centers"]]}
+    assert top_table_rows(no_mm)[0]["x_mm"] == ""  # a map without an affine: no mm, no error
     # a fresh map is up to date; the verdict is the workflow's (ltpa.study.staleness)
     study_ = load_study(study, config)
     assert [v.status for v in map_verdicts([job], study_.specs.values())] == [OK]

@@ -609,8 +609,9 @@ def top_table_rows(sidecar_body: dict) -> list[dict]:
                 drivers.append(f"{d['name']} (mean streamlines: {means})")
             else:
                 drivers.append(f"{d['name']} ({d['mean_streamlines']:g} per scan)")
+        mm = row.get("mm") or ["", "", ""]  # a map without an affine has no mm
         r = {"rank": rank, "i": row["ijk"][0], "j": row["ijk"][1], "k": row["ijk"][2],
-             "x_mm": row["mm"][0], "y_mm": row["mm"][1], "z_mm": row["mm"][2],
+             "x_mm": mm[0], "y_mm": mm[1], "z_mm": mm[2],
              "value": _fmt(row["value"])}
         for name in extra:
             r[name] = _fmt(row.get(name))
