@@ -12,7 +12,7 @@ rule ltpa_left_out_scans:
         f"{LOG_DIR}/{RULE_LEFT_OUT}.log",
     localrule: True
     params:
-        scans=lambda wildcards: ", ".join(STUDY.left_out),
+        scans=GLUE.left_out_scans,
     shell:
         "echo 'ltpa: scans left out before any job (see the end-of-run summary):' "
         "{params.scans:q} > {log:q}; exit 1"

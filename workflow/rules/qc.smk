@@ -20,7 +20,7 @@ rule qc_scan:
     wildcard_constraints:
         scan="[^/]+",
     group:
-        lambda wc: BATCH[wc.scan] if _batched() else None
+        scan_group
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
