@@ -168,8 +168,11 @@ class FailedJobs(logging.Handler):
         rule = getattr(record, "rule_name", None)
         if not rule or rule in self.ignore:
             return
-        log = ", ".join(map(str, getattr(record, "log", None) or ()))
-        for out in getattr(record, "output", None) or ["(no output)"]:
+        logs = getattr(record, "log", None) or ()
+        outs = getattr(record, "output", None) or ["(no output)"]
+        logs, outs = ([x] if isinstance(x, str) else x for x in (logs, outs))
+        log = ", ".join(map(str, logs))
+        for out in outs:
             self.failed.add((str(rule), str(out), log))
 
     def jobs(self) -> list[tuple[str, str, str]]:
