@@ -646,7 +646,11 @@ def main(argv=None):
                            "at the start (others may edit the checkout during the run)")
     ap.add_argument("--keep-work", action="store_true",
                     help="keep the workflow's work folders (<out>/work/wf_*)")
+    ap.add_argument("--print-jobs", action="store_true",
+                    help="time the dry runs as users run them, printing every job (no -q); "
+                         "default: -q, which hides Snakemake's per-job printing")
     a = ap.parse_args(argv)
+    quiet = () if a.print_jobs else ("-q",)
 
     sizes = sorted({int(x) for x in a.sizes.replace(" ", "").split(",") if x})
     if not sizes or sizes[0] < 1:
@@ -692,8 +696,8 @@ def main(argv=None):
     log(f"[start-up] 1-scan study {one}")
     k0 = max(3, a.repeat)  # cheap, and subtracted from everything: min of at least 3 runs
     start = {
-        "plain": tag(run_cmd(cmds.plain(one), a.timeout, k0), a.timeout),
-        "workflow": tag(run_workflow(cmds, one, a.timeout, k0), a.timeout),
+        "plain": tag(run_cmd(cmds.plain(one, quiet), a.timeout, k0), a.timeout),
+        "workflow": tag(run_workflow(cmds, one, a.timeout, k0, quiet), a.timeout),
         "status": tag(run_status(cmds, one, a.timeout, k0), a.timeout),
     }
     start["status"]["ok_rc"] = (0, 1)
@@ -718,8 +722,8 @@ def main(argv=None):
             notes.append(f"{n} scans: the plain Snakefile has {row['jobs_plain']} jobs, "
                          f"expected {OUTPUTS_PER_SCAN * n + 1}")
         for key, fn, ok_rc in (
-            ("plain", lambda: run_cmd(cmds.plain(study), a.timeout, a.repeat), (0,)),
-            ("workflow", lambda: run_workflow(cmds, study, a.timeout, a.repeat), (0,)),
+            ("plain", lambda: run_cmd(cmds.plain(study, quiet), a.timeout, a.repeat), (0,)),
+            ("workflow", lambda: run_workflow(cmds, study, a.timeout, a.repeat, quiet), (0,)),
             ("status", lambda: run_status(cmds, study, a.timeout, a.repeat), (0, 1)),
         ):
             if key in timed_out:
