@@ -54,10 +54,32 @@ def save_maps(result, out_path, extra=None) -> dict:
     """Write ``result``'s map at ``out_path`` and each other map it holds beside it
     (``extra_map_path``, or the paths given in ``extra``), each atomically.
 
+    The main map is written first, then the others in the order of ``result.maps``; each
+    file is replaced atomically, but a failure part way leaves the ones already written.
+
+    Parameters
+    ----------
+    result : LtpaResult
+        The computed maps: ``result.stat`` is written at ``out_path``, every other name of
+        ``result.maps`` to its own file.
+    out_path : str or os.PathLike
+        The main map's file (.nii.gz or .nii).
+    extra : dict, optional
+        Extra map name -> its file, for every map of ``result.maps`` other than
+        ``result.stat``. None or empty (default): ``extra_map_path(out_path, name)``.
+
     Returns
     -------
     dict
-        ``{"map": out_path, <extra map name>: path, ...}``.
+        ``{"map": out_path, <extra map name>: path, ...}``, the paths as ``pathlib.Path``.
+
+    Raises
+    ------
+    InputError
+        If a file name does not end in .nii or .nii.gz, or a map cannot be a volume (its
+        values are not numbers, or not one number per center; ``LtpaResult.volume``).
+    LtpaError
+        If a file cannot be written (``ltpa.io.atomic_path``: the message names it).
     """
     written = {"map": result.save(out_path)}
     for name in result.maps:
@@ -71,29 +93,57 @@ def write_map(local_data, out_path, *, atlas, radius=0, stat, config=None, data_
               centers=None, min_tracks=1, n_jobs=1, progress=False, **stat_options) -> dict:
     """Compute the map ``stat`` of a study and write it (and its extra maps) atomically.
 
+    Warnings raised while the study is opened and the map computed are recorded in the
+    JSON (``"warnings"``) and raised again to the caller.
+
     Parameters
     ----------
-    local_data : path
+    local_data : str or os.PathLike
         The study's local_data.json (its pkls and npys made).
-    out_path : path
+    out_path : str or os.PathLike
         The map's NIfTI (.nii.gz or .nii).
     atlas : dict
         The ``track_labels`` selection: ``{"name": ..., **parameters}`` (as
-        ``TrackDataSource.change_atlas(**atlas)``).
-    radius, stat, centers, min_tracks, n_jobs, **stat_options
-        As ``run_ltpa`` (``stat`` a built-in statistic's name).
+        ``TrackDataSource.change_atlas(**atlas)``); must not be empty.
+    radius : int, optional
+        Sphere radius in voxels, 0..10, as ``run_ltpa`` (default 0).
+    stat : str
+        A built-in statistic's name (``run_ltpa``'s ``function``; not a callable).
     config : dict, optional
         The workflow config (default: this checkout's, with the schema's defaults).
+    data_root : str or os.PathLike, optional
+        Replaces the config's ``data_root`` when given (``TrackDataSource``).
+    centers : None, array_like, str, os.PathLike or image, optional
+        As ``run_ltpa``: None (default) for every center of any scan, an (N, 3) array of
+        key-grid voxels, or a mask in the key grid.
+    min_tracks : int, optional
+        As ``run_ltpa`` (default 1).
+    n_jobs : int, optional
+        As ``run_ltpa`` (default 1; a built-in statistic runs in this process).
+    progress : bool, optional
+        A progress bar on stderr (default False).
+    **stat_options
+        The statistic's options, as ``run_ltpa``'s ``**stat``.
 
     Returns
     -------
     dict
-        ``{"map": out_path, <extra map name>: path, ..., "json": path}``.
+        ``{"map": out_path, <extra map name>: path, ..., "json": path}``, the paths as
+        ``pathlib.Path``; the JSON is ``<out_path>.json``.
 
     Raises
     ------
+    InputError
+        If ``out_path`` does not end in .nii.gz or .nii, ``stat`` is not a built-in
+        statistic's name or an option is not one of its options, ``atlas`` is not a
+        non-empty dict or no scan has a matching entry, or ``run_ltpa`` rejects a value
+        (radius, centers, ``min_tracks``, ``n_jobs``, the connection, the groups). Nothing
+        is written.
     LtpaError
-        A bad output name, statistic, atlas, option or study (nothing is written).
+        If the study cannot be loaded or used (``TrackDataSource``, ``change_atlas``, a
+        scan's pkl, npy or pattern file; the subclasses ``GeometryError``,
+        ``DamagedFileError`` and ``StaleOutputError`` included; nothing is written), or an
+        output cannot be written (``save_maps``, ``ltpa.io.atomic_open``).
     """
     import warnings
 

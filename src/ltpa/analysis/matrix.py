@@ -152,7 +152,13 @@ class StudyPatterns:
 
     # ------------------------------------------------------------------ centers
     def centers(self) -> np.ndarray:
-        """Sorted linear key-grid numbers of every center of any scan."""
+        """Sorted linear key-grid numbers of every center of any scan.
+
+        Returns
+        -------
+        numpy.ndarray
+            (M,) int64, sorted and unique: the union of the scans' centers (C order).
+        """
         n_vox = int(np.prod(self.dim))
         mark = np.zeros(n_vox, dtype=bool)
         for p in self.scans:
@@ -203,7 +209,22 @@ class StudyPatterns:
 
     # ------------------------------------------------------------------ names
     def pair_names(self, connection_ids) -> list:
-        """``(name_a, name_b)`` of each connection id (id 0: unlabeled)."""
+        """``(name_a, name_b)`` of each connection id (id 0: unlabeled).
+
+        Parameters
+        ----------
+        connection_ids : array_like of int
+            Connection ids, any shape (flattened).
+
+        Returns
+        -------
+        list of tuple of str
+            One ``(name_a, name_b)`` per id, in order: ``("unlabeled", "unlabeled")`` for
+            id 0; the two regions' names (``names``, else the region number as text) of an
+            id of the atlas's numbering; ``("?<id>", "?<id>")`` for an id outside it. Without
+            a region list or numbering base (``regions`` or ``start`` None), the id as text
+            twice.
+        """
         ids = np.asarray(connection_ids, dtype=np.int64).reshape(-1)
         if self.regions is None or self.start is None:
             return [(str(int(c)), str(int(c))) if c else ("unlabeled", "unlabeled")
@@ -222,7 +243,13 @@ class StudyPatterns:
 
     # ------------------------------------------------------------------ blocks
     def entries_per_center(self) -> float:
-        """Mean entries per center summed over the scans: what one center of a block costs."""
+        """Mean entries per center summed over the scans: what one center of a block costs.
+
+        Returns
+        -------
+        float
+            The sum over the scans of ``n_entries / max(1, n_centers)``.
+        """
         return sum(p.n_entries / max(1, p.n_centers) for p in self.scans)
 
     def release(self) -> None:
@@ -235,6 +262,24 @@ class StudyPatterns:
 
         Returns ``(row, scan, connection_ids, counts)``: entry ``e`` is scan ``scan[e]``'s
         count of id ``connection_ids[e]`` at center ``lin[row[e]]``.
+
+        Parameters
+        ----------
+        lin : numpy.ndarray
+            (B,) linear key-grid numbers of the centers (int64, any order); a center that is
+            not a scan's gives no entry of that scan.
+
+        Returns
+        -------
+        row : numpy.ndarray
+            (E,) int64 positions in ``lin``.
+        scan : numpy.ndarray
+            (E,) int64 scan positions (JSON order), grouped by scan in order.
+        connection_ids : numpy.ndarray
+            (E,) int64 connection ids.
+        counts : numpy.ndarray
+            (E,) int64 distinct streamlines of the id in the sphere (``min_tracks`` not
+            applied).
         """
         rows, scans, conns, counts = [], [], [], []
         for s, p in enumerate(self.scans):
@@ -250,7 +295,36 @@ class StudyPatterns:
                 np.concatenate(counts))
 
     def matrix_from_entries(self, scan, conn, count, ijk=(), min_tracks=None, across=None):
-        """A ``PatternMatrix`` from one center's entries (see ``block``)."""
+        """A ``PatternMatrix`` from one center's entries (see ``block``).
+
+        Parameters
+        ----------
+        scan : numpy.ndarray
+            (E,) int64 scan positions of the entries (JSON order).
+        conn : numpy.ndarray
+            (E,) int64 connection ids of the entries.
+        count : numpy.ndarray
+            (E,) int64 counts of the entries.
+        ijk : tuple of int, optional
+            The center's key-grid voxel, recorded in the matrix (default ``()``).
+        min_tracks : int, optional
+            Counts below it are dropped; None (default): this object's ``min_tracks``.
+        across : str, optional
+            ``"union"`` or ``"intersection"``; None (default): this object's ``across``.
+
+        Returns
+        -------
+        PatternMatrix
+            ``counts`` (S, C) int64 over every scan and the sorted ids kept (an entry >=
+            ``min_tracks`` in some scan for "union", in every scan for "intersection");
+            ``totals`` (S,) int64 of every entry before ``min_tracks``. C may be 0.
+
+        Raises
+        ------
+        InputError
+            If ``min_tracks`` is not an integer >= 1 or ``across`` is neither "union" nor
+            "intersection" (``check_min_tracks``, ``check_across``).
+        """
         mt = self.min_tracks if min_tracks is None else check_min_tracks(min_tracks)
         across = self.across if across is None else check_across(across)
         n_s = len(self.scans)
@@ -270,7 +344,30 @@ class StudyPatterns:
             min_tracks=mt, across=across)
 
     def at_ijk(self, ijk, min_tracks=None, across=None) -> PatternMatrix:
-        """The ``PatternMatrix`` at key-grid voxel ``ijk`` = (i, j, k)."""
+        """The ``PatternMatrix`` at key-grid voxel ``ijk`` = (i, j, k).
+
+        Parameters
+        ----------
+        ijk : array_like of int
+            The center (i, j, k): three integers (a numpy integer array or a sequence of
+            Python ints).
+        min_tracks : int, optional
+            Counts below it are dropped; None (default): this object's ``min_tracks``.
+        across : str, optional
+            ``"union"`` or ``"intersection"``; None (default): this object's ``across``.
+
+        Returns
+        -------
+        PatternMatrix
+            Every scan's counts at the center; no columns when no streamline (or none kept)
+            passes through the sphere.
+
+        Raises
+        ------
+        InputError
+            If ``ijk`` is not three integers or lies outside the key grid, or
+            ``min_tracks`` or ``across`` is not a valid value.
+        """
         v = np.asarray(ijk).reshape(-1)
         if v.shape[0] != 3 or v.dtype.kind not in "iu":
             raise InputError(f"ijk {ijk!r}: expected three integers (i, j, k)")
@@ -295,6 +392,41 @@ def study_patterns(source, radius=0, *, min_tracks=1, across="union") -> StudyPa
     (``_not_this``). Otherwise the scan's patterns are computed in memory (not written), with
     one warning naming the scans and why (the workflow builds the files: config
     ``patterns``).
+
+    Parameters
+    ----------
+    source : TrackDataSource
+        The study, with its atlas selected (``change_atlas``).
+    radius : int, optional
+        Sphere radius in voxels, 0..10 (default 0).
+    min_tracks : int, optional
+        The default ``min_tracks`` of the result's ``at_ijk`` (default 1).
+    across : str, optional
+        The default ``across`` of the result's ``at_ijk``: ``"union"`` (default) or
+        ``"intersection"``.
+
+    Returns
+    -------
+    StudyPatterns
+        Every scan's patterns in JSON order; its ``sources`` name each scan's pattern file
+        or ``"computed"``, its ``notes`` hold the warning (if any).
+
+    Raises
+    ------
+    InputError
+        If ``radius``, ``min_tracks`` or ``across`` is not a valid value, no atlas is
+        selected, or a scan's npy does not exist or cannot be decoded into regions.
+    DamagedFileError
+        If a scan's npy is not one integer connection id per streamline (a negative or too
+        large id included), or its sidecar's region list was edited.
+    StaleOutputError
+        If a scan's npy and pkl disagree on the number of streamlines, or the scans'
+        region lists or numbering bases differ.
+    GeometryError
+        If the scans' key grids differ (shape or affine).
+    LtpaError
+        If a scan's pkl cannot be loaded. The messages of errors met while computing a
+        scan's patterns name the scan and its ``track_labels`` field.
     """
 
     r = check_radius(radius)
@@ -360,6 +492,13 @@ def pattern_jobs(source, radius) -> dict:
     its config ``patterns`` set to this radius and every atlas) and turned into jobs under
     the source's config, so the inputs, parameters (scan_id, atlas key, radius) and paths are
     those the workflow would build and judge.
+
+    Parameters
+    ----------
+    source : TrackDataSource
+        The study (its scans and config).
+    radius : int
+        Sphere radius in voxels (already checked).
 
     Returns
     -------

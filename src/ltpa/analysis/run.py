@@ -70,7 +70,26 @@ class LtpaResult:
                 f"{', '.join(self.maps)})")
 
     def volume(self, name=None) -> np.ndarray:
-        """The map as a float32 array of the key grid's shape (NaN where not computed)."""
+        """The map as a float32 array of the key grid's shape (NaN where not computed).
+
+        Parameters
+        ----------
+        name : str, optional
+            The map's name, one of ``maps``; None (default): the statistic's own
+            (``stat``).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 array of shape ``dim``: the map's value at each of ``centers``, NaN at
+            every other voxel.
+
+        Raises
+        ------
+        InputError
+            If there is no map ``name``, or its values are not numbers or not one number per
+            center.
+        """
         name = self.stat if name is None else name
         if name not in self.maps:
             raise InputError(f"no map {name!r}; this result has {', '.join(self.maps)}")
@@ -90,7 +109,25 @@ class LtpaResult:
         return vol
 
     def to_nifti(self, name=None):
-        """A ``nibabel.Nifti1Image`` of the map in the key grid (its shape and affine)."""
+        """A ``nibabel.Nifti1Image`` of the map in the key grid (its shape and affine).
+
+        Parameters
+        ----------
+        name : str, optional
+            The map's name, one of ``maps``; None (default): the statistic's own.
+
+        Returns
+        -------
+        nibabel.Nifti1Image
+            The float32 ``volume(name)`` with the key grid's affine (float64; without one, a
+            diagonal of the voxel sizes), spatial units mm and a description naming the map
+            and radius.
+
+        Raises
+        ------
+        InputError
+            As ``volume``: no map ``name``, or its values cannot make a volume.
+        """
         import nibabel as nib
 
         affine = self.affine
@@ -103,7 +140,28 @@ class LtpaResult:
 
     def save(self, path, name=None) -> Path:
         """Write the map (``name``, default the statistic's) to ``path`` (.nii or .nii.gz),
-        atomically."""
+        atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The output file; its name must end in .nii or .nii.gz.
+        name : str, optional
+            The map's name, one of ``maps``; None (default): the statistic's own.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+
+        Raises
+        ------
+        InputError
+            If ``path`` does not end in .nii or .nii.gz, or as ``volume`` (no map ``name``,
+            or its values cannot make a volume).
+        LtpaError
+            If the file cannot be written (``ltpa.io.atomic_path``).
+        """
         path = Path(path)
         suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
         if suffix not in (".nii", ".nii.gz"):
@@ -130,11 +188,23 @@ def resolve_centers(sp, centers) -> np.ndarray:
     centers : None, array_like, str, os.PathLike or image
         As ``run_ltpa``'s.
 
+    Returns
+    -------
+    numpy.ndarray
+        (N,) int64 linear key-grid numbers (C order): every center of any scan, sorted,
+        for None; the voxels of an array in its order (repeats kept); the nonzero voxels of
+        a mask, sorted.
+
     Raises
     ------
     LtpaError
         If a voxel is outside the key grid, a mask is in another grid, or given centers
-        (a mask with no nonzero voxel, an empty array) select no voxel.
+        (a mask with no nonzero voxel, an empty array) select no voxel (this last an
+        ``InputError``).
+    InputError
+        If ``centers`` cannot be read (``Roi.from_input``): a mask file that does not exist
+        or is not an image, a mask that is not 3-D or not numeric, voxels that are not
+        (i, j, k) triples of integers.
     """
     if centers is None:
         return sp.centers()
@@ -171,7 +241,13 @@ class Progress:
 
     def update(self, n):
         """Count ``n`` more centers done; redraw the bar if enabled, 0.5 s or more since
-        the last drawing, and short of the total."""
+        the last drawing, and short of the total.
+
+        Parameters
+        ----------
+        n : int
+            Centers done since the last call.
+        """
         self.done += int(n)
         now = time.monotonic()
         if self.enabled and now - self.last >= 0.5 and self.done < self.total:
@@ -228,12 +304,27 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
     across : "union" or "intersection"
         The columns of each ``PatternMatrix`` handed to a callable; a built-in statistic
         takes only "union" (it reads every scan's counts).
+    block_size : int
+        Centers per block at most (default ``BLOCK_SIZE``); fewer when a block would hold
+        more than ``BLOCK_ENTRIES`` entries, and for a callable at most 2048 and about an
+        eighth of each worker's share.
     progress : bool or None
         A progress bar on stderr (None: for a callable only).
     **stat
         The statistic's options: ``group_difference`` takes ``connection`` (an id or a pair
         of region names or numbers), ``groups=(A, B)``, ``min_scans``, ``n_permutations``,
         ``seed``.
+
+    Returns
+    -------
+    LtpaResult
+        ``centers`` (N, 3) int64 key-grid voxels in the order of the centers (sorted when
+        computed from every scan or a mask); ``maps``: for a built-in, each of its maps as
+        (N,) float64 (NaN where not computed); for a callable, one map named after it
+        (``__name__``): its values as a float64 array when they convert to one (``(N,)``
+        for numbers), else an (N,) object array. ``meta``: radius, atlas, ``min_tracks``,
+        scan_ids, the pattern files read, the statistic and its options (a callable:
+        ``across``).
 
     Raises
     ------
@@ -242,7 +333,24 @@ def run_ltpa(function, source, radius=0, centers=None, min_tracks=1, n_jobs=1, *
         and its options, the centers (outside the key grid, a mask in another grid, none
         selected), the connection, the groups. Everything the study decides is checked
         against it (``StudyFacts``: scans, groups, subjects, atlas; the first scan's key
-        grid) before any scan's patterns are read or computed.
+        grid) before any scan's patterns are read or computed. Also when the study cannot be
+        read (no atlas selected, a scan's pkl, npy or pattern file; ``study_patterns``).
+    InputError
+        The kind of most bad input above; also ``radius`` differing from that of the
+        ``StudyPatterns`` passed, options given with a callable, ``across`` other than
+        "union" with a built-in statistic, and ``n_jobs`` > 1 without the 'fork' start
+        method.
+    GeometryError
+        If the scans' key grids differ (``study_patterns``).
+    DamagedFileError
+        If a scan's npy or sidecar is damaged (``study_patterns``).
+    StaleOutputError
+        If a scan's npy and pkl disagree, or the scans' region lists or numbering bases
+        differ (``study_patterns``, ``connection_of``).
+
+    Notes
+    -----
+    An exception raised by a callable ``function`` propagates as it is.
     """
     check_radius(radius)
     min_tracks = check_min_tracks(min_tracks)
@@ -320,7 +428,39 @@ def _check_name(name, options=()):
 def connection_of(source, sp, connection) -> int:
     """A connection id from an id or a pair of region names / numbers, checked against the
     atlas's numbering (``sp``: the ``StudyPatterns`` or ``StudyFacts``, for ``regions`` and
-    ``start``)."""
+    ``start``).
+
+    Parameters
+    ----------
+    source : TrackDataSource or StudyPatterns
+        What ``run_ltpa`` was given; a pair of regions needs a ``TrackDataSource``
+        (``TrackDataSource.connection_id`` resolves it).
+    sp : StudyPatterns or StudyFacts
+        Gives ``regions`` (sorted region ids, or None) and ``start`` (the numbering base, or
+        None); with both, an id is checked against the atlas's range.
+    connection : int, str, tuple or list
+        A connection id (an integer, or a whole number or string of digits); a pair of
+        regions (names or numbers); or a string ``"a, b"``, taken as that pair.
+
+    Returns
+    -------
+    int
+        The connection id: 0, or in ``start .. start + n_pairs - 1`` when ``regions`` and
+        ``start`` are known.
+
+    Raises
+    ------
+    InputError
+        If a pair does not have two items, a pair is given with a ``StudyPatterns``
+        source, ``connection`` is not a whole number (a bool is not one), or the id is not
+        in the atlas's range; from ``TrackDataSource.connection_id``, if no atlas is
+        selected or a region is not found.
+    StaleOutputError
+        From ``TrackDataSource.connection_id``: the scans' region lists or numbering bases
+        differ.
+    LtpaError
+        From ``TrackDataSource.connection_id``: a scan's region list cannot be had.
+    """
     if isinstance(connection, str) and "," in connection:
         connection = tuple(p.strip() for p in connection.split(","))
     if isinstance(connection, (tuple, list)):

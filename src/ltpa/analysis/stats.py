@@ -64,10 +64,26 @@ class StudyFacts:
     def of_source(cls, source) -> StudyFacts:
         """The facts of a ``TrackDataSource`` with its atlas selected (no pattern read).
 
+        Parameters
+        ----------
+        source : TrackDataSource
+            The study, with its atlas selected (``change_atlas``).
+
+        Returns
+        -------
+        StudyFacts
+            Its scans' ids, groups and subject ids (JSON order), and the first scan's region
+            list and numbering base.
+
         Raises
         ------
         LtpaError
             If no atlas is selected, or the first scan's npy cannot be decoded.
+        InputError
+            The kind of the above when no atlas is selected, or the npy has no sidecar and
+            its entry gives no usable region list.
+        DamagedFileError
+            If the npy's sidecar holds a region list that was edited.
         """
         labels = source._require_atlas()
         regions, start = source._decoding(0, labels[0])
@@ -92,6 +108,12 @@ class Stat:
 
     def bind(self, sp: StudyPatterns) -> None:
         """Use the study's patterns ``sp`` (of the scans the statistic was made for).
+
+        Parameters
+        ----------
+        sp : StudyPatterns
+            The patterns the blocks will come from; its ``scan_ids`` must equal those the
+            statistic was made with.
 
         Raises
         ------
@@ -130,16 +152,45 @@ class Stat:
         raise NotImplementedError
 
     def finish(self, values: dict) -> dict:
-        """Maps made once every block is done (e.g. ``p_fwe``); the ``values`` so far."""
+        """Maps made once every block is done (e.g. ``p_fwe``); the ``values`` so far.
+
+        Parameters
+        ----------
+        values : dict
+            Map name -> (N,) values at every center, as the blocks made them.
+
+        Returns
+        -------
+        dict
+            Map name -> (N,) values of the maps made here; ``{}`` in the base class.
+        """
         return {}
 
     def describe(self) -> dict:
-        """The statistic's options, as a map's meta records them; none in the base class."""
+        """The statistic's options, as a map's meta records them; none in the base class.
+
+        Returns
+        -------
+        dict
+            Option name -> value; ``{}`` in the base class.
+        """
         return {}
 
     # helpers
     def totals(self, b: Block) -> np.ndarray:
-        """(n, S) distinct streamlines per center and scan."""
+        """(n, S) distinct streamlines per center and scan.
+
+        Parameters
+        ----------
+        b : Block
+            Every scan's entries at ``b.n`` centers.
+
+        Returns
+        -------
+        numpy.ndarray
+            (b.n, S) float64: per center and scan the sum of its counts over every
+            connection id (0 included; ``min_tracks`` not applied).
+        """
         s = self.n_scans
         return np.bincount(b.row * s + b.scan, weights=b.count,
                            minlength=b.n * s).reshape(b.n, s)
@@ -456,7 +507,19 @@ class GroupDifference(Stat):
                                          else (self.in_b == 0)).sum()) for g in self.groups}}
 
     def counts(self, b: Block) -> np.ndarray:
-        """(n, n_AB) counts of the connection per center and scan of the two groups."""
+        """(n, n_AB) counts of the connection per center and scan of the two groups.
+
+        Parameters
+        ----------
+        b : Block
+            Every scan's entries at ``b.n`` centers.
+
+        Returns
+        -------
+        numpy.ndarray
+            (b.n, n_AB) float64: column ``j`` is the scan ``members[j]`` (the scans of A and
+            B in JSON order); 0 where the scan has no entry of the connection.
+        """
         x = np.zeros((b.n, self.members.shape[0]))
         sel = (b.conn == self.connection) & (self.col_of_scan[b.scan] >= 0)
         x[b.row[sel], self.col_of_scan[b.scan[sel]]] = b.count[sel]
@@ -526,6 +589,27 @@ def welch_from_sums(s_all, q_all, s_b, q_b, n_b, n_all):
 
     Counts are integers, so ``n * q - s^2`` (n - 1 times n times the variance) is exact in
     float64; t is NaN where both variances are 0.
+
+    Parameters
+    ----------
+    s_all : numpy.ndarray or float
+        Sum of the values of every scan of A and B.
+    q_all : numpy.ndarray or float
+        Sum of their squares.
+    s_b : numpy.ndarray or float
+        Sum of the values of the scans of B.
+    q_b : numpy.ndarray or float
+        Sum of their squares.
+    n_b : float
+        Number of scans in B.
+    n_all : int or float
+        Number of scans in A and B.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 t of the broadcast shape of the sums; NaN where the squared standard error
+        is not positive (both variances 0) or not a number (a group of fewer than 2).
     """
     n_a = n_all - n_b
     s_a, q_a = s_all - s_b, q_all - q_b
@@ -548,6 +632,35 @@ def make_stat(name, sp: StudyPatterns | StudyFacts, min_tracks, options: dict,
 
     ``sp``: the study's patterns, or its ``StudyFacts`` (every option is checked against them
     alone; ``Stat.bind`` the patterns before the first block).
+
+    Parameters
+    ----------
+    name : str
+        A key of ``STATS``; ``within_subject`` and ``between_subject`` make a
+        ``Similarity`` of that map alone.
+    sp : StudyPatterns or StudyFacts
+        The study the statistic is for.
+    min_tracks : int
+        dsi2's aggregator option, as ``run_ltpa``'s.
+    options : dict
+        The statistic's options (``group_difference``: ``connection``, ``groups``,
+        ``min_scans``, ``n_permutations``, ``seed``; the others take none).
+    connection_id : int, optional
+        The connection id ``group_difference`` tests (``run_ltpa`` resolves it from
+        ``options["connection"]``); not used by the others.
+
+    Returns
+    -------
+    Stat
+        The statistic, ready for ``bind`` (when made from ``StudyFacts``) and ``block``.
+
+    Raises
+    ------
+    InputError
+        If ``name`` is not a built-in statistic or an option is not one of its options;
+        ``within_subject`` / ``between_subject`` when no two scans share a ``subject_id``;
+        ``group_difference`` with no connection, bad ``groups``, ``min_scans`` or
+        ``n_permutations`` (see ``GroupDifference``).
     """
     cls = STATS.get(name)
     if cls is None:

@@ -99,7 +99,23 @@ def check_radius(radius) -> int:
     """``radius`` as an int in 0..MAX_RADIUS, or an LtpaError naming the value.
 
     Only a Python or numpy integer is one (not a bool, a float, even a whole one, or a
-    string: the command line and the config parse theirs as integers)."""
+    string: the command line and the config parse theirs as integers).
+
+    Parameters
+    ----------
+    radius : int
+        The value given: the sphere's radius in voxels.
+
+    Returns
+    -------
+    int
+        ``radius`` as a Python int.
+
+    Raises
+    ------
+    InputError
+        If ``radius`` is not an integer (as above) or is outside 0..MAX_RADIUS.
+    """
     ok = isinstance(radius, (int, np.integer)) and not isinstance(radius, (bool, np.bool_))
     if not ok or not 0 <= int(radius) <= MAX_RADIUS:
         raise InputError(f"radius {radius!r}: expected an integer number of voxels in "
@@ -108,7 +124,24 @@ def check_radius(radius) -> int:
 
 
 def sphere_offsets(radius) -> np.ndarray:
-    """(n, 3) int64 offsets (a, b, c) with a^2 + b^2 + c^2 <= radius^2, in C order."""
+    """(n, 3) int64 offsets (a, b, c) with a^2 + b^2 + c^2 <= radius^2, in C order.
+
+    Parameters
+    ----------
+    radius : int
+        The sphere's radius in voxels, 0..MAX_RADIUS.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 3) int64 offsets, sorted by a, then b, then c (1, 7, 33, 123 rows for
+        r = 0..3).
+
+    Raises
+    ------
+    InputError
+        If ``radius`` is not a valid radius (``check_radius``).
+    """
     r = check_radius(radius)
     a, b, c = np.meshgrid(*(np.arange(-r, r + 1),) * 3, indexing="ij")
     keep = a * a + b * b + c * c <= r * r
@@ -157,6 +190,20 @@ class ScanPatterns:
         Returns ``(row, connection_ids, counts)``, all int64: ``row[e]`` is the position in
         ``lin`` of entry ``e``; centers that are not this scan's give no entry. One
         ``searchsorted`` and one gather for all of them.
+
+        Parameters
+        ----------
+        lin : numpy.ndarray
+            (B,) linear key-grid numbers of the centers (C order), cast to int64.
+
+        Returns
+        -------
+        row : numpy.ndarray
+            (E,) int64 positions in ``lin``, ascending.
+        connection_ids : numpy.ndarray
+            (E,) int64 connection ids, sorted within a row.
+        counts : numpy.ndarray
+            (E,) int64 distinct streamlines of each id in the sphere.
         """
         lin = np.asarray(lin, dtype=np.int64)
         cen = self.centers
@@ -191,7 +238,17 @@ class ScanPatterns:
 
     def dense(self):
         """Every row as ``(center of each entry, connection_ids, counts)`` (flat arrays, in
-        the file's dtypes)."""
+        the file's dtypes).
+
+        Returns
+        -------
+        centers : numpy.ndarray
+            (nnz,) linear key-grid number of the center of each entry (``centers``' dtype).
+        connection_ids : numpy.ndarray
+            (nnz,) connection ids, as stored.
+        counts : numpy.ndarray
+            (nnz,) counts, as stored.
+        """
         size = np.diff(np.asarray(self.indptr, dtype=np.int64))
         return (np.repeat(np.asarray(self.centers), size), np.asarray(self.connection_ids),
                 np.asarray(self.counts))
@@ -327,7 +384,44 @@ def build_patterns(index, connection_ids, radius, *, n_streamlines=None, meta=No
     """A scan's patterns, in memory, from its voxel index (``VoxelIndex``: ``dim``,
     ``voxels`` (sorted linear numbers), ``indptr``, ``ids``) and connection ids (the npy:
     one non-negative integer per streamline). ``threads``: kernel threads (``_Builder.rows``;
-    the result does not depend on it)."""
+    the result does not depend on it).
+
+    Parameters
+    ----------
+    index : VoxelIndex
+        The scan's voxel index: ``dim``, ``voxels`` (sorted linear numbers), ``indptr`` and
+        ``ids`` (the streamlines through each voxel).
+    connection_ids : array_like
+        1-D integer array: one non-negative connection id per streamline.
+    radius : int
+        The sphere's radius in voxels, 0..MAX_RADIUS.
+    n_streamlines : int, optional
+        The scan's number of streamlines, which ``connection_ids`` must match; None
+        (default): ``len(connection_ids)``.
+    meta : dict, optional
+        Entries added to (and overriding) the meta the builder records (``format``,
+        ``version``, ``radius``, ``dim``, ``n_streamlines``, ``n_centers``).
+    where : str, optional
+        Prefix of error messages (e.g. the scan and its field); default none.
+    threads : int, optional
+        Kernel threads (default 1).
+
+    Returns
+    -------
+    ScanPatterns
+        In memory (``path`` None): ``centers`` and ``indptr`` int64, ``connection_ids`` and
+        ``counts`` int32.
+
+    Raises
+    ------
+    InputError
+        If ``radius`` is not a valid radius.
+    DamagedFileError
+        If ``connection_ids`` is not a 1-D integer array, or holds a negative id or one of
+        2^31 - 1 or more.
+    StaleOutputError
+        If ``connection_ids`` does not have ``n_streamlines`` ids.
+    """
     b = _Builder(index, connection_ids, radius, n_streamlines, where)
     ptr, cids, counts = b.rows(0, b.centers.shape[0], threads)
     return ScanPatterns(b.centers, ptr, cids, counts, b.meta(meta))
@@ -428,6 +522,55 @@ def write_patterns_file(index, connection_ids, radius, path, *, n_streamlines=No
     scan's. ``threads`` kernel threads share each chunk (the file depends on neither).
     ``meta``: a dict, or a function that gives it, called once the kernel is done.
     Returns ``{"n_centers", "n_entries"}``.
+
+    Parameters
+    ----------
+    index : VoxelIndex
+        The scan's voxel index, as ``build_patterns``'s.
+    connection_ids : array_like
+        1-D integer array: one non-negative connection id per streamline.
+    radius : int
+        The sphere's radius in voxels, 0..MAX_RADIUS.
+    path : str or os.PathLike
+        The .npz to write; the temporary files are made in its folder, which must exist.
+    n_streamlines : int, optional
+        The scan's number of streamlines, which ``connection_ids`` must match; None
+        (default): ``len(connection_ids)``.
+    meta : dict or callable, optional
+        Entries added to (and overriding) the meta the builder records, or a function of
+        no arguments returning them.
+    where : str, optional
+        Prefix of error messages (e.g. the scan and its field); default none.
+    before_rename : callable, optional
+        Called with no arguments once the file is on disk, before it replaces ``path``
+        (``ltpa.io.atomic_path``); an exception from it leaves ``path`` as it was.
+    chunk : int, optional
+        Centers per kernel call (default ``CHUNK_CENTERS``).
+    threads : int, optional
+        Kernel threads per chunk (default 1).
+    memory_entries : int, optional
+        Entries held in memory before they go to work files (default ``MEMORY_ENTRIES``).
+
+    Returns
+    -------
+    dict
+        ``{"n_centers": int, "n_entries": int}`` of the file written.
+
+    Raises
+    ------
+    InputError
+        If ``radius`` is not a valid radius.
+    DamagedFileError
+        If ``connection_ids`` is not a 1-D integer array, or holds a negative id or one of
+        2^31 - 1 or more.
+    StaleOutputError
+        If ``connection_ids`` does not have ``n_streamlines`` ids.
+    LtpaError
+        If the file cannot be written (``ltpa.io.atomic_path``), or (an internal error)
+        the kernel makes a value outside the scan's bounds.
+    OSError
+        If the temporary folder beside ``path`` (its folder missing included) or a work
+        file in it cannot be made or written.
     """
     import tempfile
 
@@ -466,7 +609,27 @@ def _member(zf, name, array):
 
 
 def dataset_meta(ds, *, region_ids=None, start=None, inputs=None) -> dict:
-    """The meta a ``TrackDataset``'s patterns record: its key grid, scan and atlas."""
+    """The meta a ``TrackDataset``'s patterns record: its key grid, scan and atlas.
+
+    Parameters
+    ----------
+    ds : ltpa.dataset.TrackDataset
+        The scan's dataset (its header's ``voxel_to_rasmm`` and ``voxel_sizes``, its
+        ``scan_id``).
+    region_ids : array_like of int, optional
+        The sorted region ids the connection ids decode with (the npy's sidecar).
+    start : int, optional
+        The first connection id of the numbering (``connection_ids_start_at``).
+    inputs : dict, optional
+        The files the patterns are built from (path, size, mtime_ns of the pkl and npy).
+
+    Returns
+    -------
+    dict
+        ``affine`` (4x4 nested lists of float, or None when the header's 3x3 part is all
+        zeros), ``voxel_size`` (3 floats), ``scan_id``, ``region_ids`` (list of int or
+        None), ``connection_ids_start_at`` (int or None) and ``inputs`` (``{}`` when None).
+    """
     hdr = ds.header
     aff = np.asarray(hdr["voxel_to_rasmm"], dtype=np.float64).reshape(4, 4)
     meta = {"affine": aff.tolist() if aff[:3, :3].any() else None,
@@ -480,7 +643,41 @@ def dataset_meta(ds, *, region_ids=None, start=None, inputs=None) -> dict:
 
 def patterns_of_dataset(ds, connection_ids, radius, *, region_ids=None, start=None,
                         inputs=None, where="") -> ScanPatterns:
-    """``build_patterns`` for a ``TrackDataset`` (its key grid recorded in the meta)."""
+    """``build_patterns`` for a ``TrackDataset`` (its key grid recorded in the meta).
+
+    Parameters
+    ----------
+    ds : ltpa.dataset.TrackDataset
+        The scan's dataset: its voxel index (``tracks_at_ijk``), number of streamlines and
+        header.
+    connection_ids : array_like
+        1-D integer array: one non-negative connection id per streamline of ``ds``.
+    radius : int
+        The sphere's radius in voxels, 0..MAX_RADIUS.
+    region_ids : array_like of int, optional
+        Recorded in the meta (``dataset_meta``).
+    start : int, optional
+        Recorded in the meta as ``connection_ids_start_at``.
+    inputs : dict, optional
+        Recorded in the meta: the files the patterns are built from.
+    where : str, optional
+        Prefix of error messages; default none.
+
+    Returns
+    -------
+    ScanPatterns
+        In memory, as ``build_patterns``'s, with ``dataset_meta``'s entries in its meta.
+
+    Raises
+    ------
+    InputError
+        If ``radius`` is not a valid radius.
+    DamagedFileError
+        If ``connection_ids`` is not a 1-D integer array, or holds a negative id or one of
+        2^31 - 1 or more.
+    StaleOutputError
+        If ``connection_ids`` does not have one id per streamline of ``ds``.
+    """
     meta = dataset_meta(ds, region_ids=region_ids, start=start, inputs=inputs)
     return build_patterns(ds.tracks_at_ijk, connection_ids, radius,
                           n_streamlines=ds.get_ntracks(), meta=meta, where=where)
@@ -490,7 +687,34 @@ def patterns_of_dataset(ds, connection_ids, radius, *, region_ids=None, start=No
 
 
 def save_patterns(patterns: ScanPatterns, path, before_rename=None) -> Path:
-    """Write ``patterns`` to ``path`` (.npz, stored) atomically."""
+    """Write ``patterns`` to ``path`` (.npz, stored) atomically.
+
+    The file records ``patterns.meta`` with ``version`` set to ``VERSION``; the centers are
+    written in ``centers_dtype``, the entries in ``narrow_dtype``.
+
+    Parameters
+    ----------
+    patterns : ScanPatterns
+        The patterns to write.
+    path : str or os.PathLike
+        The .npz to write.
+    before_rename : callable, optional
+        Called with no arguments once the file is on disk, before it replaces ``path``
+        (``ltpa.io.atomic_path``); an exception from it leaves ``path`` as it was.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If the largest connection id or the largest count is negative or does not fit an
+        int32 (``narrow_dtype``).
+    LtpaError
+        If the file cannot be written (``ltpa.io.atomic_path``).
+    """
     info = dict(patterns.meta, version=VERSION)
     meta = np.frombuffer(json.dumps(info, sort_keys=True).encode(), dtype=np.uint8)
 
@@ -548,7 +772,30 @@ def _member_arrays(path: str) -> dict:
 
 def read_patterns(path) -> ScanPatterns:
     """Open a termination-pattern file (arrays memory-mapped); LtpaError naming the file if
-    it is not one of this format and version."""
+    it is not one of this format and version.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .npz (``FORMAT``, a version of ``READ_VERSIONS``).
+
+    Returns
+    -------
+    ScanPatterns
+        Its members as read-only ``numpy.memmap`` arrays in the file's dtypes (an empty
+        member: an empty array), its meta, and ``path`` as a str.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist.
+    DamagedFileError
+        If it cannot be read or is not such a file: not a zip, a compressed or missing
+        member, a member that is not a flat array of little-endian integers, a meta that is
+        not JSON or of another format, or arrays that do not fit together.
+    StaleOutputError
+        If its format version is not one this ltpa reads (rebuild it).
+    """
     path = os.fspath(path)
     source = f"file {path!r}"
     try:
@@ -585,7 +832,26 @@ def read_patterns(path) -> ScanPatterns:
 
 def patterns_path(numpy_path, radius) -> Path:
     """Where the workflow puts a scan's patterns: beside the npy,
-    ``<npy without .npy>.patterns-r<R>.npz``."""
+    ``<npy without .npy>.patterns-r<R>.npz``.
+
+    Parameters
+    ----------
+    numpy_path : str or os.PathLike
+        The scan's connection-ids npy.
+    radius : int
+        The sphere's radius in voxels, 0..MAX_RADIUS.
+
+    Returns
+    -------
+    pathlib.Path
+        The pattern file's path (``.patterns-r<R>.npz`` appended when the name does not
+        end in .npy).
+
+    Raises
+    ------
+    InputError
+        If ``radius`` is not a valid radius (``check_radius``).
+    """
     text = os.fspath(numpy_path)
     stem = text[:-4] if text.endswith(".npy") else text
     return Path(f"{stem}.patterns-r{check_radius(radius)}.npz")
