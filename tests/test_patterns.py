@@ -1,6 +1,7 @@
 """Termination patterns: the kernel and the file against brute force (query_ijk of the sphere
 counted with numpy), for .trk, .trk.gz, .tck, .trx and b0-space scans, radii 0-3."""
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -176,6 +177,13 @@ def test_file_is_memory_mapped_versioned_and_checked(tmp_path, rng):
     np.savez(tmp_path / "f.npz", **arrays)
     with pytest.raises(LtpaError, match=r"f\.npz.*counts.*float64, not little-endian integers"):
         read_patterns(tmp_path / "f.npz")
+    # a negative entry beside larger ones is refused, never wrapped into an unsigned dtype
+    ids = np.asarray(p.connection_ids).astype(np.int64)
+    ids[0] = -1
+    assert ids.max() > 0
+    with pytest.raises(ValueError, match="-1 does not fit"):
+        save_patterns(dataclasses.replace(p, connection_ids=ids), tmp_path / "neg.npz")
+    assert not (tmp_path / "neg.npz").exists()
     np.savez_compressed(tmp_path / "z.npz", centers=np.zeros(3))
     with pytest.raises(LtpaError, match="z.npz.*compressed"):
         read_patterns(tmp_path / "z.npz")

@@ -710,8 +710,8 @@ def save_patterns(patterns: ScanPatterns, path, before_rename=None) -> Path:
     Raises
     ------
     ValueError
-        If the largest connection id or the largest count is negative or does not fit an
-        int32 (``narrow_dtype``).
+        If a connection id or a count is negative, or the largest does not fit an int32
+        (``narrow_dtype``).
     LtpaError
         If the file cannot be written (``ltpa.io.atomic_path``).
     """
@@ -720,6 +720,8 @@ def save_patterns(patterns: ScanPatterns, path, before_rename=None) -> Path:
 
     def entries(values):
         values = np.asarray(values)
+        if values.shape[0] and values.min() < 0:  # never wrapped into an unsigned dtype
+            raise ValueError(f"{int(values.min())} does not fit an entry member")
         return values.astype(narrow_dtype(values.max() if values.shape[0] else 0))
 
     arrays = {"centers": np.asarray(patterns.centers).astype(centers_dtype(patterns.dim)),
