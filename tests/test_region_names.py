@@ -112,3 +112,42 @@ def test_reader_names_and_ltpa_query(study, kind):
         a, b = pair.split(" -- ")
         assert a in s["names"].values() and b in s["names"].values(), pair
     assert np.all(m.counts >= 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_qc_tables_name_the_regions_never_reached(study, kind, tmp_path):
+    from ltpa.demo.small import expected_id
+    from ltpa.qc.tables import read_tsv, write_scan_qc, write_summary
+
+    s = study[kind]
+    ids = sorted(s["names"])
+    pair_of = {expected_id(a, b, len(ids)): (a, b) for a in ids for b in ids}
+    folder = s["json"].parent
+    tsvs = []
+    for scan_id, group, npy in s["items"]:
+        out = tmp_path / f"{scan_id}.tsv"
+        write_scan_qc(scan_id, out, tmp_path / f"{scan_id}.lengths.tsv",
+                      atlases=[("scale33", npy)])
+        tsvs.append(out)
+        row, = read_tsv(out)
+        # the regions the demo drew this scan's streamlines between: independent of ltpa's
+        drawn = np.load(folder / "expected" / f"{scan_id}.scale33.npy")
+        reached = {r for i in drawn[drawn > 0] for r in pair_of[int(i)]}
+        never = [r for r in ids if r not in reached]
+        assert 0 < len(never) < len(ids)
+        assert row["regions_never_reached"] == ",".join(map(str, never))
+        assert row["regions_never_reached_names"].split("; ") == [s["names"][r] for r in never]
+    scans = [{"scan_id": scan_id, "scan_group": group} for scan_id, group, _ in s["items"]]
+    summary = write_summary(tsvs, tmp_path / "summary.tsv", scans)
+    assert [r["regions_never_reached_names"] for r in read_tsv(tmp_path / "summary.tsv")] == \
+        [r["regions_never_reached_names"] for r in summary] != [""] * len(summary)
+
+
+def test_qc_table_shows_the_id_of_a_region_its_list_does_not_name(tmp_path):
+    from ltpa.qc.tables import never_reached_names
+
+    dseg = tmp_path / "atlas-x_dseg.tsv"
+    dseg.write_text("name\tindex\nleft, front\t2\nback\t7\n")
+    side = {"inputs": {"labels_path": {"path": str(dseg)}}}
+    assert never_reached_names([2, 5, 7], side, tmp_path / "x.npy") == "left, front; 5; back"
+    assert never_reached_names([2], {"inputs": {}}, tmp_path / "x.npy") is None

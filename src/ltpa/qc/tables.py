@@ -31,7 +31,8 @@ LENGTH_BIN_MM = 2.0  # width of the length histogram's bins
 QC_COLUMNS = [
     "scan_id", "atlas", "n_streamlines", "n_unlabeled", "share_unlabeled", "n_regions",
     "region_source", "n_labels_not_in_region_list", "labels_not_in_region_list",
-    "n_regions_never_reached", "regions_never_reached", "n_points",
+    "n_regions_never_reached", "regions_never_reached", "regions_never_reached_names",
+    "n_points",
     "n_points_outside_key_grid", "n_points_outside_atlas_grid", "length_median_mm",
     "flags", "numpy_path",
 ]
@@ -303,6 +304,7 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1, kept=
             never = [int(r) for r in region_ids if int(r) not in reached]
             row["n_regions"] = len(region_ids)
             row["regions_never_reached"] = never
+            row["regions_never_reached_names"] = never_reached_names(never, side, npy)
             row["n_regions_never_reached"] = len(never)
         else:
             log.warning("scan %r, atlas %r: %s has no sidecar with the region list; "
@@ -318,6 +320,21 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1, kept=
     if not rows:
         rows.append(dict(common, atlas=""))
     return rows, lengths
+
+
+NAMES_SEPARATOR = "; "  # region names may hold commas and spaces (a BIDS dseg.tsv's)
+
+
+def never_reached_names(never: list[int], side: dict, npy) -> str | None:
+    """The names of the regions ``never`` reached, in their order, joined with ``"; "``:
+    from the region list the labeling read (its sidecar ``side``: a graphml, a label table
+    or a BIDS dseg.tsv); a region the list does not name is shown by its id. None (an
+    empty cell) when the sidecar names no region list that is on disk."""
+    found = region_list_of(side, npy)
+    if found is None:
+        return None
+    names = region_names(*found)
+    return NAMES_SEPARATOR.join(names.get(int(r), str(r)) for r in never)
 
 
 def _flags(scan_id, atlas, npy, pkl_path, kept) -> list[str]:
