@@ -260,3 +260,135 @@ def test_a_bids_dseg_table_gives_the_graphmls_regions_and_names(tmp_path, demo):
     with pytest.raises(LtpaError, match=r"line 3: column index 'x' is not an integer"):
         table.write_text("name\tindex\nA\t1\nB\tx\n")
         regions_from_table(table)
+
+
+def test_rerun_reports_a_second_tracks_file_beside_a_scan_already_listed(tree, demo):
+    root, spec, out = tree
+    assert init(root, spec, out).written
+    listed = out.read_bytes()
+    listed_trk = Path(str(root / TRACKS.format(subject="01", session="1")) + ".trk")
+    twin = listed_trk.with_suffix(".tck")
+    shutil.copyfile(demo / "s03" / "s03.tck", twin)  # a .tck appears beside the listed .trk
+    with pytest.raises(LtpaError) as err:
+        init(root, spec, out)
+    text = str(err.value)
+    assert "1 problem(s)" in text and "nothing was written" in text
+    assert "two tracks files" in text and "sub-01_ses-1" in text and "subject sub-01" in text
+    assert str(listed_trk) in text and str(twin) in text and str(out) in text
+    assert out.read_bytes() == listed
+    proc = ltpa("init", root, "--spec", spec, "-o", out)  # the command line says the same
+    assert proc.returncode == 1 and str(twin) in proc.stderr and "Traceback" not in proc.stderr
+    # --allow-missing: the entry stays as it is, with a warning naming both files
+    kept = init(root, spec, out, allow_missing=True)
+    assert kept.unchanged == ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1"]
+    assert kept.left_out == [] and not kept.written and out.read_bytes() == listed
+    assert [w for w in kept.warnings if str(twin) in w and str(listed_trk) in w]
+
+
+# --------------------------------------------------------------------------- atlas label sets
+
+
+def _labels_reference(path):
+    """The label set as plain Python reads it: every voxel nibabel gives, as a set."""
+    import nibabel as nib
+
+    return sorted({int(v) for v in np.asarray(nib.load(path).dataobj).ravel().tolist()} - {0})
+
+
+def _atlas_volumes(folder):
+    """Atlas files of every kind the label-set read meets: (name, path, fast route expected)."""
+    import gzip
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(7)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    base = np.zeros((23, 19, 17), np.int16)  # mostly background, as atlases are
+    base[rng.random(base.shape) < 0.2] = 2035
+    base.flat[rng.choice(base.size, 40, replace=False)] = rng.integers(1, 200, 40)
+    cases = []
+
+    def save(name, data, *, img_class=nib.Nifti1Image, edit=None):
+        img = img_class(data, affine)
+        if edit:
+            edit(img.header)
+        path = folder / name
+        nib.save(img, path)
+        cases.append((name, path))
+
+    save("int16.nii.gz", base)
+    save("uint8.nii.gz", (base % 256).astype(np.uint8))
+    save("int32-big.nii.gz", base.astype(np.int32) * 5000)  # labels > 2^20: the sorting path
+    save("uint16.nii", base.astype(np.uint16))  # uncompressed
+    save("float-integral.nii.gz", base.astype(np.float32))
+    save("zeros.nii.gz", np.zeros((4, 5, 6), np.int16))
+    save("nifti2.nii.gz", base, img_class=nib.Nifti2Image)
+    save("slope2.nii.gz", base, edit=lambda h: h.set_slope_inter(2.0, 0.0))
+    save("inter1.nii.gz", base, edit=lambda h: h.set_slope_inter(1.0, 1.0))
+    big_endian = nib.Nifti1Image(base.astype(">i2"), affine)
+    big_endian.header.set_data_dtype(">i2")
+    nib.save(big_endian, folder / "big-endian.nii.gz")
+    cases.append(("big-endian.nii.gz", folder / "big-endian.nii.gz"))
+    # two gzip members (as some tools append): nibabel reads on past the first
+    body = gzip.decompress((folder / "int16.nii.gz").read_bytes())
+    (folder / "two-members.nii.gz").write_bytes(gzip.compress(body[:3000]) +
+                                               gzip.compress(body[3000:]))
+    cases.append(("two-members.nii.gz", folder / "two-members.nii.gz"))
+    # refused volumes: the same error as read_label_volume's
+    neg = base.copy()
+    neg[0, 0, 0] = -3
+    save("negative.nii.gz", neg)
+    save("four-d.nii.gz", base[..., None].repeat(2, axis=3))
+    save("non-integral.nii.gz", base.astype(np.float32) + 0.5)
+    whole = (folder / "int16.nii.gz").read_bytes()
+    (folder / "truncated.nii.gz").write_bytes(gzip.compress(gzip.decompress(whole)[:2000]))
+    cases.append(("truncated.nii.gz", folder / "truncated.nii.gz"))
+    (folder / "not-gzip.nii.gz").write_bytes(b"not a gzip file at all")
+    cases.append(("not-gzip.nii.gz", folder / "not-gzip.nii.gz"))
+    cases.append(("missing.nii.gz", folder / "missing.nii.gz"))
+    return cases
+
+
+def test_atlas_label_sets_are_those_of_the_exact_read_for_every_kind_of_volume(tmp_path):
+    import nibabel as nib
+
+    from ltpa.prepared.labels import read_label_volume
+    from ltpa.study.headers import _atlas_labels
+
+    refused = {"negative.nii.gz", "four-d.nii.gz", "non-integral.nii.gz", "truncated.nii.gz",
+               "not-gzip.nii.gz", "missing.nii.gz"}
+    for name, path in _atlas_volumes(tmp_path):
+        if name in refused:
+            with pytest.raises(LtpaError) as exact:
+                read_label_volume(path)
+            with pytest.raises(LtpaError) as fast:
+                _atlas_labels(path)
+            assert str(fast.value) == str(exact.value) and str(path) in str(fast.value), name
+            continue
+        expected = _labels_reference(path)
+        if name.startswith(("slope2", "inter1")):  # scaled by nibabel: not the stored values
+            stored = np.asarray(nib.load(path).dataobj.get_unscaled())
+            assert expected != sorted(set(stored.ravel().tolist()) - {0}), name
+        assert _atlas_labels(path) == expected, name
+        assert name == "zeros.nii.gz" or expected, name
+
+
+def test_the_label_set_read_skips_nibabels_image_only_when_nibabel_reads_it_unscaled(tmp_path):
+    from ltpa.study.headers import _stored_nifti_gz
+
+    direct = {name for name, path in _atlas_volumes(tmp_path)
+              if path.exists() and _stored_nifti_gz_or_none(_stored_nifti_gz, path) is not None}
+    assert direct == {"int16.nii.gz", "uint8.nii.gz", "int32-big.nii.gz", "zeros.nii.gz",
+                      "big-endian.nii.gz", "negative.nii.gz"}
+    import nibabel as nib
+
+    for name in direct:  # the voxels themselves, as nibabel gives them
+        path = tmp_path / name
+        assert np.array_equal(_stored_nifti_gz(path), np.asarray(nib.load(path).dataobj)), name
+
+
+def _stored_nifti_gz_or_none(read, path):
+    try:
+        return read(path)
+    except Exception:  # noqa: BLE001 - a file the direct route cannot read: not direct
+        return None

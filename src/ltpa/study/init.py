@@ -241,12 +241,16 @@ class Candidate:
     problems : list of str
         What keeps it out of the study (a missing atlas volume, no participants row, ...),
         each naming the file and the subject; empty when there is none.
+    twin : str or None
+        The problem "two tracks files for this scan" (also in ``problems``), naming both
+        files: the one problem also reported for a scan the local_data.json already has.
     """
 
     scan_id: str
     subject_id: str
     entry: dict
     problems: list = field(default_factory=list)
+    twin: str | None = None
 
 
 @dataclass
@@ -398,10 +402,12 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
         subject_id = _label("subject", wc["subject"]) if "subject" in wc else scan_id
         files = found[values]
         problems = []
+        twin = None
         if len(files) > 1:
             listed = " and ".join(f"{str(root / f)!r} (tracks[{i}])" for i, f in files)
-            problems.append(f"scan {scan_id} (subject {subject_id}): two tracks files, "
-                            f"{listed}; keep one, or narrow the templates")
+            twin = (f"scan {scan_id} (subject {subject_id}): two tracks files, {listed}; "
+                    f"keep one, or narrow the templates")
+            problems.append(twin)
         root_s = str(root)
         trk = os.path.join(root_s, files[0][1])
         entry = {"scan_id": scan_id, "subject_id": subject_id}
@@ -476,7 +482,7 @@ def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]
             labels.append(label)
         if labels:
             entry["track_labels"] = labels
-        candidates.append(Candidate(scan_id, subject_id, entry, problems))
+        candidates.append(Candidate(scan_id, subject_id, entry, problems, twin))
     orphans = []
     if participants is not None:
         with_scan = {c.subject_id for c in candidates}
@@ -576,10 +582,10 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
     old = existing or []
     old_ids = {e.get("scan_id") for e in old if isinstance(e, dict)}
     base = str(out.parent)
-    old_trks = set()
+    old_trks = {}  # tracks file -> its entry's scan_id
     for e in old:
         if isinstance(e, dict) and isinstance(e.get("trk_file"), str):
-            old_trks.add(os.path.normpath(os.path.join(base, e["trk_file"])))
+            old_trks[os.path.normpath(os.path.join(base, e["trk_file"]))] = e.get("scan_id")
     new, problems = [], []
     matched_ids = set()
     for c in candidates:
@@ -587,6 +593,15 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
         if c.scan_id in old_ids or trk in old_trks:
             matched_ids.add(c.scan_id)
             result.unchanged.append(c.scan_id)
+            if c.twin:  # a second tracks file appeared beside a scan the JSON has
+                known = c.scan_id if c.scan_id in old_ids else old_trks[trk]
+                twin = f"{c.twin}; {out} already lists this scan as {known}"
+                if allow_missing:
+                    result.warnings.append(f"{twin}: its entry is kept as it is, the other "
+                                           f"file ignored (--allow-missing)")
+                else:
+                    problems.append(f"{twin} (with --allow-missing its entry is kept as it "
+                                    f"is and the other file ignored)")
             continue
         if c.problems:
             if allow_missing:
