@@ -93,7 +93,23 @@ class AtlasCounts:
 
     def names(self, regions) -> dict:
         """{region id: name} from the region lists (graphml, label table, BIDS dseg.tsv) read
-        so far (ids they do not name are missing)."""
+        so far (ids they do not name are missing).
+
+        "Read so far": the lists named by the sidecars of the scans iterated until now (one
+        per atlas, or a few copies). They are read in turn (:func:`region_names`, which
+        never raises) until every id of ``regions`` is named or no list is left.
+
+        Parameters
+        ----------
+        regions : sequence of int
+            The region ids to name; reading stops once all of them are named.
+
+        Returns
+        -------
+        dict
+            int region id -> str name, merged over the lists read (the first list that
+            names an id wins); {} before any scan whose region list is on disk was iterated.
+        """
         names = {}
         for path, kind in self._lists.values():  # one list per atlas, or a few copies
             for rid, name in region_names(path, kind).items():
@@ -105,7 +121,23 @@ class AtlasCounts:
 
 def region_list_of(side: dict, npy):
     """(path, kind) of the region list a labeling read (from its sidecar ``side``): kind
-    ``"graphml"`` (``graphml_path``) or ``"table"`` (``labels_path``); None without one."""
+    ``"graphml"`` (``graphml_path``) or ``"table"`` (``labels_path``); None without one.
+
+    Parameters
+    ----------
+    side : dict
+        The labeling's sidecar; its ``inputs`` entries ``graphml_path`` and then
+        ``labels_path`` are looked at (each a dict with ``path`` and maybe ``relpath``).
+    npy : str or os.PathLike
+        The npy the sidecar belongs to: when an entry's ``path`` does not exist, its
+        ``relpath`` is taken relative to the npy's folder.
+
+    Returns
+    -------
+    tuple of (pathlib.Path, str) or None
+        The first of those lists whose file exists, with its kind; None when neither
+        entry names a file that exists.
+    """
     inputs = side.get("inputs") or {}
     for fld, kind in (("graphml_path", "graphml"), ("labels_path", "table")):
         rec = inputs.get(fld)
@@ -122,7 +154,30 @@ def region_list_of(side: dict, npy):
 # ---------------------------------------------------------------- lengths
 
 def streamline_lengths(trk, progress=None) -> np.ndarray:
-    """Length in mm (sum of point distances) of every streamline of an open ``TrkFile``."""
+    """Length in mm (sum of point distances) of every streamline of an open ``TrkFile``.
+
+    Parameters
+    ----------
+    trk : TrkFile
+        The open file; its body is read once (``TrkFile.walk``).
+    progress : callable, optional
+        Passed to ``TrkFile.walk``: called as ``progress(words_done, total_words)`` after
+        each buffer. None (default): no progress.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 length of each streamline, in file order (0 for one with fewer than two
+        points); empty for a file without streamlines.
+
+    Raises
+    ------
+    DamagedFileError
+        If a streamline has a NaN or infinite coordinate (:func:`not_finite`), or as
+        ``TrkFile.walk`` for a damaged or truncated body.
+    InputError
+        As ``TrkFile.walk``, when a read fails with an OSError.
+    """
     parts = []
 
     def measure(r):
@@ -137,7 +192,23 @@ def streamline_lengths(trk, progress=None) -> np.ndarray:
 
 
 def length_histogram(lengths: np.ndarray, width: float = LENGTH_BIN_MM) -> list[dict]:
-    """Counts per ``width`` mm bin from 0 to the longest streamline."""
+    """Counts per ``width`` mm bin from 0 to the longest streamline.
+
+    Parameters
+    ----------
+    lengths : numpy.ndarray
+        Streamline lengths in mm (not negative).
+    width : float, optional
+        Width of a bin in mm; default ``LENGTH_BIN_MM`` (2.0).
+
+    Returns
+    -------
+    list of dict
+        One dict per bin ``i``, from 0 up to the bin of the longest streamline (empty bins
+        included): ``length_mm_from`` (``i * width``) and ``length_mm_to``
+        (``(i + 1) * width``), both rounded to 6 decimals, and ``count`` (int; a length on
+        an edge counts in the upper bin). [] when ``lengths`` is empty.
+    """
     if lengths.size == 0:
         return []
     n_bins = int(math.floor(float(lengths.max()) / width)) + 1
@@ -148,7 +219,26 @@ def length_histogram(lengths: np.ndarray, width: float = LENGTH_BIN_MM) -> list[
 
 def read_length_histogram(path):
     """(bin width in mm, int64 counts per bin from 0 mm) of a histogram that
-    :func:`write_scan_qc` wrote, or None when it is empty (the trk was not on disk)."""
+    :func:`write_scan_qc` wrote, or None when it is empty (the trk was not on disk).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The histogram TSV, with columns ``length_mm_from``, ``length_mm_to`` and ``count``.
+
+    Returns
+    -------
+    tuple of (float, numpy.ndarray) or None
+        The bin width (of the first row) and the counts: entry ``i`` is the bin from
+        ``i * width`` mm; each row goes to the bin of its lower edge (rounded to a whole
+        number of widths), counts of one bin are summed and bins without a row are 0.
+        None when the file has no header or no rows.
+
+    Raises
+    ------
+    ValueError
+        If the bins are not all of one positive width, or a cell is not a number.
+    """
     with open(path, newline="") as fh:
         reader = csv.reader(fh, delimiter="\t")
         header = next(reader, None)
@@ -174,7 +264,21 @@ OUTLIER_IQR = 1.5  # Tukey's fences, as the whiskers of the report's box plots
 
 
 def iqr_fences(values, k: float = OUTLIER_IQR) -> tuple[float, float]:
-    """(Q1 - k IQR, Q3 + k IQR) of ``values`` (quartiles: numpy's linear interpolation)."""
+    """(Q1 - k IQR, Q3 + k IQR) of ``values`` (quartiles: numpy's linear interpolation).
+
+    Parameters
+    ----------
+    values : array_like of float
+        The values (at least one).
+    k : float, optional
+        How many IQRs the fences lie beyond the quartiles; default ``OUTLIER_IQR`` (1.5,
+        Tukey's fences).
+
+    Returns
+    -------
+    tuple of (float, float)
+        The low fence and the high fence.
+    """
     q1, q3 = np.percentile(np.asarray(values, dtype=np.float64), [25, 75])
     return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
 
@@ -209,6 +313,23 @@ def unlabeled_outliers(rows) -> list[str]:
     The report names these scans on the share-unlabeled plot and the study summary lists
     them all (column ``share_unlabeled_outlier``); rows without an atlas or a share are
     never outliers.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Table rows (e.g. :func:`read_tsv`'s); read are ``atlas``, ``scan_group`` (missing or
+        empty: the group ``""``) and ``share_unlabeled`` (a number, or text of one).
+
+    Returns
+    -------
+    list of str
+        One per row, in order: ``"high"`` above the high fence, ``"low"`` below the low
+        fence, else ``""``. Fences are computed per (atlas, scan_group) (:func:`iqr_fences`).
+
+    Raises
+    ------
+    ValueError
+        If a ``share_unlabeled`` is text that is not a number (:func:`number_or_none`).
     """
     members = {}
     for i, row in enumerate(rows):
@@ -237,7 +358,30 @@ def _fmt(value):
 
 def write_tsv(path, rows: list[dict], columns: list[str], before_rename=None) -> None:
     """Write ``rows`` (dicts) as a tab-separated table, atomically; missing values are empty
-    (``before_rename``: see ``ltpa.io.atomic_path``)."""
+    (``before_rename``: see ``ltpa.io.atomic_path``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The table to write; its folder is created if needed.
+    rows : list of dict
+        One line each. Cells: None and NaN empty, floats with 6 significant digits
+        (``.6g``), lists and tuples joined with commas, anything else as ``str``.
+    columns : list of str
+        The header row, and the keys taken from each row in this order (other keys of a
+        row are not written).
+    before_rename : callable, optional
+        Called with no arguments after the table is on disk and before it is renamed onto
+        ``path``; an exception from it is raised and ``path`` is left as it was.
+
+    Raises
+    ------
+    LtpaError
+        As ``ltpa.io.atomic_open``: the folder cannot be written in, or writing, syncing or
+        renaming fails.
+    OSError
+        If the folder of ``path`` cannot be created.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w", before_rename=before_rename) as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
@@ -247,7 +391,18 @@ def write_tsv(path, rows: list[dict], columns: list[str], before_rename=None) ->
 
 
 def read_tsv(path) -> list[dict]:
-    """A TSV written by :func:`write_tsv` as a list of dicts of strings."""
+    """A TSV written by :func:`write_tsv` as a list of dicts of strings.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The TSV; its first row is the header.
+
+    Returns
+    -------
+    list of dict
+        One dict per data row: column name -> cell text (``""`` for an empty cell).
+    """
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
 
@@ -258,6 +413,43 @@ def scan_qc(scan_id, *, pkl_path=None, atlases=(), trk_file=None, start=1, kept=
     ``atlases`` is a list of (atlas key, numpy_path); the npys' sidecars give the
     region list and the labeling's statistics, the pkl's sidecar the points
     outside the key grid.
+
+    A missing or invalid sidecar leaves its values empty (with a warning); a trk that is
+    not on disk or cannot be measured (e.g. a .tck) leaves the length median empty, with a
+    warning.
+
+    Parameters
+    ----------
+    scan_id : str
+        The scan; written in every row and named in the messages.
+    pkl_path : str or os.PathLike, optional
+        The scan's pkl: its sidecar's ``build`` gives ``n_points``,
+        ``n_points_outside_key_grid`` and (without the trk) ``n_streamlines``, and its
+        notes add to the flags. None (default): those are empty.
+    atlases : sequence of (str, str or os.PathLike)
+        (atlas key, numpy_path) of each labeling; every npy is loaded. Default none.
+    trk_file : str or os.PathLike, optional
+        The streamline file to measure the lengths from (:func:`streamline_lengths`).
+    start : int, optional
+        The ``connection_ids_start_at`` used when an npy's sidecar does not give it;
+        default 1.
+    kept : collection of str, optional
+        Paths (as ``str``) of outputs kept while their inputs are gone: a row whose npy or
+        pkl is in it is flagged ``archived``.
+
+    Returns
+    -------
+    rows : list of dict
+        One row per atlas, in the order of ``atlases``, keyed by ``QC_COLUMNS`` (a value
+        not known is None or left out); without atlases a single row with atlas ``""``.
+    lengths : numpy.ndarray or None
+        The streamline lengths in mm, None when the trk was not measured.
+
+    Raises
+    ------
+    ValueError
+        If an npy holds an id beyond the pairs of its region list (``regions_reached``), or
+        cannot be loaded (``numpy.load``, which may also raise OSError).
     """
     lengths = None
     if trk_file and Path(trk_file).exists():
@@ -329,7 +521,23 @@ def never_reached_names(never: list[int], side: dict, npy) -> str | None:
     """The names of the regions ``never`` reached, in their order, joined with ``"; "``:
     from the region list the labeling read (its sidecar ``side``: a graphml, a label table
     or a BIDS dseg.tsv); a region the list does not name is shown by its id. None (an
-    empty cell) when the sidecar names no region list that is on disk."""
+    empty cell) when the sidecar names no region list that is on disk.
+
+    Parameters
+    ----------
+    never : list of int
+        The region ids never reached.
+    side : dict
+        The labeling's sidecar (:func:`region_list_of`).
+    npy : str or os.PathLike
+        The npy the sidecar belongs to (for a region list given by ``relpath``).
+
+    Returns
+    -------
+    str or None
+        The names joined with ``NAMES_SEPARATOR`` (``""`` when ``never`` is empty; all ids
+        when the list cannot be read); None when no region list is found.
+    """
     found = region_list_of(side, npy)
     if found is None:
         return None
@@ -352,7 +560,39 @@ def _flags(scan_id, atlas, npy, pkl_path, kept) -> list[str]:
 def write_scan_qc(scan_id, out_tsv, out_lengths, *, pkl_path=None, atlases=(), trk_file=None,
                   start=1, kept=(), before_rename=None) -> list[dict]:
     """Write the scan's QC table and its length histogram (TSV), each atomically;
-    ``before_rename`` (a callable, e.g. a job's input check) is called before each rename."""
+    ``before_rename`` (a callable, e.g. a job's input check) is called before each rename.
+
+    Parameters
+    ----------
+    scan_id : str
+        The scan (:func:`scan_qc`).
+    out_tsv : str or os.PathLike
+        The QC table to write: the columns ``QC_COLUMNS``, one row per atlas.
+    out_lengths : str or os.PathLike
+        The length histogram to write (:func:`length_histogram`; columns
+        ``length_mm_from``, ``length_mm_to``, ``count``); only the header when the trk
+        was not measured.
+    pkl_path, atlases, trk_file, start : optional
+        As in :func:`scan_qc`.
+    kept : iterable of str, optional
+        As in :func:`scan_qc` (made a set).
+    before_rename : callable, optional
+        Called with no arguments before each of the two renames (the table first); an
+        exception from it is raised and leaves that file, and any not yet written, as it
+        was.
+
+    Returns
+    -------
+    list of dict
+        The rows of the QC table (:func:`scan_qc`'s).
+
+    Raises
+    ------
+    LtpaError
+        As :func:`write_tsv`.
+    ValueError
+        As :func:`scan_qc`.
+    """
     rows, lengths = scan_qc(scan_id, pkl_path=pkl_path, atlases=atlases, trk_file=trk_file,
                             start=start, kept=set(kept))
     write_tsv(out_tsv, rows, QC_COLUMNS, before_rename=before_rename)
@@ -364,7 +604,23 @@ def write_scan_qc(scan_id, out_tsv, out_lengths, *, pkl_path=None, atlases=(), t
 
 
 def flatten(metadata: dict, prefix="") -> dict:
-    """{'attributes': {'age': 30}} -> {'attributes.age': 30}; lists joined with commas."""
+    """{'attributes': {'age': 30}} -> {'attributes.age': 30}; lists joined with commas.
+
+    Lists are joined when the table is written (:func:`write_tsv`): here every value that
+    is not a dict is kept as it is.
+
+    Parameters
+    ----------
+    metadata : dict
+        The nested mapping.
+    prefix : str, optional
+        Put in front of every key (``"key."`` for the nested levels); default ``""``.
+
+    Returns
+    -------
+    dict
+        Dotted key -> value, in the order of ``metadata``; an empty nested dict adds no key.
+    """
     out = {}
     for k, v in metadata.items():
         key = f"{prefix}{k}"
@@ -380,6 +636,31 @@ def write_summary(qc_tsvs, out_tsv, scans: list[dict]) -> list[dict]:
     ``share_unlabeled_outlier`` (:func:`unlabeled_outliers`) after ``share_unlabeled``.
 
     ``scans``: [{"scan_id", "scan_group", **metadata}] in study order.
+
+    Parameters
+    ----------
+    qc_tsvs : sequence of str or os.PathLike
+        The scans' QC tables (:func:`write_scan_qc`), whose rows are taken in this order.
+    out_tsv : str or os.PathLike
+        The summary table to write, atomically (:func:`write_tsv`).
+    scans : list of dict
+        The study's entries; nested metadata is flattened (:func:`flatten`). The columns
+        after ``scan_id`` are ``scan_group`` and then every other metadata key, in order of
+        first appearance, that is not a QC column; a QC row whose scan is not in ``scans``
+        has them empty.
+
+    Returns
+    -------
+    list of dict
+        The rows written: the metadata values, the QC cells (strings) and
+        ``share_unlabeled_outlier``.
+
+    Raises
+    ------
+    LtpaError
+        As :func:`write_tsv`.
+    ValueError
+        If a ``share_unlabeled`` cell is not a number (:func:`unlabeled_outliers`).
     """
     meta = {s["scan_id"]: flatten(s) for s in scans}
     meta_cols = ["scan_group"]

@@ -92,19 +92,104 @@ class InputFacts:
 
     # ------------------------------------------------------------------ facts
     def streamlines(self, path) -> dict:
-        """A streamline file's header: kind, and for a .trk its grid and counts."""
+        """A streamline file's header: kind, and for a .trk its grid and counts.
+
+        A fact read before for the same (device, inode, size, mtime_ns) is returned from the
+        cache without reading the file; the same object each time, so do not change it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A .trk, .trk.gz, .tck or .trx file.
+
+        Returns
+        -------
+        dict
+            ``kind`` (the format, e.g. ``".trk"``); for a .trk or .trk.gz also ``dim`` (3
+            ints), ``voxel_size`` (3 floats), ``voxel_order`` (normalized), ``vox_to_ras``
+            (4 x 4 nested lists) and ``n_count`` (the header's streamline count).
+
+        Raises
+        ------
+        LtpaError
+            If the file cannot be read (naming it), is of an unknown format (InputError),
+            has a damaged header (DamagedFileError), is a .trk.gz that is not readable
+            gzip, or is a .tck / .trx whose header is refused.
+        """
         return self._get("streamlines", path, _streamline_header)
 
     def nifti(self, path) -> dict:
-        """shape and affine of a NIfTI (or any image nibabel reads), from its header."""
+        """shape and affine of a NIfTI (or any image nibabel reads), from its header.
+
+        A fact read before for the same (device, inode, size, mtime_ns) is returned from the
+        cache without reading the file; the same object each time, so do not change it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The image.
+
+        Returns
+        -------
+        dict
+            ``shape`` (list of int) and ``affine`` (4 x 4 nested lists of float).
+
+        Raises
+        ------
+        LtpaError
+            If the file cannot be read, or nibabel cannot read it as an image.
+        """
         return self._get("nifti", path, _nifti_header)
 
     def atlas_labels(self, path) -> list:
-        """The sorted nonzero labels of an atlas (reads the data; checks it is a label volume)."""
+        """The sorted nonzero labels of an atlas (reads the data; checks it is a label volume).
+
+        A fact read before for the same (device, inode, size, mtime_ns) is returned from the
+        cache without reading the file; the same object each time, so do not change it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The atlas volume (any image nibabel reads).
+
+        Returns
+        -------
+        list of int
+            The distinct nonzero labels, ascending; [] when every voxel is 0.
+
+        Raises
+        ------
+        LtpaError
+            If the file cannot be read; InputError (as ``read_label_volume``) if it is not
+            a 3-D volume of labels.
+        """
         return self._get("labels", path, _atlas_labels)
 
     def regions(self, path, kind: str) -> list:
-        """A region list: the graphml's node ids or a label table's indices, sorted."""
+        """A region list: the graphml's node ids or a label table's indices, sorted.
+
+        A fact read before for the same (device, inode, size, mtime_ns) is returned from the
+        cache without reading the file; the same object each time, so do not change it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The region list.
+        kind : str
+            ``"graphml"`` reads a graphml (``regions_from_graphml``); any other value a
+            label table (``regions_from_table``). Part of the cache key.
+
+        Returns
+        -------
+        list of int
+            The region ids: unique, positive and ascending.
+
+        Raises
+        ------
+        LtpaError
+            If the file cannot be read; InputError (as ``regions_from_graphml`` or
+            ``regions_from_table``) if it lists no usable region ids.
+        """
         return self._get(f"regions-{kind}", path, _graphml if kind == "graphml" else _table)
 
 

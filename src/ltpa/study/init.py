@@ -94,7 +94,29 @@ def _error_lines(spec: dict) -> list[str]:
 
 
 def check_spec(spec, source="spec") -> dict:
-    """The spec with the schema's defaults filled in; LtpaError naming every bad key."""
+    """The spec with the schema's defaults filled in; LtpaError naming every bad key.
+
+    Parameters
+    ----------
+    spec : object
+        The spec as read (:func:`read_spec`) or built; a dict to be valid.
+    source : str, optional
+        What the messages name, e.g. ``"spec file 'init.yaml'"``; default ``"spec"``.
+
+    Returns
+    -------
+    dict
+        A shallow copy of ``spec`` with the schema's defaults for the keys it does not
+        give, ``tracks`` made a list when it is one template, and ``atlases`` ([]) and
+        ``metadata`` ({}) when absent.
+
+    Raises
+    ------
+    InputError
+        If ``spec`` is not a dict, or does not pass the schema: the message lists every
+        problem, one per line (an unknown key with the closest known one, a wrong type, a
+        metadata key that ltpa init sets itself, ...).
+    """
     if not isinstance(spec, dict):
         raise InputError(f"{source}: expected a mapping of keys (tracks, atlases, ...), not "
                          f"{type(spec).__name__}")
@@ -115,7 +137,24 @@ def check_spec(spec, source="spec") -> dict:
 
 def read_spec(path) -> dict:
     """The spec in the YAML file ``path`` as read ({} for an empty file); not yet checked:
-    :func:`merged_spec` checks it (:func:`check_spec`)."""
+    :func:`merged_spec` checks it (:func:`check_spec`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The spec file (YAML, UTF-8).
+
+    Returns
+    -------
+    object
+        What the YAML holds (a dict for a usable spec; any other value is refused by
+        :func:`check_spec`); {} when it holds nothing (or null).
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read (an OSError) or is not valid YAML.
+    """
     import yaml
 
     try:
@@ -134,7 +173,18 @@ _WILDCARD = re.compile(r"\{\s*([A-Za-z_]\w*)\s*(,[^{}]*(\{[^{}]*\}[^{}]*)*)?\}")
 
 
 def wildcards_of(template: str) -> list[str]:
-    """The wildcard names of a template, in order of first appearance."""
+    """The wildcard names of a template, in order of first appearance.
+
+    Parameters
+    ----------
+    template : str
+        A path template with Snakemake wildcards: ``{name}`` or ``{name,constraint}``.
+
+    Returns
+    -------
+    list of str
+        The names, each once.
+    """
     names = []
     for m in _WILDCARD.finditer(template):
         if m.group(1) not in names:
@@ -143,7 +193,21 @@ def wildcards_of(template: str) -> list[str]:
 
 
 def fill(template: str, values: dict) -> str:
-    """The template with its wildcards (constraints dropped) replaced by ``values``."""
+    """The template with its wildcards (constraints dropped) replaced by ``values``.
+
+    Parameters
+    ----------
+    template : str
+        A path template (:func:`wildcards_of`).
+    values : dict
+        The str value of each wildcard name; every wildcard of ``template`` must have one
+        (else KeyError).
+
+    Returns
+    -------
+    str
+        The filled-in template.
+    """
     return _WILDCARD.sub(lambda m: values[m.group(1)], template)
 
 
@@ -153,7 +217,22 @@ def _label(name: str, value: str) -> str:
 
 
 def scan_id_of(names, values) -> str:
-    """``sub-01_ses-1`` from the wildcards ``subject=01``, ``session=1``."""
+    """``sub-01_ses-1`` from the wildcards ``subject=01``, ``session=1``.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The wildcard names, in the order of the id (:func:`wildcards_of`).
+    values : dict
+        The str value of each name.
+
+    Returns
+    -------
+    str
+        Each wildcard as ``<entity>-<value>`` (``ENTITIES``: subject -> sub, session ->
+        ses, acquisition -> acq, run -> run; any other name is its own entity; a value
+        that already starts with ``<entity>-`` is kept as it is), joined with ``_``.
+    """
     return "_".join(_label(n, values[n]) for n in names)
 
 
@@ -191,7 +270,34 @@ def _typed(text: str):
 
 def read_participants(path: Path, id_column: str, group_column: str, space_column=None):
     """{participant_id: (line, row)} of a BIDS participants.tsv; LtpaError naming the file
-    and the key whose column is missing."""
+    and the key whose column is missing.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The participants file: tab-separated, UTF-8 (a byte order mark is skipped), with a
+        header row.
+    id_column : str
+        The column of the participant ids (spec key ``participant_column``).
+    group_column : str
+        The column of the scan groups (spec key ``group_column``); only checked to exist.
+    space_column : str, optional
+        The column of the trk spaces (spec key ``space_column``); only checked to exist.
+        None (default): none.
+
+    Returns
+    -------
+    dict
+        ``sub-<id>`` (an id already starting with ``sub-`` is kept) -> (line, row): the
+        line number (the first data row is line 2) and {column: cell}, header and cells
+        stripped. Blank lines are skipped.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read or is empty, a column given is not in its header, a row
+        has no participant id, or a participant is on two lines.
+    """
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             rows = list(csv.reader(fh, delimiter="\t"))
@@ -292,7 +398,16 @@ class InitResult:
 
     def report(self) -> str:
         """The result in words: the counts, the scans added, gone and left out (the first 20
-        of each), and whether the file was written and where the backup is."""
+        of each), and whether the file was written and where the backup is.
+
+        Returns
+        -------
+        str
+            Lines without a final newline: ``"<path>: N added, N unchanged, N gone[, N left
+            out]; N scans in all"``, an indented line for each of added, gone and left out
+            that is not empty (``" and N more"`` past 20), and "nothing new: the file was
+            left as it was" when it was not written, or where the previous file is kept.
+        """
         lines = [f"{self.path}: {len(self.added)} added, {len(self.unchanged)} unchanged, "
                  f"{len(self.gone)} gone" + (f", {len(self.left_out)} left out"
                                              if self.left_out else "")
@@ -373,7 +488,36 @@ def _check_templates(spec: dict) -> list[str]:
 def find_scans(root, spec: dict, json_path) -> tuple[list[Candidate], list[str]]:
     """(one Candidate per scan, in sorted order; problems of no scan: participants without a
     scan) for the tree ``root``. Each candidate's ``problems``
-    name the file and the subject."""
+    name the file and the subject.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The lab's folder; the spec's templates are relative to it.
+    spec : dict
+        A checked spec (:func:`check_spec` / :func:`merged_spec`).
+    json_path : str or os.PathLike
+        The local_data.json to be written: relative ``outputs`` are taken from its folder,
+        and the entries' paths inside that folder are written relative to it.
+
+    Returns
+    -------
+    candidates : list of Candidate
+        One per set of wildcard values that a tracks file matches, sorted naturally
+        (sub-2 before sub-10).
+    orphans : list of str
+        One message per participant of the participants file without a scan; [] without
+        a participants file.
+
+    Raises
+    ------
+    InputError
+        If the spec cannot be used for ``root`` (listing every reason: a tracks template
+        without wildcards or with other wildcards than ``tracks[0]``, a template with a
+        wildcard not in tracks, two atlases with the same name and parameters, a
+        participants file without ``{subject}``, outputs inside ``root``, a brace in the
+        path of ``root``), or as :func:`read_participants`.
+    """
     root = Path(os.path.abspath(root))
     base = os.path.dirname(os.path.abspath(json_path))
     outputs = Path(spec["outputs"])
@@ -504,7 +648,38 @@ def _natural(text: str):
 
 def merged_spec(spec_path=None, *, tracks=None, participants=None, group_column=None,
                 space=None, outputs=None, atlases=None) -> dict:
-    """The spec of ``spec_path`` (if any) with the command line's options on top, checked."""
+    """The spec of ``spec_path`` (if any) with the command line's options on top, checked.
+
+    Parameters
+    ----------
+    spec_path : str or os.PathLike, optional
+        The YAML spec (:func:`read_spec`). None (default): the options alone.
+    tracks : list of str, optional
+        Templates of the streamline files; replace the spec's when given and not empty.
+    participants : str, optional
+        The participants file; replaces the spec's when not None.
+    group_column : str, optional
+        The participants file's group column; replaces the spec's when not None.
+    space : str, optional
+        The trk space of every scan (qsdr, mni or native); replaces the spec's when not
+        None.
+    outputs : str, optional
+        The outputs folder; replaces the spec's when not None.
+    atlases : optional
+        Not used: the atlases come from the spec file only.
+
+    Returns
+    -------
+    dict
+        The checked spec (:func:`check_spec`). A spec file that does not hold a mapping
+        is checked (and refused) without the options.
+
+    Raises
+    ------
+    InputError
+        If the spec file cannot be read or is not YAML, neither it nor ``tracks`` gives
+        tracks, or the spec does not pass :func:`check_spec`.
+    """
     spec = read_spec(spec_path) if spec_path is not None else {}
     source = f"spec file {str(spec_path)!r}" if spec_path is not None else "the options"
     if not isinstance(spec, dict):
@@ -533,7 +708,22 @@ def _existing(path: Path) -> list | None:
 
 def backup_path(out: Path) -> Path:
     """A free name for the backup of ``out``: ``<name>.<UTC time of now>.bak``, with a
-    counter when that exists (two runs in one second), so a backup never replaces a file."""
+    counter when that exists (two runs in one second), so a backup never replaces a file.
+
+    Only a name is chosen: nothing is created.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The file to back up.
+
+    Returns
+    -------
+    pathlib.Path
+        In the folder of ``out``: ``<name>.<YYYYmmddTHHMMSSZ>.bak``, or
+        ``<name>.<YYYYmmddTHHMMSSZ>-<n>.bak`` with the first n from 2 that is free (a
+        dangling symlink counts as taken).
+    """
     import time
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -564,6 +754,8 @@ def init_study(root, spec: dict, out, *, allow_missing=False, config=None,
         The workflow config the result is validated with (``ltpa.study.config``).
     check_headers : bool
         Also check the inputs' headers (grids, region lists), as ``ltpa validate`` does.
+    log : optional
+        Not used.
 
     Returns
     -------
