@@ -18,7 +18,7 @@ O(1) per match. Targets: workflow within 1.5x of the plain Snakefile at 1,000, 3
 `ltpa status` linear in the number of scans.
 
 Studies (cached under benchmarks/out/studies/N<scans>/, git-ignored; reused when their
-study.json marker matches, --regenerate to rebuild): `ltpa demo` is run once (3 scans,
+study.json marker matches, --regenerate to rebuild): `ltpa demo` is run once (4 scans,
 benchmarks/out/studies/demo/) for real small files; a study of N scans has one folder per
 scan ``sub-00001/`` ... holding hard links (symbolic links if the file system refuses) to
 a demo scan's .trk (``<scan>/<scan>.trk``) and atlases (``<scan>/<scan>.scale<k>.nii.gz``
@@ -91,7 +91,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SCALES = (33, 60, 125, 250, 500)
 OUTPUTS_PER_SCAN = 2 + len(SCALES)  # pkl, pkl.trk, one npy per atlas
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the demo's .tck and b0 scans are not linked
 
 PLAIN_SMK = '''\
 # Written by benchmarks/study_scale.py: the jobs of the ltpa workflow (qc=False) for this
@@ -156,7 +156,7 @@ def ensure_demo(bin_dir: Path, studies: Path) -> Path:
         return demo
     if demo.exists():
         shutil.rmtree(demo)
-    argv = [str(bin_dir / "ltpa"), "demo", str(demo), "--scans", "3"]
+    argv = [str(bin_dir / "ltpa"), "demo", str(demo), "--scans", "4"]  # the fewest it makes
     log(f"[demo] {' '.join(argv)}")
     subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
     return demo
@@ -206,6 +206,8 @@ def ensure_study(n: int, demo: Path, studies: Path, regenerate: bool = False) ->
     # per demo scan: its trk and its atlas for each scale (scale33 -> 33, scale60 -> the rest)
     sources = []
     for s in demo_scans:
+        if not str(s.get("trk_file", "")).endswith(".trk") or s.get("fib_file"):
+            continue  # the demo's .tck scan, and its b0 scan (atlases made by the workflow)
         by_scale = {_scale_of(lab): lab for lab in s["track_labels"]}
         small, big = by_scale[33], by_scale[60]
         sources.append({

@@ -213,16 +213,68 @@ def _gunzipped_size(path) -> int:
 
 
 def _voxels(path) -> int:
-    """Voxels of a NIfTI, from its header."""
+    """Voxels of a NIfTI, from its header (``nifti_shape``; nibabel for any other image)."""
     if not _exists(path):
         return 0
-    try:
-        import nibabel as nib
+    shape = nifti_shape(path)
+    if shape is None:
+        try:
+            import nibabel as nib
 
-        shape = nib.load(str(path)).shape
-    except Exception:  # noqa: BLE001
-        return 0
+            shape = nib.load(str(path)).shape
+        except Exception:  # noqa: BLE001
+            return 0
     n = 1
     for d in shape:
         n *= int(d)
     return n
+
+
+# NIfTI-1 and NIfTI-2 headers: (sizeof_hdr, offset of dim[8], its struct code)
+_NIFTI_DIMS = {348: (40, "h"), 540: (16, "q")}
+
+
+def nifti_shape(path) -> tuple | None:
+    """The shape in a ``.nii`` / ``.nii.gz`` header, read from its first bytes.
+
+    What a job's resources need of an atlas, at every job of a dry run: reading only the
+    header's ``dim`` (no nibabel image: 1 ms each, a fifth of a 10,000-scan dry run).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image.
+
+    Returns
+    -------
+    tuple of int or None
+        ``dim[1:dim[0] + 1]`` of a NIfTI-1 or NIfTI-2 header (either byte order); None for
+        anything else (another format, a damaged or short header), which the caller reads
+        with nibabel.
+    """
+    import struct
+    import zlib
+
+    name = str(path)
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        with open(name, "rb") as fh:
+            raw = fh.read(1 << 14)
+        if name.endswith(".gz"):
+            raw = zlib.decompressobj(31).decompress(raw, 540)
+    except (OSError, zlib.error):
+        return None
+    for order in "<>":
+        if len(raw) < 4:
+            return None
+        size = struct.unpack(order + "i", raw[:4])[0]
+        if size in _NIFTI_DIMS:
+            at, code = _NIFTI_DIMS[size]
+            if len(raw) < at + 8 * struct.calcsize(code):
+                return None
+            dim = struct.unpack(f"{order}8{code}", raw[at:at + 8 * struct.calcsize(code)])
+            if not 1 <= dim[0] <= 7 or any(d < 0 for d in dim[1:dim[0] + 1]):
+                return None
+            return tuple(int(d) for d in dim[1:dim[0] + 1])
+    return None
