@@ -406,15 +406,15 @@ def test_a_100_scan_study_is_planned_as_5_group_jobs_of_20_consecutive_scans(tmp
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_a_40_scan_study_is_2_slurm_jobs_of_20_scans(tmp_path):
-    """scans_per_job (default 20) on the cluster: a 40-scan study, 280 per-scan jobs, is 2
-    SLURM jobs + 1 (the study's QC), each COMPLETED in sacct, and every output up to date.
-    (The planner's batches of a 100-scan study: the dry-run test above.)"""
+def test_a_20_scan_study_at_10_per_job_is_2_slurm_jobs(tmp_path):
+    """scans_per_job on the cluster: a 20-scan study at scans_per_job=10, 140 per-scan jobs,
+    is 2 SLURM jobs + 1 (the study's QC), each COMPLETED in sacct, and every output up to
+    date. (The default 20 and the batches of a 100-scan study: the dry-run test above.)"""
     require_cluster()
     from ltpa.demo.small import make_demo
 
-    study = make_demo(tmp_path / "study", n_scans=40, seed=2, n_per_side=2, n_background=1)
-    output, elapsed = run_on_cluster(tmp_path / "work", study)
+    study = make_demo(tmp_path / "study", n_scans=20, seed=2, n_per_side=2, n_background=1)
+    output, elapsed = run_on_cluster(tmp_path / "work", study, "scans_per_job=10")
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
     batches = sorted({re.search(r"/group_(scans_\d+)_", log).group(1)
                       for _, log in submitted if "/group_scans_" in log})
@@ -431,6 +431,6 @@ def test_a_40_scan_study_is_2_slurm_jobs_of_20_scans(tmp_path):
         time.sleep(1)
     status = subprocess.run([str(BIN / "ltpa"), "status", str(study), "--tsv"],
                             capture_output=True, text=True)
-    assert status.returncode == 0 and status.stdout.count("\nok\t") == 40 * 4
-    print(f"\n40 scans, {len(re.findall('rule ', output))} rule lines: {len(job_ids)} SLURM "
+    assert status.returncode == 0 and status.stdout.count("\nok\t") == 20 * 4
+    print(f"\n20 scans, {len(re.findall('rule ', output))} rule lines: {len(job_ids)} SLURM "
           f"jobs (sacct), {elapsed:.0f} s")
