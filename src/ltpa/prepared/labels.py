@@ -113,6 +113,31 @@ def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
         a data type other than integer, boolean or float).
     """
     raw, affine = read_volume(path)
+    return checked_labels(raw, path), affine
+
+
+def checked_labels(raw, path) -> np.ndarray:
+    """The voxels ``raw`` of the atlas ``path`` as int64 labels, checked as
+    ``read_label_image`` checks them.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        The volume as stored (``read_volume``).
+    path : str or os.PathLike
+        The atlas file, for messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 labels, same shape.
+
+    Raises
+    ------
+    InputError
+        If the values are not labels (NaN or infinite, non-integral, negative, above
+        2^63 - 1, or of a data type other than integer, boolean or float).
+    """
     if raw.dtype.kind == "f":
         if not np.isfinite(raw).all():
             raise InputError(f"atlas file {str(path)!r} contains NaN or infinite values; "
@@ -135,7 +160,7 @@ def read_label_image(path) -> tuple[np.ndarray, np.ndarray]:
             f"atlas file {str(path)!r} has negative labels (min {int(data.min())}); "
             f"expected 0 for background and positive region labels"
         )
-    return data, affine
+    return data
 
 
 def read_label_volume(path) -> np.ndarray:

@@ -25,7 +25,7 @@ from ..formats.grids import normalize_order
 from ..formats.regions import regions_from_graphml, regions_from_table
 from ..formats.trk import HEADER_SIZE, check_header, read_header
 from ..io import atomic_open, read_regular
-from ..prepared.labels import read_label_volume, read_volume
+from ..prepared.labels import checked_labels, read_volume
 
 CACHE_VERSION = 1
 
@@ -296,27 +296,24 @@ def _atlas_labels(path) -> list:
     whole and read with nibabel's header but without its image machinery
     (:func:`_stored_nifti_gz`). Any other volume (float, bool, a negative or larger label,
     not 3-D, unreadable, a header or file nibabel reads in another way) takes that exact
-    ``read_label_volume`` path, so its result or error is the one it always was. About 9x
+    ``read_volume`` + ``checked_labels`` path of ``read_label_volume`` on the voxels already
+    read, so its result or error is the one it always was. About 9x
     faster than that path on a 20 KB int16 atlas of 0.5 M voxels (14 -> 1.9 ms).
     """
     try:
         raw = _stored_nifti_gz(path)
-    except Exception:  # noqa: BLE001 - any surprise: the exact path below says what it is
+    except Exception:  # noqa: BLE001 - any surprise: nibabel's reading below says what it is
         raw = None
     if raw is None:
-        try:
-            raw, _ = read_volume(path)
-        except LtpaError:
-            raw = None  # read_label_volume raises the same error below
-    if raw is not None and raw.ndim == 3 and raw.dtype.kind in "iu" and raw.size:
+        raw, _ = read_volume(path)  # InputError: missing, unreadable, not 3-D
+    if raw.dtype.kind in "iu" and raw.size:
         nonzero = raw[raw != 0]
         if not nonzero.size:
             return []
         if nonzero.min() > 0 and nonzero.max() <= BINCOUNT_MAX_LABEL:
             counts = np.bincount(nonzero.reshape(-1))
             return [int(v) for v in np.flatnonzero(counts)]
-    data = read_label_volume(path)
-    labels = np.unique(data)
+    labels = np.unique(checked_labels(raw, path))
     return [int(v) for v in labels[labels != 0]]
 
 
