@@ -260,7 +260,10 @@ def load_study(local_data, config: dict | None = None, check_inputs_of_jobs=True
     # header problem is listed with the field problems (of its own scan too: a misspelt
     # volume_path of one atlas does not hide a truncated trk); a target whose own fields
     # have a problem is left to it (its header problem would only repeat it: trk_space "tal")
-    refused = {t.output for t in targets if _concerned(t, problems)
+    of_scan = {}
+    for p in problems:
+        of_scan.setdefault(problem_scan(p), []).append(p)
+    refused = {t.output for t in targets if _concerned(t, of_scan.get(t.scan.index, ()))
                or any(str(t.output) in p for p in path_problems)}
     study = Study(path, scans, targets, config, list(warnings))
     specs = [t.spec(config) for t in targets]
@@ -392,13 +395,12 @@ _FIELD = re.compile(r"scan #\d+ \('.*?'\), field '([^']+)'")
 _ENTRY = re.compile(r"(track_labels|track_scalars)\[\d+\]")
 
 
-def _concerned(target, problems) -> bool:
-    """Whether one of ``problems`` (messages of the JSON's fields and paths) concerns
-    ``target``: a problem of its scan that names no field, or a field that decides how its
+def _concerned(target, mine) -> bool:
+    """Whether one of ``mine`` (messages of the JSON's fields and paths about the target's
+    scan) concerns ``target``: a problem that names no field, or a field that decides how its
     inputs are read (trk_file, trk_space, ...), or a field of its own track_labels or
     track_scalars entry. Problems of another entry of the scan, or of fields such as
     scan_group, leave its inputs to be checked."""
-    mine = [p for p in problems if problem_scan(p) == target.scan.index]
     if not mine:
         return False
     where = _FIELD.match(target.where(target.output_field))
