@@ -35,7 +35,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import immutables  # a dependency of Snakemake: the mapping type of its settings
 from snakemake.logging import logger
+from snakemake.settings.enums import RerunTrigger
 from snakemake_interface_logger_plugins.common import LogEvent
 
 from .analysis.maps_workflow import map_verdicts, study_map_jobs
@@ -226,6 +228,9 @@ class StudyGlue:
         self._maps_judged = False
         per_job = config["scans_per_job"]
         self.scan_of = {s.scan_id: s for s in self.scans}
+        self.by_scan = {}  # (scan_id, rule) -> targets, kept outputs included
+        for t in self.all_targets:
+            self.by_scan.setdefault((t.scan.scan_id, t.rule), []).append(t)
         self.batch = {s.scan_id: f"scans_{i // per_job:06d}" for i, s in enumerate(self.scans)}
         self.map_jobs = self._map_jobs()
         self.path_constraint = self._path_constraints()
@@ -314,8 +319,6 @@ class StudyGlue:
         has all triggers on, and they are narrowed here in its ``DAGSettings`` (said in one
         line). A Snakemake without that setting is told nothing and runs as it would.
         """
-        from snakemake.settings.enums import RerunTrigger
-
         settings = getattr(self.workflow, "dag_settings", None)
         triggers = getattr(settings, "rerun_triggers", None)
         if triggers is None:
@@ -613,8 +616,6 @@ class StudyGlue:
             logger.warning("ltpa: this Snakemake has no group settings: every scan is its "
                            "own SLURM job (scans_per_job is not applied)")
             return
-        import immutables  # a dependency of Snakemake: its settings' mapping type
-
         components = dict(settings.group_components)
         components.update({b: 10**6 for b in set(self.batch.values())})
         settings.group_components = immutables.Map(components)
@@ -772,11 +773,7 @@ class StudyGlue:
         list of ltpa.study.targets.Target
             In the JSON's order; [] when none.
         """
-        if not hasattr(self, "_by_scan"):
-            self._by_scan = {}
-            for t in self.all_targets:
-                self._by_scan.setdefault((t.scan.scan_id, t.rule), []).append(t)
-        return self._by_scan.get((scan_id, rule_name), [])
+        return self.by_scan.get((scan_id, rule_name), [])
 
     def kept_outputs(self, scan_id: str) -> list[str]:
         """The scan's outputs kept while their inputs are archived (flagged in QC).
