@@ -27,6 +27,9 @@ from ..prepared.patterns import (
     patterns_path,
     read_patterns,
 )
+from ..study.staleness import KEPT, MISSING, OK, OutputHashes, judge
+from ..study.study import study_work_dir
+from ..study.targets import RULE_PATTERNS, build_targets
 
 ACROSS = ("union", "intersection")
 
@@ -505,8 +508,6 @@ def pattern_jobs(source, radius) -> dict:
     dict
         Output path (str) -> ``ltpa.study.spec.JobSpec``.
     """
-    from ..study.targets import RULE_PATTERNS, build_targets
-
     targets = build_targets(source._scans, {"patterns": {"radii": [int(radius)]}})
     return {str(t.output): t.spec(source.config) for t in targets if t.rule == RULE_PATTERNS}
 
@@ -514,9 +515,6 @@ def pattern_jobs(source, radius) -> dict:
 def _output_hashes(source):
     """The study's cache of output hashes (``staleness.OutputHashes``), read only here: a
     judgement of a few pattern files must not replace what ``ltpa status`` keeps."""
-    from ..study.staleness import OutputHashes
-    from ..study.study import study_work_dir
-
     try:
         folder = study_work_dir(source.json_source, source.config)
     except (TypeError, ValueError, OSError):
@@ -527,8 +525,6 @@ def _output_hashes(source):
 def _built(source, pos, lab, path, spec, r, hashes):
     """``(ScanPatterns, None)`` for a built pattern file the workflow calls up to date and
     that holds what is asked; else ``(None, why)``."""
-    from ..study.staleness import KEPT, MISSING, OK, judge
-
     if spec is None or not path.exists():
         return None, "not built"
     verdict = judge(spec, {}, {}, hashes)  # the pkl and npy as they are (the reader reads them)

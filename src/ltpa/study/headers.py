@@ -13,8 +13,10 @@ bounded, from a regular file only; an entry of the wrong shape is dropped and re
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -251,7 +253,6 @@ def _streamline_header(path) -> dict:
                 "n_count": int(header["nb_streamlines"])}
     if kind == ".trk.gz":
         import gzip
-        import zlib
 
         try:
             with gzip.open(path, "rb") as fh:
@@ -323,9 +324,6 @@ def _stored_nifti_gz(path):
     with nibabel). The first gzip member is decompressed up to the header's end of voxels
     (zlib, no stream machinery, never further); a file whose first member does not hold the
     header and all its voxels is left to nibabel."""
-    import io
-    import zlib
-
     import nibabel as nib
 
     if not str(path).endswith(".nii.gz"):

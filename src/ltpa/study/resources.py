@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
+import zlib
 
 from ..formats.convert import TrxReader, kind_of
 from ..formats.grids import MNI_DIM
@@ -252,9 +254,6 @@ def nifti_shape(path) -> tuple | None:
         anything else (another format, a damaged or short header), which the caller reads
         with nibabel.
     """
-    import struct
-    import zlib
-
     name = str(path)
     if not name.endswith((".nii", ".nii.gz")):
         return None
