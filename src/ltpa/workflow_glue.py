@@ -50,12 +50,9 @@ from .study.staleness import KEPT, OUT_OF_DATE, judge_all
 from .study.stamps import remove_other_stamps, stamp_path, write_stamp
 from .study.study import ARCHIVED_NOTE, load_study
 from .study.targets import (
-    RULE_EXPORT,
     RULE_INDEX,
     RULE_LABEL,
-    RULE_MAP_B0,
-    RULE_PATTERNS,
-    RULE_SCALARS,
+    STEP_OF_RULE,
     by_output,
     check_templates,
     exact_paths_regex,
@@ -63,8 +60,7 @@ from .study.targets import (
 )
 
 #: the per-scan data rules (workflow/rules/data.smk)
-DATA_RULE_NAMES = (RULE_INDEX, RULE_EXPORT, RULE_LABEL, RULE_MAP_B0, RULE_SCALARS,
-                   RULE_PATTERNS)
+DATA_RULE_NAMES = tuple(STEP_OF_RULE)  # every rule of ltpa.study.targets, one per step
 #: the rules whose jobs join their scan's SLURM batch
 BATCHED_RULES = DATA_RULE_NAMES + ("qc_scan",)
 #: the job that fails a --keep-going run whose checks left scans out (rules/left_out.smk)
