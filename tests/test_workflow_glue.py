@@ -183,3 +183,24 @@ def test_a_dry_run_without_keep_going_stops_on_scans_left_out(demo_study, caplog
     finally:
         logger.removeHandler(glue.failed)
     assert "scan #1 ('s2'), field 'trk_file'" in caplog.text
+
+
+def test_kept_outputs_come_from_the_studys_verdicts_as_a_fresh_judgement_gives(demo_study):
+    """A scan whose trk was archived after its outputs were built: its pkl and npys are
+    kept, flagged in its QC job. The glue takes them from the study's own verdicts; a
+    cluster job (no verdicts) judges the files itself: the same list."""
+    from ltpa.jobs.pipeline import run
+
+    glue = glue_of(demo_study)
+    for spec in glue.specs.values():
+        if spec.scan_id == "s2":  # every output of s2 (its pkl, key .trk and npys)
+            run(spec)
+    (demo_study.parent / "s2" / "s2.trk").unlink()
+    glue = glue_of(demo_study)
+    want = sorted(str(demo_study.parent / "s2" / f) for f in
+                  ("s2.pkl", "scale33.npy", "scale60.npy"))
+    assert glue.kept is not None and glue.kept_outputs("s2") == want
+    assert glue.kept_outputs("s1") == []
+    glue.kept = None  # as in a cluster job
+    assert glue.kept_outputs("s2") == want
+    assert json.loads(glue.qc_spec(SimpleNamespace(scan="s2")))["extra"]["kept"] == want

@@ -224,6 +224,10 @@ class StudyGlue:
         self._maps_judged = False
         per_job = config["scans_per_job"]
         self.scan_of = {s.scan_id: s for s in self.scans}
+        # outputs kept while their inputs are archived, as the study judged them (None in a
+        # cluster job, whose study is not judged)
+        self.kept = ({t.output for t, v in zip(study.targets, study.verdicts)
+                      if v.status == KEPT} if study.verdicts else None)
         self.by_scan = {}  # (scan_id, rule) -> targets, kept outputs included
         for t in self.all_targets:
             self.by_scan.setdefault((t.scan.scan_id, t.rule), []).append(t)
@@ -785,7 +789,9 @@ class StudyGlue:
             Their paths, sorted.
         """
         mine = [t for rule in (RULE_INDEX, RULE_LABEL) for t in self.scan_targets(scan_id, rule)]
-        verdicts = judge_all([t.spec(self.config) for t in mine])
+        if self.kept is not None:  # judged with the study: no second look at the files
+            return sorted(str(t.output) for t in mine if t.output in self.kept)
+        verdicts = judge_all([t.spec(self.config) for t in mine])  # a cluster job's
         return sorted(str(t.output) for t, v in zip(mine, verdicts) if v.status == KEPT)
 
     def qc_inputs(self, wildcards) -> dict:
