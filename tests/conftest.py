@@ -67,3 +67,24 @@ def demo_study(tmp_path):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def ltpa_main(capfd, *args):
+    """``ltpa ARGS`` run in this process: the same ``ltpa.cli.main`` the command runs, with
+    its exit status (argparse's and the commands' ``SystemExit`` included) and what it wrote
+    on the stdout and stderr descriptors (``capfd``: the job steps log to a copy of fd 2).
+    Start-up is the command's only part left out; test_cli and a few tests per concern
+    run the real command."""
+    from types import SimpleNamespace
+
+    from ltpa import cli
+
+    capfd.readouterr()  # what came before is not this command's
+    try:
+        rc = cli.main([str(a) for a in args])
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out, err = capfd.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=out, stderr=err, args=args)
