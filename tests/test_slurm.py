@@ -270,13 +270,13 @@ def test_cluster_dry_run_plans_one_group_job_per_batch_of_scans(tmp_path, demo_s
         assert "mem_mb=" in proc.output
 
 
-def run_on_cluster(work, local_data, *config):
+def run_on_cluster(work, local_data, *config, options=()):
     """The workflow through the cluster profile on the test cluster: (output, seconds); a
     failed run fails the test with the output and the SLURM jobs' logs."""
     cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT),  # snakemake ignores SIGTERM while waiting
            SNAKEMAKE, "-s", SNAKEFILE, "-d", str(work),
            "--workflow-profile", str(PROFILE),
-           "--ltpa-slurm-init-seconds-before-status-checks", "1",
+           "--ltpa-slurm-init-seconds-before-status-checks", "1", *options,
            "--config", f"local_data={local_data}", *config]
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
                LTPA_SLURM_ACCOUNT=ACCOUNT, LTPA_SLURM_PARTITION=PARTITION)
@@ -305,7 +305,12 @@ def sacct_rows(job_ids):
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_slurm_run_equals_local_run(tmp_path):
+def test_a_slurm_run_in_batches_equals_the_local_run(tmp_path):
+    """The cluster profile on the test cluster, at scans_per_job=2: 3 scans are 2 SLURM jobs
+    (s1 and s2 together, then s3) + 1 (the study's QC), each COMPLETED in sacct with the
+    account, partition and working folder asked for; every output up to date and equal to a
+    local run's. (The default 20 and the batches of a 100-scan study: the dry-run test
+    above; one job per scan at scans_per_job=1: the cluster dry-run test.)"""
     require_cluster()
     local_study = make_study(tmp_path / "local" / "study")
     slurm_study = make_study(tmp_path / "slurm" / "study")
@@ -316,7 +321,8 @@ def test_slurm_run_equals_local_run(tmp_path):
     run_snakemake(tmp_path / "local" / "work", local_data=local_study)
 
     work = tmp_path / "slurm" / "work"
-    output, elapsed = run_on_cluster(work, slurm_study, "scans_per_job=1")
+    output, elapsed = run_on_cluster(work, slurm_study, "scans_per_job=2",
+                                     options=["--ltpa-slurm-keep-successful-logs"])
 
     # the same outputs as the local run
     for s in SCANS:
@@ -336,13 +342,23 @@ def test_slurm_run_equals_local_run(tmp_path):
         assert (study_folder(slurm_study) / "logs" / "index_streamlines"
                 / f"{str(slurm_study.parent)[1:]}/{s}/{s}.pkl.log").exists()
 
-    # SLURM really ran them: one submission per scan (scans_per_job=1), listed by sacct
-    # (plus one for the study's QC summary and plots)
+    # SLURM really ran them: one submission per batch of 2 scans, listed by sacct (plus one
+    # for the study's QC summary and plots)
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
     assert submitted and all("/group_" in log for _, log in submitted), submitted
-    for i in range(len(SCANS)):
-        assert sum(f"/group_scans_{i:06d}_" in log for _, log in submitted) == 1, submitted
-    assert len(submitted) == len(SCANS) + 1, submitted
+    batches = sorted(re.search(r"/group_(scans_\d+)_", log).group(1)
+                     for _, log in submitted if "/group_scans_" in log)
+    assert batches == ["scans_000000", "scans_000001"], submitted
+    assert len(submitted) == 3, submitted
+    # the batches hold the scans in the JSON's order: s1 and s2, then s3 (each SLURM job's
+    # log lists the outputs its Snakemake made)
+    made = {}
+    for _, log in submitted:
+        text = Path(log).read_text()
+        made[re.search(r"/group_(scans_\d+|study_report)_", log).group(1)] = {
+            s for s in SCANS if f"/{s}/{s}.pkl" in text}
+    assert made == {"scans_000000": {"s1", "s2"}, "scans_000001": {"s3"},
+                    "study_report": set()}, made
     job_ids = [j for j, _ in submitted]
     deadline = time.monotonic() + 60  # accounting records lag a few seconds
     while True:
@@ -355,6 +371,10 @@ def test_slurm_run_equals_local_run(tmp_path):
     for job_id, _name, _state, account, partition, _cpus, _mem, _limit, workdir in rows:
         assert job_id in job_ids and account == ACCOUNT and partition == PARTITION
         assert Path(workdir).resolve() == work.resolve()
+    status = subprocess.run([str(BIN / "ltpa"), "status", str(slurm_study), "--tsv"],
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and status.stdout.count("\nok\t") == len(SCANS) * 4, \
+        status.stdout
     print(f"\nslurm run: {elapsed:.0f} s, {len(job_ids)} SLURM jobs for {len(SCANS)} scans: "
           + ", ".join(Path(log).parent.name for _, log in submitted))
     for r in rows:
@@ -402,35 +422,3 @@ def test_a_100_scan_study_is_planned_as_5_group_jobs_of_20_consecutive_scans(tmp
         for rule, scans in got.items():
             per_scan = 2 if rule == "label_streamlines" else 1  # two atlases
             assert sorted(scans) == sorted(want * per_scan), (i, rule, scans)
-
-
-@pytest.mark.slow
-@pytest.mark.slurm
-def test_a_20_scan_study_at_10_per_job_is_2_slurm_jobs(tmp_path):
-    """scans_per_job on the cluster: a 20-scan study at scans_per_job=10, 140 per-scan jobs,
-    is 2 SLURM jobs + 1 (the study's QC), each COMPLETED in sacct, and every output up to
-    date. (The default 20 and the batches of a 100-scan study: the dry-run test above.)"""
-    require_cluster()
-    from ltpa.demo.small import make_demo
-
-    study = make_demo(tmp_path / "study", n_scans=20, seed=2, n_per_side=2, n_background=1)
-    output, elapsed = run_on_cluster(tmp_path / "work", study, "scans_per_job=10")
-    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
-    batches = sorted({re.search(r"/group_(scans_\d+)_", log).group(1)
-                      for _, log in submitted if "/group_scans_" in log})
-    assert batches == ["scans_000000", "scans_000001"], submitted
-    assert len(submitted) == 3, submitted  # 2 batches + the study's QC summary and plots
-    job_ids = [j for j, _ in submitted]
-    deadline = time.monotonic() + 60
-    while True:
-        rows = sacct_rows(job_ids)
-        if len(rows) == 3 and all(r[2] == "COMPLETED" for r in rows):
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"sacct does not list 3 COMPLETED jobs: {rows}")
-        time.sleep(1)
-    status = subprocess.run([str(BIN / "ltpa"), "status", str(study), "--tsv"],
-                            capture_output=True, text=True)
-    assert status.returncode == 0 and status.stdout.count("\nok\t") == 20 * 4
-    print(f"\n20 scans, {len(re.findall('rule ', output))} rule lines: {len(job_ids)} SLURM "
-          f"jobs (sacct), {elapsed:.0f} s")
