@@ -71,19 +71,33 @@ def rng():
 
 def ltpa_main(capfd, *args):
     """``ltpa ARGS`` run in this process: the same ``ltpa.cli.main`` the command runs, with
-    its exit status (argparse's and the commands' ``SystemExit`` included) and what it wrote
-    on the stdout and stderr descriptors (``capfd``: the job steps log to a copy of fd 2).
-    Start-up is the command's only part left out; test_cli and a few tests per concern
-    run the real command."""
+    its exit status (argparse's and the commands' ``SystemExit`` included) and its output.
+
+    With pytest's ``capfd``, the output is what was written on the stdout and stderr
+    descriptors (the job steps, index, label and patterns, log to a copy of fd 2); with
+    ``capfd=None``, what was written to ``sys.stdout`` and ``sys.stderr`` (enough for the
+    commands that only print: validate, status, query, map ...). Start-up is the command's
+    only part left out; test_cli and a few tests per concern run the real command."""
+    import contextlib
+    import io
     from types import SimpleNamespace
 
     from ltpa import cli
 
+    def run():
+        try:
+            return cli.main([str(a) for a in args])
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+    if capfd is None:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = run()
+        return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue(),
+                               args=args)
     capfd.readouterr()  # what came before is not this command's
-    try:
-        rc = cli.main([str(a) for a in args])
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    rc = run()
     sys.stdout.flush()
     sys.stderr.flush()
     out, err = capfd.readouterr()

@@ -5,7 +5,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import BIN, planned_jobs, run_snakemake
+from conftest import BIN, ltpa_main, planned_jobs, run_snakemake
 from ltpa.demo.small import make_streamlines
 from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 from ltpa.formats.trkwrite import write_trk
@@ -16,8 +16,7 @@ CORE = ("index_streamlines", "export_key_trk", "label_streamlines")
 
 
 def status(local_data):
-    proc = subprocess.run([str(BIN / "ltpa"), "status", str(local_data), "--tsv"],
-                          capture_output=True, text=True)
+    proc = ltpa_main(None, "status", local_data, "--tsv")
     rows = [line.split("\t") for line in proc.stdout.splitlines()[1:]]
     return proc.returncode, rows
 

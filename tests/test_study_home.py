@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
+from conftest import BIN, SNAKEFILE, SNAKEMAKE, ltpa_main, planned_jobs, run_snakemake, study_folder
 from ltpa.study.sidecar import HASH_MAX_BYTES
 
 pytestmark = pytest.mark.slow
@@ -20,8 +20,7 @@ CORE = ("index_streamlines", "export_key_trk", "label_streamlines")
 
 
 def status(local_data, *args):
-    proc = subprocess.run([str(BIN / "ltpa"), "status", str(local_data), "--tsv", *args],
-                          capture_output=True, text=True)
+    proc = ltpa_main(None, "status", local_data, "--tsv", *args)
     rows = [line.split("\t") for line in proc.stdout.splitlines()[1:]]
     return sorted((r[1], r[3]) for r in rows if r[0] in ("missing", "out of date"))
 
