@@ -43,12 +43,27 @@ def dry(work, local_data, **kw):
     return [j for j in planned_jobs(proc.output) if j[0] in CORE_RULES], proc.output
 
 
+@pytest.fixture(scope="module")
+def built_once(tmp_path_factory):
+    """The demo study (conftest's demo_study) after a full run, once for this module."""
+    from ltpa.demo.small import make_demo
+
+    root = tmp_path_factory.mktemp("built")
+    local_data = make_demo(root / "study", n_scans=3, seed=1, n_per_side=15, n_background=10)
+    work = root / "work"
+    run_snakemake(work, local_data=local_data)
+    return work, local_data, local_data.parent
+
+
 @pytest.fixture
-def built(tmp_path, demo_study):
-    """The demo study after a full run."""
-    work = tmp_path / "work"
-    run_snakemake(work, local_data=demo_study)
-    return work, demo_study, demo_study.parent
+def built(tmp_path, built_once):
+    """A copy of the built demo study, for a test that changes it: copied as ``cp -a`` does
+    (mtimes kept), run from a fresh working folder (test_study_home: a copied study is a
+    study of its own, up to date; each test's first dry run here shows it again)."""
+    _, _, original = built_once
+    study = tmp_path / "study"
+    shutil.copytree(original, study, symlinks=True)
+    return tmp_path / "work", study / "local_data.json", study
 
 
 def test_dry_run_lists_every_missing_job_with_scan_and_atlas(tmp_path, demo_study):
@@ -63,8 +78,8 @@ def test_dry_run_lists_every_missing_job_with_scan_and_atlas(tmp_path, demo_stud
     assert not any(Path(p).exists() for _, p in jobs)
 
 
-def test_full_run_outputs_match_independent_computation(built):
-    work, local_data, study = built
+def test_full_run_outputs_match_independent_computation(built_once):
+    work, local_data, study = built_once
     for s in SCANS:
         for a in ATLASES:
             got = np.load(study / s / f"{a}.npy")
@@ -143,8 +158,10 @@ def test_json_edits_rerun_only_the_affected_scan(built):
     assert jobs == sorted(j for j in all_jobs(study) if j[0] == "label_streamlines")
 
 
-def test_archived_inputs_warn_but_missing_inputs_for_needed_outputs_fail(built):
-    work, local_data, study = built
+def test_archived_inputs_warn_but_missing_inputs_for_needed_outputs_fail(tmp_path, demo_study):
+    # built in place (not a copy): the messages name the paths the outputs were built from
+    work, local_data, study = tmp_path / "work", demo_study, demo_study.parent
+    run_snakemake(work, local_data=local_data)
     # labs archive raw .trk files: outputs up to date, inputs gone -> warning, nothing to do
     (study / "s2" / "s2.trk").unlink()
     jobs, out = dry(work, local_data)
