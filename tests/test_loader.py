@@ -93,12 +93,29 @@ def test_format_1_round_trip_plain_pickle_and_in_place_arrays(tmp_path):
         assert ds._state()["version"] == FORMAT_VERSION == 1
 
 
+def straight_streamlines(rng, n):
+    """``n`` straight streamlines between random points of the QSDR grid, ~1 mm steps: each
+    crosses ~60 voxels that few others cross (many distinct voxels for few points); then each
+    again, reversed (every voxel's list holds two ids or more)."""
+    from ltpa.formats.grids import QSDR_DIM
+
+    extent = np.array(QSDR_DIM) * 2.0
+    out = []
+    for _ in range(n):
+        a, b = rng.uniform(0, extent, (2, 3))
+        t = np.linspace(0.0, 1.0, max(int(np.linalg.norm(b - a)), 2))[:, None]
+        out.append((a + t * (b - a)).astype(np.float32))
+    return out + [s[::-1].copy() for s in out]
+
+
 def test_big_arrays_are_aligned_and_read_in_place(tmp_path, rng):
-    from ltpa.demo.small import make_streamlines
     from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
     from ltpa.formats.trkwrite import write_trk
 
-    sls, _ = make_streamlines(rng, 3000, 300)
+    # ~43,000 points: ~12,600 voxels (100 KB of keys), ~25,000 ids (100 KB), 0.5 MB of
+    # points, each above the 64 KB from which arrays are stored aligned and read in place
+    # (safepickle.BIG)
+    sls = straight_streamlines(rng, 200)
     trk = tmp_path / "big.trk"
     write_trk(trk, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
     pkl = tmp_path / "big.pkl"
@@ -235,29 +252,53 @@ def test_index_contents_are_checked_on_load_naming_the_file(tmp_path, case):
         pickle.loads(bad.read_bytes())
 
 
-def _bounded_load(payload, tmp_path, seconds=60):
-    """Load ``payload`` in a fresh process with 3 GB of address space and a time limit:
-    (peak RSS in MB, the line it printed)."""
-    bad = tmp_path / "bomb.pkl"
-    bad.write_bytes(payload)
-    code = ("import resource, sys, ltpa\n"
-            "from ltpa.errors import LtpaError\n"
-            "from ltpa.prepared.safepickle import _dtype_table\n"
-            "_dtype_table()\n"  # imports what a load imports, before the baseline
-            "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "try:\n    ltpa.load_track_dataset(sys.argv[1])\n    out = 'LOADED'\n"
-            "except LtpaError as e:\n    out = 'LTPAERROR ' + str(e)\n"
-            "grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base\n"
-            "print(grew // 1024, out)\n")
+BOUNDED = ("import resource, sys, ltpa\n"
+           "from ltpa.errors import LtpaError\n"
+           "from ltpa.prepared.safepickle import _dtype_table\n"
+           "_dtype_table()\n"  # imports what a load imports, before the baseline
+           "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+           "for path in sys.argv[1:]:\n"
+           "    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+           "    try:\n        ltpa.load_track_dataset(path)\n        out = 'LOADED'\n"
+           "    except LtpaError as e:\n        out = 'LTPAERROR ' + str(e)\n"
+           "    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base\n"
+           "    print(grew // 1024, out.replace('\\n', ' '), flush=True)\n")
+
+
+def _start_bounded_load(folder, *payloads):
+    """Start loading ``payloads``, in order, in one fresh process with 3 GB of address space;
+    ``_bounded_result`` waits for it. A later payload's peak counts only what it grew above
+    the peaks before it: only the first one's is its own."""
+    paths = []
+    for k, data in enumerate(payloads):
+        paths.append(Path(folder) / f"bomb{k}.pkl")
+        paths[-1].write_bytes(data)
+    proc = subprocess.Popen([str(BIN / "python"), "-c", BOUNDED, *map(str, paths)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, [len(data) for data in payloads]
+
+
+def _bounded_result(started, seconds=60):
+    """The started loads' (peak RSS growth in MB, the line printed) each, within a time limit
+    (from now)."""
+    proc, sizes = started
     try:
-        proc = subprocess.run([str(BIN / "python"), "-c", code, str(bad)], capture_output=True,
-                              text=True, timeout=seconds)
+        out, err = proc.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"loading a {len(payload)}-byte pkl ran for more than {seconds} s")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    grew, line = proc.stdout.split(" ", 1)
-    return int(grew), line.strip()
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"loading pkls of {sizes} bytes ran for more than {seconds} s")
+    assert proc.returncode == 0, err[-2000:]
+    lines = out.splitlines()
+    assert len(lines) == len(sizes), out
+    return [(int(grew), line.strip()) for grew, line in (x.split(" ", 1) for x in lines)]
+
+
+def _bounded_load(tmp_path, *payloads, seconds=60):
+    """Load ``payloads`` in one fresh process with 3 GB of address space and a time limit:
+    (peak RSS growth in MB, the line it printed) per payload (only the first's peak is its
+    own, see ``_start_bounded_load``)."""
+    return _bounded_result(_start_bounded_load(tmp_path, *payloads), seconds)
 
 
 def test_a_dtype_state_of_shared_nodes_is_refused_at_once(tmp_path):
@@ -265,24 +306,45 @@ def test_a_dtype_state_of_shared_nodes_is_refused_at_once(tmp_path):
     fuzz = _fuzz_module()
     payload = fuzz.dtype_bomb(60)
     assert len(payload) < 150
-    grew, line = _bounded_load(payload, tmp_path, seconds=30)
+    # and, in the same process after it: shallow but wide, 2^14 leaves (the widest allowed
+    # dtype state has ~120)
+    (grew, line), (_, wide) = _bounded_load(tmp_path, payload, fuzz.dtype_bomb(14), seconds=30)
     assert line.startswith("LTPAERROR") and "refusing to load: a dtype state" in line, line
     assert grew < 50, f"{grew} MB"
-    # shallow but wide: 2^14 leaves (the widest allowed dtype state has ~120)
-    grew, line = _bounded_load(fuzz.dtype_bomb(14), tmp_path, seconds=30)
-    assert "a dtype state of more than 10000 items" in line, line
+    assert "a dtype state of more than 10000 items" in wide, wide
+
+
+def _count_bomb(what):
+    from ltpa.prepared.safepickle import MAX_OBJECTS
+
+    if what == "put":  # LONG_BINPUT of keys 0, 1, ...: b"r" + the key in 4 bytes, each
+        puts = np.zeros(MAX_OBJECTS + 10, [("op", "u1"), ("key", "<u4")])
+        puts["op"], puts["key"] = ord("r"), np.arange(len(puts))
+        return b"\x80\x05N" + puts.tobytes() + b"."
+    return {"marks": b"\x80\x05" + b"(" * (30 << 20) + b".",
+            "memo": b"\x80\x05N" + b"\x94" * (MAX_OBJECTS + 10) + b"."}[what]
+
+
+@pytest.fixture(scope="module")
+def count_bomb_loads(tmp_path_factory):
+    """The three payloads below, each loading in its own fresh process, all started at once
+    (two take a second or two, each core one)."""
+    started = {}
+    for what in ("marks", "memo", "put"):
+        started[what] = _start_bounded_load(tmp_path_factory.mktemp(what), _count_bomb(what))
+    yield started
+    for proc, _ in started.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 @pytest.mark.parametrize("what", ["marks", "memo", "put"])
-def test_marks_and_memo_entries_count_against_the_object_bound(tmp_path, what):
+def test_marks_and_memo_entries_count_against_the_object_bound(count_bomb_loads, what):
     """30 MB of MARK reached 2.1 GB: marks and memo entries are bounded like objects."""
     from ltpa.prepared.safepickle import MAX_OBJECTS
 
-    payload = {"marks": b"\x80\x05" + b"(" * (30 << 20) + b".",
-               "memo": b"\x80\x05N" + b"\x94" * (MAX_OBJECTS + 10) + b".",
-               "put": b"\x80\x05N" + b"".join(b"r" + k.to_bytes(4, "little")
-                                              for k in range(MAX_OBJECTS + 10)) + b"."}[what]
-    grew, line = _bounded_load(payload, tmp_path)
+    ((grew, line),) = _bounded_result(count_bomb_loads[what])
     assert line.startswith("LTPAERROR"), line
     assert ("MARKs open" if what == "marks" else "marks and memo entries") in line, line
     # a bounded machine: ~100 bytes per counted item at most
@@ -294,13 +356,19 @@ def test_marks_and_memo_entries_count_against_the_object_bound(tmp_path, what):
 
 LOADER = ("import sys, ltpa\n"
           "from ltpa.errors import LtpaError\n"
-          "try:\n    ltpa.load_track_dataset(sys.argv[1])\n    print('LOADED')\n"
-          "except LtpaError as e:\n    print('LTPAERROR', e)\n")
+          "for path in sys.argv[1:]:\n"
+          "    try:\n        ltpa.load_track_dataset(path)\n        print('LOADED')\n"
+          "    except LtpaError as e:\n        print('LTPAERROR', str(e).replace('\\n', ' '))\n")
 
 
-def load_in_fresh_process(path):
-    return subprocess.run([str(BIN / "python"), "-c", LOADER, str(path)], capture_output=True,
-                          text=True, timeout=120)
+def load_in_fresh_process(*paths):
+    """Load each of ``paths``, in order, in one fresh ``python`` process: LOADED or
+    LTPAERROR <message> for each, one line each."""
+    proc = subprocess.run([str(BIN / "python"), "-c", LOADER, *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == len(paths), proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
 
 
 def test_the_issue_10_exploit_runs_nothing(tmp_path):
@@ -312,19 +380,18 @@ def test_the_issue_10_exploit_runs_nothing(tmp_path):
                + b"\x85R" + fuzz.s(code) + b"\x85R.")
     bad = tmp_path / "exploit.pkl"
     bad.write_bytes(payload)
-    proc = load_in_fresh_process(bad)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("LTPAERROR"), proc.stdout + proc.stderr
-    assert "'numpy.dtypes.__builtins__.get' is not one of the names" in proc.stdout
-    assert not marker.exists()
-    # and the plain-pickle class of attack, named directly
+
+    # and the plain-pickle class of attack, named directly (loaded after it, same process)
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    bad.write_bytes(pickle.dumps(Evil()))
-    proc = load_in_fresh_process(bad)
-    assert "'posix.system' is not one of the names" in proc.stdout, proc.stdout + proc.stderr
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(Evil()))
+    exploit, plain = load_in_fresh_process(bad, evil)
+    assert exploit.startswith("LTPAERROR"), exploit
+    assert "'numpy.dtypes.__builtins__.get' is not one of the names" in exploit
+    assert "'posix.system' is not one of the names" in plain, plain
     assert not marker.exists()
     bad.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(LtpaError, match="holds a dict, not a TrackDataset"):
@@ -336,7 +403,8 @@ def test_every_hand_built_payload_is_refused_in_a_fresh_process(tmp_path):
     marker = tmp_path / "PWNED"
     payloads = fuzz.handmade(str(marker))
     assert len(payloads) > 80
-    # one process for all (a fresh process per payload would take minutes)
+    # fresh processes: two, half the payloads each, side by side (one per payload would take
+    # minutes; the count bombs' loads take seconds)
     paths = []
     for k, (_, data) in enumerate(payloads):
         p = tmp_path / f"p{k}.pkl"
@@ -348,13 +416,18 @@ def test_every_hand_built_payload_is_refused_in_a_fresh_process(tmp_path):
             "for p in sys.argv[1:]:\n"
             "    try:\n        ltpa.load_track_dataset(p)\n        print('LOADED', p)\n"
             "    except LtpaError as e:\n        print('LTPAERROR', p)\n")
-    proc = subprocess.run([str(BIN / "python"), "-c", code, *paths], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
-    assert len(lines) == len(payloads)
-    assert all(line.startswith("LTPAERROR") for line in lines), \
-        [payloads[k][0] for k, line in enumerate(lines) if not line.startswith("LTPAERROR")]
+    procs = [subprocess.Popen([str(BIN / "python"), "-c", code, *paths[half::2]],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for half in (0, 1)]
+    lines = []  # (path, LTPAERROR or LOADED)
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        lines += [line.split(" ", 1)[::-1] for line in out.splitlines()]
+    assert sorted(p for p, _ in lines) == sorted(paths)  # one line per payload
+    got = dict(lines)
+    assert all(got[p] == "LTPAERROR" for p in paths), \
+        [name for (name, _), p in zip(payloads, paths) if got[p] != "LTPAERROR"]
     assert not marker.exists()
 
 

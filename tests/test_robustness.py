@@ -3,6 +3,13 @@
 Every bad input must fail with the project's own one-line message (``ltpa error: ...``
 naming the file / scan / field, no traceback) and leave a previously good output at
 the same path byte-identical, with no temp file beside it.
+
+The commands run here as ``ltpa.cli.main`` in process (``ltpa_main``: the same code, its exit
+status and what it wrote on fds 1 and 2). The real ``ltpa`` command runs where the process
+itself is the point, and so once per concern (exit status 1, no traceback): a job step's
+failure (``ltpa index`` on a .trk whose n_count asks for 2^31 streamlines, under an
+address-space limit), a plain command's (``ltpa validate`` on bad JSON, beside the in-process
+cases); a write cut short by a file-size limit runs the index step in a fresh process too.
 """
 
 import contextlib
@@ -13,16 +20,16 @@ import shutil
 import signal
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import networkx as nx
 import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import BIN, SNAKEFILE, SNAKEMAKE, run_snakemake, study_folder
-from ltpa import load_track_dataset
+from conftest import BIN, SNAKEFILE, SNAKEMAKE, ltpa_main, run_snakemake, study_folder
+from ltpa import LtpaError, load_track_dataset
 from ltpa.demo.small import make_demo, make_streamlines
 from ltpa.formats.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
 from ltpa.formats.trkwrite import write_trk
@@ -36,13 +43,17 @@ def qsdr_key(v):
     return (v[0] + 6, 101 - v[1], v[2] + 11)
 
 
-def run_all(cmds, workers=4):
-    """Run commands concurrently (the CLI start-up dominates); CompletedProcess each, in order."""
-    def one(cmd):
-        return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300)
+def start(cmd):
+    """Start the real command ``cmd`` (output piped), to run beside the in-process cases; use
+    as a context manager (it is waited for) and get its result with ``finish``."""
+    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, cmds))
+
+def finish(popen, timeout=300):
+    """The started command's exit status and output (like ``subprocess.run``'s result)."""
+    out, err = popen.communicate(timeout=timeout)
+    return SimpleNamespace(returncode=popen.returncode, stdout=out, stderr=err)
 
 
 def fresh_out(good, folder, i):
@@ -79,10 +90,10 @@ def good(tmp_path_factory):
     graphml = study / "atlases" / "scale33.graphml"
     out = root / "out"
     out.mkdir()
-    procs = run_all([[LTPA, "index", trk, out / "s1.pkl"],
-                     [LTPA, "label", trk, atlas, out / "s1.npy", "--graphml", graphml]])
-    for p in procs:
-        assert p.returncode == 0, p.stderr
+    # in process (the job steps log on fd 2, which pytest keeps for a failure's report)
+    for args in (["index", trk, out / "s1.pkl"],
+                 ["label", trk, atlas, out / "s1.npy", "--graphml", graphml]):
+        assert ltpa_main(None, *args).returncode == 0, args
     return dict(root=root, study=study, trk=trk, atlas=atlas, graphml=graphml, out=out,
                 before=snapshot(out), n=len(read_trk_slow(trk)))
 
@@ -132,27 +143,27 @@ def bad_trks(good, folder):
     return paths
 
 
-def test_cli_bad_trk_fails_cleanly_and_keeps_the_previous_outputs(good, tmp_path):
-    cases = bad_trks(good, tmp_path)
-    cmds, expect = [], []
-    for path, msg in cases.items():
-        out = fresh_out(good, tmp_path, len(cmds))
-        cmds.append([LTPA, "index", path, out / "s1.pkl", "--trk-out", out / "s1.pkl.trk"])
-        expect.append((path, msg, out))
+def test_cli_bad_trk_fails_cleanly_and_keeps_the_previous_outputs(good, tmp_path, capfd):
+    """In process (the real ``ltpa index`` on a bad .trk: test_huge_header_n_count_...)."""
+    runs = []
+    for path, msg in bad_trks(good, tmp_path).items():
+        out = fresh_out(good, tmp_path, len(runs))
+        runs.append((["index", path, out / "s1.pkl", "--trk-out", out / "s1.pkl.trk"],
+                     path, msg, out))
         if path.name in ("n_count.trk", "inf.trk", "cut mid-streamline.trk"):
-            out = fresh_out(good, tmp_path, len(cmds))
-            cmds.append([LTPA, "label", path, good["atlas"], out / "s1.npy", "--graphml",
-                         good["graphml"]])
-            expect.append((path, msg, out))
-    for proc, (path, msg, out) in zip(run_all(cmds), expect):
-        assert_clean_failure(proc, f"file {str(path)!r}", msg)
+            out = fresh_out(good, tmp_path, len(runs))
+            runs.append((["label", path, good["atlas"], out / "s1.npy", "--graphml",
+                          good["graphml"]], path, msg, out))
+    for args, path, msg, out in runs:
+        assert_clean_failure(ltpa_main(capfd, *args), f"file {str(path)!r}", msg)
         # the good pkl, npy and their sidecars: byte-identical; no temp file, no pkl.trk
         assert snapshot(out) == good["before"]
 
 
 # --------------------------------------------------------------------------- bad atlas / graphml
 
-def test_cli_bad_atlas_or_graphml_fails_cleanly_and_keeps_the_previous_output(good, tmp_path):
+def test_cli_bad_atlas_or_graphml_fails_cleanly_and_keeps_the_previous_output(good, tmp_path,
+                                                                              capfd):
     img = nib.load(str(good["atlas"]))
     base = np.asanyarray(img.dataobj).astype(np.int16)
     cases = {}
@@ -185,17 +196,13 @@ def test_cli_bad_atlas_or_graphml_fails_cleanly_and_keeps_the_previous_output(go
     nx.write_graphml(g, str(tmp_path / "names.graphml"))
     cases[tmp_path / "names.graphml"] = ("graphml", "has node id 'ctx-lh-precentral'; expected "
                                                     "integer node ids (the atlas labels)")
-    cmds, outs = [], []
-    for path, (kind, _) in cases.items():
-        out = fresh_out(good, tmp_path, len(cmds))
-        outs.append(out)
+    for k, (path, (kind, msg)) in enumerate(cases.items()):
+        out = fresh_out(good, tmp_path, k)
         if kind == "atlas":
-            cmds.append([LTPA, "label", good["trk"], path, out / "s1.npy", "--graphml",
-                         good["graphml"], "--scan-id", "s1"])
+            args = [good["trk"], path, out / "s1.npy", "--graphml", good["graphml"]]
         else:
-            cmds.append([LTPA, "label", good["trk"], good["atlas"], out / "s1.npy", "--graphml",
-                         path, "--scan-id", "s1"])
-    for proc, out, (path, (kind, msg)) in zip(run_all(cmds), outs, cases.items()):
+            args = [good["trk"], good["atlas"], out / "s1.npy", "--graphml", path]
+        proc = ltpa_main(capfd, "label", *args, "--scan-id", "s1")
         fld = "volume_path" if kind == "atlas" else "graphml_path"
         assert_clean_failure(proc, f"scan 's1', field {fld!r}: {kind} file {str(path)!r}", msg)
         assert snapshot(out) == good["before"]
@@ -203,7 +210,7 @@ def test_cli_bad_atlas_or_graphml_fails_cleanly_and_keeps_the_previous_output(go
 
 # --------------------------------------------------------------------------- bad JSON
 
-def test_cli_validate_reports_bad_json(tmp_path):
+def test_cli_validate_reports_bad_json(tmp_path, capfd):
     scan = {"scan_id": "a", "scan_group": "g"}
     cases = {
         "not json.json": ('[\n  {"scan_id": "a",\n   "scan_group": "g",,}\n]',
@@ -220,31 +227,35 @@ def test_cli_validate_reports_bad_json(tmp_path):
     }
     for name, (text, _) in cases.items():
         (tmp_path / name).write_text(text)
-    procs = run_all([[LTPA, "validate", tmp_path / name] for name in cases])
-    for proc, (name, (_, msg)) in zip(procs, cases.items()):
-        assert_clean_failure(proc, msg)
+    first = next(iter(cases))
+    with start([LTPA, "validate", tmp_path / first]) as real:  # the real command too, for one
+        procs = {name: ltpa_main(capfd, "validate", tmp_path / name) for name in cases}
+        runs = [*procs.items(), (first, finish(real))]
+    for name, proc in runs:
+        assert_clean_failure(proc, cases[name][1])
         assert name in proc.stderr
-    assert "field 'track_labels': is {}; expected a list" in procs[4].stderr
+    assert "field 'track_labels': is {}; expected a list" in procs["types.json"].stderr
 
 
 # --------------------------------------------------------------------------- unwritable output
 
-def test_cli_output_folder_not_writable(good, tmp_path):
+def test_cli_output_folder_not_writable(good, tmp_path, capfd):
     """As root, permissions do not stop writes: a file in the way, and a read-only mount."""
     blocker = tmp_path / "results"
     blocker.write_text("a file where the output folder should be\n")
-    procs = run_all([[LTPA, "index", good["trk"], blocker / "s1" / "s1.pkl"],
-                     [LTPA, "label", good["trk"], good["atlas"], blocker / "s1.npy"]])
-    assert_clean_failure(procs[0], f"cannot create output folder {str(blocker / 's1')!r}: "
-                                   "Not a directory")
-    assert_clean_failure(procs[1], f"cannot create output folder {str(blocker)!r}: File exists "
-                                   "(a file, not a folder, has that name)")
+    proc = ltpa_main(capfd, "index", good["trk"], blocker / "s1" / "s1.pkl")
+    assert_clean_failure(proc, f"cannot create output folder {str(blocker / 's1')!r}: "
+                               "Not a directory")
+    proc = ltpa_main(capfd, "label", good["trk"], good["atlas"], blocker / "s1.npy")
+    assert_clean_failure(proc, f"cannot create output folder {str(blocker)!r}: File exists "
+                               "(a file, not a folder, has that name)")
     with mounted_tmpfs(tmp_path / "ro", "size=4m") as ro:
-        subprocess.run([LTPA, "index", good["trk"], ro / "s1.pkl"], check=True, capture_output=True)
+        proc = ltpa_main(capfd, "index", good["trk"], ro / "s1.pkl")
+        assert proc.returncode == 0, proc.stderr
         before = snapshot(ro)
         remount(ro, "ro")
         try:
-            (proc,) = run_all([[LTPA, "index", good["trk"], ro / "s1.pkl"]])
+            proc = ltpa_main(capfd, "index", good["trk"], ro / "s1.pkl")
             assert_clean_failure(proc, f"cannot write in output folder {str(ro)!r}: "
                                        "Read-only file system")
             assert snapshot(ro) == before
@@ -276,29 +287,26 @@ def remount(path, mode):
 
 # --------------------------------------------------------------------------- full disk
 
-def big_trk(tmp_path):
-    """A .trk of 4,800 streamlines (> 3 MB): its pkl cannot fit where 2 MB may be written."""
-    rng = np.random.default_rng(2)
-    sls = []
-    for _ in range(12):
-        part, _ = make_streamlines(rng, 400, 0)
-        sls += part
-    big = tmp_path / "big.trk"
-    write_trk(big, sls, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
-    return big
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A .trk of 4,800 streamlines (> 3 MB): its pkl cannot fit where 2 MB may be written
+    (800 drawn streamlines, six times over)."""
+    part, _ = make_streamlines(np.random.default_rng(2), 400, 0)
+    path = tmp_path_factory.mktemp("big") / "big.trk"
+    write_trk(path, part * 6, QSDR_DIM, (2, 2, 2), "LPS", QSDR_AFFINE)
+    return path
 
 
-def test_full_disk_fails_cleanly_and_keeps_the_previous_output(good, tmp_path):
-    big = big_trk(tmp_path)
+def test_full_disk_fails_cleanly_and_keeps_the_previous_output(good, big, tmp_path, capfd):
     assert big.stat().st_size > 3 << 20  # its pkl holds the streamlines: cannot fit in 2 MB
     with mounted_tmpfs(tmp_path / "full", "size=2m") as full:
-        for p in run_all([[LTPA, "index", good["trk"], full / "s1.pkl"],
-                          [LTPA, "label", good["trk"], good["atlas"], full / "s1.npy"]]):
-            assert p.returncode == 0, p.stderr
+        for args in (["index", good["trk"], full / "s1.pkl"],
+                     ["label", good["trk"], good["atlas"], full / "s1.npy"]):
+            proc = ltpa_main(capfd, *args)
+            assert proc.returncode == 0, proc.stderr
         before = snapshot(full)
-        procs = run_all([[LTPA, "index", big, full / "s1.pkl"],  # replace the good one
-                         [LTPA, "index", big, full / "new.pkl"]])
-        for proc, name in zip(procs, ("s1.pkl", "new.pkl")):
+        for name in ("s1.pkl", "new.pkl"):  # replace the good one; a new one
+            proc = ltpa_main(capfd, "index", big, full / name)
             assert_clean_failure(proc, f"could not write {str(full / name)!r}: "
                                        "No space left on device")
         # the good outputs are intact, no temp file and no partial new.pkl
@@ -306,7 +314,7 @@ def test_full_disk_fails_cleanly_and_keeps_the_previous_output(good, tmp_path):
         ds = load_track_dataset(full / "s1.pkl")
         assert ds.get_ntracks() == good["n"]
         # and the disk is usable again: a small output still fits
-        (proc,) = run_all([[LTPA, "label", good["trk"], good["atlas"], full / "again.npy"]])
+        proc = ltpa_main(capfd, "label", good["trk"], good["atlas"], full / "again.npy")
         assert proc.returncode == 0, proc.stderr
         assert np.array_equal(np.load(full / "again.npy"), np.load(full / "s1.npy"))
 
@@ -320,15 +328,38 @@ def _file_size_limit(limit):
     return apply
 
 
-def test_a_write_cut_short_by_a_file_size_limit_keeps_the_previous_output(good, tmp_path):
-    """The full-disk test without root or tmpfs: any machine runs it."""
-    big = big_trk(tmp_path)
+# ``ltpa index TRK OUT`` for each OUT in one process (``ltpa.cli.main``, as the command runs
+# it), each followed on stderr by a line SEP <exit status>
+SEP = "=== ltpa index exited with"
+INDEX_EACH = ("import sys\n"
+              "from ltpa.cli import main\n"
+              "for out in sys.argv[2:]:\n"
+              "    try:\n        rc = main(['index', sys.argv[1], out])\n"
+              "    except SystemExit as e:\n        rc = e.code\n"
+              f"    print({SEP!r}, rc, file=sys.stderr, flush=True)\n")
+
+
+def index_each(trk, outs, **popen):
+    """``INDEX_EACH`` in a fresh process: per output, its exit status and stderr."""
+    proc = subprocess.run([str(BIN / "python"), "-c", INDEX_EACH, str(trk), *map(str, outs)],
+                          capture_output=True, text=True, timeout=300, **popen)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parts = proc.stderr.split(SEP + " ")
+    assert len(parts) == len(outs) + 1 and not parts[-1].strip("0123456789\n"), proc.stderr
+    return [SimpleNamespace(returncode=int(rc.split("\n", 1)[0]), stderr=err)
+            for err, rc in zip(parts[:-1], parts[1:])]
+
+
+def test_a_write_cut_short_by_a_file_size_limit_keeps_the_previous_output(good, big, tmp_path):
+    """The full-disk test without root or tmpfs: any machine runs it (the limit is the
+    process's: both writes in one fresh process)."""
     out = fresh_out(good, tmp_path, 0)
     before = snapshot(out)
     assert big.stat().st_size > 3 << 20 and max(len(b) for b in before.values()) < 2 << 20
-    for name in ("s1.pkl", "new.pkl"):  # replace the good one; a new one
-        proc = subprocess.run([str(a) for a in (LTPA, "index", big, out / name)],
-                              capture_output=True, text=True, preexec_fn=_file_size_limit(2 << 20))
+    names = ("s1.pkl", "new.pkl")  # replace the good one; a new one
+    procs = index_each(big, [out / name for name in names],
+                       preexec_fn=_file_size_limit(2 << 20))
+    for proc, name in zip(procs, names):
         assert_clean_failure(proc, f"could not write {str(out / name)!r}: File too large")
     assert snapshot(out) == before  # no temp file, no partial new.pkl, the old pkl intact
     assert load_track_dataset(out / "s1.pkl").get_ntracks() == good["n"]
@@ -348,13 +379,9 @@ def test_pickle_that_runs_code_is_refused_by_the_cli_loader(tmp_path):
 
     bad = tmp_path / "evil.pkl"
     bad.write_bytes(pickle.dumps(Evil()))
-    code = ("import sys, ltpa\n"
-            "from ltpa.errors import LtpaError\n"
-            "try:\n    ltpa.load_track_dataset(sys.argv[1])\n"
-            "except LtpaError as e:\n    print(e)\n")
-    proc = subprocess.run([str(BIN / "python"), "-c", code, str(bad)], capture_output=True,
-                          text=True, check=True)
-    assert "'posix.system' is not one of the names" in proc.stdout, proc.stdout + proc.stderr
+    # in this process (test_loader loads the same payload in a fresh one)
+    with pytest.raises(LtpaError, match="'posix.system' is not one of the names"):
+        load_track_dataset(bad)
     assert not marker.exists()
 
 
@@ -523,6 +550,8 @@ def test_header_grid_too_big_for_memory_is_a_clear_error(tmp_path):
 # fuzz finding (benchmarks/fuzz_trk.py), fixed: the header's n_count is capped by what the body
 # can hold
 def test_huge_header_n_count_is_the_n_count_error_not_memory_error(tmp_path):
+    """The real command under an address-space limit (also this module's check that a bad
+    .trk makes ``ltpa index`` itself exit 1 with its message and no traceback)."""
     import resource
 
     trk = small_native_trk(tmp_path / "ncount.trk", nb_streamlines=2**31 - 1)
@@ -720,16 +749,16 @@ def test_label_table_index_of_more_digits_than_int_reads_is_an_ltpa_error(tmp_pa
             regions_from_table(table)
 
 
-def test_local_data_with_a_number_of_5000_digits_is_an_ltpa_error(tmp_path):
+def test_local_data_with_a_number_of_5000_digits_is_an_ltpa_error(tmp_path, capfd):
     """Finding 9 (ValueError from json: more than 4300 digits)."""
     ld = tmp_path / "local_data.json"
     ld.write_text('[{"scan_id": "a", "scan_group": "g", "age": ' + "9" * 5000 + "}]")
-    proc = subprocess.run([LTPA, "validate", str(ld)], capture_output=True, text=True)
+    proc = ltpa_main(capfd, "validate", ld)
     assert_clean_failure(proc, f"local_data file '{ld}' could not be read as JSON: Exceeds the "
                                f"limit (4300 digits) for integer string conversion")
 
 
-def test_local_data_scan_ids_and_unusable_paths_are_listed(tmp_path):
+def test_local_data_scan_ids_and_unusable_paths_are_listed(tmp_path, capfd):
     """Findings 10/11: scan entries without a string scan_id, and paths with a NUL byte or a
     lone surrogate, are listed with the other problems (no TypeError/ValueError)."""
     ld = tmp_path / "local_data.json"
@@ -741,7 +770,7 @@ def test_local_data_scan_ids_and_unusable_paths_are_listed(tmp_path):
  {"scan_id": "d", "scan_group": "g", "pkl_path": "d/d\u0000.pkl"}
 ]''')
     for cmd in ("validate", "status"):
-        proc = subprocess.run([LTPA, cmd, str(ld)], capture_output=True, text=True)
+        proc = ltpa_main(capfd, cmd, ld)
         assert_clean_failure(
             proc, f"local_data file '{ld}': 5 problems:",
             "scan #1 (None), field 'scan_id': is required",
@@ -830,7 +859,7 @@ def test_staleness_paths_no_file_system_takes_are_missing_files(good, tmp_path):
 SHEARED = [[1.25, 0, 0, 0], [0, 0.7, 0, 0], [5.7646075e17, 0, 3, 0], [0, 0, 0, 1]]
 
 
-def test_trk_vox_to_ras_with_no_voxel_order_is_an_ltpa_error(tmp_path):
+def test_trk_vox_to_ras_with_no_voxel_order_is_an_ltpa_error(tmp_path, capfd):
     """Findings 14/15 (ValueError in trk_affine): nibabel's io_orientation finds no RAS axis for
     one voxel axis of this vox_to_ras; the error names the trk and its vox_to_ras."""
     from nibabel.orientations import io_orientation
@@ -844,8 +873,7 @@ def test_trk_vox_to_ras_with_no_voxel_order_is_an_ltpa_error(tmp_path):
                                         r"\[1\.25 0 0 0; 0 0\.7 0 0; 5\.76461e\+17 0 3 0\] has a "
                                         r"voxel axis that points along no RAS axis"):
         index_scan(trk, tmp_path / "o.pkl", space="native")
-    proc = subprocess.run([LTPA, "index", str(trk), str(tmp_path / "o.pkl"), "--space", "native"],
-                          capture_output=True, text=True)
+    proc = ltpa_main(capfd, "index", trk, tmp_path / "o.pkl", "--space", "native")
     assert_clean_failure(proc, f"file '{trk}': the trk header's vox_to_ras")
     # all zeros is "no vox_to_ras": the diagonal grid of the voxel order, as before
     index_scan(small_native_trk(tmp_path / "zeros.trk", voxel_to_rasmm=np.zeros((4, 4))),
