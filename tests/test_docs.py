@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from bids_study import make_bids_tree, make_demo_source
-from conftest import BIN, REPO
+from conftest import BIN, REPO, ltpa_main
 from ltpa.study.init import init_study, merged_spec
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -56,35 +56,36 @@ def test_every_python_yaml_and_json_example_is_marked_and_so_run():
     assert not unmarked, f"code examples no test runs (mark them <!-- test: NAME -->): {unmarked}"
 
 
-def ltpa(*args):
-    return subprocess.run([str(BIN / "ltpa"), *map(str, args)], capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return make_demo_source(tmp_path_factory.mktemp("docs") / "demo").parent
 
 
-def test_example_local_data_validates_in_a_demo_study(demo):
+# The pages' ``ltpa`` commands run here as ``ltpa.cli.main`` in process (``ltpa_main``: the same
+# code, its exit status and what it wrote on fds 1 and 2); test_cli, test_init and test_reader
+# run the real commands.
+
+
+def test_example_local_data_validates_in_a_demo_study(demo, capfd):
     _, lang, text = examples()["local-data-demo"]
     assert lang == "json"
     path = demo / "example.json"
     path.write_text(text)
-    proc = ltpa("validate", path)
+    proc = ltpa_main(capfd, "validate", path)
     assert proc.returncode == 0, proc.stderr
     assert "1 scans, 2 atlas labelings: valid" in proc.stdout
 
 
-def test_bids_spec_runs_and_writes_the_entry_shown(tmp_path, demo):
+def test_bids_spec_runs_and_writes_the_entry_shown(tmp_path, demo, capfd):
     _, lang, text = examples()["init-bids"]
     assert lang == "yaml"
     root = make_bids_tree(tmp_path / "qsirecon", demo)
     spec = tmp_path / "init.yaml"
     spec.write_text(text)
     out = tmp_path / "study" / "local_data.json"
-    proc = ltpa("init", root, "--spec", spec, "-o", out)
+    proc = ltpa_main(capfd, "init", root, "--spec", spec, "-o", out)
     assert proc.returncode == 0, proc.stderr
-    assert ltpa("validate", out).returncode == 0
+    assert ltpa_main(capfd, "validate", out).returncode == 0
     first = json.loads(out.read_text())[0]
     for name in ("init-bids-entry", "readme-entry"):
         shown = json.loads(examples()[name][2].replace("/data/bids/derivatives/qsirecon",
@@ -188,15 +189,15 @@ def test_the_local_data_table_lists_exactly_the_schemas_fields():
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
-    """``ltpa demo --small`` (the 3-scan cube demo the reader page quotes), every output made
-    by the workflow's own job functions."""
+    """``ltpa demo --small`` (the 3-scan cube demo the reader page quotes; ``ltpa.cli.main`` in
+    process), every output made by the workflow's own job functions."""
+    from ltpa import cli
     from ltpa.jobs.pipeline import run
     from ltpa.study.config import default_config
     from ltpa.study.study import load_study
 
     folder = tmp_path_factory.mktemp("small") / "demo"
-    proc = ltpa("demo", folder, "--small")
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main(["demo", str(folder), "--small"]) == 0
     path = folder / "local_data.json"
     config = default_config()
     for target in load_study(path, config, check_inputs_of_jobs=False).targets:
@@ -261,10 +262,10 @@ def documented_query():
     return shlex.split(command[len("$ ltpa "):]), rows
 
 
-def test_reader_query_command_prints_the_rows_shown(small_demo):
+def test_reader_query_command_prints_the_rows_shown(small_demo, capfd):
     argv, rows = documented_query()
     argv = [str(small_demo) if a == "demo/local_data.json" else a for a in argv]
-    proc = ltpa(*argv)
+    proc = ltpa_main(capfd, *argv)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == rows
 

@@ -21,7 +21,7 @@ from bids_study import (
     make_demo_source,
     write_participants,
 )
-from conftest import BIN, run_snakemake
+from conftest import BIN, ltpa_main, run_snakemake
 from ltpa.errors import LtpaError
 from ltpa.formats.regions import region_names, regions_from_graphml, regions_from_table
 from ltpa.study.init import check_spec, init_study, merged_spec, scan_id_of
@@ -43,6 +43,8 @@ def tree(tmp_path, demo):
 
 
 def ltpa(*args, cwd=None):
+    """The real ``ltpa`` command (the slow test, and one ``ltpa init`` of the fast ones); the
+    other fast tests run ``ltpa.cli.main`` in process (``ltpa_main``)."""
     return subprocess.run([str(BIN / "ltpa"), *map(str, args)], capture_output=True, text=True,
                           cwd=cwd)
 
@@ -101,7 +103,7 @@ def test_init_gives_a_study_that_validates_and_builds_the_demos_npys(tree, demo)
             assert np.array_equal(built, np.load(ref)), (scan, ours["numpy_path"])
 
 
-def test_rerun_adds_exactly_the_new_subject_and_keeps_hand_edits(tree, demo):
+def test_rerun_adds_exactly_the_new_subject_and_keeps_hand_edits(tree, demo, capfd):
     root, spec, out = tree
     first = init(root, spec, out)
     assert first.written and first.added == ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1"]
@@ -131,7 +133,7 @@ def test_rerun_adds_exactly_the_new_subject_and_keeps_hand_edits(tree, demo):
     assert now[:3] == entries  # every existing entry as it was
     assert now[3]["scan_id"] == "sub-03_ses-1" and now[3]["scan_group"] == "patient"
     assert now[3]["attributes"] == {"age": 60, "sex": "M"}
-    assert ltpa("validate", out).returncode == 0
+    assert ltpa_main(capfd, "validate", out).returncode == 0
     # a scan whose files are gone is kept as it is: with its outputs never built, the study
     # would not validate, which the error says, naming the scan
     shutil.rmtree(root / "sub-02")
@@ -149,7 +151,7 @@ def test_rerun_adds_exactly_the_new_subject_and_keeps_hand_edits(tree, demo):
     assert "sub-02_ses-1" not in out.read_text()
 
 
-def test_every_problem_is_listed_at_once_with_its_file_and_subject(tree, demo):
+def test_every_problem_is_listed_at_once_with_its_file_and_subject(tree, demo, capfd):
     root, spec, out = tree
     missing_atlas = root / "sub-01/ses-2/dwi/sub-01_ses-2_seg-scale60_dseg.nii.gz"
     missing_atlas.unlink()
@@ -166,7 +168,7 @@ def test_every_problem_is_listed_at_once_with_its_file_and_subject(tree, demo):
     assert str(twin) in text and "two tracks files" in text and "sub-02" in text
     assert "participant sub-09" in text and "line 4" in text
     assert not out.exists()
-    proc = ltpa("init", root, "--spec", spec, "-o", out)  # the command line says the same
+    proc = ltpa_main(capfd, "init", root, "--spec", spec, "-o", out)  # the command line too
     assert proc.returncode == 1 and str(missing_atlas) in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
     kept = init(root, spec, out, allow_missing=True)
@@ -191,7 +193,7 @@ def test_a_result_that_fails_validation_is_not_written(tree):
     assert "local_data.json" in str(init(root, spec, out, check_headers=False).path)
 
 
-def test_simple_case_from_options_alone(tree):
+def test_simple_case_from_options_alone(tree, capfd):
     root, _, out = tree
     proc = ltpa("init", root, "-o", out, "--tracks", TRACKS + ".trk", "--tracks",
                 TRACKS + ".tck", "--participants", "participants.tsv", "--group-column",
@@ -200,7 +202,7 @@ def test_simple_case_from_options_alone(tree):
     entries = json.loads(out.read_text())
     assert [e["scan_group"] for e in entries] == ["control", "control", "patient"]
     assert all("track_labels" not in e for e in entries)
-    assert ltpa("validate", out).returncode == 0
+    assert ltpa_main(capfd, "validate", out).returncode == 0
 
 
 def test_outputs_inside_root_are_refused(tree):
@@ -262,7 +264,7 @@ def test_a_bids_dseg_table_gives_the_graphmls_regions_and_names(tmp_path, demo):
         regions_from_table(table)
 
 
-def test_rerun_reports_a_second_tracks_file_beside_a_scan_already_listed(tree, demo):
+def test_rerun_reports_a_second_tracks_file_beside_a_scan_already_listed(tree, demo, capfd):
     root, spec, out = tree
     assert init(root, spec, out).written
     listed = out.read_bytes()
@@ -276,7 +278,7 @@ def test_rerun_reports_a_second_tracks_file_beside_a_scan_already_listed(tree, d
     assert "two tracks files" in text and "sub-01_ses-1" in text and "subject sub-01" in text
     assert str(listed_trk) in text and str(twin) in text and str(out) in text
     assert out.read_bytes() == listed
-    proc = ltpa("init", root, "--spec", spec, "-o", out)  # the command line says the same
+    proc = ltpa_main(capfd, "init", root, "--spec", spec, "-o", out)  # the command line too
     assert proc.returncode == 1 and str(twin) in proc.stderr and "Traceback" not in proc.stderr
     # --allow-missing: the entry stays as it is, with a warning naming both files
     kept = init(root, spec, out, allow_missing=True)

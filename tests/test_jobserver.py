@@ -2,9 +2,11 @@
 before a client talks to a server, timeouts on both sides, and a server that survives bad
 requests.
 
-Every test runs its own server (or a fake one) in a private ``XDG_RUNTIME_DIR`` under
-tmp_path, never the user's shared one. Where a second uid is needed, a forked child becomes
-``nobody`` (the tests run as root in CI); without root those parts skip with the reason.
+Every server (real or fake) listens in a private ``XDG_RUNTIME_DIR`` under pytest's temporary
+folders, never the user's shared one: a test's own, or one real server shared by the tests
+that only talk to it and leave it as they found it (``shared_server``). Where a second uid is
+needed, a forked child becomes ``nobody`` (the tests run as root in CI); without root those
+parts skip with the reason.
 """
 
 import json
@@ -57,25 +59,66 @@ def runtime(tmp_path, monkeypatch):
     return env, wire.socket_path()
 
 
-@pytest.fixture
-def server(runtime, request):
-    """A real job server on the test's socket: (its Popen, the socket path, the client env);
-    a test marked ``server_args(...)`` gives it those options."""
-    env, path = runtime
+def start_server(env, path, *args):
+    """A real job server on ``path`` (its folder made 0700), once it accepts: its Popen."""
     path.parent.mkdir(mode=0o700)
-    mark = request.node.get_closest_marker("server_args")
     proc = subprocess.Popen([sys.executable, "-m", "ltpa.jobs.server", "--socket", str(path),
-                             *(mark.args if mark else ())],
-                            env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+                             *args], env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not path.exists():
         assert proc.poll() is None, "the job server exited at start"
         assert time.monotonic() < deadline, "the job server did not start in 120 s"
-        time.sleep(0.05)
-    yield proc, path, env
+        time.sleep(0.02)
+    return proc
+
+
+def stop_server(proc):
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@pytest.fixture
+def server(runtime, request):
+    """A real job server of this test's own (for a test that kills it): (its Popen, the
+    socket path, the client env); a test marked ``server_args(...)`` gives it those options."""
+    env, path = runtime
+    mark = request.node.get_closest_marker("server_args")
+    proc = start_server(env, path, *(mark.args if mark else ()))
+    yield proc, path, env
+    stop_server(proc)
+
+
+SHARED_REQUEST_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One real job server for the tests that only send it requests and wait until it has no
+    child left (its start-up, ~1 s, paid once): (its Popen, the socket path, the client env).
+    Its request timeout is ``SHARED_REQUEST_TIMEOUT`` (1 s): a silent connection ends after
+    1 s, not the default 10; a client sends its whole request right after connecting.
+
+    The client env's PYTHONPATH holds a ``numpy`` that cannot be imported. The server's
+    children never see it (PYTHONPATH is not in the allowlist, and the server has numpy
+    loaded), but a job that fell back to the client's own process fails: a job of these
+    tests that succeeds ran in the server."""
+    run = tmp_path_factory.mktemp("shared-run")
+    os.chmod(run, 0o700)
+    poison = tmp_path_factory.mktemp("poison")
+    (poison / "numpy.py").write_text(
+        "raise ImportError('test poison: this job ran in the client, not the server')\n")
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(run), LTPA_JOB_SERVER_IDLE="20",
+               PYTHONPATH=str(poison))
+    env.pop("LTPA_JOB_SERVER", None)
+    server_env = dict(env)
+    server_env.pop("PYTHONPATH")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_RUNTIME_DIR", str(run))
+        path = wire.socket_path()
+    proc = start_server(server_env, path, "--request-timeout", str(SHARED_REQUEST_TIMEOUT))
+    yield proc, path, env
+    stop_server(proc)
 
 
 def ltpa_job(env, log, spec, timeout=120):
@@ -122,7 +165,9 @@ class FakeServer:
     """A process listening at ``path`` that records what it is sent and answers as told.
 
     ``uid``: the uid it runs as (a forked child that setuid()s, binding in a folder it can
-    write, then moved into place by root). ``answer``: the messages it replies with.
+    write, then moved into place by root). ``answer``: the messages it replies with. It takes
+    one connection, closes the descriptors it was sent (it runs no job: the client's stdout
+    and stderr are not held open) and keeps the connection open until ``stop``.
     """
 
     def __init__(self, path: Path, scratch: Path, uid=None, answer=()):
@@ -150,6 +195,11 @@ class FakeServer:
                 try:
                     while True:
                         data, anc, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(64))
+                        for level, kind, fds in anc:
+                            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                                for fd in struct.unpack(f"{len(fds) // 4}i",
+                                                        fds[:len(fds) // 4 * 4]):
+                                    os.close(fd)
                         got += data
                         if not data or (len(got) >= 4 and len(got) >= 4 + struct.unpack(
                                 "!I", got[:4])[0]):
@@ -165,7 +215,7 @@ class FakeServer:
                 for msg in answer:
                     wire.send_message(conn, msg)
                     time.sleep(0.05)
-                time.sleep(2)
+                time.sleep(60)  # the connection stays open: stop() ends this process
             except BaseException:
                 import traceback
 
@@ -310,8 +360,22 @@ def test_a_socket_of_another_user_gets_nothing(tmp_path, monkeypatch, attack):
             assert str(path.parent) in warning[0] and "mode 0777" in warning[0], warning
         else:
             assert f"runs as uid {NOBODY}, not as this user" in warning[0], warning
-        rec = fake.recorded(wait=1 if mode == 0o777 else 10)
-        assert rec is None or rec["bytes"] == 0, rec  # not one byte reached it
+        if mode == 0o777:
+            # the folder check refuses it before connecting: a connection made now is the
+            # first the fake accepts (a Unix socket accepts in order), and what it records
+            sentinel = json.dumps({"sentinel": "sent by the test"}).encode()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                try:
+                    sock.connect(str(path))
+                    sock.sendall(struct.pack("!I", len(sentinel)) + sentinel)
+                except OSError:
+                    pass  # the fake is gone: it took a connection before this one
+                rec = fake.recorded()
+            assert rec == {"bytes": 4 + len(sentinel), "request": json.loads(sentinel)}, rec
+        else:
+            rec = fake.recorded()
+            assert rec is not None and rec["bytes"] == 0, rec  # not one byte reached it
     finally:
         fake.stop()
 
@@ -338,24 +402,24 @@ def test_a_server_of_ours_gets_only_the_allowlist_and_success_needs_the_output(
 # --------------------------------------------------------------------------- item 10
 
 
-@pytest.mark.server_args("--request-timeout", "2")
-def test_a_silent_connection_stalls_no_job(tmp_path, server):
-    proc, path, env = server
+def test_a_silent_connection_stalls_no_job(tmp_path, shared_server):
+    proc, path, env = shared_server
     silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     silent.connect(str(path))  # and sends nothing
     try:
         trk = write_tiny_trk(tmp_path / "s1.trk")
         out = tmp_path / "out" / "s1.pkl"
-        # no fallback within the test's time: the server itself must answer
+        # no fallback within the test's time: the server itself must answer (and a job
+        # run in the client would fail: shared_server's poisoned PYTHONPATH)
         env = dict(env, LTPA_JOB_SERVER_TIMEOUT="300")
         t0 = time.monotonic()
         job = ltpa_job(env, tmp_path / "s1.log", index_spec(trk, out), timeout=60)
         assert job.returncode == 0 and out.exists(), job.stderr
         assert "warning" not in job.stderr
-        # the silent connection's child gives up after the request timeout (2 s here)
-        deadline = t0 + 2 + 30
+        # the silent connection's child gives up after the request timeout (1 s here)
+        deadline = t0 + SHARED_REQUEST_TIMEOUT + 30
         while children_of(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert not children_of(proc.pid)
         silent.settimeout(10)  # its connection was ended, never given a job
         assert wire.recv_message(silent) == {"exit": 65}
@@ -365,15 +429,18 @@ def test_a_silent_connection_stalls_no_job(tmp_path, server):
 
 def test_a_server_that_does_not_answer_means_the_job_runs_here(tmp_path, monkeypatch):
     env, path = _takeover_setup(tmp_path, monkeypatch, 0o700, None)
-    env["LTPA_JOB_SERVER_TIMEOUT"] = "2"
+    env["LTPA_JOB_SERVER_TIMEOUT"] = "0.5"
     fake = FakeServer(path, tmp_path, uid=None, answer=[])  # reads, never answers
     try:
         trk = write_tiny_trk(tmp_path / "s1.trk")
         out = tmp_path / "out" / "s1.pkl"
         t0 = time.monotonic()
         proc = ltpa_job(env, tmp_path / "s1.log", index_spec(trk, out), timeout=60)
+        took = time.monotonic() - t0
         assert proc.returncode == 0 and out.exists(), proc.stderr
-        assert time.monotonic() - t0 < 50
+        assert 0.5 <= took < 50, took  # the answer waited for, then the job run here
+        rec = fake.recorded()  # the server was sent the job (and kept the connection open)
+        assert rec is not None and rec["request"]["argv"][-1] == index_spec(trk, out), rec
     finally:
         fake.stop()
 
@@ -414,8 +481,8 @@ def test_an_orphaned_job_does_not_hold_the_listener(tmp_path, server):
 # --------------------------------------------------------------------------- item 12
 
 
-def test_bad_requests_leak_nothing_and_the_server_survives(tmp_path, server):
-    proc, path, env = server
+def test_bad_requests_leak_nothing_and_the_server_survives(tmp_path, shared_server):
+    proc, path, env = shared_server
     before = open_fds(proc.pid)
     bad = [b"not json", b"[" * 100_000 + b"]" * 100_000, b'{"argv": 1, "cwd": "/", "env": {}}',
            json.dumps({"argv": [], "cwd": "relative", "env": {}}).encode(),
@@ -428,12 +495,12 @@ def test_bad_requests_leak_nothing_and_the_server_survives(tmp_path, server):
     # each bad request ended in its own child, with the descriptors it got
     deadline = time.monotonic() + 30
     while children_of(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.02)
     assert proc.poll() is None, "the server died"
     assert open_fds(proc.pid) <= before + 1, (before, open_fds(proc.pid))
     trk = write_tiny_trk(tmp_path / "s1.trk")
     out = tmp_path / "out" / "s1.pkl"
-    env = dict(env, LTPA_JOB_SERVER_TIMEOUT="300")
+    env = dict(env, LTPA_JOB_SERVER_TIMEOUT="300")  # run by the server (the poisoned PYTHONPATH)
     job = ltpa_job(env, tmp_path / "s1.log", index_spec(trk, out), timeout=60)
     assert job.returncode == 0 and out.exists(), job.stderr
 
@@ -499,9 +566,10 @@ def test_bounded_fuzz_of_the_request_reader_finds_nothing():
     assert res["equal"] > 0 and res["rejected"] > 0 and res["inputs"] > 100, res
 
 
-def test_a_large_request_goes_through_the_server_whole(tmp_path, server):
-    """A spec near the 128 KB a command-line argument can hold (a scan's metadata)."""
-    proc, path, env = server
+def test_a_large_request_goes_through_the_server_whole(tmp_path, shared_server):
+    """A spec near the 128 KB a command-line argument can hold (a scan's metadata), run by the
+    server (a job run in the client fails: shared_server's poisoned PYTHONPATH)."""
+    proc, path, env = shared_server
     trk = write_tiny_trk(tmp_path / "s1.trk")
     out = tmp_path / "out" / "s1.pkl"
     notes = "x" * 120_000

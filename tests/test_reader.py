@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import BIN
+from conftest import BIN, ltpa_main
 from ltpa import LtpaError, TrackDataSource
 from ltpa.formats.grids import MNI_AFFINE, MNI_DIM
 from reference import hash_slow, read_trk_slow, region_pair_dict
@@ -413,7 +413,9 @@ def ltpa(*args):
     return subprocess.run([str(BIN / "ltpa"), *map(str, args)], capture_output=True, text=True)
 
 
-def test_cli_query(study, reference, tmp_path):
+def test_cli_query(study, reference, tmp_path, capfd):
+    """The first query runs the real command; the others ``ltpa.cli.main`` in process
+    (``ltpa_main``: the same code, its exit status and what it wrote on fds 1 and 2)."""
     source = source_of(study)
     source.change_atlas("Lausanne2008", scale=33)
     voxels = sorted(reference["s1"])[:30:3]
@@ -444,20 +446,20 @@ def test_cli_query(study, reference, tmp_path):
     mask = np.zeros(MNI_DIM, np.uint8)
     mask[tuple(np.array(voxels).T)] = 1
     nib.Nifti1Image(mask, MNI_AFFINE).to_filename(tmp_path / "roi.nii.gz")
-    proc = ltpa("query", study, "--mask", tmp_path / "roi.nii.gz")
+    proc = ltpa_main(capfd, "query", study, "--mask", tmp_path / "roi.nii.gz")
     assert proc.returncode == 0, proc.stderr
     assert [line.split("\t")[2] for line in proc.stdout.splitlines()[1:]] == \
         [str(len(q)) for q in results]
     # errors: exit 1 with the message, no traceback
-    proc = ltpa("query", study, "--ijk", "44,53,250")
+    proc = ltpa_main(capfd, "query", study, "--ijk", "44,53,250")
     assert proc.returncode == 1 and "ltpa error:" in proc.stderr
     assert "(44, 53, 250)" in proc.stderr and "91x109x91" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = ltpa("query", study, "--ijk", "44,53,25", "--atlas", "AAL")
+    proc = ltpa_main(capfd, "query", study, "--ijk", "44,53,25", "--atlas", "AAL")
     assert proc.returncode == 1 and "no scan has an atlas matching name='AAL'" in proc.stderr
-    proc = ltpa("query", study, "--ijk", "44,53")
+    proc = ltpa_main(capfd, "query", study, "--ijk", "44,53")
     assert proc.returncode == 1 and "three integers" in proc.stderr
-    proc = ltpa("query", study)
+    proc = ltpa_main(capfd, "query", study)
     assert proc.returncode == 2 and "--ijk" in proc.stderr  # one of --ijk / --mask
-    helptext = " ".join(ltpa("query", "--help").stdout.split())
+    helptext = " ".join(ltpa_main(capfd, "query", "--help").stdout.split())
     assert "listed per scan (default: 5)" in helptext and "(0: all) (default: 0)" in helptext

@@ -4,12 +4,11 @@ the QC group-difference table, the report's axes, ``connection_matrices().names`
 was read from."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import BIN
+from conftest import ltpa_main
 from ltpa.analysis.reader import TrackDataSource
 from ltpa.formats.regions import regions_from_graphml
 from ltpa.jobs.pipeline import index_scan, label_scan
@@ -91,7 +90,7 @@ def test_report_axes_are_named_from_the_region_list(study, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_reader_names_and_ltpa_query(study, kind):
+def test_reader_names_and_ltpa_query(study, kind, capfd):
     s = study[kind]
     with pytest.warns(UserWarning):  # the npys were not made by the workflow's config
         source = TrackDataSource(s["json"])
@@ -101,9 +100,9 @@ def test_reader_names_and_ltpa_query(study, kind):
     assert source.region_names() == {int(r): s["names"][int(r)] for r in m.regions}
     ds = source.dataset(0)
     voxel = next(iter(ds.tracks_at_ijk))
-    proc = subprocess.run([str(BIN / "ltpa"), "query", str(s["json"]), "--ijk",
-                           ",".join(map(str, voxel)), "--atlas", "Lausanne2008", "--param",
-                           "scale=33"], capture_output=True, text=True)
+    # ltpa query in process (test_reader runs the real command)
+    proc = ltpa_main(capfd, "query", s["json"], "--ijk", ",".join(map(str, voxel)), "--atlas",
+                     "Lausanne2008", "--param", "scale=33")
     assert proc.returncode == 0, proc.stderr
     tops = [line.split("\t")[4] for line in proc.stdout.splitlines()[1:]]
     pairs = [p.rsplit(":", 1)[0] for t in tops for p in t.split("; ") if p]

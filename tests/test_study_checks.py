@@ -20,9 +20,19 @@ from ltpa.study.config import with_defaults
 from ltpa.study.study import load_study
 
 
+@pytest.fixture(scope="module")
+def demo_inputs(tmp_path_factory):
+    """The demo study as ``make_demo`` writes it (inputs only, relative paths), made once."""
+    return make_demo(tmp_path_factory.mktemp("demo") / "study", n_scans=3, seed=2, n_per_side=8,
+                     n_background=4)
+
+
 @pytest.fixture
-def study(tmp_path):
-    return make_demo(tmp_path / "study", n_scans=3, seed=2, n_per_side=8, n_background=4)
+def study(tmp_path, demo_inputs):
+    """A fresh copy of ``demo_inputs`` for this test: new files (new inodes, fresh mtimes), no
+    output, no cache."""
+    shutil.copytree(demo_inputs.parent, tmp_path / "study", copy_function=shutil.copyfile)
+    return tmp_path / "study" / demo_inputs.name
 
 
 def edit(local_data, fn):
