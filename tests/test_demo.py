@@ -310,15 +310,16 @@ def test_planted_effect_recovered_from_the_workflow_outputs(tmp_path):
 
     source = TrackDataSource(local_data)
     source.change_atlas("Lausanne2008", scale=33)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # patterns computed in memory (none built)
+        patterns = source.termination_patterns(1)  # once, for the four maps
     total = counts[:, 1:].sum(axis=0)
     total[planted - 1] = -1
     nulls = [int(i) + 1 for i in np.argsort(total)[::-1][:3]]
     results = {}
     for cid in [planted] + nulls:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # patterns computed in memory (none built)
-            res = run_ltpa("group_difference", source, radius=1, connection=cid,
-                           groups=("control", "patient"), n_permutations=200, seed=0)
+        res = run_ltpa("group_difference", patterns, radius=1, connection=cid,
+                       groups=("control", "patient"), n_permutations=200, seed=0)
         t, p = np.asarray(res.values), np.asarray(res.p_fwe)
         tested = np.isfinite(t)
         results[cid] = (t[tested], p[tested])
@@ -392,22 +393,28 @@ def test_repeats_show_in_the_ltpa_similarity_maps(tmp_path):
     from ltpa.jobs.pipeline import run
     from ltpa.study.config import with_defaults
     from ltpa.study.study import load_study
-    from ltpa.study.targets import RULE_MAP_B0
+    from ltpa.study.targets import RULE_EXPORT, RULE_MAP_B0
 
     local_data = make_study_demo(tmp_path / "d", n_scans=8, n_streamlines=4000, seed=3,
                                  repeats=2)
     config = with_defaults({"local_data": str(local_data)})
     study = load_study(local_data, config)
-    for t in sorted(study.targets, key=lambda t: t.rule != RULE_MAP_B0):  # b0 atlases first
+    # what the maps read: the pkls and the scale33 npys (not the .pkl.trk exports, nor the
+    # scale60 atlas's files)
+    needed = [t for t in study.targets if t.rule != RULE_EXPORT
+              and (t.label is None or t.label.parameters.get("scale") == 33)]
+    assert {t.rule for t in needed} == {"index_streamlines", "label_streamlines", RULE_MAP_B0}
+    for t in sorted(needed, key=lambda t: t.rule != RULE_MAP_B0):  # b0 atlases first
         run(t.spec(config))
     source = TrackDataSource(local_data)
     source.change_atlas("Lausanne2008", scale=33)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # patterns computed in memory (none built)
-        res = run_ltpa("similarity", source, radius=1)
-        # where every scan has a pattern to speak of (a sphere with one streamline per scan
-        # has similarity 0 or 1 whatever the subject)
-        cov = run_ltpa("coverage", source, radius=1, min_tracks=10)
+        patterns = source.termination_patterns(1)  # once, for both maps
+    res = run_ltpa("similarity", patterns, radius=1)
+    # where every scan has a pattern to speak of (a sphere with one streamline per scan
+    # has similarity 0 or 1 whatever the subject)
+    cov = run_ltpa("coverage", patterns, radius=1, min_tracks=10)
     assert np.array_equal(cov.centers, res.centers)
     within, between = np.asarray(res.within_subject), np.asarray(res.between_subject)
     both = np.isfinite(within) & np.isfinite(between) & (np.asarray(cov.values) == len(source))

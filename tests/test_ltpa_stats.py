@@ -4,7 +4,6 @@ query_ijk of the sphere), the callable path against the built-ins, maps on disk,
 import itertools
 import json
 import math
-import subprocess
 import warnings
 
 import nibabel as nib
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from conftest import BIN
+from conftest import ltpa_main
 from ltpa import LtpaError, LtpaResult, run_ltpa
 from ltpa.analysis.maps import extra_map_path, write_map
 from ltpa.prepared.patterns import patterns_path, read_patterns, save_patterns
@@ -40,11 +39,21 @@ def source(study):
 
 
 @pytest.fixture(scope="module")
-def sampled(source):
-    """~60 centers (some in the planted bundle) and the brute-force patterns there."""
+def patterns(source):
+    """The study's patterns at RADIUS, computed once (no file built: on the fly, as each
+    ``run_ltpa`` of the source computes them). The tests only read them; each test whose
+    concern is a statistic's values runs it on these, and keeps its run(s) through the
+    source where the source path is its concern (connection by regions, masks, the
+    command line, checks before any pattern is computed)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sp = source.termination_patterns(RADIUS)
+        return source.termination_patterns(RADIUS)
+
+
+@pytest.fixture(scope="module")
+def sampled(source, patterns):
+    """~60 centers (some in the planted bundle) and the brute-force patterns there."""
+    sp = patterns
     rng = np.random.default_rng(7)
     lin = sp.centers()
     picks = list(rng.choice(lin, 45, replace=False))
@@ -94,12 +103,12 @@ def mean_or_nan(values):
 
 
 @pytest.mark.parametrize("mt", [1, 2])
-def test_simple_statistics_equal_numpy(source, sampled, mt):
+def test_simple_statistics_equal_numpy(source, patterns, sampled, mt):
     ijk, ref = sampled
     n = len(source)
-    cov = run("coverage", source, ijk, min_tracks=mt)
-    sl = run("streamlines", source, ijk, min_tracks=mt)
-    con = run("connections", source, ijk, min_tracks=mt)
+    cov = run("coverage", source, ijk, min_tracks=mt)  # through the source
+    sl = run("streamlines", patterns, ijk, min_tracks=mt)
+    con = run("connections", patterns, ijk, min_tracks=mt)
     for c, pats in enumerate(ref):
         assert cov.values[c] == sum(total(p) >= mt for p in pats)
         assert sl.values[c] == pytest.approx(np.mean([total(p) for p in pats]))
@@ -109,13 +118,13 @@ def test_simple_statistics_equal_numpy(source, sampled, mt):
 
 
 @pytest.mark.parametrize("mt", [1, 2])
-def test_similarity_equals_pairwise_cosines(source, sampled, mt):
+def test_similarity_equals_pairwise_cosines(source, patterns, sampled, mt):
     ijk, ref = sampled
     subjects = source.scans.column("subject_id")
     assert len(set(subjects)) < len(subjects)  # repeat scans: within / between maps
     res = run("similarity", source, ijk, min_tracks=mt)
     assert set(res.maps) == {"similarity", "within_subject", "between_subject"}
-    within = run("within_subject", source, ijk, min_tracks=mt)
+    within = run("within_subject", patterns, ijk, min_tracks=mt)
     n_checked = 0
     for c, pats in enumerate(ref):
         all_, wi, be = cosine_pairs(pats, mt, subjects)
@@ -141,7 +150,7 @@ def welch_reference(x, in_b, mt, min_scans):
     return float(sps.ttest_ind(b, a, equal_var=False).statistic)
 
 
-def test_group_difference_equals_scipy(source, sampled):
+def test_group_difference_equals_scipy(source, patterns, sampled):
     ijk, ref = sampled
     groups = np.array(source.scans.column("scan_group"))
     cid = source.connection_id(*PLANTED)
@@ -162,14 +171,15 @@ def test_group_difference_equals_scipy(source, sampled):
                 assert res.values[c] == pytest.approx(want, rel=1e-9)
         assert n_tested >= 3
     # the same connection by id, by region numbers
-    by_id = run("group_difference", source, ijk, connection=cid, groups=("control", "patient"))
+    by_id = run("group_difference", patterns, ijk, connection=cid,
+                groups=("control", "patient"))
     a, b = source.decode([cid])
     by_num = run("group_difference", source, ijk, connection=(int(a[0]), str(int(b[0]))),
                  groups=("control", "patient"))
     np.testing.assert_array_equal(by_id.values, by_num.values)
 
 
-def test_permutation_p_fwe_equals_scipy_over_permutations(source):
+def test_permutation_p_fwe_equals_scipy_over_permutations(source, patterns):
     groups = np.array(source.scans.column("scan_group"))
     n_perm = 60
     res = run("group_difference", source, None, connection=PLANTED,
@@ -178,7 +188,7 @@ def test_permutation_p_fwe_equals_scipy_over_permutations(source):
     tested = np.flatnonzero(~np.isnan(t))
     assert tested.shape[0] > 20
     # the tested centers' counts, read back from the patterns one scan at a time
-    sp = source.termination_patterns(RADIUS)
+    sp = patterns
     cid = source.connection_id(*PLANTED)
     lin = sp.linear(res.centers[tested])
     x = np.zeros((tested.shape[0], len(groups)))
@@ -223,13 +233,13 @@ def similarity_fn(pm):
     return float(cos[np.triu_indices(v.shape[0], 1)].mean())
 
 
-def test_callable_path_equals_builtins(source, rng):
-    sp = source.termination_patterns(RADIUS)
+def test_callable_path_equals_builtins(source, patterns, rng):
+    sp = patterns
     lin = rng.choice(sp.centers(), 1500, replace=False)
     ijk = sp.ijk(lin)
     for fn, stat in ((coverage_fn, "coverage"), (similarity_fn, "similarity")):
-        builtin = run(stat, source, ijk)
-        one = run(fn, source, ijk, progress=False)
+        builtin = run(stat, sp, ijk)
+        one = run(fn, source, ijk, progress=False)  # the callable through the source
         np.testing.assert_allclose(one.values, builtin.values, atol=1e-12)
     two = run(similarity_fn, sp, ijk, n_jobs=2, progress=False)
     np.testing.assert_allclose(two.values, one.values, atol=0)
@@ -294,11 +304,11 @@ def welch_fn(cid, groups):
     return group_difference_fn
 
 
-def test_every_builtin_equals_a_plain_function_of_the_pattern_matrix(source, rng):
+def test_every_builtin_equals_a_plain_function_of_the_pattern_matrix(source, patterns, rng):
     """streamlines, connections (min_tracks 2), group_difference (t), within_subject and
     between_subject: the built-in map equals the map of a Python function over each
     center's PatternMatrix, at the same centers (random ones and the planted bundle's)."""
-    sp = source.termination_patterns(RADIUS)
+    sp = patterns
     cid = source.connection_id(*PLANTED)
     bundle = bundle_centers(sp, cid)
     lin = np.unique(np.concatenate([rng.choice(sp.centers(), 1000, replace=False),
@@ -313,7 +323,9 @@ def test_every_builtin_equals_a_plain_function_of_the_pattern_matrix(source, rng
              ("group_difference", welch_fn(cid, groups), {},
               {"connection": PLANTED, "groups": groups})]
     for stat, fn, common, options in cases:
-        builtin = run(stat, source, ijk, **common, **options)
+        # group_difference through the source (its connection by region names)
+        builtin = run(stat, source if "connection" in options else sp, ijk, **common,
+                      **options)
         mine = run(fn, sp, ijk, progress=False, **common)
         np.testing.assert_array_equal(builtin.centers, mine.centers)
         np.testing.assert_allclose(mine.values, builtin.values, rtol=1e-9, atol=1e-12,
@@ -323,9 +335,9 @@ def test_every_builtin_equals_a_plain_function_of_the_pattern_matrix(source, rng
         assert len(set(np.round(builtin.values[np.isfinite(builtin.values)], 9))) > 3, stat
 
 
-def test_pattern_matrix_options(source, sampled):
+def test_pattern_matrix_options(source, patterns, sampled):
     ijk, ref = sampled
-    sp = source.termination_patterns(RADIUS)
+    sp = patterns
     for v, pats in zip(ijk[:20], ref[:20]):
         union = sp.at_ijk(tuple(v), min_tracks=2)
         inter = sp.at_ijk(tuple(v), min_tracks=2, across="intersection")
@@ -354,11 +366,11 @@ def test_connection_id_takes_region_names(source):
 # --------------------------------------------------------------------------- maps on disk
 
 
-def test_result_volume_and_write_map(study, source, tmp_path):
+def test_result_volume_and_write_map(study, source, patterns, tmp_path):
     res = run("coverage", source, None)
     img = res.to_nifti()
     data = np.asarray(img.dataobj)
-    sp = source.termination_patterns(RADIUS)
+    sp = patterns
     assert data.shape == sp.dim
     np.testing.assert_allclose(img.affine, sp.affine)
     np.testing.assert_array_equal(data[tuple(res.centers.T)], res.values)
@@ -379,16 +391,14 @@ def test_result_volume_and_write_map(study, source, tmp_path):
         str(written["p_fwe"])).dataobj)).sum() == np.isfinite(t).sum()
 
 
-def test_cli_map(study, tmp_path):
+def test_cli_map(study, patterns, tmp_path, capfd):
     out = tmp_path / "sim.nii.gz"
-    proc = subprocess.run([str(BIN / "ltpa"), "map", str(study), "--atlas", "Lausanne2008",
-                           "--param", "scale=33", "--radius", "1", "--stat", "similarity",
-                           "-o", str(out)], capture_output=True, text=True)
+    proc = ltpa_main(capfd, "map", study, "--atlas", "Lausanne2008", "--param", "scale=33",
+                     "--radius", "1", "--stat", "similarity", "-o", out)
     assert proc.returncode == 0, proc.stderr
     assert "ltpa: similarity [" in proc.stderr
     assert extra_map_path(out, "within_subject").exists()
-    src = source_of(study, SCALE33)
-    want = run("similarity", src, None)
+    want = run("similarity", patterns, None)
     np.testing.assert_allclose(want.volume(), np.asarray(nib.load(str(out)).dataobj),
                                equal_nan=True, rtol=1e-6)
 
@@ -409,8 +419,8 @@ def mask_in_the_key_grid(sp, rng, path, cid):
     return lin
 
 
-def test_mask_nifti_as_centers(source, rng, tmp_path):
-    sp = source.termination_patterns(RADIUS)
+def test_mask_nifti_as_centers(source, patterns, rng, tmp_path):
+    sp = patterns
     lin = mask_in_the_key_grid(sp, rng, tmp_path / "mask.nii.gz",
                                source.connection_id(*PLANTED))
     whole = run("similarity", sp, None)
@@ -426,13 +436,13 @@ def test_mask_nifti_as_centers(source, rng, tmp_path):
     flip = np.diag([-1.0, 1.0, 1.0, 1.0])
     flip[0, 3] = sp.dim[0] - 1
     flipped = nib.Nifti1Image(np.asarray(img.dataobj)[::-1], img.affine @ flip)
-    again = run("similarity", source, flipped)
+    again = run("similarity", sp, flipped)
     np.testing.assert_array_equal(again.centers, masked.centers)
     np.testing.assert_array_equal(again.values, masked.values)
 
 
-def test_empty_centers_are_an_error(source, tmp_path):
-    sp = source.termination_patterns(RADIUS)
+def test_empty_centers_are_an_error(source, patterns, tmp_path):
+    sp = patterns
     nib.Nifti1Image(np.zeros(sp.dim, np.uint8), sp.affine).to_filename(
         str(tmp_path / "zero.nii.gz"))
     bad(source, r"centers: mask file '.*zero\.nii\.gz' has no nonzero voxel",
@@ -440,20 +450,19 @@ def test_empty_centers_are_an_error(source, tmp_path):
     bad(source, "centers: the array of voxels is empty", centers=np.zeros((0, 3), int))
 
 
-def test_cli_map_group_difference_with_every_option(study, rng, tmp_path):
+def test_cli_map_group_difference_with_every_option(study, source, patterns, rng, tmp_path,
+                                                    capfd):
     """`ltpa map` with --connection, --groups, --permutations, --centers, --min-scans and
     --seed writes what run_ltpa computes in Python with the same options."""
-    src = source_of(study, SCALE33)
-    sp = src.termination_patterns(RADIUS)
-    lin = mask_in_the_key_grid(sp, rng, tmp_path / "mask.nii.gz",
-                               src.connection_id(*PLANTED))
+    src, sp = source, patterns
+    cid = src.connection_id(*PLANTED)
+    lin = mask_in_the_key_grid(sp, rng, tmp_path / "mask.nii.gz", cid)
     out = tmp_path / "gd.nii.gz"
-    proc = subprocess.run(
-        [str(BIN / "ltpa"), "map", str(study), "--atlas", "Lausanne2008", "--param",
-         "scale=33", "--radius", str(RADIUS), "--stat", "group_difference", "--connection",
-         ",".join(PLANTED), "--groups", "patient,control", "--permutations", "40",
-         "--centers", str(tmp_path / "mask.nii.gz"), "--min-scans", "2", "--min-tracks",
-         "2", "--seed", "5", "-o", str(out)], capture_output=True, text=True)
+    proc = ltpa_main(
+        capfd, "map", study, "--atlas", "Lausanne2008", "--param", "scale=33", "--radius",
+        RADIUS, "--stat", "group_difference", "--connection", ",".join(PLANTED), "--groups",
+        "patient,control", "--permutations", "40", "--centers", tmp_path / "mask.nii.gz",
+        "--min-scans", "2", "--min-tracks", "2", "--seed", "5", "-o", out)
     assert proc.returncode == 0, proc.stderr
     want = run("group_difference", src, str(tmp_path / "mask.nii.gz"), min_tracks=2,
                connection=PLANTED, groups=("patient", "control"), n_permutations=40,
@@ -470,16 +479,16 @@ def test_cli_map_group_difference_with_every_option(study, rng, tmp_path):
     assert body["options"]["min_scans"] == 2 and body["options"]["seed"] == 5
     assert body["options"]["n_permutations"] == 40 and body["n_centers"] == lin.shape[0]
     # another seed, other permutations: the p map is not a copy of a default
-    other = run("group_difference", src, str(tmp_path / "mask.nii.gz"), min_tracks=2,
-                connection=PLANTED, groups=("patient", "control"), n_permutations=40,
+    other = run("group_difference", sp, str(tmp_path / "mask.nii.gz"), min_tracks=2,
+                connection=cid, groups=("patient", "control"), n_permutations=40,
                 min_scans=2, seed=6)
     np.testing.assert_array_equal(other.values, want.values)
     assert not np.array_equal(other.p_fwe, want.p_fwe, equal_nan=True)
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_callable_progress_bar_on_stderr(source, capfd, n_jobs):
-    sp = source.termination_patterns(RADIUS)
+def test_callable_progress_bar_on_stderr(patterns, capfd, n_jobs):
+    sp = patterns
     capfd.readouterr()
     ijk = sp.ijk(sp.centers()[:3000])
     res = run_ltpa(coverage_fn, sp, radius=RADIUS, centers=ijk, n_jobs=n_jobs)
@@ -493,7 +502,7 @@ def test_callable_progress_bar_on_stderr(source, capfd, n_jobs):
 # --------------------------------------------------------------------------- fail fast
 
 
-def test_study_checks_come_before_any_pattern_is_computed(study, tmp_path):
+def test_study_checks_come_before_any_pattern_is_computed(study, tmp_path, capfd):
     """With no pattern file built, a bad group, connection, option or mask is an error
     before a scan's patterns are computed: no note of an on-the-fly computation."""
     src = source_of(study, SCALE33)
@@ -527,11 +536,9 @@ def test_study_checks_come_before_any_pattern_is_computed(study, tmp_path):
         assert notes == [], (match, notes)
     # the same through `ltpa map`: the error, and nothing computed or written
     out = tmp_path / "gd.nii.gz"
-    proc = subprocess.run(
-        [str(BIN / "ltpa"), "map", str(study), "--atlas", "Lausanne2008", "--param",
-         "scale=33", "--radius", "2", "--stat", "group_difference", "--connection",
-         ",".join(PLANTED), "--groups", "control,nurse", "-o", str(out)],
-        capture_output=True, text=True)
+    proc = ltpa_main(capfd, "map", study, "--atlas", "Lausanne2008", "--param", "scale=33",
+                     "--radius", "2", "--stat", "group_difference", "--connection",
+                     ",".join(PLANTED), "--groups", "control,nurse", "-o", out)
     assert proc.returncode == 1 and "group 'nurse' is not a scan_group" in proc.stderr
     assert "on the fly" not in proc.stderr and not out.exists()
     # and the check does not stop a good map: the note comes, with the map
@@ -631,8 +638,8 @@ def test_different_region_lists_or_grids_are_errors_nothing_written(study, tmp_p
         sidecar.path_of(out).unlink()
 
 
-def test_result_repr_and_save_checks(source, tmp_path):
-    res = run("streamlines", source, np.array([[45, 47, 60]]))
+def test_result_repr_and_save_checks(patterns, tmp_path):
+    res = run("streamlines", patterns, np.array([[45, 47, 60]]))
     assert isinstance(res, LtpaResult) and "streamlines" in repr(res)
     with pytest.raises(LtpaError, match="expected a .nii or .nii.gz"):
         res.save(tmp_path / "x.png")
@@ -641,24 +648,32 @@ def test_result_repr_and_save_checks(source, tmp_path):
     assert res.p_fwe is None
 
 
-def test_blocks_sized_by_entries_give_the_same_maps(source, monkeypatch):
+def test_blocks_sized_by_entries_give_the_same_maps(source, patterns, rng, monkeypatch):
     """A study with many entries per center gets blocks of fewer centers (BLOCK_ENTRIES);
     the maps, permutation p included, do not depend on the blocks."""
     from ltpa.analysis import run as run_module
 
-    sp = source.termination_patterns(RADIUS)
+    sp = patterns
     per_center = sp.entries_per_center()
     want = sum(p.n_entries / p.n_centers for p in sp.scans)
     assert per_center == pytest.approx(want) and per_center > 6
-    options = dict(connection=PLANTED, groups=("control", "patient"), n_permutations=20,
-                   seed=1)
-    whole = run("group_difference", source, None, **options)
-    sim = run("similarity", source, None)
+    cid = source.connection_id(*PLANTED)
+    # the centers: the planted bundle's (every center group_difference can test: the others
+    # have no count of it) and 2,000 others, ~220 blocks of 37 below, most of them with no
+    # tested center, and a last shorter one
+    lin = np.union1d(bundle_centers(sp, cid), rng.choice(sp.centers(), 2000, replace=False))
+    lin = lin[:lin.shape[0] - 1] if lin.shape[0] % 37 == 0 else lin
+    assert lin.shape[0] % 37 != 0
+    ijk = sp.ijk(lin)
+    options = dict(connection=cid, groups=("control", "patient"), n_permutations=20, seed=1)
+    whole = run("group_difference", sp, ijk, **options)
+    sim = run("similarity", sp, ijk)
+    assert np.isfinite(whole.p_fwe).sum() > 100 and np.isfinite(sim.values).sum() > 1000
     monkeypatch.setattr(run_module, "BLOCK_ENTRIES", math.ceil(per_center * 37))
     assert run_module._centers_per_block(sp, run_module.BLOCK_SIZE) == 37
-    small = run("group_difference", source, None, **options)
+    small = run("group_difference", sp, ijk, **options)
     np.testing.assert_array_equal(small.centers, whole.centers)
     np.testing.assert_allclose(small.values, whole.values, equal_nan=True)
     np.testing.assert_allclose(small.p_fwe, whole.p_fwe, equal_nan=True)
-    np.testing.assert_allclose(run("similarity", source, None).values, sim.values,
+    np.testing.assert_allclose(run("similarity", sp, ijk).values, sim.values,
                                equal_nan=True)

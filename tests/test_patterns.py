@@ -3,14 +3,13 @@ counted with numpy), for .trk, .trk.gz, .tck, .trx and b0-space scans, radii 0-3
 
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import BIN
+from conftest import ltpa_main
 from ltpa import LtpaError, load_track_dataset
 from ltpa.formats.grids import QSDR_AFFINE, QSDR_DIM
 from ltpa.formats.trkwrite import write_trk
@@ -78,19 +77,29 @@ def test_patterns_equal_brute_force(study, radius, rng):
             assert pm.counts.shape == (6, 0)
 
 
+def dilated(voxels, radius, dim):
+    """Sorted linear numbers of every voxel within ``radius`` of one of ``voxels`` (N, 3),
+    clipped to the grid: the plain triple loop's sphere (``sphere_voxels``, around a voxel
+    far from the faces) moved onto every voxel at once, those outside the grid dropped."""
+    offsets = np.array(sphere_voxels((radius,) * 3, radius, (2 * radius + 1,) * 3)) - radius
+    near = (np.asarray(voxels)[:, None, :] + offsets[None]).reshape(-1, 3)
+    inside = np.all((near >= 0) & (near < np.asarray(dim)), axis=1)
+    return np.unique(np.ravel_multi_index(near[inside].T, dim))
+
+
 @pytest.mark.parametrize("radius", [0, 2])
 def test_centers_are_the_dilated_voxels(study, radius):
+    """Every voxel any streamline of the scan touches (the index's voxels), dilated by the
+    sphere, and no other: the scan's centers, sorted and unique (the file's order)."""
     src = source_of(study, SCALE33)
     sp = src.termination_patterns(radius)
     for pos in (1, 2, 5):  # b0-space scan, .tck, .trx
         ds = src.dataset(pos)
         idx = ds.tracks_at_ijk
         voxels = np.stack(np.unravel_index(np.asarray(idx.voxels), idx.dim), axis=1)
-        expected = set()
-        for v in voxels.tolist():
-            expected.update(sphere_voxels(v, radius, idx.dim))
-        got = {tuple(v) for v in sp.ijk(sp.scans[pos].centers).tolist()}
-        assert got == expected
+        expected = dilated(voxels, radius, idx.dim)
+        assert (expected.shape[0] > voxels.shape[0]) == (radius > 0)
+        np.testing.assert_array_equal(np.asarray(sp.scans[pos].centers), expected)
 
 
 def test_same_streamlines_same_patterns_in_every_format(study):
@@ -524,22 +533,19 @@ def test_a_file_built_outside_the_workflow_is_judged_as_the_workflow_does(fresh)
     assert sp.sources[0] == "computed" and "atlas was None" in notes[0]
 
 
-def test_cli_patterns(study, tmp_path):
+def test_cli_patterns(study, tmp_path, capfd):
     scans = json.loads(study.read_text())
     pkl = study.parent / scans[2]["pkl_path"]
     npy = study.parent / scans[2]["track_labels"][0]["numpy_path"]
     out = tmp_path / "p.npz"
-    proc = subprocess.run([str(BIN / "ltpa"), "patterns", str(pkl), str(npy), str(out),
-                           "--radius", "1"], capture_output=True, text=True)
+    proc = ltpa_main(capfd, "patterns", pkl, npy, out, "--radius", "1")
     assert proc.returncode == 0, proc.stderr
     src = source_of(study, SCALE33)
     mine = src.termination_patterns(1).scans[2]
     p = read_patterns(out)
     for name in ("centers", "indptr", "connection_ids", "counts"):
         np.testing.assert_array_equal(getattr(p, name), getattr(mine, name))
-    proc = subprocess.run([str(BIN / "ltpa"), "patterns", str(pkl), str(npy),
-                           str(tmp_path / "q.npz"), "--radius", "12"], capture_output=True,
-                          text=True)
+    proc = ltpa_main(capfd, "patterns", pkl, npy, tmp_path / "q.npz", "--radius", "12")
     assert proc.returncode == 1 and "radius 12" in proc.stderr
     assert not (tmp_path / "q.npz").exists()
 
