@@ -8,7 +8,8 @@ import time
 import pytest
 
 from ltpa import LtpaError
-from ltpa.study.stamps import MARGIN_NS, remove_other_stamps, stamp_path, write_stamp
+from ltpa.study import stamps
+from ltpa.study.stamps import LEAD_NS, remove_other_stamps, stamp_path, write_stamp
 
 
 def test_stamp_path_names_the_rule_and_the_absolute_output(tmp_path, monkeypatch):
@@ -21,16 +22,47 @@ def test_stamp_path_names_the_rule_and_the_absolute_output(tmp_path, monkeypatch
 def test_a_stamp_is_later_than_its_output_even_one_dated_in_the_future(tmp_path):
     out = tmp_path / "out.npy"
     out.write_bytes(b"x")
+    out_ns = out.stat().st_mtime_ns
     stamp = write_stamp(stamp_path(tmp_path / "w", "r", out), out)
-    assert stamp.stat().st_mtime_ns >= out.stat().st_mtime_ns + MARGIN_NS
+    # later than the output, as seen in float seconds (Snakemake's comparison) too, and no
+    # later than it must be: a job rebuilding the output right now writes it after the stamp
+    got = stamp.stat().st_mtime_ns
+    assert got >= out_ns + LEAD_NS and stamp.stat().st_mtime > out.stat().st_mtime
+    assert got <= max(time.time_ns(), out_ns + 10**7)  # now, or 10 ms at most past it
+    # an output written long ago: the stamp is now
+    old = time.time_ns() - 3600 * 10**9
+    os.utime(out, ns=(old, old))
+    t0 = time.time_ns()
+    write_stamp(stamp, out)
+    assert t0 <= stamp.stat().st_mtime_ns <= time.time_ns()
     future = time.time_ns() + 3600 * 10**9  # a skewed clock wrote the output
     os.utime(out, ns=(future, future))
     write_stamp(stamp, out)
-    assert stamp.stat().st_mtime_ns == future + MARGIN_NS
+    assert future < stamp.stat().st_mtime_ns == future + LEAD_NS <= future + 10**7
     # no output yet: now
     t0 = time.time_ns()
     gone = write_stamp(stamp_path(tmp_path / "w", "r", tmp_path / "none"), tmp_path / "none")
     assert t0 <= gone.stat().st_mtime_ns <= time.time_ns()
+
+
+@pytest.mark.parametrize("grain_s", [1, 2])
+def test_on_a_file_system_of_whole_seconds_a_stamp_is_still_later(tmp_path, monkeypatch,
+                                                                   grain_s):
+    """Where times are kept in whole seconds (2 on FAT), a stamp 1 ms after an output written
+    this second would be stored at the output's time: it then goes 1 s, else 2 s, later."""
+    real_utime = os.utime
+
+    def coarse_utime(path, ns):  # the file system truncates what it is given
+        real_utime(path, ns=tuple(t // (grain_s * 10**9) * grain_s * 10**9 for t in ns))
+
+    monkeypatch.setattr(stamps.os, "utime", coarse_utime)
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"x")
+    now_s = time.time_ns() // 10**9 * 10**9
+    coarse_utime(out, ns=(now_s, now_s))  # written this second, as that file system keeps it
+    stamp = write_stamp(stamp_path(tmp_path / "w", "r", out), out)
+    assert stamp.stat().st_mtime_ns > out.stat().st_mtime_ns
+    assert stamp.stat().st_mtime_ns <= now_s + 2 * 10**9
 
 
 def test_each_stamp_has_new_content(tmp_path):

@@ -23,9 +23,12 @@ from ..errors import InputError
 
 FOLDER = "stale"
 SUFFIX = ".stamp"
-# a stamp is at least this much later than its output: file systems that keep whole
-# seconds (or two, FAT) would otherwise give an output written this second the same time
-MARGIN_NS = 2_000_000_000
+# a stamp is at least this much later than its output (Snakemake compares modification
+# times as float seconds, exact to ~0.25 us today: 1 ms is a safe lead) ...
+LEAD_NS = 1_000_000
+# ... and, where the file system keeps coarser times than that (whole seconds; two on FAT)
+# and stored the stamp no later than the output, the first of these that it does store later
+COARSE_LEADS_NS = (1_000_000_000, 2_000_000_000)
 
 
 def stamp_path(work_dir, rule: str, output) -> Path:
@@ -51,8 +54,13 @@ def stamp_path(work_dir, rule: str, output) -> Path:
 def write_stamp(path, output) -> Path:
     """Create or touch the stamp ``path`` so that it is later than ``output``.
 
-    Its modification time is the later of now and the output's time plus ``MARGIN_NS`` (an
-    output dated in the future by a skewed clock included), and its content is new (the
+    Its modification time is now, or, for an output written less than ``LEAD_NS`` ago (or
+    dated in the future by a skewed clock), the output's time plus ``LEAD_NS``; on a file
+    system that stored it no later than the output (coarse timestamps), the output's time
+    plus 1 s, else 2 s. It is never later than it must be: the job that rebuilds the output
+    must write it after the stamp's time, or Snakemake finds the new output older than an
+    input and fails the job ("clock skew"); a stamp dated 2 s ahead failed every rebuild
+    that ran within 2 s of the output's last write. Its content is new each time (the
     output's path and the time): Snakemake does not rerun a job for an input whose checksum
     is the one it recorded in an earlier run, so an unchanged stamp would not count.
 
@@ -81,7 +89,7 @@ def write_stamp(path, output) -> Path:
         out_ns = None
     when = time.time_ns()
     if out_ns is not None:
-        when = max(when, out_ns + MARGIN_NS)
+        when = max(when, out_ns + LEAD_NS)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_symlink() or (path.exists() and not path.is_file()):
@@ -91,6 +99,12 @@ def write_stamp(path, output) -> Path:
         with open(path, "w") as fh:
             fh.write(f"{os.path.abspath(output)}\nout of date as of {time.time_ns()}\n")
         os.utime(path, ns=(when, when))
+        if out_ns is not None:
+            for lead in COARSE_LEADS_NS:
+                if os.stat(path).st_mtime_ns > os.stat(output).st_mtime_ns:
+                    break
+                when = max(when, out_ns + lead)
+                os.utime(path, ns=(when, when))
     except OSError as exc:
         raise InputError(f"output {str(output)!r} is out of date, but its rebuild stamp "
                          f"{str(path)!r} cannot be written ({exc.strerror}): the study's "
