@@ -55,13 +55,18 @@ def planned_jobs(proc_output):
     return sorted(j for j in jobs)
 
 
+def make_demo_study(folder):
+    """The tests' demo study (3 scans, 2 atlases) written in ``folder``: its JSON's path.
+    The same arguments each time, so every call gives identical inputs."""
+    from ltpa.demo.small import make_demo
+
+    return make_demo(folder, n_scans=3, seed=1, n_per_side=15, n_background=10)
+
+
 @pytest.fixture
 def demo_study(tmp_path):
     """A fresh copy of the built-in demo study (3 scans, 2 atlases) in a temp folder."""
-    from ltpa.demo.small import make_demo
-
-    path = make_demo(tmp_path / "study", n_scans=3, seed=1, n_per_side=15, n_background=10)
-    return path
+    return make_demo_study(tmp_path / "study")
 
 
 @pytest.fixture

@@ -4,22 +4,18 @@ Real files throughout: the demo's QSDR atlases saved the ways other tools save t
 nibabel's own test data (standard.trk, standard.LPS.trk, standard.tck, standard.nii.gz).
 """
 
-import io
 import json
 import logging
 import os
 import subprocess
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
 from nibabel.testing import data_path as NIB_DATA
 
-from conftest import BIN, run_snakemake, study_folder
-from ltpa import cli
+from conftest import BIN, ltpa_main, run_snakemake, study_folder
 from ltpa.demo.small import make_demo
 from ltpa.formats.grids import MNI_AFFINE, MNI_DIM, QSDR_AFFINE
 from ltpa.jobs.pipeline import label_scan
@@ -30,10 +26,7 @@ LTPA = str(BIN / "ltpa")
 
 def validate(local_data):
     """`ltpa validate LOCAL_DATA` in this process (the same main() the command runs)."""
-    err, out = io.StringIO(), io.StringIO()
-    with redirect_stderr(err), redirect_stdout(out):
-        rc = cli.main(["validate", str(local_data)])
-    return SimpleNamespace(returncode=rc, stderr=err.getvalue(), stdout=out.getvalue())
+    return ltpa_main(None, "validate", local_data)
 
 
 def edit(local_data, fn):

@@ -21,7 +21,15 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, REPO, SNAKEFILE, SNAKEMAKE, run_snakemake, study_folder
+from conftest import (
+    BIN,
+    REPO,
+    SNAKEFILE,
+    SNAKEMAKE,
+    make_demo_study,
+    run_snakemake,
+    study_folder,
+)
 from ltpa import load_track_dataset
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
@@ -188,11 +196,7 @@ def test_our_cluster_is_known_by_marker_pid_name_and_state(tmp_path, monkeypatch
         proc.wait()
 
 
-def make_study(folder):
-    from ltpa.demo.small import make_demo
-
-    # the same arguments as conftest's demo_study fixture: identical inputs
-    return make_demo(folder, n_scans=3, seed=1, n_per_side=15, n_background=10)
+make_study = make_demo_study  # conftest's demo study: identical inputs each call
 
 
 def profile_settings():

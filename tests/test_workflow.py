@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BIN, SNAKEFILE, SNAKEMAKE, planned_jobs, run_snakemake, study_folder
+from conftest import (
+    BIN,
+    SNAKEFILE,
+    SNAKEMAKE,
+    make_demo_study,
+    planned_jobs,
+    run_snakemake,
+    study_folder,
+)
 from ltpa import load_track_dataset
 from ltpa.demo.small import make_streamlines
 from ltpa.formats.grids import MNI_DIM, QSDR_AFFINE, QSDR_DIM
@@ -46,10 +54,8 @@ def dry(work, local_data, **kw):
 @pytest.fixture(scope="module")
 def built_once(tmp_path_factory):
     """The demo study (conftest's demo_study) after a full run, once for this module."""
-    from ltpa.demo.small import make_demo
-
     root = tmp_path_factory.mktemp("built")
-    local_data = make_demo(root / "study", n_scans=3, seed=1, n_per_side=15, n_background=10)
+    local_data = make_demo_study(root / "study")
     work = root / "work"
     run_snakemake(work, local_data=local_data)
     return work, local_data, local_data.parent

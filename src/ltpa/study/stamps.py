@@ -101,7 +101,7 @@ def write_stamp(path, output) -> Path:
         os.utime(path, ns=(when, when))
         if out_ns is not None:
             for lead in COARSE_LEADS_NS:
-                if os.stat(path).st_mtime_ns > os.stat(output).st_mtime_ns:
+                if os.stat(path).st_mtime_ns > out_ns:  # as the file system stored both
                     break
                 when = max(when, out_ns + lead)
                 os.utime(path, ns=(when, when))
